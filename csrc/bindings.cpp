@@ -1,0 +1,299 @@
+// The only pybind11 file: it checks array dtypes and layouts, takes raw pointers, releases the GIL and
+// calls the kernels. It does no math and never copies or casts: outputs are allocated by the Python
+// ops layer (cnnkit/ops.py) and every array must already be C-contiguous with the exact dtype.
+#include <pybind11/pybind11.h>
+#include <pybind11/numpy.h>
+#include <pybind11/stl.h>
+
+#include <array>
+#include <string>
+#include <vector>
+
+#include "common/check.h"
+#include "common/runtime.h"
+#include "ops/conv2d.h"
+#include "ops/dropout.h"
+#include "ops/maxpool2d.h"
+#include "ops/relu.h"
+
+namespace py = pybind11;
+using Pair = std::array<int64_t, 2>;
+
+namespace {
+
+std::vector<int64_t> shape_of(const py::array& a) {
+  return std::vector<int64_t>(a.shape(), a.shape() + a.ndim());
+}
+
+std::string dtype_name(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
+
+// Raw pointer of an array that must have exactly dtype T, be C-contiguous and (for outputs) writable.
+template <typename T>
+T* ptr(const py::array& a, const char* op, const char* name, bool writable = false) {
+  if (!a.dtype().is(py::dtype::of<T>()))
+    throw py::type_error(std::string(op) + ": " + name + " must have dtype " +
+                         py::str(py::dtype::of<T>()).cast<std::string>() + ", got " + dtype_name(a));
+  if (!(a.flags() & py::array::c_style))
+    ck::fail(op, name, " must be C-contiguous (no silent copies are made), got strides that are not");
+  if (writable && !a.writeable()) ck::fail(op, name, " must be writable, got a read-only array");
+  return static_cast<T*>(const_cast<void*>(a.data()));
+}
+
+void expect_shape(const char* op, const char* name, const py::array& a, const std::vector<int64_t>& want) {
+  if (shape_of(a) != want)
+    ck::fail(op, name, " must have shape ", ck::shape_str(want), ", got ", ck::shape_str(shape_of(a)));
+}
+
+enum class DType { f32, f64 };
+DType float_dtype(const py::array& a, const char* op, const char* name) {
+  if (a.dtype().is(py::dtype::of<float>())) return DType::f32;
+  if (a.dtype().is(py::dtype::of<double>())) return DType::f64;
+  throw py::type_error(std::string(op) + ": " + name + " must be float32 or float64, got " + dtype_name(a));
+}
+
+// ---- conv2d ----
+
+std::vector<int64_t> conv2d_out_shape(const std::vector<int64_t>& x_shape, const std::vector<int64_t>& w_shape,
+                                      Pair stride, Pair padding, Pair dilation, int64_t groups) {
+  auto p = ck::make_conv2d_params("conv2d", x_shape, w_shape, stride[0], stride[1], padding[0], padding[1],
+                                  dilation[0], dilation[1], groups);
+  return {p.N, p.K, p.P, p.Q};
+}
+
+void conv2d_fwd(const py::array& x, const py::array& w, const py::object& b, const py::array& y, Pair stride,
+                Pair padding, Pair dilation, int64_t groups) {
+  const char* op = "conv2d_fwd";
+  auto p = ck::make_conv2d_params(op, shape_of(x), shape_of(w), stride[0], stride[1], padding[0], padding[1],
+                                  dilation[0], dilation[1], groups);
+  expect_shape(op, "y", y, {p.N, p.K, p.P, p.Q});
+  py::array ba;
+  if (!b.is_none()) {
+    ba = b.cast<py::array>();
+    expect_shape(op, "b", ba, {p.K});
+  }
+  auto run = [&](auto tag) {
+    using T = decltype(tag);
+    const T* xp = ptr<T>(x, op, "x");
+    const T* wp = ptr<T>(w, op, "w");
+    const T* bp = b.is_none() ? nullptr : ptr<T>(ba, op, "b");
+    T* yp = ptr<T>(y, op, "y", true);
+    py::gil_scoped_release nogil;
+    ck::conv2d_fwd_cpu<T>(p, xp, wp, bp, yp);
+  };
+  float_dtype(x, op, "x") == DType::f32 ? run(float{}) : run(double{});
+}
+
+void conv2d_bwd_data(const py::array& dy, const py::array& w, const py::array& dx, Pair stride, Pair padding,
+                     Pair dilation, int64_t groups) {
+  const char* op = "conv2d_bwd_data";
+  auto p = ck::make_conv2d_params(op, shape_of(dx), shape_of(w), stride[0], stride[1], padding[0], padding[1],
+                                  dilation[0], dilation[1], groups);
+  expect_shape(op, "dy", dy, {p.N, p.K, p.P, p.Q});
+  auto run = [&](auto tag) {
+    using T = decltype(tag);
+    const T* dyp = ptr<T>(dy, op, "dy");
+    const T* wp = ptr<T>(w, op, "w");
+    T* dxp = ptr<T>(dx, op, "dx", true);
+    py::gil_scoped_release nogil;
+    ck::conv2d_bwd_data_cpu<T>(p, dyp, wp, dxp);
+  };
+  float_dtype(dy, op, "dy") == DType::f32 ? run(float{}) : run(double{});
+}
+
+void conv2d_bwd_weight(const py::array& dy, const py::array& x, const py::array& dw, Pair stride, Pair padding,
+                       Pair dilation, int64_t groups, bool accumulate) {
+  const char* op = "conv2d_bwd_weight";
+  auto p = ck::make_conv2d_params(op, shape_of(x), shape_of(dw), stride[0], stride[1], padding[0], padding[1],
+                                  dilation[0], dilation[1], groups);
+  expect_shape(op, "dy", dy, {p.N, p.K, p.P, p.Q});
+  auto run = [&](auto tag) {
+    using T = decltype(tag);
+    const T* dyp = ptr<T>(dy, op, "dy");
+    const T* xp = ptr<T>(x, op, "x");
+    T* dwp = ptr<T>(dw, op, "dw", true);
+    py::gil_scoped_release nogil;
+    ck::conv2d_bwd_weight_cpu<T>(p, dyp, xp, dwp, accumulate);
+  };
+  float_dtype(dy, op, "dy") == DType::f32 ? run(float{}) : run(double{});
+}
+
+void conv2d_bwd_bias(const py::array& dy, const py::array& db, bool accumulate) {
+  const char* op = "conv2d_bwd_bias";
+  if (dy.ndim() != 4) ck::fail(op, "dy must be 4-D (N, K, P, Q), got shape ", ck::shape_str(shape_of(dy)));
+  expect_shape(op, "db", db, {dy.shape(1)});
+  auto run = [&](auto tag) {
+    using T = decltype(tag);
+    const T* dyp = ptr<T>(dy, op, "dy");
+    T* dbp = ptr<T>(db, op, "db", true);
+    const int64_t N = dy.shape(0), K = dy.shape(1), PQ = dy.shape(2) * dy.shape(3);
+    py::gil_scoped_release nogil;
+    ck::conv2d_bwd_bias_cpu<T>(N, K, PQ, dyp, dbp, accumulate);
+  };
+  float_dtype(dy, op, "dy") == DType::f32 ? run(float{}) : run(double{});
+}
+
+// ---- maxpool2d ----
+
+std::vector<int64_t> maxpool2d_out_shape(const std::vector<int64_t>& x_shape, Pair kernel, Pair stride,
+                                         Pair padding, Pair dilation, bool ceil_mode) {
+  auto p = ck::make_maxpool2d_params("maxpool2d_fwd", x_shape, kernel[0], kernel[1], stride[0], stride[1],
+                                     padding[0], padding[1], dilation[0], dilation[1], ceil_mode);
+  return {p.N, p.C, p.P, p.Q};
+}
+
+void maxpool2d_fwd(const py::array& x, const py::array& y, const py::array& indices, Pair kernel, Pair stride,
+                   Pair padding, Pair dilation, bool ceil_mode) {
+  const char* op = "maxpool2d_fwd";
+  auto p = ck::make_maxpool2d_params(op, shape_of(x), kernel[0], kernel[1], stride[0], stride[1], padding[0],
+                                     padding[1], dilation[0], dilation[1], ceil_mode);
+  expect_shape(op, "y", y, {p.N, p.C, p.P, p.Q});
+  expect_shape(op, "indices", indices, {p.N, p.C, p.P, p.Q});
+  auto run = [&](auto tag) {
+    using T = decltype(tag);
+    const T* xp = ptr<T>(x, op, "x");
+    T* yp = ptr<T>(y, op, "y", true);
+    int64_t* ip = ptr<int64_t>(indices, op, "indices", true);
+    py::gil_scoped_release nogil;
+    ck::maxpool2d_fwd_cpu<T>(p, xp, yp, ip);
+  };
+  float_dtype(x, op, "x") == DType::f32 ? run(float{}) : run(double{});
+}
+
+void maxpool2d_bwd(const py::array& dy, const py::array& indices, const py::array& dx) {
+  const char* op = "maxpool2d_bwd";
+  if (dy.ndim() != 4) ck::fail(op, "dy must be 4-D (N, C, P, Q), got shape ", ck::shape_str(shape_of(dy)));
+  if (dx.ndim() != 4) ck::fail(op, "dx must be 4-D (N, C, H, W), got shape ", ck::shape_str(shape_of(dx)));
+  expect_shape(op, "indices", indices, shape_of(dy));
+  if (dy.shape(0) != dx.shape(0) || dy.shape(1) != dx.shape(1))
+    ck::fail(op, "dy and x_shape must agree in (N, C), got ", ck::shape_str(shape_of(dy)), " and ",
+             ck::shape_str(shape_of(dx)));
+  auto run = [&](auto tag) {
+    using T = decltype(tag);
+    const T* dyp = ptr<T>(dy, op, "dy");
+    const int64_t* ip = ptr<int64_t>(indices, op, "indices");
+    T* dxp = ptr<T>(dx, op, "dx", true);
+    const int64_t planes = dx.shape(0) * dx.shape(1), HW = dx.shape(2) * dx.shape(3),
+                  PQ = dy.shape(2) * dy.shape(3);
+    py::gil_scoped_release nogil;
+    ck::maxpool2d_bwd_cpu<T>(planes, HW, PQ, dyp, ip, dxp);
+  };
+  float_dtype(dy, op, "dy") == DType::f32 ? run(float{}) : run(double{});
+}
+
+// ---- dropout and relu ----
+
+void same_size(const char* op, const char* a_name, const py::array& a, const char* b_name, const py::array& b) {
+  if (shape_of(a) != shape_of(b))
+    ck::fail(op, b_name, " must have the shape of ", a_name, " ", ck::shape_str(shape_of(a)), ", got ",
+             ck::shape_str(shape_of(b)));
+}
+
+void dropout_fwd(const py::array& x, const py::array& y, const py::array& mask, double p, uint64_t seed,
+                 uint64_t offset) {
+  const char* op = "dropout_fwd";
+  ck::dropout_threshold(op, p);
+  same_size(op, "x", x, "y", y);
+  same_size(op, "x", x, "mask", mask);
+  auto run = [&](auto tag) {
+    using T = decltype(tag);
+    const T* xp = ptr<T>(x, op, "x");
+    T* yp = ptr<T>(y, op, "y", true);
+    uint8_t* mp = ptr<uint8_t>(mask, op, "mask", true);
+    py::gil_scoped_release nogil;
+    ck::dropout_fwd_cpu<T>(x.size(), xp, p, seed, offset, yp, mp);
+  };
+  float_dtype(x, op, "x") == DType::f32 ? run(float{}) : run(double{});
+}
+
+void dropout_bwd(const py::array& dy, const py::array& mask, const py::array& dx, double p) {
+  const char* op = "dropout_bwd";
+  ck::dropout_threshold(op, p);
+  same_size(op, "dy", dy, "mask", mask);
+  same_size(op, "dy", dy, "dx", dx);
+  auto run = [&](auto tag) {
+    using T = decltype(tag);
+    const T* dyp = ptr<T>(dy, op, "dy");
+    const uint8_t* mp = ptr<uint8_t>(mask, op, "mask");
+    T* dxp = ptr<T>(dx, op, "dx", true);
+    py::gil_scoped_release nogil;
+    ck::dropout_bwd_cpu<T>(dy.size(), dyp, mp, p, dxp);
+  };
+  float_dtype(dy, op, "dy") == DType::f32 ? run(float{}) : run(double{});
+}
+
+void relu_fwd(const py::array& x, const py::array& y) {
+  const char* op = "relu_fwd";
+  same_size(op, "x", x, "y", y);
+  auto run = [&](auto tag) {
+    using T = decltype(tag);
+    const T* xp = ptr<T>(x, op, "x");
+    T* yp = ptr<T>(y, op, "y", true);
+    py::gil_scoped_release nogil;
+    ck::relu_fwd_cpu<T>(x.size(), xp, yp);
+  };
+  float_dtype(x, op, "x") == DType::f32 ? run(float{}) : run(double{});
+}
+
+void relu_bwd(const py::array& dy, const py::array& y, const py::array& dx) {
+  const char* op = "relu_bwd";
+  same_size(op, "dy", dy, "y", y);
+  same_size(op, "dy", dy, "dx", dx);
+  auto run = [&](auto tag) {
+    using T = decltype(tag);
+    const T* dyp = ptr<T>(dy, op, "dy");
+    const T* yp = ptr<T>(y, op, "y");
+    T* dxp = ptr<T>(dx, op, "dx", true);
+    py::gil_scoped_release nogil;
+    ck::relu_bwd_cpu<T>(dy.size(), dyp, yp, dxp);
+  };
+  float_dtype(dy, op, "dy") == DType::f32 ? run(float{}) : run(double{});
+}
+
+py::dict build_info() {
+  py::dict d;
+  d["version"] = CNNKIT_VERSION;
+  d["cuda"] = ck::cuda_built();
+  d["cuda_archs"] = ck::cuda_built() ? std::string(CNNKIT_CUDA_ARCHS) : std::string();
+  d["blas"] = "scipy-openblas32 (" + ck::blas_config() + ")";
+  d["openmp"] = ck::openmp_version();
+  d["num_threads"] = ck::get_num_threads();
+  d["simd"] = ck::simd_level();
+  d["compiler"] = __VERSION__;
+  return d;
+}
+
+py::tuple cuda_status() {
+  std::string why;
+  int n = ck::cuda_device_count(&why);
+  return py::make_tuple(n, why);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "cnnkit kernels (raw; use cnnkit.ops, which validates arguments first)";
+  ck::runtime_init();
+  m.def("conv2d_out_shape", &conv2d_out_shape, py::arg("x_shape"), py::arg("w_shape"), py::arg("stride"),
+        py::arg("padding"), py::arg("dilation"), py::arg("groups"));
+  m.def("conv2d_fwd", &conv2d_fwd, py::arg("x"), py::arg("w"), py::arg("b").none(true), py::arg("y"),
+        py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("groups"));
+  m.def("conv2d_bwd_data", &conv2d_bwd_data, py::arg("dy"), py::arg("w"), py::arg("dx"), py::arg("stride"),
+        py::arg("padding"), py::arg("dilation"), py::arg("groups"));
+  m.def("conv2d_bwd_weight", &conv2d_bwd_weight, py::arg("dy"), py::arg("x"), py::arg("dw"), py::arg("stride"),
+        py::arg("padding"), py::arg("dilation"), py::arg("groups"), py::arg("accumulate"));
+  m.def("conv2d_bwd_bias", &conv2d_bwd_bias, py::arg("dy"), py::arg("db"), py::arg("accumulate"));
+  m.def("maxpool2d_out_shape", &maxpool2d_out_shape, py::arg("x_shape"), py::arg("kernel"), py::arg("stride"),
+        py::arg("padding"), py::arg("dilation"), py::arg("ceil_mode"));
+  m.def("maxpool2d_fwd", &maxpool2d_fwd, py::arg("x"), py::arg("y"), py::arg("indices"), py::arg("kernel"),
+        py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("ceil_mode"));
+  m.def("maxpool2d_bwd", &maxpool2d_bwd, py::arg("dy"), py::arg("indices"), py::arg("dx"));
+  m.def("dropout_fwd", &dropout_fwd, py::arg("x"), py::arg("y"), py::arg("mask"), py::arg("p"), py::arg("seed"),
+        py::arg("offset"));
+  m.def("dropout_bwd", &dropout_bwd, py::arg("dy"), py::arg("mask"), py::arg("dx"), py::arg("p"));
+  m.def("relu_fwd", &relu_fwd, py::arg("x"), py::arg("y"));
+  m.def("relu_bwd", &relu_bwd, py::arg("dy"), py::arg("y"), py::arg("dx"));
+  m.def("set_num_threads", &ck::set_num_threads, py::arg("n"));
+  m.def("get_num_threads", &ck::get_num_threads);
+  m.def("build_info", &build_info);
+  m.def("cuda_status", &cuda_status, "(device_count, reason) from the CUDA runtime; never throws");
+}

@@ -1,0 +1,66 @@
+// Threading, BLAS wrappers and build facts. See runtime.h for the threading policy.
+#include "common/runtime.h"
+
+#include <cblas.h>
+#include <omp.h>
+
+#include <climits>
+#include <stdexcept>
+
+#include "common/check.h"
+
+namespace ck {
+
+void runtime_init() { scipy_openblas_set_num_threads(1); }
+
+void set_num_threads(int n) {
+  CK_CHECK(n >= 1, "set_num_threads", "n must be >= 1, got ", n);
+  omp_set_num_threads(n);
+  scipy_openblas_set_num_threads(1);
+}
+
+int get_num_threads() { return omp_get_max_threads(); }
+
+std::string blas_config() { return std::string(scipy_openblas_get_config()); }
+
+std::string openmp_version() { return std::to_string(_OPENMP); }
+
+// The vector ISA the kernels were compiled for (this translation unit shares their flags).
+std::string simd_level() {
+#if defined(__AVX512F__)
+  return "avx512";
+#elif defined(__AVX2__)
+  return "avx2";
+#else
+  return "baseline";
+#endif
+}
+
+static blasint as_blasint(int64_t v) {
+  if (v < 0 || v > INT_MAX) fail("gemm", "dimension ", v, " does not fit the 32-bit BLAS interface");
+  return static_cast<blasint>(v);
+}
+
+void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+          const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  if (m == 0 || n == 0) return;
+  scipy_cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, as_blasint(m),
+              as_blasint(n), as_blasint(k), alpha, a, as_blasint(lda), b, as_blasint(ldb), beta, c, as_blasint(ldc));
+}
+
+void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha, const double* a, int64_t lda,
+          const double* b, int64_t ldb, double beta, double* c, int64_t ldc) {
+  if (m == 0 || n == 0) return;
+  scipy_cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, as_blasint(m),
+              as_blasint(n), as_blasint(k), alpha, a, as_blasint(lda), b, as_blasint(ldb), beta, c, as_blasint(ldc));
+}
+
+#ifndef CNNKIT_WITH_CUDA
+int cuda_device_count(std::string* why) {
+  if (why) *why = "cnnkit was built without CUDA (no nvcc at build time, or CNNKIT_CUDA=OFF)";
+  return 0;
+}
+bool cuda_built() { return false; }
+#endif
+
+}  // namespace ck

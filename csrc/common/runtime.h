@@ -1,0 +1,28 @@
+// Threading and BLAS runtime. One layer owns the cores: OpenMP. OpenBLAS is kept at one thread and is
+// only ever called from inside our own parallel regions, so the two thread pools never spin against
+// each other (on 2 cores that contention cost 4-6x; see BUILD-NOTES pitfall 5).
+#pragma once
+#include <cstdint>
+#include <string>
+
+namespace ck {
+
+void runtime_init();             // called once when the module loads
+void set_num_threads(int n);     // OpenMP threads for every kernel; BLAS stays at 1 inside them
+int get_num_threads();
+std::string blas_config();
+std::string openmp_version();
+std::string simd_level();
+
+// GEMM on row-major matrices, single-threaded (the caller is already inside a parallel region).
+// C = alpha * op(A) * op(B) + beta * C
+void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+          const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
+void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double alpha, const double* a, int64_t lda,
+          const double* b, int64_t ldb, double beta, double* c, int64_t ldc);
+
+// CUDA runtime status (always defined; reports "built without CUDA" when it is).
+int cuda_device_count(std::string* why);
+bool cuda_built();
+
+}  // namespace ck

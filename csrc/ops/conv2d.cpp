@@ -1,0 +1,261 @@
+// CPU convolution as im2col + GEMM (Chellapilla et al. 2006; Caffe's conv layer), tiled so that the
+// column buffer of one tile stays in L2. Parallel strategy: OpenMP over (sample, group, row-tile) work
+// items, each calling a single-threaded sgemm; no BLAS threads exist to contend with ours. A 1x1,
+// stride-1, unpadded conv skips im2col: x itself is the column matrix.
+#include "ops/conv2d.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "common/check.h"
+#include "common/runtime.h"
+
+namespace ck {
+
+Conv2dParams make_conv2d_params(const char* op, const std::vector<int64_t>& xs, const std::vector<int64_t>& ws,
+                                int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw,
+                                int64_t groups) {
+  CK_CHECK(xs.size() == 4, op, "x must be 4-D (N, C, H, W), got shape ", shape_str(xs));
+  CK_CHECK(ws.size() == 4, op, "w must be 4-D (K, C/groups, R, S), got shape ", shape_str(ws));
+  for (int64_t d : xs) CK_CHECK(d >= 0, op, "x shape must be non-negative, got ", shape_str(xs));
+  for (int64_t d : ws) CK_CHECK(d >= 0, op, "w shape must be non-negative, got ", shape_str(ws));
+  CK_CHECK(sh >= 1 && sw >= 1, op, "stride must be >= 1, got (", sh, ", ", sw, ")");
+  CK_CHECK(dh >= 1 && dw >= 1, op, "dilation must be >= 1, got (", dh, ", ", dw, ")");
+  CK_CHECK(ph >= 0 && pw >= 0, op, "padding must be >= 0, got (", ph, ", ", pw, ")");
+  CK_CHECK(groups >= 1, op, "groups must be >= 1, got ", groups);
+  Conv2dParams p{};
+  p.N = xs[0]; p.C = xs[1]; p.H = xs[2]; p.W = xs[3];
+  p.K = ws[0]; p.R = ws[2]; p.S = ws[3];
+  p.stride_h = sh; p.stride_w = sw; p.pad_h = ph; p.pad_w = pw; p.dil_h = dh; p.dil_w = dw; p.groups = groups;
+  CK_CHECK(p.C >= 1 && p.H >= 1 && p.W >= 1, op, "x must have C, H, W >= 1, got shape ", shape_str(xs));
+  CK_CHECK(p.K >= 1 && p.R >= 1 && p.S >= 1, op, "w must have K, R, S >= 1, got shape ", shape_str(ws));
+  CK_CHECK(p.C % groups == 0, op, "in-channels C=", p.C, " must be divisible by groups=", groups);
+  CK_CHECK(p.K % groups == 0, op, "out-channels K=", p.K, " must be divisible by groups=", groups);
+  CK_CHECK(ws[1] == p.C / groups, op, "w.shape[1] must be C/groups = ", p.C / groups, ", got ", ws[1],
+           " (x shape ", shape_str(xs), ", w shape ", shape_str(ws), ", groups ", groups, ")");
+  const int64_t eff_r = mul_checked(op, dh, p.R - 1) + 1, eff_s = mul_checked(op, dw, p.S - 1) + 1;
+  const int64_t span_h = p.H + 2 * ph, span_w = p.W + 2 * pw;
+  CK_CHECK(eff_r <= span_h && eff_s <= span_w, op, "kernel (", eff_r, ", ", eff_s,
+           ") with dilation is larger than the padded input (", span_h, ", ", span_w, ")");
+  p.P = (span_h - eff_r) / sh + 1;
+  p.Q = (span_w - eff_s) / sw + 1;
+  // Every tensor's element count must fit int64; the GEMM dimensions must fit the 32-bit BLAS.
+  mul_checked(op, mul_checked(op, mul_checked(op, p.N, p.K), p.P), p.Q);
+  mul_checked(op, mul_checked(op, mul_checked(op, p.N, p.C), p.H), p.W);
+  const int64_t crs = mul_checked(op, mul_checked(op, p.Cg(), p.R), p.S);
+  CK_CHECK(crs < (int64_t(1) << 31) && p.P * p.Q < (int64_t(1) << 31) && p.H * p.W < (int64_t(1) << 31), op,
+           "a plane or filter of this size does not fit the 32-bit BLAS interface");
+  return p;
+}
+
+namespace {
+
+bool is_pointwise(const Conv2dParams& p) {
+  return p.R == 1 && p.S == 1 && p.stride_h == 1 && p.stride_w == 1 && p.pad_h == 0 && p.pad_w == 0;
+}
+
+// Output rows per tile: the column buffer (Cg*R*S x rows*Q) should fit in about 512 KiB of L2,
+// but a tile is never less than one row and never so thin that the GEMM's n dimension starves.
+template <typename T>
+int64_t rows_per_tile(const Conv2dParams& p) {
+  const int64_t crs = p.Cg() * p.R * p.S;
+  const int64_t budget_cols = std::max<int64_t>(256, (512 * 1024) / (crs * int64_t(sizeof(T))));
+  return std::clamp<int64_t>(budget_cols / p.Q, 1, p.P);
+}
+
+// For kernel column s: the output columns q whose input column q*stride + s*dil - pad lies in [0, W).
+inline void valid_q_range(const Conv2dParams& p, int64_t s, int64_t* q_lo, int64_t* q_hi) {
+  const int64_t iw0 = s * p.dil_w - p.pad_w;
+  const int64_t lo = iw0 >= 0 ? 0 : (-iw0 + p.stride_w - 1) / p.stride_w;
+  const int64_t hi = p.W - iw0 <= 0 ? 0 : (p.W - iw0 + p.stride_w - 1) / p.stride_w;
+  *q_lo = std::min(lo, p.Q);
+  *q_hi = std::clamp(hi, *q_lo, p.Q);
+}
+
+// x (Cg, H, W) -> col (Cg*R*S, (p1-p0)*Q) for output rows [p0, p1). Writes (=).
+template <typename T>
+void im2col_rows(const Conv2dParams& p, const T* x, int64_t p0, int64_t p1, T* col) {
+  const int64_t cols = (p1 - p0) * p.Q, HW = p.H * p.W;
+  for (int64_t c = 0; c < p.Cg(); ++c) {
+    for (int64_t r = 0; r < p.R; ++r) {
+      for (int64_t s = 0; s < p.S; ++s) {
+        T* row = col + ((c * p.R + r) * p.S + s) * cols;
+        int64_t q_lo, q_hi;
+        valid_q_range(p, s, &q_lo, &q_hi);
+        const int64_t iw0 = s * p.dil_w - p.pad_w;
+        for (int64_t pp = p0; pp < p1; ++pp) {
+          T* dst = row + (pp - p0) * p.Q;
+          const int64_t ih = pp * p.stride_h - p.pad_h + r * p.dil_h;
+          if (ih < 0 || ih >= p.H) {
+            std::memset(dst, 0, sizeof(T) * p.Q);
+            continue;
+          }
+          const T* src = x + c * HW + ih * p.W;
+          std::fill(dst, dst + q_lo, T(0));
+          if (p.stride_w == 1) {
+            std::memcpy(dst + q_lo, src + q_lo + iw0, sizeof(T) * (q_hi - q_lo));
+          } else {
+            for (int64_t q = q_lo; q < q_hi; ++q) dst[q] = src[q * p.stride_w + iw0];
+          }
+          std::fill(dst + q_hi, dst + p.Q, T(0));
+        }
+      }
+    }
+  }
+}
+
+// col (Cg*R*S, (p1-p0)*Q) -> dx (Cg, H, W) for output rows [p0, p1). Accumulates (+=).
+template <typename T>
+void col2im_rows(const Conv2dParams& p, const T* col, int64_t p0, int64_t p1, T* dx) {
+  const int64_t cols = (p1 - p0) * p.Q, HW = p.H * p.W;
+  for (int64_t c = 0; c < p.Cg(); ++c) {
+    for (int64_t r = 0; r < p.R; ++r) {
+      for (int64_t s = 0; s < p.S; ++s) {
+        const T* row = col + ((c * p.R + r) * p.S + s) * cols;
+        int64_t q_lo, q_hi;
+        valid_q_range(p, s, &q_lo, &q_hi);
+        const int64_t iw0 = s * p.dil_w - p.pad_w;
+        for (int64_t pp = p0; pp < p1; ++pp) {
+          const int64_t ih = pp * p.stride_h - p.pad_h + r * p.dil_h;
+          if (ih < 0 || ih >= p.H) continue;
+          const T* src = row + (pp - p0) * p.Q;
+          T* dst = dx + c * HW + ih * p.W;
+          if (p.stride_w == 1) {
+            T* d = dst + iw0;
+            for (int64_t q = q_lo; q < q_hi; ++q) d[q] += src[q];
+          } else {
+            for (int64_t q = q_lo; q < q_hi; ++q) dst[q * p.stride_w + iw0] += src[q];
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+template <typename T>
+void conv2d_fwd_cpu(const Conv2dParams& p, const T* x, const T* w, const T* b, T* y) {
+  const int64_t Cg = p.Cg(), Kg = p.Kg(), crs = Cg * p.R * p.S, PQ = p.P * p.Q, HW = p.H * p.W;
+  const bool direct = is_pointwise(p);
+  const int64_t rows = rows_per_tile<T>(p), ntiles = (p.P + rows - 1) / rows;
+  const int64_t items = p.N * p.groups * ntiles;
+#pragma omp parallel
+  {
+    std::vector<T> col(direct ? 0 : size_t(crs * rows * p.Q));
+#pragma omp for schedule(static)
+    for (int64_t it = 0; it < items; ++it) {
+      const int64_t n = it / (p.groups * ntiles), g = (it / ntiles) % p.groups, t = it % ntiles;
+      const int64_t p0 = t * rows, p1 = std::min(p.P, p0 + rows), cols = (p1 - p0) * p.Q;
+      const T* xg = x + (n * p.C + g * Cg) * HW;
+      const T* bcol = direct ? xg + p0 * p.Q : col.data();
+      if (!direct) im2col_rows(p, xg, p0, p1, col.data());
+      T* yt = y + (n * p.K + g * Kg) * PQ + p0 * p.Q;
+      gemm(false, false, Kg, cols, crs, T(1), w + g * Kg * crs, crs, bcol, direct ? HW : cols, T(0), yt, PQ);
+      if (b) {
+        for (int64_t k = 0; k < Kg; ++k) {
+          const T bk = b[g * Kg + k];
+          T* yr = yt + k * PQ;
+          for (int64_t j = 0; j < cols; ++j) yr[j] += bk;
+        }
+      }
+    }
+  }
+}
+
+template <typename T>
+void conv2d_bwd_data_cpu(const Conv2dParams& p, const T* dy, const T* w, T* dx) {
+  const int64_t Cg = p.Cg(), Kg = p.Kg(), crs = Cg * p.R * p.S, PQ = p.P * p.Q, HW = p.H * p.W;
+  const bool direct = is_pointwise(p);
+  const int64_t rows = rows_per_tile<T>(p), ntiles = (p.P + rows - 1) / rows;
+  // Tiles of one (n, g) overlap in dx (col2im), so a work item is a whole (n, g) plane group.
+  const int64_t items = p.N * p.groups;
+#pragma omp parallel
+  {
+    std::vector<T> col(direct ? 0 : size_t(crs * rows * p.Q));
+#pragma omp for schedule(static)
+    for (int64_t it = 0; it < items; ++it) {
+      const int64_t n = it / p.groups, g = it % p.groups;
+      const T* wg = w + g * Kg * crs;
+      const T* dyg = dy + (n * p.K + g * Kg) * PQ;
+      T* dxg = dx + (n * p.C + g * Cg) * HW;
+      if (direct) {
+        gemm(true, false, Cg, PQ, Kg, T(1), wg, Cg, dyg, PQ, T(0), dxg, HW);
+        continue;
+      }
+      std::memset(dxg, 0, sizeof(T) * Cg * HW);
+      for (int64_t t = 0; t < ntiles; ++t) {
+        const int64_t p0 = t * rows, p1 = std::min(p.P, p0 + rows), cols = (p1 - p0) * p.Q;
+        gemm(true, false, crs, cols, Kg, T(1), wg, crs, dyg + p0 * p.Q, PQ, T(0), col.data(), cols);
+        col2im_rows(p, col.data(), p0, p1, dxg);
+      }
+    }
+  }
+}
+
+template <typename T>
+void conv2d_bwd_weight_cpu(const Conv2dParams& p, const T* dy, const T* x, T* dw, bool accumulate) {
+  const int64_t Cg = p.Cg(), Kg = p.Kg(), crs = Cg * p.R * p.S, PQ = p.P * p.Q, HW = p.H * p.W;
+  const int64_t wsize = p.K * crs;
+  const bool direct = is_pointwise(p);
+  const int64_t rows = rows_per_tile<T>(p), ntiles = (p.P + rows - 1) / rows;
+  const int64_t items = p.N * p.groups * ntiles;
+  const int nthreads = omp_get_max_threads();
+  // Each thread sums into its own dw; the partial sums are added in thread order afterwards, so the
+  // result is deterministic for a given thread count.
+  std::vector<T> partial(size_t(nthreads) * wsize, T(0));
+  int used = 1;
+#pragma omp parallel
+  {
+#pragma omp single
+    used = omp_get_num_threads();
+    std::vector<T> col(direct ? 0 : size_t(crs * rows * p.Q));
+    T* mine = partial.data() + size_t(omp_get_thread_num()) * wsize;
+#pragma omp for schedule(static)
+    for (int64_t it = 0; it < items; ++it) {
+      const int64_t n = it / (p.groups * ntiles), g = (it / ntiles) % p.groups, t = it % ntiles;
+      const int64_t p0 = t * rows, p1 = std::min(p.P, p0 + rows), cols = (p1 - p0) * p.Q;
+      const T* xg = x + (n * p.C + g * Cg) * HW;
+      const T* bcol = direct ? xg + p0 * p.Q : col.data();
+      if (!direct) im2col_rows(p, xg, p0, p1, col.data());
+      const T* dyt = dy + (n * p.K + g * Kg) * PQ + p0 * p.Q;
+      gemm(false, true, Kg, crs, cols, T(1), dyt, PQ, bcol, direct ? HW : cols, T(1), mine + g * Kg * crs, crs);
+    }
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < wsize; ++i) {
+      T acc = accumulate ? dw[i] : T(0);
+      for (int t = 0; t < used; ++t) acc += partial[size_t(t) * wsize + i];
+      dw[i] = acc;
+    }
+  }
+}
+
+template <typename T>
+void conv2d_bwd_bias_cpu(int64_t N, int64_t K, int64_t PQ, const T* dy, T* db, bool accumulate) {
+  // Sums in double for float32 too: a plane sum over N*P*Q terms is where float32 drifts most.
+#pragma omp parallel for schedule(static)
+  for (int64_t k = 0; k < K; ++k) {
+    double acc = 0;
+    for (int64_t n = 0; n < N; ++n) {
+      const T* row = dy + (n * K + k) * PQ;
+      double s = 0;
+      for (int64_t j = 0; j < PQ; ++j) s += row[j];
+      acc += s;
+    }
+    db[k] = accumulate ? T(db[k] + acc) : T(acc);
+  }
+}
+
+#define CK_INSTANTIATE(T)                                                                         \
+  template void conv2d_fwd_cpu<T>(const Conv2dParams&, const T*, const T*, const T*, T*);         \
+  template void conv2d_bwd_data_cpu<T>(const Conv2dParams&, const T*, const T*, T*);              \
+  template void conv2d_bwd_weight_cpu<T>(const Conv2dParams&, const T*, const T*, T*, bool);      \
+  template void conv2d_bwd_bias_cpu<T>(int64_t, int64_t, int64_t, const T*, T*, bool);
+CK_INSTANTIATE(float)
+CK_INSTANTIATE(double)
+#undef CK_INSTANTIATE
+
+}  // namespace ck

@@ -1,0 +1,4 @@
+"""`python -m cnnkit`: the main job (see cnnkit.demo until the trainer lands)."""
+from .demo import main
+
+main()

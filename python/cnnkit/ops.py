@@ -1,0 +1,275 @@
+"""The validated face of the compiled kernels (``cnnkit._C``).
+
+Every function checks its arguments and raises ``TypeError`` (wrong type or dtype) or ``ValueError``
+(wrong shape, layout or value) with a message naming the op and the argument, then allocates the outputs
+and calls the kernel. Nothing is copied or cast silently: inputs must be C-contiguous float32 or float64
+arrays of one dtype. Shapes follow PyTorch: NCHW activations, (K, C/groups, R, S) conv weights.
+"""
+import numbers
+
+import numpy as np
+
+from . import _C
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+_MAX_DIM = 2**62
+
+
+# ---------------------------------------------------------------- argument checks
+
+def _array(op, name, a, ndim=None, dtype=None):
+    """Check that `a` is a C-contiguous float32/float64 numpy array (of `dtype`, with `ndim` dims)."""
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{op}: {name} must be a numpy.ndarray, got {type(a).__name__}")
+    if dtype is None:
+        if a.dtype not in _FLOATS:
+            raise TypeError(f"{op}: {name} must be float32 or float64, got {a.dtype}")
+    elif a.dtype != dtype:
+        raise TypeError(f"{op}: {name} must have dtype {np.dtype(dtype)} (no silent casts), got {a.dtype}")
+    if ndim is not None and a.ndim != ndim:
+        raise ValueError(f"{op}: {name} must be {ndim}-D, got shape {tuple(a.shape)}")
+    if not a.flags.c_contiguous:
+        raise ValueError(f"{op}: {name} must be C-contiguous (no silent copies are made; "
+                         f"use numpy.ascontiguousarray), got strides {a.strides}")
+    return a
+
+
+def _out(op, name, out, shape, dtype):
+    """Check a caller-supplied output array, or allocate one."""
+    if out is None:
+        return np.empty(shape, dtype=dtype)
+    _array(op, name, out, dtype=dtype)
+    if tuple(out.shape) != tuple(shape):
+        raise ValueError(f"{op}: {name} must have shape {tuple(shape)}, got {tuple(out.shape)}")
+    if not out.flags.writeable:
+        raise ValueError(f"{op}: {name} must be writable, got a read-only array")
+    return out
+
+
+def _int(op, name, v, minimum=None):
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+        raise TypeError(f"{op}: {name} must be an int, got {type(v).__name__}")
+    v = int(v)
+    if minimum is not None and v < minimum:
+        raise ValueError(f"{op}: {name} must be >= {minimum}, got {v}")
+    return v
+
+
+def _pair(op, name, v, minimum):
+    """An int or a pair of ints (height, width), each >= minimum."""
+    if isinstance(v, (tuple, list)):
+        if len(v) != 2:
+            raise ValueError(f"{op}: {name} must be an int or a pair (h, w), got {tuple(v)}")
+        pair = tuple(_int(op, name, e) for e in v)
+    else:
+        pair = (_int(op, name, v),) * 2
+    if min(pair) < minimum:
+        raise ValueError(f"{op}: {name} must be >= {minimum}, got {pair if pair[0] != pair[1] else pair[0]}")
+    if max(pair) >= _MAX_DIM:
+        raise ValueError(f"{op}: {name} must be < 2**62, got {pair}")
+    return pair
+
+
+def _shape4(op, name, shape):
+    if not isinstance(shape, (tuple, list)) or len(shape) != 4:
+        raise ValueError(f"{op}: {name} must be a 4-tuple (N, C, H, W), got {shape!r}")
+    out = tuple(_int(op, name, d, minimum=0) for d in shape)
+    if max(out) >= _MAX_DIM:
+        raise ValueError(f"{op}: {name} dimensions must be < 2**62, got {out}")
+    return out
+
+
+def _same_dtype(op, a_name, a, b_name, b):
+    if a.dtype != b.dtype:
+        raise TypeError(f"{op}: {b_name} must have the dtype of {a_name} ({a.dtype}; no silent casts), got {b.dtype}")
+
+
+def _conv_hparams(op, stride, padding, dilation, groups):
+    return (_pair(op, "stride", stride, 1), _pair(op, "padding", padding, 0),
+            _pair(op, "dilation", dilation, 1), _int(op, "groups", groups, minimum=1))
+
+
+# ---------------------------------------------------------------- conv2d
+
+def conv2d_out_shape(x_shape, w_shape, stride=1, padding=0, dilation=1, groups=1):
+    """Output shape (N, K, P, Q) of a convolution; raises ValueError for an impossible one."""
+    op = "conv2d"
+    s, p, d, g = _conv_hparams(op, stride, padding, dilation, groups)
+    return tuple(_C.conv2d_out_shape(_shape4(op, "x_shape", x_shape), _shape4(op, "w_shape", w_shape), s, p, d, g))
+
+
+def conv2d_fwd(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, out=None):
+    """y = conv2d(x, w) + b, as ``torch.nn.functional.conv2d``.
+
+    x (N, C, H, W), w (K, C/groups, R, S), b (K,) or None -> y (N, K, P, Q), written into `out` if given.
+    """
+    op = "conv2d_fwd"
+    _array(op, "x", x, ndim=4)
+    _array(op, "w", w, ndim=4)
+    _same_dtype(op, "x", x, "w", w)
+    if b is not None:
+        _array(op, "b", b, ndim=1, dtype=x.dtype)
+    s, p, d, g = _conv_hparams(op, stride, padding, dilation, groups)
+    shape = _C.conv2d_out_shape(x.shape, w.shape, s, p, d, g)
+    y = _out(op, "out", out, shape, x.dtype)
+    _C.conv2d_fwd(x, w, b, y, s, p, d, g)
+    return y
+
+
+def conv2d_bwd_data(dy, w, x_shape, stride=1, padding=0, dilation=1, groups=1, out=None):
+    """dx, the gradient of conv2d with respect to its input x of shape `x_shape`. Written (=) into `out`."""
+    op = "conv2d_bwd_data"
+    _array(op, "dy", dy, ndim=4)
+    _array(op, "w", w, ndim=4)
+    _same_dtype(op, "dy", dy, "w", w)
+    x_shape = _shape4(op, "x_shape", x_shape)
+    s, p, d, g = _conv_hparams(op, stride, padding, dilation, groups)
+    want = tuple(_C.conv2d_out_shape(x_shape, w.shape, s, p, d, g))
+    if tuple(dy.shape) != want:
+        raise ValueError(f"{op}: dy must have shape {want} for x_shape {x_shape} and w {tuple(w.shape)}, "
+                         f"got {tuple(dy.shape)}")
+    dx = _out(op, "out", out, x_shape, dy.dtype)
+    _C.conv2d_bwd_data(dy, w, dx, s, p, d, g)
+    return dx
+
+
+def conv2d_bwd_weight(dy, x, w_shape, stride=1, padding=0, dilation=1, groups=1, out=None, accumulate=False):
+    """dw, the gradient of conv2d with respect to its weight of shape `w_shape`.
+
+    With ``accumulate=True`` the result is added (+=) into `out`, as parameter gradients accumulate.
+    """
+    op = "conv2d_bwd_weight"
+    _array(op, "dy", dy, ndim=4)
+    _array(op, "x", x, ndim=4)
+    _same_dtype(op, "dy", dy, "x", x)
+    w_shape = _shape4(op, "w_shape", w_shape)
+    s, p, d, g = _conv_hparams(op, stride, padding, dilation, groups)
+    want = tuple(_C.conv2d_out_shape(x.shape, w_shape, s, p, d, g))
+    if tuple(dy.shape) != want:
+        raise ValueError(f"{op}: dy must have shape {want} for x {tuple(x.shape)} and w_shape {w_shape}, "
+                         f"got {tuple(dy.shape)}")
+    if accumulate and out is None:
+        raise ValueError(f"{op}: accumulate=True needs out= (the gradient to add into)")
+    dw = _out(op, "out", out, w_shape, dy.dtype)
+    _C.conv2d_bwd_weight(dy, x, dw, s, p, d, g, bool(accumulate))
+    return dw
+
+
+def conv2d_bwd_bias(dy, out=None, accumulate=False):
+    """db[k] = sum of dy[:, k] over the batch and the plane (the bias gradient)."""
+    op = "conv2d_bwd_bias"
+    _array(op, "dy", dy, ndim=4)
+    if accumulate and out is None:
+        raise ValueError(f"{op}: accumulate=True needs out= (the gradient to add into)")
+    db = _out(op, "out", out, (dy.shape[1],), dy.dtype)
+    _C.conv2d_bwd_bias(dy, db, bool(accumulate))
+    return db
+
+
+# ---------------------------------------------------------------- maxpool2d
+
+def maxpool2d_fwd(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+    """Max-pooling with argmax, as ``F.max_pool2d(..., return_indices=True)``.
+
+    Returns (y, indices): indices are int64, flat within each (n, c) plane (ih * W + iw). Padding is
+    -inf and at most kernel_size/2; ties go to the first maximum in row-major order; NaN propagates.
+    """
+    op = "maxpool2d_fwd"
+    _array(op, "x", x, ndim=4)
+    k = _pair(op, "kernel_size", kernel_size, 1)
+    s = k if stride is None else _pair(op, "stride", stride, 1)
+    p = _pair(op, "padding", padding, 0)
+    d = _pair(op, "dilation", dilation, 1)
+    if not isinstance(ceil_mode, (bool, np.bool_)):
+        raise TypeError(f"{op}: ceil_mode must be a bool, got {type(ceil_mode).__name__}")
+    shape = _C.maxpool2d_out_shape(x.shape, k, s, p, d, bool(ceil_mode))
+    y = np.empty(shape, dtype=x.dtype)
+    indices = np.empty(shape, dtype=np.int64)
+    _C.maxpool2d_fwd(x, y, indices, k, s, p, d, bool(ceil_mode))
+    return y, indices
+
+
+def maxpool2d_bwd(dy, indices, x_shape):
+    """dx: dy scattered through the argmax `indices`, accumulating where windows overlap."""
+    op = "maxpool2d_bwd"
+    _array(op, "dy", dy, ndim=4)
+    _array(op, "indices", indices, ndim=4, dtype=np.int64)
+    x_shape = _shape4(op, "x_shape", x_shape)
+    if tuple(indices.shape) != tuple(dy.shape):
+        raise ValueError(f"{op}: indices must have the shape of dy {tuple(dy.shape)}, got {tuple(indices.shape)}")
+    if tuple(dy.shape[:2]) != x_shape[:2]:
+        raise ValueError(f"{op}: dy (N, C) = {tuple(dy.shape[:2])} must match x_shape (N, C) = {x_shape[:2]}")
+    dx = np.empty(x_shape, dtype=dy.dtype)
+    _C.maxpool2d_bwd(dy, indices, dx)
+    return dx
+
+
+# ---------------------------------------------------------------- dropout
+
+def _prob(op, p):
+    if isinstance(p, bool) or not isinstance(p, numbers.Real):
+        raise TypeError(f"{op}: p must be a float, got {type(p).__name__}")
+    p = float(p)
+    if not (0.0 <= p < 1.0):
+        raise ValueError(f"{op}: p (the drop probability) must be in [0, 1), got {p}")
+    return p
+
+
+def dropout_fwd(x, p, seed, offset=0):
+    """Inverted dropout: returns (y, mask) with mask uint8 (1 = kept) and y = x * mask / (1 - p).
+
+    `p` is the probability of DROPPING a unit, as in PyTorch and Keras (CS231n's notes use the keep
+    probability, 1 - p). The mask is a pure function of (seed, offset, element index) through
+    Philox-4x32-10, so it is the same at any thread count and on any device.
+    """
+    op = "dropout_fwd"
+    _array(op, "x", x)
+    p = _prob(op, p)
+    seed = _int(op, "seed", seed, minimum=0)
+    offset = _int(op, "offset", offset, minimum=0)
+    if seed >= 2**64 or offset >= 2**64:
+        raise ValueError(f"{op}: seed and offset must be < 2**64, got seed={seed}, offset={offset}")
+    y = np.empty_like(x)
+    mask = np.empty(x.shape, dtype=np.uint8)
+    _C.dropout_fwd(x, y, mask, p, seed, offset)
+    return y, mask
+
+
+def dropout_bwd(dy, mask, p):
+    """dx = dy * mask / (1 - p)."""
+    op = "dropout_bwd"
+    _array(op, "dy", dy)
+    _array(op, "mask", mask, dtype=np.uint8)
+    p = _prob(op, p)
+    if tuple(mask.shape) != tuple(dy.shape):
+        raise ValueError(f"{op}: mask must have the shape of dy {tuple(dy.shape)}, got {tuple(mask.shape)}")
+    dx = np.empty_like(dy)
+    _C.dropout_bwd(dy, mask, dx, p)
+    return dx
+
+
+# ---------------------------------------------------------------- relu
+
+def relu_fwd(x, out=None):
+    """y = max(x, 0) (NaN propagates). Pass out=x to work in place."""
+    op = "relu_fwd"
+    _array(op, "x", x)
+    y = _out(op, "out", out, x.shape, x.dtype)
+    _C.relu_fwd(x, y)
+    return y
+
+
+def relu_bwd(dy, y, out=None):
+    """dx = dy where y > 0 (or y is NaN), else 0; `y` is the forward output."""
+    op = "relu_bwd"
+    _array(op, "dy", dy)
+    _array(op, "y", y, dtype=dy.dtype)
+    if tuple(y.shape) != tuple(dy.shape):
+        raise ValueError(f"{op}: y must have the shape of dy {tuple(dy.shape)}, got {tuple(y.shape)}")
+    dx = _out(op, "out", out, dy.shape, dy.dtype)
+    _C.relu_bwd(dy, y, dx)
+    return dx
+
+
+__all__ = ["conv2d_out_shape", "conv2d_fwd", "conv2d_bwd_data", "conv2d_bwd_weight", "conv2d_bwd_bias",
+           "maxpool2d_fwd", "maxpool2d_bwd", "dropout_fwd", "dropout_bwd", "relu_fwd", "relu_bwd"]
