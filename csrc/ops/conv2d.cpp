@@ -57,13 +57,37 @@ bool is_pointwise(const Conv2dParams& p) {
   return p.R == 1 && p.S == 1 && p.stride_h == 1 && p.stride_w == 1 && p.pad_h == 0 && p.pad_w == 0;
 }
 
-// Output rows per tile: the column buffer (Cg*R*S x rows*Q) should fit in about 512 KiB of L2,
-// but a tile is never less than one row and never so thin that the GEMM's n dimension starves.
+// How the output is cut into GEMM work items. A large plane is cut into tiles of whole output rows; a
+// small plane is not cut, and several samples are stacked side by side in one column matrix instead, so
+// that every GEMM has a wide enough n dimension (thin GEMMs ran at half of sgemm peak). The column
+// buffer (Cg*R*S x cols) is sized to stay near L2.
+struct Tiling {
+  int64_t rows;     // output rows per tile
+  int64_t ntiles;   // tiles per sample
+  int64_t nb;       // samples per block (> 1 only when rows == P)
+  int64_t nblocks;  // ceil(N / nb)
+  int64_t cols;     // widest column count of one work item: nb * rows * Q
+};
+
 template <typename T>
-int64_t rows_per_tile(const Conv2dParams& p) {
-  const int64_t crs = p.Cg() * p.R * p.S;
-  const int64_t budget_cols = std::max<int64_t>(256, (512 * 1024) / (crs * int64_t(sizeof(T))));
-  return std::clamp<int64_t>(budget_cols / p.Q, 1, p.P);
+Tiling make_tiling(const Conv2dParams& p, int nthreads) {
+  const int64_t crs = p.Cg() * p.R * p.S, PQ = p.P * p.Q;
+  const int64_t target = std::clamp<int64_t>((512 * 1024) / (crs * int64_t(sizeof(T))), 512, 4096);
+  Tiling t{};
+  if (PQ >= target || p.N <= 1) {
+    t.rows = std::clamp<int64_t>(target / p.Q, 1, p.P);
+    t.nb = 1;
+  } else {
+    t.rows = p.P;
+    // Stack samples, but keep at least two blocks per thread so the static schedule stays balanced.
+    const int64_t by_size = std::max<int64_t>(1, target / PQ);
+    const int64_t by_balance = std::max<int64_t>(1, (p.N * p.groups) / (2 * int64_t(nthreads)));
+    t.nb = std::min({by_size, by_balance, p.N});
+  }
+  t.ntiles = (p.P + t.rows - 1) / t.rows;
+  t.nblocks = (p.N + t.nb - 1) / t.nb;
+  t.cols = t.nb * t.rows * p.Q;
+  return t;
 }
 
 // For kernel column s: the output columns q whose input column q*stride + s*dil - pad lies in [0, W).
@@ -75,14 +99,15 @@ inline void valid_q_range(const Conv2dParams& p, int64_t s, int64_t* q_lo, int64
   *q_hi = std::clamp(hi, *q_lo, p.Q);
 }
 
-// x (Cg, H, W) -> col (Cg*R*S, (p1-p0)*Q) for output rows [p0, p1). Writes (=).
+// x (Cg, H, W) -> col (Cg*R*S rows of stride ld) for output rows [p0, p1), written from column 0.
+// Writes (=).
 template <typename T>
-void im2col_rows(const Conv2dParams& p, const T* x, int64_t p0, int64_t p1, T* col) {
-  const int64_t cols = (p1 - p0) * p.Q, HW = p.H * p.W;
+void im2col_rows(const Conv2dParams& p, const T* x, int64_t p0, int64_t p1, T* col, int64_t ld) {
+  const int64_t HW = p.H * p.W;
   for (int64_t c = 0; c < p.Cg(); ++c) {
     for (int64_t r = 0; r < p.R; ++r) {
       for (int64_t s = 0; s < p.S; ++s) {
-        T* row = col + ((c * p.R + r) * p.S + s) * cols;
+        T* row = col + ((c * p.R + r) * p.S + s) * ld;
         int64_t q_lo, q_hi;
         valid_q_range(p, s, &q_lo, &q_hi);
         const int64_t iw0 = s * p.dil_w - p.pad_w;
@@ -107,14 +132,14 @@ void im2col_rows(const Conv2dParams& p, const T* x, int64_t p0, int64_t p1, T* c
   }
 }
 
-// col (Cg*R*S, (p1-p0)*Q) -> dx (Cg, H, W) for output rows [p0, p1). Accumulates (+=).
+// col (Cg*R*S rows of stride ld) for output rows [p0, p1) -> dx (Cg, H, W). Accumulates (+=).
 template <typename T>
-void col2im_rows(const Conv2dParams& p, const T* col, int64_t p0, int64_t p1, T* dx) {
-  const int64_t cols = (p1 - p0) * p.Q, HW = p.H * p.W;
+void col2im_rows(const Conv2dParams& p, const T* col, int64_t ld, int64_t p0, int64_t p1, T* dx) {
+  const int64_t HW = p.H * p.W;
   for (int64_t c = 0; c < p.Cg(); ++c) {
     for (int64_t r = 0; r < p.R; ++r) {
       for (int64_t s = 0; s < p.S; ++s) {
-        const T* row = col + ((c * p.R + r) * p.S + s) * cols;
+        const T* row = col + ((c * p.R + r) * p.S + s) * ld;
         int64_t q_lo, q_hi;
         valid_q_range(p, s, &q_lo, &q_hi);
         const int64_t iw0 = s * p.dil_w - p.pad_w;
@@ -135,31 +160,66 @@ void col2im_rows(const Conv2dParams& p, const T* col, int64_t p0, int64_t p1, T*
   }
 }
 
+// Copies `rows` rows of `width` elements from src (row stride src_ld) to dst (row stride dst_ld).
+template <typename T>
+inline void copy_rows(int64_t rows, int64_t width, const T* src, int64_t src_ld, T* dst, int64_t dst_ld) {
+  for (int64_t i = 0; i < rows; ++i) std::memcpy(dst + i * dst_ld, src + i * src_ld, sizeof(T) * width);
+}
+
+// The column matrix of one work item: samples [n0, n0+nb) of group g, output rows [p0, p1), laid side by
+// side. Returns a pointer to it and its row stride; a pointwise conv of one sample needs no copy at all.
+template <typename T>
+const T* gather_cols(const Conv2dParams& p, const T* x, int64_t n0, int64_t nb, int64_t g, int64_t p0, int64_t p1,
+                     bool direct, T* col, int64_t* ld) {
+  const int64_t HW = p.H * p.W, cols = (p1 - p0) * p.Q;
+  if (direct && nb == 1) {
+    *ld = HW;
+    return x + (n0 * p.C + g * p.Cg()) * HW + p0 * p.Q;
+  }
+  *ld = nb * cols;
+  for (int64_t j = 0; j < nb; ++j) {
+    const T* xg = x + ((n0 + j) * p.C + g * p.Cg()) * HW;
+    if (direct)
+      copy_rows(p.Cg(), cols, xg + p0 * p.Q, HW, col + j * cols, *ld);
+    else
+      im2col_rows(p, xg, p0, p1, col + j * cols, *ld);
+  }
+  return col;
+}
+
 }  // namespace
 
 template <typename T>
 void conv2d_fwd_cpu(const Conv2dParams& p, const T* x, const T* w, const T* b, T* y) {
-  const int64_t Cg = p.Cg(), Kg = p.Kg(), crs = Cg * p.R * p.S, PQ = p.P * p.Q, HW = p.H * p.W;
+  const int64_t Cg = p.Cg(), Kg = p.Kg(), crs = Cg * p.R * p.S, PQ = p.P * p.Q;
   const bool direct = is_pointwise(p);
-  const int64_t rows = rows_per_tile<T>(p), ntiles = (p.P + rows - 1) / rows;
-  const int64_t items = p.N * p.groups * ntiles;
+  const Tiling tl = make_tiling<T>(p, omp_get_max_threads());
+  const int64_t items = tl.nblocks * p.groups * tl.ntiles;
 #pragma omp parallel
   {
-    std::vector<T> col(direct ? 0 : size_t(crs * rows * p.Q));
+    std::vector<T> col(size_t(crs * tl.cols));
+    std::vector<T> out(tl.nb > 1 ? size_t(Kg * tl.cols) : 0);
 #pragma omp for schedule(static)
     for (int64_t it = 0; it < items; ++it) {
-      const int64_t n = it / (p.groups * ntiles), g = (it / ntiles) % p.groups, t = it % ntiles;
-      const int64_t p0 = t * rows, p1 = std::min(p.P, p0 + rows), cols = (p1 - p0) * p.Q;
-      const T* xg = x + (n * p.C + g * Cg) * HW;
-      const T* bcol = direct ? xg + p0 * p.Q : col.data();
-      if (!direct) im2col_rows(p, xg, p0, p1, col.data());
-      T* yt = y + (n * p.K + g * Kg) * PQ + p0 * p.Q;
-      gemm(false, false, Kg, cols, crs, T(1), w + g * Kg * crs, crs, bcol, direct ? HW : cols, T(0), yt, PQ);
+      const int64_t blk = it / (p.groups * tl.ntiles), g = (it / tl.ntiles) % p.groups, t = it % tl.ntiles;
+      const int64_t n0 = blk * tl.nb, nb = std::min(tl.nb, p.N - n0);
+      const int64_t p0 = t * tl.rows, p1 = std::min(p.P, p0 + tl.rows), cols = (p1 - p0) * p.Q;
+      int64_t ldb;
+      const T* bmat = gather_cols(p, x, n0, nb, g, p0, p1, direct, col.data(), &ldb);
+      T* y0 = y + (n0 * p.K + g * Kg) * PQ + p0 * p.Q;
+      if (nb == 1) {
+        gemm(false, false, Kg, cols, crs, T(1), w + g * Kg * crs, crs, bmat, ldb, T(0), y0, PQ);
+      } else {
+        gemm(false, false, Kg, nb * cols, crs, T(1), w + g * Kg * crs, crs, bmat, ldb, T(0), out.data(), nb * cols);
+        for (int64_t j = 0; j < nb; ++j) copy_rows(Kg, cols, out.data() + j * cols, nb * cols, y0 + j * p.K * PQ, PQ);
+      }
       if (b) {
-        for (int64_t k = 0; k < Kg; ++k) {
-          const T bk = b[g * Kg + k];
-          T* yr = yt + k * PQ;
-          for (int64_t j = 0; j < cols; ++j) yr[j] += bk;
+        for (int64_t j = 0; j < nb; ++j) {
+          for (int64_t k = 0; k < Kg; ++k) {
+            const T bk = b[g * Kg + k];
+            T* yr = y0 + j * p.K * PQ + k * PQ;
+            for (int64_t i = 0; i < cols; ++i) yr[i] += bk;
+          }
         }
       }
     }
@@ -170,27 +230,44 @@ template <typename T>
 void conv2d_bwd_data_cpu(const Conv2dParams& p, const T* dy, const T* w, T* dx) {
   const int64_t Cg = p.Cg(), Kg = p.Kg(), crs = Cg * p.R * p.S, PQ = p.P * p.Q, HW = p.H * p.W;
   const bool direct = is_pointwise(p);
-  const int64_t rows = rows_per_tile<T>(p), ntiles = (p.P + rows - 1) / rows;
-  // Tiles of one (n, g) overlap in dx (col2im), so a work item is a whole (n, g) plane group.
-  const int64_t items = p.N * p.groups;
+  const Tiling tl = make_tiling<T>(p, omp_get_max_threads());
+  // Tiles of one sample overlap in dx (col2im), so a work item owns whole samples: (block, group).
+  const int64_t items = tl.nblocks * p.groups;
 #pragma omp parallel
   {
-    std::vector<T> col(direct ? 0 : size_t(crs * rows * p.Q));
+    std::vector<T> col(size_t(crs * tl.cols));
+    std::vector<T> dyb(tl.nb > 1 ? size_t(Kg * tl.cols) : 0);
+    std::vector<T> dxb(direct && tl.nb > 1 ? size_t(Cg * tl.cols) : 0);
 #pragma omp for schedule(static)
     for (int64_t it = 0; it < items; ++it) {
-      const int64_t n = it / p.groups, g = it % p.groups;
+      const int64_t blk = it / p.groups, g = it % p.groups;
+      const int64_t n0 = blk * tl.nb, nb = std::min(tl.nb, p.N - n0);
       const T* wg = w + g * Kg * crs;
-      const T* dyg = dy + (n * p.K + g * Kg) * PQ;
-      T* dxg = dx + (n * p.C + g * Cg) * HW;
-      if (direct) {
-        gemm(true, false, Cg, PQ, Kg, T(1), wg, Cg, dyg, PQ, T(0), dxg, HW);
-        continue;
-      }
-      std::memset(dxg, 0, sizeof(T) * Cg * HW);
-      for (int64_t t = 0; t < ntiles; ++t) {
-        const int64_t p0 = t * rows, p1 = std::min(p.P, p0 + rows), cols = (p1 - p0) * p.Q;
-        gemm(true, false, crs, cols, Kg, T(1), wg, crs, dyg + p0 * p.Q, PQ, T(0), col.data(), cols);
-        col2im_rows(p, col.data(), p0, p1, dxg);
+      for (int64_t j = 0; j < nb && !direct; ++j)
+        std::memset(dx + ((n0 + j) * p.C + g * Cg) * HW, 0, sizeof(T) * Cg * HW);
+      for (int64_t t = 0; t < tl.ntiles; ++t) {
+        const int64_t p0 = t * tl.rows, p1 = std::min(p.P, p0 + tl.rows), cols = (p1 - p0) * p.Q;
+        const T* dy0 = dy + (n0 * p.K + g * Kg) * PQ + p0 * p.Q;
+        const T* bmat = dy0;
+        int64_t ldb = PQ;
+        if (nb > 1) {
+          for (int64_t j = 0; j < nb; ++j) copy_rows(Kg, cols, dy0 + j * p.K * PQ, PQ, dyb.data() + j * cols, nb * cols);
+          bmat = dyb.data();
+          ldb = nb * cols;
+        }
+        if (direct) {
+          T* dx0 = dx + (n0 * p.C + g * Cg) * HW + p0 * p.Q;
+          if (nb == 1) {
+            gemm(true, false, Cg, cols, Kg, T(1), wg, Cg, bmat, ldb, T(0), dx0, HW);
+          } else {
+            gemm(true, false, Cg, nb * cols, Kg, T(1), wg, Cg, bmat, ldb, T(0), dxb.data(), nb * cols);
+            for (int64_t j = 0; j < nb; ++j) copy_rows(Cg, cols, dxb.data() + j * cols, nb * cols, dx0 + j * p.C * HW, HW);
+          }
+          continue;
+        }
+        gemm(true, false, crs, nb * cols, Kg, T(1), wg, crs, bmat, ldb, T(0), col.data(), nb * cols);
+        for (int64_t j = 0; j < nb; ++j)
+          col2im_rows(p, col.data() + j * cols, nb * cols, p0, p1, dx + ((n0 + j) * p.C + g * Cg) * HW);
       }
     }
   }
@@ -198,12 +275,12 @@ void conv2d_bwd_data_cpu(const Conv2dParams& p, const T* dy, const T* w, T* dx) 
 
 template <typename T>
 void conv2d_bwd_weight_cpu(const Conv2dParams& p, const T* dy, const T* x, T* dw, bool accumulate) {
-  const int64_t Cg = p.Cg(), Kg = p.Kg(), crs = Cg * p.R * p.S, PQ = p.P * p.Q, HW = p.H * p.W;
+  const int64_t Cg = p.Cg(), Kg = p.Kg(), crs = Cg * p.R * p.S, PQ = p.P * p.Q;
   const int64_t wsize = p.K * crs;
   const bool direct = is_pointwise(p);
-  const int64_t rows = rows_per_tile<T>(p), ntiles = (p.P + rows - 1) / rows;
-  const int64_t items = p.N * p.groups * ntiles;
   const int nthreads = omp_get_max_threads();
+  const Tiling tl = make_tiling<T>(p, nthreads);
+  const int64_t items = tl.nblocks * p.groups * tl.ntiles;
   // Each thread sums into its own dw; the partial sums are added in thread order afterwards, so the
   // result is deterministic for a given thread count.
   std::vector<T> partial(size_t(nthreads) * wsize, T(0));
@@ -212,17 +289,25 @@ void conv2d_bwd_weight_cpu(const Conv2dParams& p, const T* dy, const T* x, T* dw
   {
 #pragma omp single
     used = omp_get_num_threads();
-    std::vector<T> col(direct ? 0 : size_t(crs * rows * p.Q));
+    std::vector<T> col(size_t(crs * tl.cols));
+    std::vector<T> dyb(tl.nb > 1 ? size_t(Kg * tl.cols) : 0);
     T* mine = partial.data() + size_t(omp_get_thread_num()) * wsize;
 #pragma omp for schedule(static)
     for (int64_t it = 0; it < items; ++it) {
-      const int64_t n = it / (p.groups * ntiles), g = (it / ntiles) % p.groups, t = it % ntiles;
-      const int64_t p0 = t * rows, p1 = std::min(p.P, p0 + rows), cols = (p1 - p0) * p.Q;
-      const T* xg = x + (n * p.C + g * Cg) * HW;
-      const T* bcol = direct ? xg + p0 * p.Q : col.data();
-      if (!direct) im2col_rows(p, xg, p0, p1, col.data());
-      const T* dyt = dy + (n * p.K + g * Kg) * PQ + p0 * p.Q;
-      gemm(false, true, Kg, crs, cols, T(1), dyt, PQ, bcol, direct ? HW : cols, T(1), mine + g * Kg * crs, crs);
+      const int64_t blk = it / (p.groups * tl.ntiles), g = (it / tl.ntiles) % p.groups, t = it % tl.ntiles;
+      const int64_t n0 = blk * tl.nb, nb = std::min(tl.nb, p.N - n0);
+      const int64_t p0 = t * tl.rows, p1 = std::min(p.P, p0 + tl.rows), cols = (p1 - p0) * p.Q;
+      int64_t ldb;
+      const T* bmat = gather_cols(p, x, n0, nb, g, p0, p1, direct, col.data(), &ldb);
+      const T* dy0 = dy + (n0 * p.K + g * Kg) * PQ + p0 * p.Q;
+      const T* amat = dy0;
+      int64_t lda = PQ;
+      if (nb > 1) {
+        for (int64_t j = 0; j < nb; ++j) copy_rows(Kg, cols, dy0 + j * p.K * PQ, PQ, dyb.data() + j * cols, nb * cols);
+        amat = dyb.data();
+        lda = nb * cols;
+      }
+      gemm(false, true, Kg, crs, nb * cols, T(1), amat, lda, bmat, ldb, T(1), mine + g * Kg * crs, crs);
     }
 #pragma omp for schedule(static)
     for (int64_t i = 0; i < wsize; ++i) {

@@ -10,11 +10,12 @@ namespace ck {
 // so P(keep) = 1 - threshold / 2^32. Checks p (throws for p outside [0, 1)).
 uint64_t dropout_threshold(const char* op, double p);
 
-// y = x * mask * scale, mask[i] = 1 if kept else 0; n elements. Writes y and mask (=).
+// y = x * mask * scale, mask[i] = 1 if kept else 0; n elements. Writes y and mask (=). The product is
+// taken as PyTorch takes it, so a dropped NaN or Inf still yields NaN (non-finite values are not hidden).
 template <typename T>
 void dropout_fwd_cpu(int64_t n, const T* x, double p, uint64_t seed, uint64_t offset, T* y, uint8_t* mask);
 
-// dx = dy * mask * scale. Writes dx (=).
+// dx = dy * mask * scale (a mask byte other than 0 counts as 1). Writes dx (=).
 template <typename T>
 void dropout_bwd_cpu(int64_t n, const T* dy, const uint8_t* mask, double p, T* dx);
 

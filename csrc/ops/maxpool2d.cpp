@@ -7,8 +7,10 @@
 #include <cstring>
 #include <limits>
 #include <string>
+#include <type_traits>
 
 #include "common/check.h"
+#include "common/simd.h"
 
 namespace ck {
 
@@ -59,6 +61,46 @@ inline void take(T v, int64_t i, T& m, int64_t& mi) {
   mi = better ? i : mi;
 }
 
+#if defined(__AVX2__)
+// 8 outputs of one row of a 2x2/2 float32 pool. The four candidates are taken in row-major window order
+// with the same rule as take(), so values and indices equal the scalar path's bit for bit.
+inline __m256 deinterleave(__m256 a, __m256 b, bool odd) {
+  const __m256 s = odd ? _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1)) : _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
+  return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(s), _MM_SHUFFLE(3, 1, 2, 0)));
+}
+
+inline void take8(__m256 c, int k, __m256& m, __m256i& sel) {
+  const __m256 better = _mm256_or_ps(_mm256_cmp_ps(c, m, _CMP_GT_OQ), _mm256_cmp_ps(c, c, _CMP_UNORD_Q));
+  m = _mm256_blendv_ps(m, c, better);
+  sel = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(sel), _mm256_castsi256_ps(_mm256_set1_epi32(k)), better));
+}
+
+// Returns the first output column not done.
+int64_t pool_row_2x2_avx2(const float* r0, const float* r1, int64_t Q, int64_t W, int64_t base, float* yr, int64_t* ir) {
+  const __m256i two_q = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
+  const __m256i w_row = _mm256_set1_epi32(static_cast<int>(W));
+  int64_t oq = 0;
+  for (; oq + 8 <= Q; oq += 8) {
+    const __m256 a0 = _mm256_loadu_ps(r0 + 2 * oq), a1 = _mm256_loadu_ps(r0 + 2 * oq + 8);
+    const __m256 b0 = _mm256_loadu_ps(r1 + 2 * oq), b1 = _mm256_loadu_ps(r1 + 2 * oq + 8);
+    __m256 m = deinterleave(a0, a1, false);
+    __m256i sel = _mm256_setzero_si256();
+    take8(deinterleave(a0, a1, true), 1, m, sel);
+    take8(deinterleave(b0, b1, false), 2, m, sel);
+    take8(deinterleave(b0, b1, true), 3, m, sel);
+    _mm256_storeu_ps(yr + oq, m);
+    // offset within the window: sel 0 -> 0, 1 -> 1, 2 -> W, 3 -> W + 1, i.e. (sel & 1) + (sel >> 1) * W
+    const __m256i win = _mm256_add_epi32(_mm256_and_si256(sel, _mm256_set1_epi32(1)),
+                                         _mm256_mullo_epi32(_mm256_srli_epi32(sel, 1), w_row));
+    const __m256i local = _mm256_add_epi32(_mm256_add_epi32(two_q, _mm256_set1_epi32(static_cast<int>(2 * oq))), win);
+    const __m256i vbase = _mm256_set1_epi64x(base);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(ir + oq), _mm256_add_epi64(vbase, _mm256_cvtepi32_epi64(_mm256_castsi256_si128(local))));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(ir + oq + 4), _mm256_add_epi64(vbase, _mm256_cvtepi32_epi64(_mm256_extracti128_si256(local, 1))));
+  }
+  return oq;
+}
+#endif
+
 template <typename T>
 void pool_plane_2x2(const MaxPool2dParams& p, const T* x, T* y, int64_t* ind) {
   for (int64_t op = 0; op < p.P; ++op) {
@@ -67,8 +109,12 @@ void pool_plane_2x2(const MaxPool2dParams& p, const T* x, T* y, int64_t* ind) {
     T* yr = y + op * p.Q;
     int64_t* ir = ind + op * p.Q;
     const int64_t base = 2 * op * p.W;
-#pragma omp simd
-    for (int64_t oq = 0; oq < p.Q; ++oq) {
+    int64_t oq0 = 0;
+#if defined(__AVX2__)
+    // Window offsets are computed in int32: fine while 2*Q + W < 2^31, which the caller checks.
+    if constexpr (std::is_same_v<T, float>) oq0 = pool_row_2x2_avx2(r0, r1, p.Q, p.W, base, yr, ir);
+#endif
+    for (int64_t oq = oq0; oq < p.Q; ++oq) {
       const int64_t i0 = base + 2 * oq;
       T m = r0[2 * oq];
       int64_t mi = i0;
@@ -107,7 +153,8 @@ template <typename T>
 void maxpool2d_fwd_cpu(const MaxPool2dParams& p, const T* x, T* y, int64_t* indices) {
   const int64_t planes = p.N * p.C, HW = p.H * p.W, PQ = p.P * p.Q;
   const bool fast = p.kernel_h == 2 && p.kernel_w == 2 && p.stride_h == 2 && p.stride_w == 2 && p.pad_h == 0 &&
-                    p.pad_w == 0 && p.dil_h == 1 && p.dil_w == 1 && 2 * p.P <= p.H && 2 * p.Q <= p.W;
+                    p.pad_w == 0 && p.dil_h == 1 && p.dil_w == 1 && 2 * p.P <= p.H && 2 * p.Q <= p.W &&
+                    p.W < (int64_t(1) << 29);
 #pragma omp parallel for schedule(static)
   for (int64_t pl = 0; pl < planes; ++pl) {
     if (fast)
