@@ -5,6 +5,7 @@ Every function checks its arguments and raises ``TypeError`` (wrong type or dtyp
 and calls the kernel. Nothing is copied or cast silently: inputs must be C-contiguous float32 or float64
 arrays of one dtype. Shapes follow PyTorch: NCHW activations, (K, C/groups, R, S) conv weights.
 """
+import math
 import numbers
 
 import numpy as np
@@ -37,13 +38,23 @@ def _array(op, name, a, ndim=None, dtype=None):
 def _out(op, name, out, shape, dtype):
     """Check a caller-supplied output array, or allocate one."""
     if out is None:
-        return np.empty(shape, dtype=dtype)
+        return _empty(op, name, shape, dtype)
     _array(op, name, out, dtype=dtype)
     if tuple(out.shape) != tuple(shape):
         raise ValueError(f"{op}: {name} must have shape {tuple(shape)}, got {tuple(out.shape)}")
     if not out.flags.writeable:
         raise ValueError(f"{op}: {name} must be writable, got a read-only array")
     return out
+
+
+def _empty(op, name, shape, dtype):
+    """np.empty, but a shape whose byte size cannot be addressed raises naming the op (numpy's own
+    check ignores zero dimensions, as this one does, and names nothing)."""
+    nbytes = math.prod(int(d) for d in shape if d) * np.dtype(dtype).itemsize
+    if nbytes >= 2**63:
+        raise ValueError(f"{op}: {name} would have shape {tuple(shape)}, too large to address "
+                         f"({nbytes} bytes >= 2**63)")
+    return np.empty(shape, dtype=dtype)
 
 
 def _int(op, name, v, minimum=None):
@@ -76,7 +87,32 @@ def _shape4(op, name, shape):
     out = tuple(_int(op, name, d, minimum=0) for d in shape)
     if max(out) >= _MAX_DIM:
         raise ValueError(f"{op}: {name} dimensions must be < 2**62, got {out}")
+    # Python ints do not overflow, so this catches products that would wrap in int64 before C++ sees them.
+    if math.prod(out) >= 2**63 // 8:
+        raise ValueError(f"{op}: {name} {out} has {math.prod(out)} elements, too many to address "
+                         f"(the byte size must fit int64)")
     return out
+
+
+def _conv_shape(op, x_shape, w_shape, s, p, d, g):
+    """_C.conv2d_out_shape, its errors re-labelled with the calling op (C++ names them 'conv2d').
+
+    The window and padded-input extents are checked here first, in Python's unbounded ints: near 2**63
+    they would wrap in int64 (dilation * (R - 1) + 1, H + 2 * padding).
+    """
+    (H, W), (R, S) = tuple(x_shape[2:]), tuple(w_shape[2:])
+    if min(H, W, R, S) >= 1:
+        eff = (d[0] * (R - 1) + 1, d[1] * (S - 1) + 1)
+        span = (H + 2 * p[0], W + 2 * p[1])
+        if max(span) >= 2**63:
+            raise ValueError(f"{op}: the padded input {span} must be < 2**63 (padding {p}), got input {(H, W)}")
+        if eff[0] > span[0] or eff[1] > span[1]:
+            raise ValueError(f"{op}: kernel {eff} with dilation is larger than the padded input {span}")
+    try:
+        return tuple(_C.conv2d_out_shape(x_shape, w_shape, s, p, d, g))
+    except ValueError as e:
+        msg = str(e)
+        raise ValueError(f"{op}: {msg[len('conv2d: '):] if msg.startswith('conv2d: ') else msg}") from None
 
 
 def _same_dtype(op, a_name, a, b_name, b):
@@ -95,7 +131,7 @@ def conv2d_out_shape(x_shape, w_shape, stride=1, padding=0, dilation=1, groups=1
     """Output shape (N, K, P, Q) of a convolution; raises ValueError for an impossible one."""
     op = "conv2d"
     s, p, d, g = _conv_hparams(op, stride, padding, dilation, groups)
-    return tuple(_C.conv2d_out_shape(_shape4(op, "x_shape", x_shape), _shape4(op, "w_shape", w_shape), s, p, d, g))
+    return _conv_shape(op, _shape4(op, "x_shape", x_shape), _shape4(op, "w_shape", w_shape), s, p, d, g)
 
 
 def conv2d_fwd(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, out=None):
@@ -110,7 +146,7 @@ def conv2d_fwd(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, out=None
     if b is not None:
         _array(op, "b", b, ndim=1, dtype=x.dtype)
     s, p, d, g = _conv_hparams(op, stride, padding, dilation, groups)
-    shape = _C.conv2d_out_shape(x.shape, w.shape, s, p, d, g)
+    shape = _conv_shape(op, x.shape, w.shape, s, p, d, g)
     y = _out(op, "out", out, shape, x.dtype)
     _C.conv2d_fwd(x, w, b, y, s, p, d, g)
     return y
@@ -124,7 +160,7 @@ def conv2d_bwd_data(dy, w, x_shape, stride=1, padding=0, dilation=1, groups=1, o
     _same_dtype(op, "dy", dy, "w", w)
     x_shape = _shape4(op, "x_shape", x_shape)
     s, p, d, g = _conv_hparams(op, stride, padding, dilation, groups)
-    want = tuple(_C.conv2d_out_shape(x_shape, w.shape, s, p, d, g))
+    want = _conv_shape(op, x_shape, w.shape, s, p, d, g)
     if tuple(dy.shape) != want:
         raise ValueError(f"{op}: dy must have shape {want} for x_shape {x_shape} and w {tuple(w.shape)}, "
                          f"got {tuple(dy.shape)}")
@@ -144,7 +180,7 @@ def conv2d_bwd_weight(dy, x, w_shape, stride=1, padding=0, dilation=1, groups=1,
     _same_dtype(op, "dy", dy, "x", x)
     w_shape = _shape4(op, "w_shape", w_shape)
     s, p, d, g = _conv_hparams(op, stride, padding, dilation, groups)
-    want = tuple(_C.conv2d_out_shape(x.shape, w_shape, s, p, d, g))
+    want = _conv_shape(op, x.shape, w_shape, s, p, d, g)
     if tuple(dy.shape) != want:
         raise ValueError(f"{op}: dy must have shape {want} for x {tuple(x.shape)} and w_shape {w_shape}, "
                          f"got {tuple(dy.shape)}")
@@ -183,8 +219,8 @@ def maxpool2d_fwd(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=
     if not isinstance(ceil_mode, (bool, np.bool_)):
         raise TypeError(f"{op}: ceil_mode must be a bool, got {type(ceil_mode).__name__}")
     shape = _C.maxpool2d_out_shape(x.shape, k, s, p, d, bool(ceil_mode))
-    y = np.empty(shape, dtype=x.dtype)
-    indices = np.empty(shape, dtype=np.int64)
+    y = _empty(op, "y", shape, x.dtype)
+    indices = _empty(op, "indices", shape, np.int64)
     _C.maxpool2d_fwd(x, y, indices, k, s, p, d, bool(ceil_mode))
     return y, indices
 
@@ -199,7 +235,7 @@ def maxpool2d_bwd(dy, indices, x_shape):
         raise ValueError(f"{op}: indices must have the shape of dy {tuple(dy.shape)}, got {tuple(indices.shape)}")
     if tuple(dy.shape[:2]) != x_shape[:2]:
         raise ValueError(f"{op}: dy (N, C) = {tuple(dy.shape[:2])} must match x_shape (N, C) = {x_shape[:2]}")
-    dx = np.empty(x_shape, dtype=dy.dtype)
+    dx = _empty(op, "dx", x_shape, dy.dtype)
     _C.maxpool2d_bwd(dy, indices, dx)
     return dx
 

@@ -1,0 +1,374 @@
+"""cnnkit vs PyTorch (CPU) on exactly the cases of ../shared/bench/cases.json, in one process.
+
+Times conv2d (fwd, bwd_data, bwd_weight), maxpool2d 2x2/2 (fwd with indices, bwd), dropout p=0.5 (fwd, bwd)
+and relu fwd at each thread count, interleaving the two libraries case by case, and prints a table of
+ratio = torch time / cnnkit time (> 1: cnnkit is faster) with GFLOP/s or GB/s by the cases.json counting rules.
+"""
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+DEFAULT_CASES = Path(__file__).resolve().parents[2] / "shared/bench/cases.json"
+OPS = ("conv2d", "maxpool2d", "dropout", "relu")
+RELU_SHAPE = (128, 64, 32, 32)  # not in cases.json: the first maxpool2d input, where the reference net has a relu
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cases", type=Path, default=DEFAULT_CASES, help=f"case list (default {DEFAULT_CASES})")
+    ap.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
+    ap.add_argument("--repeat", type=int, default=None,
+                    help="timed repeats per library and case (default: adaptive, 7 to 40, ~0.5 s per library)")
+    ap.add_argument("--quick", action="store_true", help="smoke run: 1 warm-up call, 3 repeats")
+    ap.add_argument("--only", default=None, help="comma-separated subset of " + "|".join(OPS))
+    ap.add_argument("--json", type=Path, default=None, help="write all results and the machine info here")
+    ap.add_argument("--import-order", choices=("cnnkit-first", "torch-first"), default="cnnkit-first",
+                    help="PyTorch and cnnkit share ONE libgomp in a process (same soname); the first import "
+                         "decides its env (cnnkit-first: cnnkit's OMP_WAIT_POLICY=PASSIVE default applies "
+                         "to both; torch-first: libgomp's own default applies to both)")
+    ap.add_argument("--torch-thp", action="store_true",
+                    help="set THP_MEM_ALLOC_ENABLE=1 before importing torch, so its CPU allocator asks for "
+                         "transparent huge pages as numpy's does for cnnkit's outputs (separates page-fault "
+                         "cost from kernel speed on the memory-bound ops)")
+    ap.add_argument("--no-check", action="store_true", help="skip the cnnkit-vs-torch result check")
+    args = ap.parse_args(argv)
+    if not args.cases.is_file():
+        ap.error(f"--cases: no such file {args.cases}")
+    args.threads = [int(t) for t in args.threads.split(",") if t.strip()]
+    if not args.threads or min(args.threads) < 1:
+        ap.error("--threads needs positive integers")
+    args.only = set(OPS) if args.only is None else {o.strip() for o in args.only.split(",") if o.strip()}
+    bad = args.only - set(OPS)
+    if bad:
+        ap.error(f"--only: unknown op(s) {sorted(bad)}; choose from {'|'.join(OPS)}")
+    if args.repeat is not None and args.repeat < 1:
+        ap.error("--repeat must be >= 1")
+    return args
+
+
+ARGS = parse_args()
+_ENV_KEYS = ("OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+             "MKL_NUM_THREADS", "GOMP_SPINCOUNT", "THP_MEM_ALLOC_ENABLE")
+ENV_AT_START = {k: os.environ.get(k) for k in _ENV_KEYS}  # as the user set it, before cnnkit's setdefaults
+if ARGS.torch_thp:
+    os.environ["THP_MEM_ALLOC_ENABLE"] = "1"
+if ARGS.import_order == "torch-first":
+    import torch  # noqa: E402
+    import torch.nn.functional as F  # noqa: E402
+    import cnnkit  # noqa: E402
+else:
+    import cnnkit  # noqa: E402
+    import torch  # noqa: E402
+    import torch.nn.functional as F  # noqa: E402
+import numpy as np  # noqa: E402
+from cnnkit import ops  # noqa: E402
+
+
+# ---------------------------------------------------------------- timing
+
+def _ms(fn):
+    t0 = time.perf_counter_ns()
+    fn()
+    return (time.perf_counter_ns() - t0) / 1e6
+
+
+def time_pair(ck_fn, th_fn, args):
+    """Warm up both, then time cnnkit then torch back to back per repeat; medians (and minima) in ms."""
+    warm = 1 if args.quick else 2
+    w_ck = [_ms(ck_fn) for _ in range(warm)]
+    w_th = [_ms(th_fn) for _ in range(warm)]
+    if args.repeat is not None:
+        reps = args.repeat
+    elif args.quick:
+        reps = 3
+    else:  # about 0.5 s per library, 7 to 40 repeats
+        per_call = max(min(w_ck), min(w_th), 1e-3)
+        reps = int(min(40, max(7, 500.0 / per_call)))
+    t_ck, t_th = [], []
+    for _ in range(reps):
+        t_ck.append(_ms(ck_fn))
+        t_th.append(_ms(th_fn))
+    return statistics.median(t_ck), statistics.median(t_th), reps, min(t_ck), min(t_th)
+
+
+# ---------------------------------------------------------------- result checks (outside the timed region)
+
+def _close(a, b, tol=2e-3):
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    scale = max(1.0, float(np.abs(b).max(initial=0.0)))
+    return float(np.abs(a - b).max(initial=0.0)) <= tol * scale
+
+
+# ---------------------------------------------------------------- cases
+
+def conv_cases(cfg, rng):
+    """Yield (label, pass, flops, ck_fn, th_fn, check_fn) for the conv2d shapes."""
+    N, C, H, W, K, R = cfg["N"], cfg["C"], cfg["H"], cfg["W"], cfg["K"], cfg["kernel"]
+    s, p = cfg["stride"], cfg["padding"]
+    stride, padding, dilation, groups = (s, s), (p, p), (1, 1), 1
+    x = rng.standard_normal((N, C, H, W), dtype=np.float32)
+    w = rng.standard_normal((K, C // groups, R, R), dtype=np.float32) * np.float32(1.0 / math.sqrt(C * R * R))
+    _, _, P, Q = ops.conv2d_out_shape(x.shape, w.shape, stride, padding, dilation, groups)
+    dy = rng.standard_normal((N, K, P, Q), dtype=np.float32)
+    # Separate buffers for each library (same values), so neither call warms the other's inputs.
+    tx, tw, tdy = (torch.from_numpy(a.copy()) for a in (x, w, dy))
+    flops = 2.0 * N * K * P * Q * (C // groups) * R * R
+
+    def ck_fwd():
+        return ops.conv2d_fwd(x, w, None, stride, padding, dilation, groups)
+
+    def th_fwd():
+        return F.conv2d(tx, tw, None, stride, padding, dilation, groups)
+
+    def ck_bd():
+        return ops.conv2d_bwd_data(dy, w, x.shape, stride, padding, dilation, groups)
+
+    def th_bd():
+        return torch.ops.aten.convolution_backward(tdy, tx, tw, None, list(stride), list(padding), list(dilation),
+                                                   False, [0, 0], groups, [True, False, False])[0]
+
+    def ck_bw():
+        return ops.conv2d_bwd_weight(dy, x, w.shape, stride, padding, dilation, groups)
+
+    def th_bw():
+        return torch.ops.aten.convolution_backward(tdy, tx, tw, None, list(stride), list(padding), list(dilation),
+                                                   False, [0, 0], groups, [False, True, False])[1]
+
+    for name, ck_fn, th_fn in (("fwd", ck_fwd, th_fwd), ("bwd_data", ck_bd, th_bd), ("bwd_weight", ck_bw, th_bw)):
+        yield (cfg["label"], name, ("GFLOP/s", flops), ck_fn, th_fn,
+               lambda c=ck_fn, t=th_fn: _close(c(), t().numpy()))
+
+
+def maxpool_cases(cfg, rng):
+    shape = tuple(cfg["shape"])
+    k, s = cfg["kernel"], cfg["stride"]
+    label = "x".join(map(str, shape)) + f" k{k}s{s}"
+    x = rng.standard_normal(shape, dtype=np.float32)
+    y, idx = ops.maxpool2d_fwd(x, k, s)
+    dy = rng.standard_normal(y.shape, dtype=np.float32)
+    tx, tdy = torch.from_numpy(x.copy()), torch.from_numpy(dy.copy())
+    tidx = torch.from_numpy(idx.copy())
+    nbytes = x.nbytes + y.nbytes + idx.nbytes  # x + y (fp32) + indices (int64); bwd: dy + indices + dx, the same
+
+    def ck_fwd():
+        return ops.maxpool2d_fwd(x, k, s)
+
+    def th_fwd():
+        return F.max_pool2d(tx, k, s, return_indices=True)
+
+    def ck_bwd():
+        return ops.maxpool2d_bwd(dy, idx, x.shape)
+
+    def th_bwd():
+        return torch.ops.aten.max_pool2d_with_indices_backward(tdy, tx, [k, k], [s, s], [0, 0], [1, 1], False, tidx)
+
+    def check_fwd():
+        (cy, ci), (ty, ti) = ck_fwd(), th_fwd()
+        return np.array_equal(cy, ty.numpy()) and np.array_equal(ci, ti.numpy())
+
+    yield label, "fwd", ("GB/s", nbytes), ck_fwd, th_fwd, check_fwd
+    yield label, "bwd", ("GB/s", nbytes), ck_bwd, th_bwd, lambda: _close(ck_bwd(), th_bwd().numpy())
+
+
+def dropout_cases(cfg, rng):
+    shape = tuple(cfg["shape"])
+    p = float(cfg["p"])
+    label = "x".join(map(str, shape)) + f" p={p:g}"
+    x = rng.standard_normal(shape, dtype=np.float32)
+    dy = rng.standard_normal(shape, dtype=np.float32)
+    _, mask = ops.dropout_fwd(x, p, seed=1234)
+    tx, tdy = torch.from_numpy(x.copy()), torch.from_numpy(dy.copy())
+    tmask = torch.from_numpy(mask.astype(bool))  # same mask for both, so the bwd results can be compared
+    scale = 1.0 / (1.0 - p)
+    nbytes = 9 * x.size  # fp32 in, fp32 out, 1-byte mask, in each direction
+    counter = [0]
+
+    def ck_fwd():
+        counter[0] += 1  # a fresh mask per call, as in training
+        return ops.dropout_fwd(x, p, seed=1234, offset=counter[0] * x.size)
+
+    def th_fwd():
+        return torch.native_dropout(tx, p, True)
+
+    def ck_bwd():
+        return ops.dropout_bwd(dy, mask, p)
+
+    def th_bwd():
+        return torch.ops.aten.native_dropout_backward(tdy, tmask, scale)
+
+    def check_fwd():
+        y, m = ck_fwd()
+        keep = m.mean()
+        return abs(keep - (1 - p)) < 0.01 and _close(y, x * m.astype(np.float32) * np.float32(scale), 1e-6)
+
+    yield label, "fwd", ("GB/s", nbytes), ck_fwd, th_fwd, check_fwd
+    yield label, "bwd", ("GB/s", nbytes), ck_bwd, th_bwd, lambda: _close(ck_bwd(), th_bwd().numpy(), 1e-6)
+
+
+def relu_cases(rng):
+    x = rng.standard_normal(RELU_SHAPE, dtype=np.float32)
+    tx = torch.from_numpy(x.copy())
+    label = "x".join(map(str, RELU_SHAPE)) + " (extra)"
+    yield (label, "fwd", ("GB/s", 2 * x.nbytes), lambda: ops.relu_fwd(x), lambda: torch.relu(tx),
+           lambda: np.array_equal(ops.relu_fwd(x), torch.relu(tx).numpy()))
+
+
+# ---------------------------------------------------------------- machine info
+
+def cpu_model():
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def loaded_libs(*needles):
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {ln.split()[-1] for ln in f if len(ln.split()) >= 6}
+    except OSError:
+        return []
+    return sorted(p for p in paths if any(n in os.path.basename(p) for n in needles))
+
+
+def _read(path):
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return None
+
+
+def _numpy_hugepage():
+    try:
+        from numpy._core.multiarray import _get_madvise_hugepage
+    except ImportError:
+        try:
+            from numpy.core.multiarray import _get_madvise_hugepage
+        except ImportError:
+            return None
+    return bool(_get_madvise_hugepage())
+
+
+def machine_info(args):
+    return {
+        "cnnkit": cnnkit.build_info(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "loadavg": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "import_order": args.import_order,
+        "env_at_start": ENV_AT_START,
+        "env_after_imports": {k: os.environ.get(k) for k in _ENV_KEYS},
+        "openmp_runtime": loaded_libs("gomp", "iomp", "libomp"),
+        # libgomp reads its env once, when the first of the two libraries loads it
+        "omp_wait_policy_effective": (ENV_AT_START["OMP_WAIT_POLICY"] if args.import_order == "torch-first"
+                                      else os.environ.get("OMP_WAIT_POLICY")) or "unset (libgomp default)",
+        "transparent_hugepage": _read("/sys/kernel/mm/transparent_hugepage/enabled"),
+        "numpy_madvise_hugepage": _numpy_hugepage(),
+        "torch_thp_alloc": os.environ.get("THP_MEM_ALLOC_ENABLE") == "1",
+        "cases_file": str(args.cases),
+    }
+
+
+# ---------------------------------------------------------------- main
+
+def _warn_load(when, loadavg, ncpu):
+    if loadavg and ncpu and loadavg[0] > 0.5 * ncpu:
+        print(f"NOTE: 1-min load average {loadavg[0]:.2f} {when} on {ncpu} cpus: other processes share the "
+              f"machine, so times are inflated and multi-thread figures depressed; compare ratios, or rerun idle")
+
+
+def geomean(xs):
+    return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else float("nan")
+
+
+def main(args):
+    cases = json.loads(args.cases.read_text())
+    info = machine_info(args)
+    bi = info["cnnkit"]
+    print(f"cnnkit {bi.get('version')} ({bi.get('simd')}, {bi.get('blas')}) vs torch {info['torch']} "
+          f"on {info['cpu_model']} ({info['cpu_count']} cpus, load {info['loadavg']})")
+    print(f"OpenMP runtime (shared by both): {', '.join(info['openmp_runtime']) or '?'}; "
+          f"OMP_WAIT_POLICY seen by it: {info['omp_wait_policy_effective']} ({args.import_order}); "
+          f"cases: {args.cases}")
+    print(f"huge pages for fresh outputs: numpy (cnnkit's outputs) {info['numpy_madvise_hugepage']}, "
+          f"torch {info['torch_thp_alloc']} (--torch-thp); THP mode: {info['transparent_hugepage']}")
+    print("ratio = torch ms / cnnkit ms (> 1: cnnkit faster); medians after warm-up; rates by cases.json rules")
+    print("optimizer and e2e sections of cases.json: skipped (cnnkit has no optimizer ops or training step yet)")
+    _warn_load("at start", info["loadavg"], info["cpu_count"])
+
+    results, failed_checks = [], []
+    hdr = f"{'op':<9} {'case':<24} {'pass':<10} {'thr':>3} {'cnnkit ms':>10} {'torch ms':>10} " \
+          f"{'cnnkit rate':>12} {'torch rate':>11} {'unit':<7} {'ratio':>6}  {'n':>3}"
+    for nt in args.threads:
+        torch.set_num_threads(nt)
+        cnnkit.set_num_threads(nt)
+        print(f"\n== {nt} thread{'s' if nt > 1 else ''} (cnnkit {cnnkit.get_num_threads()}, "
+              f"torch {torch.get_num_threads()}) ==")
+        print(hdr)
+        rng = np.random.default_rng(0)
+        groups = []
+        if "conv2d" in args.only:
+            groups += [("conv2d", conv_cases(c, rng)) for c in cases["conv2d"]]
+        if "maxpool2d" in args.only:
+            groups += [("maxpool2d", maxpool_cases(c, rng)) for c in cases["maxpool2d"]]
+        if "dropout" in args.only:
+            groups += [("dropout", dropout_cases(c, rng)) for c in cases["dropout"]]
+        if "relu" in args.only:
+            groups.append(("relu", relu_cases(rng)))
+        with torch.no_grad():
+            for op, gen in groups:
+                for label, pas, (unit, work), ck_fn, th_fn, check in gen:
+                    ok = None
+                    if not args.no_check:
+                        ok = bool(check())
+                        if not ok:
+                            failed_checks.append(f"{op} {label} {pas} @{nt}t")
+                    ck_ms, th_ms, reps, ck_min, th_min = time_pair(ck_fn, th_fn, args)
+                    scale = 1e-9 / 1e-3  # work per ms -> per s, then giga
+                    ck_rate, th_rate = work / ck_ms * scale, work / th_ms * scale
+                    r = dict(op=op, case=label, **{"pass": pas}, threads=nt, cnnkit_ms=ck_ms, torch_ms=th_ms,
+                             ratio=th_ms / ck_ms, rate=ck_rate, torch_rate=th_rate, unit=unit, repeats=reps,
+                             check_ok=ok, cnnkit_min_ms=ck_min, torch_min_ms=th_min)
+                    results.append(r)
+                    flag = "" if ok in (None, True) else "  MISMATCH"
+                    print(f"{op:<9} {label:<24} {pas:<10} {nt:>3} {ck_ms:>10.3f} {th_ms:>10.3f} {ck_rate:>12.1f} "
+                          f"{th_rate:>11.1f} {unit:<7} {r['ratio']:>6.2f}  {reps:>3}{flag}", flush=True)
+
+    summary = {}
+    if "conv2d" in args.only:
+        print("\nconv2d geometric mean of ratios (torch/cnnkit) over the 8 shapes:")
+        print(f"{'pass':<11}" + "".join(f"{str(nt) + ' thr':>9}" for nt in args.threads))
+        for pas in ("fwd", "bwd_data", "bwd_weight"):
+            row = []
+            for nt in args.threads:
+                g = geomean([r["ratio"] for r in results if r["op"] == "conv2d" and r["pass"] == pas
+                             and r["threads"] == nt])
+                summary[f"conv2d_{pas}_geomean_{nt}t"] = g
+                row.append(g)
+            print(f"{pas:<11}" + "".join(f"{g:>9.2f}" for g in row))
+    if failed_checks:
+        print(f"\nWARNING: cnnkit result differs from torch in: {', '.join(failed_checks)}")
+    info["loadavg_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"machine": info, "argv": sys.argv[1:], "results": results,
+                                         "summary": summary, "failed_checks": failed_checks}, indent=1))
+        print(f"\nwrote {args.json}")
+    return 1 if failed_checks else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(ARGS))
