@@ -105,6 +105,12 @@ def pool_out_size(n, k, stride, pad, dil, ceil_mode):
     return out
 
 
+def pool_window_in_padding(n, k, stride, pad, dil, out):
+    """True when some window's taps (o*stride - pad + i*dil, i < k) all miss [0, n): possible only with
+    dilation. torch then returns -inf and an index outside the plane; cnnkit refuses such a pooling."""
+    return any(all(not (0 <= o * stride - pad + i * dil < n) for i in range(k)) for o in range(out))
+
+
 def maxpool2d_fwd(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
     """(y, indices) with PyTorch's CPU semantics.
 

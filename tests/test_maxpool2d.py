@@ -125,23 +125,25 @@ def test_maxpool2d_matches_reference(c):
         with pytest.raises(ValueError, match="maxpool2d_fwd: kernel .* larger than the padded input"):
             ops.maxpool2d_fwd(x, **_hp(c))
         return
+    in_padding = (R.pool_window_in_padding(x.shape[2], kh, sh, ph, dh, P)
+                  or R.pool_window_in_padding(x.shape[3], kw, sw, pw, dw, Q))
+    event(f"window wholly in padding: {in_padding}")
+    if in_padding:
+        # Only possible with dilation. torch returns -inf with an index outside the plane there;
+        # cnnkit refuses the combination up front instead of handing out an index backward can't use.
+        with pytest.raises(ValueError, match="maxpool2d_fwd: .* lies wholly in the padding"):
+            ops.maxpool2d_fwd(x, **_hp(c))
+        return
     y, idx = ops.maxpool2d_fwd(x, **_hp(c))
     y_ref, idx_ref = R.maxpool2d_fwd(x, **_hp(c))
     assert y.dtype == x.dtype and idx.dtype == np.int64 and y.shape == (x.shape[0], x.shape[1], P, Q)
     np.testing.assert_array_equal(y, y_ref)  # exact, NaN == NaN here
     np.testing.assert_array_equal(idx, idx_ref)
+    HW = x.shape[2] * x.shape[3]
+    assert idx.size == 0 or (idx.min() >= 0 and idx.max() < HW)
 
     dy = g.uniform(-1, 1, y.shape).astype(x.dtype)
-    HW = x.shape[2] * x.shape[3]
-    out_of_plane = bool(idx.size) and (idx.min() < 0 or idx.max() >= HW)
-    event(f"window wholly in padding: {out_of_plane}; N=0: {x.shape[0] == 0}; NaN in y: {bool(np.isnan(y).any())}")
-    if out_of_plane:
-        # Only a window lying wholly in the padding (possible with dilation) gets such an index, as in
-        # torch; scattering through it must be refused, never written out of bounds.
-        assert np.isneginf(y[(idx < 0) | (idx >= HW)]).all()
-        with pytest.raises(ValueError, match=r"maxpool2d_bwd: indices must lie in \[0, H\*W\)"):
-            ops.maxpool2d_bwd(dy, idx, x.shape)
-        return
+    event(f"N=0: {x.shape[0] == 0}; NaN in y: {bool(np.isnan(y).any())}")
     dx = ops.maxpool2d_bwd(dy, idx, x.shape)
     assert dx.dtype == x.dtype and dx.shape == x.shape
     overlap = -(-kh // sh) * -(-kw // sw)  # windows that can share one cell
@@ -211,13 +213,15 @@ def test_hand_ceil_mode():
     np.testing.assert_array_equal(idx, [[[[0, 2]]]])
 
 
-def test_window_entirely_in_padding_matches_torch_convention():
+def test_window_entirely_in_padding_is_refused():
     # H = W = 1, kernel 2, dilation 2, padding 1: the only window reads cells -1 and 1, both outside.
-    y, idx = ops.maxpool2d_fwd(np.array([[[[5.0]]]]), 2, stride=1, padding=1, dilation=2)
-    assert np.isneginf(y).all()
-    np.testing.assert_array_equal(idx, R.maxpool2d_fwd(np.array([[[[5.0]]]]), 2, 1, 1, 2)[1])
-    with pytest.raises(ValueError, match="maxpool2d_bwd: indices must lie in"):
-        ops.maxpool2d_bwd(np.ones((1, 1, 1, 1)), idx, (1, 1, 1, 1))
+    # torch returns -inf with an out-of-plane index there; cnnkit refuses the combination up front.
+    assert R.pool_window_in_padding(1, 2, 1, 1, 2, 1)
+    with pytest.raises(ValueError, match="maxpool2d_fwd: .*window at output height 0 lies wholly in the padding"):
+        ops.maxpool2d_fwd(np.array([[[[5.0]]]]), 2, stride=1, padding=1, dilation=2)
+    # The same window with dilation 1 reads cells -1 and 0: fine.
+    y, idx = ops.maxpool2d_fwd(np.array([[[[5.0]]]]), 2, stride=1, padding=1, dilation=1)
+    np.testing.assert_array_equal(idx, [[[[0, 0], [0, 0]]]])
 
 
 # ---------------------------------------------------------------- 3. float64 central differences
@@ -276,14 +280,21 @@ def test_maxpool2d_matches_torch(c):
         with pytest.raises(ValueError, match="maxpool2d_fwd: kernel"):
             ops.maxpool2d_fwd(x, **hp)
         return
+    sh, sw = R.pair(c["stride"] or c["kernel_size"])
+    P = R.pool_out_size(x.shape[2], kh, sh, ph, dh, c["ceil_mode"])
+    Q = R.pool_out_size(x.shape[3], kw, sw, pw, dw, c["ceil_mode"])
+    if R.pool_window_in_padding(x.shape[2], kh, sh, ph, dh, P) or R.pool_window_in_padding(x.shape[3], kw, sw, pw, dw, Q):
+        # The other deliberate difference: a window wholly in the padding (torch: -inf and an index
+        # outside the plane) is refused.
+        with pytest.raises(ValueError, match="lies wholly in the padding"):
+            ops.maxpool2d_fwd(x, **hp)
+        return
     y, idx = ops.maxpool2d_fwd(x, **hp)
     tx = torch.from_numpy(x.copy()).requires_grad_()
     ty, tidx = torch.nn.functional.max_pool2d(tx, **hp, return_indices=True)
     np.testing.assert_array_equal(y, ty.detach().numpy())
     np.testing.assert_array_equal(idx, tidx.numpy())
-    # torch's backward writes through an out-of-plane index unchecked; compare only where every window
-    # holds at least one input cell.
-    assume(idx.min() >= 0 and idx.max() < x.shape[2] * x.shape[3])
+    assert idx.size == 0 or (idx.min() >= 0 and idx.max() < x.shape[2] * x.shape[3])
     dy = g.uniform(-1, 1, y.shape).astype(x.dtype)
     ty.backward(torch.from_numpy(dy))
     R.assert_close(ops.maxpool2d_bwd(dy, idx, x.shape), tx.grad.numpy(), reduction=kh * kw,

@@ -33,6 +33,12 @@ inline int64_t mul_checked(const char* op, int64_t a, int64_t b) {
   return r;
 }
 
+inline int64_t add_checked(const char* op, int64_t a, int64_t b) {
+  int64_t r;
+  if (__builtin_add_overflow(a, b, &r)) fail(op, "size overflows int64 (", a, " + ", b, ")");
+  return r;
+}
+
 // Collects the first error raised inside an OpenMP region so it can be rethrown after the region:
 // an exception must never escape a parallel region (that would terminate the process).
 struct ErrorSlot {

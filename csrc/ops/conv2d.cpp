@@ -36,8 +36,10 @@ Conv2dParams make_conv2d_params(const char* op, const std::vector<int64_t>& xs, 
   CK_CHECK(p.K % groups == 0, op, "out-channels K=", p.K, " must be divisible by groups=", groups);
   CK_CHECK(ws[1] == p.C / groups, op, "w.shape[1] must be C/groups = ", p.C / groups, ", got ", ws[1],
            " (x shape ", shape_str(xs), ", w shape ", shape_str(ws), ", groups ", groups, ")");
-  const int64_t eff_r = mul_checked(op, dh, p.R - 1) + 1, eff_s = mul_checked(op, dw, p.S - 1) + 1;
-  const int64_t span_h = p.H + 2 * ph, span_w = p.W + 2 * pw;
+  const int64_t eff_r = add_checked(op, mul_checked(op, dh, p.R - 1), 1);
+  const int64_t eff_s = add_checked(op, mul_checked(op, dw, p.S - 1), 1);
+  const int64_t span_h = add_checked(op, p.H, mul_checked(op, 2, ph));
+  const int64_t span_w = add_checked(op, p.W, mul_checked(op, 2, pw));
   CK_CHECK(eff_r <= span_h && eff_s <= span_w, op, "kernel (", eff_r, ", ", eff_s,
            ") with dilation is larger than the padded input (", span_h, ", ", span_w, ")");
   p.P = (span_h - eff_r) / sh + 1;
@@ -160,6 +162,16 @@ void col2im_rows(const Conv2dParams& p, const T* col, int64_t ld, int64_t p0, in
   }
 }
 
+// Per-thread scratch, allocated before a parallel region: an allocation failure then surfaces as
+// std::bad_alloc (MemoryError in Python) instead of escaping an OpenMP region and aborting the process.
+template <typename T>
+struct Scratch {
+  std::vector<T> buf;
+  size_t per_thread;
+  Scratch(int nthreads, size_t per) : buf(size_t(nthreads) * per), per_thread(per) {}
+  T* mine() { return buf.data() + size_t(omp_get_thread_num()) * per_thread; }
+};
+
 // Copies `rows` rows of `width` elements from src (row stride src_ld) to dst (row stride dst_ld).
 template <typename T>
 inline void copy_rows(int64_t rows, int64_t width, const T* src, int64_t src_ld, T* dst, int64_t dst_ld) {
@@ -193,25 +205,28 @@ template <typename T>
 void conv2d_fwd_cpu(const Conv2dParams& p, const T* x, const T* w, const T* b, T* y) {
   const int64_t Cg = p.Cg(), Kg = p.Kg(), crs = Cg * p.R * p.S, PQ = p.P * p.Q;
   const bool direct = is_pointwise(p);
-  const Tiling tl = make_tiling<T>(p, omp_get_max_threads());
+  if (p.N == 0) return;
+  const int nthreads = omp_get_max_threads();
+  const Tiling tl = make_tiling<T>(p, nthreads);
   const int64_t items = tl.nblocks * p.groups * tl.ntiles;
+  Scratch<T> col_s(nthreads, size_t(crs * tl.cols)), out_s(nthreads, tl.nb > 1 ? size_t(Kg * tl.cols) : 0);
 #pragma omp parallel
   {
-    std::vector<T> col(size_t(crs * tl.cols));
-    std::vector<T> out(tl.nb > 1 ? size_t(Kg * tl.cols) : 0);
+    T* col = col_s.mine();
+    T* out = out_s.mine();
 #pragma omp for schedule(static)
     for (int64_t it = 0; it < items; ++it) {
       const int64_t blk = it / (p.groups * tl.ntiles), g = (it / tl.ntiles) % p.groups, t = it % tl.ntiles;
       const int64_t n0 = blk * tl.nb, nb = std::min(tl.nb, p.N - n0);
       const int64_t p0 = t * tl.rows, p1 = std::min(p.P, p0 + tl.rows), cols = (p1 - p0) * p.Q;
       int64_t ldb;
-      const T* bmat = gather_cols(p, x, n0, nb, g, p0, p1, direct, col.data(), &ldb);
+      const T* bmat = gather_cols(p, x, n0, nb, g, p0, p1, direct, col, &ldb);
       T* y0 = y + (n0 * p.K + g * Kg) * PQ + p0 * p.Q;
       if (nb == 1) {
         gemm(false, false, Kg, cols, crs, T(1), w + g * Kg * crs, crs, bmat, ldb, T(0), y0, PQ);
       } else {
-        gemm(false, false, Kg, nb * cols, crs, T(1), w + g * Kg * crs, crs, bmat, ldb, T(0), out.data(), nb * cols);
-        for (int64_t j = 0; j < nb; ++j) copy_rows(Kg, cols, out.data() + j * cols, nb * cols, y0 + j * p.K * PQ, PQ);
+        gemm(false, false, Kg, nb * cols, crs, T(1), w + g * Kg * crs, crs, bmat, ldb, T(0), out, nb * cols);
+        for (int64_t j = 0; j < nb; ++j) copy_rows(Kg, cols, out + j * cols, nb * cols, y0 + j * p.K * PQ, PQ);
       }
       if (b) {
         for (int64_t j = 0; j < nb; ++j) {
@@ -230,14 +245,19 @@ template <typename T>
 void conv2d_bwd_data_cpu(const Conv2dParams& p, const T* dy, const T* w, T* dx) {
   const int64_t Cg = p.Cg(), Kg = p.Kg(), crs = Cg * p.R * p.S, PQ = p.P * p.Q, HW = p.H * p.W;
   const bool direct = is_pointwise(p);
-  const Tiling tl = make_tiling<T>(p, omp_get_max_threads());
+  if (p.N == 0) return;
+  const int nthreads = omp_get_max_threads();
+  const Tiling tl = make_tiling<T>(p, nthreads);
   // Tiles of one sample overlap in dx (col2im), so a work item owns whole samples: (block, group).
   const int64_t items = tl.nblocks * p.groups;
+  Scratch<T> col_s(nthreads, direct ? 0 : size_t(crs * tl.cols));
+  Scratch<T> dyb_s(nthreads, tl.nb > 1 ? size_t(Kg * tl.cols) : 0);
+  Scratch<T> dxb_s(nthreads, direct && tl.nb > 1 ? size_t(Cg * tl.cols) : 0);
 #pragma omp parallel
   {
-    std::vector<T> col(size_t(crs * tl.cols));
-    std::vector<T> dyb(tl.nb > 1 ? size_t(Kg * tl.cols) : 0);
-    std::vector<T> dxb(direct && tl.nb > 1 ? size_t(Cg * tl.cols) : 0);
+    T* col = col_s.mine();
+    T* dyb = dyb_s.mine();
+    T* dxb = dxb_s.mine();
 #pragma omp for schedule(static)
     for (int64_t it = 0; it < items; ++it) {
       const int64_t blk = it / p.groups, g = it % p.groups;
@@ -251,8 +271,8 @@ void conv2d_bwd_data_cpu(const Conv2dParams& p, const T* dy, const T* w, T* dx) 
         const T* bmat = dy0;
         int64_t ldb = PQ;
         if (nb > 1) {
-          for (int64_t j = 0; j < nb; ++j) copy_rows(Kg, cols, dy0 + j * p.K * PQ, PQ, dyb.data() + j * cols, nb * cols);
-          bmat = dyb.data();
+          for (int64_t j = 0; j < nb; ++j) copy_rows(Kg, cols, dy0 + j * p.K * PQ, PQ, dyb + j * cols, nb * cols);
+          bmat = dyb;
           ldb = nb * cols;
         }
         if (direct) {
@@ -260,14 +280,14 @@ void conv2d_bwd_data_cpu(const Conv2dParams& p, const T* dy, const T* w, T* dx) 
           if (nb == 1) {
             gemm(true, false, Cg, cols, Kg, T(1), wg, Cg, bmat, ldb, T(0), dx0, HW);
           } else {
-            gemm(true, false, Cg, nb * cols, Kg, T(1), wg, Cg, bmat, ldb, T(0), dxb.data(), nb * cols);
-            for (int64_t j = 0; j < nb; ++j) copy_rows(Cg, cols, dxb.data() + j * cols, nb * cols, dx0 + j * p.C * HW, HW);
+            gemm(true, false, Cg, nb * cols, Kg, T(1), wg, Cg, bmat, ldb, T(0), dxb, nb * cols);
+            for (int64_t j = 0; j < nb; ++j) copy_rows(Cg, cols, dxb + j * cols, nb * cols, dx0 + j * p.C * HW, HW);
           }
           continue;
         }
-        gemm(true, false, crs, nb * cols, Kg, T(1), wg, crs, bmat, ldb, T(0), col.data(), nb * cols);
+        gemm(true, false, crs, nb * cols, Kg, T(1), wg, crs, bmat, ldb, T(0), col, nb * cols);
         for (int64_t j = 0; j < nb; ++j)
-          col2im_rows(p, col.data() + j * cols, nb * cols, p0, p1, dx + ((n0 + j) * p.C + g * Cg) * HW);
+          col2im_rows(p, col + j * cols, nb * cols, p0, p1, dx + ((n0 + j) * p.C + g * Cg) * HW);
       }
     }
   }
@@ -279,18 +299,23 @@ void conv2d_bwd_weight_cpu(const Conv2dParams& p, const T* dy, const T* x, T* dw
   const int64_t wsize = p.K * crs;
   const bool direct = is_pointwise(p);
   const int nthreads = omp_get_max_threads();
+  if (p.N == 0) {
+    if (!accumulate) std::fill(dw, dw + wsize, T(0));
+    return;
+  }
   const Tiling tl = make_tiling<T>(p, nthreads);
   const int64_t items = tl.nblocks * p.groups * tl.ntiles;
   // Each thread sums into its own dw; the partial sums are added in thread order afterwards, so the
   // result is deterministic for a given thread count.
   std::vector<T> partial(size_t(nthreads) * wsize, T(0));
+  Scratch<T> col_s(nthreads, size_t(crs * tl.cols)), dyb_s(nthreads, tl.nb > 1 ? size_t(Kg * tl.cols) : 0);
   int used = 1;
 #pragma omp parallel
   {
 #pragma omp single
     used = omp_get_num_threads();
-    std::vector<T> col(size_t(crs * tl.cols));
-    std::vector<T> dyb(tl.nb > 1 ? size_t(Kg * tl.cols) : 0);
+    T* col = col_s.mine();
+    T* dyb = dyb_s.mine();
     T* mine = partial.data() + size_t(omp_get_thread_num()) * wsize;
 #pragma omp for schedule(static)
     for (int64_t it = 0; it < items; ++it) {
@@ -298,13 +323,13 @@ void conv2d_bwd_weight_cpu(const Conv2dParams& p, const T* dy, const T* x, T* dw
       const int64_t n0 = blk * tl.nb, nb = std::min(tl.nb, p.N - n0);
       const int64_t p0 = t * tl.rows, p1 = std::min(p.P, p0 + tl.rows), cols = (p1 - p0) * p.Q;
       int64_t ldb;
-      const T* bmat = gather_cols(p, x, n0, nb, g, p0, p1, direct, col.data(), &ldb);
+      const T* bmat = gather_cols(p, x, n0, nb, g, p0, p1, direct, col, &ldb);
       const T* dy0 = dy + (n0 * p.K + g * Kg) * PQ + p0 * p.Q;
       const T* amat = dy0;
       int64_t lda = PQ;
       if (nb > 1) {
-        for (int64_t j = 0; j < nb; ++j) copy_rows(Kg, cols, dy0 + j * p.K * PQ, PQ, dyb.data() + j * cols, nb * cols);
-        amat = dyb.data();
+        for (int64_t j = 0; j < nb; ++j) copy_rows(Kg, cols, dy0 + j * p.K * PQ, PQ, dyb + j * cols, nb * cols);
+        amat = dyb;
         lda = nb * cols;
       }
       gemm(false, true, Kg, crs, nb * cols, T(1), amat, lda, bmat, ldb, T(1), mine + g * Kg * crs, crs);

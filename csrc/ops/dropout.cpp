@@ -135,10 +135,12 @@ void dropout_bwd_cpu(int64_t n, const T* dy, const uint8_t* mask, double p, T* d
     int64_t i = i0;
 #if defined(__AVX2__)
     if constexpr (std::is_same_v<T, float>) {
-      const __m256 vscale = _mm256_set1_ps(scale);
+      const __m256 vscale = _mm256_set1_ps(scale), one = _mm256_set1_ps(1.0f);
       for (; i + 8 <= i1; i += 8) {
+        // Any non-zero mask byte counts as kept (1), as in the scalar loop.
         const __m128i m8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(mask + i));
-        const __m256 m = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(m8));
+        const __m256i nz = _mm256_cmpgt_epi32(_mm256_cvtepu8_epi32(m8), _mm256_setzero_si256());
+        const __m256 m = _mm256_and_ps(_mm256_castsi256_ps(nz), one);
         _mm256_storeu_ps(dx + i, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(dy + i), m), vscale));
       }
     }

@@ -3,6 +3,7 @@
 // torch's cpu_max_pool window walk exactly, so indices and NaN handling match PyTorch.
 #include "ops/maxpool2d.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -16,14 +17,30 @@ namespace ck {
 
 int64_t pool_output_size(const char* op, const char* dim, int64_t in, int64_t k, int64_t s, int64_t pad,
                          int64_t d, bool ceil_mode) {
-  const int64_t eff = d * (k - 1) + 1;
-  const int64_t span = in + 2 * pad;
+  const int64_t eff = add_checked(op, mul_checked(op, d, k - 1), 1);
+  const int64_t span = add_checked(op, in, mul_checked(op, 2, pad));
   CK_CHECK(eff <= span, op, "kernel ", dim, " with dilation (", eff, ") is larger than the padded input (", span,
            ")");
   int64_t out = (span - eff + (ceil_mode ? s - 1 : 0)) / s + 1;
   if (ceil_mode && (out - 1) * s >= in + pad) --out;
   CK_CHECK(out >= 1, op, "output ", dim, " would be ", out, "; it must be >= 1");
   return out;
+}
+
+// With dilation, a window can fall wholly into the padding (its taps step over the input). PyTorch then
+// returns -inf with an index outside the plane; cnnkit refuses the combination instead. Only a window that
+// starts in the left padding can do this (one starting at >= 0 has its first tap inside, and ceil_mode
+// drops windows starting in the right padding), so only those are checked.
+static void check_windows_touch_input(const char* op, const char* dim, int64_t in, int64_t k, int64_t s,
+                                      int64_t pad, int64_t d, int64_t out) {
+  const int64_t left = std::min(out, (pad + s - 1) / s);
+  for (int64_t o = 0; o < left; ++o) {
+    const int64_t start = o * s - pad;
+    const int64_t first = start >= 0 ? start : start + ((-start + d - 1) / d) * d;  // first tap >= 0
+    if (first >= in || first > start + (k - 1) * d)
+      fail(op, "with kernel ", k, ", dilation ", d, " and padding ", pad, " the pooling window at output ", dim,
+           " ", o, " lies wholly in the padding (input ", dim, " ", in, ")");
+  }
 }
 
 MaxPool2dParams make_maxpool2d_params(const char* op, const std::vector<int64_t>& xs, int64_t kh, int64_t kw,
@@ -48,6 +65,8 @@ MaxPool2dParams make_maxpool2d_params(const char* op, const std::vector<int64_t>
   p.pad_h = ph; p.pad_w = pw; p.dil_h = dh; p.dil_w = dw; p.ceil_mode = ceil_mode;
   p.P = pool_output_size(op, "height", p.H, kh, sh, ph, dh, ceil_mode);
   p.Q = pool_output_size(op, "width", p.W, kw, sw, pw, dw, ceil_mode);
+  check_windows_touch_input(op, "height", p.H, kh, sh, ph, dh, p.P);
+  check_windows_touch_input(op, "width", p.W, kw, sw, pw, dw, p.Q);
   return p;
 }
 
