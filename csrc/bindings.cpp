@@ -13,6 +13,7 @@
 #include "common/runtime.h"
 #include "ops/conv2d.h"
 #include "ops/dropout.h"
+#include "ops/matmul.h"
 #include "ops/maxpool2d.h"
 #include "ops/relu.h"
 
@@ -249,6 +250,30 @@ void relu_bwd(const py::array& dy, const py::array& y, const py::array& dx) {
   float_dtype(dy, op, "dy") == DType::f32 ? run(float{}) : run(double{});
 }
 
+// ---- matmul ----
+
+void matmul(const py::array& a, const py::array& b, const py::array& c, bool trans_a, bool trans_b, bool accumulate) {
+  const char* op = "matmul";
+  if (a.ndim() != 2 || b.ndim() != 2 || c.ndim() != 2)
+    ck::fail(op, "a, b and out must be 2-D, got shapes ", ck::shape_str(shape_of(a)), ", ",
+             ck::shape_str(shape_of(b)), ", ", ck::shape_str(shape_of(c)));
+  const int64_t M = trans_a ? a.shape(1) : a.shape(0), K = trans_a ? a.shape(0) : a.shape(1);
+  const int64_t Kb = trans_b ? b.shape(1) : b.shape(0), N = trans_b ? b.shape(0) : b.shape(1);
+  if (K != Kb) ck::fail(op, "inner dimensions differ: a gives K=", K, ", b gives K=", Kb);
+  expect_shape(op, "out", c, {M, N});
+  if (M >= (int64_t(1) << 31) || N >= (int64_t(1) << 31) || K >= (int64_t(1) << 31))
+    ck::fail(op, "dimensions must be < 2^31 for the 32-bit BLAS interface");
+  auto run = [&](auto tag) {
+    using T = decltype(tag);
+    const T* ap = ptr<T>(a, op, "a");
+    const T* bp = ptr<T>(b, op, "b");
+    T* cp = ptr<T>(c, op, "out", true);
+    py::gil_scoped_release nogil;
+    ck::matmul_cpu<T>(M, N, K, ap, trans_a, bp, trans_b, cp, accumulate);
+  };
+  float_dtype(a, op, "a") == DType::f32 ? run(float{}) : run(double{});
+}
+
 py::dict build_info() {
   py::dict d;
   d["version"] = CNNKIT_VERSION;
@@ -292,6 +317,8 @@ PYBIND11_MODULE(_C, m) {
   m.def("dropout_bwd", &dropout_bwd, py::arg("dy"), py::arg("mask"), py::arg("dx"), py::arg("p"));
   m.def("relu_fwd", &relu_fwd, py::arg("x"), py::arg("y"));
   m.def("relu_bwd", &relu_bwd, py::arg("dy"), py::arg("y"), py::arg("dx"));
+  m.def("matmul", &matmul, py::arg("a"), py::arg("b"), py::arg("out"), py::arg("trans_a"), py::arg("trans_b"),
+        py::arg("accumulate"));
   m.def("set_num_threads", &ck::set_num_threads, py::arg("n"));
   m.def("get_num_threads", &ck::get_num_threads);
   m.def("build_info", &build_info);

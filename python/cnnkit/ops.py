@@ -284,6 +284,30 @@ def dropout_bwd(dy, mask, p):
     return dx
 
 
+# ---------------------------------------------------------------- matmul
+
+def matmul(a, b, trans_a=False, trans_b=False, out=None, accumulate=False):
+    """out = op(a) @ op(b) on cnnkit's threads, where op transposes when trans_a / trans_b is set.
+
+    a, b are 2-D C-contiguous arrays of one float dtype. With ``accumulate=True`` the product is added
+    (+=) into `out`, as parameter gradients accumulate. Linear layers use this rather than numpy's
+    matmul so that a training step never wakes numpy's own BLAS thread pool.
+    """
+    op = "matmul"
+    _array(op, "a", a, ndim=2)
+    _array(op, "b", b, ndim=2)
+    _same_dtype(op, "a", a, "b", b)
+    M, K = (a.shape[1], a.shape[0]) if trans_a else a.shape
+    Kb, N = (b.shape[1], b.shape[0]) if trans_b else b.shape
+    if K != Kb:
+        raise ValueError(f"{op}: inner dimensions differ: op(a) is {(M, K)}, op(b) is {(Kb, N)}")
+    if accumulate and out is None:
+        raise ValueError(f"{op}: accumulate=True needs out= (the array to add into)")
+    c = _out(op, "out", out, (M, N), a.dtype)
+    _C.matmul(a, b, c, bool(trans_a), bool(trans_b), bool(accumulate))
+    return c
+
+
 # ---------------------------------------------------------------- relu
 
 def relu_fwd(x, out=None):
@@ -308,4 +332,4 @@ def relu_bwd(dy, y, out=None):
 
 
 __all__ = ["conv2d_out_shape", "conv2d_fwd", "conv2d_bwd_data", "conv2d_bwd_weight", "conv2d_bwd_bias",
-           "maxpool2d_fwd", "maxpool2d_bwd", "dropout_fwd", "dropout_bwd", "relu_fwd", "relu_bwd"]
+           "maxpool2d_fwd", "maxpool2d_bwd", "dropout_fwd", "dropout_bwd", "matmul", "relu_fwd", "relu_bwd"]
