@@ -49,16 +49,16 @@ def forward(params, x, train, seed, step):
     r2 = ops.relu_fwd(c2)
     p2, i2 = ops.maxpool2d_fwd(r2, 2)
     flat = p2.reshape(p2.shape[0], -1)
-    scores = flat @ w3 + b3
+    scores = ops.matmul(flat, w3) + b3
     return scores, (x, r1, i1, p1, m1, d1, r2, i2, p2, flat)
 
 
 def backward(params, cache, dscores):
     w1, b1, w2, b2, w3, b3 = params
     x, r1, i1, p1, m1, d1, r2, i2, p2, flat = cache
-    dw3 = flat.T @ dscores
+    dw3 = ops.matmul(flat, dscores, trans_a=True)
     db3 = dscores.sum(axis=0)
-    dp2 = np.ascontiguousarray((dscores @ w3.T).reshape(p2.shape))
+    dp2 = ops.matmul(dscores, w3, trans_b=True).reshape(p2.shape)
     dr2 = ops.maxpool2d_bwd(dp2, i2, r2.shape)
     dc2 = ops.relu_bwd(dr2, r2)
     dw2 = ops.conv2d_bwd_weight(dc2, d1, w2.shape, padding=1)
