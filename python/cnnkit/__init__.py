@@ -41,3 +41,19 @@ def build_info():
 
 
 __all__ = ["ops", "cuda", "Parameter", "FlatBuffer", "set_num_threads", "get_num_threads", "build_info"]
+
+# The layer graph (issue 3): layers, models, losses, initialisers, gradient checks, save/load.
+from . import init, losses  # noqa: E402
+from .graph import Graph, Input, Layer, Model, Node, Sequential  # noqa: E402
+from .layers import (Add, AvgPool2d, BatchNorm1d, BatchNorm2d, Concat, Conv2d, DropConnect, Dropout,  # noqa: E402
+                     Flatten, FractionalMaxPool2d, GlobalAvgPool2d, LeakyReLU, Linear, LocallyConnected2d,
+                     LocalResponseNorm, MaxPool2d, ReLU, StochasticDepth)
+from .gradcheck import GradcheckError, GradcheckReport, gradcheck  # noqa: E402
+from .serialize import load  # noqa: E402
+from .init import manual_seed  # noqa: E402
+
+__all__ += ["init", "losses", "Layer", "Model", "Node", "Input", "Sequential", "Graph", "Add", "AvgPool2d",
+            "BatchNorm1d", "BatchNorm2d", "Concat", "Conv2d", "DropConnect", "Dropout", "Flatten",
+            "FractionalMaxPool2d", "GlobalAvgPool2d", "LeakyReLU", "Linear", "LocallyConnected2d",
+            "LocalResponseNorm", "MaxPool2d", "ReLU", "StochasticDepth", "gradcheck", "GradcheckError",
+            "GradcheckReport", "load", "manual_seed"]

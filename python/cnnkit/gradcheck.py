@@ -1,0 +1,186 @@
+"""ck.gradcheck: compare a layer's or a model's backward with float64 central differences.
+
+It works on a float64 copy (the caller's object is untouched), freezes the randomness (each evaluation
+replays the same dropout masks and pooling regions) and the BatchNorm running statistics, and checks
+every parameter with requires_grad plus the input. Large tensors are checked on a random sample of
+coordinates. A coordinate whose one-sided differences (f(x+h) - f(x))/h and (f(x) - f(x-h))/h disagree
+by at least the error found sits on a kink (ReLU at 0, a max-pool tie, a hinge at its margin): there the
+function has no derivative, so it is counted as a kink and not as a failure (CS231n notes, "kinks").
+
+How to write and check a custom layer: see the docstring of cnnkit.graph (subclass ck.Layer, add
+parameters with add_parameter, implement forward / backward / output_shape / config), then run
+``ck.gradcheck(MyLayer(...), x)``; tests/test_gradcheck.py has a worked example.
+"""
+import copy
+
+import numpy as np
+
+from .graph import Layer, Model
+from . import losses as _losses
+
+
+class GradcheckError(AssertionError):
+    """Raised by gradcheck when some gradient does not match; the message names the layer and parameter."""
+
+
+class GradcheckReport:
+    """Per-tensor results: name, layer, coordinates checked, kinks, failures, worst relative error."""
+
+    def __init__(self, rows, rtol, atol):
+        self.rows, self.rtol, self.atol = rows, rtol, atol
+
+    @property
+    def ok(self):
+        return all(r["failures"] == 0 for r in self.rows)
+
+    @property
+    def kinks(self):
+        return sum(r["kinks"] for r in self.rows)
+
+    def __getitem__(self, name):
+        for r in self.rows:
+            if r["name"] == name:
+                return r
+        raise KeyError(name)
+
+    def __str__(self):
+        head = f"{'tensor':<28} {'layer':<28} {'checked':>8} {'kinks':>6} {'fail':>5} {'max rel err':>12}"
+        lines = [head, "-" * len(head)]
+        for r in self.rows:
+            lines.append(f"{r['name']:<28} {r['layer'][:28]:<28} {r['checked']:>8} {r['kinks']:>6} "
+                         f"{r['failures']:>5} {r['max_rel_err']:>12.3e}")
+        lines.append(f"{'PASS' if self.ok else 'FAIL'} (rtol {self.rtol:g}, atol {self.atol:g})")
+        return "\n".join(lines)
+
+    __repr__ = __str__
+
+
+def _as64(a):
+    return np.array(a, dtype=np.float64, copy=True, order="C")
+
+
+def _rel(a, n, floor):
+    # relative error; gradients smaller than floor = atol / rtol are compared against the floor instead
+    return abs(a - n) / max(abs(a), abs(n), floor, 1e-300)
+
+
+def gradcheck(layer_or_model, x, y=None, loss=None, eps=1e-6, rtol=1e-6, atol=1e-9, max_coords=24, seed=0,
+              check_input=True, raise_on_fail=True):
+    """Check the backward pass of `layer_or_model` at input `x` (an array, or a tuple for several inputs).
+
+    The scalar checked is: `loss(out, y) -> (value, dout)` if given; softmax cross-entropy if `y` holds
+    integer labels; mean squared error against `y` if it is a float array; else sum(out * R) for a fixed
+    random R (a plain sum would hide errors, e.g. BatchNorm's input gradient of a sum is zero).
+    A coordinate fails when |analytic - numeric| > atol + rtol * max(|analytic|, |numeric|) and it is
+    not a kink. At most `max_coords` coordinates per tensor are checked (all of them when smaller),
+    sampled with `seed`. Returns a GradcheckReport; raises GradcheckError naming the layer, the
+    parameter and the worst error when something fails (unless raise_on_fail=False).
+    """
+    if not isinstance(layer_or_model, Layer):
+        raise TypeError(f"gradcheck: expected a ck.Layer or model, got {type(layer_or_model).__name__}")
+    m = copy.deepcopy(layer_or_model).to(np.float64)
+    multi = isinstance(x, (tuple, list))
+    xs = [_as64(a) for a in (x if multi else (x,))]
+    rng = np.random.default_rng(seed)
+    rng_state = m.rng_state()
+    bufs = {path: {k: v.copy() for k, v in l._buffers.items()} for path, l in m.named_layers()}
+    layers = dict(m.named_layers())
+    is_model = isinstance(m, Model)
+
+    def run():
+        m.set_rng_state(rng_state)
+        for path, b in bufs.items():
+            for k, v in b.items():
+                layers[path]._buffers[k][...] = v
+        return m.forward(*xs)
+
+    out = run()
+    R = None
+    if loss is None and y is None:
+        R = rng.standard_normal(out.shape) / np.sqrt(max(out.size, 1))
+
+    def value(out):
+        if R is not None:
+            return float((out * R).sum()), R
+        if loss is not None:
+            return loss(out, y)
+        ya = np.asarray(y)
+        if np.issubdtype(ya.dtype, np.integer):
+            return _losses.softmax_cross_entropy(out, ya)
+        return _losses.mse(out, _as64(ya))
+
+    f0, dout = value(out)
+    m.zero_grad()
+    if is_model:
+        dx = m.backward(dout, need_dx=bool(check_input))
+    else:
+        dx = m.backward(dout, need_dx=True if not multi else (True,) * len(xs))
+    dxs = list(dx) if multi else [dx]
+
+    def f():
+        return value(run())[0]
+
+    tensors = []   # (name, layer label, array to perturb, analytic gradient)
+    if check_input:
+        for i, (a, g) in enumerate(zip(xs, dxs)):
+            tensors.append((f"input[{i}]" if multi else "input", "(input)", a, g))
+    for name, p in m.named_parameters():
+        if p.requires_grad:
+            path = name.rsplit(".", 1)[0] if "." in name else ""
+            lay = layers.get(path, m)
+            label = (f"'{path}' " if path else "") + type(lay).__name__
+            tensors.append((name, label, p.data, p.grad.copy()))
+
+    rows = []
+    worst_fail = None
+    for name, label, arr, g in tensors:
+        if g is None:
+            raise GradcheckError(f"gradcheck: no gradient was returned for {name} of {label}")
+        if g.shape != arr.shape:
+            raise GradcheckError(f"gradcheck: {label} {name}: gradient shape {g.shape} != tensor shape {arr.shape}")
+        n = arr.size
+        idxs = np.arange(n) if n <= max_coords else rng.choice(n, size=max_coords, replace=False)
+        flat = arr.reshape(-1)
+        gflat = g.reshape(-1)
+        row = dict(name=name, layer=label, checked=len(idxs), kinks=0, failures=0, max_rel_err=0.0, worst=None)
+        worst_ratio = -1.0
+        for i in idxs:
+            orig = flat[i]
+            flat[i] = orig + eps
+            fp = f()
+            flat[i] = orig - eps
+            fm = f()
+            flat[i] = orig
+            num = (fp - fm) / (2 * eps)
+            a = float(gflat[i])
+            err = abs(a - num)
+            bad = err > atol + rtol * max(abs(a), abs(num))
+            if bad:
+                dplus, dminus = (fp - f0) / eps, (f0 - fm) / eps
+                if abs(dplus - dminus) >= err:
+                    row["kinks"] += 1
+                    continue
+                row["failures"] += 1
+            row["max_rel_err"] = max(row["max_rel_err"], _rel(a, num, atol / rtol))
+            ratio = err / (atol + rtol * max(abs(a), abs(num)))
+            if ratio > worst_ratio:
+                worst_ratio = ratio
+                row["worst"] = (tuple(int(v) for v in np.unravel_index(i, arr.shape)), a, num)
+        rows.append(row)
+        if row["failures"] and worst_fail is None:
+            worst_fail = row
+    report = GradcheckReport(rows, rtol, atol)
+    if worst_fail is not None and raise_on_fail:
+        r = worst_fail
+        idx, a, num = r["worst"]
+        pname = r["name"].rsplit(".", 1)[-1]
+        failed = [q["name"] for q in rows if q["failures"]]
+        raise GradcheckError(
+            f"gradcheck failed for layer {r['layer']}, parameter '{pname}' ({r['name']}): worst relative error "
+            f"{_rel(a, num, atol / rtol):.3e} at index {idx} (analytic {a:.8e}, numeric {num:.8e}); {r['failures']} of "
+            f"{r['checked']} checked coordinates failed (rtol {rtol:g}, atol {atol:g}). Failing tensors: {failed}"
+            f"\n{report}")
+    return report
+
+
+__all__ = ["gradcheck", "GradcheckReport", "GradcheckError"]

@@ -1,0 +1,570 @@
+"""The model machinery: the Layer base class, Sequential, and a small functional API for DAGs (Graph).
+
+A layer owns named Parameters (DESIGN.md: it reads ``p.data`` and accumulates ``+=`` into ``p.grad`` on
+every call, never caching either, since an optimizer may rebind both to views of one FlatBuffer) and
+named buffers (running statistics). A model is itself a Layer whose nodes run in topological order;
+backward runs in reverse order, sums gradients where a value fans out, and skips every gradient nothing
+needs: a node's input gradient is computed only when some parameter upstream requires grad or the
+caller asked for the model's input gradient (``backward(dout, need_dx=True)``), so the first
+convolution never runs its data-gradient pass.
+
+Writing a custom layer: subclass ``Layer``; in ``__init__`` call ``super().__init__(name=name)`` and
+``self.add_parameter("weight", array)``; implement ``forward(x)`` (save what backward needs in
+``self._cache``), ``backward(dy, need_dx=True)`` (``p.grad += ...`` for each parameter with
+``requires_grad``; return dx, or None when ``need_dx`` is false), ``output_shape(x_shape)`` (raise
+ValueError for inputs it cannot take) and ``config()`` (the constructor's keyword arguments, for save
+and load). Then ``ck.gradcheck(MyLayer(...), x)`` checks it; tests/test_gradcheck.py shows one.
+"""
+import copy
+import zlib
+
+import numpy as np
+
+from .parameter import Parameter
+
+_REGISTRY = {}
+
+
+def _fmt_shape(shape):
+    if shape is None:
+        return "?"
+    return "(" + ", ".join("N" if i == 0 and d is None else str(d) for i, d in enumerate(shape)) + ")"
+
+
+class Node:
+    """A symbolic value in a graph being built: the output of `layer` applied to `inputs`.
+
+    ``shape`` excludes the batch dimension (None when it is not known yet)."""
+
+    def __init__(self, layer, inputs, shape, name=None):
+        self.layer = layer
+        self.inputs = list(inputs)
+        self.shape = None if shape is None else tuple(shape)
+        self.name = name
+
+    def __repr__(self):
+        what = "Input" if self.layer is None else type(self.layer).__name__
+        return f"Node({what}, shape={_fmt_shape((None,) + self.shape) if self.shape else '?'})"
+
+
+def Input(shape=None, name=None):
+    """A graph input. `shape` excludes the batch dimension, e.g. (3, 32, 32); it lets the graph check
+    every layer's input shape as it is built."""
+    if shape is not None:
+        shape = tuple(int(d) for d in shape)
+    return Node(None, [], shape, name=name)
+
+
+class Layer:
+    """Base class: named parameters and buffers, train/eval, forward/backward, shape inference."""
+
+    stochastic = False   # True for layers that draw random numbers (they get seed and offset)
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        _REGISTRY[cls.__name__] = cls
+
+    def __init__(self, name=None):
+        self.training = True
+        self.name = name
+        self._params = {}
+        self._buffers = {}
+        self._cache = None
+        self.seed = 0      # stream of the model's generator (set by the model), used by stochastic layers
+        self.offset = 0    # advanced once per forward call so that every call draws fresh numbers
+
+    # ------------------------------------------------------------ parameters and buffers
+    def add_parameter(self, name, data, requires_grad=True):
+        p = Parameter(np.ascontiguousarray(data), name=name, requires_grad=requires_grad)
+        self._params[name] = p
+        return p
+
+    def add_buffer(self, name, data):
+        self._buffers[name] = data
+        return data
+
+    def __getattr__(self, name):
+        d = self.__dict__
+        if "_params" in d and name in d["_params"]:
+            return d["_params"][name]
+        if "_buffers" in d and name in d["_buffers"]:
+            return d["_buffers"][name]
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+
+    def named_parameters(self, prefix=""):
+        for n, p in self._params.items():
+            yield prefix + n, p
+
+    def parameters(self):
+        return [p for _, p in self.named_parameters()]
+
+    def named_buffers(self, prefix=""):
+        for n, b in self._buffers.items():
+            yield prefix + n, b
+
+    def named_layers(self, prefix=""):
+        """(path, layer) for this layer and every layer inside it."""
+        yield prefix.rstrip("."), self
+
+    def zero_grad(self):
+        for p in self.parameters():
+            p.zero_grad()
+
+    def train(self, mode=True):
+        for _, layer in self.named_layers():
+            layer.training = bool(mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def to(self, dtype):
+        """Cast parameters (data and grad) and floating buffers to `dtype`. Rebinds p.data, so call it
+        before an optimizer builds its flat buffers."""
+        dtype = np.dtype(dtype)
+        for _, layer in self.named_layers():
+            for p in layer._params.values():
+                p.data = np.ascontiguousarray(p.data, dtype=dtype)
+                p.grad = np.ascontiguousarray(p.grad, dtype=dtype)
+            for n, b in layer._buffers.items():
+                if np.issubdtype(b.dtype, np.floating):
+                    layer._buffers[n] = np.ascontiguousarray(b, dtype=dtype)
+        return self
+
+    def copy(self):
+        return copy.deepcopy(self)
+
+    # ------------------------------------------------------------ random streams
+    def rng_state(self):
+        return {path: (l.seed, l.offset) for path, l in self.named_layers() if l.stochastic}
+
+    def set_rng_state(self, state):
+        for path, l in self.named_layers():
+            if path in state:
+                l.seed, l.offset = (int(v) for v in state[path])
+
+    def manual_seed(self, seed):
+        """Give every stochastic layer inside its own stream: a 64-bit seed derived from (seed, the
+        layer's path), offset 0. Paths, not creation order, so a rebuilt model gets the same streams."""
+        for path, l in self.named_layers():
+            if l.stochastic:
+                key = [int(seed), zlib.crc32(path.encode())]
+                l.seed = int(np.random.SeedSequence(key).generate_state(1, np.uint64)[0])
+                l.offset = 0
+        return self
+
+    # ------------------------------------------------------------ the interface a layer implements
+    def forward(self, x):
+        raise NotImplementedError
+
+    def backward(self, dy, need_dx=True):
+        raise NotImplementedError
+
+    def output_shape(self, *in_shapes):
+        """Output shape for these input shapes (batch included); ValueError for inputs it cannot take."""
+        return tuple(in_shapes[0])
+
+    def flops(self, in_shapes, out_shape):
+        """Forward floating-point operations (a multiply-add counts 2)."""
+        return 0
+
+    def config(self):
+        """Constructor keyword arguments, JSON-serialisable (save/load rebuilds the layer from them)."""
+        return {}
+
+    @classmethod
+    def from_config(cls, cfg):
+        return cls(**cfg)
+
+    def extra_repr(self):
+        return ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k not in ("name", "seed", "dtype"))
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.extra_repr()})"
+
+    def label(self):
+        return f"{type(self).__name__}" + (f" '{self.name}'" if self.name else "")
+
+    # ------------------------------------------------------------ calling
+    def __call__(self, *xs):
+        if any(isinstance(x, Node) for x in xs):
+            return self._symbolic(xs)
+        return self.forward(*xs)
+
+    def _symbolic(self, xs):
+        if not all(isinstance(x, Node) for x in xs):
+            raise TypeError(f"{self.label()}: when building a graph every input must be a Node, "
+                            f"got {[type(x).__name__ for x in xs]}")
+        shape = None
+        if all(x.shape is not None for x in xs):
+            shapes = [(1,) + x.shape for x in xs]
+            try:
+                shape = tuple(self.output_shape(*shapes))[1:]
+            except ValueError as e:
+                src = ", ".join(f"{_node_label(x)} gives {_fmt_shape((None,) + x.shape)}" for x in xs)
+                raise ValueError(f"shape mismatch: {src}, but {self.label()} {self!r} cannot take it: {e}") from None
+        return Node(self, xs, shape)
+
+    def _need_cache(self, what="backward"):
+        if self._cache is None:
+            raise RuntimeError(f"{self.label()}: {what} called before forward (nothing cached; "
+                               f"run forward first, once per backward)")
+        c, self._cache = self._cache, None
+        return c
+
+    def _check_rank(self, op, x, ranks, meaning):
+        if len(x) not in ranks:
+            raise ValueError(f"{op}: input must be {meaning}, got shape {tuple(x)}")
+
+
+def _node_label(node):
+    if node.layer is None:
+        return f"input '{node.name or 'input'}'"
+    return node.layer.label() if node.name is None else f"{type(node.layer).__name__} '{node.name}'"
+
+
+# ================================================================ models
+
+class Model(Layer):
+    """A graph of layers, run in topological order. Subclasses fill self._nodes (name, layer, input
+    indices; index < 0 means model input -1 - index) and self._n_inputs."""
+
+    def __init__(self, seed=0, name=None):
+        super().__init__(name=name)
+        self._nodes = []
+        self._n_inputs = 1
+        self._shape_memo = None
+        self.model_seed = int(seed)
+
+    def _finish(self):
+        names = [n for n, _, _ in self._nodes]
+        if len(set(names)) != len(names):
+            raise ValueError(f"{type(self).__name__}: layer names must be unique, got {names}")
+        seen = {}
+        for n, layer, _ in self._nodes:
+            if id(layer) in seen:
+                raise ValueError(f"{type(self).__name__}: layer {layer!r} is used twice ('{seen[id(layer)]}' and "
+                                 f"'{n}'); a layer holds one forward cache, so build a new layer for each use")
+            seen[id(layer)] = n
+        self.manual_seed(self.model_seed)
+
+    @property
+    def layers(self):
+        return {n: layer for n, layer, _ in self._nodes}
+
+    def __getitem__(self, key):
+        if isinstance(key, int):
+            return self._nodes[key][1]
+        return self.layers[key]
+
+    def __len__(self):
+        return len(self._nodes)
+
+    def named_parameters(self, prefix=""):
+        for n, layer, _ in self._nodes:
+            yield from layer.named_parameters(prefix + n + ".")
+
+    def named_buffers(self, prefix=""):
+        for n, layer, _ in self._nodes:
+            yield from layer.named_buffers(prefix + n + ".")
+
+    def named_layers(self, prefix=""):
+        yield prefix.rstrip("."), self
+        for n, layer, _ in self._nodes:
+            yield from layer.named_layers(prefix + n + ".")
+
+    def manual_seed(self, seed):
+        self.model_seed = int(seed)
+        for path, l in list(self.named_layers()):
+            if l.stochastic:
+                key = [int(seed), zlib.crc32(path.encode())]
+                l.seed = int(np.random.SeedSequence(key).generate_state(1, np.uint64)[0])
+                l.offset = 0
+        return self
+
+    # ------------------------------------------------------------ shapes
+    def _input_label(self, i):
+        return "the model input" if self._n_inputs == 1 else f"model input {i}"
+
+    def _src_label(self, j):
+        if j < 0:
+            return self._input_label(-1 - j)
+        n, layer, _ = self._nodes[j]
+        return f"layer '{n}' {type(layer).__name__}"
+
+    def _shapes(self, in_shapes):
+        """Output shape of every node; a mismatch names the producing and the consuming layer."""
+        in_shapes = tuple(tuple(s) for s in in_shapes)
+        if self._shape_memo is not None and self._shape_memo[0] == in_shapes:
+            return self._shape_memo[1]
+        out = []
+        for n, layer, ins in self._nodes:
+            shapes = [in_shapes[-1 - j] if j < 0 else out[j] for j in ins]
+            try:
+                out.append(tuple(layer.output_shape(*shapes)))
+            except ValueError as e:
+                src = "; ".join(f"{self._src_label(j)} gives {s}" for j, s in zip(ins, shapes))
+                raise ValueError(f"{type(self).__name__}: shape mismatch: {src}, but layer '{n}' {layer!r} "
+                                 f"cannot take it: {e}") from None
+        self._shape_memo = (in_shapes, out)
+        return out
+
+    def output_shape(self, *in_shapes):
+        if len(in_shapes) != self._n_inputs:
+            raise ValueError(f"{type(self).__name__}: expected {self._n_inputs} input(s), got {len(in_shapes)}")
+        return self._shapes(in_shapes)[-1]
+
+    def flops(self, in_shapes, out_shape):
+        shapes = self._shapes(in_shapes)
+        total = 0
+        for i, (n, layer, ins) in enumerate(self._nodes):
+            total += layer.flops([in_shapes[-1 - j] if j < 0 else shapes[j] for j in ins], shapes[i])
+        return total
+
+    # ------------------------------------------------------------ forward and backward
+    def forward(self, *xs):
+        if len(xs) != self._n_inputs:
+            raise ValueError(f"{type(self).__name__}.forward: expected {self._n_inputs} input(s), got {len(xs)}")
+        for i, x in enumerate(xs):
+            if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+                raise TypeError(f"{type(self).__name__}.forward: input {i} must be an array, got {type(x).__name__}")
+        self._shapes([x.shape for x in xs])   # every mismatch is reported before any work is done
+        vals = []
+        for n, layer, ins in self._nodes:
+            vals.append(layer.forward(*[xs[-1 - j] if j < 0 else vals[j] for j in ins]))
+        self._cache = True
+        return vals[-1]
+
+    def backward(self, dout, need_dx=False):
+        """Backpropagate dout (the gradient of the loss w.r.t. the output); parameter grads accumulate.
+
+        Returns dx (a tuple for several inputs) when need_dx is true, else None: by default the model's
+        input gradient, which nothing inside needs, is not computed."""
+        self._need_cache()
+        need_in = need_dx if isinstance(need_dx, (tuple, list)) else (bool(need_dx),) * self._n_inputs
+        # needs[i]: does anything want the gradient of node i's output?
+        needs = []
+        for n, layer, ins in self._nodes:
+            own = any(p.requires_grad for p in layer.parameters())
+            needs.append(own or any(need_in[-1 - j] if j < 0 else needs[j] for j in ins))
+        grads = {len(self._nodes) - 1: dout}
+        dxs = [None] * self._n_inputs
+        for i in range(len(self._nodes) - 1, -1, -1):
+            n, layer, ins = self._nodes[i]
+            g = grads.pop(i, None)
+            if g is None or not needs[i]:
+                layer._cache = None
+                continue
+            want = [need_in[-1 - j] if j < 0 else needs[j] for j in ins]
+            d = layer.backward(g, need_dx=want[0] if len(ins) == 1 else tuple(want))
+            d = (d,) if len(ins) == 1 else tuple(d)
+            for j, w, dj in zip(ins, want, d):
+                if not w or dj is None:
+                    continue
+                if j < 0:
+                    k = -1 - j
+                    dxs[k] = dj if dxs[k] is None else dxs[k] + dj
+                else:
+                    # fan-out: sum out of place, as a branch may hand the same array to several inputs
+                    grads[j] = dj if j not in grads else grads[j] + dj
+        if not any(need_in):
+            return None
+        return dxs[0] if self._n_inputs == 1 else tuple(dxs)
+
+    # ------------------------------------------------------------ summary
+    def summary(self, input_shape=None, print_fn=print):
+        """Print (and return) a table of layers: output shape, parameter count, forward FLOPs.
+
+        input_shape excludes the batch dimension; the FLOPs are for one sample. A Graph built on an
+        Input with a shape needs none."""
+        if input_shape is None:
+            input_shape = self._default_input_shape()
+        if input_shape is None:
+            raise ValueError(f"{type(self).__name__}.summary: input_shape is required (e.g. (3, 32, 32))")
+        shapes_in = [input_shape] if self._n_inputs == 1 or not isinstance(input_shape[0], (tuple, list)) \
+            else list(input_shape)
+        shapes_in = [(1,) + tuple(s) for s in shapes_in]
+        shapes = self._shapes(shapes_in)
+        rows = [("layer", "type", "output shape", "params", "FLOPs")]
+        tp = tf = 0
+        for i, (n, layer, ins) in enumerate(self._nodes):
+            np_ = sum(p.size for p in layer.parameters())
+            fl = layer.flops([shapes_in[-1 - j] if j < 0 else shapes[j] for j in ins], shapes[i])
+            tp += np_
+            tf += fl
+            rows.append((n, type(layer).__name__, _fmt_shape((None,) + shapes[i][1:]), f"{np_:,}", f"{fl:,}"))
+        ntrain = sum(p.size for p in self.parameters() if p.requires_grad)
+        rows.append(("total", "", "", f"{tp:,}", f"{tf:,}"))
+        w = [max(len(r[c]) for r in rows) for c in range(5)]
+        line = "-" * (sum(w) + 8)
+        out = []
+        for k, r in enumerate(rows):
+            if k in (1, len(rows) - 1):
+                out.append(line)
+            out.append("  ".join(r[c].ljust(w[c]) if c < 3 else r[c].rjust(w[c]) for c in range(5)))
+        out.append(f"trainable params: {ntrain:,}   input {_fmt_shape((None,) + tuple(shapes_in[0][1:]))}"
+                   f"   FLOPs per sample (forward, multiply-add = 2)")
+        text = "\n".join(out)
+        if print_fn is not None:
+            print_fn(text)
+        return text
+
+    def _default_input_shape(self):
+        return None
+
+    def save(self, path):
+        from .serialize import save
+        save(self, path)
+
+
+class Sequential(Model):
+    """Layers applied one after another. Named "0", "1", ... (as torch.nn.Sequential), unless a layer
+    has a name."""
+
+    def __init__(self, *layers, seed=0, name=None):
+        super().__init__(seed=seed, name=name)
+        if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
+            layers = tuple(layers[0])
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Layer):
+                raise TypeError(f"Sequential: argument {i} must be a Layer, got {type(layer).__name__}")
+            self._nodes.append((layer.name or str(i), layer, [i - 1 if i > 0 else -1]))
+        if not self._nodes:
+            raise ValueError("Sequential: needs at least one layer")
+        self._finish()
+
+    def config(self):
+        return {"layers": [_layer_config(n, l) for n, l, _ in self._nodes], "seed": self.model_seed}
+
+    @classmethod
+    def from_config(cls, cfg):
+        return cls(*[_layer_from_config(c) for c in cfg["layers"]], seed=cfg.get("seed", 0))
+
+    def __repr__(self):
+        body = "".join(f"\n  ({n}): {l!r}".replace("\n", "\n  ") if isinstance(l, Model) else f"\n  ({n}): {l!r}"
+                       for n, l, _ in self._nodes)
+        return f"Sequential({body}\n)"
+
+
+class Graph(Model):
+    """A DAG built with the functional API:
+
+        x = ck.Input((3, 32, 32))
+        h = ck.ReLU()(ck.Conv2d(3, 16, 3, padding=1)(x))
+        y = ck.ReLU()(ck.Add()(ck.Conv2d(16, 16, 3, padding=1)(h), h))
+        model = ck.Graph(x, y)
+
+    Nodes are named after their layer's ``name`` or, when it has none, "<type><k>" (conv2d0, relu1, ...).
+    """
+
+    def __init__(self, inputs, output, seed=0, name=None):
+        super().__init__(seed=seed, name=name)
+        inputs = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+        if not isinstance(output, Node):
+            raise TypeError(f"Graph: output must be a Node, got {type(output).__name__}")
+        for i, x in enumerate(inputs):
+            if not isinstance(x, Node) or x.layer is not None:
+                raise TypeError(f"Graph: inputs[{i}] must be a node made by ck.Input, got {x!r}")
+        self._n_inputs = len(inputs)
+        self._input_shapes = [x.shape for x in inputs]
+        self._input_names = [x.name or (f"input{i}" if len(inputs) > 1 else "input") for i, x in enumerate(inputs)]
+        order, state = [], {}
+
+        def visit(node):   # iterative DFS post-order: topological order without recursion limits
+            stack = [(node, False)]
+            while stack:
+                nd, done = stack.pop()
+                if done:
+                    if state.get(id(nd)) != 2:
+                        state[id(nd)] = 2
+                        order.append(nd)
+                    continue
+                if state.get(id(nd)) == 2:
+                    continue
+                state[id(nd)] = 1
+                stack.append((nd, True))
+                for src in reversed(nd.inputs):
+                    if state.get(id(src)) != 2:
+                        stack.append((src, False))
+
+        visit(output)
+        index = {id(x): -1 - i for i, x in enumerate(inputs)}
+        counts = {}
+        used = {n.name for n in order if n.layer is not None and n.layer.name}
+        for nd in order:
+            if nd.layer is None:
+                if id(nd) not in index:
+                    raise ValueError(f"Graph: the output depends on an input that is not in `inputs`: {nd!r}")
+                continue
+            name = nd.layer.name
+            if not name:
+                base = type(nd.layer).__name__.lower()
+                while True:
+                    k = counts.get(base, 0)
+                    counts[base] = k + 1
+                    name = f"{base}{k}"
+                    if name not in used:
+                        break
+            used.add(name)
+            index[id(nd)] = len(self._nodes)
+            self._nodes.append((name, nd.layer, [index[id(s)] for s in nd.inputs]))
+        if not self._nodes:
+            raise ValueError("Graph: the output is an input; there are no layers")
+        self._finish()
+
+    def _default_input_shape(self):
+        if all(s is not None for s in self._input_shapes):
+            return self._input_shapes[0] if self._n_inputs == 1 else self._input_shapes
+        return None
+
+    def config(self):
+        nodes = []
+        for n, l, ins in self._nodes:
+            c = _layer_config(n, l)
+            c["inputs"] = [self._input_names[-1 - j] if j < 0 else self._nodes[j][0] for j in ins]
+            nodes.append(c)
+        return {"inputs": [{"name": n, "shape": None if s is None else list(s)}
+                           for n, s in zip(self._input_names, self._input_shapes)],
+                "nodes": nodes, "seed": self.model_seed}
+
+    @classmethod
+    def from_config(cls, cfg):
+        env = {}
+        ins = []
+        for spec in cfg["inputs"]:
+            env[spec["name"]] = Input(spec["shape"], name=spec["name"])
+            ins.append(env[spec["name"]])
+        last = None
+        for c in cfg["nodes"]:
+            layer = _layer_from_config(c)
+            layer.name = c["name"]
+            last = env[c["name"]] = layer(*[env[s] for s in c["inputs"]])
+        return cls(ins, last, seed=cfg.get("seed", 0))
+
+    def __repr__(self):
+        lines = []
+        for n, l, ins in self._nodes:
+            src = ", ".join(self._input_names[-1 - j] if j < 0 else self._nodes[j][0] for j in ins)
+            lines.append(f"\n  {n} = {l!r}({src})")
+        return f"Graph({''.join(lines)}\n)"
+
+
+def _layer_config(name, layer):
+    return {"name": name, "class": type(layer).__name__, "config": layer.config(),
+            "requires_grad": {n: p.requires_grad for n, p in layer._params.items() if not p.requires_grad}}
+
+
+def _layer_from_config(c):
+    cls = _REGISTRY.get(c["class"])
+    if cls is None:
+        raise ValueError(f"load: unknown layer class {c['class']!r} (a custom layer must be defined, i.e. its "
+                         f"module imported, before loading)")
+    layer = cls.from_config(c["config"])
+    if not isinstance(layer, Model):
+        layer.name = c.get("name") if c.get("name") and not c["name"].isdigit() else layer.name
+    for pn in c.get("requires_grad", {}):
+        layer._params[pn].requires_grad = False
+    return layer
+
+
+__all__ = ["Layer", "Node", "Input", "Model", "Sequential", "Graph"]
