@@ -42,3 +42,4 @@ def build_info():
 
 __all__ = ["ops", "cuda", "Parameter", "FlatBuffer", "set_num_threads", "get_num_threads", "build_info"]
 from . import optim  # noqa: E402,F401  optimizers (issue 4)
+from . import schedules  # noqa: E402,F401  learning-rate schedules (issue 4)
