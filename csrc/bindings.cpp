@@ -295,6 +295,150 @@ py::tuple cuda_status() {
 
 }  // namespace
 
+// ==== optimizers (csrc/ops/optim.h): fused steps over flat, C-contiguous buffers, updated in place ====
+#include "ops/optim.h"
+
+namespace {
+
+// The flat buffer `a` of n elements (any shape; the optimizer passes 1-D views), dtype T, writable if asked.
+template <typename T>
+T* flat(const py::array& a, const char* op, const char* name, int64_t n, bool writable) {
+  T* q = ptr<T>(a, op, name, writable);
+  if (static_cast<int64_t>(a.size()) != n) ck::fail(op, name, " must have ", n, " elements (as g), got ", a.size());
+  return q;
+}
+
+template <typename T>
+T* flat_or_null(const py::object& a, const char* op, const char* name, int64_t n) {
+  return a.is_none() ? nullptr : flat<T>(a.cast<py::array>(), op, name, n, true);
+}
+
+template <typename T>
+ck::GradPrep<T> grad_prep(double gscale, double gclip, double wd, double l1) {
+  return {T(gscale), T(gclip), T(wd), T(l1)};
+}
+
+void sgd_step(const py::array& p, const py::array& g, const py::object& buf, double neg_lr, double momentum,
+              double one_minus_dampening, bool nesterov, bool first, double gscale, double gclip, double wd,
+              double l1) {
+  const char* op = "sgd_step";
+  if (momentum != 0.0 && buf.is_none()) ck::fail(op, "momentum_buffer is required when momentum != 0");
+  auto run = [&](auto tag) {
+    using T = decltype(tag);
+    const int64_t n = g.size();
+    const T* gp = flat<T>(g, op, "g", n, false);
+    T* pp = flat<T>(p, op, "p", n, true);
+    T* bp = flat_or_null<T>(buf, op, "momentum_buffer", n);
+    const ck::SgdArgs a{neg_lr, momentum, one_minus_dampening, nesterov, first};
+    const auto c = grad_prep<T>(gscale, gclip, wd, l1);
+    py::gil_scoped_release nogil;
+    ck::sgd_step_cpu<T>(n, pp, gp, bp, a, c);
+  };
+  float_dtype(g, op, "g") == DType::f32 ? run(float{}) : run(double{});
+}
+
+void adagrad_step(const py::array& p, const py::array& g, const py::array& sum, double neg_clr, double eps,
+                  double gscale, double gclip, double wd, double l1) {
+  const char* op = "adagrad_step";
+  auto run = [&](auto tag) {
+    using T = decltype(tag);
+    const int64_t n = g.size();
+    const T* gp = flat<T>(g, op, "g", n, false);
+    T* pp = flat<T>(p, op, "p", n, true);
+    T* sp = flat<T>(sum, op, "sum", n, true);
+    const ck::AdagradArgs a{neg_clr, eps};
+    const auto c = grad_prep<T>(gscale, gclip, wd, l1);
+    py::gil_scoped_release nogil;
+    ck::adagrad_step_cpu<T>(n, pp, gp, sp, a, c);
+  };
+  float_dtype(g, op, "g") == DType::f32 ? run(float{}) : run(double{});
+}
+
+void rmsprop_step(const py::array& p, const py::array& g, const py::array& square_avg, const py::object& grad_avg,
+                  const py::object& buf, double neg_lr, double alpha, double eps, double momentum, double gscale,
+                  double gclip, double wd, double l1) {
+  const char* op = "rmsprop_step";
+  if (momentum > 0.0 && buf.is_none()) ck::fail(op, "momentum_buffer is required when momentum > 0");
+  auto run = [&](auto tag) {
+    using T = decltype(tag);
+    const int64_t n = g.size();
+    const T* gp = flat<T>(g, op, "g", n, false);
+    T* pp = flat<T>(p, op, "p", n, true);
+    T* sq = flat<T>(square_avg, op, "square_avg", n, true);
+    T* ga = flat_or_null<T>(grad_avg, op, "grad_avg", n);
+    T* bp = momentum > 0.0 ? flat_or_null<T>(buf, op, "momentum_buffer", n) : nullptr;
+    const ck::RmspropArgs a{neg_lr, alpha, eps, momentum};
+    const auto c = grad_prep<T>(gscale, gclip, wd, l1);
+    py::gil_scoped_release nogil;
+    ck::rmsprop_step_cpu<T>(n, pp, gp, sq, ga, bp, a, c);
+  };
+  float_dtype(g, op, "g") == DType::f32 ? run(float{}) : run(double{});
+}
+
+void adam_step(const py::array& p, const py::array& g, const py::array& exp_avg, const py::array& exp_avg_sq,
+               const py::object& max_exp_avg_sq, double beta1, double beta2, double eps, double neg_step_size,
+               double bc2_sqrt, double decay, double gscale, double gclip, double wd, double l1) {
+  const char* op = "adam_step";
+  auto run = [&](auto tag) {
+    using T = decltype(tag);
+    const int64_t n = g.size();
+    const T* gp = flat<T>(g, op, "g", n, false);
+    T* pp = flat<T>(p, op, "p", n, true);
+    T* m = flat<T>(exp_avg, op, "exp_avg", n, true);
+    T* v = flat<T>(exp_avg_sq, op, "exp_avg_sq", n, true);
+    T* vmax = flat_or_null<T>(max_exp_avg_sq, op, "max_exp_avg_sq", n);
+    const ck::AdamArgs a{beta1, beta2, eps, neg_step_size, bc2_sqrt, decay};
+    const auto c = grad_prep<T>(gscale, gclip, wd, l1);
+    py::gil_scoped_release nogil;
+    ck::adam_step_cpu<T>(n, pp, gp, m, v, vmax, a, c);
+  };
+  float_dtype(g, op, "g") == DType::f32 ? run(float{}) : run(double{});
+}
+
+py::tuple grad_sumsq(const py::array& g) {
+  const char* op = "grad_sumsq";
+  bool finite = true;
+  double s = 0.0;
+  auto run = [&](auto tag) {
+    using T = decltype(tag);
+    const T* gp = ptr<T>(g, op, "g");
+    const int64_t n = g.size();
+    py::gil_scoped_release nogil;
+    s = ck::grad_sumsq_cpu<T>(n, gp, &finite);
+  };
+  float_dtype(g, op, "g") == DType::f32 ? run(float{}) : run(double{});
+  return py::make_tuple(s, finite);
+}
+
+void grad_scale_clamp(const py::array& g, double scale, double clip) {
+  const char* op = "grad_scale_clamp";
+  auto run = [&](auto tag) {
+    using T = decltype(tag);
+    T* gp = ptr<T>(g, op, "g", true);
+    const int64_t n = g.size();
+    py::gil_scoped_release nogil;
+    ck::grad_scale_clamp_cpu<T>(n, gp, scale, clip);
+  };
+  float_dtype(g, op, "g") == DType::f32 ? run(float{}) : run(double{});
+}
+
+void maxnorm_rows(const py::array& p, double max_norm) {
+  const char* op = "maxnorm_rows";
+  if (p.ndim() < 1) ck::fail(op, "p must have at least 1 dimension, got a scalar");
+  auto run = [&](auto tag) {
+    using T = decltype(tag);
+    T* pp = ptr<T>(p, op, "p", true);
+    const int64_t rows = p.shape(0), cols = rows ? p.size() / rows : 0;
+    py::gil_scoped_release nogil;
+    ck::maxnorm_rows_cpu<T>(rows, cols, pp, max_norm);
+  };
+  float_dtype(p, op, "p") == DType::f32 ? run(float{}) : run(double{});
+}
+
+}  // namespace
+
+// ==== end of optimizer bindings ====
+
 PYBIND11_MODULE(_C, m) {
   m.doc() = "cnnkit kernels (raw; use cnnkit.ops, which validates arguments first)";
   ck::runtime_init();
@@ -323,4 +467,21 @@ PYBIND11_MODULE(_C, m) {
   m.def("get_num_threads", &ck::get_num_threads);
   m.def("build_info", &build_info);
   m.def("cuda_status", &cuda_status, "(device_count, reason) from the CUDA runtime; never throws");
+  // ---- optimizers (ops/optim.h) ----
+  m.def("sgd_step", &sgd_step, py::arg("p"), py::arg("g"), py::arg("momentum_buffer").none(true),
+        py::arg("neg_lr"), py::arg("momentum"), py::arg("one_minus_dampening"), py::arg("nesterov"),
+        py::arg("first"), py::arg("gscale"), py::arg("gclip"), py::arg("wd"), py::arg("l1"));
+  m.def("adagrad_step", &adagrad_step, py::arg("p"), py::arg("g"), py::arg("sum"), py::arg("neg_clr"),
+        py::arg("eps"), py::arg("gscale"), py::arg("gclip"), py::arg("wd"), py::arg("l1"));
+  m.def("rmsprop_step", &rmsprop_step, py::arg("p"), py::arg("g"), py::arg("square_avg"),
+        py::arg("grad_avg").none(true), py::arg("momentum_buffer").none(true), py::arg("neg_lr"),
+        py::arg("alpha"), py::arg("eps"), py::arg("momentum"), py::arg("gscale"), py::arg("gclip"),
+        py::arg("wd"), py::arg("l1"));
+  m.def("adam_step", &adam_step, py::arg("p"), py::arg("g"), py::arg("exp_avg"), py::arg("exp_avg_sq"),
+        py::arg("max_exp_avg_sq").none(true), py::arg("beta1"), py::arg("beta2"), py::arg("eps"),
+        py::arg("neg_step_size"), py::arg("bc2_sqrt"), py::arg("decay"), py::arg("gscale"), py::arg("gclip"),
+        py::arg("wd"), py::arg("l1"));
+  m.def("grad_sumsq", &grad_sumsq, py::arg("g"), "(sum of g**2 in float64, all finite) in one pass");
+  m.def("grad_scale_clamp", &grad_scale_clamp, py::arg("g"), py::arg("scale"), py::arg("clip"));
+  m.def("maxnorm_rows", &maxnorm_rows, py::arg("p"), py::arg("max_norm"));
 }

@@ -57,3 +57,5 @@ __all__ += ["init", "losses", "Layer", "Model", "Node", "Input", "Sequential", "
             "FractionalMaxPool2d", "GlobalAvgPool2d", "LeakyReLU", "Linear", "LocallyConnected2d",
             "LocalResponseNorm", "MaxPool2d", "ReLU", "StochasticDepth", "gradcheck", "GradcheckError",
             "GradcheckReport", "load", "manual_seed"]
+from . import optim  # noqa: E402,F401  optimizers (issue 4)
+from . import schedules  # noqa: E402,F401  learning-rate schedules (issue 4)

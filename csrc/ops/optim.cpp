@@ -1,0 +1,219 @@
+// CPU optimizer steps: one OpenMP pass (static split, SIMD within each thread's range) reading each element of
+// p, g and the state once and writing p and the state once. The options that change the dataflow (momentum,
+// nesterov, amsgrad, centered, first step) are template flags, so every inner loop is branch-free and
+// vectorizes; the options that do not (weight decay, L1, clipping) are arithmetic identities when off.
+#include "ops/optim.h"
+
+#include <algorithm>
+#include <limits>
+
+namespace ck {
+
+// ---------------------------------------------------------------- SGD
+
+template <typename T, bool MOMENTUM, bool FIRST, bool NESTEROV>
+static void sgd_loop(int64_t n, T* __restrict p, const T* __restrict g, T* __restrict buf, const SgdArgs& a,
+                     const GradPrep<T> c) {
+  const T neg_lr = T(a.neg_lr), mu = T(a.momentum), omd = T(a.one_minus_dampening);
+#pragma omp parallel for simd schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    const T pi = p[i];
+    T d = prep_grad(g[i], pi, c);
+    if constexpr (MOMENTUM) {
+      T b;
+      if constexpr (FIRST) b = d;
+      else b = buf[i] * mu + omd * d;
+      buf[i] = b;
+      if constexpr (NESTEROV) d = d + mu * b;
+      else d = b;
+    }
+    p[i] = pi + neg_lr * d;
+  }
+}
+
+template <typename T>
+void sgd_step_cpu(int64_t n, T* p, const T* g, T* buf, const SgdArgs& a, const GradPrep<T>& prep) {
+  if (a.momentum == 0.0) return sgd_loop<T, false, false, false>(n, p, g, buf, a, prep);
+  if (a.first) {
+    return a.nesterov ? sgd_loop<T, true, true, true>(n, p, g, buf, a, prep)
+                      : sgd_loop<T, true, true, false>(n, p, g, buf, a, prep);
+  }
+  return a.nesterov ? sgd_loop<T, true, false, true>(n, p, g, buf, a, prep)
+                    : sgd_loop<T, true, false, false>(n, p, g, buf, a, prep);
+}
+
+// ---------------------------------------------------------------- AdaGrad
+
+template <typename T>
+void adagrad_step_cpu(int64_t n, T* __restrict p, const T* __restrict g, T* __restrict sum, const AdagradArgs& a,
+                      const GradPrep<T>& prep) {
+  const GradPrep<T> c = prep;
+  const T neg_clr = T(a.neg_clr), eps = T(a.eps);
+#pragma omp parallel for simd schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    const T pi = p[i];
+    const T d = prep_grad(g[i], pi, c);
+    const T s = sum[i] + d * d;  // addcmul_(g, g, value=1)
+    sum[i] = s;
+    p[i] = pi + (neg_clr * d) / (std::sqrt(s) + eps);
+  }
+}
+
+// ---------------------------------------------------------------- RMSProp
+
+template <typename T, bool CENTERED, bool MOMENTUM>
+static void rmsprop_loop(int64_t n, T* __restrict p, const T* __restrict g, T* __restrict sq, T* __restrict ga,
+                         T* __restrict buf, const RmspropArgs& a, const GradPrep<T> c) {
+  const T neg_lr = T(a.neg_lr), alpha = T(a.alpha), oma = T(1.0 - a.alpha), eps = T(a.eps), mu = T(a.momentum);
+  const T oma_c = T(1.0 - (1.0 - a.alpha));  // lerp's (1 - w) for w = 1 - alpha
+  const bool small = std::abs(1.0 - a.alpha) < 0.5;
+#pragma omp parallel for simd schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    const T pi = p[i];
+    const T d = prep_grad(g[i], pi, c);
+    const T s = sq[i] * alpha + (oma * d) * d;
+    sq[i] = s;
+    T avg;
+    if constexpr (CENTERED) {
+      const T m = lerp(ga[i], d, oma, oma_c, small);
+      ga[i] = m;
+      avg = std::sqrt(s + (T(-1) * m) * m);
+    } else {
+      avg = std::sqrt(s);
+    }
+    avg = avg + eps;
+    if constexpr (MOMENTUM) {
+      const T b = buf[i] * mu + d / avg;
+      buf[i] = b;
+      p[i] = pi + neg_lr * b;
+    } else {
+      p[i] = pi + (neg_lr * d) / avg;
+    }
+  }
+}
+
+template <typename T>
+void rmsprop_step_cpu(int64_t n, T* p, const T* g, T* square_avg, T* grad_avg, T* buf, const RmspropArgs& a,
+                      const GradPrep<T>& prep) {
+  const bool centered = grad_avg != nullptr, momentum = a.momentum > 0.0;
+  if (centered) {
+    return momentum ? rmsprop_loop<T, true, true>(n, p, g, square_avg, grad_avg, buf, a, prep)
+                    : rmsprop_loop<T, true, false>(n, p, g, square_avg, grad_avg, buf, a, prep);
+  }
+  return momentum ? rmsprop_loop<T, false, true>(n, p, g, square_avg, grad_avg, buf, a, prep)
+                  : rmsprop_loop<T, false, false>(n, p, g, square_avg, grad_avg, buf, a, prep);
+}
+
+// ---------------------------------------------------------------- Adam / AdamW
+
+template <typename T, bool AMSGRAD, bool SMALL>
+static void adam_loop(int64_t n, T* __restrict p, const T* __restrict g, T* __restrict m, T* __restrict v,
+                      T* __restrict vmax, const AdamArgs& a, const GradPrep<T> c) {
+  const T w = T(1.0 - a.beta1), omw = T(1.0 - (1.0 - a.beta1)), beta2 = T(a.beta2), omb2 = T(1.0 - a.beta2);
+  const T neg_step = T(a.neg_step_size), bc2s = T(a.bc2_sqrt), eps = T(a.eps), decay = T(a.decay);
+#pragma omp parallel for simd schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    const T p0 = p[i];
+    const T d = prep_grad(g[i], p0, c);  // coupled decay and L1 see the parameter before AdamW's decay
+    const T pi = p0 * decay;               // AdamW: param.mul_(1 - lr * wd) first
+    const T mi = lerp(m[i], d, w, omw, SMALL);
+    const T vi = v[i] * beta2 + (omb2 * d) * d;
+    m[i] = mi;
+    v[i] = vi;
+    T vv = vi;
+    if constexpr (AMSGRAD) {
+      vv = vmax[i] > vi ? vmax[i] : vi;
+      vmax[i] = vv;
+    }
+    p[i] = pi + (neg_step * mi) / (std::sqrt(vv) / bc2s + eps);
+  }
+}
+
+template <typename T>
+void adam_step_cpu(int64_t n, T* p, const T* g, T* exp_avg, T* exp_avg_sq, T* max_exp_avg_sq, const AdamArgs& a,
+                   const GradPrep<T>& prep) {
+  const bool small = std::abs(1.0 - a.beta1) < 0.5;
+  if (max_exp_avg_sq != nullptr) {
+    return small ? adam_loop<T, true, true>(n, p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, a, prep)
+                 : adam_loop<T, true, false>(n, p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, a, prep);
+  }
+  return small ? adam_loop<T, false, true>(n, p, g, exp_avg, exp_avg_sq, nullptr, a, prep)
+               : adam_loop<T, false, false>(n, p, g, exp_avg, exp_avg_sq, nullptr, a, prep);
+}
+
+// ---------------------------------------------------------------- gradient checks and clipping
+
+// Memory-bound only with independent accumulators: one running sum is a chain of dependent adds (4 cycles
+// each), which held this pass to ~10 GB/s. Each thread keeps kLanes partial sums (a few vector registers).
+template <typename T>
+double grad_sumsq_cpu(int64_t n, const T* __restrict g, bool* finite) {
+  constexpr int kLanes = 32;
+  const int64_t nb = n / kLanes;
+  double s = 0.0;
+  T z = T(0);  // stays 0 while every g*0 is 0; becomes NaN at the first Inf or NaN
+#pragma omp parallel reduction(+ : s, z)
+  {
+    double acc[kLanes] = {};
+    T zz[kLanes] = {};
+#pragma omp for schedule(static)
+    for (int64_t b = 0; b < nb; ++b) {
+      const T* q = g + b * kLanes;
+#pragma omp simd
+      for (int j = 0; j < kLanes; ++j) {
+        const double x = double(q[j]);
+        acc[j] += x * x;
+        zz[j] += q[j] * T(0);
+      }
+    }
+    for (int j = 0; j < kLanes; ++j) {
+      s += acc[j];
+      z += zz[j];
+    }
+  }
+  for (int64_t i = nb * kLanes; i < n; ++i) {
+    s += double(g[i]) * double(g[i]);
+    z += g[i] * T(0);
+  }
+  *finite = (z == T(0));
+  return s;
+}
+
+template <typename T>
+void grad_scale_clamp_cpu(int64_t n, T* __restrict g, double scale, double clip) {
+  const T sc = T(scale), c = T(clip);
+#pragma omp parallel for simd schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    const T x = g[i] * sc;
+    g[i] = x < -c ? -c : (x > c ? c : x);
+  }
+}
+
+template <typename T>
+void maxnorm_rows_cpu(int64_t rows, int64_t cols, T* p, double max_norm) {
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    T* row = p + r * cols;
+    double s = 0.0;
+    for (int64_t j = 0; j < cols; ++j) s += double(row[j]) * double(row[j]);
+    const double norm = std::sqrt(s);
+    if (norm > max_norm) {
+      const T f = T(max_norm / (norm + 1e-7));
+      for (int64_t j = 0; j < cols; ++j) row[j] = row[j] * f;
+    }
+  }
+}
+
+#define CK_OPTIM_INSTANTIATE(T)                                                                              \
+  template void sgd_step_cpu<T>(int64_t, T*, const T*, T*, const SgdArgs&, const GradPrep<T>&);             \
+  template void adagrad_step_cpu<T>(int64_t, T*, const T*, T*, const AdagradArgs&, const GradPrep<T>&);     \
+  template void rmsprop_step_cpu<T>(int64_t, T*, const T*, T*, T*, T*, const RmspropArgs&,                  \
+                                    const GradPrep<T>&);                                                     \
+  template void adam_step_cpu<T>(int64_t, T*, const T*, T*, T*, T*, const AdamArgs&, const GradPrep<T>&);   \
+  template double grad_sumsq_cpu<T>(int64_t, const T*, bool*);                                               \
+  template void grad_scale_clamp_cpu<T>(int64_t, T*, double, double);                                        \
+  template void maxnorm_rows_cpu<T>(int64_t, int64_t, T*, double);
+CK_OPTIM_INSTANTIATE(float)
+CK_OPTIM_INSTANTIATE(double)
+#undef CK_OPTIM_INSTANTIATE
+
+}  // namespace ck
