@@ -180,6 +180,10 @@ def _numpy_reconstruct():
     return np.core.multiarray._reconstruct  # numpy < 2
 
 
+class _Refused(pickle.UnpicklingError):
+    """A pickle named a global outside the allow-list."""
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
     """Admits only the globals a pickled numpy array needs; every other global is refused.
 
@@ -198,7 +202,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
             return np.ndarray
         if module == "numpy" and name == "dtype":
             return np.dtype
-        raise pickle.UnpicklingError(f"refused global {module}.{name}: only numpy arrays, dicts, lists, "
+        raise _Refused(f"refused global {module}.{name}: only numpy arrays, dicts, lists, "
                                      f"str, bytes and ints may appear in a dataset pickle")
 
 
@@ -237,14 +241,16 @@ def read_cifar_pickle(path):
     and ``numpy.dtype``) and raises ``DataFormatError`` on anything else, before the payload can run. That
     narrows the attack surface; it does not make arbitrary pickles safe to open. Prefer the binary format.
     Python 2 pickles (the original CIFAR files) are read with ``encoding="bytes"``; byte-string keys and
-    list entries are decoded as latin-1.
+    list entries are decoded as latin-1. Python 3 pickles of protocol 3 or 4 also work; protocol 2 written by
+    Python 3 (bytes through ``_codecs.encode``) and protocol 5 (``numpy._core.numeric._frombuffer``) name
+    globals outside the allow-list and are refused: re-save them with protocol 4.
     """
     data = _read_bytes(path)
     try:
         obj = _RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load()
-    except pickle.UnpicklingError as e:
-        raise DataFormatError(path, f"unsafe or corrupt pickle: {e}") from None
-    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, MemoryError,
+    except _Refused as e:
+        raise DataFormatError(path, f"unsafe pickle: {e}") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, MemoryError,
             OverflowError, UnicodeDecodeError) as e:
         raise DataFormatError(path, f"truncated or corrupt pickle ({type(e).__name__}: {e})") from None
     _check_plain(path, obj)
