@@ -1,5 +1,6 @@
 // CPU augmentation kernels (see augment.h for the semantics and the random-stream layout). OpenMP runs
-// over the batch, one sample per iteration: every sample draws from its own Philox stream and writes only
+// over the batch, one sample per iteration (dynamic chunks of 8, so a thread the OS delays on a shared machine
+// does not hold up the batch): every sample draws from its own Philox stream and writes only
 // its own output, so the result is identical at any thread count. Arithmetic is done in double and
 // rounded once on store, so float32 and float64 agree with a float64 numpy reference to ~1 ulp of T.
 #include "ops/augment.h"
@@ -49,7 +50,7 @@ template <typename T>
 void hflip_cpu(int64_t N, int64_t C, int64_t H, int64_t W, const T* x, double p, const AugKey& key, T* y,
                uint8_t* flipped) {
   const int64_t plane = H * W, img = C * plane;
-#pragma omp parallel for schedule(static) num_threads(threads_for(key))
+#pragma omp parallel for schedule(dynamic, 8) num_threads(threads_for(key))
   for (int64_t n = 0; n < N; ++n) {
     SampleRng g = rng_for(key, n);
     const bool flip = sample_hflip(g, p);
@@ -71,7 +72,7 @@ void hflip_cpu(int64_t N, int64_t C, int64_t H, int64_t W, const T* x, double p,
 template <typename T>
 void random_crop_cpu(int64_t N, int64_t C, int64_t H, int64_t W, const T* x, int64_t P, int64_t Q, int64_t pad,
                      const AugKey& key, T* y, int64_t* offsets) {
-#pragma omp parallel for schedule(static) num_threads(threads_for(key))
+#pragma omp parallel for schedule(dynamic, 8) num_threads(threads_for(key))
   for (int64_t n = 0; n < N; ++n) {
     SampleRng g = rng_for(key, n);
     int64_t oy, ox;
@@ -104,7 +105,7 @@ template <typename T>
 void random_resized_crop_cpu(int64_t N, int64_t C, int64_t H, int64_t W, const T* x, int64_t P, int64_t Q,
                              double scale_lo, double scale_hi, double ratio_lo, double ratio_hi, const AugKey& key,
                              T* y, int64_t* boxes) {
-#pragma omp parallel for schedule(static) num_threads(threads_for(key))
+#pragma omp parallel for schedule(dynamic, 8) num_threads(threads_for(key))
   for (int64_t n = 0; n < N; ++n) {
     SampleRng g = rng_for(key, n);
     int64_t top, left, h, w;
@@ -138,7 +139,7 @@ template <typename T>
 void color_jitter_cpu(int64_t N, int64_t C, int64_t H, int64_t W, const T* x, double brightness, double contrast,
                       double saturation, const AugKey& key, T* y, double* params) {
   const int64_t plane = H * W, img = C * plane;
-#pragma omp parallel for schedule(static) num_threads(threads_for(key))
+#pragma omp parallel for schedule(dynamic, 8) num_threads(threads_for(key))
   for (int64_t n = 0; n < N; ++n) {
     SampleRng g = rng_for(key, n);
     int perm;
@@ -183,7 +184,7 @@ template <typename T>
 void pca_lighting_cpu(int64_t N, int64_t C, int64_t H, int64_t W, const T* x, double alphastd,
                       const double* eigval, const double* eigvec, const AugKey& key, T* y, double* alphas) {
   const int64_t plane = H * W;
-#pragma omp parallel for schedule(static) num_threads(threads_for(key))
+#pragma omp parallel for schedule(dynamic, 8) num_threads(threads_for(key))
   for (int64_t n = 0; n < N; ++n) {
     SampleRng g = rng_for(key, n);
     std::vector<double> alpha(static_cast<size_t>(C));
@@ -206,7 +207,7 @@ void random_affine_cpu(int64_t N, int64_t C, int64_t H, int64_t W, const T* x, d
                        double* params) {
   const int64_t plane = H * W;
   const double cy = (H - 1) * 0.5, cx = (W - 1) * 0.5;
-#pragma omp parallel for schedule(static) num_threads(threads_for(key))
+#pragma omp parallel for schedule(dynamic, 8) num_threads(threads_for(key))
   for (int64_t n = 0; n < N; ++n) {
     SampleRng g = rng_for(key, n);
     double prm[4];
