@@ -16,6 +16,7 @@
 #include "ops/matmul.h"
 #include "ops/maxpool2d.h"
 #include "ops/relu.h"
+#include "ops/augment.h"  // issue 5: data augmentation
 
 namespace py = pybind11;
 using Pair = std::array<int64_t, 2>;
@@ -293,6 +294,168 @@ py::tuple cuda_status() {
   return py::make_tuple(n, why);
 }
 
+
+// ==== data augmentation (issue 5: cnnkit.data.transforms) ====
+// Each takes x (N, C, H, W) and a preallocated y, the samples' dataset indices `ids` (N,) int64 (the key
+// of their Philox streams), and an optional array for the parameters drawn per sample.
+
+struct AugArrays {
+  int64_t N, C, H, W, P, Q;
+};
+
+AugArrays aug_check(const char* op, const py::array& x, const py::array& y, const py::array& ids) {
+  if (x.ndim() != 4) ck::fail(op, "x must be 4-D (N, C, H, W), got shape ", ck::shape_str(shape_of(x)));
+  if (y.ndim() != 4 || y.shape(0) != x.shape(0) || y.shape(1) != x.shape(1))
+    ck::fail(op, "y must be 4-D with the (N, C) of x, got shape ", ck::shape_str(shape_of(y)));
+  expect_shape(op, "ids", ids, {x.shape(0)});
+  if (!x.dtype().is(y.dtype())) throw py::type_error(std::string(op) + ": y must have the dtype of x");
+  return AugArrays{x.shape(0), x.shape(1), x.shape(2), x.shape(3), y.shape(2), y.shape(3)};
+}
+
+template <typename P>
+P* aug_params(const char* op, const py::object& out, const std::vector<int64_t>& shape) {
+  if (out.is_none()) return nullptr;
+  py::array a = out.cast<py::array>();
+  expect_shape(op, "params", a, shape);
+  return ptr<P>(a, op, "params", true);
+}
+
+ck::AugKey aug_key(const char* op, const py::array& ids, uint64_t seed, uint32_t epoch, uint32_t stream,
+                   int num_threads) {
+  return ck::AugKey{seed, epoch, stream, ptr<int64_t>(ids, op, "ids"), num_threads};
+}
+
+void aug_hflip(const py::array& x, const py::array& y, const py::array& ids, double p, uint64_t seed,
+               uint32_t epoch, uint32_t stream, int num_threads, const py::object& params) {
+  const char* op = "hflip";
+  auto s = aug_check(op, x, y, ids);
+  if (s.P != s.H || s.Q != s.W) ck::fail(op, "y must have the shape of x");
+  if (!(p >= 0.0 && p <= 1.0)) ck::fail(op, "p must be in [0, 1], got ", p);
+  uint8_t* pp = aug_params<uint8_t>(op, params, {s.N});
+  auto key = aug_key(op, ids, seed, epoch, stream, num_threads);
+  auto run = [&](auto tag) {
+    using T = decltype(tag);
+    const T* xp = ptr<T>(x, op, "x");
+    T* yp = ptr<T>(y, op, "y", true);
+    py::gil_scoped_release nogil;
+    ck::hflip_cpu<T>(s.N, s.C, s.H, s.W, xp, p, key, yp, pp);
+  };
+  float_dtype(x, op, "x") == DType::f32 ? run(float{}) : run(double{});
+}
+
+void aug_random_crop(const py::array& x, const py::array& y, const py::array& ids, int64_t pad, uint64_t seed,
+                     uint32_t epoch, uint32_t stream, int num_threads, const py::object& params) {
+  const char* op = "random_crop";
+  auto s = aug_check(op, x, y, ids);
+  if (pad < 0) ck::fail(op, "padding must be >= 0, got ", pad);
+  if (s.P < 1 || s.Q < 1 || s.P > s.H + 2 * pad || s.Q > s.W + 2 * pad)
+    ck::fail(op, "size (", s.P, ", ", s.Q, ") must fit in the padded image (", s.H + 2 * pad, ", ", s.W + 2 * pad, ")");
+  int64_t* pp = aug_params<int64_t>(op, params, {s.N, 2});
+  auto key = aug_key(op, ids, seed, epoch, stream, num_threads);
+  auto run = [&](auto tag) {
+    using T = decltype(tag);
+    const T* xp = ptr<T>(x, op, "x");
+    T* yp = ptr<T>(y, op, "y", true);
+    py::gil_scoped_release nogil;
+    ck::random_crop_cpu<T>(s.N, s.C, s.H, s.W, xp, s.P, s.Q, pad, key, yp, pp);
+  };
+  float_dtype(x, op, "x") == DType::f32 ? run(float{}) : run(double{});
+}
+
+void aug_random_resized_crop(const py::array& x, const py::array& y, const py::array& ids,
+                             std::array<double, 2> scale, std::array<double, 2> ratio, uint64_t seed,
+                             uint32_t epoch, uint32_t stream, int num_threads, const py::object& params) {
+  const char* op = "random_resized_crop";
+  auto s = aug_check(op, x, y, ids);
+  if (s.P < 1 || s.Q < 1) ck::fail(op, "size must be >= 1");
+  if (!(scale[0] > 0 && scale[0] <= scale[1])) ck::fail(op, "scale must satisfy 0 < lo <= hi");
+  if (!(ratio[0] > 0 && ratio[0] <= ratio[1])) ck::fail(op, "ratio must satisfy 0 < lo <= hi");
+  int64_t* pp = aug_params<int64_t>(op, params, {s.N, 4});
+  auto key = aug_key(op, ids, seed, epoch, stream, num_threads);
+  auto run = [&](auto tag) {
+    using T = decltype(tag);
+    const T* xp = ptr<T>(x, op, "x");
+    T* yp = ptr<T>(y, op, "y", true);
+    py::gil_scoped_release nogil;
+    ck::random_resized_crop_cpu<T>(s.N, s.C, s.H, s.W, xp, s.P, s.Q, scale[0], scale[1], ratio[0], ratio[1], key,
+                                   yp, pp);
+  };
+  float_dtype(x, op, "x") == DType::f32 ? run(float{}) : run(double{});
+}
+
+void aug_color_jitter(const py::array& x, const py::array& y, const py::array& ids, double brightness,
+                      double contrast, double saturation, uint64_t seed, uint32_t epoch, uint32_t stream,
+                      int num_threads, const py::object& params) {
+  const char* op = "color_jitter";
+  auto s = aug_check(op, x, y, ids);
+  if (s.P != s.H || s.Q != s.W) ck::fail(op, "y must have the shape of x");
+  if (!(brightness >= 0 && contrast >= 0 && saturation >= 0)) ck::fail(op, "strengths must be >= 0");
+  if (contrast > 0 && s.C != 1 && s.C != 3) ck::fail(op, "contrast needs C == 1 or 3, got C = ", s.C);
+  if (saturation > 0 && s.C != 3) ck::fail(op, "saturation needs C == 3, got C = ", s.C);
+  double* pp = aug_params<double>(op, params, {s.N, 4});
+  auto key = aug_key(op, ids, seed, epoch, stream, num_threads);
+  auto run = [&](auto tag) {
+    using T = decltype(tag);
+    const T* xp = ptr<T>(x, op, "x");
+    T* yp = ptr<T>(y, op, "y", true);
+    py::gil_scoped_release nogil;
+    ck::color_jitter_cpu<T>(s.N, s.C, s.H, s.W, xp, brightness, contrast, saturation, key, yp, pp);
+  };
+  float_dtype(x, op, "x") == DType::f32 ? run(float{}) : run(double{});
+}
+
+void aug_pca_lighting(const py::array& x, const py::array& y, const py::array& ids, double alphastd,
+                      const py::array& eigval, const py::array& eigvec, uint64_t seed, uint32_t epoch,
+                      uint32_t stream, int num_threads, const py::object& params) {
+  const char* op = "pca_lighting";
+  auto s = aug_check(op, x, y, ids);
+  if (s.P != s.H || s.Q != s.W) ck::fail(op, "y must have the shape of x");
+  expect_shape(op, "eigval", eigval, {s.C});
+  expect_shape(op, "eigvec", eigvec, {s.C, s.C});
+  const double* ev = ptr<double>(eigval, op, "eigval");
+  const double* vec = ptr<double>(eigvec, op, "eigvec");
+  double* pp = aug_params<double>(op, params, {s.N, s.C});
+  auto key = aug_key(op, ids, seed, epoch, stream, num_threads);
+  auto run = [&](auto tag) {
+    using T = decltype(tag);
+    const T* xp = ptr<T>(x, op, "x");
+    T* yp = ptr<T>(y, op, "y", true);
+    py::gil_scoped_release nogil;
+    ck::pca_lighting_cpu<T>(s.N, s.C, s.H, s.W, xp, alphastd, ev, vec, key, yp, pp);
+  };
+  float_dtype(x, op, "x") == DType::f32 ? run(float{}) : run(double{});
+}
+
+void aug_random_affine(const py::array& x, const py::array& y, const py::array& ids, double degrees,
+                       std::array<double, 2> translate, std::array<double, 2> scale, double fill, uint64_t seed,
+                       uint32_t epoch, uint32_t stream, int num_threads, const py::object& params) {
+  const char* op = "random_affine";
+  auto s = aug_check(op, x, y, ids);
+  if (s.P != s.H || s.Q != s.W) ck::fail(op, "y must have the shape of x");
+  if (!(scale[0] > 0 && scale[0] <= scale[1])) ck::fail(op, "scale must satisfy 0 < lo <= hi");
+  double* pp = aug_params<double>(op, params, {s.N, 4});
+  auto key = aug_key(op, ids, seed, epoch, stream, num_threads);
+  auto run = [&](auto tag) {
+    using T = decltype(tag);
+    const T* xp = ptr<T>(x, op, "x");
+    T* yp = ptr<T>(y, op, "y", true);
+    py::gil_scoped_release nogil;
+    ck::random_affine_cpu<T>(s.N, s.C, s.H, s.W, xp, degrees, translate[0], translate[1], scale[0], scale[1], fill,
+                             key, yp, pp);
+  };
+  float_dtype(x, op, "x") == DType::f32 ? run(float{}) : run(double{});
+}
+
+void philox_keys(const py::array& keys, uint64_t seed, uint32_t epoch, uint32_t stream) {
+  const char* op = "philox_keys";
+  if (keys.ndim() != 1) ck::fail(op, "keys must be 1-D");
+  uint64_t* kp = ptr<uint64_t>(keys, op, "keys", true);
+  const int64_t n = keys.shape(0);
+  py::gil_scoped_release nogil;
+  ck::philox_keys_cpu(n, seed, epoch, stream, kp);
+}
+// ==== end of data augmentation ====
+
 }  // namespace
 
 // ==== optimizers (csrc/ops/optim.h): fused steps over flat, C-contiguous buffers, updated in place ====
@@ -484,4 +647,22 @@ PYBIND11_MODULE(_C, m) {
   m.def("grad_sumsq", &grad_sumsq, py::arg("g"), "(sum of g**2 in float64, all finite) in one pass");
   m.def("grad_scale_clamp", &grad_scale_clamp, py::arg("g"), py::arg("scale"), py::arg("clip"));
   m.def("maxnorm_rows", &maxnorm_rows, py::arg("p"), py::arg("max_norm"));
+  // ---- data augmentation (issue 5) ----
+  m.def("aug_hflip", &aug_hflip, py::arg("x"), py::arg("y"), py::arg("ids"), py::arg("p"), py::arg("seed"),
+        py::arg("epoch"), py::arg("stream"), py::arg("num_threads"), py::arg("params").none(true));
+  m.def("aug_random_crop", &aug_random_crop, py::arg("x"), py::arg("y"), py::arg("ids"), py::arg("pad"),
+        py::arg("seed"), py::arg("epoch"), py::arg("stream"), py::arg("num_threads"), py::arg("params").none(true));
+  m.def("aug_random_resized_crop", &aug_random_resized_crop, py::arg("x"), py::arg("y"), py::arg("ids"),
+        py::arg("scale"), py::arg("ratio"), py::arg("seed"), py::arg("epoch"), py::arg("stream"),
+        py::arg("num_threads"), py::arg("params").none(true));
+  m.def("aug_color_jitter", &aug_color_jitter, py::arg("x"), py::arg("y"), py::arg("ids"), py::arg("brightness"),
+        py::arg("contrast"), py::arg("saturation"), py::arg("seed"), py::arg("epoch"), py::arg("stream"),
+        py::arg("num_threads"), py::arg("params").none(true));
+  m.def("aug_pca_lighting", &aug_pca_lighting, py::arg("x"), py::arg("y"), py::arg("ids"), py::arg("alphastd"),
+        py::arg("eigval"), py::arg("eigvec"), py::arg("seed"), py::arg("epoch"), py::arg("stream"),
+        py::arg("num_threads"), py::arg("params").none(true));
+  m.def("aug_random_affine", &aug_random_affine, py::arg("x"), py::arg("y"), py::arg("ids"), py::arg("degrees"),
+        py::arg("translate"), py::arg("scale"), py::arg("fill"), py::arg("seed"), py::arg("epoch"),
+        py::arg("stream"), py::arg("num_threads"), py::arg("params").none(true));
+  m.def("philox_keys", &philox_keys, py::arg("keys"), py::arg("seed"), py::arg("epoch"), py::arg("stream"));
 }

@@ -15,6 +15,7 @@ import scipy_openblas32 as _scipy_openblas32  # noqa: E402,F401  loads libscipy_
 from . import _C  # noqa: E402
 from . import cuda, ops  # noqa: E402,F401
 from .parameter import FlatBuffer, Parameter  # noqa: E402
+from . import data  # noqa: E402,F401  (issue 5: datasets, preprocessing, augmentation, batching)
 
 __version__ = _C.build_info()["version"]
 
@@ -40,7 +41,7 @@ def build_info():
     return info
 
 
-__all__ = ["ops", "cuda", "Parameter", "FlatBuffer", "set_num_threads", "get_num_threads", "build_info"]
+__all__ = ["ops", "cuda", "data", "Parameter", "FlatBuffer", "set_num_threads", "get_num_threads", "build_info"]
 
 # The layer graph (issue 3): layers, models, losses, initialisers, gradient checks, save/load.
 from . import init, losses  # noqa: E402

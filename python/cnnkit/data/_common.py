@@ -1,0 +1,96 @@
+"""Shared pieces of cnnkit.data: the in-memory dataset type, the bad-file error, argument checks."""
+import numbers
+import os
+
+import numpy as np
+
+
+class DataFormatError(ValueError):
+    """A data file is truncated, corrupt or mislabelled. The message names the file and what was wrong."""
+
+    def __init__(self, path, what):
+        self.path = os.fspath(path) if path is not None else None
+        self.what = what
+        super().__init__(f"{self.path}: {what}" if self.path is not None else what)
+
+
+class ArrayDataset:
+    """Images and labels held in memory: ``x`` (N, C, H, W) and ``y`` (N,) int64.
+
+    ``ds[idx]`` with an int, a slice or an index array returns ``(x[idx], y[idx])``. ``classes`` names
+    the labels when the format says (else it is None).
+    """
+
+    def __init__(self, x, y, classes=None):
+        op = "ArrayDataset"
+        if not isinstance(x, np.ndarray):
+            raise TypeError(f"{op}: x must be a numpy.ndarray, got {type(x).__name__}")
+        if not isinstance(y, np.ndarray):
+            raise TypeError(f"{op}: y must be a numpy.ndarray, got {type(y).__name__}")
+        if x.ndim != 4:
+            raise ValueError(f"{op}: x must be 4-D (N, C, H, W), got shape {tuple(x.shape)}")
+        if y.ndim != 1 or y.shape[0] != x.shape[0]:
+            raise ValueError(f"{op}: y must have shape ({x.shape[0]},) to match x, got {tuple(y.shape)}")
+        if y.dtype.kind not in "iu":
+            raise TypeError(f"{op}: y must hold integer labels, got dtype {y.dtype}")
+        self.x = x
+        self.y = y.astype(np.int64, copy=False)
+        self.classes = list(classes) if classes is not None else None
+
+    def __len__(self):
+        return int(self.x.shape[0])
+
+    def __getitem__(self, idx):
+        return self.x[idx], self.y[idx]
+
+    def __iter__(self):  # (x, y) unpacking: x, y = ds
+        return iter((self.x, self.y))
+
+    def __repr__(self):
+        return (f"ArrayDataset(x={tuple(self.x.shape)} {self.x.dtype}, y={tuple(self.y.shape)}, "
+                f"classes={len(self.classes) if self.classes is not None else None})")
+
+
+def check_int(op, name, v, minimum=None):
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+        raise TypeError(f"{op}: {name} must be an int, got {type(v).__name__}")
+    v = int(v)
+    if minimum is not None and v < minimum:
+        raise ValueError(f"{op}: {name} must be >= {minimum}, got {v}")
+    return v
+
+
+def check_float(op, name, v, lo=None, hi=None):
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        raise TypeError(f"{op}: {name} must be a number, got {type(v).__name__}")
+    v = float(v)
+    if not np.isfinite(v):
+        raise ValueError(f"{op}: {name} must be finite, got {v}")
+    if lo is not None and v < lo:
+        raise ValueError(f"{op}: {name} must be >= {lo}, got {v}")
+    if hi is not None and v > hi:
+        raise ValueError(f"{op}: {name} must be <= {hi}, got {v}")
+    return v
+
+
+def check_range(op, name, v, positive=False):
+    """A pair (lo, hi) of numbers with lo <= hi (and lo > 0 when positive)."""
+    if not isinstance(v, (tuple, list)) or len(v) != 2:
+        raise TypeError(f"{op}: {name} must be a pair (lo, hi), got {v!r}")
+    lo, hi = (check_float(op, name, e) for e in v)
+    if lo > hi or (positive and lo <= 0):
+        raise ValueError(f"{op}: {name} must satisfy {'0 < ' if positive else ''}lo <= hi, got ({lo}, {hi})")
+    return lo, hi
+
+
+def check_images(op, name, x):
+    """x must be a C-contiguous float32/float64 (N, C, H, W) array."""
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{op}: {name} must be a numpy.ndarray, got {type(x).__name__}")
+    if x.dtype not in (np.float32, np.float64):
+        raise TypeError(f"{op}: {name} must be float32 or float64, got {x.dtype}")
+    if x.ndim != 4:
+        raise ValueError(f"{op}: {name} must be 4-D (N, C, H, W), got shape {tuple(x.shape)}")
+    if not x.flags.c_contiguous:
+        raise ValueError(f"{op}: {name} must be C-contiguous (use numpy.ascontiguousarray)")
+    return x

@@ -1,0 +1,472 @@
+"""Datasets: the bundled UCI digits, and readers for the formats users keep on disk.
+
+Every reader takes a local path and never fetches anything. A whole file is read and checked before any
+array is returned, so a truncated, corrupt or mislabelled file raises ``DataFormatError`` (a ValueError)
+naming the file and what was wrong, and nothing is half-loaded. Images come back NCHW; by default as
+float32 scaled to [0, 1] (``dtype=numpy.uint8`` keeps the raw bytes), labels as int64.
+Formats: CIFAR-10/100 binary (https://www.cs.toronto.edu/~kriz/cifar.html), CIFAR-10 "python" pickles
+(through a restricted unpickler), MNIST / Fashion-MNIST IDX (http://yann.lecun.com/exdb/mnist/), image
+folders (Pillow), numpy arrays and ``.npz``.
+"""
+import gzip
+import io
+import os
+import pathlib
+import pickle
+import zipfile
+import zlib
+
+import numpy as np
+
+from ._common import ArrayDataset, DataFormatError
+
+__all__ = ["load_digits", "load_cifar10", "load_cifar100", "read_cifar_binary", "read_cifar_pickle",
+           "load_mnist", "load_fashion_mnist", "read_idx", "load_image_folder", "load_npz", "from_arrays"]
+
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+                         "Bag", "Ankle boot"]
+DIGITS_FILE = pathlib.Path(__file__).resolve().parent / "digits.npz"
+
+
+def _scale(op, x, dtype, maxval=255.0):
+    """uint8 pixels -> dtype: uint8 stays raw; float32/float64 are divided by maxval (into [0, 1])."""
+    dtype = np.dtype(dtype)
+    if dtype == np.uint8:
+        return np.ascontiguousarray(x)
+    if dtype not in (np.float32, np.float64):
+        raise TypeError(f"{op}: dtype must be numpy.float32, numpy.float64 or numpy.uint8, got {dtype}")
+    return np.ascontiguousarray(np.divide(x, maxval, dtype=dtype))
+
+
+def _read_bytes(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{os.fspath(path)}: no such file") from None
+
+
+# ---------------------------------------------------------------- bundled digits
+
+def load_digits(dtype=np.float32):
+    """The UCI handwritten digits bundled with cnnkit: 1,797 grey 8x8 images of the digits 0-9.
+
+    Source: Alpaydin & Kaynak, "Optical Recognition of Handwritten Digits", UCI Machine Learning Repository,
+    CC BY 4.0 (the copy scikit-learn ships as ``load_digits``; see DIGITS_LICENSE.txt). Pixel values 0..16
+    are scaled to [0, 1] (divided by 16) unless ``dtype=numpy.uint8``.
+
+    Returns ``{"train", "val", "test"}`` -> ArrayDataset with x (N, 1, 8, 8) and y (N,) int64. The split is
+    fixed and stored in the file: 1,197 / 300 / 300 images, chosen by a permutation of numpy's PCG64 seeded
+    with 0 (tools/make_digits.py); within each split the images keep the original order.
+    """
+    with np.load(DIGITS_FILE, allow_pickle=False) as f:
+        images, labels, split = f["images"], f["labels"], f["split"]
+    if images.shape != (1797, 8, 8) or labels.shape != (1797,) or split.shape != (1797,):
+        raise DataFormatError(DIGITS_FILE, "unexpected array shapes (reinstall cnnkit)")
+    x = images.reshape(-1, 1, 8, 8)
+    out = {}
+    for code, name in enumerate(("train", "val", "test")):
+        sel = split == code
+        out[name] = ArrayDataset(_scale("load_digits", x[sel], dtype, 16.0), labels[sel].astype(np.int64),
+                                 classes=[str(d) for d in range(10)])
+    return out
+
+
+# ---------------------------------------------------------------- CIFAR binary
+
+def read_cifar_binary(path, label_bytes=1, num_classes=(10,)):
+    """One CIFAR binary batch file -> (images uint8 (N, 3, 32, 32), labels int64 (N, label_bytes)).
+
+    A record is ``label_bytes`` label bytes (CIFAR-10: 1; CIFAR-100: 2, coarse then fine) followed by 3,072
+    pixel bytes (1,024 red, 1,024 green, 1,024 blue, row-major). ``num_classes`` bounds each label byte.
+    """
+    data = _read_bytes(path)
+    rec = label_bytes + 3072
+    if len(data) == 0:
+        raise DataFormatError(path, "file is empty")
+    if len(data) % rec:
+        raise DataFormatError(path, f"truncated or corrupt: size {len(data)} bytes is not a multiple of the "
+                                    f"record size {rec} ({label_bytes} label byte(s) + 3072 pixel bytes)")
+    raw = np.frombuffer(data, np.uint8).reshape(-1, rec)
+    labels = raw[:, :label_bytes].astype(np.int64)
+    for k, nc in enumerate(num_classes):
+        bad = np.flatnonzero(labels[:, k] >= nc)
+        if bad.size:
+            raise DataFormatError(path, f"mislabelled: record {bad[0]} has label {labels[bad[0], k]}, "
+                                        f"expected 0..{nc - 1}")
+    return raw[:, label_bytes:].reshape(-1, 3, 32, 32).copy(), labels
+
+
+def _find_dir(root, names, marker):
+    root = pathlib.Path(root)
+    for cand in [root] + [root / n for n in names]:
+        if (cand / marker).exists():
+            return cand
+    raise FileNotFoundError(f"{os.fspath(root)}: no {marker} here or in {', '.join(names)}")
+
+
+def _read_lines(path):
+    try:
+        return [s for s in path.read_text().split("\n") if s.strip()]
+    except FileNotFoundError:
+        return None
+
+
+def load_cifar10(root, format="auto", dtype=np.float32):
+    """CIFAR-10 from a local folder (never downloads) -> ``{"train", "test"}`` of ArrayDataset (N, 3, 32, 32).
+
+    ``root`` is the folder holding the batches (``cifar-10-batches-bin`` or ``cifar-10-batches-py``) or
+    its parent. ``format``: "binary" (``data_batch_1.bin`` .. ``_5.bin``, ``test_batch.bin``), "python"
+    (``data_batch_1`` .. ``_5``, ``test_batch``, read by :func:`read_cifar_pickle`; pickle from an
+    untrusted source is unsafe, see there) or "auto" (binary when present).
+    """
+    op = "load_cifar10"
+    if format not in ("auto", "binary", "python"):
+        raise ValueError(f"{op}: format must be 'auto', 'binary' or 'python', got {format!r}")
+    if format == "auto":
+        try:
+            _find_dir(root, ["cifar-10-batches-bin"], "data_batch_1.bin")
+            format = "binary"
+        except FileNotFoundError:
+            format = "python"
+    if format == "binary":
+        d = _find_dir(root, ["cifar-10-batches-bin"], "data_batch_1.bin")
+        parts = {"train": [d / f"data_batch_{i}.bin" for i in range(1, 6)], "test": [d / "test_batch.bin"]}
+        read = lambda p: read_cifar_binary(p)  # noqa: E731
+        classes = _read_lines(d / "batches.meta.txt") or CIFAR10_CLASSES
+    else:
+        d = _find_dir(root, ["cifar-10-batches-py"], "data_batch_1")
+        parts = {"train": [d / f"data_batch_{i}" for i in range(1, 6)], "test": [d / "test_batch"]}
+        read = _cifar_pickle_batch
+        classes = CIFAR10_CLASSES
+        if (d / "batches.meta").exists():
+            meta = read_cifar_pickle(d / "batches.meta")
+            names = meta.get("label_names")
+            if not (isinstance(names, list) and len(names) == 10 and all(isinstance(s, str) for s in names)):
+                raise DataFormatError(d / "batches.meta", "label_names must be a list of 10 names")
+            classes = names
+    out = {}
+    for split, files in parts.items():
+        xs, ys = zip(*(read(p) for p in files))
+        out[split] = ArrayDataset(_scale(op, np.concatenate(xs), dtype), np.concatenate(ys)[:, 0], classes)
+    return out
+
+
+def load_cifar100(root, label_mode="fine", dtype=np.float32):
+    """CIFAR-100 binary (``train.bin``, ``test.bin`` in ``cifar-100-binary`` or ``root``) -> ``{"train", "test"}``.
+
+    ``label_mode``: "fine" (100 classes) or "coarse" (20 superclasses).
+    """
+    op = "load_cifar100"
+    if label_mode not in ("fine", "coarse"):
+        raise ValueError(f"{op}: label_mode must be 'fine' or 'coarse', got {label_mode!r}")
+    d = _find_dir(root, ["cifar-100-binary"], "train.bin")
+    col = 1 if label_mode == "fine" else 0
+    classes = _read_lines(d / f"{label_mode}_label_names.txt")
+    out = {}
+    for split in ("train", "test"):
+        x, y = read_cifar_binary(d / f"{split}.bin", label_bytes=2, num_classes=(20, 100))
+        out[split] = ArrayDataset(_scale(op, x, dtype), y[:, col], classes)
+    return out
+
+
+# ---------------------------------------------------------------- CIFAR python (restricted pickle)
+
+def _numpy_reconstruct():
+    core = getattr(np, "_core", None)
+    if core is not None and hasattr(core, "multiarray"):
+        return core.multiarray._reconstruct
+    return np.core.multiarray._reconstruct  # numpy < 2
+
+
+class _Refused(pickle.UnpicklingError):
+    """A pickle named a global outside the allow-list."""
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Admits only the globals a pickled numpy array needs; every other global is refused.
+
+    Dicts, lists, str, bytes and ints are built by pickle opcodes without looking up any global; a numpy
+    array is rebuilt through ``numpy.core.multiarray._reconstruct`` (spelled ``numpy._core.multiarray``
+    since numpy 2), ``numpy.ndarray`` and ``numpy.dtype``. Nothing else can be named, so a payload that
+    would call ``os.system`` or ``eval`` fails at its first global, before anything runs.
+    """
+
+    _RECONSTRUCT = ("_reconstruct", frozenset({"numpy.core.multiarray", "numpy._core.multiarray"}))
+
+    def find_class(self, module, name):
+        if name == self._RECONSTRUCT[0] and module in self._RECONSTRUCT[1]:
+            return _numpy_reconstruct()
+        if module == "numpy" and name == "ndarray":
+            return np.ndarray
+        if module == "numpy" and name == "dtype":
+            return np.dtype
+        raise _Refused(f"refused global {module}.{name}: only numpy arrays, dicts, lists, "
+                                     f"str, bytes and ints may appear in a dataset pickle")
+
+
+def _check_plain(path, obj, where="top level"):
+    """After loading: every value must be a dict, list, str, bytes, int or a numeric numpy array."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if not isinstance(k, (str, bytes)):
+                raise DataFormatError(path, f"dict key of type {type(k).__name__} at {where}")
+            _check_plain(path, v, f"{where}[{k!r}]")
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            _check_plain(path, v, f"{where}[{i}]")
+    elif isinstance(obj, np.ndarray):
+        if obj.dtype.kind not in "biuf":
+            raise DataFormatError(path, f"array of dtype {obj.dtype} at {where} (only numeric arrays are allowed)")
+    elif isinstance(obj, bool) or not isinstance(obj, (str, bytes, int)):
+        raise DataFormatError(path, f"value of type {type(obj).__name__} at {where} (allowed: dict, list, str, "
+                                    f"bytes, int, numpy array)")
+
+
+def _decode_keys(obj):
+    if isinstance(obj, dict):
+        return {(k.decode("latin1") if isinstance(k, bytes) else k): _decode_keys(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [v.decode("latin1") if isinstance(v, bytes) else _decode_keys(v) for v in obj]
+    return obj
+
+
+def read_cifar_pickle(path):
+    """Load one CIFAR "python"-format pickle through a restricted unpickler -> dict (str keys).
+
+    WARNING: unpickling data from an untrusted source is unsafe in general: a pickle is a program, and
+    ``pickle.load`` runs whatever it names. This reader admits only dicts, lists, str, bytes, ints and
+    numpy arrays (the only globals it resolves are ``numpy.core.multiarray._reconstruct``, ``numpy.ndarray``
+    and ``numpy.dtype``) and raises ``DataFormatError`` on anything else, before the payload can run. That
+    narrows the attack surface; it does not make arbitrary pickles safe to open. Prefer the binary format.
+    Python 2 pickles (the original CIFAR files) are read with ``encoding="bytes"``; byte-string keys and
+    list entries are decoded as latin-1. Python 3 pickles of protocol 3 or 4 also work; protocol 2 written by
+    Python 3 (bytes through ``_codecs.encode``) and protocol 5 (``numpy._core.numeric._frombuffer``) name
+    globals outside the allow-list and are refused: re-save them with protocol 4.
+    """
+    data = _read_bytes(path)
+    try:
+        obj = _RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load()
+    except _Refused as e:
+        raise DataFormatError(path, f"unsafe pickle: {e}") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, MemoryError,
+            OverflowError, UnicodeDecodeError) as e:
+        raise DataFormatError(path, f"truncated or corrupt pickle ({type(e).__name__}: {e})") from None
+    _check_plain(path, obj)
+    return _decode_keys(obj)
+
+
+def _cifar_pickle_batch(path):
+    d = read_cifar_pickle(path)
+    if not isinstance(d, dict) or "data" not in d or "labels" not in d:
+        raise DataFormatError(path, "not a CIFAR-10 batch: expected a dict with 'data' and 'labels'")
+    x, labels = d["data"], d["labels"]
+    if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3072:
+        raise DataFormatError(path, f"'data' must be a uint8 array (N, 3072), got "
+                                    f"{getattr(x, 'dtype', type(x).__name__)} {getattr(x, 'shape', '')}")
+    y = np.asarray(labels)
+    if y.ndim != 1 or y.dtype.kind not in "iu" or y.shape[0] != x.shape[0]:
+        raise DataFormatError(path, f"'labels' must be {x.shape[0]} integers, got {y.shape[0] if y.ndim else 0}")
+    bad = np.flatnonzero((y < 0) | (y > 9))
+    if bad.size:
+        raise DataFormatError(path, f"mislabelled: entry {bad[0]} has label {y[bad[0]]}, expected 0..9")
+    return x.reshape(-1, 3, 32, 32).copy(), y.astype(np.int64)[:, None]
+
+
+# ---------------------------------------------------------------- IDX (MNIST, Fashion-MNIST)
+
+_IDX_TYPES = {0x08: np.dtype(np.uint8), 0x09: np.dtype(np.int8), 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
+              0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+
+
+def _read_maybe_gzip(path):
+    data = _read_bytes(path)
+    if data[:2] == b"\x1f\x8b":
+        try:
+            return gzip.decompress(data)
+        except (EOFError, OSError, zlib.error) as e:
+            raise DataFormatError(path, f"truncated or corrupt gzip stream ({type(e).__name__}: {e})") from None
+    return data
+
+
+def read_idx(path, expect_magic=None):
+    """One IDX file (``.gz`` or not, detected by its bytes) -> numpy array in native byte order.
+
+    Header: two zero bytes, a type byte (0x08 uint8, 0x09 int8, 0x0B int16, 0x0C int32, 0x0D float32,
+    0x0E float64), the number of dimensions, then each size as a big-endian uint32. The data must have
+    exactly the size the header promises. ``expect_magic`` (e.g. 2051 for MNIST images) is checked if given.
+    """
+    data = _read_maybe_gzip(path)
+    if len(data) < 4:
+        raise DataFormatError(path, f"truncated: {len(data)} bytes, shorter than the 4-byte IDX magic number")
+    magic = int.from_bytes(data[:4], "big")
+    if expect_magic is not None and magic != expect_magic:
+        raise DataFormatError(path, f"bad magic number 0x{magic:08X}, expected 0x{expect_magic:08X}")
+    if data[0] != 0 or data[1] != 0 or data[2] not in _IDX_TYPES or data[3] == 0:
+        raise DataFormatError(path, f"bad magic number 0x{magic:08X}: not an IDX file")
+    dtype, ndim = _IDX_TYPES[data[2]], data[3]
+    head = 4 + 4 * ndim
+    if len(data) < head:
+        raise DataFormatError(path, f"truncated header: {ndim} dimensions need {head} bytes, file has {len(data)}")
+    shape = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+    want = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    have = len(data) - head
+    if have != want:
+        raise DataFormatError(path, f"{'truncated' if have < want else 'trailing bytes'}: header says shape "
+                                    f"{shape} = {want} bytes of data, file has {have}")
+    return np.frombuffer(data, dtype, offset=head).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def _find_file(d, names):
+    for n in names:
+        for cand in (d / n, d / (n + ".gz")):
+            if cand.exists():
+                return cand
+    raise FileNotFoundError(f"{os.fspath(d)}: none of {', '.join(n + '[.gz]' for n in names)}")
+
+
+def load_mnist(root, dtype=np.float32, classes=None):
+    """MNIST (or any IDX set with its file names) from a local folder -> ``{"train", "test"}``, x (N, 1, 28, 28).
+
+    Files: ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``,
+    ``t10k-labels-idx1-ubyte``, each optionally ``.gz``. Magic numbers (2051 images, 2049 labels), sizes,
+    the image/label counts and the label range 0..9 are checked.
+    """
+    d = pathlib.Path(root)
+    out = {}
+    for split, stem in (("train", "train"), ("test", "t10k")):
+        img_path = _find_file(d, [f"{stem}-images-idx3-ubyte", f"{stem}-images.idx3-ubyte"])
+        lab_path = _find_file(d, [f"{stem}-labels-idx1-ubyte", f"{stem}-labels.idx1-ubyte"])
+        x = read_idx(img_path, expect_magic=0x00000803)
+        y = read_idx(lab_path, expect_magic=0x00000801)
+        if y.shape[0] != x.shape[0]:
+            raise DataFormatError(lab_path, f"{y.shape[0]} labels for {x.shape[0]} images in {img_path}")
+        bad = np.flatnonzero(y > 9)
+        if bad.size:
+            raise DataFormatError(lab_path, f"mislabelled: entry {bad[0]} has label {y[bad[0]]}, expected 0..9")
+        out[split] = ArrayDataset(_scale("load_mnist", x[:, None], dtype), y.astype(np.int64),
+                                  classes or [str(i) for i in range(10)])
+    return out
+
+
+def load_fashion_mnist(root, dtype=np.float32):
+    """Fashion-MNIST (Xiao et al. 2017): the MNIST IDX layout and file names, with clothing classes."""
+    return load_mnist(root, dtype=dtype, classes=FASHION_MNIST_CLASSES)
+
+
+# ---------------------------------------------------------------- image folders (Pillow)
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
+
+
+def load_image_folder(root, size=None, mode="RGB", dtype=np.float32, extensions=IMAGE_EXTENSIONS):
+    """Images under ``root/<class>/*`` (one sub-folder per class, sorted by name) -> ArrayDataset.
+
+    Needs Pillow, an optional dependency (``pip install cnnkit[images]``). ``mode`` is a Pillow mode ("RGB"
+    or "L"); ``size`` (h, w) resizes every image bilinearly; without it all images must share one size.
+    """
+    op = "load_image_folder"
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError:
+        raise ImportError(f"{op} needs Pillow, an optional dependency: pip install 'cnnkit[images]' "
+                          f"(or pip install pillow)") from None
+    if mode not in ("RGB", "L"):
+        raise ValueError(f"{op}: mode must be 'RGB' or 'L', got {mode!r}")
+    if size is not None:
+        if (not isinstance(size, (tuple, list)) or len(size) != 2
+                or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in size)):
+            raise ValueError(f"{op}: size must be a pair (h, w) of positive ints, got {size!r}")
+    root = pathlib.Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{os.fspath(root)}: not a folder")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise DataFormatError(root, "no class sub-folders")
+    images, labels, shape0, first = [], [], None, None
+    for label, cls in enumerate(classes):
+        files = sorted(p for p in (root / cls).iterdir() if p.is_file() and p.suffix.lower() in extensions)
+        for p in files:
+            try:
+                with Image.open(p) as im:
+                    im.load()
+                    im = im.convert(mode)
+                    if size is not None:
+                        im = im.resize((size[1], size[0]), Image.BILINEAR)
+                    a = np.asarray(im, dtype=np.uint8)
+            except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+                raise DataFormatError(p, f"unreadable or corrupt image ({type(e).__name__}: {e})") from None
+            a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+            if shape0 is None:
+                shape0, first = a.shape, p
+            elif a.shape != shape0:
+                raise DataFormatError(p, f"image is {a.shape[1]}x{a.shape[2]} but {first} is "
+                                         f"{shape0[1]}x{shape0[2]}; pass size=(h, w) to resize")
+            images.append(a)
+            labels.append(label)
+    if not images:
+        raise DataFormatError(root, f"no images with extensions {', '.join(extensions)}")
+    return ArrayDataset(_scale(op, np.stack(images), dtype), np.asarray(labels, np.int64), classes)
+
+
+# ---------------------------------------------------------------- numpy arrays and .npz
+
+def from_arrays(x, y, layout="NCHW", dtype=np.float32, classes=None):
+    """Arrays already in memory -> ArrayDataset, checked.
+
+    x: (N, H, W) (one channel added), or 4-D in ``layout`` "NCHW" or "NHWC" (moved to NCHW). uint8 pixels are
+    scaled to [0, 1] unless ``dtype=numpy.uint8``; float data is cast to ``dtype`` as is. y: N integer labels.
+    """
+    op = "from_arrays"
+    if not isinstance(x, np.ndarray) or not isinstance(y, np.ndarray):
+        raise TypeError(f"{op}: x and y must be numpy arrays, got {type(x).__name__} and {type(y).__name__}")
+    if layout not in ("NCHW", "NHWC"):
+        raise ValueError(f"{op}: layout must be 'NCHW' or 'NHWC', got {layout!r}")
+    if x.ndim == 3:
+        x = x[:, None]
+    elif x.ndim == 4:
+        if layout == "NHWC":
+            x = x.transpose(0, 3, 1, 2)
+    else:
+        raise ValueError(f"{op}: x must be 3-D (N, H, W) or 4-D, got shape {tuple(x.shape)}")
+    if x.dtype.kind not in "uif":
+        raise TypeError(f"{op}: x must be numeric, got dtype {x.dtype}")
+    if y.ndim != 1 or y.shape[0] != x.shape[0]:
+        raise ValueError(f"{op}: y must have shape ({x.shape[0]},), got {tuple(y.shape)}")
+    if y.dtype.kind not in "iu":
+        raise TypeError(f"{op}: y must hold integer labels, got dtype {y.dtype}")
+    if y.size and y.min() < 0:
+        raise ValueError(f"{op}: y must be >= 0, got {y.min()}")
+    if x.dtype == np.uint8:
+        x = _scale(op, x, dtype)
+    else:
+        if np.dtype(dtype) not in (np.float32, np.float64):
+            raise TypeError(f"{op}: dtype must be float32 or float64 for float data, got {np.dtype(dtype)}")
+        x = np.ascontiguousarray(x, dtype=dtype)
+    return ArrayDataset(x, y.astype(np.int64), classes)
+
+
+def load_npz(path, x_key="x", y_key="y", layout="NCHW", dtype=np.float32):
+    """A ``.npz`` (or ``.npy`` pair via numpy.savez) holding images and labels -> ArrayDataset.
+
+    Loaded with ``allow_pickle=False``: object arrays are refused. Keys default to "x" and "y".
+    """
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if not isinstance(f, np.lib.npyio.NpzFile):
+                raise DataFormatError(path, "not an .npz archive")
+            missing = [k for k in (x_key, y_key) if k not in f.files]
+            if missing:
+                raise DataFormatError(path, f"missing array(s) {missing}; the file holds {f.files}")
+            x, y = f[x_key], f[y_key]
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{os.fspath(path)}: no such file") from None
+    except DataFormatError:
+        raise
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, zlib.error, KeyError) as e:
+        raise DataFormatError(path, f"truncated or corrupt .npz ({type(e).__name__}: {e})") from None
+    try:
+        return from_arrays(x, y, layout=layout, dtype=dtype)
+    except (ValueError, TypeError) as e:
+        raise DataFormatError(path, str(e)) from None

@@ -1,0 +1,172 @@
+"""Batching: shuffle from a seed, optional augmentation, prefetch on a background thread, resumable position.
+
+Batch b of epoch e is a pure function of (seed, e, b): the epoch's order sorts Philox keys of
+(seed, e, sample index) (stream 0; transforms use other streams), and augmentation draws from
+(seed, e, sample index, stream). So saving ``state_dict()`` mid-epoch and loading it into a fresh loader
+yields exactly the remaining batches, bit for bit, at any thread count. The background thread builds the
+next batch while the caller trains on this one: the augmentation kernels release the GIL.
+"""
+import queue
+import threading
+
+import numpy as np
+
+from .. import _C
+from ._common import check_int
+
+__all__ = ["DataLoader"]
+
+
+def epoch_permutation(n, seed, epoch):
+    """The loader's order of n samples in `epoch`: argsort (stable) of 64-bit Philox keys."""
+    keys = np.empty(n, np.uint64)
+    _C.philox_keys(keys, seed, epoch, 0)
+    return np.argsort(keys, kind="stable").astype(np.int64)
+
+
+class DataLoader:
+    """Iterate over (x, y) batches of `dataset`.
+
+    dataset: an ArrayDataset, a pair (x, y) of arrays with equal first dimensions, or any object with
+    ``len()`` and ``ds[index_array] -> (x, y)``. shuffle: a new order each epoch from (seed, epoch).
+    transform: called as ``transform(x, ids=indices, epoch=e, seed=seed, num_threads=n)`` (a Transform or
+    Compose) or ``transform(x)`` (any other callable). prefetch: build the next batch on a background thread.
+    num_threads: OpenMP threads for the transforms (default: cnnkit's setting when iteration starts).
+
+    Each ``for`` loop runs the rest of the current epoch, then moves to the next one. ``state_dict()`` is the
+    position after the batches handed out so far.
+    """
+
+    def __init__(self, dataset, batch_size, shuffle=True, seed=0, drop_last=False, transform=None, prefetch=True,
+                 num_threads=None):
+        op = "DataLoader"
+        if isinstance(dataset, (tuple, list)):
+            if len(dataset) != 2 or not all(isinstance(a, np.ndarray) for a in dataset):
+                raise TypeError(f"{op}: dataset as a sequence must be a pair (x, y) of numpy arrays")
+            if dataset[0].shape[0] != dataset[1].shape[0]:
+                raise ValueError(f"{op}: dataset x and y must have the same length, got {dataset[0].shape[0]} "
+                                 f"and {dataset[1].shape[0]}")
+            self._x, self._y = dataset
+            self._get = lambda idx: (self._x[idx], self._y[idx])
+            n = dataset[0].shape[0]
+        elif hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__"):
+            self._get = dataset.__getitem__
+            n = len(dataset)
+        else:
+            raise TypeError(f"{op}: dataset must be an ArrayDataset, a pair (x, y) or support len() and indexing, "
+                            f"got {type(dataset).__name__}")
+        self.dataset = dataset
+        self.n = int(n)
+        self.batch_size = check_int(op, "batch_size", batch_size, minimum=1)
+        for name, v in (("shuffle", shuffle), ("drop_last", drop_last), ("prefetch", prefetch)):
+            if not isinstance(v, (bool, np.bool_)):
+                raise TypeError(f"{op}: {name} must be a bool, got {type(v).__name__}")
+        self.shuffle, self.drop_last, self.prefetch = bool(shuffle), bool(drop_last), bool(prefetch)
+        self.seed = check_int(op, "seed", seed, minimum=0)
+        if self.seed >= 2**64:
+            raise ValueError(f"{op}: seed must be < 2**64, got {self.seed}")
+        if transform is not None and not callable(transform):
+            raise TypeError(f"{op}: transform must be callable, got {type(transform).__name__}")
+        self.transform = transform
+        self.num_threads = None if num_threads is None else check_int(op, "num_threads", num_threads, minimum=1)
+        self.epoch = 0
+        self._batch = 0  # batches of this epoch handed out
+
+    def __len__(self):
+        """Batches per epoch."""
+        return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
+
+    def set_epoch(self, epoch):
+        """Jump to the start of `epoch`."""
+        self.epoch = check_int("DataLoader.set_epoch", "epoch", epoch, minimum=0)
+        self._batch = 0
+
+    def state_dict(self):
+        """JSON-able position: the next batch to hand out, plus the settings it depends on."""
+        epoch, batch = self.epoch, self._batch
+        if batch >= len(self):
+            epoch, batch = epoch + 1, 0
+        return {"epoch": epoch, "batch": batch, "seed": self.seed, "n": self.n, "batch_size": self.batch_size,
+                "shuffle": self.shuffle, "drop_last": self.drop_last}
+
+    def load_state_dict(self, state):
+        """Resume at a saved position; the loader's settings must match the ones saved."""
+        op = "DataLoader.load_state_dict"
+        if not isinstance(state, dict):
+            raise TypeError(f"{op}: state must be a dict, got {type(state).__name__}")
+        for k in ("seed", "n", "batch_size", "shuffle", "drop_last"):
+            if k in state and state[k] != getattr(self, k):
+                raise ValueError(f"{op}: saved {k}={state[k]!r} differs from this loader's {getattr(self, k)!r}")
+        epoch = check_int(op, "epoch", state.get("epoch"), minimum=0)
+        batch = check_int(op, "batch", state.get("batch"), minimum=0)
+        if batch > len(self):
+            raise ValueError(f"{op}: batch must be <= {len(self)} (batches per epoch), got {batch}")
+        self.epoch, self._batch = epoch, batch
+
+    def order(self, epoch):
+        """Sample indices of `epoch` in the order they are served."""
+        if self.shuffle:
+            return epoch_permutation(self.n, self.seed, epoch)
+        return np.arange(self.n, dtype=np.int64)
+
+    def _make_batch(self, order, epoch, b, num_threads):
+        idx = order[b * self.batch_size:(b + 1) * self.batch_size]
+        x, y = self._get(idx)
+        x = np.ascontiguousarray(x)
+        if self.transform is not None:
+            from .transforms import Compose, Transform
+            if isinstance(self.transform, (Transform, Compose)):
+                x = self.transform(x, ids=idx, epoch=epoch, seed=self.seed, num_threads=num_threads)
+            else:
+                x = self.transform(x)
+        return x, y
+
+    def __iter__(self):
+        epoch, start, nb = self.epoch, self._batch, len(self)
+        if start >= nb:  # the previous epoch was fully handed out
+            epoch, start = epoch + 1, 0
+            self.epoch, self._batch = epoch, 0
+        order = self.order(epoch)
+        nt = self.num_threads or _C.get_num_threads()
+        if not self.prefetch:
+            for b in range(start, nb):
+                batch = self._make_batch(order, epoch, b, nt)
+                self._batch = b + 1
+                yield batch
+        else:
+            yield from self._iter_prefetch(order, epoch, start, nb, nt)
+        self.epoch, self._batch = epoch + 1, 0
+
+    def _iter_prefetch(self, order, epoch, start, nb, nt):
+        q = queue.Queue(maxsize=1)
+        stop = threading.Event()
+
+        def put(item):
+            while not stop.is_set():
+                try:
+                    q.put(item, timeout=0.05)
+                    return True
+                except queue.Full:
+                    pass
+            return False
+
+        def produce():
+            try:
+                for b in range(start, nb):
+                    if not put(("ok", self._make_batch(order, epoch, b, nt))):
+                        return
+            except BaseException as e:  # handed to the consumer, raised there
+                put(("error", e))
+
+        worker = threading.Thread(target=produce, name="cnnkit-prefetch", daemon=True)
+        worker.start()
+        try:
+            for b in range(start, nb):
+                kind, item = q.get()
+                if kind == "error":
+                    raise item
+                self._batch = b + 1
+                yield item
+        finally:
+            stop.set()
+            worker.join()

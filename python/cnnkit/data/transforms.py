@@ -1,0 +1,335 @@
+"""Live augmentation on NCHW batches, run in C++ (``cnnkit._C``, OpenMP over the batch, GIL released).
+
+Every random choice for a sample comes from Philox-4x32-10 keyed by (seed, epoch, the sample's index in the
+dataset, the transform's stream), so a batch is a pure function of those numbers: the same at any thread
+count, whatever else is in the batch, and after a resume. ``DataLoader`` passes (ids, epoch, seed);
+``Compose`` gives each member its own stream. Semantics follow torchvision where it has the transform
+(RandomResizedCrop's sampling, ColorJitter's random order and ITU-R 601 grey, positive angle =
+counter-clockwise); the draws themselves differ (our generator, not torch's). Nothing is clamped: the data
+may already be mean-subtracted. Also here: ``ten_crop`` and ``tta_predict`` for test-time augmentation.
+"""
+
+import numpy as np
+
+from .. import _C
+from ._common import check_float, check_images, check_int, check_range
+
+__all__ = ["Transform", "Compose", "RandomHorizontalFlip", "RandomCrop", "RandomResizedCrop", "ColorJitter",
+           "PCALighting", "RandomAffine", "CenterCrop", "ten_crop", "tta_predict"]
+
+_U32 = 2**32
+_MAX_STREAM = 2**20  # the kernel's stream word is (stream << 4 | kind) << 8 | block, in 32 bits
+
+
+def _key_args(op, x, ids, epoch, seed, stream, num_threads):
+    n = x.shape[0]
+    if ids is None:
+        ids = np.arange(n, dtype=np.int64)
+    else:
+        if not isinstance(ids, np.ndarray):
+            raise TypeError(f"{op}: ids must be a numpy.ndarray of int64, got {type(ids).__name__}")
+        if ids.dtype.kind not in "iu":
+            raise TypeError(f"{op}: ids must hold integers, got dtype {ids.dtype}")
+        if ids.shape != (n,):
+            raise ValueError(f"{op}: ids must have shape ({n},) (one index per sample), got {tuple(ids.shape)}")
+        if n and ids.min() < 0:
+            raise ValueError(f"{op}: ids must be >= 0, got {ids.min()}")
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+    epoch = check_int(op, "epoch", epoch, minimum=0)
+    if epoch >= _U32:
+        raise ValueError(f"{op}: epoch must be < 2**32, got {epoch}")
+    seed = check_int(op, "seed", seed, minimum=0)
+    if seed >= 2**64:
+        raise ValueError(f"{op}: seed must be < 2**64, got {seed}")
+    stream = check_int(op, "stream", stream, minimum=0)
+    if stream >= _MAX_STREAM:
+        raise ValueError(f"{op}: stream must be < 2**20, got {stream}")
+    nt = 0 if num_threads is None else check_int(op, "num_threads", num_threads, minimum=1)
+    return ids, epoch, seed, stream, nt
+
+
+def _size(op, name, v):
+    if isinstance(v, (tuple, list)):
+        if len(v) != 2:
+            raise ValueError(f"{op}: {name} must be an int or a pair (h, w), got {tuple(v)}")
+        out = tuple(check_int(op, name, e, minimum=1) for e in v)
+    else:
+        out = (check_int(op, name, v, minimum=1),) * 2
+    return out
+
+
+class Transform:
+    """A random transform of a batch. Call as ``t(x, ids=None, epoch=0, seed=0, stream=0, num_threads=None)``.
+
+    x: (N, C, H, W) float32/float64, C-contiguous. ids: the samples' dataset indices, int64 (N,) (default
+    0..N-1). With ``return_params=True`` the call returns (y, params): the values drawn for each sample.
+    """
+
+    kind = 0  # 1..15, distinct per class, mixed into the Philox stream
+
+    def __call__(self, x, ids=None, epoch=0, seed=0, stream=0, num_threads=None, return_params=False):
+        op = type(self).__name__
+        check_images(op, "x", x)
+        ids, epoch, seed, stream, nt = _key_args(op, x, ids, epoch, seed, stream, num_threads)
+        y, params = self._apply(x, ids, epoch, seed, (stream << 4) | self.kind, nt)
+        return (y, params) if return_params else y
+
+    def _apply(self, x, ids, epoch, seed, stream, nt):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{type(self).__name__}({args})"
+
+
+class Compose:
+    """Apply transforms in order. Member k of a Compose called with stream s draws from stream 64 s + k + 1,
+    so two copies of one transform never share random numbers. Plain callables f(x) (preprocessors, CenterCrop)
+    may be mixed in."""
+
+    def __init__(self, transforms):
+        transforms = list(transforms)
+        for t in transforms:
+            if not callable(t):
+                raise TypeError(f"Compose: every member must be callable, got {type(t).__name__}")
+        if len(transforms) >= 64:
+            raise ValueError(f"Compose: at most 63 members, got {len(transforms)}")
+        self.transforms = transforms
+
+    def __call__(self, x, ids=None, epoch=0, seed=0, stream=0, num_threads=None):
+        for k, t in enumerate(self.transforms):
+            if isinstance(t, (Transform, Compose)):
+                x = t(x, ids=ids, epoch=epoch, seed=seed, stream=stream * 64 + k + 1, num_threads=num_threads)
+            else:
+                x = t(x)
+        return x
+
+    def __repr__(self):
+        return "Compose([" + ", ".join(repr(t) for t in self.transforms) + "])"
+
+
+class RandomHorizontalFlip(Transform):
+    """Mirror each image left-right with probability p (one Philox word: flip iff u < p). params: uint8 (N,)."""
+
+    kind = 1
+
+    def __init__(self, p=0.5):
+        self.p = check_float("RandomHorizontalFlip", "p", p, 0.0, 1.0)
+
+    def _apply(self, x, ids, epoch, seed, stream, nt):
+        y = np.empty_like(x)
+        flipped = np.empty(x.shape[0], np.uint8)
+        _C.aug_hflip(x, y, ids, self.p, seed, epoch, stream, nt, flipped)
+        return y, flipped
+
+
+class RandomCrop(Transform):
+    """A random size (h, w) window of the image padded with `padding` zeros on every side (CIFAR: 32, 4).
+    Offsets (oy, ox) into the padded image, uniform, oy drawn first. params: int64 (N, 2)."""
+
+    kind = 2
+
+    def __init__(self, size, padding=0):
+        op = "RandomCrop"
+        self.size = _size(op, "size", size)
+        self.padding = check_int(op, "padding", padding, minimum=0)
+
+    def _apply(self, x, ids, epoch, seed, stream, nt):
+        op = "RandomCrop"
+        H, W = x.shape[2] + 2 * self.padding, x.shape[3] + 2 * self.padding
+        if self.size[0] > H or self.size[1] > W:
+            raise ValueError(f"{op}: size {self.size} must fit in the padded image ({H}, {W}) of x "
+                             f"{tuple(x.shape)} with padding {self.padding}")
+        y = np.empty(x.shape[:2] + self.size, x.dtype)
+        offsets = np.empty((x.shape[0], 2), np.int64)
+        _C.aug_random_crop(x, y, ids, self.padding, seed, epoch, stream, nt, offsets)
+        return y, offsets
+
+
+class RandomResizedCrop(Transform):
+    """torchvision's RandomResizedCrop: a box of area fraction ~ U(scale) and aspect ratio log-uniform in
+    `ratio` (10 tries, then a central crop), resized to `size` bilinearly (align_corners=False, no antialias).
+    params: int64 (N, 4) = top, left, h, w."""
+
+    kind = 3
+
+    def __init__(self, size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
+        op = "RandomResizedCrop"
+        self.size = _size(op, "size", size)
+        self.scale = check_range(op, "scale", scale, positive=True)
+        self.ratio = check_range(op, "ratio", ratio, positive=True)
+
+    def _apply(self, x, ids, epoch, seed, stream, nt):
+        y = np.empty(x.shape[:2] + self.size, x.dtype)
+        boxes = np.empty((x.shape[0], 4), np.int64)
+        _C.aug_random_resized_crop(x, y, ids, self.scale, self.ratio, seed, epoch, stream, nt, boxes)
+        return y, boxes
+
+
+class ColorJitter(Transform):
+    """Brightness, contrast and saturation jitter in a random order (torchvision's float semantics, no clamp).
+
+    Each factor ~ U(max(0, 1 - s), 1 + s). brightness: x * b. contrast: c x + (1 - c) mean(grey(x)).
+    saturation (C = 3): s x + (1 - s) grey(x), grey = 0.299 R + 0.587 G + 0.114 B. params: float64 (N, 4) =
+    order (index into itertools.permutations of (brightness, contrast, saturation)), b, c, s."""
+
+    kind = 4
+
+    def __init__(self, brightness=0.0, contrast=0.0, saturation=0.0):
+        op = "ColorJitter"
+        self.brightness = check_float(op, "brightness", brightness, 0.0)
+        self.contrast = check_float(op, "contrast", contrast, 0.0)
+        self.saturation = check_float(op, "saturation", saturation, 0.0)
+
+    def _apply(self, x, ids, epoch, seed, stream, nt):
+        op = "ColorJitter"
+        C = x.shape[1]
+        if self.saturation > 0 and C != 3:
+            raise ValueError(f"ColorJitter: saturation needs 3 channels (RGB), got x with C = {C}")
+        if self.contrast > 0 and C not in (1, 3):
+            raise ValueError(f"{op}: contrast needs 1 or 3 channels, got x with C = {C}")
+        y = np.empty_like(x)
+        params = np.empty((x.shape[0], 4), np.float64)
+        _C.aug_color_jitter(x, y, ids, self.brightness, self.contrast, self.saturation, seed, epoch, stream, nt,
+                            params)
+        return y, params
+
+
+# ImageNet RGB eigenvalues/eigenvectors (columns) used by AlexNet-style lighting in fb.resnet.torch.
+IMAGENET_EIGVAL = np.array([0.2175, 0.0188, 0.0045])
+IMAGENET_EIGVEC = np.array([[-0.5675, 0.7192, 0.4009],
+                            [-0.5808, -0.0045, -0.8140],
+                            [-0.5836, -0.6948, 0.4203]])
+
+
+class PCALighting(Transform):
+    """AlexNet's PCA lighting noise (Krizhevsky et al. 2012, sec. 4.1): add eigvec @ (alpha * eigval) to every
+    pixel, alpha ~ N(0, alphastd^2) per sample and component. eigvec holds eigenvectors as columns.
+    Defaults: the ImageNet RGB statistics; ``PCALighting.fit(x_train)`` computes them from data. params:
+    float64 (N, C) = alpha."""
+
+    kind = 5
+
+    def __init__(self, alphastd=0.1, eigval=None, eigvec=None):
+        op = "PCALighting"
+        self.alphastd = check_float(op, "alphastd", alphastd, 0.0)
+        eigval = IMAGENET_EIGVAL if eigval is None else eigval
+        eigvec = IMAGENET_EIGVEC if eigvec is None else eigvec
+        self.eigval = np.ascontiguousarray(np.asarray(eigval, dtype=np.float64))
+        self.eigvec = np.ascontiguousarray(np.asarray(eigvec, dtype=np.float64))
+        C = self.eigval.shape[0] if self.eigval.ndim == 1 else -1
+        if self.eigval.ndim != 1 or self.eigvec.shape != (C, C):
+            raise ValueError(f"{op}: eigval must be (C,) and eigvec (C, C), got {self.eigval.shape} and "
+                             f"{self.eigvec.shape}")
+
+    @classmethod
+    def fit(cls, x, alphastd=0.1):
+        """Eigen-decompose the C x C covariance of the pixels of x (N, C, H, W) across the data set."""
+        check_images("PCALighting.fit", "x", x)
+        pix = x.transpose(1, 0, 2, 3).reshape(x.shape[1], -1).astype(np.float64)
+        cov = np.cov(pix, bias=True).reshape(x.shape[1], x.shape[1])
+        val, vec = np.linalg.eigh(cov)
+        order = np.argsort(val)[::-1]
+        return cls(alphastd, np.clip(val[order], 0, None), vec[:, order])
+
+    def _apply(self, x, ids, epoch, seed, stream, nt):
+        if x.shape[1] != self.eigval.shape[0]:
+            raise ValueError(f"PCALighting: x has C = {x.shape[1]} channels but eigval has {self.eigval.shape[0]}")
+        y = np.empty_like(x)
+        alphas = np.empty((x.shape[0], x.shape[1]), np.float64)
+        _C.aug_pca_lighting(x, y, ids, self.alphastd, self.eigval, self.eigvec, seed, epoch, stream, nt, alphas)
+        return y, alphas
+
+
+class RandomAffine(Transform):
+    """Small random rotation, translation and scale about the image centre, bilinear, `fill` outside.
+
+    angle ~ U(-degrees, degrees) (counter-clockwise on screen), ty ~ U(-t_h, t_h) H, tx ~ U(-t_w, t_w) W
+    (translate = (t_h, t_w), fractions), scale ~ U(scale). Output pixel p reads the input at
+    c + R(-angle) (p - c - t) / scale with c = ((H-1)/2, (W-1)/2). params: float64 (N, 4) = angle, ty, tx, scale.
+    """
+
+    kind = 6
+
+    def __init__(self, degrees=0.0, translate=(0.0, 0.0), scale=(1.0, 1.0), fill=0.0):
+        op = "RandomAffine"
+        self.degrees = check_float(op, "degrees", degrees, 0.0, 180.0)
+        if not isinstance(translate, (tuple, list)) or len(translate) != 2:
+            raise TypeError(f"{op}: translate must be a pair (t_h, t_w) of fractions, got {translate!r}")
+        self.translate = tuple(check_float(op, "translate", t, 0.0, 1.0) for t in translate)
+        self.scale = check_range(op, "scale", scale, positive=True)
+        self.fill = check_float(op, "fill", fill)
+
+    def _apply(self, x, ids, epoch, seed, stream, nt):
+        y = np.empty_like(x)
+        params = np.empty((x.shape[0], 4), np.float64)
+        _C.aug_random_affine(x, y, ids, self.degrees, self.translate, self.scale, self.fill, seed, epoch, stream,
+                             nt, params)
+        return y, params
+
+
+class CenterCrop:
+    """The central (h, w) window (deterministic; for evaluation). Offsets round down, as torchvision."""
+
+    def __init__(self, size):
+        self.size = _size("CenterCrop", "size", size)
+
+    def __call__(self, x):
+        check_images("CenterCrop", "x", x)
+        h, w = self.size
+        H, W = x.shape[2:]
+        if h > H or w > W:
+            raise ValueError(f"CenterCrop: size {self.size} is larger than the images ({H}, {W})")
+        top, left = (H - h) // 2, (W - w) // 2
+        return np.ascontiguousarray(x[:, :, top:top + h, left:left + w])
+
+
+# ---------------------------------------------------------------- test-time augmentation
+
+def ten_crop(x, size):
+    """The 10 views of the 10-crop evaluation (Krizhevsky et al. 2012): the 4 corner (h, w) crops and the centre
+    crop, then the same 5 mirrored. Returns a list of 10 arrays (N, C, h, w)."""
+    check_images("ten_crop", "x", x)
+    h, w = _size("ten_crop", "size", size)
+    H, W = x.shape[2:]
+    if h > H or w > W:
+        raise ValueError(f"ten_crop: size {(h, w)} is larger than the images ({H}, {W})")
+    tops_lefts = [(0, 0), (0, W - w), (H - h, 0), (H - h, W - w), ((H - h) // 2, (W - w) // 2)]
+    crops = [np.ascontiguousarray(x[:, :, t:t + h, l:l + w]) for t, l in tops_lefts]
+    return crops + [np.ascontiguousarray(c[:, :, :, ::-1]) for c in crops]
+
+
+def tta_predict(predict, x, size=None, flip=True, average="scores"):
+    """Average ``predict(view) -> scores (N, K)`` over test-time views of x (N, C, H, W).
+
+    size=None: the image itself (and its mirror when flip). size=(h, w) or int: the 5 crops of the 10-crop
+    evaluation (with flip, all 10). average: "scores" averages what predict returns; "softmax" averages the
+    softmax probabilities of the scores. Returns float64 (N, K).
+    """
+    op = "tta_predict"
+    if not callable(predict):
+        raise TypeError(f"{op}: predict must be callable, got {type(predict).__name__}")
+    if average not in ("scores", "softmax"):
+        raise ValueError(f"{op}: average must be 'scores' or 'softmax', got {average!r}")
+    if not isinstance(flip, (bool, np.bool_)):
+        raise TypeError(f"{op}: flip must be a bool, got {type(flip).__name__}")
+    check_images(op, "x", x)
+    if size is None:
+        views = [x] + ([np.ascontiguousarray(x[:, :, :, ::-1])] if flip else [])
+    else:
+        views = ten_crop(x, size)
+        if not flip:
+            views = views[:5]
+    total = None
+    for v in views:
+        s = np.asarray(predict(v), dtype=np.float64)
+        if s.ndim != 2 or s.shape[0] != x.shape[0]:
+            raise ValueError(f"{op}: predict must return scores (N, K) with N = {x.shape[0]}, got {s.shape}")
+        if average == "softmax":
+            e = np.exp(s - s.max(axis=1, keepdims=True))
+            s = e / e.sum(axis=1, keepdims=True)
+        total = s if total is None else total + s
+    return total / len(views)
+
+
+

@@ -1,0 +1,126 @@
+"""DataLoader: every sample once per epoch, seeded per-epoch shuffles, drop_last, prefetch equal to the plain
+path, and a resumed epoch that yields exactly the remaining batches, bit for bit."""
+import json
+import threading
+
+import numpy as np
+import pytest
+
+import cnnkit as ck
+from cnnkit import data as D
+
+
+def dataset(n=53, seed=0):
+    rng = np.random.default_rng(seed)
+    return D.ArrayDataset(rng.standard_normal((n, 3, 8, 8)).astype(np.float32), np.arange(n) % 10)
+
+
+def aug():
+    return D.Compose([D.RandomCrop(8, padding=2), D.RandomHorizontalFlip(), D.ColorJitter(0.2, 0.2, 0.2)])
+
+
+def collect(loader, k=None):
+    out = []
+    for i, (x, y) in enumerate(loader):
+        out.append((x.copy(), y.copy()))
+        if k is not None and i + 1 == k:
+            break
+    return out
+
+
+def test_epoch_covers_dataset_once_and_reshuffles():
+    ds = dataset()
+    loader = D.DataLoader(ds, 8, seed=3)
+    assert len(loader) == 7
+    e0 = collect(loader)
+    e1 = collect(loader)
+    assert [len(y) for _, y in e0] == [8] * 6 + [5]
+    for ep in (e0, e1):
+        ys = np.concatenate([y for _, y in ep])
+        xs = np.concatenate([x for x, _ in ep])
+        np.testing.assert_array_equal(np.sort(xs[:, 0, 0, 0]), np.sort(ds.x[:, 0, 0, 0]))
+        assert len(ys) == 53
+    assert not np.array_equal(np.concatenate([y for _, y in e0]), np.concatenate([y for _, y in e1]))
+    # the order is a pure function of (seed, epoch)
+    np.testing.assert_array_equal(loader.order(1), D.epoch_permutation(53, 3, 1))
+    assert sorted(loader.order(0)) == list(range(53))
+    assert loader.epoch == 2
+
+
+def test_no_shuffle_and_drop_last():
+    ds = dataset()
+    loader = D.DataLoader(ds, 10, shuffle=False, drop_last=True)
+    batches = collect(loader)
+    assert len(loader) == len(batches) == 5
+    np.testing.assert_array_equal(np.concatenate([x for x, _ in batches]), ds.x[:50])
+
+
+@pytest.mark.parametrize("prefetch", [True, False])
+def test_resume_mid_epoch_is_bit_exact(prefetch):
+    ds = dataset()
+    ref = D.DataLoader(ds, 8, seed=11, transform=aug(), prefetch=prefetch)
+    full = collect(ref) + collect(ref)  # two epochs uninterrupted
+    a = D.DataLoader(ds, 8, seed=11, transform=aug(), prefetch=prefetch)
+    got = collect(a) + collect(a, k=3)
+    state = json.loads(json.dumps(a.state_dict()))  # JSON-able
+    assert state["epoch"] == 1 and state["batch"] == 3
+    b = D.DataLoader(ds, 8, seed=11, transform=aug(), prefetch=not prefetch)
+    b.load_state_dict(state)
+    got += collect(b)
+    assert len(got) == len(full) == 14
+    for (x1, y1), (x2, y2) in zip(got, full):
+        assert x1.tobytes() == x2.tobytes() and np.array_equal(y1, y2)
+    assert b.state_dict()["epoch"] == 2 and b.state_dict()["batch"] == 0
+
+
+def test_prefetch_equals_plain_at_1_and_2_threads():
+    ds = dataset()
+    old = ck.get_num_threads()
+    try:
+        ck.set_num_threads(1)
+        a = collect(D.DataLoader(ds, 16, seed=5, transform=aug(), prefetch=False))
+        ck.set_num_threads(2)
+        b = collect(D.DataLoader(ds, 16, seed=5, transform=aug(), prefetch=True))
+    finally:
+        ck.set_num_threads(old)
+    for (x1, _), (x2, _) in zip(a, b):
+        assert x1.tobytes() == x2.tobytes()
+
+
+def test_end_of_epoch_state_and_early_break_do_not_hang():
+    ds = dataset()
+    loader = D.DataLoader(ds, 8, seed=1)
+    collect(loader, k=7)  # all 7 batches, then break before StopIteration
+    assert loader.state_dict()["epoch"] == 1 and loader.state_dict()["batch"] == 0
+    collect(loader, k=2)
+    assert loader.state_dict() == {**loader.state_dict(), "epoch": 1, "batch": 2}
+    assert threading.active_count() < 5  # prefetch threads were joined
+
+
+def test_transform_error_reaches_the_caller():
+    def boom(x):
+        raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"):
+        collect(D.DataLoader(dataset(), 8, transform=boom))
+
+
+def test_pair_dataset_and_bad_arguments():
+    x, y = np.zeros((5, 1, 2, 2), np.float32), np.arange(5)
+    assert sum(len(b) for _, b in D.DataLoader((x, y), 2)) == 5
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        D.DataLoader((x, y), 0)
+    with pytest.raises(TypeError, match="batch_size must be an int"):
+        D.DataLoader((x, y), 2.0)
+    with pytest.raises(TypeError, match="shuffle must be a bool"):
+        D.DataLoader((x, y), 2, shuffle=1)
+    with pytest.raises(ValueError, match="same length"):
+        D.DataLoader((x, y[:4]), 2)
+    with pytest.raises(TypeError, match="transform must be callable"):
+        D.DataLoader((x, y), 2, transform=3)
+    with pytest.raises(TypeError, match="dataset must be"):
+        D.DataLoader(5, 2)
+    loader = D.DataLoader((x, y), 2, seed=1)
+    with pytest.raises(ValueError, match="saved seed=2 differs"):
+        loader.load_state_dict({**loader.state_dict(), "seed": 2})
+    with pytest.raises(ValueError, match="batch must be <= 3"):
+        loader.load_state_dict({**loader.state_dict(), "batch": 4})
