@@ -60,3 +60,10 @@ __all__ += ["init", "losses", "Layer", "Model", "Node", "Input", "Sequential", "
             "GradcheckReport", "load", "manual_seed"]
 from . import optim  # noqa: E402,F401  optimizers (issue 4)
 from . import schedules  # noqa: E402,F401  learning-rate schedules (issue 4)
+
+# Training (issue 6): the trainer, history and plots, checkpoints, callbacks, ensembles.
+from . import train  # noqa: E402,F401
+from .train import EMA, SWA, EarlyStopping, Ensemble, Polyak, SnapshotEnsemble, SnapshotSaver, Trainer  # noqa: E402
+
+__all__ += ["train", "Trainer", "EarlyStopping", "EMA", "Polyak", "SWA", "SnapshotSaver", "Ensemble",
+            "SnapshotEnsemble"]

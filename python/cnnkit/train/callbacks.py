@@ -1,0 +1,266 @@
+"""Trainer callbacks: early stopping, weight averaging (Polyak, EMA, SWA) and snapshot ensembles.
+
+A callback sees the trainer at fixed points (fit start/end, epoch start/end, after each step) and can
+save its own state into checkpoints (``state_dict`` / ``load_state_dict``: arrays allowed).
+"""
+import contextlib
+import math
+import os
+
+import numpy as np
+
+
+class Callback:
+    def on_fit_start(self, trainer): pass
+    def on_epoch_start(self, trainer, epoch): pass
+    def on_step_end(self, trainer, step, loss): pass
+    def on_epoch_end(self, trainer, epoch, logs): pass
+    def on_fit_end(self, trainer): pass
+    def state_dict(self): return {}
+    def load_state_dict(self, state): pass
+
+
+def _weights(model):
+    return {n: p.data.copy() for n, p in model.named_parameters()}
+
+
+def _set_weights(model, weights):
+    for n, p in model.named_parameters():
+        p.data[...] = weights[n]
+
+
+class EarlyStopping(Callback):
+    """Stop when `monitor` ("val_acc", "val_loss", "train_loss"...) has not improved by `min_delta` for
+    `patience` epochs; with restore_best, the best epoch's weights are put back when fit ends."""
+
+    def __init__(self, monitor="val_acc", patience=5, mode=None, min_delta=0.0, restore_best=True):
+        if mode is None:
+            mode = "max" if monitor.endswith("acc") else "min"
+        if mode not in ("min", "max"):
+            raise ValueError(f"EarlyStopping: mode must be 'min' or 'max', got {mode!r}")
+        if not isinstance(patience, int) or patience < 0:
+            raise ValueError(f"EarlyStopping: patience must be an int >= 0, got {patience!r}")
+        self.monitor, self.patience, self.mode, self.min_delta = monitor, patience, mode, float(min_delta)
+        self.restore_best = restore_best
+        self.best, self.best_epoch, self.wait, self.best_weights = None, None, 0, None
+        self.stopped_epoch = None
+
+    def _better(self, v):
+        if self.best is None:
+            return True
+        return v > self.best + self.min_delta if self.mode == "max" else v < self.best - self.min_delta
+
+    def on_epoch_end(self, trainer, epoch, logs):
+        v = logs.get(self.monitor)
+        if v is None:
+            raise ValueError(f"EarlyStopping: metric {self.monitor!r} is not logged; logged: {sorted(logs)} "
+                             f"(val_* needs fit(val=...))")
+        if self._better(v):
+            self.best, self.best_epoch, self.wait = float(v), epoch + 1, 0
+            if self.restore_best:
+                self.best_weights = _weights(trainer.model)
+        else:
+            self.wait += 1
+            if self.wait > self.patience:
+                self.stopped_epoch = epoch + 1
+                trainer.stop_training = True
+                trainer.history.events.append(
+                    f"early stopping at epoch {epoch + 1}: {self.monitor} has not improved for {self.wait} "
+                    f"epochs (best {self.best:.4f} at epoch {self.best_epoch})")
+
+    def on_fit_end(self, trainer):
+        if self.restore_best and self.best_weights is not None:
+            _set_weights(trainer.model, self.best_weights)
+
+    def state_dict(self):
+        d = {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait, "stopped_epoch": self.stopped_epoch}
+        if self.best_weights is not None:
+            d["best_weights"] = self.best_weights
+        return d
+
+    def load_state_dict(self, s):
+        self.best, self.best_epoch, self.wait = s["best"], s["best_epoch"], s["wait"]
+        self.stopped_epoch = s.get("stopped_epoch")
+        self.best_weights = s.get("best_weights")
+
+
+class WeightAverage(Callback):
+    """Base of the averaged copies of the weights. ``with avg.applied(model):`` swaps the average in
+    (for evaluation) and puts the raw weights back afterwards, so training is never disturbed."""
+
+    def __init__(self):
+        self.avg = None
+        self.count = 0
+
+    def _update(self, model):
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def applied(self, model):
+        if self.avg is None:
+            raise ValueError(f"{type(self).__name__}: no average yet (nothing has been trained)")
+        raw = _weights(model)
+        _set_weights(model, {n: a.astype(raw[n].dtype) for n, a in self.avg.items()})
+        try:
+            yield model
+        finally:
+            _set_weights(model, raw)
+
+    def state_dict(self):
+        return {"count": self.count, **({"avg": self.avg} if self.avg is not None else {})}
+
+    def load_state_dict(self, s):
+        self.count = s["count"]
+        self.avg = s.get("avg")
+
+
+class EMA(WeightAverage):
+    """Exponential moving average of the weights after every step: avg = decay * avg + (1 - decay) * w,
+    kept in float64."""
+
+    def __init__(self, decay=0.999):
+        super().__init__()
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"EMA: decay must be in (0, 1), got {decay}")
+        self.decay = float(decay)
+
+    def on_step_end(self, trainer, step, loss):
+        self.count += 1
+        if self.avg is None:
+            self.avg = {n: p.data.astype(np.float64) for n, p in trainer.model.named_parameters()}
+            return
+        d = self.decay
+        for n, p in trainer.model.named_parameters():
+            a = self.avg[n]
+            a *= d
+            a += (1.0 - d) * p.data
+
+
+class Polyak(WeightAverage):
+    """Polyak averaging: the plain running mean of the weights after every step from `start_step` on."""
+
+    def __init__(self, start_step=0):
+        super().__init__()
+        self.start_step = int(start_step)
+
+    def on_step_end(self, trainer, step, loss):
+        if step < self.start_step:
+            return
+        self.count += 1
+        if self.avg is None:
+            self.avg = {n: p.data.astype(np.float64) for n, p in trainer.model.named_parameters()}
+            return
+        for n, p in trainer.model.named_parameters():
+            self.avg[n] += (p.data - self.avg[n]) / self.count
+
+
+class SWA(WeightAverage):
+    """Stochastic weight averaging (Izmailov et al. 2018): equal average of the weights at the end of each
+    epoch from `start_epoch` (1-based) on. ``finalize(trainer, data)`` recomputes BatchNorm running
+    statistics for the averaged weights with one pass over `data` (the averaged weights never saw them)."""
+
+    def __init__(self, start_epoch=1):
+        super().__init__()
+        self.start_epoch = int(start_epoch)
+        self.bn_state = None
+
+    def on_epoch_end(self, trainer, epoch, logs):
+        if epoch + 1 < self.start_epoch:
+            return
+        self.count += 1
+        if self.avg is None:
+            self.avg = {n: p.data.astype(np.float64) for n, p in trainer.model.named_parameters()}
+            return
+        for n, p in trainer.model.named_parameters():
+            self.avg[n] += (p.data - self.avg[n]) / self.count
+
+    def finalize(self, trainer, data, batch_size=256):
+        """Recompute BatchNorm running statistics under the averaged weights (kept for applied())."""
+        from ..layers import BatchNorm1d, BatchNorm2d
+        model = trainer.model
+        bns = [l for _, l in model.named_layers() if isinstance(l, (BatchNorm1d, BatchNorm2d))]
+        if not bns:
+            return
+        from .trainer import _as_loader
+        saved = {id(l): {k: v.copy() for k, v in l._buffers.items()} for l in bns}
+        moms = {id(l): l.momentum for l in bns}
+        with self.applied(model):
+            for l in bns:
+                l._buffers["running_mean"][...] = 0
+                l._buffers["running_var"][...] = 1
+                l.momentum = None  # cumulative average, as torch's update_bn
+                if "num_batches_tracked" in l._buffers:
+                    l._buffers["num_batches_tracked"][...] = 0
+            rng = model.rng_state()
+            model.train()
+            for x, _ in _as_loader(data, batch_size, False, 0):
+                model(x)
+            model.set_rng_state(rng)
+            self.bn_state = {id(l): {k: v.copy() for k, v in l._buffers.items()} for l in bns}
+        for l in bns:
+            l.momentum = moms[id(l)]
+            for k, v in saved[id(l)].items():
+                l._buffers[k][...] = v
+
+    @contextlib.contextmanager
+    def applied(self, model):
+        with super().applied(model):
+            if not self.bn_state:
+                yield model
+                return
+            from ..layers import BatchNorm1d, BatchNorm2d
+            bns = [l for _, l in model.named_layers() if isinstance(l, (BatchNorm1d, BatchNorm2d))]
+            raw = {id(l): {k: v.copy() for k, v in l._buffers.items()} for l in bns}
+            for l in bns:
+                for k, v in self.bn_state.get(id(l), {}).items():
+                    l._buffers[k][...] = v
+            try:
+                yield model
+            finally:
+                for l in bns:
+                    for k, v in raw[id(l)].items():
+                        l._buffers[k][...] = v
+
+
+class SnapshotSaver(Callback):
+    """Snapshot ensembles (Huang et al. 2017, "train 1, get M for free"): save the model at the end of every
+    cycle of a cosine-with-restarts or cyclic schedule, detected as the learning rate jumping back up.
+    ``SnapshotEnsemble.from_dir(folder)`` averages the saved snapshots. With `every_epochs`, it saves
+    every that many epochs instead."""
+
+    def __init__(self, folder, every_epochs=None):
+        self.folder = os.fspath(folder)
+        self.every_epochs = every_epochs
+        self.saved = []
+        self._last_lr = None
+
+    def _save(self, trainer, tag):
+        os.makedirs(self.folder, exist_ok=True)
+        path = os.path.join(self.folder, f"snapshot-{len(self.saved):03d}-{tag}.safetensors")
+        trainer.model.save(path)
+        self.saved.append(path)
+
+    def on_step_end(self, trainer, step, loss):
+        if self.every_epochs:
+            return
+        lr = trainer.lr
+        if self._last_lr is not None and lr > self._last_lr * (1 + 1e-9):
+            self._save(trainer, f"step{step:07d}")
+        self._last_lr = lr
+
+    def on_epoch_end(self, trainer, epoch, logs):
+        if self.every_epochs:
+            if (epoch + 1) % self.every_epochs == 0:
+                self._save(trainer, f"epoch{epoch + 1:04d}")
+            return
+        # an epoch-interval schedule has just been stepped: a restart shows here
+        lr = trainer.lr
+        if trainer.schedule_interval == "epoch" and self._last_lr is not None and lr > self._last_lr * (1 + 1e-9):
+            self._save(trainer, f"epoch{epoch + 1:04d}")
+        self._last_lr = lr
+
+    def state_dict(self):
+        return {"saved": list(self.saved), "last_lr": self._last_lr}
+
+    def load_state_dict(self, s):
+        self.saved, self._last_lr = list(s["saved"]), s["last_lr"]

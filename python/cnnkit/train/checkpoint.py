@@ -1,0 +1,135 @@
+"""Trainer checkpoints (DESIGN.md "Files"): tensors in safetensors, everything else in JSON beside them,
+never pickle, always atomic.
+
+A checkpoint at step N is two files, ``ckpt-0000000N.safetensors`` (weights, buffers, optimizer state
+arrays, and any other arrays a component's state holds) and ``ckpt-0000000N.json`` (step, epoch, history,
+the data loader's position, every RNG counter, the schedule, scalar optimizer state, and a SHA-256 of the
+tensor file). Each is written atomically, and only then is ``latest.json`` (the pointer ``fit(resume=...)``
+reads) replaced, atomically. A run killed at any moment therefore leaves the previous complete checkpoint
+in force; older checkpoints are removed only after the pointer moves past them.
+"""
+import hashlib
+import json
+import os
+
+import numpy as np
+
+from ..serialize import atomic_write
+
+FORMAT = "cnnkit.checkpoint"
+VERSION = 1
+POINTER = "latest.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, corrupt, or from an incompatible model or run."""
+
+
+def split_arrays(obj, prefix, tensors):
+    """Replace every numpy array inside nested dicts/lists by {"__tensor__": key}, moving it to `tensors`.
+    numpy scalars become Python numbers and tuples become lists, so the rest is plain JSON."""
+    if isinstance(obj, np.ndarray):
+        key = prefix
+        tensors[key] = np.ascontiguousarray(obj)
+        return {"__tensor__": key}
+    if isinstance(obj, dict):
+        return {str(k): split_arrays(v, f"{prefix}/{k}", tensors) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [split_arrays(v, f"{prefix}/{i}", tensors) for i, v in enumerate(obj)]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def join_arrays(obj, tensors):
+    """Inverse of split_arrays."""
+    if isinstance(obj, dict):
+        if set(obj) == {"__tensor__"}:
+            return tensors[obj["__tensor__"]].copy()
+        return {k: join_arrays(v, tensors) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [join_arrays(v, tensors) for v in obj]
+    return obj
+
+
+def model_signature(model):
+    """Names, shapes and dtypes of every parameter and buffer: what a compatible model must have."""
+    sig = {f"param/{n}": [list(p.shape), str(p.dtype)] for n, p in model.named_parameters()}
+    sig.update({f"buffer/{n}": [list(b.shape), str(b.dtype)] for n, b in model.named_buffers()})
+    return sig
+
+
+def _sha256(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def write_checkpoint(folder, step, state, tensors, keep=2):
+    """Write one checkpoint (state: JSON-able dict; tensors: name -> array) and move the pointer to it."""
+    from safetensors.numpy import save as st_save
+    os.makedirs(folder, exist_ok=True)
+    stem = f"ckpt-{int(step):08d}"
+    blob = st_save(tensors, metadata={"format": FORMAT})
+    atomic_write(os.path.join(folder, stem + ".safetensors"), blob)
+    doc = {"format": FORMAT, "version": VERSION, "step": int(step), "tensors": stem + ".safetensors",
+           "tensors_sha256": _sha256(blob), "state": state}
+    atomic_write(os.path.join(folder, stem + ".json"), json.dumps(doc).encode())
+    atomic_write(os.path.join(folder, POINTER), json.dumps({"format": FORMAT, "checkpoint": stem + ".json"}).encode())
+    _prune(folder, keep, current=stem)
+    return os.path.join(folder, stem + ".json")
+
+
+def _prune(folder, keep, current):
+    stems = sorted({f.rsplit(".", 1)[0] for f in os.listdir(folder) if f.startswith("ckpt-")})
+    old = [s for s in stems if s != current][:-(keep - 1)] if keep > 1 else [s for s in stems if s != current]
+    for s in old:
+        for ext in (".json", ".safetensors"):
+            try:
+                os.unlink(os.path.join(folder, s + ext))
+            except FileNotFoundError:
+                pass
+
+
+def resolve(path):
+    """A checkpoint folder (its latest.json), a latest.json, or a ckpt-*.json -> the ckpt-*.json path."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        path = os.path.join(path, POINTER)
+    if not os.path.exists(path):
+        raise CheckpointError(f"resume: no checkpoint at {path}")
+    if os.path.basename(path) == POINTER:
+        try:
+            with open(path) as f:
+                ptr = json.load(f)
+            return os.path.join(os.path.dirname(path), ptr["checkpoint"])
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise CheckpointError(f"resume: {path} is not a valid checkpoint pointer ({e})") from None
+    return path
+
+
+def read_checkpoint(path):
+    """-> (state, tensors). Raises CheckpointError for anything missing, truncated or altered."""
+    from safetensors.numpy import load as st_load
+    path = resolve(path)
+    try:
+        with open(path, "rb") as f:
+            doc = json.loads(f.read())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"resume: {path} is not a readable checkpoint ({e}); it may be truncated") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise CheckpointError(f"resume: {path} is not a cnnkit checkpoint (format {doc.get('format')!r})"
+                              if isinstance(doc, dict) else f"resume: {path} is not a cnnkit checkpoint")
+    if int(doc.get("version", 0)) > VERSION:
+        raise CheckpointError(f"resume: {path} has version {doc['version']}, newer than this cnnkit ({VERSION})")
+    tpath = os.path.join(os.path.dirname(path), doc["tensors"])
+    try:
+        with open(tpath, "rb") as f:
+            blob = f.read()
+    except OSError as e:
+        raise CheckpointError(f"resume: tensor file of {path} is missing ({e})") from None
+    if _sha256(blob) != doc.get("tensors_sha256"):
+        raise CheckpointError(f"resume: {tpath} does not match its checksum in {path}; it is truncated or corrupted")
+    try:
+        tensors = st_load(blob)
+    except Exception as e:  # safetensors' own error type
+        raise CheckpointError(f"resume: {tpath} is not valid safetensors ({e})") from None
+    return doc["state"], tensors

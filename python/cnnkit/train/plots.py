@@ -1,0 +1,124 @@
+"""The lecture's babysitting plots, as PNG files (matplotlib, Agg backend: no display needed).
+
+loss.png      loss per iteration, raw and smoothed (is it falling? too fast, too slow, noisy?)
+accuracy.png  train and validation accuracy per epoch (the gap signals overfitting)
+lr.png        the learning rate per iteration
+ratios.png    update/weight ratio per layer over time, with the 1e-3 rule of thumb
+filters.png   the first convolution's filters as images ("visualise the weights")
+"""
+import os
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def smooth(values, window=None):
+    """Moving average over `window` points (default: about 2% of the run, at least 1)."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 0:
+        return v
+    window = window or max(1, v.size // 50)
+    kernel = np.ones(window) / window
+    padded = np.concatenate([np.full(window - 1, v[0]), v])
+    return np.convolve(padded, kernel, mode="valid")
+
+
+def first_conv_weight(model):
+    """The weight of the first Conv2d in `model` (in layer order), or None."""
+    from ..layers import Conv2d
+    for _, layer in model.named_layers():
+        if isinstance(layer, Conv2d):
+            return np.asarray(layer.weight.data)
+    return None
+
+
+def filter_grid(w, pad=1):
+    """Tile filters w (K, C, R, S) into one image: RGB when C == 3, else the mean over channels; each
+    filter is scaled to [0, 1] on its own, as in the lecture's pictures."""
+    K, C, R, S = w.shape
+    img = w.transpose(0, 2, 3, 1) if C == 3 else w.mean(axis=1)[..., None]
+    lo = img.reshape(K, -1).min(axis=1).reshape(K, 1, 1, 1)
+    hi = img.reshape(K, -1).max(axis=1).reshape(K, 1, 1, 1)
+    img = (img - lo) / np.maximum(hi - lo, 1e-12)
+    cols = int(np.ceil(np.sqrt(K)))
+    rows = int(np.ceil(K / cols))
+    ch = img.shape[-1]
+    grid = np.ones((rows * (R + pad) + pad, cols * (S + pad) + pad, ch))
+    for k in range(K):
+        r, c = divmod(k, cols)
+        grid[pad + r * (R + pad):pad + r * (R + pad) + R, pad + c * (S + pad):pad + c * (S + pad) + S] = img[k]
+    return grid if ch == 3 else grid[..., 0]
+
+
+def plot_history(history, folder, model=None):
+    plt = _plt()
+    os.makedirs(folder, exist_ok=True)
+    written = []
+
+    def save(fig, name):
+        path = os.path.join(folder, name)
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+
+    it = history.iterations
+    if it["step"]:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.plot(it["step"], it["loss"], lw=0.6, alpha=0.4, label="loss")
+        ax.plot(it["step"], smooth(it["loss"]), lw=1.5, label="smoothed")
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("loss")
+        ax.set_title("Training loss")
+        ax.legend()
+        save(fig, "loss.png")
+
+        fig, ax = plt.subplots(figsize=(6, 3))
+        ax.plot(it["step"], it["lr"])
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("learning rate")
+        ax.set_title("Learning rate")
+        save(fig, "lr.png")
+
+    if history.epochs:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ep = [e["epoch"] for e in history.epochs]
+        for key, label in (("train_acc", "train"), ("val_acc", "validation")):
+            vals = [e.get(key) for e in history.epochs]
+            if any(v is not None for v in vals):
+                ax.plot(ep, [np.nan if v is None else v for v in vals], marker="o", label=label)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("accuracy")
+        ax.set_title("Accuracy (the gap is overfitting)")
+        ax.legend()
+        save(fig, "accuracy.png")
+
+    if history.ratios:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        layers = sorted({k for r in history.ratios for k in r["ratios"]})
+        steps = [r["step"] for r in history.ratios]
+        for name in layers:
+            ax.plot(steps, [r["ratios"].get(name, np.nan) for r in history.ratios], label=name)
+        ax.axhline(1e-3, color="k", ls="--", lw=0.8, label="1e-3")
+        ax.set_yscale("log")
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("|update| / |weight|")
+        ax.set_title("Update/weight ratio per layer")
+        ax.legend(fontsize=7)
+        save(fig, "ratios.png")
+
+    w = first_conv_weight(model) if model is not None else None
+    if w is not None:
+        fig, ax = plt.subplots(figsize=(4, 4))
+        grid = filter_grid(w)
+        ax.imshow(grid, cmap=None if grid.ndim == 3 else "gray", interpolation="nearest")
+        ax.set_axis_off()
+        ax.set_title(f"First-layer filters {tuple(w.shape)}")
+        save(fig, "filters.png")
+    return written

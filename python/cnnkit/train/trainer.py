@@ -1,0 +1,379 @@
+"""ck.Trainer: fit, evaluate and predict, with the lecture's babysitting built in.
+
+One training step is: zero the gradients, forward, data loss (+ regularisation penalties), backward
+(skipping every gradient nothing needs), optimizer step (which checks the gradients are finite first and
+skips or raises by its ``nonfinite`` policy), then per-iteration schedules. The trainer records a History,
+shows a progress bar (one line per epoch when output is not a terminal), stops early when the loss passes
+3 times its initial value (CS231n's quit-early rule), writes checkpoints that resume bit for bit, and
+draws the plots into its run folder.
+"""
+import copy
+import math
+import os
+import sys
+import time
+
+import numpy as np
+
+from .. import losses as _losses
+from ..data.loader import DataLoader
+from ..schedules import ReduceOnPlateau
+from . import checkpoint as ckpt
+from .callbacks import Callback
+from .history import History
+
+_LOSSES = {"softmax_cross_entropy": _losses.softmax_cross_entropy, "cross_entropy": _losses.softmax_cross_entropy,
+           "svm": _losses.svm_loss, "svm_loss": _losses.svm_loss, "mse": _losses.mse}
+
+
+def _as_loader(data, batch_size, shuffle, seed, transform=None, name="train"):
+    """A DataLoader from a DataLoader, an (x, y) pair, or a dataset supporting len() and indexing."""
+    if isinstance(data, DataLoader):
+        return data
+    if data is None:
+        return None
+    return DataLoader(data, batch_size=batch_size, shuffle=shuffle, seed=seed, transform=transform,
+                      prefetch=shuffle)
+
+
+def _layer_of(param_name):
+    return param_name.rsplit(".", 1)[0] if "." in param_name else param_name
+
+
+class Trainer:
+    """Trains `model` with `optimizer` on `loss` (a callable ``loss(scores, y) -> (value, dscores)`` or one
+    of "softmax_cross_entropy", "svm", "mse").
+
+    schedule: a ck.schedules schedule, stepped once per epoch (``schedule_interval="epoch"``, the PyTorch
+    convention) or once per iteration ("step"); ReduceOnPlateau is stepped with the validation loss.
+    regularizers: ck.regularizers objects; their penalty is added to the reported loss and their gradient
+    to the parameter gradients. callbacks: ck.train callbacks (EarlyStopping, averaging, snapshots...).
+    quit_factor: stop when the loss passes this multiple of its initial value (None disables it).
+    ratio_every: record each layer's update/weight ratio every this many iterations (0 disables it).
+    progress: True (tqdm bar on a terminal, one line per ``log_every`` iterations otherwise), or False.
+    """
+
+    def __init__(self, model, optimizer, loss="softmax_cross_entropy", schedule=None, regularizers=(),
+                 callbacks=(), schedule_interval="epoch", quit_factor=3.0, ratio_every=50, progress=True,
+                 log_every=None):
+        if isinstance(loss, str):
+            if loss not in _LOSSES:
+                raise ValueError(f"Trainer: unknown loss {loss!r}; expected one of {sorted(_LOSSES)} or a callable")
+            loss = _LOSSES[loss]
+        if not callable(loss):
+            raise TypeError(f"Trainer: loss must be callable or a name, got {type(loss).__name__}")
+        if schedule_interval not in ("epoch", "step"):
+            raise ValueError(f"Trainer: schedule_interval must be 'epoch' or 'step', got {schedule_interval!r}")
+        for cb in callbacks:
+            if not isinstance(cb, Callback):
+                raise TypeError(f"Trainer: callbacks must be ck.train.Callback instances, got {type(cb).__name__}")
+        if quit_factor is not None and not quit_factor > 1:
+            raise ValueError(f"Trainer: quit_factor must be > 1 or None, got {quit_factor}")
+        self.model = model
+        self.optimizer = optimizer
+        self.loss_fn = loss
+        self.schedule = schedule
+        self.schedule_interval = schedule_interval
+        self.regularizers = list(regularizers)
+        self.callbacks = list(callbacks)
+        self.quit_factor = quit_factor
+        self.ratio_every = int(ratio_every)
+        self.progress = progress
+        self.log_every = log_every
+        self.history = History()
+        self.step = 0            # optimizer steps attempted (skipped ones included)
+        self.epoch = 0           # the epoch in progress (0-based)
+        self.stop_training = False
+        self.run_dir = None
+        self._acc = None         # running sums of the epoch in progress (resumable)
+
+    # ------------------------------------------------------------ helpers
+    @property
+    def lr(self):
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def _params(self):
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def _data_loss(self, scores, y):
+        loss, dscores = self.loss_fn(scores, y)
+        return float(loss), dscores
+
+    def _penalty(self):
+        params = self._params()
+        return float(sum(r.loss(params) for r in self.regularizers))
+
+    @staticmethod
+    def _correct(scores, y):
+        if scores.ndim != 2 or not np.issubdtype(np.asarray(y).dtype, np.integer):
+            return 0
+        return int((scores.argmax(axis=1) == y).sum())
+
+    def _emit(self, hook, *args):
+        for cb in self.callbacks:
+            getattr(cb, hook)(self, *args)
+
+    # ------------------------------------------------------------ one step
+    def train_step(self, x, y):
+        """One optimizer step on a batch; returns (loss including penalties, number correct)."""
+        model, opt = self.model, self.optimizer
+        model.train()
+        opt.zero_grad()
+        scores = model(x)
+        loss, dscores = self._data_loss(scores, y)
+        if self.regularizers:
+            params = self._params()
+            loss += sum(r.loss(params) for r in self.regularizers)
+            for r in self.regularizers:
+                r.add_grad(params)
+        model.backward(dscores, need_dx=False)
+        want_ratio = self.ratio_every > 0 and self.step % self.ratio_every == 0
+        before = {n: p.data.copy() for n, p in model.named_parameters() if p.requires_grad} if want_ratio else None
+        opt.step()
+        if want_ratio:
+            self.history.log_ratios(self.step, self._ratios(before))
+        if self.schedule is not None and self.schedule_interval == "step" and not isinstance(self.schedule, ReduceOnPlateau):
+            self.schedule.step()
+        return loss, self._correct(scores, y)
+
+    def _ratios(self, before):
+        num, den = {}, {}
+        for n, p in self.model.named_parameters():
+            if n not in before:
+                continue
+            layer = _layer_of(n)
+            num[layer] = num.get(layer, 0.0) + float(np.sum((p.data.astype(np.float64) - before[n]) ** 2))
+            den[layer] = den.get(layer, 0.0) + float(np.sum(before[n].astype(np.float64) ** 2))
+        return {k: math.sqrt(num[k]) / math.sqrt(den[k]) if den[k] > 0 else float("nan") for k in num}
+
+    # ------------------------------------------------------------ evaluation
+    def evaluate(self, data, batch_size=256):
+        """Mean loss (data loss, no penalties) and accuracy over `data`, in eval mode. -> dict(loss, acc)."""
+        loader = _as_loader(data, batch_size, False, 0)
+        was_training = self.model.training
+        self.model.eval()
+        total, correct, n = 0.0, 0, 0
+        try:
+            for x, y in loader:
+                scores = self.model(x)
+                loss, _ = self._data_loss(scores, y)
+                total += loss * len(y)
+                correct += self._correct(scores, y)
+                n += len(y)
+        finally:
+            self.model.train(was_training)
+        return {"loss": total / max(n, 1), "acc": correct / max(n, 1)}
+
+    def predict(self, x, batch_size=256):
+        """Model outputs (scores) for inputs x, in eval mode, batch by batch."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            outs = [self.model(np.ascontiguousarray(x[i:i + batch_size])) for i in range(0, len(x), batch_size)]
+        finally:
+            self.model.train(was_training)
+        return np.concatenate(outs) if outs else np.empty((0,))
+
+    def predict_proba(self, x, batch_size=256):
+        """Softmax probabilities of predict()."""
+        s = self.predict(x, batch_size).astype(np.float64)
+        e = np.exp(s - s.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    # ------------------------------------------------------------ checkpoints
+    def state_dict(self, loader=None):
+        """Everything a resume needs except the tensors, with arrays split out (see checkpoint.split_arrays)."""
+        tensors = {}
+        for n, p in self.model.named_parameters():
+            tensors[f"model/param/{n}"] = np.ascontiguousarray(p.data)
+        for n, b in self.model.named_buffers():
+            tensors[f"model/buffer/{n}"] = np.ascontiguousarray(b)
+        state = {
+            "step": self.step, "epoch": self.epoch, "acc": self._acc,
+            "model_signature": ckpt.model_signature(self.model),
+            "model_rng": {k: [str(s), str(o)] for k, (s, o) in self.model.rng_state().items()},
+            "optimizer": ckpt.split_arrays(self.optimizer.state_dict(), "optimizer", tensors),
+            "schedule": None if self.schedule is None else ckpt.split_arrays(self.schedule.state_dict(), "schedule", tensors),
+            "loader": None if loader is None else loader.state_dict(),
+            "history": self.history.state_dict(),
+            "callbacks": [ckpt.split_arrays(cb.state_dict(), f"callback/{i}", tensors) for i, cb in enumerate(self.callbacks)],
+        }
+        return state, tensors
+
+    def save_checkpoint(self, folder, loader=None, keep=2):
+        state, tensors = self.state_dict(loader)
+        return ckpt.write_checkpoint(folder, self.step, state, tensors, keep=keep)
+
+    def load_checkpoint(self, path, loader=None):
+        """Restore model, optimizer, schedule, RNG counters, history, callbacks and the loader's position."""
+        state, tensors = ckpt.read_checkpoint(path)
+        sig, want = state.get("model_signature", {}), ckpt.model_signature(self.model)
+        if sig != want:
+            missing = sorted(set(want) - set(sig))
+            extra = sorted(set(sig) - set(want))
+            diff = sorted(k for k in set(sig) & set(want) if sig[k] != want[k])
+            raise ckpt.CheckpointError(
+                f"resume: checkpoint {ckpt.resolve(path)} is from an incompatible model: missing {missing[:5]}, "
+                f"unexpected {extra[:5]}, different shape or dtype {[(k, sig[k], want[k]) for k in diff[:5]]}")
+        for n, p in self.model.named_parameters():
+            p.data[...] = tensors[f"model/param/{n}"]
+        for n, b in self.model.named_buffers():
+            b[...] = tensors[f"model/buffer/{n}"]
+        self.model.set_rng_state({k: (int(s), int(o)) for k, (s, o) in state["model_rng"].items()})
+        self.optimizer.load_state_dict(ckpt.join_arrays(state["optimizer"], tensors))
+        if self.schedule is not None and state["schedule"] is not None:
+            self.schedule.load_state_dict(ckpt.join_arrays(state["schedule"], tensors))
+        if loader is not None and state["loader"] is not None:
+            loader.load_state_dict(state["loader"])
+        self.history.load_state_dict(state["history"])
+        for cb, cs in zip(self.callbacks, state.get("callbacks", [])):
+            cb.load_state_dict(ckpt.join_arrays(cs, tensors))
+        self.step, self.epoch, self._acc = int(state["step"]), int(state["epoch"]), state["acc"]
+        return state
+
+    # ------------------------------------------------------------ fit
+    def fit(self, train, val=None, epochs=1, batch_size=64, shuffle=True, seed=0, transform=None,
+            checkpoint_dir=None, checkpoint_every=1, checkpoint_every_steps=None, resume=None, run_dir=None,
+            plots=True):
+        """Train for `epochs` epochs (counting from 0; a resumed run continues to the same total).
+
+        train / val: a DataLoader, an (x, y) pair or a dataset. A pair or dataset is wrapped in a DataLoader
+        with `batch_size`, `shuffle`, `seed` and `transform`. checkpoint_dir: write a checkpoint every
+        `checkpoint_every` epochs and/or every `checkpoint_every_steps` iterations. resume: a checkpoint
+        folder or file to continue from (bit-exact on the same machine and thread count). run_dir: where
+        history.json, the CSVs and the plots go at the end. Returns the History.
+        """
+        if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+            raise ValueError(f"fit: epochs must be an int >= 1, got {epochs!r}")
+        loader = _as_loader(train, batch_size, shuffle, seed, transform)
+        val_loader = _as_loader(val, 256, False, 0)
+        self.run_dir = run_dir
+        if resume is not None:
+            self.load_checkpoint(resume, loader)
+        else:
+            loader.set_epoch(self.epoch)
+        self.stop_training = False
+        steps_per_epoch = len(loader)
+        tty = bool(self.progress) and sys.stdout.isatty()
+        log_every = self.log_every or steps_per_epoch
+        self._emit("on_fit_start")
+        while self.epoch < epochs and not self.stop_training:
+            epoch = self.epoch
+            if self._acc is None:
+                self._acc = {"loss": 0.0, "correct": 0, "count": 0, "seconds": 0.0}
+                self._emit("on_epoch_start", epoch)
+            bar = None
+            if tty:
+                from tqdm import tqdm
+                bar = tqdm(total=steps_per_epoch, initial=loader.state_dict()["batch"] if loader.state_dict()["epoch"] == epoch else 0,
+                           desc=f"epoch {epoch + 1}/{epochs}", leave=True, dynamic_ncols=True)
+            t0 = time.perf_counter()
+            for x, y in loader:
+                loss, correct = self.train_step(x, y)
+                self.step += 1
+                acc = self._acc
+                acc["loss"] += loss * len(y)
+                acc["correct"] += correct
+                acc["count"] += len(y)
+                self.history.log_iteration(self.step, epoch, loss, self.lr)
+                elapsed = acc["seconds"] + time.perf_counter() - t0
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss:.4f}", acc=f"{acc['correct'] / acc['count']:.3f}",
+                                    lr=f"{self.lr:.2e}", img_s=f"{acc['count'] / max(elapsed, 1e-9):.0f}")
+                elif self.progress and self.step % log_every == 0 and log_every < steps_per_epoch:
+                    print(f"epoch {epoch + 1}/{epochs} step {self.step}: loss {loss:.4f} lr {self.lr:.2e}", flush=True)
+                self._emit("on_step_end", self.step, loss)
+                reason = self._quit_reason(loss)
+                if reason:
+                    self.history.stop_reason = reason
+                    self.history.events.append(reason)
+                    self.stop_training = True
+                    print(f"cnnkit: stopping: {reason}", file=sys.stderr, flush=True)
+                    break
+                if checkpoint_dir and checkpoint_every_steps and self.step % checkpoint_every_steps == 0:
+                    acc["seconds"] += time.perf_counter() - t0
+                    t0 = time.perf_counter()
+                    self.save_checkpoint(checkpoint_dir, loader)
+                if self.stop_training:
+                    break
+            if bar is not None:
+                bar.close()
+            if self.history.stop_reason:
+                break
+            self._acc["seconds"] += time.perf_counter() - t0
+            self._end_epoch(epoch, epochs, val_loader, tty)
+            if checkpoint_dir and checkpoint_every and (epoch + 1) % checkpoint_every == 0:
+                self.save_checkpoint(checkpoint_dir, loader)
+        self._emit("on_fit_end")
+        if run_dir:
+            self.write_run(run_dir, plots=plots)
+        return self.history
+
+    def _quit_reason(self, loss):
+        losses = self.history.iterations["loss"]
+        if not math.isfinite(loss):
+            return f"the loss became {loss} at iteration {self.step}: lower the learning rate"
+        if self.quit_factor is not None and losses and loss > self.quit_factor * losses[0] and losses[0] > 0:
+            return (f"the loss {loss:.4g} at iteration {self.step} passed {self.quit_factor:g} times its initial "
+                    f"value {losses[0]:.4g} (CS231n's quit-early rule): the learning rate is probably too high")
+        return None
+
+    def _end_epoch(self, epoch, epochs, val_loader, tty):
+        acc = self._acc
+        logs = {"epoch": epoch + 1, "train_loss": acc["loss"] / max(acc["count"], 1),
+                "train_acc": acc["correct"] / max(acc["count"], 1), "seconds": acc["seconds"],
+                "images_per_s": acc["count"] / max(acc["seconds"], 1e-9), "lr": self.lr,
+                "skipped_steps": int(getattr(self.optimizer, "skipped_steps", 0))}
+        if val_loader is not None:
+            v = self.evaluate(val_loader)
+            logs["val_loss"], logs["val_acc"] = v["loss"], v["acc"]
+        self.history.log_epoch(**logs)
+        if self.schedule is not None:
+            if isinstance(self.schedule, ReduceOnPlateau):
+                self.schedule.step(logs.get("val_loss", logs["train_loss"]))
+            elif self.schedule_interval == "epoch":
+                self.schedule.step()
+        if self.progress:
+            line = (f"epoch {epoch + 1}/{epochs}: loss {logs['train_loss']:.4f} acc {logs['train_acc']:.4f}")
+            if "val_acc" in logs:
+                line += f" | val loss {logs['val_loss']:.4f} acc {logs['val_acc']:.4f}"
+            line += f" | lr {logs['lr']:.2e} | {logs['images_per_s']:.0f} img/s"
+            print(line, flush=True)
+        self._acc = None
+        self.epoch = epoch + 1
+        self._emit("on_epoch_end", epoch, logs)
+
+    def write_run(self, folder, plots=True):
+        """history.json, the CSVs, and (plots=True) the PNG plots into `folder`."""
+        os.makedirs(folder, exist_ok=True)
+        self.history.to_json(os.path.join(folder, "history.json"))
+        self.history.to_csv(folder)
+        if plots:
+            self.history.plot(folder, model=self.model)
+
+    # ------------------------------------------------------------ babysitting
+    def sanity_check(self, train, num_classes=None, batch_size=64, overfit_samples=20, overfit_steps=300,
+                     verbose=True):
+        """The lecture's checks before a long run; returns a SanityReport (``.passed``, ``.checks``)."""
+        from .sanity import run_sanity_check
+        report = run_sanity_check(self, train, num_classes=num_classes, batch_size=batch_size,
+                                  overfit_samples=overfit_samples, overfit_steps=overfit_steps)
+        if verbose:
+            print(report)
+        return report
+
+    def clone_optimizer(self, params):
+        """A fresh optimizer of the same class and hyperparameters (group 0's) over `params`."""
+        g = self.optimizer.param_groups[0]
+        hyper = {k: v for k, v in g.items() if not k.startswith("_") and k != "params"}
+        for k in ("l1", "max_norm", "decay_bias"):
+            hyper.pop(k, None)
+        try:
+            return type(self.optimizer)(params, **hyper)
+        except TypeError:
+            from ..optim import Adam
+            return Adam(params, lr=1e-3)
+
+    def copy_model(self):
+        return copy.deepcopy(self.model)
