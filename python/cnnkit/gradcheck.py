@@ -64,7 +64,7 @@ def _rel(a, n, floor):
     return abs(a - n) / max(abs(a), abs(n), floor, 1e-300)
 
 
-def gradcheck(layer_or_model, x, y=None, loss=None, eps=1e-6, rtol=1e-6, atol=1e-9, max_coords=24, seed=0,
+def gradcheck(layer_or_model, x, y=None, loss=None, eps=1e-5, rtol=1e-6, atol=1e-8, max_coords=24, seed=0,
               check_input=True, raise_on_fail=True):
     """Check the backward pass of `layer_or_model` at input `x` (an array, or a tuple for several inputs).
 

@@ -706,12 +706,13 @@ class _BatchNorm(Layer):
 
     def config(self):
         return dict(num_features=self.num_features, eps=self.eps, momentum=self.momentum, affine=self.affine,
-                    track_running_stats=self.track_running_stats, dtype=str(np.dtype(self._dt)))
+                    track_running_stats=self.track_running_stats, dtype=str(self._dtype_now()))
 
-    def to(self, dtype):
-        super().to(dtype)
-        self._dt = np.dtype(dtype)
-        return self
+    def _dtype_now(self):
+        for a in [p.data for p in self._params.values()] + [self._buffers.get("running_mean")]:
+            if a is not None:
+                return a.dtype
+        return np.dtype(self._dt)
 
 
 class BatchNorm1d(_BatchNorm):

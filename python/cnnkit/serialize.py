@@ -120,7 +120,7 @@ def load(path):
     for path_, l in model.named_layers():
         for k in l._buffers:
             bufs[(path_ + "." if path_ else "") + k] = (l, k)
-    missing = sorted(set(want) | set(bufs) - set(tensors))
+    missing = sorted((set(want) | set(bufs)) - set(tensors))
     extra = sorted(set(tensors) - set(want) - set(bufs))
     if missing or extra:
         raise ValueError(f"load: {path}: tensors do not match the architecture; missing {missing}, unexpected {extra}")
@@ -131,7 +131,10 @@ def load(path):
         p.data = np.ascontiguousarray(a)
         p.grad = np.zeros_like(p.data)
     for n, (l, k) in bufs.items():
-        l._buffers[k] = np.ascontiguousarray(tensors[n])
+        a, want_shape = tensors[n], np.shape(l._buffers[k])
+        if a.size != int(np.prod(want_shape)):
+            raise ValueError(f"load: {path}: buffer {n} has shape {a.shape}, the architecture expects {want_shape}")
+        l._buffers[k] = np.ascontiguousarray(a).reshape(want_shape)   # safetensors may store a 0-d array as (1,)
     rng = {k: (int(s), int(o)) for k, (s, o) in json.loads(meta.get("rng", "{}")).items()}
     model.set_rng_state(rng)
     model.train(json.loads(meta.get("training", "true")))

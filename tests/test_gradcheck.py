@@ -1,0 +1,109 @@
+# ck.gradcheck itself: it passes correct layers (including a custom one, the documented way to write
+# a layer), fails a wrong one with a message naming the layer, the parameter and the worst error,
+# treats kinks (ReLU at 0, max-pool ties) as kinks rather than failures, samples large tensors and
+# leaves the caller's model untouched.
+import numpy as np
+import pytest
+
+import cnnkit as ck
+
+
+class Scale(ck.Layer):
+    """A custom layer: y = x * gamma[c] + beta[c], per channel (the example from cnnkit.graph's docstring)."""
+
+    def __init__(self, channels, bug=False, name=None):
+        super().__init__(name=name)
+        self.channels, self.bug = channels, bug
+        self.add_parameter("gamma", np.linspace(0.5, 1.5, channels).astype(np.float32))
+        self.add_parameter("beta", np.zeros(channels, np.float32))
+
+    def output_shape(self, x):
+        if len(x) != 4 or x[1] != self.channels:
+            raise ValueError(f"Scale: expects (N, {self.channels}, H, W), got shape {tuple(x)}")
+        return tuple(x)
+
+    def forward(self, x):
+        self.output_shape(x.shape)
+        self._cache = x
+        return x * self.gamma.data[:, None, None] + self.beta.data[:, None, None]
+
+    def backward(self, dy, need_dx=True):
+        x = self._need_cache()
+        if self.gamma.requires_grad:
+            g = (dy * x).sum(axis=(0, 2, 3))
+            self.gamma.grad += 1.01 * g if self.bug else g       # the bug: 1% off
+        if self.beta.requires_grad:
+            self.beta.grad += dy.sum(axis=(0, 2, 3))
+        return dy * self.gamma.data[:, None, None] if need_dx else None
+
+    def config(self):
+        return {"channels": self.channels, "bug": self.bug}
+
+
+def rnd(*shape, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape)
+
+
+def test_custom_layer_passes_alone_and_in_a_model():
+    report = ck.gradcheck(Scale(3), rnd(2, 3, 4, 4))
+    assert report.ok and [r["name"] for r in report.rows] == ["input", "gamma", "beta"]
+    assert all(r["max_rel_err"] < 1e-7 for r in report.rows)
+    model = ck.Sequential(ck.Conv2d(2, 3, 3, seed=0), Scale(3, name="scale"), ck.ReLU(), ck.Flatten(), ck.Linear(12, 2, seed=1))
+    report = ck.gradcheck(model, rnd(2, 2, 4, 4), np.array([0, 1]))        # labels: softmax cross-entropy
+    assert report.ok and report["scale.gamma"]["checked"] == 3
+    assert "scale.gamma" in str(report) and "PASS" in str(report)
+
+
+def test_wrong_gradient_fails_naming_layer_parameter_and_error():
+    model = ck.Sequential(ck.Conv2d(2, 3, 3, seed=0), Scale(3, bug=True, name="scale"), ck.Flatten(), ck.Linear(12, 2, seed=1))
+    with pytest.raises(ck.GradcheckError, match=r"layer 'scale' Scale, parameter 'gamma' \(scale.gamma\): worst "
+                                                r"relative error 9\.90\de-03 at index \(\d,\)") as e:
+        ck.gradcheck(model, rnd(2, 2, 4, 4))
+    assert "Failing tensors: ['scale.gamma']" in str(e.value)
+    report = ck.gradcheck(Scale(3, bug=True), rnd(2, 3, 2, 2), raise_on_fail=False)
+    assert not report.ok and report["gamma"]["failures"] == 3 and report["beta"]["failures"] == 0
+
+
+def test_relu_kinks_are_not_failures():
+    x = rnd(4, 8)
+    x[0, :4] = 0.0                 # exactly on the kink
+    x[1, :4] = 3e-7                # within eps of it
+    report = ck.gradcheck(ck.ReLU(), x, max_coords=64)
+    assert report.ok and report.kinks == 8
+    # a wrong dout (2 for f = sum(out)) makes every coordinate wrong: the 4 exactly at 0 still show the
+    # one-sided jump that explains the gap there (analytic 1 = 2 * 0.5, one-sided 0.5 and 1), the rest fail
+    bad = ck.gradcheck(ck.LeakyReLU(0.5), x, loss=lambda out, y: (float(out.sum()), np.full(out.shape, 2.0)),
+                       raise_on_fail=False, max_coords=64)
+    assert bad["input"]["failures"] == 28 and bad["input"]["kinks"] == 4 and not bad.ok
+
+
+def test_maxpool_ties_are_kinks():
+    x = rnd(1, 1, 4, 4)
+    x[0, 0, 0, :2] = 1.5           # a tie inside the first window
+    x[0, 0, 2:, 2:] = -0.25        # a four-way tie
+    report = ck.gradcheck(ck.MaxPool2d(2), x)
+    assert report.ok and report.kinks >= 2
+
+
+def test_sampling_large_tensors_and_caller_untouched():
+    model = ck.Sequential(ck.Linear(300, 40, seed=0), ck.Dropout(0.5), ck.BatchNorm1d(40), ck.Linear(40, 3, seed=1))
+    before = {n: p.data.copy() for n, p in model.named_parameters()}
+    offsets = model.rng_state()
+    report = ck.gradcheck(model, rnd(5, 300), max_coords=10, seed=1)
+    assert report.ok
+    assert report["0.weight"]["checked"] == 10 and report["3.bias"]["checked"] == 3
+    assert report["input"]["checked"] == 10
+    assert all(np.array_equal(before[n], p.data) and p.data.dtype == np.float32 for n, p in model.named_parameters())
+    assert model.rng_state() == offsets and int(model[2].num_batches_tracked) == 0
+
+
+def test_frozen_parameters_are_not_checked():
+    model = ck.Sequential(ck.Linear(4, 3, seed=0), ck.ReLU(), ck.Linear(3, 2, seed=1))
+    model[0].weight.requires_grad = False
+    report = ck.gradcheck(model, rnd(3, 4))
+    assert [r["name"] for r in report.rows] == ["input", "0.bias", "2.weight", "2.bias"]
+
+
+def test_gradcheck_bad_argument():
+    with pytest.raises(TypeError, match="expected a ck.Layer or model, got function"):
+        ck.gradcheck(lambda x: x, rnd(2, 2))
