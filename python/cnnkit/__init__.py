@@ -43,3 +43,5 @@ def build_info():
 __all__ = ["ops", "cuda", "Parameter", "FlatBuffer", "set_num_threads", "get_num_threads", "build_info"]
 from . import optim  # noqa: E402,F401  optimizers (issue 4)
 from . import schedules  # noqa: E402,F401  learning-rate schedules (issue 4)
+from . import regularizers  # noqa: E402,F401  L2 / L1 / elastic-net penalties (issue 4)
+from .lr_finder import lr_find  # noqa: E402,F401  LR range test (issue 4)
