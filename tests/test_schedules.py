@@ -201,3 +201,83 @@ def test_onecycle_past_total_steps_raises():
     with pytest.raises(ValueError, match="more than total_steps"):
         s.lr_at(11)
     assert math.isclose(s.lr_at(10), s.lr_at(9) - (s.lr_at(9) - s.lr_at(10)))
+
+
+# ---------------------------------------------------------------- LR range test
+
+class TinySoftmax:
+    """A duck-typed model with DESIGN.md's public API: model(x), backward(dscores), parameters(), zero_grad()."""
+
+    def __init__(self, D, C, seed=0):
+        rng = np.random.default_rng(seed)
+        self.W = ck.Parameter(0.01 * rng.standard_normal((D, C)))
+        self.b = ck.Parameter(np.zeros(C))
+
+    def parameters(self):
+        return [self.W, self.b]
+
+    def zero_grad(self):
+        for p in self.parameters():
+            p.grad[...] = 0
+
+    def __call__(self, x):
+        self.x = x
+        return x @ self.W.data + self.b.data
+
+    def backward(self, dscores):
+        self.W.grad += self.x.T @ dscores
+        self.b.grad += dscores.sum(0)
+        return dscores @ self.W.data.T
+
+
+def softmax_ce(scores, y):
+    s = scores - scores.max(1, keepdims=True)
+    p = np.exp(s) / np.exp(s).sum(1, keepdims=True)
+    loss = -np.mean(np.log(p[np.arange(len(y)), y]))
+    d = p.copy()
+    d[np.arange(len(y)), y] -= 1
+    return loss, d / len(y)
+
+
+def _batches(n=20, seed=0):
+    centers = np.random.default_rng(0).standard_normal((3, 10))  # one problem; seed picks the samples
+    rng = np.random.default_rng(100 + seed)
+    out = []
+    for _ in range(n):
+        y = rng.integers(0, 3, 32)
+        out.append((centers[y] + 2 * rng.standard_normal((32, 10)), y))
+    return out
+
+
+def test_lr_finder_raises_lr_exponentially_stops_at_3x_and_restores_the_model():
+    model = TinySoftmax(10, 3)
+    before = [p.data.copy() for p in model.parameters()]
+    res = ck.lr_find(model, softmax_ce, _batches(), start_lr=1e-5, end_lr=1e3, num_steps=200)
+    lrs = np.array(res.lrs)
+    np.testing.assert_allclose(lrs[1:] / lrs[:-1], (1e3 / 1e-5) ** (1 / 199), rtol=1e-12)
+    assert "3 x initial" in res.stopped_because
+    assert res.losses[-1] > 3 * res.losses[0]
+    assert all(loss <= 3 * res.losses[0] for loss in res.losses[:-1])
+    assert len(res.lrs) < 200 and min(res.losses) < 0.5 * res.losses[0]  # it learned, then blew up
+    assert 1e-5 < res.suggestion < res.lrs[-1] and res.suggestion <= res.min_loss_lr
+    for p, a in zip(model.parameters(), before):
+        assert p.data.tobytes() == a.tobytes()
+    # the suggested lr trains this model well
+    opt = ck.optim.SGD(model.parameters(), lr=res.suggestion, momentum=0.9)
+    for x, y in _batches(30, seed=1):
+        model.zero_grad()
+        loss, d = softmax_ce(model(x), y)
+        model.backward(d)
+        opt.step()
+    x, y = _batches(1, seed=2)[0]
+    assert softmax_ce(model(x), y)[0] < 0.6 * res.losses[0]
+
+
+def test_lr_finder_restores_a_passed_optimizer_and_checks_arguments():
+    model = TinySoftmax(10, 3)
+    opt = ck.optim.Adam(model.parameters(), lr=0.123)
+    res = ck.lr_find(model, softmax_ce, _batches(5), optimizer=opt, num_steps=10)
+    assert res.stopped_because in ("reached end_lr", "ran out of batches") or "initial" in res.stopped_because
+    assert opt.param_groups[0]["lr"] == 0.123 and opt.state[0] == {}
+    with pytest.raises(ValueError, match="start_lr < end_lr"):
+        ck.lr_find(model, softmax_ce, _batches(2), start_lr=1.0, end_lr=0.1)

@@ -60,6 +60,8 @@ __all__ += ["init", "losses", "Layer", "Model", "Node", "Input", "Sequential", "
             "GradcheckReport", "load", "manual_seed"]
 from . import optim  # noqa: E402,F401  optimizers (issue 4)
 from . import schedules  # noqa: E402,F401  learning-rate schedules (issue 4)
+from . import regularizers  # noqa: E402,F401  L2 / L1 / elastic-net penalties (issue 4)
+from .lr_finder import lr_find  # noqa: E402,F401  LR range test (issue 4)
 
 # Training (issue 6): the trainer, history and plots, checkpoints, callbacks, ensembles.
 from . import train  # noqa: E402,F401
