@@ -375,3 +375,21 @@ def test_bad_inputs_raise_naming_the_argument():
         D.RandomAffine(degrees=200)
     with pytest.raises(TypeError, match="Compose: every member must be callable"):
         D.Compose([1])
+
+
+def test_fused_compose_equals_member_by_member_calls():
+    x = rand((20, 3, 16, 16), 12)
+    ids = np.arange(50, 70, dtype=np.int64)
+    t = pipeline()
+    fused = t(x, ids=ids, epoch=2, seed=8)
+    y = x
+    for k, m in enumerate(t.transforms):
+        y = m(y, ids=ids, epoch=2, seed=8, stream=k + 1)
+    assert fused.tobytes() == y.tobytes()
+    # a plain callable in the middle splits the fused run without changing any stream
+    scale2 = D.Compose([t.transforms[0], lambda v: v * 2, *t.transforms[1:]])
+    y2 = scale2(x, ids=ids, epoch=2, seed=8)
+    z = t.transforms[0](x, ids=ids, epoch=2, seed=8, stream=1) * 2
+    for k, m in enumerate(t.transforms[1:]):
+        z = m(z, ids=ids, epoch=2, seed=8, stream=k + 3)
+    assert y2.tobytes() == z.tobytes()
