@@ -218,8 +218,10 @@ def test_random_affine_matches_reference(dtype):
     x = rand((10, 2, 7, 9), 6, dtype)
     t = D.RandomAffine(degrees=15, translate=(0.1, 0.2), scale=(0.9, 1.1), fill=0.25)
     y, prm = t(x, seed=3, epoch=5, return_params=True)
-    assert np.all(np.abs(prm[:, 0]) <= 15) and np.all(np.abs(prm[:, 1]) <= 0.1 * 7)
-    assert np.all(np.abs(prm[:, 2]) <= 0.2 * 9) and np.all((prm[:, 3] >= 0.9) & (prm[:, 3] <= 1.1))
+    # translate = (width fraction, height fraction), as torchvision: |tx| <= 0.1 W, |ty| <= 0.2 H
+    assert np.all(np.abs(prm[:, 0]) <= 15) and np.all(np.abs(prm[:, 1]) <= 0.2 * 7)
+    assert np.all(np.abs(prm[:, 2]) <= 0.1 * 9) and np.all((prm[:, 3] >= 0.9) & (prm[:, 3] <= 1.1))
+    assert np.abs(prm[:, 1]).max() > 0.1 * 7 * 0.8 and np.abs(prm[:, 2]).max() > 0.1 * 9 * 0.5
     for n in range(10):
         np.testing.assert_allclose(y[n], affine_ref(x[n], *prm[n], 0.25), rtol=1e-5, atol=1e-5)
 

@@ -283,9 +283,11 @@ class PCALighting(Transform):
 class RandomAffine(Transform):
     """Small random rotation, translation and scale about the image centre, bilinear, `fill` outside.
 
-    angle ~ U(-degrees, degrees) (counter-clockwise on screen), ty ~ U(-t_h, t_h) H, tx ~ U(-t_w, t_w) W
-    (translate = (t_h, t_w), fractions), scale ~ U(scale). Output pixel p reads the input at
-    c + R(-angle) (p - c - t) / scale with c = ((H-1)/2, (W-1)/2). params: float64 (N, 4) = angle, ty, tx, scale.
+    As torchvision's RandomAffine: translate = (a, b) are fractions of the width and the height, so
+    tx ~ U(-a W, a W) and ty ~ U(-b H, b H); angle ~ U(-degrees, degrees), positive = counter-clockwise on
+    screen; scale ~ U(scale). Unlike torchvision the shifts are not rounded to whole pixels. Output pixel p reads
+    the input at c + R(-angle) (p - c - t) / scale with c = ((H-1)/2, (W-1)/2), t = (ty, tx).
+    params: float64 (N, 4) = angle, ty, tx, scale (drawn in that order).
     """
 
     kind = 6
@@ -294,13 +296,14 @@ class RandomAffine(Transform):
         op = "RandomAffine"
         self.degrees = check_float(op, "degrees", degrees, 0.0, 180.0)
         if not isinstance(translate, (tuple, list)) or len(translate) != 2:
-            raise TypeError(f"{op}: translate must be a pair (t_h, t_w) of fractions, got {translate!r}")
+            raise TypeError(f"{op}: translate must be a pair (a, b) of fractions (width, height), got {translate!r}")
         self.translate = tuple(check_float(op, "translate", t, 0.0, 1.0) for t in translate)
         self.scale = check_range(op, "scale", scale, positive=True)
         self.fill = check_float(op, "fill", fill)
 
     def _stage(self, C, H, W):
-        return self.kind, [self.degrees, *self.translate, *self.scale, self.fill], H, W, None, None
+        a, b = self.translate  # (width, height) fractions; the kernel takes (t_h, t_w)
+        return self.kind, [self.degrees, b, a, *self.scale, self.fill], H, W, None, None
 
     def _params(self, rec, C):
         return rec[:, :4].copy()
@@ -333,7 +336,7 @@ def ten_crop(x, size):
     if h > H or w > W:
         raise ValueError(f"ten_crop: size {(h, w)} is larger than the images ({H}, {W})")
     tops_lefts = [(0, 0), (0, W - w), (H - h, 0), (H - h, W - w), ((H - h) // 2, (W - w) // 2)]
-    crops = [np.ascontiguousarray(x[:, :, t:t + h, l:l + w]) for t, l in tops_lefts]
+    crops = [np.ascontiguousarray(x[:, :, t:t + h, lf:lf + w]) for t, lf in tops_lefts]
     return crops + [np.ascontiguousarray(c[:, :, :, ::-1]) for c in crops]
 
 
