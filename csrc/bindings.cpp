@@ -296,152 +296,103 @@ py::tuple cuda_status() {
 
 
 // ==== data augmentation (issue 5: cnnkit.data.transforms) ====
-// Each takes x (N, C, H, W) and a preallocated y, the samples' dataset indices `ids` (N,) int64 (the key
-// of their Philox streams), and an optional array for the parameters drawn per sample.
+// aug_pipeline runs a list of stages over x (N, C, H, W) into a preallocated y in one kernel call. A stage
+// is (kind, stream, a (6 floats), P, Q, eigval or None, eigvec or None); see ops/augment.h. ids (N,) int64 are
+// the samples' dataset indices (the key of their Philox streams); records, if given, is (N, 16) float64.
 
-struct AugArrays {
-  int64_t N, C, H, W, P, Q;
+struct AugStages {
+  std::vector<ck::AugStage> stages;
+  std::vector<py::array> keep;  // eigval/eigvec arrays stay referenced while the kernel runs
+  int64_t P, Q;
 };
 
-AugArrays aug_check(const char* op, const py::array& x, const py::array& y, const py::array& ids) {
+AugStages aug_parse(const char* op, const py::list& items, int64_t C, int64_t H, int64_t W) {
+  AugStages out;
+  int64_t h = H, w = W;
+  if (items.size() == 0) ck::fail(op, "stages must not be empty");
+  for (const py::handle& item : items) {
+    auto t = item.cast<py::tuple>();
+    if (t.size() != 7) ck::fail(op, "each stage must be (kind, stream, a, P, Q, eigval, eigvec)");
+    ck::AugStage st{};
+    st.kind = t[0].cast<int>();
+    st.stream = t[1].cast<uint32_t>();
+    auto a = t[2].cast<std::vector<double>>();
+    if (a.size() != 6) ck::fail(op, "stage parameters must have 6 entries, got ", a.size());
+    std::copy(a.begin(), a.end(), st.a);
+    st.P = t[3].cast<int64_t>();
+    st.Q = t[4].cast<int64_t>();
+    switch (st.kind) {
+      case ck::kHFlip:
+        if (!(st.a[0] >= 0.0 && st.a[0] <= 1.0)) ck::fail(op, "flip p must be in [0, 1], got ", st.a[0]);
+        break;
+      case ck::kCrop: {
+        const int64_t pad = static_cast<int64_t>(st.a[0]);
+        if (pad < 0 || static_cast<double>(pad) != st.a[0]) ck::fail(op, "crop padding must be an int >= 0");
+        if (st.P < 1 || st.Q < 1 || st.P > h + 2 * pad || st.Q > w + 2 * pad)
+          ck::fail(op, "crop size (", st.P, ", ", st.Q, ") must fit in the padded image (", h + 2 * pad, ", ",
+                   w + 2 * pad, ")");
+        break;
+      }
+      case ck::kResizedCrop:
+        if (st.P < 1 || st.Q < 1) ck::fail(op, "resized crop size must be >= 1");
+        if (!(st.a[0] > 0 && st.a[0] <= st.a[1])) ck::fail(op, "scale must satisfy 0 < lo <= hi");
+        if (!(st.a[2] > 0 && st.a[2] <= st.a[3])) ck::fail(op, "ratio must satisfy 0 < lo <= hi");
+        break;
+      case ck::kJitter:
+        if (!(st.a[0] >= 0 && st.a[1] >= 0 && st.a[2] >= 0)) ck::fail(op, "jitter strengths must be >= 0");
+        if (st.a[1] > 0 && C != 1 && C != 3) ck::fail(op, "contrast needs C == 1 or 3, got C = ", C);
+        if (st.a[2] > 0 && C != 3) ck::fail(op, "saturation needs C == 3, got C = ", C);
+        break;
+      case ck::kLighting: {
+        if (C > ck::kAugRecord) ck::fail(op, "lighting supports C <= ", ck::kAugRecord, ", got C = ", C);
+        py::array ev = t[5].cast<py::array>(), vec = t[6].cast<py::array>();
+        expect_shape(op, "eigval", ev, {C});
+        expect_shape(op, "eigvec", vec, {C, C});
+        st.eigval = ptr<double>(ev, op, "eigval");
+        st.eigvec = ptr<double>(vec, op, "eigvec");
+        out.keep.push_back(ev);
+        out.keep.push_back(vec);
+        break;
+      }
+      case ck::kAffine:
+        if (!(st.a[3] > 0 && st.a[3] <= st.a[4])) ck::fail(op, "affine scale must satisfy 0 < lo <= hi");
+        break;
+      default:
+        ck::fail(op, "unknown stage kind ", st.kind);
+    }
+    if (st.kind != ck::kCrop && st.kind != ck::kResizedCrop && (st.P != h || st.Q != w))
+      ck::fail(op, "stage kind ", st.kind, " keeps the plane size (", h, ", ", w, "), got (", st.P, ", ", st.Q, ")");
+    h = st.P;
+    w = st.Q;
+    out.stages.push_back(st);
+  }
+  out.P = h;
+  out.Q = w;
+  return out;
+}
+
+void aug_pipeline(const py::array& x, const py::array& y, const py::array& ids, const py::list& stages,
+                  uint64_t seed, uint32_t epoch, int num_threads, const py::object& records) {
+  const char* op = "augment";
   if (x.ndim() != 4) ck::fail(op, "x must be 4-D (N, C, H, W), got shape ", ck::shape_str(shape_of(x)));
-  if (y.ndim() != 4 || y.shape(0) != x.shape(0) || y.shape(1) != x.shape(1))
-    ck::fail(op, "y must be 4-D with the (N, C) of x, got shape ", ck::shape_str(shape_of(y)));
-  expect_shape(op, "ids", ids, {x.shape(0)});
+  const int64_t N = x.shape(0), C = x.shape(1), H = x.shape(2), W = x.shape(3);
+  expect_shape(op, "ids", ids, {N});
+  AugStages st = aug_parse(op, stages, C, H, W);
+  expect_shape(op, "y", y, {N, C, st.P, st.Q});
   if (!x.dtype().is(y.dtype())) throw py::type_error(std::string(op) + ": y must have the dtype of x");
-  return AugArrays{x.shape(0), x.shape(1), x.shape(2), x.shape(3), y.shape(2), y.shape(3)};
-}
-
-template <typename P>
-P* aug_params(const char* op, const py::object& out, const std::vector<int64_t>& shape) {
-  if (out.is_none()) return nullptr;
-  py::array a = out.cast<py::array>();
-  expect_shape(op, "params", a, shape);
-  return ptr<P>(a, op, "params", true);
-}
-
-ck::AugKey aug_key(const char* op, const py::array& ids, uint64_t seed, uint32_t epoch, uint32_t stream,
-                   int num_threads) {
-  return ck::AugKey{seed, epoch, stream, ptr<int64_t>(ids, op, "ids"), num_threads};
-}
-
-void aug_hflip(const py::array& x, const py::array& y, const py::array& ids, double p, uint64_t seed,
-               uint32_t epoch, uint32_t stream, int num_threads, const py::object& params) {
-  const char* op = "hflip";
-  auto s = aug_check(op, x, y, ids);
-  if (s.P != s.H || s.Q != s.W) ck::fail(op, "y must have the shape of x");
-  if (!(p >= 0.0 && p <= 1.0)) ck::fail(op, "p must be in [0, 1], got ", p);
-  uint8_t* pp = aug_params<uint8_t>(op, params, {s.N});
-  auto key = aug_key(op, ids, seed, epoch, stream, num_threads);
+  double* rp = nullptr;
+  if (!records.is_none()) {
+    py::array r = records.cast<py::array>();
+    expect_shape(op, "records", r, {N, ck::kAugRecord});
+    rp = ptr<double>(r, op, "records", true);
+  }
+  const ck::AugKey key{seed, epoch, ptr<int64_t>(ids, op, "ids"), num_threads};
   auto run = [&](auto tag) {
     using T = decltype(tag);
     const T* xp = ptr<T>(x, op, "x");
     T* yp = ptr<T>(y, op, "y", true);
     py::gil_scoped_release nogil;
-    ck::hflip_cpu<T>(s.N, s.C, s.H, s.W, xp, p, key, yp, pp);
-  };
-  float_dtype(x, op, "x") == DType::f32 ? run(float{}) : run(double{});
-}
-
-void aug_random_crop(const py::array& x, const py::array& y, const py::array& ids, int64_t pad, uint64_t seed,
-                     uint32_t epoch, uint32_t stream, int num_threads, const py::object& params) {
-  const char* op = "random_crop";
-  auto s = aug_check(op, x, y, ids);
-  if (pad < 0) ck::fail(op, "padding must be >= 0, got ", pad);
-  if (s.P < 1 || s.Q < 1 || s.P > s.H + 2 * pad || s.Q > s.W + 2 * pad)
-    ck::fail(op, "size (", s.P, ", ", s.Q, ") must fit in the padded image (", s.H + 2 * pad, ", ", s.W + 2 * pad, ")");
-  int64_t* pp = aug_params<int64_t>(op, params, {s.N, 2});
-  auto key = aug_key(op, ids, seed, epoch, stream, num_threads);
-  auto run = [&](auto tag) {
-    using T = decltype(tag);
-    const T* xp = ptr<T>(x, op, "x");
-    T* yp = ptr<T>(y, op, "y", true);
-    py::gil_scoped_release nogil;
-    ck::random_crop_cpu<T>(s.N, s.C, s.H, s.W, xp, s.P, s.Q, pad, key, yp, pp);
-  };
-  float_dtype(x, op, "x") == DType::f32 ? run(float{}) : run(double{});
-}
-
-void aug_random_resized_crop(const py::array& x, const py::array& y, const py::array& ids,
-                             std::array<double, 2> scale, std::array<double, 2> ratio, uint64_t seed,
-                             uint32_t epoch, uint32_t stream, int num_threads, const py::object& params) {
-  const char* op = "random_resized_crop";
-  auto s = aug_check(op, x, y, ids);
-  if (s.P < 1 || s.Q < 1) ck::fail(op, "size must be >= 1");
-  if (!(scale[0] > 0 && scale[0] <= scale[1])) ck::fail(op, "scale must satisfy 0 < lo <= hi");
-  if (!(ratio[0] > 0 && ratio[0] <= ratio[1])) ck::fail(op, "ratio must satisfy 0 < lo <= hi");
-  int64_t* pp = aug_params<int64_t>(op, params, {s.N, 4});
-  auto key = aug_key(op, ids, seed, epoch, stream, num_threads);
-  auto run = [&](auto tag) {
-    using T = decltype(tag);
-    const T* xp = ptr<T>(x, op, "x");
-    T* yp = ptr<T>(y, op, "y", true);
-    py::gil_scoped_release nogil;
-    ck::random_resized_crop_cpu<T>(s.N, s.C, s.H, s.W, xp, s.P, s.Q, scale[0], scale[1], ratio[0], ratio[1], key,
-                                   yp, pp);
-  };
-  float_dtype(x, op, "x") == DType::f32 ? run(float{}) : run(double{});
-}
-
-void aug_color_jitter(const py::array& x, const py::array& y, const py::array& ids, double brightness,
-                      double contrast, double saturation, uint64_t seed, uint32_t epoch, uint32_t stream,
-                      int num_threads, const py::object& params) {
-  const char* op = "color_jitter";
-  auto s = aug_check(op, x, y, ids);
-  if (s.P != s.H || s.Q != s.W) ck::fail(op, "y must have the shape of x");
-  if (!(brightness >= 0 && contrast >= 0 && saturation >= 0)) ck::fail(op, "strengths must be >= 0");
-  if (contrast > 0 && s.C != 1 && s.C != 3) ck::fail(op, "contrast needs C == 1 or 3, got C = ", s.C);
-  if (saturation > 0 && s.C != 3) ck::fail(op, "saturation needs C == 3, got C = ", s.C);
-  double* pp = aug_params<double>(op, params, {s.N, 4});
-  auto key = aug_key(op, ids, seed, epoch, stream, num_threads);
-  auto run = [&](auto tag) {
-    using T = decltype(tag);
-    const T* xp = ptr<T>(x, op, "x");
-    T* yp = ptr<T>(y, op, "y", true);
-    py::gil_scoped_release nogil;
-    ck::color_jitter_cpu<T>(s.N, s.C, s.H, s.W, xp, brightness, contrast, saturation, key, yp, pp);
-  };
-  float_dtype(x, op, "x") == DType::f32 ? run(float{}) : run(double{});
-}
-
-void aug_pca_lighting(const py::array& x, const py::array& y, const py::array& ids, double alphastd,
-                      const py::array& eigval, const py::array& eigvec, uint64_t seed, uint32_t epoch,
-                      uint32_t stream, int num_threads, const py::object& params) {
-  const char* op = "pca_lighting";
-  auto s = aug_check(op, x, y, ids);
-  if (s.P != s.H || s.Q != s.W) ck::fail(op, "y must have the shape of x");
-  expect_shape(op, "eigval", eigval, {s.C});
-  expect_shape(op, "eigvec", eigvec, {s.C, s.C});
-  const double* ev = ptr<double>(eigval, op, "eigval");
-  const double* vec = ptr<double>(eigvec, op, "eigvec");
-  double* pp = aug_params<double>(op, params, {s.N, s.C});
-  auto key = aug_key(op, ids, seed, epoch, stream, num_threads);
-  auto run = [&](auto tag) {
-    using T = decltype(tag);
-    const T* xp = ptr<T>(x, op, "x");
-    T* yp = ptr<T>(y, op, "y", true);
-    py::gil_scoped_release nogil;
-    ck::pca_lighting_cpu<T>(s.N, s.C, s.H, s.W, xp, alphastd, ev, vec, key, yp, pp);
-  };
-  float_dtype(x, op, "x") == DType::f32 ? run(float{}) : run(double{});
-}
-
-void aug_random_affine(const py::array& x, const py::array& y, const py::array& ids, double degrees,
-                       std::array<double, 2> translate, std::array<double, 2> scale, double fill, uint64_t seed,
-                       uint32_t epoch, uint32_t stream, int num_threads, const py::object& params) {
-  const char* op = "random_affine";
-  auto s = aug_check(op, x, y, ids);
-  if (s.P != s.H || s.Q != s.W) ck::fail(op, "y must have the shape of x");
-  if (!(scale[0] > 0 && scale[0] <= scale[1])) ck::fail(op, "scale must satisfy 0 < lo <= hi");
-  double* pp = aug_params<double>(op, params, {s.N, 4});
-  auto key = aug_key(op, ids, seed, epoch, stream, num_threads);
-  auto run = [&](auto tag) {
-    using T = decltype(tag);
-    const T* xp = ptr<T>(x, op, "x");
-    T* yp = ptr<T>(y, op, "y", true);
-    py::gil_scoped_release nogil;
-    ck::random_affine_cpu<T>(s.N, s.C, s.H, s.W, xp, degrees, translate[0], translate[1], scale[0], scale[1], fill,
-                             key, yp, pp);
+    ck::augment_pipeline_cpu<T>(N, C, H, W, xp, st.stages.data(), static_cast<int>(st.stages.size()), key, yp, rp);
   };
   float_dtype(x, op, "x") == DType::f32 ? run(float{}) : run(double{});
 }
@@ -648,21 +599,7 @@ PYBIND11_MODULE(_C, m) {
   m.def("grad_scale_clamp", &grad_scale_clamp, py::arg("g"), py::arg("scale"), py::arg("clip"));
   m.def("maxnorm_rows", &maxnorm_rows, py::arg("p"), py::arg("max_norm"));
   // ---- data augmentation (issue 5) ----
-  m.def("aug_hflip", &aug_hflip, py::arg("x"), py::arg("y"), py::arg("ids"), py::arg("p"), py::arg("seed"),
-        py::arg("epoch"), py::arg("stream"), py::arg("num_threads"), py::arg("params").none(true));
-  m.def("aug_random_crop", &aug_random_crop, py::arg("x"), py::arg("y"), py::arg("ids"), py::arg("pad"),
-        py::arg("seed"), py::arg("epoch"), py::arg("stream"), py::arg("num_threads"), py::arg("params").none(true));
-  m.def("aug_random_resized_crop", &aug_random_resized_crop, py::arg("x"), py::arg("y"), py::arg("ids"),
-        py::arg("scale"), py::arg("ratio"), py::arg("seed"), py::arg("epoch"), py::arg("stream"),
-        py::arg("num_threads"), py::arg("params").none(true));
-  m.def("aug_color_jitter", &aug_color_jitter, py::arg("x"), py::arg("y"), py::arg("ids"), py::arg("brightness"),
-        py::arg("contrast"), py::arg("saturation"), py::arg("seed"), py::arg("epoch"), py::arg("stream"),
-        py::arg("num_threads"), py::arg("params").none(true));
-  m.def("aug_pca_lighting", &aug_pca_lighting, py::arg("x"), py::arg("y"), py::arg("ids"), py::arg("alphastd"),
-        py::arg("eigval"), py::arg("eigvec"), py::arg("seed"), py::arg("epoch"), py::arg("stream"),
-        py::arg("num_threads"), py::arg("params").none(true));
-  m.def("aug_random_affine", &aug_random_affine, py::arg("x"), py::arg("y"), py::arg("ids"), py::arg("degrees"),
-        py::arg("translate"), py::arg("scale"), py::arg("fill"), py::arg("seed"), py::arg("epoch"),
-        py::arg("stream"), py::arg("num_threads"), py::arg("params").none(true));
+  m.def("aug_pipeline", &aug_pipeline, py::arg("x"), py::arg("y"), py::arg("ids"), py::arg("stages"),
+        py::arg("seed"), py::arg("epoch"), py::arg("num_threads"), py::arg("records").none(true));
   m.def("philox_keys", &philox_keys, py::arg("keys"), py::arg("seed"), py::arg("epoch"), py::arg("stream"));
 }

@@ -124,3 +124,25 @@ def test_pair_dataset_and_bad_arguments():
         loader.load_state_dict({**loader.state_dict(), "seed": 2})
     with pytest.raises(ValueError, match="batch must be <= 3"):
         loader.load_state_dict({**loader.state_dict(), "batch": 4})
+
+
+def test_batches_are_keyed_by_dataset_index_epoch_and_seed():
+    ds = dataset()
+    t = aug()
+    loader = D.DataLoader(ds, 8, seed=21, transform=t, prefetch=False)
+    collect(loader)  # epoch 0
+    order = loader.order(1)
+    for b, (x, y) in enumerate(loader):  # epoch 1
+        idx = order[b * 8:(b + 1) * 8]
+        np.testing.assert_array_equal(y, ds.y[idx])
+        assert x.tobytes() == t(np.ascontiguousarray(ds.x[idx]), ids=idx, epoch=1, seed=21).tobytes()
+
+
+def test_digits_train_loop_smoke():
+    s = D.load_digits()
+    pre = D.ChannelStandardize().fit(s["train"].x)
+    loader = D.DataLoader(s["train"], 100, seed=0,
+                          transform=D.Compose([pre, D.RandomCrop(8, padding=1), D.RandomAffine(10)]))
+    xs = [x for x, _ in loader]
+    assert len(xs) == 12 and xs[0].shape == (100, 1, 8, 8) and xs[-1].shape == (97, 1, 8, 8)
+    assert all(x.dtype == np.float32 and np.isfinite(x).all() for x in xs)

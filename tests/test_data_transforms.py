@@ -218,8 +218,10 @@ def test_random_affine_matches_reference(dtype):
     x = rand((10, 2, 7, 9), 6, dtype)
     t = D.RandomAffine(degrees=15, translate=(0.1, 0.2), scale=(0.9, 1.1), fill=0.25)
     y, prm = t(x, seed=3, epoch=5, return_params=True)
-    assert np.all(np.abs(prm[:, 0]) <= 15) and np.all(np.abs(prm[:, 1]) <= 0.1 * 7)
-    assert np.all(np.abs(prm[:, 2]) <= 0.2 * 9) and np.all((prm[:, 3] >= 0.9) & (prm[:, 3] <= 1.1))
+    # translate = (width fraction, height fraction), as torchvision: |tx| <= 0.1 W, |ty| <= 0.2 H
+    assert np.all(np.abs(prm[:, 0]) <= 15) and np.all(np.abs(prm[:, 1]) <= 0.2 * 7)
+    assert np.all(np.abs(prm[:, 2]) <= 0.1 * 9) and np.all((prm[:, 3] >= 0.9) & (prm[:, 3] <= 1.1))
+    assert np.abs(prm[:, 1]).max() > 0.1 * 7 * 0.8 and np.abs(prm[:, 2]).max() > 0.1 * 9 * 0.5
     for n in range(10):
         np.testing.assert_allclose(y[n], affine_ref(x[n], *prm[n], 0.25), rtol=1e-5, atol=1e-5)
 
@@ -375,3 +377,21 @@ def test_bad_inputs_raise_naming_the_argument():
         D.RandomAffine(degrees=200)
     with pytest.raises(TypeError, match="Compose: every member must be callable"):
         D.Compose([1])
+
+
+def test_fused_compose_equals_member_by_member_calls():
+    x = rand((20, 3, 16, 16), 12)
+    ids = np.arange(50, 70, dtype=np.int64)
+    t = pipeline()
+    fused = t(x, ids=ids, epoch=2, seed=8)
+    y = x
+    for k, m in enumerate(t.transforms):
+        y = m(y, ids=ids, epoch=2, seed=8, stream=k + 1)
+    assert fused.tobytes() == y.tobytes()
+    # a plain callable in the middle splits the fused run without changing any stream
+    scale2 = D.Compose([t.transforms[0], lambda v: v * 2, *t.transforms[1:]])
+    y2 = scale2(x, ids=ids, epoch=2, seed=8)
+    z = t.transforms[0](x, ids=ids, epoch=2, seed=8, stream=1) * 2
+    for k, m in enumerate(t.transforms[1:]):
+        z = m(z, ids=ids, epoch=2, seed=8, stream=k + 3)
+    assert y2.tobytes() == z.tobytes()

@@ -145,55 +145,53 @@ CK_HD void sample_affine(SampleRng& g, int64_t H, int64_t W, double degrees, dou
   params[3] = g.uniform(scale_lo, scale_hi);
 }
 
-// ---- the batch kernels ----
-// x (N, C, H, W) -> y (N, C, P, Q) (P, Q = H, W unless stated). Each writes y (=) and, when the pointer is
-// not null, the parameters it drew for each sample (so tests and users can see them). ids (N,) are the
-// samples' indices in the dataset: the key of their random streams. OpenMP over the batch, with
-// num_threads threads (<= 0: the current OpenMP default), one sample per iteration.
+// ---- the batch kernel ----
+// A pipeline of stages runs over x (N, C, H, W) -> y (N, C, P, Q) in ONE OpenMP region: each sample passes
+// through every stage in thread-local buffers, so a Compose of k transforms costs one fork/join, not k (on a
+// busy 2-core machine each extra region costs milliseconds waiting for the second thread to be scheduled).
+// Intermediates are stored in T between stages, exactly as k separate calls would store them, so the fused
+// result equals the unfused one bit for bit. Sample n of stage s draws from the stream
+// (seed, epoch, ids[n], stages[s].stream). One sample per iteration, dynamic chunks of 8 (a thread the OS
+// delays does not hold up the batch); num_threads <= 0 means the current OpenMP default.
+enum AugKind : int { kHFlip = 1, kCrop = 2, kResizedCrop = 3, kJitter = 4, kLighting = 5, kAffine = 6 };
+
+struct AugStage {
+  int kind;
+  uint32_t stream;      // the Philox stream word (the Python layer folds the transform's kind into it)
+  double a[6];          // flip: p | crop: pad | resized crop: scale lo, hi, ratio lo, hi | jitter: b, c, s |
+                        // lighting: alphastd | affine: degrees, t_h, t_w, scale lo, hi, fill
+  int64_t P, Q;         // output plane (equal to the input plane except for the two crops)
+  const double* eigval = nullptr;  // lighting: (C,) and (C, C) with eigenvectors as columns
+  const double* eigvec = nullptr;
+};
+
 struct AugKey {
   uint64_t seed;
-  uint32_t epoch, stream;
+  uint32_t epoch;
   const int64_t* ids;
   int num_threads;
 };
 
-template <typename T>
-void hflip_cpu(int64_t N, int64_t C, int64_t H, int64_t W, const T* x, double p, const AugKey& key, T* y,
-               uint8_t* flipped);
+// The values each stage drew for a sample (`records`, when not null, is (N, kAugRecord) and only the
+// first stage's draws are kept):
+//   flip: flipped | crop: oy, ox | resized crop: top, left, h, w | jitter: order, b, c, s |
+//   lighting: alpha[0..C-1] | affine: angle (degrees), ty, tx, scale.
+constexpr int kAugRecord = 16;  // also the largest C a lighting stage accepts
 
-// y[n, c, i, j] = xpad[n, c, oy + i, ox + j], xpad = x with `pad` zeros on every side.
+// Stage semantics, per sample x (C, H, W) -> y (C, P, Q); each writes y (=):
+//   flip: mirror left-right.  crop: y[c, i, j] = xpad[c, oy + i, ox + j], xpad = x with `pad` zeros around.
+//   resized crop: the box (top, left, h, w) resized to P x Q bilinearly with half-pixel centres
+//     (align_corners=False, no antialiasing), exactly as torch.nn.functional.interpolate(mode="bilinear").
+//   jitter: brightness x * b; contrast c * x + (1 - c) * mean(gray(x)); saturation s * x + (1 - s) * gray(x),
+//     in the sampled order; gray = 0.299 R + 0.587 G + 0.114 B (ITU-R 601, as torchvision) or x itself when
+//     C == 1. No clamping: the data may already be mean-subtracted. A strength of 0 skips its op exactly.
+//   lighting: y[c] = x[c] + sum_k eigvec[c, k] * alpha[k] * eigval[k].
+//   affine: output pixel p = (i, j) samples the input at c + R(-angle) (p - c - t) / scale, t = (ty, tx),
+//     c = ((H - 1) / 2, (W - 1) / 2), bilinear, a neighbour outside the image contributing `fill`; a positive
+//     angle turns the content counter-clockwise on screen (rows pointing down).
 template <typename T>
-void random_crop_cpu(int64_t N, int64_t C, int64_t H, int64_t W, const T* x, int64_t P, int64_t Q, int64_t pad,
-                     const AugKey& key, T* y, int64_t* offsets);
-
-// The box (top, left, h, w) resized to P x Q by bilinear interpolation with half-pixel centres
-// (align_corners=False, no antialiasing), exactly as torch.nn.functional.interpolate(mode="bilinear").
-template <typename T>
-void random_resized_crop_cpu(int64_t N, int64_t C, int64_t H, int64_t W, const T* x, int64_t P, int64_t Q,
-                             double scale_lo, double scale_hi, double ratio_lo, double ratio_hi, const AugKey& key,
-                             T* y, int64_t* boxes);
-
-// Brightness x * b; contrast c * x + (1 - c) * mean(gray(x)); saturation s * x + (1 - s) * gray(x), applied
-// in the sampled order; gray = 0.299 R + 0.587 G + 0.114 B (ITU-R 601, as torchvision) or x itself when
-// C == 1. No clamping: the data may already be mean-subtracted. A strength of 0 skips its op exactly.
-// params (N, 4): perm, b, c, s.
-template <typename T>
-void color_jitter_cpu(int64_t N, int64_t C, int64_t H, int64_t W, const T* x, double brightness, double contrast,
-                      double saturation, const AugKey& key, T* y, double* params);
-
-// y[n, c] = x[n, c] + sum_k eigvec[c, k] * alpha[n, k] * eigval[k] (eigenvectors are the columns of
-// eigvec (C, C)). params (N, C): alpha.
-template <typename T>
-void pca_lighting_cpu(int64_t N, int64_t C, int64_t H, int64_t W, const T* x, double alphastd,
-                      const double* eigval, const double* eigvec, const AugKey& key, T* y, double* alphas);
-
-// Output pixel (i, j) samples the input at  c + R(-angle) (p - c - t) / scale,  p = (i, j), t = (ty, tx),
-// c = ((H - 1) / 2, (W - 1) / 2), bilinear; a neighbour outside the image contributes `fill`.
-// params (N, 4): angle (degrees, counter-clockwise on screen), ty, tx, scale.
-template <typename T>
-void random_affine_cpu(int64_t N, int64_t C, int64_t H, int64_t W, const T* x, double degrees, double th,
-                       double tw, double scale_lo, double scale_hi, double fill, const AugKey& key, T* y,
-                       double* params);
+void augment_pipeline_cpu(int64_t N, int64_t C, int64_t H, int64_t W, const T* x, const AugStage* stages,
+                          int num_stages, const AugKey& key, T* y, double* records);
 
 // keys[i] = a 64-bit Philox word pair for element i of stream (seed, epoch, stream): sorting the keys
 // (stable, ties by index) gives the loader's per-epoch permutation.

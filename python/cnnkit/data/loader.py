@@ -13,6 +13,7 @@ import numpy as np
 
 from .. import _C
 from ._common import check_int
+from .transforms import Compose, Transform
 
 __all__ = ["DataLoader"]
 
@@ -114,7 +115,6 @@ class DataLoader:
         x, y = self._get(idx)
         x = np.ascontiguousarray(x)
         if self.transform is not None:
-            from .transforms import Compose, Transform
             if isinstance(self.transform, (Transform, Compose)):
                 x = self.transform(x, ids=idx, epoch=epoch, seed=self.seed, num_threads=num_threads)
             else:

@@ -58,6 +58,29 @@ def _size(op, name, v):
     return out
 
 
+_RECORD = 16  # values recorded per sample by the kernel (augment.h kAugRecord)
+
+
+def _run(x, ids, epoch, seed, nt, stages, records=None):
+    """One kernel call for a run of stages: [(transform, philox stream word, stage tuple)]."""
+    P, Q = stages[-1][2][3], stages[-1][2][4]
+    y = np.empty(x.shape[:2] + (P, Q), x.dtype)
+    _C.aug_pipeline(x, y, ids, [st for _, _, st in stages], seed, epoch, nt, records)
+    return y
+
+
+def _stage_list(transforms, streams, shape):
+    """Validate each transform against the running (C, H, W) and build its kernel stage."""
+    out = []
+    C, H, W = shape
+    for t, stream in zip(transforms, streams):
+        kind, a, P, Q, ev, vec = t._stage(C, H, W)
+        a = [float(v) for v in a] + [0.0] * (6 - len(a))
+        out.append((t, stream, (kind, stream, a, P, Q, ev, vec)))
+        H, W = P, Q
+    return out
+
+
 class Transform:
     """A random transform of a batch. Call as ``t(x, ids=None, epoch=0, seed=0, stream=0, num_threads=None)``.
 
@@ -65,16 +88,19 @@ class Transform:
     0..N-1). With ``return_params=True`` the call returns (y, params): the values drawn for each sample.
     """
 
-    kind = 0  # 1..15, distinct per class, mixed into the Philox stream
+    kind = 0  # 1..15, distinct per class, mixed into the Philox stream: (stream << 4) | kind
 
     def __call__(self, x, ids=None, epoch=0, seed=0, stream=0, num_threads=None, return_params=False):
         op = type(self).__name__
         check_images(op, "x", x)
         ids, epoch, seed, stream, nt = _key_args(op, x, ids, epoch, seed, stream, num_threads)
-        y, params = self._apply(x, ids, epoch, seed, (stream << 4) | self.kind, nt)
-        return (y, params) if return_params else y
+        stages = _stage_list([self], [(stream << 4) | self.kind], x.shape[1:])
+        records = np.zeros((x.shape[0], _RECORD), np.float64) if return_params else None
+        y = _run(x, ids, epoch, seed, nt, stages, records)
+        return (y, self._params(records, x.shape[1])) if return_params else y
 
-    def _apply(self, x, ids, epoch, seed, stream, nt):  # pragma: no cover - abstract
+    def _stage(self, C, H, W):  # pragma: no cover - abstract
+        """-> (kind, parameters (<= 6 floats), P, Q, eigval or None, eigvec or None), after checking x."""
         raise NotImplementedError
 
     def __repr__(self):
@@ -84,8 +110,9 @@ class Transform:
 
 class Compose:
     """Apply transforms in order. Member k of a Compose called with stream s draws from stream 64 s + k + 1,
-    so two copies of one transform never share random numbers. Plain callables f(x) (preprocessors, CenterCrop)
-    may be mixed in."""
+    so two copies of one transform never share random numbers. Consecutive built-in transforms run fused, in one
+    kernel call (one pass over the batch, bit-identical to calling them one by one). Plain callables f(x)
+    (preprocessors, CenterCrop) may be mixed in."""
 
     def __init__(self, transforms):
         transforms = list(transforms)
@@ -97,11 +124,25 @@ class Compose:
         self.transforms = transforms
 
     def __call__(self, x, ids=None, epoch=0, seed=0, stream=0, num_threads=None):
-        for k, t in enumerate(self.transforms):
-            if isinstance(t, (Transform, Compose)):
+        run, k = [], 0
+        while k < len(self.transforms):
+            t = self.transforms[k]
+            if isinstance(t, Transform):
+                run.append((t, ((stream * 64 + k + 1) << 4) | t.kind))
+                k += 1
+                if k < len(self.transforms) and isinstance(self.transforms[k], Transform):
+                    continue
+                check_images("Compose", "x", x)
+                ids_, epoch_, seed_, _, nt = _key_args("Compose", x, ids, epoch, seed, stream, num_threads)
+                stages = _stage_list([r[0] for r in run], [r[1] for r in run], x.shape[1:])
+                x = _run(x, ids_, epoch_, seed_, nt, stages)
+                run = []
+                continue
+            if isinstance(t, Compose):
                 x = t(x, ids=ids, epoch=epoch, seed=seed, stream=stream * 64 + k + 1, num_threads=num_threads)
             else:
                 x = t(x)
+            k += 1
         return x
 
     def __repr__(self):
@@ -116,11 +157,11 @@ class RandomHorizontalFlip(Transform):
     def __init__(self, p=0.5):
         self.p = check_float("RandomHorizontalFlip", "p", p, 0.0, 1.0)
 
-    def _apply(self, x, ids, epoch, seed, stream, nt):
-        y = np.empty_like(x)
-        flipped = np.empty(x.shape[0], np.uint8)
-        _C.aug_hflip(x, y, ids, self.p, seed, epoch, stream, nt, flipped)
-        return y, flipped
+    def _stage(self, C, H, W):
+        return self.kind, [self.p], H, W, None, None
+
+    def _params(self, rec, C):
+        return rec[:, 0].astype(np.uint8)
 
 
 class RandomCrop(Transform):
@@ -134,16 +175,15 @@ class RandomCrop(Transform):
         self.size = _size(op, "size", size)
         self.padding = check_int(op, "padding", padding, minimum=0)
 
-    def _apply(self, x, ids, epoch, seed, stream, nt):
-        op = "RandomCrop"
-        H, W = x.shape[2] + 2 * self.padding, x.shape[3] + 2 * self.padding
-        if self.size[0] > H or self.size[1] > W:
-            raise ValueError(f"{op}: size {self.size} must fit in the padded image ({H}, {W}) of x "
-                             f"{tuple(x.shape)} with padding {self.padding}")
-        y = np.empty(x.shape[:2] + self.size, x.dtype)
-        offsets = np.empty((x.shape[0], 2), np.int64)
-        _C.aug_random_crop(x, y, ids, self.padding, seed, epoch, stream, nt, offsets)
-        return y, offsets
+    def _stage(self, C, H, W):
+        Hp, Wp = H + 2 * self.padding, W + 2 * self.padding
+        if self.size[0] > Hp or self.size[1] > Wp:
+            raise ValueError(f"RandomCrop: size {self.size} must fit in the padded image ({Hp}, {Wp}) of images "
+                             f"({H}, {W}) with padding {self.padding}")
+        return self.kind, [self.padding], self.size[0], self.size[1], None, None
+
+    def _params(self, rec, C):
+        return rec[:, :2].astype(np.int64)
 
 
 class RandomResizedCrop(Transform):
@@ -159,11 +199,11 @@ class RandomResizedCrop(Transform):
         self.scale = check_range(op, "scale", scale, positive=True)
         self.ratio = check_range(op, "ratio", ratio, positive=True)
 
-    def _apply(self, x, ids, epoch, seed, stream, nt):
-        y = np.empty(x.shape[:2] + self.size, x.dtype)
-        boxes = np.empty((x.shape[0], 4), np.int64)
-        _C.aug_random_resized_crop(x, y, ids, self.scale, self.ratio, seed, epoch, stream, nt, boxes)
-        return y, boxes
+    def _stage(self, C, H, W):
+        return self.kind, [*self.scale, *self.ratio], self.size[0], self.size[1], None, None
+
+    def _params(self, rec, C):
+        return rec[:, :4].astype(np.int64)
 
 
 class ColorJitter(Transform):
@@ -181,18 +221,15 @@ class ColorJitter(Transform):
         self.contrast = check_float(op, "contrast", contrast, 0.0)
         self.saturation = check_float(op, "saturation", saturation, 0.0)
 
-    def _apply(self, x, ids, epoch, seed, stream, nt):
-        op = "ColorJitter"
-        C = x.shape[1]
+    def _stage(self, C, H, W):
         if self.saturation > 0 and C != 3:
             raise ValueError(f"ColorJitter: saturation needs 3 channels (RGB), got x with C = {C}")
         if self.contrast > 0 and C not in (1, 3):
-            raise ValueError(f"{op}: contrast needs 1 or 3 channels, got x with C = {C}")
-        y = np.empty_like(x)
-        params = np.empty((x.shape[0], 4), np.float64)
-        _C.aug_color_jitter(x, y, ids, self.brightness, self.contrast, self.saturation, seed, epoch, stream, nt,
-                            params)
-        return y, params
+            raise ValueError(f"ColorJitter: contrast needs 1 or 3 channels, got x with C = {C}")
+        return self.kind, [self.brightness, self.contrast, self.saturation], H, W, None, None
+
+    def _params(self, rec, C):
+        return rec[:, :4].copy()
 
 
 # ImageNet RGB eigenvalues/eigenvectors (columns) used by AlexNet-style lighting in fb.resnet.torch.
@@ -221,6 +258,8 @@ class PCALighting(Transform):
         if self.eigval.ndim != 1 or self.eigvec.shape != (C, C):
             raise ValueError(f"{op}: eigval must be (C,) and eigvec (C, C), got {self.eigval.shape} and "
                              f"{self.eigvec.shape}")
+        if C > _RECORD:
+            raise ValueError(f"{op}: at most {_RECORD} channels, got {C}")
 
     @classmethod
     def fit(cls, x, alphastd=0.1):
@@ -232,21 +271,23 @@ class PCALighting(Transform):
         order = np.argsort(val)[::-1]
         return cls(alphastd, np.clip(val[order], 0, None), vec[:, order])
 
-    def _apply(self, x, ids, epoch, seed, stream, nt):
-        if x.shape[1] != self.eigval.shape[0]:
-            raise ValueError(f"PCALighting: x has C = {x.shape[1]} channels but eigval has {self.eigval.shape[0]}")
-        y = np.empty_like(x)
-        alphas = np.empty((x.shape[0], x.shape[1]), np.float64)
-        _C.aug_pca_lighting(x, y, ids, self.alphastd, self.eigval, self.eigvec, seed, epoch, stream, nt, alphas)
-        return y, alphas
+    def _stage(self, C, H, W):
+        if C != self.eigval.shape[0]:
+            raise ValueError(f"PCALighting: x has C = {C} channels but eigval has {self.eigval.shape[0]}")
+        return self.kind, [self.alphastd], H, W, self.eigval, self.eigvec
+
+    def _params(self, rec, C):
+        return rec[:, :C].copy()
 
 
 class RandomAffine(Transform):
     """Small random rotation, translation and scale about the image centre, bilinear, `fill` outside.
 
-    angle ~ U(-degrees, degrees) (counter-clockwise on screen), ty ~ U(-t_h, t_h) H, tx ~ U(-t_w, t_w) W
-    (translate = (t_h, t_w), fractions), scale ~ U(scale). Output pixel p reads the input at
-    c + R(-angle) (p - c - t) / scale with c = ((H-1)/2, (W-1)/2). params: float64 (N, 4) = angle, ty, tx, scale.
+    As torchvision's RandomAffine: translate = (a, b) are fractions of the width and the height, so
+    tx ~ U(-a W, a W) and ty ~ U(-b H, b H); angle ~ U(-degrees, degrees), positive = counter-clockwise on
+    screen; scale ~ U(scale). Unlike torchvision the shifts are not rounded to whole pixels. Output pixel p reads
+    the input at c + R(-angle) (p - c - t) / scale with c = ((H-1)/2, (W-1)/2), t = (ty, tx).
+    params: float64 (N, 4) = angle, ty, tx, scale (drawn in that order).
     """
 
     kind = 6
@@ -255,17 +296,17 @@ class RandomAffine(Transform):
         op = "RandomAffine"
         self.degrees = check_float(op, "degrees", degrees, 0.0, 180.0)
         if not isinstance(translate, (tuple, list)) or len(translate) != 2:
-            raise TypeError(f"{op}: translate must be a pair (t_h, t_w) of fractions, got {translate!r}")
+            raise TypeError(f"{op}: translate must be a pair (a, b) of fractions (width, height), got {translate!r}")
         self.translate = tuple(check_float(op, "translate", t, 0.0, 1.0) for t in translate)
         self.scale = check_range(op, "scale", scale, positive=True)
         self.fill = check_float(op, "fill", fill)
 
-    def _apply(self, x, ids, epoch, seed, stream, nt):
-        y = np.empty_like(x)
-        params = np.empty((x.shape[0], 4), np.float64)
-        _C.aug_random_affine(x, y, ids, self.degrees, self.translate, self.scale, self.fill, seed, epoch, stream,
-                             nt, params)
-        return y, params
+    def _stage(self, C, H, W):
+        a, b = self.translate  # (width, height) fractions; the kernel takes (t_h, t_w)
+        return self.kind, [self.degrees, b, a, *self.scale, self.fill], H, W, None, None
+
+    def _params(self, rec, C):
+        return rec[:, :4].copy()
 
 
 class CenterCrop:
@@ -295,7 +336,7 @@ def ten_crop(x, size):
     if h > H or w > W:
         raise ValueError(f"ten_crop: size {(h, w)} is larger than the images ({H}, {W})")
     tops_lefts = [(0, 0), (0, W - w), (H - h, 0), (H - h, W - w), ((H - h) // 2, (W - w) // 2)]
-    crops = [np.ascontiguousarray(x[:, :, t:t + h, l:l + w]) for t, l in tops_lefts]
+    crops = [np.ascontiguousarray(x[:, :, t:t + h, lf:lf + w]) for t, lf in tops_lefts]
     return crops + [np.ascontiguousarray(c[:, :, :, ::-1]) for c in crops]
 
 
