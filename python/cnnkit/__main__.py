@@ -1,4 +1,6 @@
-"""`python -m cnnkit`: the main job (see cnnkit.demo until the trainer lands)."""
-from .demo import main
+"""`python -m cnnkit ...` is the `cnnkit` command (train, search); with no arguments it trains on digits."""
+import sys
 
-main()
+from .cli import main
+
+sys.exit(main(sys.argv[1:] or ["train"]))

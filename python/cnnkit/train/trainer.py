@@ -138,10 +138,12 @@ class Trainer:
 
     def _ratios(self, before):
         num, den = {}, {}
+        kinds = {path: type(l).__name__ for path, l in self.model.named_layers()}
         for n, p in self.model.named_parameters():
             if n not in before:
                 continue
-            layer = _layer_of(n)
+            path = _layer_of(n)
+            layer = f"{path} {kinds[path]}" if path in kinds and kinds[path] not in path else path
             num[layer] = num.get(layer, 0.0) + float(np.sum((p.data.astype(np.float64) - before[n]) ** 2))
             den[layer] = den.get(layer, 0.0) + float(np.sum(before[n].astype(np.float64) ** 2))
         return {k: math.sqrt(num[k]) / math.sqrt(den[k]) if den[k] > 0 else float("nan") for k in num}

@@ -1,0 +1,265 @@
+"""The command line: ``cnnkit train`` and ``cnnkit search``.
+
+``cnnkit train`` with no arguments trains a small ConvNet on the bundled UCI digits and writes a run folder
+(history.json, CSVs, the babysitting plots, the final model, a checkpoint folder, and result.json with the
+test accuracy). ``cnnkit train --config run.toml`` runs a configured experiment; ``cnnkit search --config
+search.toml`` runs a random / coarse-to-fine hyperparameter search (see cnnkit.search).
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python < 3.11
+    import tomli as tomllib
+
+import numpy as np
+
+# Every key a config may hold, with its type; anything else is an error that names the key.
+SCHEMA = {
+    "seed": int, "epochs": int, "batch_size": int, "threads": int, "out": str, "plots": bool,
+    "checkpoint_every": int,
+    "data": {"dataset": str, "path": str, "normalize": str, "augment": list},
+    "model": {"layers": list, "zoo": str, "init": str, "num_classes": int},
+    "optimizer": {"name": str, "lr": float, "momentum": float, "nesterov": bool, "weight_decay": float,
+                  "betas": list, "eps": float, "alpha": float, "centered": bool, "dampening": float,
+                  "amsgrad": bool, "lr_decay": float, "decay_bias": bool, "l1": float, "max_norm": float,
+                  "nonfinite": str, "clip_grad_norm": float},
+    "schedule": {"name": str, "interval": str, "step_size": int, "gamma": float, "milestones": list,
+                 "T_max": int, "eta_min": float, "T_0": int, "T_mult": int, "base_lr": float, "max_lr": float,
+                 "step_size_up": int, "mode": str, "warmup": int, "total_steps": int, "power": float,
+                 "T": int, "patience": int, "factor": float},
+    "regularizers": {"l2": float, "l1": float},
+    "early_stopping": {"monitor": str, "patience": int},
+}
+
+DEFAULTS = {"seed": 0, "epochs": 15, "batch_size": 32, "out": None, "plots": True, "checkpoint_every": 1,
+            "data": {"dataset": "digits", "normalize": "none", "augment": []},
+            "optimizer": {"name": "Adam", "lr": 2e-3},
+            "schedule": {"name": "Cosine"}}
+
+DIGITS_NET = [
+    {"type": "Conv2d", "args": [1, 16, 3], "padding": 1}, {"type": "ReLU"},
+    {"type": "Conv2d", "args": [16, 32, 3], "padding": 1}, {"type": "ReLU"},
+    {"type": "MaxPool2d", "args": [2]}, {"type": "Flatten"},
+    {"type": "Linear", "args": [512, 64]}, {"type": "ReLU"}, {"type": "Dropout", "args": [0.25]},
+    {"type": "Linear", "args": [64, 10]},
+]
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _check(cfg, schema, where=""):
+    for key, value in cfg.items():
+        name = f"{where}{key}"
+        if key not in schema:
+            raise ConfigError(f"config: unknown key '{name}'; expected one of {sorted(schema)}")
+        want = schema[key]
+        if isinstance(want, dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"config: '{name}' must be a table, got {type(value).__name__}")
+            _check(value, want, name + ".")
+        elif want is float:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"config: '{name}' must be a number, got {value!r}")
+        elif want is int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"config: '{name}' must be an integer, got {value!r}")
+        elif not isinstance(value, want):
+            raise ConfigError(f"config: '{name}' must be a {want.__name__}, got {value!r}")
+
+
+def load_config(path=None, overrides=None):
+    """Read and validate a TOML config, filling defaults. Raises ConfigError naming the bad key."""
+    cfg = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                cfg = tomllib.load(f)
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config: {path} is not valid TOML: {e}") from None
+    _check(cfg, SCHEMA)
+    merged = {k: (dict(v) if isinstance(v, dict) else v) for k, v in DEFAULTS.items()}
+    for k, v in cfg.items():
+        if isinstance(v, dict) and isinstance(merged.get(k), dict):
+            if k in ("optimizer", "schedule") and "name" in v and v["name"] != merged[k].get("name"):
+                merged[k] = {}
+            merged[k].update(v)
+        else:
+            merged[k] = v
+    for k, v in (overrides or {}).items():
+        if v is not None:
+            merged[k] = v
+    for k in ("epochs", "batch_size"):
+        if merged[k] < 1:
+            raise ConfigError(f"config: '{k}' must be >= 1, got {merged[k]}")
+    return merged
+
+
+def build_model(cfg):
+    import cnnkit as ck
+    spec = cfg.get("model", {})
+    if "zoo" in spec:
+        if not hasattr(ck, "zoo"):
+            raise ConfigError("config: 'model.zoo' needs cnnkit.zoo, which this version does not have")
+        try:
+            return getattr(ck.zoo, spec["zoo"])(num_classes=spec.get("num_classes", 10))
+        except AttributeError:
+            raise ConfigError(f"config: 'model.zoo' names an unknown architecture {spec['zoo']!r}") from None
+    layers = []
+    for i, item in enumerate(spec.get("layers", DIGITS_NET)):
+        if not isinstance(item, dict) or "type" not in item:
+            raise ConfigError(f"config: 'model.layers[{i}]' must be a table with a 'type', got {item!r}")
+        cls = getattr(ck, item["type"], None)
+        if not (isinstance(cls, type) and issubclass(cls, ck.Layer)):
+            raise ConfigError(f"config: 'model.layers[{i}].type' is not a cnnkit layer: {item['type']!r}")
+        kwargs = {k: v for k, v in item.items() if k not in ("type", "args")}
+        try:
+            layers.append(cls(*item.get("args", []), **kwargs))
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"config: 'model.layers[{i}]' ({item['type']}): {e}") from None
+    model = ck.Sequential(*layers)
+    model.manual_seed(cfg["seed"])
+    return model
+
+
+def build_optimizer(cfg, params):
+    import cnnkit as ck
+    o = dict(cfg["optimizer"])
+    name = o.pop("name")
+    cls = getattr(ck.optim, name, None)
+    if cls is None or name.startswith("_"):
+        raise ConfigError(f"config: 'optimizer.name' is unknown: {name!r}; expected SGD, AdaGrad, RMSProp, Adam, AdamW")
+    if "betas" in o:
+        o["betas"] = tuple(o["betas"])
+    try:
+        return cls(params, **o)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"config: 'optimizer' ({name}): {e}") from None
+
+
+def build_schedule(cfg, optimizer, steps_per_epoch):
+    import cnnkit as ck
+    s = dict(cfg.get("schedule") or {})
+    if not s or s.get("name") in (None, "none", "Constant"):
+        return None, "epoch"
+    name = s.pop("name")
+    interval = s.pop("interval", "epoch")
+    if interval not in ("epoch", "step"):
+        raise ConfigError(f"config: 'schedule.interval' must be 'epoch' or 'step', got {interval!r}")
+    warmup = s.pop("warmup", 0)
+    cls = getattr(ck.schedules, name, None)
+    if cls is None:
+        raise ConfigError(f"config: 'schedule.name' is unknown: {name!r}")
+    if name == "Cosine" and "T_max" not in s:
+        s["T_max"] = cfg["epochs"] if interval == "epoch" else cfg["epochs"] * steps_per_epoch
+    try:
+        sched = cls(optimizer, **s)
+        if warmup:
+            sched = ck.schedules.LinearWarmup(sched, warmup)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"config: 'schedule' ({name}): {e}") from None
+    return sched, interval
+
+
+def load_dataset(cfg):
+    import cnnkit as ck
+    d = cfg["data"]
+    name = d.get("dataset", "digits")
+    if name == "digits":
+        splits = ck.data.load_digits()
+        return splits["train"], splits["val"], splits["test"]
+    if name in ("cifar10", "mnist", "fashion_mnist"):
+        if "path" not in d:
+            raise ConfigError(f"config: 'data.path' is required for dataset {name!r} (nothing is downloaded)")
+        loader = getattr(ck.data, f"load_{name}")
+        splits = loader(d["path"])
+        train = splits["train"]
+        n_val = max(1, len(train) // 10)
+        idx = np.arange(len(train))
+        return train[idx[n_val:]], train[idx[:n_val]], splits["test"]
+    raise ConfigError(f"config: 'data.dataset' is unknown: {name!r}; expected digits, cifar10, mnist, fashion_mnist")
+
+
+def run_training(cfg, log=print):
+    """Train as `cfg` says; returns (trainer, result dict). Writes the run folder cfg['out']."""
+    import cnnkit as ck
+    if cfg.get("threads"):
+        ck.set_num_threads(cfg["threads"])
+    out = cfg["out"] or os.path.join("runs", time.strftime("train-%Y%m%d-%H%M%S"))
+    train, val, test = load_dataset(cfg)
+    model = build_model(cfg)
+    opt = build_optimizer(cfg, model.parameters())
+    steps = -(-len(train) // cfg["batch_size"])
+    sched, interval = build_schedule(cfg, opt, steps)
+    regs = []
+    r = cfg.get("regularizers") or {}
+    if r.get("l2") or r.get("l1"):
+        regs.append(ck.regularizers.ElasticNet(l1=r.get("l1", 0.0), l2=r.get("l2", 0.0), decay_bias=False))
+    callbacks = []
+    if cfg.get("early_stopping"):
+        es = cfg["early_stopping"]
+        callbacks.append(ck.EarlyStopping(monitor=es.get("monitor", "val_acc"), patience=es.get("patience", 5)))
+    trainer = ck.Trainer(model, opt, "softmax_cross_entropy", schedule=sched, regularizers=regs,
+                         callbacks=callbacks, schedule_interval=interval)
+    input_shape = tuple(train[np.arange(1)][0].shape[1:])
+    log(f"cnnkit {ck.__version__}: {len(train)} train / {len(val)} val / {len(test)} test images of {input_shape}, "
+        f"{ck.get_num_threads()} threads, run folder {out}")
+    try:
+        log(model.summary(input_shape))
+    except Exception:  # a summary is a nicety; training must not depend on it
+        pass
+    t0 = time.perf_counter()
+    trainer.fit(train, val, epochs=cfg["epochs"], batch_size=cfg["batch_size"], seed=cfg["seed"],
+                checkpoint_dir=os.path.join(out, "checkpoints"), checkpoint_every=cfg["checkpoint_every"],
+                run_dir=out, plots=cfg["plots"])
+    seconds = time.perf_counter() - t0
+    test_metrics = trainer.evaluate(test)
+    model.save(os.path.join(out, "model.safetensors"))
+    result = {"test_acc": test_metrics["acc"], "test_loss": test_metrics["loss"], "seconds": seconds,
+              "epochs_run": len(trainer.history.epochs), "stop_reason": trainer.history.stop_reason,
+              "config": cfg}
+    with open(os.path.join(out, "result.json"), "w") as f:
+        json.dump(result, f, indent=1, default=str)
+    log(f"test accuracy {test_metrics['acc']:.4f} (loss {test_metrics['loss']:.4f}) after {seconds:.1f} s; "
+        f"run folder {out}")
+    return trainer, result
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="cnnkit", description="Train ConvNets with cnnkit.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train a model (default: a small ConvNet on the bundled digits)")
+    t.add_argument("--config", help="a TOML experiment config")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--batch-size", type=int, dest="batch_size")
+    t.add_argument("--seed", type=int)
+    t.add_argument("--threads", type=int)
+    t.add_argument("--out", help="run folder (default runs/train-<time>)")
+    t.add_argument("--no-plots", action="store_true")
+    s = sub.add_parser("search", help="random / coarse-to-fine hyperparameter search")
+    s.add_argument("--config", required=True, help="a TOML search config")
+    s.add_argument("--out")
+    s.add_argument("--workers", type=int)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "train":
+            cfg = load_config(args.config, {"epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed,
+                                            "threads": args.threads, "out": args.out,
+                                            "plots": False if args.no_plots else None})
+            _, result = run_training(cfg)
+            return 0 if result["stop_reason"] is None else 1
+        from .search import run_search_cli
+        return run_search_cli(args.config, out=args.out, workers=args.workers)
+    except ConfigError as e:
+        print(f"cnnkit: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
