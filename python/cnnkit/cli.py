@@ -111,6 +111,7 @@ def build_model(cfg):
             return getattr(ck.zoo, spec["zoo"])(num_classes=spec.get("num_classes", 10))
         except AttributeError:
             raise ConfigError(f"config: 'model.zoo' names an unknown architecture {spec['zoo']!r}") from None
+    ck.manual_seed(cfg["seed"])  # initial weights of layers built without their own seed
     layers = []
     for i, item in enumerate(spec.get("layers", DIGITS_NET)):
         if not isinstance(item, dict) or "type" not in item:

@@ -62,7 +62,9 @@ def run_sanity_check(trainer, train, num_classes=None, batch_size=64, overfit_sa
     loss0, _ = trainer.loss_fn(model(x), y)
     loss0 = float(loss0)
     expect = math.log(C)
-    ok = abs(loss0 - expect) <= 0.25 * expect
+    # "About ln(C)": a He-initialised net starts some way above it (2.9 for 10 classes is usual), while a
+    # summed loss or far too large weights land many times above; half to one and a half times is the band.
+    ok = 0.5 * expect <= loss0 <= 1.5 * expect
     hint = ""
     if not ok:
         hint = (f"; {loss0 / expect:.1f}x ln(C): is the loss summed over the batch instead of averaged?"
@@ -104,7 +106,10 @@ def run_sanity_check(trainer, train, num_classes=None, batch_size=64, overfit_sa
     # 4. sampled gradient check (float64 copy, a few samples, no dropout randomness between evaluations)
     from ..gradcheck import GradcheckError, gradcheck
     try:
-        rep = gradcheck(trainer.model, x[:4], y[:4], loss=trainer.loss_fn, max_coords=8, raise_on_fail=False)
+        # Parameter gradients only: the input gradient is never needed in training, and raw image data
+        # (exact zeros, ties) puts many of its coordinates on kinks.
+        rep = gradcheck(trainer.model, x[:4], y[:4], loss=trainer.loss_fn, max_coords=8, check_input=False,
+                        raise_on_fail=False)
         worst = max((r["max_rel_err"] for r in rep.rows), default=0.0)
         bad = [f"{r['name']} ({r['failures']} of {r['checked']})" for r in rep.rows if r["failures"]]
         report.add("gradient check", rep.ok, f"{len(rep.rows)} tensors, worst relative error {worst:.2e}"
