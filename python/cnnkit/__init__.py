@@ -69,3 +69,4 @@ from .train import EMA, SWA, EarlyStopping, Ensemble, Polyak, SnapshotEnsemble, 
 
 __all__ += ["train", "Trainer", "EarlyStopping", "EMA", "Polyak", "SWA", "SnapshotSaver", "Ensemble",
             "SnapshotEnsemble"]
+from . import search  # noqa: E402,F401  hyperparameter search (issue 6)

@@ -187,7 +187,7 @@ def load_dataset(cfg):
     raise ConfigError(f"config: 'data.dataset' is unknown: {name!r}; expected digits, cifar10, mnist, fashion_mnist")
 
 
-def run_training(cfg, log=print):
+def run_training(cfg, log=print, progress=True):
     """Train as `cfg` says; returns (trainer, result dict). Writes the run folder cfg['out']."""
     import cnnkit as ck
     if cfg.get("threads"):
@@ -207,7 +207,7 @@ def run_training(cfg, log=print):
         es = cfg["early_stopping"]
         callbacks.append(ck.EarlyStopping(monitor=es.get("monitor", "val_acc"), patience=es.get("patience", 5)))
     trainer = ck.Trainer(model, opt, "softmax_cross_entropy", schedule=sched, regularizers=regs,
-                         callbacks=callbacks, schedule_interval=interval)
+                         callbacks=callbacks, schedule_interval=interval, progress=progress)
     input_shape = tuple(train[np.arange(1)][0].shape[1:])
     log(f"cnnkit {ck.__version__}: {len(train)} train / {len(val)} val / {len(test)} test images of {input_shape}, "
         f"{ck.get_num_threads()} threads, run folder {out}")
