@@ -5,6 +5,7 @@ and relu fwd at each thread count, interleaving the two libraries case by case, 
 ratio = torch time / cnnkit time (> 1: cnnkit is faster) with GFLOP/s or GB/s by the cases.json counting rules.
 """
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -15,7 +16,7 @@ import time
 from pathlib import Path
 
 DEFAULT_CASES = Path(__file__).resolve().parents[2] / "shared/bench/cases.json"
-OPS = ("conv2d", "maxpool2d", "dropout", "relu")
+OPS = ("conv2d", "maxpool2d", "dropout", "relu", "e2e")
 RELU_SHAPE = (128, 64, 32, 32)  # not in cases.json: the first maxpool2d input, where the reference net has a relu
 
 
@@ -222,6 +223,62 @@ def relu_cases(rng):
 
 # ---------------------------------------------------------------- machine info
 
+def e2e_cases(cases, rng):
+    """One training step of the cases.json reference net (zero grads, forward, softmax cross-entropy,
+    backward, Adam step) in each library, same weights, random 3x32x32 images, at each batch size."""
+    import cnnkit as ck
+    nn = torch.nn
+    spec = cases["e2e"]
+    C, H, W = spec["input"]
+    K = spec["classes"]
+    for batch in spec["batches"]:
+        ck.manual_seed(0)
+        model = ck.Sequential(
+            ck.Conv2d(3, 32, 3, padding=1), ck.ReLU(), ck.MaxPool2d(2), ck.Conv2d(32, 64, 3, padding=1), ck.ReLU(),
+            ck.MaxPool2d(2), ck.Conv2d(64, 128, 3, padding=1), ck.ReLU(), ck.MaxPool2d(2), ck.Flatten(),
+            ck.Linear(2048, 256), ck.ReLU(), ck.Dropout(0.5), ck.Linear(256, K))
+        model.manual_seed(0)
+        net = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(32, 64, 3, padding=1),
+                            nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(64, 128, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                            nn.Flatten(), nn.Linear(2048, 256), nn.ReLU(), nn.Dropout(0.5), nn.Linear(256, K))
+        with torch.no_grad():
+            for p_t, (_, p_c) in zip(net.parameters(), model.named_parameters()):
+                assert tuple(p_t.shape) == p_c.shape  # torch's layouts: (K, C, R, S) and (out, in)
+                p_t.copy_(torch.from_numpy(p_c.data))
+        opt_c = ck.optim.Adam(model.parameters(), lr=1e-3)
+        opt_t = torch.optim.Adam(net.parameters(), lr=1e-3)
+        x = rng.standard_normal((batch, C, H, W), dtype=np.float32)
+        y = rng.integers(0, K, batch).astype(np.int64)
+        tx, ty = torch.from_numpy(x.copy()), torch.from_numpy(y)
+
+        def ck_step():
+            opt_c.zero_grad()
+            loss, d = ck.losses.softmax_cross_entropy(model(x), y)
+            model.backward(d)
+            opt_c.step()
+            return loss
+
+        def th_step():
+            opt_t.zero_grad()
+            loss = torch.nn.functional.cross_entropy(net(tx), ty)
+            loss.backward()
+            opt_t.step()
+            return float(loss)
+
+        def check():  # before any step, both compute the same initial loss (dropout off: eval mode)
+            model.eval()
+            net.eval()
+            a = float(ck.losses.softmax_cross_entropy(model(x), y)[0])
+            with torch.no_grad():
+                b = float(torch.nn.functional.cross_entropy(net(tx), ty))
+            model.train()
+            net.train()
+            return abs(a - b) <= 1e-4 * max(1.0, abs(b))
+
+        # rate = work / ms * 1e-6, so work = batch * 1e9 gives images per second
+        yield (f"reference net, batch {batch}", "step", ("img/s", batch * 1e9), ck_step, th_step, check)
+
+
 def cpu_model():
     try:
         for line in open("/proc/cpuinfo"):
@@ -306,7 +363,7 @@ def main(args):
     print(f"huge pages for fresh outputs: numpy (cnnkit's outputs) {info['numpy_madvise_hugepage']}, "
           f"torch {info['torch_thp_alloc']} (--torch-thp); THP mode: {info['transparent_hugepage']}")
     print("ratio = torch ms / cnnkit ms (> 1: cnnkit faster); medians after warm-up; rates by cases.json rules")
-    print("optimizer and e2e sections of cases.json: skipped (cnnkit has no optimizer ops or training step yet)")
+    print("optimizer section of cases.json: see bench/bench_optim.py")
     _warn_load("at start", info["loadavg"], info["cpu_count"])
 
     results, failed_checks = [], []
@@ -328,8 +385,10 @@ def main(args):
             groups += [("dropout", dropout_cases(c, rng)) for c in cases["dropout"]]
         if "relu" in args.only:
             groups.append(("relu", relu_cases(rng)))
-        with torch.no_grad():
-            for op, gen in groups:
+        if "e2e" in args.only:
+            groups.append(("e2e", e2e_cases(cases, rng)))
+        for op, gen in groups:
+            with (contextlib.nullcontext() if op == "e2e" else torch.no_grad()):
                 for label, pas, (unit, work), ck_fn, th_fn, check in gen:
                     ok = None
                     if not args.no_check:
