@@ -105,7 +105,8 @@ def _count(monkeypatch, name):
     real = getattr(ck.ops, name)
 
     def spy(*a, **k):
-        calls.append(a[0].shape)
+        if a[0].shape[2:] != (1, 1):   # Linear runs as a 1x1 conv over a 1x1 plane; count the real convs
+            calls.append(a[0].shape)
         return real(*a, **k)
 
     monkeypatch.setattr(ck.ops, name, spy)

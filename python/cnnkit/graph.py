@@ -134,6 +134,11 @@ class Layer:
     def copy(self):
         return copy.deepcopy(self)
 
+    def save(self, path):
+        """Write weights, buffers and architecture to one safetensors file, atomically; ck.load(path) rebuilds."""
+        from .serialize import save
+        save(self, path)
+
     # ------------------------------------------------------------ random streams
     def rng_state(self):
         return {path: (l.seed, l.offset) for path, l in self.named_layers() if l.stochastic}
@@ -411,10 +416,6 @@ class Model(Layer):
 
     def _default_input_shape(self):
         return None
-
-    def save(self, path):
-        from .serialize import save
-        save(self, path)
 
 
 class Sequential(Model):
