@@ -559,7 +559,8 @@ class Dropout(Layer):
     (PyTorch/Keras; CS231n's notes use the keep probability 1 - p). Kept units are scaled by 1/(1 - p) and
     eval mode is the identity. The mask comes from ops.dropout_fwd (Philox) under this layer's stream of
     the model's generator: seed from (model seed, layer path), offset advanced once per training forward,
-    so a run reproduces exactly."""
+    so a run reproduces exactly. A layer used on its own (outside a model) has seed 0 until
+    ``layer.manual_seed(s)`` gives it one."""
 
     stochastic = True
 
