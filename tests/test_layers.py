@@ -363,3 +363,13 @@ def test_initialisers_are_seeded_and_scaled():
     assert np.array_equal(c, ck.Linear(4, 4).weight.data)
     with pytest.raises(ValueError, match="unknown initialiser 'bogus'"):
         ck.Linear(2, 2, weight_init="bogus")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("train", [True, False])
+def test_batchnorm_without_affine_or_running_stats_matches_torch(dtype, train):
+    x = rnd(5, 3, 4, 4) * 2 + 0.5
+    twin(ck.BatchNorm2d(3, affine=False), torch.nn.BatchNorm2d(3, affine=False), x, dtype, train=train)
+    layer = ck.BatchNorm2d(3, track_running_stats=False, eps=1e-3)
+    assert [n for n, _ in layer.named_buffers()] == []
+    twin(layer, torch.nn.BatchNorm2d(3, track_running_stats=False, eps=1e-3), x, dtype, train=train)   # batch stats in eval too

@@ -1,15 +1,7 @@
-"""ck.gradcheck: compare a layer's or a model's backward with float64 central differences.
+"""ck.gradcheck: compare a layer's or a model's backward with float64 central differences (CS231n notes,
+"gradient checks"), per parameter, sampling large tensors and telling kinks from failures.
 
-It works on a float64 copy (the caller's object is untouched), freezes the randomness (each evaluation
-replays the same dropout masks and pooling regions) and the BatchNorm running statistics, and checks
-every parameter with requires_grad plus the input. Large tensors are checked on a random sample of
-coordinates. A coordinate whose one-sided differences (f(x+h) - f(x))/h and (f(x) - f(x-h))/h disagree
-by at least the error found sits on a kink (ReLU at 0, a max-pool tie, a hinge at its margin): there the
-function has no derivative, so it is counted as a kink and not as a failure (CS231n notes, "kinks").
-
-How to write and check a custom layer: see the docstring of cnnkit.graph (subclass ck.Layer, add
-parameters with add_parameter, implement forward / backward / output_shape / config), then run
-``ck.gradcheck(MyLayer(...), x)``; tests/test_gradcheck.py has a worked example.
+To check a layer of your own, see the ck.Layer docstring (cnnkit/graph.py) and tests/test_gradcheck.py.
 """
 import copy
 
@@ -68,12 +60,19 @@ def gradcheck(layer_or_model, x, y=None, loss=None, eps=1e-5, rtol=1e-6, atol=1e
               check_input=True, raise_on_fail=True):
     """Check the backward pass of `layer_or_model` at input `x` (an array, or a tuple for several inputs).
 
+    It works on a float64 copy (the caller's object is untouched), replays the same random draws
+    (dropout masks, pooling regions) and BatchNorm running statistics for every evaluation, and checks
+    the input and every parameter with requires_grad.
+
     The scalar checked is: `loss(out, y) -> (value, dout)` if given; softmax cross-entropy if `y` holds
     integer labels; mean squared error against `y` if it is a float array; else sum(out * R) for a fixed
     random R (a plain sum would hide errors, e.g. BatchNorm's input gradient of a sum is zero).
     A coordinate fails when |analytic - numeric| > atol + rtol * max(|analytic|, |numeric|) and it is
-    not a kink. At most `max_coords` coordinates per tensor are checked (all of them when smaller),
-    sampled with `seed`. Returns a GradcheckReport; raises GradcheckError naming the layer, the
+    not a kink: a coordinate whose one-sided differences (f(x+h) - f(x))/h and (f(x) - f(x-h))/h
+    differ by at least the error found sits where the function has no derivative (ReLU at 0, a max-pool
+    tie, a hinge at its margin) and is counted as a kink, not a failure. The default eps 1e-5 balances
+    truncation against round-off (at 1e-6 round-off reached 1e-9 on BatchNorm inputs). At most
+    `max_coords` coordinates per tensor are checked (all when fewer), sampled with `seed`. Returns a GradcheckReport; raises GradcheckError naming the layer, the
     parameter and the worst error when something fails (unless raise_on_fail=False).
     """
     if not isinstance(layer_or_model, Layer):

@@ -1,19 +1,8 @@
 """The model machinery: the Layer base class, Sequential, and a small functional API for DAGs (Graph).
 
-A layer owns named Parameters (DESIGN.md: it reads ``p.data`` and accumulates ``+=`` into ``p.grad`` on
-every call, never caching either, since an optimizer may rebind both to views of one FlatBuffer) and
-named buffers (running statistics). A model is itself a Layer whose nodes run in topological order;
-backward runs in reverse order, sums gradients where a value fans out, and skips every gradient nothing
-needs: a node's input gradient is computed only when some parameter upstream requires grad or the
-caller asked for the model's input gradient (``backward(dout, need_dx=True)``), so the first
-convolution never runs its data-gradient pass.
-
-Writing a custom layer: subclass ``Layer``; in ``__init__`` call ``super().__init__(name=name)`` and
-``self.add_parameter("weight", array)``; implement ``forward(x)`` (save what backward needs in
-``self._cache``), ``backward(dy, need_dx=True)`` (``p.grad += ...`` for each parameter with
-``requires_grad``; return dx, or None when ``need_dx`` is false), ``output_shape(x_shape)`` (raise
-ValueError for inputs it cannot take) and ``config()`` (the constructor's keyword arguments, for save
-and load). Then ``ck.gradcheck(MyLayer(...), x)`` checks it; tests/test_gradcheck.py shows one.
+A model is itself a Layer whose nodes run in topological order; backward runs in reverse order, sums
+gradients where a value fans out, and skips every gradient nothing needs (a frozen parameter's, and the
+model input's unless asked for: the first convolution never runs its data-gradient pass).
 """
 import copy
 import zlib
@@ -56,7 +45,28 @@ def Input(shape=None, name=None):
 
 
 class Layer:
-    """Base class: named parameters and buffers, train/eval, forward/backward, shape inference."""
+    """Base class: named parameters and buffers, train/eval, forward/backward, shape inference.
+
+    Parameters follow DESIGN.md: a layer reads ``p.data`` and accumulates (+=) into ``p.grad`` on every
+    call, never keeping its own reference to either, since an optimizer may rebind both to views of one
+    FlatBuffer. Activation gradients are returned fresh (=).
+
+    Writing a custom layer (tests/test_gradcheck.py has a worked example, ``Scale``):
+
+    - ``__init__``: call ``super().__init__(name=name)``, then ``self.add_parameter("weight", array)``
+      for each parameter (``add_buffer`` for state that is saved but not trained);
+    - ``forward(x)``: compute y; keep what backward needs in ``self._cache``;
+    - ``backward(dy, need_dx=True)``: ``x = self._need_cache()`` (raises if there was no forward);
+      ``p.grad += ...`` for each parameter with ``p.requires_grad``; return dx, or None when
+      ``need_dx`` is false (a model passes False when nothing upstream needs it);
+    - ``output_shape(x_shape)``: the output shape, or ValueError for inputs the layer cannot take
+      (a model uses it to report mismatches between layers before running anything);
+    - ``config()``: the constructor's keyword arguments (JSON), so save/load can rebuild it;
+    - optionally ``flops(in_shapes, out_shape)`` for summary(), and ``stochastic = True`` with
+      ``self.seed`` / ``self.offset`` for a layer that draws random numbers.
+
+    Then check it with ``ck.gradcheck(MyLayer(...), x)``.
+    """
 
     stochastic = False   # True for layers that draw random numbers (they get seed and offset)
 
@@ -133,6 +143,11 @@ class Layer:
 
     def copy(self):
         return copy.deepcopy(self)
+
+    def save(self, path):
+        """Write weights, buffers and architecture to one safetensors file, atomically; ck.load(path) rebuilds."""
+        from .serialize import save
+        save(self, path)
 
     # ------------------------------------------------------------ random streams
     def rng_state(self):
@@ -411,10 +426,6 @@ class Model(Layer):
 
     def _default_input_shape(self):
         return None
-
-    def save(self, path):
-        from .serialize import save
-        save(self, path)
 
 
 class Sequential(Model):

@@ -1,12 +1,8 @@
 """Weight initialisers: He/Kaiming (He et al. 2015), Xavier/Glorot (Glorot & Bengio 2010), the CS231n
 lecture's small Gaussian (std 0.01 or 0.001) and constants (zeros for biases).
 
-Each layer picks one per parameter (``weight_init=``, ``bias_init=``) and draws from its own seeded
-generator (``seed=``); a layer built with ``seed=None`` draws from the global generator that
-``cnnkit.manual_seed(s)`` resets, so a script that seeds once builds the same model every run.
-An initialiser is a spec string ("he", "kaiming", "he_uniform", "xavier", "glorot", "xavier_normal",
-"gaussian" (= std 0.01), "gaussian(0.001)", "zeros", "ones", "constant(0.1)") or an Initializer
-object; the spec string is what a saved model records.
+Layers take a spec per parameter (weight_init="he", "xavier", "gaussian(0.001)", bias_init="zeros", ...)
+and a seed; seed=None draws from the global generator that cnnkit.manual_seed(s) resets.
 """
 import math
 import re

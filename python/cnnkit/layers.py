@@ -438,27 +438,49 @@ class Linear(Layer):
     def _weight(self):
         return self.weight.data
 
+    # On the CPU the three products run as a 1x1 convolution over a 1x1 plane through cnnkit's own kernels
+    # (the same GEMMs on cnnkit's BLAS): numpy's matmul would wake a second BLAS thread pool, and
+    # alternating the two pools cost ~70 ms per call on a 2-core machine (BUILD-NOTES pitfall 5).
     def forward(self, x):
         self.output_shape(x.shape)
         _check_dtype(self, x, self.weight)
         w = self._weight()
-        y = x @ w.T
-        if "bias" in self._params:
-            y += self.bias.data
+        b = self._params["bias"].data if "bias" in self._params else None
+        x = _contig(x)
+        if array_module(x) is np:
+            y = ops.conv2d_fwd(x.reshape(x.shape + (1, 1)), w.reshape(w.shape + (1, 1)), b).reshape(x.shape[0], -1)
+        else:
+            y = x @ w.T
+            if b is not None:
+                y += b
         self._cache = (x, w)
         return y
 
-    def _weight_grad(self, dw):
-        return dw
+    def _weight_mask(self):
+        return None   # DropConnect: the mask of the weights used in forward
 
     def backward(self, dy, need_dx=True):
         x, w = self._need_cache()
+        dy = _contig(dy)
+        cpu = array_module(dy) is np
+        W4 = w.shape + (1, 1)
+        mask = self._weight_mask()
         if self.weight.requires_grad:
-            self.weight.grad += self._weight_grad(dy.T @ x)
+            if cpu and mask is None:
+                ops.conv2d_bwd_weight(dy.reshape(dy.shape + (1, 1)), x.reshape(x.shape + (1, 1)), W4,
+                                      out=self.weight.grad.reshape(W4), accumulate=True)
+            else:
+                dw = (ops.conv2d_bwd_weight(dy.reshape(dy.shape + (1, 1)), x.reshape(x.shape + (1, 1)), W4)
+                      .reshape(w.shape) if cpu else dy.T @ x)
+                self.weight.grad += dw if mask is None else ops.dropout_bwd(dw, mask, self.p)
         b = self._params.get("bias")
         if b is not None and b.requires_grad:
             b.grad += dy.sum(axis=0)
-        return dy @ w if need_dx else None
+        if not need_dx:
+            return None
+        if cpu:
+            return ops.conv2d_bwd_data(dy.reshape(dy.shape + (1, 1)), w.reshape(W4), x.shape + (1, 1)).reshape(x.shape)
+        return dy @ w
 
     def flops(self, in_shapes, out):
         return 2 * out[0] * self.in_features * self.out_features + (_numel(out) if "bias" in self._params else 0)
@@ -505,9 +527,8 @@ class DropConnect(Linear):
         self._cache, self._mask_bwd = (x, w), mask
         return super().backward(dy, need_dx)
 
-    def _weight_grad(self, dw):
-        mask = self._mask_bwd
-        return dw if mask is None else ops.dropout_bwd(_contig(dw), mask, self.p)
+    def _weight_mask(self):
+        return self._mask_bwd
 
     def config(self):
         return dict(super().config(), p=self.p)
@@ -538,7 +559,8 @@ class Dropout(Layer):
     (PyTorch/Keras; CS231n's notes use the keep probability 1 - p). Kept units are scaled by 1/(1 - p) and
     eval mode is the identity. The mask comes from ops.dropout_fwd (Philox) under this layer's stream of
     the model's generator: seed from (model seed, layer path), offset advanced once per training forward,
-    so a run reproduces exactly."""
+    so a run reproduces exactly. A layer used on its own (outside a model) has seed 0 until
+    ``layer.manual_seed(s)`` gives it one."""
 
     stochastic = True
 

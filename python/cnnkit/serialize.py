@@ -13,7 +13,7 @@ import tempfile
 
 import numpy as np
 
-from .graph import Layer, Model, _layer_config, _layer_from_config
+from .graph import Layer, _layer_config, _layer_from_config
 
 FORMAT = "cnnkit.model"
 VERSION = 1
