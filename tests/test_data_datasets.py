@@ -302,7 +302,7 @@ def test_idx_truncated_gzip_and_other_types(tmp_path):
 
 # ---------------------------------------------------------------- image folders
 
-def test_image_folder(tmp_path, monkeypatch):
+def test_image_folder(tmp_path):
     Image = pytest.importorskip("PIL.Image")
     truth = []
     for label, cls in enumerate(["cat", "dog"]):
@@ -327,7 +327,11 @@ def test_image_folder(tmp_path, monkeypatch):
     (tmp_path / "dog" / "3.png").write_bytes(good[:len(good) // 2])  # truncated PNG
     with pytest.raises(DataFormatError, match=r"3\.png: unreadable or corrupt image"):
         D.load_image_folder(tmp_path)
-    monkeypatch.setitem(sys.modules, "PIL", None)
+
+
+def test_image_folder_without_pillow_says_how_to_get_it(tmp_path, monkeypatch):
+    (tmp_path / "a").mkdir()
+    monkeypatch.setitem(sys.modules, "PIL", None)  # as if Pillow were not installed
     with pytest.raises(ImportError, match=r"needs Pillow, an optional dependency: pip install 'cnnkit\[images\]'"):
         D.load_image_folder(tmp_path)
 
