@@ -31,6 +31,14 @@ def test_digits_split_and_values():
     assert len(allx) == 1797
 
 
+def test_digits_file_content_is_pinned():
+    import hashlib
+    with np.load(D.datasets.DIGITS_FILE) as f:
+        blob = f["images"].tobytes() + f["labels"].tobytes() + f["split"].tobytes()
+    # printed by tools/make_digits.py; a change to the bundled data or its split must be deliberate
+    assert hashlib.sha256(blob).hexdigest() == "83c78958d04f44b7b617f45e57ee435d1b2f063c4bc874580825c3be3a5edb69"
+
+
 def test_digits_match_scikit_learn():
     sk = pytest.importorskip("sklearn.datasets")
     d = sk.load_digits()
