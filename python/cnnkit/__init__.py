@@ -41,4 +41,5 @@ def build_info():
     return info
 
 
-__all__ = ["ops", "cuda", "data", "Parameter", "FlatBuffer", "set_num_threads", "get_num_threads", "build_info"]
+__all__ = ["ops", "cuda", "Parameter", "FlatBuffer", "set_num_threads", "get_num_threads", "build_info"]
+__all__ += ["data"]  # issue 5
