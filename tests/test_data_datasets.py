@@ -31,6 +31,14 @@ def test_digits_split_and_values():
     assert len(allx) == 1797
 
 
+def test_digits_file_content_is_pinned():
+    import hashlib
+    with np.load(D.datasets.DIGITS_FILE) as f:
+        blob = f["images"].tobytes() + f["labels"].tobytes() + f["split"].tobytes()
+    # printed by tools/make_digits.py; a change to the bundled data or its split must be deliberate
+    assert hashlib.sha256(blob).hexdigest() == "83c78958d04f44b7b617f45e57ee435d1b2f063c4bc874580825c3be3a5edb69"
+
+
 def test_digits_match_scikit_learn():
     sk = pytest.importorskip("sklearn.datasets")
     d = sk.load_digits()
@@ -118,7 +126,8 @@ def test_cifar100_binary(tmp_path):
 # ---------------------------------------------------------------- CIFAR python (restricted unpickler)
 
 class Py2Pickler(pickle._Pickler):
-    """Writes bytes as Python 2 str opcodes (BINSTRING), as the original CIFAR files were written."""
+    """Writes str and bytes as Python 2 str opcodes (BINSTRING), as the original CIFAR files (cPickle,
+    protocol 2) were written: read back with encoding="bytes", every string is bytes, numpy's too."""
 
     dispatch = pickle._Pickler.dispatch.copy()
 
@@ -128,14 +137,21 @@ class Py2Pickler(pickle._Pickler):
         self.write(obj)
         self.memoize(obj)
 
+    def save_str(self, obj):
+        self.save_bytes(obj.encode("latin1"))
+
     dispatch[bytes] = save_bytes
+    dispatch[str] = save_str
 
 
 def py2_dumps(obj):
     import io
     f = io.BytesIO()
     Py2Pickler(f, protocol=2).dump(obj)
-    return f.getvalue()
+    # numpy 1.x (which wrote the originals) named the reconstructor numpy.core.multiarray
+    blob = f.getvalue().replace(b"cnumpy._core.multiarray\n_reconstruct\n", b"cnumpy.core.multiarray\n_reconstruct\n")
+    assert b"numpy.core.multiarray" in blob or b"ndarray" not in blob
+    return blob
 
 
 def cifar_py_batch(n, py2=True):
@@ -302,7 +318,7 @@ def test_idx_truncated_gzip_and_other_types(tmp_path):
 
 # ---------------------------------------------------------------- image folders
 
-def test_image_folder(tmp_path, monkeypatch):
+def test_image_folder(tmp_path):
     Image = pytest.importorskip("PIL.Image")
     truth = []
     for label, cls in enumerate(["cat", "dog"]):
@@ -327,7 +343,11 @@ def test_image_folder(tmp_path, monkeypatch):
     (tmp_path / "dog" / "3.png").write_bytes(good[:len(good) // 2])  # truncated PNG
     with pytest.raises(DataFormatError, match=r"3\.png: unreadable or corrupt image"):
         D.load_image_folder(tmp_path)
-    monkeypatch.setitem(sys.modules, "PIL", None)
+
+
+def test_image_folder_without_pillow_says_how_to_get_it(tmp_path, monkeypatch):
+    (tmp_path / "a").mkdir()
+    monkeypatch.setitem(sys.modules, "PIL", None)  # as if Pillow were not installed
     with pytest.raises(ImportError, match=r"needs Pillow, an optional dependency: pip install 'cnnkit\[images\]'"):
         D.load_image_folder(tmp_path)
 

@@ -146,3 +146,17 @@ def test_digits_train_loop_smoke():
     xs = [x for x, _ in loader]
     assert len(xs) == 12 and xs[0].shape == (100, 1, 8, 8) and xs[-1].shape == (97, 1, 8, 8)
     assert all(x.dtype == np.float32 and np.isfinite(x).all() for x in xs)
+
+
+@pytest.mark.parametrize("prefetch", [True, False])
+def test_gather_buffer_is_never_handed_out(prefetch):
+    ds = dataset()
+    for transform in (lambda v: v, lambda v: v[:, :, 1:, :], D.Compose([lambda v: v])):
+        batches = collect(D.DataLoader(ds, 8, seed=2, transform=transform, prefetch=prefetch))
+        order = D.epoch_permutation(53, 2, 0)
+        loader = D.DataLoader(ds, 8, seed=2, prefetch=prefetch, transform=transform)
+        kept = [x for x, _ in loader]  # held without copying, while later batches are built
+        for b, ((x, _), k) in enumerate(zip(batches, kept)):
+            ref = transform(np.ascontiguousarray(ds.x[order[b * 8:(b + 1) * 8]]))
+            np.testing.assert_array_equal(x, ref)
+            np.testing.assert_array_equal(k, ref)

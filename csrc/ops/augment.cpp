@@ -8,9 +8,13 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <exception>
+#include <string>
 #include <vector>
 
 #include <omp.h>
+
+#include "common/check.h"
 
 namespace ck {
 
@@ -205,32 +209,49 @@ void augment_pipeline_cpu(int64_t N, int64_t C, int64_t H, int64_t W, const T* x
   }
   const int64_t in_img = C * H * W, out_img = C * hs[num_stages] * ws[num_stages];
   const int nt = key.num_threads > 0 ? key.num_threads : omp_get_max_threads();
+  // Nothing may throw out of the region (DESIGN.md): an allocation failure is caught per sample and
+  // rethrown after it.
+  ErrorSlot err;
 #pragma omp parallel num_threads(nt)
   {
-    std::vector<T> buf[2] = {std::vector<T>(static_cast<size_t>(biggest)), std::vector<T>(static_cast<size_t>(biggest))};
+    std::vector<T> buf[2];
     std::vector<double> scratch;
+    bool ready = true;
+    try {
+      buf[0].resize(static_cast<size_t>(biggest));
+      buf[1].resize(static_cast<size_t>(biggest));
+    } catch (const std::exception& e) {
+      err.capture(std::string("augment: ") + e.what());
+      ready = false;
+    }
 #pragma omp for schedule(dynamic, 8)
     for (int64_t n = 0; n < N; ++n) {
-      const T* cur = x + n * in_img;
-      for (int s = 0; s < num_stages; ++s) {
-        const AugStage& st = stages[s];
-        T* out = s + 1 == num_stages ? y + n * out_img : buf[s & 1].data();
-        SampleRng g(key.seed, key.epoch, st.stream, static_cast<uint64_t>(key.ids[n]));
-        double rec[kAugRecord] = {0};
-        const int64_t h = hs[s], w = ws[s];
-        switch (st.kind) {
-          case kHFlip: hflip_one(st, g, C, h, w, cur, out, rec); break;
-          case kCrop: crop_one(st, g, C, h, w, cur, out, rec); break;
-          case kResizedCrop: resized_crop_one(st, g, C, h, w, cur, out, rec); break;
-          case kJitter: jitter_one(st, g, C, h, w, cur, out, rec, scratch); break;
-          case kLighting: lighting_one(st, g, C, h, w, cur, out, rec); break;
-          default: affine_one(st, g, C, h, w, cur, out, rec); break;
+      if (!ready) continue;
+      try {
+        const T* cur = x + n * in_img;
+        for (int s = 0; s < num_stages; ++s) {
+          const AugStage& st = stages[s];
+          T* out = s + 1 == num_stages ? y + n * out_img : buf[s & 1].data();
+          SampleRng g(key.seed, key.epoch, st.stream, static_cast<uint64_t>(key.ids[n]));
+          double rec[kAugRecord] = {0};
+          const int64_t h = hs[s], w = ws[s];
+          switch (st.kind) {
+            case kHFlip: hflip_one(st, g, C, h, w, cur, out, rec); break;
+            case kCrop: crop_one(st, g, C, h, w, cur, out, rec); break;
+            case kResizedCrop: resized_crop_one(st, g, C, h, w, cur, out, rec); break;
+            case kJitter: jitter_one(st, g, C, h, w, cur, out, rec, scratch); break;
+            case kLighting: lighting_one(st, g, C, h, w, cur, out, rec); break;
+            default: affine_one(st, g, C, h, w, cur, out, rec); break;
+          }
+          if (records && s == 0) std::copy(rec, rec + kAugRecord, records + n * kAugRecord);
+          cur = out;
         }
-        if (records && s == 0) std::copy(rec, rec + kAugRecord, records + n * kAugRecord);
-        cur = out;
+      } catch (const std::exception& e) {
+        err.capture(std::string("augment: ") + e.what());
       }
     }
   }
+  err.rethrow();
 }
 
 template void augment_pipeline_cpu<float>(int64_t, int64_t, int64_t, int64_t, const float*, const AugStage*, int,

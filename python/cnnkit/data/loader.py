@@ -12,7 +12,7 @@ import threading
 import numpy as np
 
 from .. import _C
-from ._common import check_int
+from ._common import ArrayDataset, check_int
 from .transforms import Compose, Transform
 
 __all__ = ["DataLoader"]
@@ -48,10 +48,12 @@ class DataLoader:
                 raise ValueError(f"{op}: dataset x and y must have the same length, got {dataset[0].shape[0]} "
                                  f"and {dataset[1].shape[0]}")
             self._x, self._y = dataset
-            self._get = lambda idx: (self._x[idx], self._y[idx])
             n = dataset[0].shape[0]
+        elif isinstance(dataset, ArrayDataset):
+            self._x, self._y = dataset.x, dataset.y
+            n = len(dataset)
         elif hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__"):
-            self._get = dataset.__getitem__
+            self._x = self._y = None
             n = len(dataset)
         else:
             raise TypeError(f"{op}: dataset must be an ArrayDataset, a pair (x, y) or support len() and indexing, "
@@ -110,15 +112,33 @@ class DataLoader:
             return epoch_permutation(self.n, self.seed, epoch)
         return np.arange(self.n, dtype=np.int64)
 
-    def _make_batch(self, order, epoch, b, num_threads):
+    def _make_batch(self, order, epoch, b, num_threads, scratch=None):
+        """Batch b of `epoch`. `scratch` (a dict owned by one iteration) keeps the gather buffer between
+        batches: when a transform follows, the gathered images are only its input, and reusing their memory
+        saves a fresh multi-MB allocation (page faults) per batch."""
         idx = order[b * self.batch_size:(b + 1) * self.batch_size]
-        x, y = self._get(idx)
-        x = np.ascontiguousarray(x)
+        if self._x is None:
+            x, y = self.dataset[idx]
+            x = np.ascontiguousarray(x)
+        else:
+            y = self._y[idx]
+            shape = (len(idx),) + self._x.shape[1:]
+            buf = None if scratch is None or self.transform is None else scratch.get(shape)
+            if buf is None:
+                x = np.take(self._x, idx, axis=0)
+                if scratch is not None and self.transform is not None:
+                    scratch.clear()
+                    scratch[shape] = x
+            else:
+                x = np.take(self._x, idx, axis=0, out=buf)
         if self.transform is not None:
+            gathered = x
             if isinstance(self.transform, (Transform, Compose)):
                 x = self.transform(x, ids=idx, epoch=epoch, seed=self.seed, num_threads=num_threads)
             else:
                 x = self.transform(x)
+            if scratch is not None and isinstance(x, np.ndarray) and np.may_share_memory(x, gathered):
+                x = x.copy()  # the transform handed back (a view of) its input: never hand out the buffer
         return x, y
 
     def __iter__(self):
@@ -128,16 +148,17 @@ class DataLoader:
             self.epoch, self._batch = epoch, 0
         order = self.order(epoch)
         nt = self.num_threads or _C.get_num_threads()
+        scratch = {}
         if not self.prefetch:
             for b in range(start, nb):
-                batch = self._make_batch(order, epoch, b, nt)
+                batch = self._make_batch(order, epoch, b, nt, scratch)
                 self._batch = b + 1
                 yield batch
         else:
-            yield from self._iter_prefetch(order, epoch, start, nb, nt)
+            yield from self._iter_prefetch(order, epoch, start, nb, nt, scratch)
         self.epoch, self._batch = epoch + 1, 0
 
-    def _iter_prefetch(self, order, epoch, start, nb, nt):
+    def _iter_prefetch(self, order, epoch, start, nb, nt, scratch):
         q = queue.Queue(maxsize=1)
         stop = threading.Event()
 
@@ -153,7 +174,7 @@ class DataLoader:
         def produce():
             try:
                 for b in range(start, nb):
-                    if not put(("ok", self._make_batch(order, epoch, b, nt))):
+                    if not put(("ok", self._make_batch(order, epoch, b, nt, scratch))):
                         return
             except BaseException as e:  # handed to the consumer, raised there
                 put(("error", e))
