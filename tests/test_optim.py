@@ -530,3 +530,16 @@ def test_lbfgs_rejects_groups_and_unknown_line_search():
         ck.optim.LBFGS(ps, line_search_fn="armijo")
     with pytest.raises(ValueError, match="invalid lr"):
         ck.optim.LBFGS(ps, lr=-1)
+
+
+def test_step_refuses_parameters_rebound_elsewhere():
+    ps = [ck.Parameter(np.ones((3, 2))), ck.Parameter(np.ones(2))]
+    first = ck.optim.Adam(ps, lr=0.1)
+    ck.optim.SGD(ps, lr=0.1)  # moves the parameters into its own buffer: `first` would train a stale copy
+    with pytest.raises(ValueError, match="no longer lives in this optimizer's flat buffer"):
+        first.step()
+    q = ck.Parameter(np.ones(3))
+    opt = ck.optim.SGD([q], lr=0.1)
+    q.data = np.zeros(3)
+    with pytest.raises(ValueError, match="rebound"):
+        opt.step()

@@ -281,3 +281,15 @@ def test_lr_finder_restores_a_passed_optimizer_and_checks_arguments():
     assert opt.param_groups[0]["lr"] == 0.123 and opt.state[0] == {}
     with pytest.raises(ValueError, match="start_lr < end_lr"):
         ck.lr_find(model, softmax_ce, _batches(2), start_lr=1.0, end_lr=0.1)
+
+
+def test_lr_finder_keeps_an_existing_optimizer_working():
+    model = TinySoftmax(10, 3)
+    opt = ck.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    ck.lr_find(model, softmax_ce, _batches(5), num_steps=5)  # its own default optimizer, then restored
+    x, y = _batches(1)[0]
+    model.zero_grad()
+    model.backward(softmax_ce(model(x), y)[1])
+    w = model.W.data.copy()
+    opt.step()  # still bound to the model's parameters
+    assert not np.array_equal(model.W.data, w)

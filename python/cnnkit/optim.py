@@ -168,6 +168,17 @@ class Optimizer:
             if flat is not None:
                 flat.zero_grad()
 
+    def _check_bound(self, gi, g, flat):
+        """Every trainable p.data / p.grad must still be the view of this group's buffer: if something rebound
+        them (another optimizer's FlatBuffer, ``p.data = new_array``), stepping would train a stale copy."""
+        for p in g["_trainable"]:
+            if p.data.base is not flat.data or p.grad.base is not flat.grad:
+                raise ValueError(
+                    f"{self._name}.step: {p!r} in param group {gi} no longer lives in this optimizer's flat buffer "
+                    f"(its .data or .grad was rebound, e.g. by another optimizer built over the same parameters, "
+                    f"or by assigning p.data = ...); write values in place with p.data[...] = x, or build the "
+                    f"optimizer again")
+
     def _grad_check(self):
         """One read-only pass over every flat gradient: (all finite, global L2 norm)."""
         total, finite = 0.0, True
@@ -192,9 +203,10 @@ class Optimizer:
         adds weight decay / L1 and applies the rule; then the max-norm projection.
         """
         loss = closure() if closure is not None else None
-        for g in self.param_groups:
+        for gi, (g, flat) in enumerate(zip(self.param_groups, self._flats)):
             self._check_common(g)
             self._check(g)
+            self._check_bound(gi, g, flat)
         finite, norm = self._grad_check()
         self.last_grad_norm = norm
         if not finite:
@@ -244,7 +256,8 @@ class Optimizer:
             d["params"] = list(range(idx, idx + len(g["params"])))
             idx += len(g["params"])
             groups.append(d)
-        state = [{k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in st.items()} for st in self.state]
+        state = [{k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in st.items() if not k.startswith("_")}
+                 for st in self.state]
         return {"optimizer": self._name, "state": state, "param_groups": groups,
                 "skipped_steps": self.skipped_steps}
 
