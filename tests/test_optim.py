@@ -83,6 +83,10 @@ CASES = (
     + [("AdamW", dict(lr=0.01, betas=b, amsgrad=a, weight_decay=wd))
        for a, wd, b in itertools.product([False, True], [0.0, 0.1], [(0.9, 0.999), (0.6, 0.9)])]
 )
+CASES += [(n, dict(kw, maximize=True)) for n, kw in [
+    ("SGD", dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01)),
+    ("AdaGrad", dict(lr=0.1, weight_decay=0.01)), ("RMSProp", dict(lr=0.01, centered=True, weight_decay=0.01)),
+    ("Adam", dict(lr=0.01, amsgrad=True, weight_decay=0.01)), ("AdamW", dict(lr=0.01, weight_decay=0.1))]]
 TORCH = {"SGD": "SGD", "AdaGrad": "Adagrad", "RMSProp": "RMSprop", "Adam": "Adam", "AdamW": "AdamW"}
 
 

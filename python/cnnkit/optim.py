@@ -6,7 +6,7 @@ per group over flat param/grad/state (csrc/ops/optim.cpp). Per-step scalars (bia
 are computed here exactly as torch/optim/*.py computes them. ``LBFGS`` is numpy, ported from
 torch.optim.LBFGS (Nocedal & Wright, Algorithms 7.4 and 3.5/3.6 for the strong-Wolfe line search).
 
-Beyond torch: ``nonfinite="skip"|"raise"`` (a non-finite gradient is found before anything changes; a skipped
+``maximize=True`` ascends, as torch's. Beyond torch: ``nonfinite="skip"|"raise"`` (a non-finite gradient is found before anything changes; a skipped
 step leaves params and state bit-identical and counts in ``skipped_steps``), ``l1`` (L1 / elastic net
 gradient added in the same pass), ``max_norm`` (max-norm constraint after the step), ``clip_grad_norm`` and
 ``clip_grad_value`` folded into the step, and ``decay_bias``.
@@ -88,8 +88,8 @@ class Optimizer:
 
     _name = "Optimizer"
 
-    def __init__(self, params, defaults, *, l1=0.0, max_norm=None, decay_bias=True, nonfinite="skip",
-                 clip_grad_norm=None, clip_grad_value=None):
+    def __init__(self, params, defaults, *, l1=0.0, max_norm=None, decay_bias=True, maximize=False,
+                 nonfinite="skip", clip_grad_norm=None, clip_grad_value=None):
         op = self._name
         if nonfinite not in _NONFINITE:
             raise ValueError(f"{op}: nonfinite must be 'skip' or 'raise', got {nonfinite!r}")
@@ -97,7 +97,7 @@ class Optimizer:
         self.clip_grad_norm = None if clip_grad_norm is None else _positive(op, "clip_grad_norm", clip_grad_norm)
         self.clip_grad_value = (None if clip_grad_value is None
                                 else _positive(op, "clip_grad_value", clip_grad_value))
-        self.defaults = dict(defaults, l1=l1, max_norm=max_norm, decay_bias=decay_bias)
+        self.defaults = dict(defaults, l1=l1, max_norm=max_norm, decay_bias=decay_bias, maximize=maximize)
         self.param_groups = []
         self.state = []          # per group: dict of step counters and flat state arrays
         self._flats = []         # per group: FlatBuffer (None when every param is frozen)
@@ -156,6 +156,7 @@ class Optimizer:
         if g["max_norm"] is not None:
             g["max_norm"] = _positive(op, "max_norm", g["max_norm"])
         g["decay_bias"] = bool(g["decay_bias"])
+        g["maximize"] = bool(g["maximize"])
 
     def _check(self, g):
         pass
@@ -225,9 +226,11 @@ class Optimizer:
                 continue
             self._advance(g, st, flat)
             n, nd = flat.size, g["_n_decayed"]
+            # maximize: torch negates the gradient first; g * (-s) rounds exactly as -(g * s)
+            gs = -gscale if g["maximize"] else gscale
             for lo, hi, wd, l1 in ((0, nd, g["weight_decay"], g["l1"]), (nd, n, 0.0, 0.0)):
                 if hi > lo:
-                    self._update(g, st, flat, lo, hi, wd, l1, gscale, gclip)
+                    self._update(g, st, flat, lo, hi, wd, l1, gs, gclip)
             if g["max_norm"] is not None:
                 for p in g["_trainable"]:
                     if p.data.ndim > 1:
@@ -608,7 +611,9 @@ class LBFGS:
     algorithm, defaults and stopping rules as torch.optim.LBFGS (with line_search_fn="strong_wolfe" or None).
 
     ``step(closure)``: closure() zeroes the gradients, runs forward and backward and returns the loss (a float);
-    one step runs up to max_iter iterations. One param group only, as in torch.
+    one step runs up to max_iter iterations. One param group only, as in torch. The scalars (dot products,
+    step lengths) are Python floats (float64); torch keeps them as tensors of the parameters' dtype, so float32
+    runs agree with torch's only to float32 rounding, float64 runs to ~1e-12.
     """
 
     _name = "LBFGS"
