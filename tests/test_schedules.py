@@ -163,9 +163,13 @@ def test_reduce_on_plateau_equals_torch():
     assert s2.state_dict() == sd
 
 
-@pytest.mark.parametrize("name", ["cosine", "sgdr-mult2", "onecycle-cos", "cyclic-triangular2"])
+RESUMABLE = {k: PAIRS[k][0] for k in ["cosine", "sgdr-mult2", "onecycle-cos", "cyclic-triangular2"]}
+RESUMABLE["warmup-cosine"] = lambda o: S.LinearWarmup(o, S.Cosine(T_max=200), warmup_steps=30)
+
+
+@pytest.mark.parametrize("name", list(RESUMABLE))
 def test_state_dict_resume(name):
-    mk = PAIRS[name][0]
+    mk = RESUMABLE[name]
     full, _, _ = ck_values(mk, n=300)
     p = ck.Parameter(np.zeros(1))
     opt = ck.optim.SGD([p], lr=BASE, momentum=0.9)
