@@ -547,3 +547,17 @@ def test_step_refuses_parameters_rebound_elsewhere():
     q.data = np.zeros(3)
     with pytest.raises(ValueError, match="rebound"):
         opt.step()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [1, 7, 63, 64, 65, 1000, 4099])
+def test_grad_sumsq_finds_every_nonfinite_position(n, dtype):
+    rng = np.random.default_rng(n)
+    g = rng.standard_normal(n).astype(dtype)
+    s, finite = ck._C.grad_sumsq(g)
+    assert finite and s == pytest.approx(float(np.sum(g.astype(np.float64) ** 2)), rel=1e-12)
+    for i in sorted({0, n // 2, n - 1}):
+        for bad in (np.nan, np.inf, -np.inf):
+            h = g.copy()
+            h[i] = bad
+            assert ck._C.grad_sumsq(h)[1] is False
