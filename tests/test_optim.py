@@ -83,6 +83,10 @@ CASES = (
     + [("AdamW", dict(lr=0.01, betas=b, amsgrad=a, weight_decay=wd))
        for a, wd, b in itertools.product([False, True], [0.0, 0.1], [(0.9, 0.999), (0.6, 0.9)])]
 )
+CASES += [(n, dict(kw, maximize=True)) for n, kw in [
+    ("SGD", dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01)),
+    ("AdaGrad", dict(lr=0.1, weight_decay=0.01)), ("RMSProp", dict(lr=0.01, centered=True, weight_decay=0.01)),
+    ("Adam", dict(lr=0.01, amsgrad=True, weight_decay=0.01)), ("AdamW", dict(lr=0.01, weight_decay=0.1))]]
 TORCH = {"SGD": "SGD", "AdaGrad": "Adagrad", "RMSProp": "RMSprop", "Adam": "Adam", "AdamW": "AdamW"}
 
 
@@ -530,3 +534,30 @@ def test_lbfgs_rejects_groups_and_unknown_line_search():
         ck.optim.LBFGS(ps, line_search_fn="armijo")
     with pytest.raises(ValueError, match="invalid lr"):
         ck.optim.LBFGS(ps, lr=-1)
+
+
+def test_step_refuses_parameters_rebound_elsewhere():
+    ps = [ck.Parameter(np.ones((3, 2))), ck.Parameter(np.ones(2))]
+    first = ck.optim.Adam(ps, lr=0.1)
+    ck.optim.SGD(ps, lr=0.1)  # moves the parameters into its own buffer: `first` would train a stale copy
+    with pytest.raises(ValueError, match="no longer lives in this optimizer's flat buffer"):
+        first.step()
+    q = ck.Parameter(np.ones(3))
+    opt = ck.optim.SGD([q], lr=0.1)
+    q.data = np.zeros(3)
+    with pytest.raises(ValueError, match="rebound"):
+        opt.step()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [1, 7, 63, 64, 65, 1000, 4099])
+def test_grad_sumsq_finds_every_nonfinite_position(n, dtype):
+    rng = np.random.default_rng(n)
+    g = rng.standard_normal(n).astype(dtype)
+    s, finite = ck._C.grad_sumsq(g)
+    assert finite and s == pytest.approx(float(np.sum(g.astype(np.float64) ** 2)), rel=1e-12)
+    for i in sorted({0, n // 2, n - 1}):
+        for bad in (np.nan, np.inf, -np.inf):
+            h = g.copy()
+            h[i] = bad
+            assert ck._C.grad_sumsq(h)[1] is False

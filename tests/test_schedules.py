@@ -163,9 +163,13 @@ def test_reduce_on_plateau_equals_torch():
     assert s2.state_dict() == sd
 
 
-@pytest.mark.parametrize("name", ["cosine", "sgdr-mult2", "onecycle-cos", "cyclic-triangular2"])
+RESUMABLE = {k: PAIRS[k][0] for k in ["cosine", "sgdr-mult2", "onecycle-cos", "cyclic-triangular2"]}
+RESUMABLE["warmup-cosine"] = lambda o: S.LinearWarmup(o, S.Cosine(T_max=200), warmup_steps=30)
+
+
+@pytest.mark.parametrize("name", list(RESUMABLE))
 def test_state_dict_resume(name):
-    mk = PAIRS[name][0]
+    mk = RESUMABLE[name]
     full, _, _ = ck_values(mk, n=300)
     p = ck.Parameter(np.zeros(1))
     opt = ck.optim.SGD([p], lr=BASE, momentum=0.9)
@@ -281,3 +285,15 @@ def test_lr_finder_restores_a_passed_optimizer_and_checks_arguments():
     assert opt.param_groups[0]["lr"] == 0.123 and opt.state[0] == {}
     with pytest.raises(ValueError, match="start_lr < end_lr"):
         ck.lr_find(model, softmax_ce, _batches(2), start_lr=1.0, end_lr=0.1)
+
+
+def test_lr_finder_keeps_an_existing_optimizer_working():
+    model = TinySoftmax(10, 3)
+    opt = ck.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    ck.lr_find(model, softmax_ce, _batches(5), num_steps=5)  # its own default optimizer, then restored
+    x, y = _batches(1)[0]
+    model.zero_grad()
+    model.backward(softmax_ce(model(x), y)[1])
+    w = model.W.data.copy()
+    opt.step()  # still bound to the model's parameters
+    assert not np.array_equal(model.W.data, w)

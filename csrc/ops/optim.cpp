@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <limits>
 
+#include <omp.h>
+
 namespace ck {
 
 // ---------------------------------------------------------------- SGD
@@ -143,36 +145,42 @@ void adam_step_cpu(int64_t n, T* p, const T* g, T* exp_avg, T* exp_avg_sq, T* ma
 
 // ---------------------------------------------------------------- gradient checks and clipping
 
-// Memory-bound only with independent accumulators: one running sum is a chain of dependent adds (4 cycles
-// each), which held this pass to ~10 GB/s. Each thread keeps kLanes partial sums (a few vector registers).
+// A read-only pass runs at DRAM speed only with enough loads in flight: one running sum is a chain of
+// dependent adds, and one forward stream per core leaves the prefetchers short of work (~15 GB/s on one core
+// here). So each thread walks kStreams sub-ranges of its share side by side, with kLanes independent partial
+// sums per sub-range.
 template <typename T>
 double grad_sumsq_cpu(int64_t n, const T* __restrict g, bool* finite) {
-  constexpr int kLanes = 32;
-  const int64_t nb = n / kLanes;
+  constexpr int kLanes = 16, kStreams = 4;
   double s = 0.0;
   T z = T(0);  // stays 0 while every g*0 is 0; becomes NaN at the first Inf or NaN
 #pragma omp parallel reduction(+ : s, z)
   {
-    double acc[kLanes] = {};
-    T zz[kLanes] = {};
-#pragma omp for schedule(static)
-    for (int64_t b = 0; b < nb; ++b) {
-      const T* q = g + b * kLanes;
+    const int64_t nt = omp_get_num_threads(), tid = omp_get_thread_num();
+    const int64_t lo = n * tid / nt, hi = n * (tid + 1) / nt;
+    const int64_t len = (hi - lo) / (kStreams * kLanes) * kLanes;  // whole lane groups per stream
+    double acc[kStreams][kLanes] = {};
+    T zz[kStreams][kLanes] = {};
+    for (int64_t k = 0; k < len; k += kLanes) {
+      for (int st = 0; st < kStreams; ++st) {
+        const T* q = g + lo + st * len + k;
 #pragma omp simd
-      for (int j = 0; j < kLanes; ++j) {
-        const double x = double(q[j]);
-        acc[j] += x * x;
-        zz[j] += q[j] * T(0);
+        for (int j = 0; j < kLanes; ++j) {
+          const double x = double(q[j]);
+          acc[st][j] += x * x;
+          zz[st][j] += q[j] * T(0);
+        }
       }
     }
-    for (int j = 0; j < kLanes; ++j) {
-      s += acc[j];
-      z += zz[j];
+    for (int64_t i = lo + kStreams * len; i < hi; ++i) {  // this thread's tail
+      s += double(g[i]) * double(g[i]);
+      z += g[i] * T(0);
     }
-  }
-  for (int64_t i = nb * kLanes; i < n; ++i) {
-    s += double(g[i]) * double(g[i]);
-    z += g[i] * T(0);
+    for (int st = 0; st < kStreams; ++st)
+      for (int j = 0; j < kLanes; ++j) {
+        s += acc[st][j];
+        z += zz[st][j];
+      }
   }
   *finite = (z == T(0));
   return s;

@@ -59,6 +59,9 @@ def lr_find(model, loss_fn, batches, optimizer=None, start_lr=1e-7, end_lr=10.0,
     if not 0 <= smoothing < 1:
         raise ValueError(f"lr_find: smoothing must be in [0, 1), got {smoothing}")
     params = list(model.parameters())
+    # A default optimizer moves the parameters into its own flat buffer; the original views (and so any
+    # optimizer the caller already built over them) are put back afterwards, with the original values.
+    bound = [(p.data, p.grad) for p in params]
     if optimizer is None:
         optimizer = optim.SGD(params, lr=start_lr, momentum=0.9)
     saved_params = [p.data.copy() for p in params]
@@ -96,7 +99,8 @@ def lr_find(model, loss_fn, batches, optimizer=None, start_lr=1e-7, end_lr=10.0,
                 why = f"loss {loss:.4g} > {stop_factor:g} x initial {first:.4g}"
                 break
     finally:
-        for p, a in zip(params, saved_params):
+        for p, (data, grad), a in zip(params, bound, saved_params):
+            p.data, p.grad = data, grad
             p.data[...] = a
         optimizer.load_state_dict(saved_opt)
     return LRFinderResult(lrs, losses, smoothed, why)

@@ -6,7 +6,7 @@ per group over flat param/grad/state (csrc/ops/optim.cpp). Per-step scalars (bia
 are computed here exactly as torch/optim/*.py computes them. ``LBFGS`` is numpy, ported from
 torch.optim.LBFGS (Nocedal & Wright, Algorithms 7.4 and 3.5/3.6 for the strong-Wolfe line search).
 
-Beyond torch: ``nonfinite="skip"|"raise"`` (a non-finite gradient is found before anything changes; a skipped
+``maximize=True`` ascends, as torch's. Beyond torch: ``nonfinite="skip"|"raise"`` (a non-finite gradient is found before anything changes; a skipped
 step leaves params and state bit-identical and counts in ``skipped_steps``), ``l1`` (L1 / elastic net
 gradient added in the same pass), ``max_norm`` (max-norm constraint after the step), ``clip_grad_norm`` and
 ``clip_grad_value`` folded into the step, and ``decay_bias``.
@@ -88,8 +88,8 @@ class Optimizer:
 
     _name = "Optimizer"
 
-    def __init__(self, params, defaults, *, l1=0.0, max_norm=None, decay_bias=True, nonfinite="skip",
-                 clip_grad_norm=None, clip_grad_value=None):
+    def __init__(self, params, defaults, *, l1=0.0, max_norm=None, decay_bias=True, maximize=False,
+                 nonfinite="skip", clip_grad_norm=None, clip_grad_value=None):
         op = self._name
         if nonfinite not in _NONFINITE:
             raise ValueError(f"{op}: nonfinite must be 'skip' or 'raise', got {nonfinite!r}")
@@ -97,7 +97,7 @@ class Optimizer:
         self.clip_grad_norm = None if clip_grad_norm is None else _positive(op, "clip_grad_norm", clip_grad_norm)
         self.clip_grad_value = (None if clip_grad_value is None
                                 else _positive(op, "clip_grad_value", clip_grad_value))
-        self.defaults = dict(defaults, l1=l1, max_norm=max_norm, decay_bias=decay_bias)
+        self.defaults = dict(defaults, l1=l1, max_norm=max_norm, decay_bias=decay_bias, maximize=maximize)
         self.param_groups = []
         self.state = []          # per group: dict of step counters and flat state arrays
         self._flats = []         # per group: FlatBuffer (None when every param is frozen)
@@ -156,6 +156,7 @@ class Optimizer:
         if g["max_norm"] is not None:
             g["max_norm"] = _positive(op, "max_norm", g["max_norm"])
         g["decay_bias"] = bool(g["decay_bias"])
+        g["maximize"] = bool(g["maximize"])
 
     def _check(self, g):
         pass
@@ -167,6 +168,17 @@ class Optimizer:
         for flat in self._flats:
             if flat is not None:
                 flat.zero_grad()
+
+    def _check_bound(self, gi, g, flat):
+        """Every trainable p.data / p.grad must still be the view of this group's buffer: if something rebound
+        them (another optimizer's FlatBuffer, ``p.data = new_array``), stepping would train a stale copy."""
+        for p in g["_trainable"]:
+            if p.data.base is not flat.data or p.grad.base is not flat.grad:
+                raise ValueError(
+                    f"{self._name}.step: {p!r} in param group {gi} no longer lives in this optimizer's flat buffer "
+                    f"(its .data or .grad was rebound, e.g. by another optimizer built over the same parameters, "
+                    f"or by assigning p.data = ...); write values in place with p.data[...] = x, or build the "
+                    f"optimizer again")
 
     def _grad_check(self):
         """One read-only pass over every flat gradient: (all finite, global L2 norm)."""
@@ -192,9 +204,10 @@ class Optimizer:
         adds weight decay / L1 and applies the rule; then the max-norm projection.
         """
         loss = closure() if closure is not None else None
-        for g in self.param_groups:
+        for gi, (g, flat) in enumerate(zip(self.param_groups, self._flats)):
             self._check_common(g)
             self._check(g)
+            self._check_bound(gi, g, flat)
         finite, norm = self._grad_check()
         self.last_grad_norm = norm
         if not finite:
@@ -213,9 +226,11 @@ class Optimizer:
                 continue
             self._advance(g, st, flat)
             n, nd = flat.size, g["_n_decayed"]
+            # maximize: torch negates the gradient first; g * (-s) rounds exactly as -(g * s)
+            gs = -gscale if g["maximize"] else gscale
             for lo, hi, wd, l1 in ((0, nd, g["weight_decay"], g["l1"]), (nd, n, 0.0, 0.0)):
                 if hi > lo:
-                    self._update(g, st, flat, lo, hi, wd, l1, gscale, gclip)
+                    self._update(g, st, flat, lo, hi, wd, l1, gs, gclip)
             if g["max_norm"] is not None:
                 for p in g["_trainable"]:
                     if p.data.ndim > 1:
@@ -244,7 +259,8 @@ class Optimizer:
             d["params"] = list(range(idx, idx + len(g["params"])))
             idx += len(g["params"])
             groups.append(d)
-        state = [{k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in st.items()} for st in self.state]
+        state = [{k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in st.items() if not k.startswith("_")}
+                 for st in self.state]
         return {"optimizer": self._name, "state": state, "param_groups": groups,
                 "skipped_steps": self.skipped_steps}
 
@@ -595,7 +611,9 @@ class LBFGS:
     algorithm, defaults and stopping rules as torch.optim.LBFGS (with line_search_fn="strong_wolfe" or None).
 
     ``step(closure)``: closure() zeroes the gradients, runs forward and backward and returns the loss (a float);
-    one step runs up to max_iter iterations. One param group only, as in torch.
+    one step runs up to max_iter iterations. One param group only, as in torch. The scalars (dot products,
+    step lengths) are Python floats (float64); torch keeps them as tensors of the parameters' dtype, so float32
+    runs agree with torch's only to float32 rounding, float64 runs to ~1e-12.
     """
 
     _name = "LBFGS"

@@ -413,7 +413,8 @@ class LinearWarmup(Schedule):
         if schedule.optimizer is not None:
             raise ValueError(f"{op}: build the wrapped schedule with optimizer=None; the wrapper drives the "
                              f"optimizer")
-        if schedule.base_lrs is None:
+        self._shares_base = schedule.base_lrs is None
+        if self._shares_base:
             schedule.base_lrs = self.base_lrs
         self.schedule = schedule
         self.warmup_steps = _int(op, "warmup_steps", warmup_steps, 1)
@@ -428,6 +429,11 @@ class LinearWarmup(Schedule):
 
     def _momentum(self, t, i):
         return None if t < self.warmup_steps else self.schedule._momentum(t - self.warmup_steps, i)
+
+    def load_state_dict(self, sd):
+        super().load_state_dict(sd)
+        if self._shares_base:
+            self.schedule.base_lrs = self.base_lrs
 
 
 class ReduceOnPlateau:
