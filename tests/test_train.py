@@ -232,6 +232,7 @@ def test_a_failed_save_leaves_the_previous_checkpoint(tmp_path, data, monkeypatc
 
 def test_ema_polyak_and_ensembles_match_or_beat_single_models(data, tmp_path):
     ema, swa = ck.EMA(decay=0.99), ck.SWA(start_epoch=4)
+    assert ema.current_decay() == pytest.approx(0.1)  # warm-up: (1 + 0) / (10 + 0)
     tr = make_trainer(epochs=8, callbacks=[ema, swa])
     tr.fit(data["train"], None, epochs=8, batch_size=32)
     x, y = data["test"][np.arange(len(data["test"]))]
@@ -244,8 +245,10 @@ def test_ema_polyak_and_ensembles_match_or_beat_single_models(data, tmp_path):
     with swa.applied(tr.model):
         swa_acc = round(accuracy(tr.model, data["test"]) * n)
     assert all(np.array_equal(raw[k], v) for k, v in weights(tr.model).items())  # raw weights untouched
-    # "Match" = at most one test image fewer: on 300 images the models differ by one or two either way.
-    assert ema_acc >= single - 1 and swa_acc >= single - 1, (single, ema_acc, swa_acc)
+    # Measured (seeds 0, 1, 2; correct of 300): single 296/296/298, EMA 296/296/298, SWA 296/297/299. Their
+    # test losses are a little higher than the single model's on this short cosine-annealed run (seed 0:
+    # 0.0538, EMA 0.0558, SWA 0.0575), so accuracy is what they are asserted to match or beat.
+    assert ema_acc >= single and swa_acc >= single, (single, ema_acc, swa_acc)
     single, ema_acc, swa_acc = single / n, ema_acc / n, swa_acc / n
     others = []
     for seed in (1, 2):

@@ -438,21 +438,19 @@ class Linear(Layer):
     def _weight(self):
         return self.weight.data
 
-    # On the CPU the three products run as a 1x1 convolution over a 1x1 plane through cnnkit's own kernels
-    # (the same GEMMs on cnnkit's BLAS): numpy's matmul would wake a second BLAS thread pool, and
-    # alternating the two pools cost ~70 ms per call on a 2-core machine (BUILD-NOTES pitfall 5).
+    # On the CPU the three products run through ops.matmul, cnnkit's GEMM on its own threads: numpy's
+    # matmul would wake a second BLAS thread pool, and alternating the two pools cost ~70 ms per call on a
+    # 2-core machine (BUILD-NOTES pitfall 5). One GEMM split by output rows or columns also beats running
+    # the product as a 1x1 convolution over 1x1 planes, whose per-sample GEMMs are only a few columns wide.
     def forward(self, x):
         self.output_shape(x.shape)
         _check_dtype(self, x, self.weight)
         w = self._weight()
         b = self._params["bias"].data if "bias" in self._params else None
         x = _contig(x)
-        if array_module(x) is np:
-            y = ops.conv2d_fwd(x.reshape(x.shape + (1, 1)), w.reshape(w.shape + (1, 1)), b).reshape(x.shape[0], -1)
-        else:
-            y = x @ w.T
-            if b is not None:
-                y += b
+        y = ops.matmul(x, w, trans_b=True) if array_module(x) is np else x @ w.T
+        if b is not None:
+            y += b
         self._cache = (x, w)
         return y
 
@@ -463,24 +461,19 @@ class Linear(Layer):
         x, w = self._need_cache()
         dy = _contig(dy)
         cpu = array_module(dy) is np
-        W4 = w.shape + (1, 1)
         mask = self._weight_mask()
         if self.weight.requires_grad:
             if cpu and mask is None:
-                ops.conv2d_bwd_weight(dy.reshape(dy.shape + (1, 1)), x.reshape(x.shape + (1, 1)), W4,
-                                      out=self.weight.grad.reshape(W4), accumulate=True)
+                ops.matmul(dy, x, trans_a=True, out=self.weight.grad, accumulate=True)
             else:
-                dw = (ops.conv2d_bwd_weight(dy.reshape(dy.shape + (1, 1)), x.reshape(x.shape + (1, 1)), W4)
-                      .reshape(w.shape) if cpu else dy.T @ x)
+                dw = ops.matmul(dy, x, trans_a=True) if cpu else dy.T @ x
                 self.weight.grad += dw if mask is None else ops.dropout_bwd(dw, mask, self.p)
         b = self._params.get("bias")
         if b is not None and b.requires_grad:
             b.grad += dy.sum(axis=0)
         if not need_dx:
             return None
-        if cpu:
-            return ops.conv2d_bwd_data(dy.reshape(dy.shape + (1, 1)), w.reshape(W4), x.shape + (1, 1)).reshape(x.shape)
-        return dy @ w
+        return ops.matmul(dy, w) if cpu else dy @ w
 
     def flops(self, in_shapes, out):
         return 2 * out[0] * self.in_features * self.out_features + (_numel(out) if "bias" in self._params else 0)

@@ -115,21 +115,29 @@ class WeightAverage(Callback):
 
 
 class EMA(WeightAverage):
-    """Exponential moving average of the weights after every step: avg = decay * avg + (1 - decay) * w,
-    kept in float64."""
+    """Exponential moving average of the weights after every step: avg = d * avg + (1 - d) * w, kept in
+    float64. With warmup (the default), d = min(decay, (1 + t) / (10 + t)) at update t, as TensorFlow's
+    ExponentialMovingAverage(num_updates): without it the average starts from the first weights and, at
+    decay 0.99, still holds 5% of them after 300 steps, which made it worse than the raw weights."""
 
-    def __init__(self, decay=0.999):
+    def __init__(self, decay=0.999, warmup=True):
         super().__init__()
         if not 0.0 < decay < 1.0:
             raise ValueError(f"EMA: decay must be in (0, 1), got {decay}")
         self.decay = float(decay)
+        self.warmup = bool(warmup)
+
+    def current_decay(self):
+        """The decay of the next update."""
+        return min(self.decay, (1 + self.count) / (10 + self.count)) if self.warmup else self.decay
 
     def on_step_end(self, trainer, step, loss):
-        self.count += 1
         if self.avg is None:
+            self.count += 1
             self.avg = {n: p.data.astype(np.float64) for n, p in trainer.model.named_parameters()}
             return
-        d = self.decay
+        d = self.current_decay()
+        self.count += 1
         for n, p in trainer.model.named_parameters():
             a = self.avg[n]
             a *= d
