@@ -212,7 +212,7 @@ def run_training(cfg, log=print, progress=True):
     log(f"cnnkit {ck.__version__}: {len(train)} train / {len(val)} val / {len(test)} test images of {input_shape}, "
         f"{ck.get_num_threads()} threads, run folder {out}")
     try:
-        log(model.summary(input_shape))
+        model.summary(input_shape, print_fn=log)
     except Exception:  # a summary is a nicety; training must not depend on it
         pass
     t0 = time.perf_counter()

@@ -267,8 +267,12 @@ class Trainer:
             bar = None
             if tty:
                 from tqdm import tqdm
-                bar = tqdm(total=steps_per_epoch, initial=loader.state_dict()["batch"] if loader.state_dict()["epoch"] == epoch else 0,
-                           desc=f"epoch {epoch + 1}/{epochs}", leave=True, dynamic_ncols=True)
+                # A terminal that reports no width (0 columns, e.g. some ptys) would make tqdm draw nothing.
+                import shutil
+                width = shutil.get_terminal_size((100, 24)).columns or 100
+                pos = loader.state_dict()
+                bar = tqdm(total=steps_per_epoch, initial=pos["batch"] if pos["epoch"] == epoch else 0,
+                           desc=f"epoch {epoch + 1}/{epochs}", leave=True, ncols=width)
             t0 = time.perf_counter()
             for x, y in loader:
                 loss, correct = self.train_step(x, y)
