@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from cnnkit import cli
@@ -40,12 +41,18 @@ def test_cnnkit_train_writes_a_complete_run_folder(tmp_path):
     ("[model]\nlayers = [{type = 'Conv9d'}]\n", r"'model.layers\[0\].type' is not a cnnkit layer"),
     ("[model]\nlayers = [{type = 'Linear', args = [64]}]\n", r"'model.layers\[0\]' \(Linear\)"),
     ("epochs = [\n", r"is not valid TOML"),
+    ("[data]\nnormalize = 'sparkle'\n", r"'data.normalize' is unknown: 'sparkle'"),
+    ("[data]\naugment = [{type = 'Rotate90'}]\n", r"'data.augment\[0\].type' is not a cnnkit augmentation"),
+    ("[data]\naugment = [{type = 'RandomCrop', args = [8], padding = -1}]\n", r"'data.augment\[0\]' \(RandomCrop\)"),
 ])
 def test_config_errors_name_the_key(tmp_path, text, match):
     cfg = tmp_path / "bad.toml"
     cfg.write_text(text)
     with pytest.raises(cli.ConfigError, match=match):
         c = cli.load_config(str(cfg), {"out": str(tmp_path / "o")})
+        cli.build_augmentation(c)
+        tr, va, te = cli.load_dataset(c)
+        cli.preprocess(c, tr, va, te, str(tmp_path / "o"))
         model = cli.build_model(c)
         cli.build_optimizer(c, model.parameters())
         cli.build_schedule(c, cli.build_optimizer(c, model.parameters()), 10)
@@ -58,3 +65,17 @@ def test_cli_reports_config_errors_without_a_traceback(tmp_path):
     r = subprocess.run([sys.executable, "-m", "cnnkit", "train", "--config", str(cfg)], capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 2 and "unknown key 'optimizer.lrr'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_augmentation_and_normalisation_from_a_config(tmp_path):
+    cfg = cli.load_config(None, {"out": str(tmp_path / "r"), "epochs": 3})
+    cfg["data"].update(normalize="channel_std", augment=[{"type": "RandomCrop", "args": [8], "padding": 1},
+                                                         {"type": "RandomHorizontalFlip", "p": 0.0}])
+    trainer, result = cli.run_training(cfg, log=lambda *a: None, progress=False)
+    assert result["test_acc"] > 0.8
+    from safetensors.numpy import load_file
+    saved = load_file(str(tmp_path / "r" / "preprocessor.safetensors"))
+    import cnnkit as ck
+    x = ck.data.load_digits()["train"].x
+    means = [np.asarray(v).ravel() for v in saved.values()]
+    assert any(np.allclose(m, x.mean(axis=(0, 2, 3)), rtol=1e-5) for m in means)  # fitted on the train split

@@ -279,3 +279,43 @@ def test_snapshot_ensemble_from_warm_restarts(data, tmp_path):
     x = np.ascontiguousarray(x)
     accs = [accuracy(m, data["test"]) for m in ens.models]
     assert len(ens) == 3 and ens.accuracy(x, y) >= np.mean(accs) and ens.accuracy(x, y) > 0.9, accs
+
+
+def test_trainer_nonfinite_raise_policy(data):
+    model = digits_net(0)
+    opt = ck.optim.SGD(model.parameters(), lr=0.1)
+
+    def nan_loss(scores, y):
+        loss, d = ck.losses.softmax_cross_entropy(scores, y)
+        return loss, np.full_like(d, np.nan)
+    tr = ck.Trainer(model, opt, nan_loss, nonfinite="raise")
+    before = weights(model)
+    with pytest.raises(FloatingPointError):
+        tr.fit(data["train"], None, epochs=1)
+    assert all(np.array_equal(before[k], v) for k, v in weights(model).items())
+    with pytest.raises(ValueError, match="nonfinite must be 'skip' or 'raise'"):
+        ck.Trainer(model, opt, nonfinite="ignore")
+
+
+def test_swa_recomputes_batchnorm_statistics_for_the_averaged_weights(data):
+    ck.manual_seed(0)
+    model = ck.Sequential(ck.Conv2d(1, 8, 3, padding=1), ck.BatchNorm2d(8), ck.ReLU(), ck.Flatten(),
+                          ck.Linear(8 * 64, 10))
+    swa = ck.SWA(start_epoch=1)
+    opt = ck.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    tr = ck.Trainer(model, opt, callbacks=[swa], progress=False)
+    tr.fit(data["train"], None, epochs=3, batch_size=64)
+    bn = model[1]
+    raw_stats = {k: v.copy() for k, v in bn._buffers.items()}
+    swa.finalize(tr, data["train"], batch_size=100000)   # one batch: the stats are that batch's moments
+    assert all(np.array_equal(raw_stats[k], v) for k, v in bn._buffers.items())  # raw model untouched
+    x = np.ascontiguousarray(data["train"].x)
+    with swa.applied(model):
+        conv_out = model[0].forward(x)
+        np.testing.assert_allclose(bn._buffers["running_mean"], conv_out.mean(axis=(0, 2, 3)), rtol=1e-4, atol=1e-6)
+        n = conv_out.size / conv_out.shape[1]
+        np.testing.assert_allclose(bn._buffers["running_var"], conv_out.var(axis=(0, 2, 3)) * n / (n - 1),
+                                   rtol=1e-4, atol=1e-6)
+        acc = tr.evaluate(data["test"])["acc"]
+    assert acc > 0.9
+    assert all(np.array_equal(raw_stats[k], v) for k, v in bn._buffers.items())

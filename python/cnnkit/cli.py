@@ -187,6 +187,49 @@ def load_dataset(cfg):
     raise ConfigError(f"config: 'data.dataset' is unknown: {name!r}; expected digits, cifar10, mnist, fashion_mnist")
 
 
+_NORMALIZERS = {"none": None, "mean_image": "MeanImage", "channel_mean": "ChannelMean",
+                "channel_std": "ChannelStandardize", "pca": "PCAWhiten", "zca": "ZCAWhiten"}
+
+
+def preprocess(cfg, train, val, test, out):
+    """Fit data.normalize on the training split, apply it to all three, and save it into the run folder
+    (preprocessor.safetensors) so that prediction later uses the same transform."""
+    import cnnkit as ck
+    name = cfg["data"].get("normalize", "none")
+    if name not in _NORMALIZERS:
+        raise ConfigError(f"config: 'data.normalize' is unknown: {name!r}; expected one of {sorted(_NORMALIZERS)}")
+    if _NORMALIZERS[name] is None:
+        return train, val, test, None
+    pre = getattr(ck.data, _NORMALIZERS[name])().fit(train.x)
+    sets = [ck.data.ArrayDataset(np.ascontiguousarray(pre(d.x), dtype=np.float32), d.y) for d in (train, val, test)]
+    from safetensors.numpy import save as st_save
+    from .serialize import atomic_write
+    state = pre.state_dict()
+    os.makedirs(out, exist_ok=True)
+    atomic_write(os.path.join(out, "preprocessor.safetensors"),
+                 st_save({k: np.ascontiguousarray(v) for k, v in state["arrays"].items()},
+                         metadata={"kind": state["kind"], "params": json.dumps(state["params"])}))
+    return (*sets, pre)
+
+
+def build_augmentation(cfg):
+    """data.augment = [{type = "RandomCrop", args = [8], padding = 1}, ...] -> a ck.data.Compose, or None."""
+    import cnnkit as ck
+    items = cfg["data"].get("augment") or []
+    stages = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or "type" not in item:
+            raise ConfigError(f"config: 'data.augment[{i}]' must be a table with a 'type', got {item!r}")
+        cls = getattr(ck.data, item["type"], None)
+        if not (isinstance(cls, type) and issubclass(cls, ck.data.Transform)):
+            raise ConfigError(f"config: 'data.augment[{i}].type' is not a cnnkit augmentation: {item['type']!r}")
+        try:
+            stages.append(cls(*item.get("args", []), **{k: v for k, v in item.items() if k not in ("type", "args")}))
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"config: 'data.augment[{i}]' ({item['type']}): {e}") from None
+    return ck.data.Compose(stages) if stages else None
+
+
 def run_training(cfg, log=print, progress=True):
     """Train as `cfg` says; returns (trainer, result dict). Writes the run folder cfg['out']."""
     import cnnkit as ck
@@ -194,6 +237,8 @@ def run_training(cfg, log=print, progress=True):
         ck.set_num_threads(cfg["threads"])
     out = cfg["out"] or os.path.join("runs", time.strftime("train-%Y%m%d-%H%M%S"))
     train, val, test = load_dataset(cfg)
+    train, val, test, _ = preprocess(cfg, train, val, test, out)
+    augment = build_augmentation(cfg)
     model = build_model(cfg)
     opt = build_optimizer(cfg, model.parameters())
     steps = -(-len(train) // cfg["batch_size"])
@@ -216,6 +261,8 @@ def run_training(cfg, log=print, progress=True):
     except Exception:  # a summary is a nicety; training must not depend on it
         pass
     t0 = time.perf_counter()
+    if augment is not None:
+        train = ck.data.DataLoader(train, cfg["batch_size"], shuffle=True, seed=cfg["seed"], transform=augment)
     trainer.fit(train, val, epochs=cfg["epochs"], batch_size=cfg["batch_size"], seed=cfg["seed"],
                 checkpoint_dir=os.path.join(out, "checkpoints"), checkpoint_every=cfg["checkpoint_every"],
                 run_dir=out, plots=cfg["plots"])

@@ -51,11 +51,13 @@ class Trainer:
     quit_factor: stop when the loss passes this multiple of its initial value (None disables it).
     ratio_every: record each layer's update/weight ratio every this many iterations (0 disables it).
     progress: True (tqdm bar on a terminal, one line per ``log_every`` iterations otherwise), or False.
+    nonfinite: "skip" or "raise" sets the optimizer's policy for non-finite gradients (checked before any
+    parameter changes; a skipped step leaves parameters and state bit-unchanged and is counted).
     """
 
     def __init__(self, model, optimizer, loss="softmax_cross_entropy", schedule=None, regularizers=(),
                  callbacks=(), schedule_interval="epoch", quit_factor=3.0, ratio_every=50, progress=True,
-                 log_every=None):
+                 log_every=None, nonfinite=None):
         if isinstance(loss, str):
             if loss not in _LOSSES:
                 raise ValueError(f"Trainer: unknown loss {loss!r}; expected one of {sorted(_LOSSES)} or a callable")
@@ -67,6 +69,10 @@ class Trainer:
         for cb in callbacks:
             if not isinstance(cb, Callback):
                 raise TypeError(f"Trainer: callbacks must be ck.train.Callback instances, got {type(cb).__name__}")
+        if nonfinite is not None:
+            if nonfinite not in ("skip", "raise"):
+                raise ValueError(f"Trainer: nonfinite must be 'skip' or 'raise', got {nonfinite!r}")
+            optimizer.nonfinite = nonfinite  # the optimizer checks every gradient before it changes anything
         if quit_factor is not None and not quit_factor > 1:
             raise ValueError(f"Trainer: quit_factor must be > 1 or None, got {quit_factor}")
         self.model = model
