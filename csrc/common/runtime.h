@@ -14,6 +14,13 @@ std::string blas_config();
 std::string openmp_version();
 std::string simd_level();
 
+// Below these sizes a kernel runs on the calling thread alone: waking a sleeping OpenMP team (the wait
+// policy is passive) costs tens of microseconds, more than small work gains from a second core. PyTorch
+// uses the same elementwise grain (at::internal::GRAIN_SIZE).
+constexpr int64_t kGrainElements = 32768;     // elementwise kernels: elements
+constexpr double kGrainFlops = 4e6;           // convolution passes: floating-point operations
+constexpr double kGrainGemmFlops = 1e6;       // matmul
+
 // GEMM on row-major matrices, single-threaded (the caller is already inside a parallel region).
 // C = alpha * op(A) * op(B) + beta * C
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,

@@ -55,6 +55,11 @@ Conv2dParams make_conv2d_params(const char* op, const std::vector<int64_t>& xs, 
 
 namespace {
 
+// Whether a pass of this convolution is big enough to be worth a parallel region (see kGrainFlops).
+bool worth_threads(const Conv2dParams& p) {
+  return 2.0 * double(p.N) * double(p.K) * double(p.P * p.Q) * double(p.Cg() * p.R * p.S) >= kGrainFlops;
+}
+
 bool is_pointwise(const Conv2dParams& p) {
   return p.R == 1 && p.S == 1 && p.stride_h == 1 && p.stride_w == 1 && p.pad_h == 0 && p.pad_w == 0;
 }
@@ -210,7 +215,7 @@ void conv2d_fwd_cpu(const Conv2dParams& p, const T* x, const T* w, const T* b, T
   const Tiling tl = make_tiling<T>(p, nthreads);
   const int64_t items = tl.nblocks * p.groups * tl.ntiles;
   Scratch<T> col_s(nthreads, size_t(crs * tl.cols)), out_s(nthreads, tl.nb > 1 ? size_t(Kg * tl.cols) : 0);
-#pragma omp parallel
+#pragma omp parallel if (worth_threads(p))
   {
     T* col = col_s.mine();
     T* out = out_s.mine();
@@ -253,7 +258,7 @@ void conv2d_bwd_data_cpu(const Conv2dParams& p, const T* dy, const T* w, T* dx) 
   Scratch<T> col_s(nthreads, direct ? 0 : size_t(crs * tl.cols));
   Scratch<T> dyb_s(nthreads, tl.nb > 1 ? size_t(Kg * tl.cols) : 0);
   Scratch<T> dxb_s(nthreads, direct && tl.nb > 1 ? size_t(Cg * tl.cols) : 0);
-#pragma omp parallel
+#pragma omp parallel if (worth_threads(p))
   {
     T* col = col_s.mine();
     T* dyb = dyb_s.mine();
@@ -310,7 +315,7 @@ void conv2d_bwd_weight_cpu(const Conv2dParams& p, const T* dy, const T* x, T* dw
   std::vector<T> partial(size_t(nthreads) * wsize, T(0));
   Scratch<T> col_s(nthreads, size_t(crs * tl.cols)), dyb_s(nthreads, tl.nb > 1 ? size_t(Kg * tl.cols) : 0);
   int used = 1;
-#pragma omp parallel
+#pragma omp parallel if (worth_threads(p))
   {
 #pragma omp single
     used = omp_get_num_threads();
@@ -346,7 +351,7 @@ void conv2d_bwd_weight_cpu(const Conv2dParams& p, const T* dy, const T* x, T* dw
 template <typename T>
 void conv2d_bwd_bias_cpu(int64_t N, int64_t K, int64_t PQ, const T* dy, T* db, bool accumulate) {
   // Sums in double for float32 too: a plane sum over N*P*Q terms is where float32 drifts most.
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (N * K * PQ >= kGrainElements)
   for (int64_t k = 0; k < K; ++k) {
     double acc = 0;
     for (int64_t n = 0; n < N; ++n) {

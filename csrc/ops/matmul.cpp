@@ -26,7 +26,8 @@ void matmul_cpu(int64_t M, int64_t N, int64_t K, const T* a, bool trans_a, const
   // Split the longer output side; blocks are multiples of 16 so the GEMM micro-kernels stay aligned.
   const bool by_rows = M >= N;
   const int64_t len = by_rows ? M : N;
-  const int64_t nblk = std::min<int64_t>(nthreads, std::max<int64_t>(1, len / 16));
+  const bool big = 2.0 * double(M) * double(N) * double(K) >= kGrainGemmFlops;
+  const int64_t nblk = big ? std::min<int64_t>(nthreads, std::max<int64_t>(1, len / 16)) : 1;
   const int64_t step = ((len + nblk - 1) / nblk + 15) / 16 * 16;
 #pragma omp parallel for schedule(static) if (nblk > 1)
   for (int64_t blk = 0; blk < nblk; ++blk) {

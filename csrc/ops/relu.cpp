@@ -1,17 +1,19 @@
 // CPU ReLU: one streaming pass, OpenMP + SIMD. Written as selects so NaN falls through unchanged.
 #include "ops/relu.h"
 
+#include "common/runtime.h"
+
 namespace ck {
 
 template <typename T>
 void relu_fwd_cpu(int64_t n, const T* x, T* y) {
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd schedule(static) if (n >= kGrainElements)
   for (int64_t i = 0; i < n; ++i) y[i] = x[i] < T(0) ? T(0) : x[i];
 }
 
 template <typename T>
 void relu_bwd_cpu(int64_t n, const T* dy, const T* y, T* dx) {
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd schedule(static) if (n >= kGrainElements)
   for (int64_t i = 0; i < n; ++i) dx[i] = y[i] <= T(0) ? T(0) : dy[i];
 }
 
