@@ -1,26 +1,42 @@
 // CPU optimizer steps: one OpenMP pass (static split, SIMD within each thread's range) reading each element of
-// p, g and the state once and writing p and the state once. The options that change the dataflow (momentum,
-// nesterov, amsgrad, centered, first step) are template flags, so every inner loop is branch-free and
-// vectorizes; the options that do not (weight decay, L1, clipping) are arithmetic identities when off.
+// p, g and the state once and writing p and the state once. Every option that adds work (momentum, nesterov,
+// amsgrad, centered, first step, clipping, L1) is a template flag, so each inner loop is branch-free, vectorizes
+// and carries no instruction for an option that is off; weight decay is one fma (a zero coefficient when off).
+// At 11.7M float32 the loops run at DRAM bandwidth; in cache Adam costs ~0.5 ns per element on one core.
 #include "ops/optim.h"
 
 #include <algorithm>
 #include <limits>
+#include <type_traits>
 
 #include <omp.h>
 
 namespace ck {
 
+// Calls f(clip, l1) with std::integral_constant<bool, ...> arguments matching the prep coefficients.
+template <typename T, typename F>
+inline void with_prep_flags(const GradPrep<T>& c, F&& f) {
+  const bool clip = c.gscale != T(1) || c.gclip <= std::numeric_limits<T>::max();
+  const bool l1 = c.l1 != T(0);
+  using Y = std::true_type;
+  using N = std::false_type;
+  if (clip) {
+    l1 ? f(Y{}, Y{}) : f(Y{}, N{});
+  } else {
+    l1 ? f(N{}, Y{}) : f(N{}, N{});
+  }
+}
+
 // ---------------------------------------------------------------- SGD
 
-template <typename T, bool MOMENTUM, bool FIRST, bool NESTEROV>
+template <typename T, bool MOMENTUM, bool FIRST, bool NESTEROV, bool CLIP, bool L1>
 static void sgd_loop(int64_t n, T* __restrict p, const T* __restrict g, T* __restrict buf, const SgdArgs& a,
                      const GradPrep<T> c) {
   const T neg_lr = T(a.neg_lr), mu = T(a.momentum), omd = T(a.one_minus_dampening);
 #pragma omp parallel for simd schedule(static)
   for (int64_t i = 0; i < n; ++i) {
     const T pi = p[i];
-    T d = prep_grad(g[i], pi, c);
+    T d = prep_grad<CLIP, L1>(g[i], pi, c);
     if constexpr (MOMENTUM) {
       T b;
       if constexpr (FIRST) b = d;
@@ -35,35 +51,44 @@ static void sgd_loop(int64_t n, T* __restrict p, const T* __restrict g, T* __res
 
 template <typename T>
 void sgd_step_cpu(int64_t n, T* p, const T* g, T* buf, const SgdArgs& a, const GradPrep<T>& prep) {
-  if (a.momentum == 0.0) return sgd_loop<T, false, false, false>(n, p, g, buf, a, prep);
-  if (a.first) {
-    return a.nesterov ? sgd_loop<T, true, true, true>(n, p, g, buf, a, prep)
-                      : sgd_loop<T, true, true, false>(n, p, g, buf, a, prep);
-  }
-  return a.nesterov ? sgd_loop<T, true, false, true>(n, p, g, buf, a, prep)
-                    : sgd_loop<T, true, false, false>(n, p, g, buf, a, prep);
+  with_prep_flags(prep, [&](auto clip, auto l1) {
+    constexpr bool C = decltype(clip)::value, L = decltype(l1)::value;
+    if (a.momentum == 0.0) return sgd_loop<T, false, false, false, C, L>(n, p, g, buf, a, prep);
+    if (a.first) {
+      return a.nesterov ? sgd_loop<T, true, true, true, C, L>(n, p, g, buf, a, prep)
+                        : sgd_loop<T, true, true, false, C, L>(n, p, g, buf, a, prep);
+    }
+    return a.nesterov ? sgd_loop<T, true, false, true, C, L>(n, p, g, buf, a, prep)
+                      : sgd_loop<T, true, false, false, C, L>(n, p, g, buf, a, prep);
+  });
 }
 
 // ---------------------------------------------------------------- AdaGrad
 
-template <typename T>
-void adagrad_step_cpu(int64_t n, T* __restrict p, const T* __restrict g, T* __restrict sum, const AdagradArgs& a,
-                      const GradPrep<T>& prep) {
-  const GradPrep<T> c = prep;
+template <typename T, bool CLIP, bool L1>
+static void adagrad_loop(int64_t n, T* __restrict p, const T* __restrict g, T* __restrict sum, const AdagradArgs& a,
+                         const GradPrep<T> c) {
   const T neg_clr = T(a.neg_clr), eps = T(a.eps);
 #pragma omp parallel for simd schedule(static)
   for (int64_t i = 0; i < n; ++i) {
     const T pi = p[i];
-    const T d = prep_grad(g[i], pi, c);
+    const T d = prep_grad<CLIP, L1>(g[i], pi, c);
     const T s = sum[i] + d * d;  // addcmul_(g, g, value=1)
     sum[i] = s;
     p[i] = pi + (neg_clr * d) / (std::sqrt(s) + eps);
   }
 }
 
+template <typename T>
+void adagrad_step_cpu(int64_t n, T* p, const T* g, T* sum, const AdagradArgs& a, const GradPrep<T>& prep) {
+  with_prep_flags(prep, [&](auto clip, auto l1) {
+    adagrad_loop<T, decltype(clip)::value, decltype(l1)::value>(n, p, g, sum, a, prep);
+  });
+}
+
 // ---------------------------------------------------------------- RMSProp
 
-template <typename T, bool CENTERED, bool MOMENTUM>
+template <typename T, bool CENTERED, bool MOMENTUM, bool CLIP, bool L1>
 static void rmsprop_loop(int64_t n, T* __restrict p, const T* __restrict g, T* __restrict sq, T* __restrict ga,
                          T* __restrict buf, const RmspropArgs& a, const GradPrep<T> c) {
   const T neg_lr = T(a.neg_lr), alpha = T(a.alpha), oma = T(1.0 - a.alpha), eps = T(a.eps), mu = T(a.momentum);
@@ -72,7 +97,7 @@ static void rmsprop_loop(int64_t n, T* __restrict p, const T* __restrict g, T* _
 #pragma omp parallel for simd schedule(static)
   for (int64_t i = 0; i < n; ++i) {
     const T pi = p[i];
-    const T d = prep_grad(g[i], pi, c);
+    const T d = prep_grad<CLIP, L1>(g[i], pi, c);
     const T s = sq[i] * alpha + (oma * d) * d;
     sq[i] = s;
     T avg;
@@ -98,25 +123,28 @@ template <typename T>
 void rmsprop_step_cpu(int64_t n, T* p, const T* g, T* square_avg, T* grad_avg, T* buf, const RmspropArgs& a,
                       const GradPrep<T>& prep) {
   const bool centered = grad_avg != nullptr, momentum = a.momentum > 0.0;
-  if (centered) {
-    return momentum ? rmsprop_loop<T, true, true>(n, p, g, square_avg, grad_avg, buf, a, prep)
-                    : rmsprop_loop<T, true, false>(n, p, g, square_avg, grad_avg, buf, a, prep);
-  }
-  return momentum ? rmsprop_loop<T, false, true>(n, p, g, square_avg, grad_avg, buf, a, prep)
-                  : rmsprop_loop<T, false, false>(n, p, g, square_avg, grad_avg, buf, a, prep);
+  with_prep_flags(prep, [&](auto clip, auto l1) {
+    constexpr bool C = decltype(clip)::value, L = decltype(l1)::value;
+    if (centered) {
+      return momentum ? rmsprop_loop<T, true, true, C, L>(n, p, g, square_avg, grad_avg, buf, a, prep)
+                      : rmsprop_loop<T, true, false, C, L>(n, p, g, square_avg, grad_avg, buf, a, prep);
+    }
+    return momentum ? rmsprop_loop<T, false, true, C, L>(n, p, g, square_avg, grad_avg, buf, a, prep)
+                    : rmsprop_loop<T, false, false, C, L>(n, p, g, square_avg, grad_avg, buf, a, prep);
+  });
 }
 
 // ---------------------------------------------------------------- Adam / AdamW
 
-template <typename T, bool AMSGRAD, bool SMALL>
+template <typename T, bool AMSGRAD, bool SMALL, bool CLIP, bool L1>
 static void adam_loop(int64_t n, T* __restrict p, const T* __restrict g, T* __restrict m, T* __restrict v,
                       T* __restrict vmax, const AdamArgs& a, const GradPrep<T> c) {
   const T w = T(1.0 - a.beta1), omw = T(1.0 - (1.0 - a.beta1)), beta2 = T(a.beta2), omb2 = T(1.0 - a.beta2);
-  const T neg_step = T(a.neg_step_size), bc2s = T(a.bc2_sqrt), eps = T(a.eps), decay = T(a.decay);
+  const T neg_step = T(a.neg_step_size), inv_bc2s = T(1.0 / a.bc2_sqrt), eps = T(a.eps), decay = T(a.decay);
 #pragma omp parallel for simd schedule(static)
   for (int64_t i = 0; i < n; ++i) {
     const T p0 = p[i];
-    const T d = prep_grad(g[i], p0, c);  // coupled decay and L1 see the parameter before AdamW's decay
+    const T d = prep_grad<CLIP, L1>(g[i], p0, c);  // coupled decay and L1 see the parameter before AdamW's decay
     const T pi = p0 * decay;               // AdamW: param.mul_(1 - lr * wd) first
     const T mi = lerp(m[i], d, w, omw, SMALL);
     const T vi = v[i] * beta2 + (omb2 * d) * d;
@@ -127,7 +155,7 @@ static void adam_loop(int64_t n, T* __restrict p, const T* __restrict g, T* __re
       vv = vmax[i] > vi ? vmax[i] : vi;
       vmax[i] = vv;
     }
-    p[i] = pi + (neg_step * mi) / (std::sqrt(vv) / bc2s + eps);
+    p[i] = pi + (neg_step * mi) / (std::sqrt(vv) * inv_bc2s + eps);
   }
 }
 
@@ -135,12 +163,15 @@ template <typename T>
 void adam_step_cpu(int64_t n, T* p, const T* g, T* exp_avg, T* exp_avg_sq, T* max_exp_avg_sq, const AdamArgs& a,
                    const GradPrep<T>& prep) {
   const bool small = std::abs(1.0 - a.beta1) < 0.5;
-  if (max_exp_avg_sq != nullptr) {
-    return small ? adam_loop<T, true, true>(n, p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, a, prep)
-                 : adam_loop<T, true, false>(n, p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, a, prep);
-  }
-  return small ? adam_loop<T, false, true>(n, p, g, exp_avg, exp_avg_sq, nullptr, a, prep)
-               : adam_loop<T, false, false>(n, p, g, exp_avg, exp_avg_sq, nullptr, a, prep);
+  with_prep_flags(prep, [&](auto clip, auto l1) {
+    constexpr bool C = decltype(clip)::value, L = decltype(l1)::value;
+    if (max_exp_avg_sq != nullptr) {
+      return small ? adam_loop<T, true, true, C, L>(n, p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, a, prep)
+                   : adam_loop<T, true, false, C, L>(n, p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, a, prep);
+    }
+    return small ? adam_loop<T, false, true, C, L>(n, p, g, exp_avg, exp_avg_sq, nullptr, a, prep)
+                 : adam_loop<T, false, false, C, L>(n, p, g, exp_avg, exp_avg_sq, nullptr, a, prep);
+  });
 }
 
 // ---------------------------------------------------------------- gradient checks and clipping

@@ -24,13 +24,20 @@ struct GradPrep {
   T gscale, gclip, wd, l1;
 };
 
-template <typename T>
+// CLIP and L1 are compile-time switches so the common path (no clipping, no L1) spends no instructions on
+// them: Adam's loop is close to compute-bound on one core (its divider), so every op counts.
+template <bool CLIP, bool L1, typename T>
 CK_HD inline T prep_grad(T g, T p, const GradPrep<T>& c) {
-  g = g * c.gscale;
-  g = g < -c.gclip ? -c.gclip : (g > c.gclip ? c.gclip : g);
+  if constexpr (CLIP) {
+    g = g * c.gscale;
+    g = g < -c.gclip ? -c.gclip : (g > c.gclip ? c.gclip : g);
+  }
   g = g + c.wd * p;
-  const T s = T(p > T(0)) - T(p < T(0));  // sign(p), 0 at 0 (torch.sign)
-  return g + c.l1 * s;
+  if constexpr (L1) {
+    const T s = T(p > T(0)) - T(p < T(0));  // sign(p), 0 at 0 (torch.sign)
+    g = g + c.l1 * s;
+  }
+  return g;
 }
 
 // torch.lerp: start + w * (end - start) for |w| < 0.5, else end - (end - start) * (1 - w).
@@ -66,9 +73,12 @@ void rmsprop_step_cpu(int64_t n, T* p, const T* g, T* square_avg, T* grad_avg, T
                       const GradPrep<T>& prep);
 
 // ---- Adam / AdamW (amsgrad). neg_step_size = -lr / (1 - beta1^t), bc2_sqrt = (1 - beta2^t)^0.5 and
-// decay = 1 - lr * weight_decay (AdamW; 1 for Adam, whose coupled decay goes through prep.wd). ----
+// decay = 1 - lr * weight_decay (AdamW; 1 for Adam, whose coupled decay goes through prep.wd).
+// One deviation from torch's order: sqrt(v) / bc2_sqrt is computed as sqrt(v) * (1 / bc2_sqrt) (the
+// reciprocal taken once on the host), which can differ in the last bit. Two vector divisions and a square
+// root per element made the divider this loop's bottleneck on one core; now it is one division. ----
 struct AdamArgs {
-  double beta1, beta2, eps, neg_step_size, bc2_sqrt, decay;
+  double beta1, beta2, eps, neg_step_size, bc2_sqrt, decay;  // bc2_sqrt: the kernel uses 1 / bc2_sqrt
 };
 // p, g, exp_avg, exp_avg_sq: (n,); max_exp_avg_sq (amsgrad) may be null. Writes p and state (=).
 template <typename T>
