@@ -319,3 +319,19 @@ def test_swa_recomputes_batchnorm_statistics_for_the_averaged_weights(data):
         acc = tr.evaluate(data["test"])["acc"]
     assert acc > 0.9
     assert all(np.array_equal(raw_stats[k], v) for k, v in bn._buffers.items())
+
+
+def test_polyak_average_is_the_mean_of_the_weights_after_each_step(data):
+    polyak = ck.Polyak(start_step=5)
+    seen = []
+
+    class Record(ck.train.Callback):
+        def on_step_end(self, trainer, step, loss):
+            if step >= 5:
+                seen.append(weights(trainer.model))
+    tr = make_trainer(epochs=1, callbacks=[Record(), polyak])
+    tr.fit(data["train"], None, epochs=1, batch_size=64)
+    assert polyak.count == len(seen) == 19 - 4
+    for n in seen[0]:
+        np.testing.assert_allclose(polyak.avg[n], np.mean([w[n].astype(np.float64) for w in seen], axis=0),
+                                   rtol=1e-12, atol=1e-12)

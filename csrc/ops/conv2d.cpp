@@ -204,6 +204,20 @@ const T* gather_cols(const Conv2dParams& p, const T* x, int64_t n0, int64_t nb, 
   return col;
 }
 
+// The (Kg, nb * cols) matrix of dy for the work item whose first sample's rows start at dy0: dy itself
+// (row stride P*Q) for one sample, else the samples' rows copied side by side into buf.
+template <typename T>
+const T* gather_dy(const Conv2dParams& p, const T* dy0, int64_t nb, int64_t cols, T* buf, int64_t* ld) {
+  const int64_t PQ = p.P * p.Q;
+  if (nb == 1) {
+    *ld = PQ;
+    return dy0;
+  }
+  for (int64_t j = 0; j < nb; ++j) copy_rows(p.Kg(), cols, dy0 + j * p.K * PQ, PQ, buf + j * cols, nb * cols);
+  *ld = nb * cols;
+  return buf;
+}
+
 }  // namespace
 
 template <typename T>
@@ -272,14 +286,8 @@ void conv2d_bwd_data_cpu(const Conv2dParams& p, const T* dy, const T* w, T* dx) 
         std::memset(dx + ((n0 + j) * p.C + g * Cg) * HW, 0, sizeof(T) * Cg * HW);
       for (int64_t t = 0; t < tl.ntiles; ++t) {
         const int64_t p0 = t * tl.rows, p1 = std::min(p.P, p0 + tl.rows), cols = (p1 - p0) * p.Q;
-        const T* dy0 = dy + (n0 * p.K + g * Kg) * PQ + p0 * p.Q;
-        const T* bmat = dy0;
-        int64_t ldb = PQ;
-        if (nb > 1) {
-          for (int64_t j = 0; j < nb; ++j) copy_rows(Kg, cols, dy0 + j * p.K * PQ, PQ, dyb + j * cols, nb * cols);
-          bmat = dyb;
-          ldb = nb * cols;
-        }
+        int64_t ldb;
+        const T* bmat = gather_dy(p, dy + (n0 * p.K + g * Kg) * PQ + p0 * p.Q, nb, cols, dyb, &ldb);
         if (direct) {
           T* dx0 = dx + (n0 * p.C + g * Cg) * HW + p0 * p.Q;
           if (nb == 1) {
@@ -329,14 +337,8 @@ void conv2d_bwd_weight_cpu(const Conv2dParams& p, const T* dy, const T* x, T* dw
       const int64_t p0 = t * tl.rows, p1 = std::min(p.P, p0 + tl.rows), cols = (p1 - p0) * p.Q;
       int64_t ldb;
       const T* bmat = gather_cols(p, x, n0, nb, g, p0, p1, direct, col, &ldb);
-      const T* dy0 = dy + (n0 * p.K + g * Kg) * PQ + p0 * p.Q;
-      const T* amat = dy0;
-      int64_t lda = PQ;
-      if (nb > 1) {
-        for (int64_t j = 0; j < nb; ++j) copy_rows(Kg, cols, dy0 + j * p.K * PQ, PQ, dyb + j * cols, nb * cols);
-        amat = dyb;
-        lda = nb * cols;
-      }
+      int64_t lda;
+      const T* amat = gather_dy(p, dy + (n0 * p.K + g * Kg) * PQ + p0 * p.Q, nb, cols, dyb, &lda);
       gemm(false, true, Kg, crs, nb * cols, T(1), amat, lda, bmat, ldb, T(1), mine + g * Kg * crs, crs);
     }
 #pragma omp for schedule(static)

@@ -5,6 +5,9 @@ import os
 import numpy as np
 
 
+from ..ops import _int as check_int  # noqa: E402  one integer check for the whole package
+
+
 class DataFormatError(ValueError):
     """A data file is truncated, corrupt or mislabelled. The message names the file and what was wrong."""
 
@@ -49,15 +52,6 @@ class ArrayDataset:
     def __repr__(self):
         return (f"ArrayDataset(x={tuple(self.x.shape)} {self.x.dtype}, y={tuple(self.y.shape)}, "
                 f"classes={len(self.classes) if self.classes is not None else None})")
-
-
-def check_int(op, name, v, minimum=None):
-    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
-        raise TypeError(f"{op}: {name} must be an int, got {type(v).__name__}")
-    v = int(v)
-    if minimum is not None and v < minimum:
-        raise ValueError(f"{op}: {name} must be >= {minimum}, got {v}")
-    return v
 
 
 def check_float(op, name, v, lo=None, hi=None):

@@ -92,8 +92,14 @@ class WeightAverage(Callback):
         self.avg = None
         self.count = 0
 
-    def _update(self, model):
-        raise NotImplementedError
+    def _accumulate_mean(self, model):
+        """avg += (w - avg) / count after counting this snapshot: the equal average of all snapshots."""
+        self.count += 1
+        if self.avg is None:
+            self.avg = {n: p.data.astype(np.float64) for n, p in model.named_parameters()}
+            return
+        for n, p in model.named_parameters():
+            self.avg[n] += (p.data - self.avg[n]) / self.count
 
     @contextlib.contextmanager
     def applied(self, model):
@@ -152,14 +158,8 @@ class Polyak(WeightAverage):
         self.start_step = int(start_step)
 
     def on_step_end(self, trainer, step, loss):
-        if step < self.start_step:
-            return
-        self.count += 1
-        if self.avg is None:
-            self.avg = {n: p.data.astype(np.float64) for n, p in trainer.model.named_parameters()}
-            return
-        for n, p in trainer.model.named_parameters():
-            self.avg[n] += (p.data - self.avg[n]) / self.count
+        if step >= self.start_step:
+            self._accumulate_mean(trainer.model)
 
 
 class SWA(WeightAverage):
@@ -173,14 +173,8 @@ class SWA(WeightAverage):
         self.bn_state = None
 
     def on_epoch_end(self, trainer, epoch, logs):
-        if epoch + 1 < self.start_epoch:
-            return
-        self.count += 1
-        if self.avg is None:
-            self.avg = {n: p.data.astype(np.float64) for n, p in trainer.model.named_parameters()}
-            return
-        for n, p in trainer.model.named_parameters():
-            self.avg[n] += (p.data - self.avg[n]) / self.count
+        if epoch + 1 >= self.start_epoch:
+            self._accumulate_mean(trainer.model)
 
     def finalize(self, trainer, data, batch_size=256):
         """Recompute BatchNorm running statistics under the averaged weights (kept for applied())."""
