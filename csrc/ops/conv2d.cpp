@@ -233,7 +233,7 @@ void conv2d_fwd_cpu(const Conv2dParams& p, const T* x, const T* w, const T* b, T
   {
     T* col = col_s.mine();
     T* out = out_s.mine();
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 1)  // items write disjoint outputs: any order gives the same bits
     for (int64_t it = 0; it < items; ++it) {
       const int64_t blk = it / (p.groups * tl.ntiles), g = (it / tl.ntiles) % p.groups, t = it % tl.ntiles;
       const int64_t n0 = blk * tl.nb, nb = std::min(tl.nb, p.N - n0);
@@ -277,7 +277,7 @@ void conv2d_bwd_data_cpu(const Conv2dParams& p, const T* dy, const T* w, T* dx) 
     T* col = col_s.mine();
     T* dyb = dyb_s.mine();
     T* dxb = dxb_s.mine();
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 1)  // items write disjoint outputs: any order gives the same bits
     for (int64_t it = 0; it < items; ++it) {
       const int64_t blk = it / p.groups, g = it % p.groups;
       const int64_t n0 = blk * tl.nb, nb = std::min(tl.nb, p.N - n0);
