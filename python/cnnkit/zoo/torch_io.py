@@ -145,7 +145,7 @@ def load_torch_state_dict(model, path_or_dict, strict=True):
             parts.append(f"{len(mismatched)} shape mismatch(es): " + _show(
                 f"{n} expected {w} got {g}" for n, w, g in mismatched))
         hint = ""
-        if missing and unexpected and len(unexpected) > len(slots) // 2:
+        if missing and unexpected and len(slots) - len(missing) < len(slots) // 2:
             hint = " (is it a state dict of another architecture?)"
         raise StateDictError(f"load_torch_state_dict: {where} does not fit {model.name or type(model).__name__}"
                              f"{hint}: " + "; ".join(parts), missing, unexpected, mismatched)
