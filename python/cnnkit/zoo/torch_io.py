@@ -12,7 +12,12 @@ import os
 
 import numpy as np
 
+from .._xp import array_module
 from ..graph import Layer
+
+
+def _host(a):
+    return a if isinstance(a, np.ndarray) else a.get()    # a CuPy array (model.to("cuda")) comes to the host
 
 
 class StateDictError(ValueError):
@@ -154,10 +159,10 @@ def load_torch_state_dict(model, path_or_dict, strict=True):
             continue
         if kind == "param":
             p = layer._params[k]
-            p.data[...] = sd[n].astype(p.data.dtype, copy=False)
+            p.data[...] = array_module(p.data).asarray(sd[n].astype(p.data.dtype, copy=False))
         else:
             b = layer._buffers[k]
-            b[...] = np.asarray(sd[n]).reshape(np.shape(b)).astype(b.dtype, copy=False)
+            b[...] = array_module(b).asarray(np.asarray(sd[n]).reshape(np.shape(b)).astype(b.dtype, copy=False))
     return missing, unexpected
 
 
@@ -166,7 +171,7 @@ def export_torch_state_dict(model, path=None):
     atomically (temp file, fsync, rename). Returns the dict of numpy copies; with ``path=None`` only returns
     it. ``num_batches_tracked`` keeps torch's 0-d int64. PyTorch reads it with
     ``model.load_state_dict(safetensors.torch.load_file(path))``."""
-    sd = {n: np.array(v, copy=True) for n, v in state_dict(model).items()}
+    sd = {n: np.array(_host(v), copy=True) for n, v in state_dict(model).items()}
     if path is not None:
         path = os.fspath(path)
         if not path.lower().endswith(".safetensors"):
