@@ -70,3 +70,7 @@ from .train import EMA, SWA, EarlyStopping, Ensemble, Polyak, SnapshotEnsemble, 
 __all__ += ["train", "Trainer", "EarlyStopping", "EMA", "Polyak", "SWA", "SnapshotSaver", "Ensemble",
             "SnapshotEnsemble"]
 from . import search  # noqa: E402,F401  hyperparameter search (issue 6)
+from . import zoo  # noqa: E402,F401  model zoo and transfer learning (issue 8)
+from .zoo import AdaptiveAvgPool2d  # noqa: E402,F401
+
+__all__ += ["zoo", "AdaptiveAvgPool2d"]

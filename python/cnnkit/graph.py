@@ -69,6 +69,7 @@ class Layer:
     """
 
     stochastic = False   # True for layers that draw random numbers (they get seed and offset)
+    frozen = False       # set by Model.freeze: parameters fixed, and running statistics too (see train)
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
@@ -121,8 +122,12 @@ class Layer:
             p.zero_grad()
 
     def train(self, mode=True):
+        """Training mode for every layer inside, except that a layer frozen by Model.freeze that keeps
+        running statistics (BatchNorm) stays in inference mode: it normalises with its running mean and
+        variance and never updates them, as Keras does for BN layers with trainable=False. (A parameter
+        frozen by hand, ``p.requires_grad = False``, does not change the mode: PyTorch's behaviour.)"""
         for _, layer in self.named_layers():
-            layer.training = bool(mode)
+            layer.training = bool(mode) and not (layer.frozen and _keeps_running_stats(layer))
         return self
 
     def eval(self):
@@ -230,6 +235,10 @@ class Layer:
     def _check_rank(self, op, x, ranks, meaning):
         if len(x) not in ranks:
             raise ValueError(f"{op}: input must be {meaning}, got shape {tuple(x)}")
+
+
+def _keeps_running_stats(layer):
+    return "running_mean" in layer._buffers or "running_var" in layer._buffers
 
 
 def _node_label(node):
@@ -385,6 +394,115 @@ class Model(Layer):
         if not any(need_in):
             return None
         return dxs[0] if self._n_inputs == 1 else tuple(dxs)
+
+    # ------------------------------------------------------------ transfer learning
+    def _layer_at(self, path):
+        layer = self
+        for part in path.split("."):
+            if not isinstance(layer, Model) or part not in layer.layers:
+                where = "this model" if layer is self else f"{type(layer).__name__} at '{path}'"
+                names = list(layer.layers) if isinstance(layer, Model) else []
+                raise ValueError(f"{type(self).__name__}: no layer '{path}' ('{part}' is not in {where}; "
+                                 f"expected one of {names})")
+            layer = layer.layers[part]
+        return layer
+
+    def _prefix(self, path):
+        """The layers that run up to and including the one at `path` (a node name, or a dotted path into
+        nested models: every earlier node at each level, then the prefix inside)."""
+        head, _, rest = path.partition(".")
+        names = [n for n, _, _ in self._nodes]
+        if head not in names:
+            raise ValueError(f"{type(self).__name__}: up_to must name a layer, got '{path}' ('{head}' is not one "
+                             f"of {names})")
+        k = names.index(head)
+        out = [layer for _, layer, _ in self._nodes[:k]]
+        layer = self._nodes[k][1]
+        if rest:
+            if not isinstance(layer, Model):
+                raise ValueError(f"{type(self).__name__}: '{head}' is a {type(layer).__name__}, it has no layer '{rest}'")
+            return out + layer._prefix(rest)
+        return out + [layer]
+
+    def _set_frozen(self, layers, frozen):
+        for top in layers:
+            for _, layer in top.named_layers():
+                layer.frozen = frozen
+                for p in layer._params.values():
+                    p.requires_grad = not frozen
+                if _keeps_running_stats(layer):
+                    layer.training = False if frozen else self.training
+
+    def freeze(self, *names, up_to=None):
+        """Freeze layers for transfer learning: their parameters get requires_grad = False (no gradient is
+        computed for them, and backward skips every layer below the first trainable one), and the BatchNorm
+        layers among them stay in inference mode, even in model.train() (see Layer.train).
+
+        ``freeze()`` freezes everything; ``freeze(up_to="layer3")`` every layer that runs up to and
+        including layer3 (a dotted path such as "layer3.1" or "features.10" reaches inside); ``freeze("conv1",
+        "layer1")`` the named layers. Freeze before building the optimizer: an optimizer only steps the
+        parameters that were trainable when it was built. Returns the model."""
+        targets = [self._layer_at(n) for n in names]
+        if up_to is not None:
+            targets += self._prefix(up_to)
+        if not names and up_to is None:
+            targets = [self]
+        self._set_frozen(targets, True)
+        return self
+
+    def unfreeze(self, *names, up_to=None):
+        """Undo freeze: ``unfreeze()`` for everything, or the named layers / the prefix up to ``up_to``.
+        Their parameters become trainable and their BatchNorm layers follow the model's mode again. Build
+        the optimizer again afterwards (or add a param group) so that it steps them. Returns the model."""
+        targets = [self._layer_at(n) for n in names]
+        if up_to is not None:
+            targets += self._prefix(up_to)
+        if not names and up_to is None:
+            targets = [self]
+        self._set_frozen(targets, False)
+        return self
+
+    def replace_head(self, num_classes=None, head=None, seed=None):
+        """Replace the last layer that has parameters (the classifier: ``fc`` in a ResNet, ``classifier.6``
+        in VGG) by a new trainable one, in the same place and under the same name: a fresh Linear(in_features,
+        num_classes) of the same dtype and initialisation, or the given `head` layer. Returns the new head."""
+        if (num_classes is None) == (head is None):
+            raise ValueError(f"{type(self).__name__}.replace_head: give exactly one of num_classes and head")
+        owner, i = None, None
+        stack = [self]
+        while stack:
+            m = stack.pop()
+            for k in range(len(m._nodes) - 1, -1, -1):
+                layer = m._nodes[k][1]
+                if isinstance(layer, Model):
+                    if any(True for _ in layer.named_parameters()):
+                        stack.append(layer)
+                        break
+                elif layer._params:
+                    owner, i = m, k
+                    break
+        if owner is None:
+            raise ValueError(f"{type(self).__name__}.replace_head: the model has no layer with parameters")
+        name, old, ins = owner._nodes[i]
+        if head is None:
+            from .layers import Linear
+            if not isinstance(old, Linear):
+                raise TypeError(f"{type(self).__name__}.replace_head: the last layer with parameters ('{name}') is "
+                                f"a {type(old).__name__}, not a Linear; pass head=... instead of num_classes")
+            if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
+                raise ValueError(f"{type(self).__name__}.replace_head: num_classes must be a positive int, "
+                                 f"got {num_classes!r}")
+            head = Linear(old.in_features, int(num_classes), bias="bias" in old._params, weight_init=old.weight_init,
+                          bias_init=old.bias_init, seed=seed, dtype=old.weight.dtype)
+        elif not isinstance(head, Layer):
+            raise TypeError(f"{type(self).__name__}.replace_head: head must be a Layer, got {type(head).__name__}")
+        head.name = old.name
+        head.train(self.training)
+        owner._nodes[i] = (name, head, ins)
+        for _, m in self.named_layers():
+            if isinstance(m, Model):
+                m._shape_memo = None
+        return head
 
     # ------------------------------------------------------------ summary
     def summary(self, input_shape=None, print_fn=print):
@@ -561,8 +679,11 @@ class Graph(Model):
 
 
 def _layer_config(name, layer):
-    return {"name": name, "class": type(layer).__name__, "config": layer.config(),
-            "requires_grad": {n: p.requires_grad for n, p in layer._params.items() if not p.requires_grad}}
+    c = {"name": name, "class": type(layer).__name__, "config": layer.config(),
+         "requires_grad": {n: p.requires_grad for n, p in layer._params.items() if not p.requires_grad}}
+    if layer.frozen:
+        c["frozen"] = True
+    return c
 
 
 def _layer_from_config(c):
@@ -575,6 +696,8 @@ def _layer_from_config(c):
         layer.name = c.get("name") if c.get("name") and not c["name"].isdigit() else layer.name
     for pn in c.get("requires_grad", {}):
         layer._params[pn].requires_grad = False
+    if c.get("frozen"):
+        layer.frozen = True
     return layer
 
 
