@@ -42,6 +42,7 @@ def test_cnnkit_train_writes_a_complete_run_folder(tmp_path):
     ("[model]\nlayers = [{type = 'Linear', args = [64]}]\n", r"'model.layers\[0\]' \(Linear\)"),
     ("epochs = [\n", r"is not valid TOML"),
     ("[data]\nnormalize = 'sparkle'\n", r"'data.normalize' is unknown: 'sparkle'"),
+    ("[model]\nzoo = 'resnet9000'\n", r"'model.zoo' names an unknown architecture 'resnet9000'"),
     ("[data]\naugment = [{type = 'Rotate90'}]\n", r"'data.augment\[0\].type' is not a cnnkit augmentation"),
     ("[data]\naugment = [{type = 'RandomCrop', args = [8], padding = -1}]\n", r"'data.augment\[0\]' \(RandomCrop\)"),
 ])
@@ -79,3 +80,11 @@ def test_augmentation_and_normalisation_from_a_config(tmp_path):
     x = ck.data.load_digits()["train"].x
     means = [np.asarray(v).ravel() for v in saved.values()]
     assert any(np.allclose(m, x.mean(axis=(0, 2, 3)), rtol=1e-5) for m in means)  # fitted on the train split
+
+
+def test_a_zoo_model_from_a_config(tmp_path):
+    cfg = cli.load_config(None, {"out": str(tmp_path / "r"), "epochs": 2})
+    cfg["model"] = {"zoo": "resnet20", "in_channels": 1, "num_classes": 10}
+    trainer, result = cli.run_training(cfg, log=lambda *a: None, progress=False)
+    assert type(trainer.model).__name__ != "Sequential" and "layer1.0.conv1.weight" in dict(trainer.model.named_parameters())
+    assert result["test_acc"] > 0.5

@@ -23,7 +23,7 @@ SCHEMA = {
     "seed": int, "epochs": int, "batch_size": int, "threads": int, "out": str, "plots": bool,
     "checkpoint_every": int,
     "data": {"dataset": str, "path": str, "normalize": str, "augment": list},
-    "model": {"layers": list, "zoo": str, "init": str, "num_classes": int},
+    "model": {"layers": list, "zoo": str, "num_classes": int, "in_channels": int},
     "optimizer": {"name": str, "lr": float, "momentum": float, "nesterov": bool, "weight_decay": float,
                   "betas": list, "eps": float, "alpha": float, "centered": bool, "dampening": float,
                   "amsgrad": bool, "lr_decay": float, "decay_bias": bool, "l1": float, "max_norm": float,
@@ -105,12 +105,17 @@ def build_model(cfg):
     import cnnkit as ck
     spec = cfg.get("model", {})
     if "zoo" in spec:
-        if not hasattr(ck, "zoo"):
-            raise ConfigError("config: 'model.zoo' needs cnnkit.zoo, which this version does not have")
+        if spec["zoo"] not in ck.zoo.MODELS:
+            raise ConfigError(f"config: 'model.zoo' names an unknown architecture {spec['zoo']!r}; "
+                              f"expected one of {sorted(ck.zoo.MODELS)}")
+        builder = ck.zoo.MODELS[spec["zoo"]]
         try:
-            return getattr(ck.zoo, spec["zoo"])(num_classes=spec.get("num_classes", 10))
-        except AttributeError:
-            raise ConfigError(f"config: 'model.zoo' names an unknown architecture {spec['zoo']!r}") from None
+            model = builder(num_classes=spec.get("num_classes", 10), in_channels=spec.get("in_channels", 1),
+                            seed=cfg["seed"])
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"config: 'model.zoo' ({spec['zoo']}): {e}") from None
+        model.manual_seed(cfg["seed"])
+        return model
     ck.manual_seed(cfg["seed"])  # initial weights of layers built without their own seed
     layers = []
     for i, item in enumerate(spec.get("layers", DIGITS_NET)):
