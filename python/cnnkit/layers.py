@@ -136,7 +136,18 @@ class Conv2d(Layer):
                     bias_init=self.bias_init, dtype=str(self.weight.dtype))
 
 
-class MaxPool2d(Layer):
+class _ArgmaxPool(Layer):
+    """Shared by the max-pooling layers: forward caches (indices, x shape); backward scatters through them."""
+
+    def backward(self, dy, need_dx=True):
+        idx, xs = self._need_cache()
+        return ops.maxpool2d_bwd(_contig(dy), idx, xs) if need_dx else None
+
+    def flops(self, in_shapes, out):
+        return _numel(out) * self.kernel_size[0] * self.kernel_size[1]
+
+
+class MaxPool2d(_ArgmaxPool):
     """Max-pooling with argmax, as torch.nn.MaxPool2d (stride defaults to kernel_size). Kernel: ops.maxpool2d_*."""
 
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, name=None):
@@ -162,13 +173,6 @@ class MaxPool2d(Layer):
         y, idx = ops.maxpool2d_fwd(_contig(x), self.kernel_size, **self._hp())
         self._cache = (idx, x.shape)
         return y
-
-    def backward(self, dy, need_dx=True):
-        idx, xs = self._need_cache()
-        return ops.maxpool2d_bwd(_contig(dy), idx, xs) if need_dx else None
-
-    def flops(self, in_shapes, out):
-        return _numel(out) * self.kernel_size[0] * self.kernel_size[1]
 
     def config(self):
         return dict(kernel_size=_cfgpair(self.kernel_size), stride=_cfgpair(self.stride),
@@ -276,7 +280,7 @@ class GlobalAvgPool2d(Layer):
         return _numel(in_shapes[0])
 
 
-class FractionalMaxPool2d(Layer):
+class FractionalMaxPool2d(_ArgmaxPool):
     """Fractional max-pooling (Graham 2014, "Fractional Max-Pooling"), as nn.FractionalMaxPool2d.
 
     Pseudo-random, overlapping pooling regions: for each (n, c) plane one uniform u per axis gives the
@@ -351,13 +355,6 @@ class FractionalMaxPool2d(Layer):
         self._cache = (np.ascontiguousarray(idx), x.shape)
         self.last_indices = self._cache[0]
         return np.ascontiguousarray(y)
-
-    def backward(self, dy, need_dx=True):
-        idx, xs = self._need_cache()
-        return ops.maxpool2d_bwd(_contig(dy), idx, xs) if need_dx else None
-
-    def flops(self, in_shapes, out):
-        return _numel(out) * self.kernel_size[0] * self.kernel_size[1]
 
     def config(self):
         return dict(kernel_size=_cfgpair(self.kernel_size),

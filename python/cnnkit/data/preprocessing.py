@@ -34,14 +34,18 @@ class Preprocessor:
         self._fit(x.astype(np.float64))
         return self
 
-    def transform(self, x):
-        op = f"{self._name()}.transform"
+    def _check_input(self, op, x):
+        """x must be images of the shape seen at fit time, and fit must have happened."""
         if self.shape is None:
             raise ValueError(f"{op}: call fit(x_train) first (or load a state_dict)")
         check_images(op, "x", x)
         if tuple(x.shape[1:]) != self.shape:
             raise ValueError(f"{op}: x must be (N, {', '.join(map(str, self.shape))}) as at fit time, "
                              f"got {tuple(x.shape)}")
+
+    def transform(self, x):
+        op = f"{self._name()}.transform"
+        self._check_input(op, x)
         return np.ascontiguousarray(self._transform(x.astype(np.float64)), dtype=x.dtype)
 
     __call__ = transform
@@ -152,13 +156,7 @@ class PCAWhiten(_Whiten):
         super()._fit(x)
 
     def transform(self, x):
-        op = "PCAWhiten.transform"
-        if self.shape is None:
-            raise ValueError(f"{op}: call fit(x_train) first (or load a state_dict)")
-        check_images(op, "x", x)
-        if tuple(x.shape[1:]) != self.shape:
-            raise ValueError(f"{op}: x must be (N, {', '.join(map(str, self.shape))}) as at fit time, "
-                             f"got {tuple(x.shape)}")
+        self._check_input("PCAWhiten.transform", x)
         k = self._k()
         Xc = x.reshape(x.shape[0], -1).astype(np.float64) - self.mean
         out = (Xc @ self.eigvec[:, :k]) / np.sqrt(self.eigval[:k] + self.epsilon)
