@@ -8,6 +8,8 @@
 #include <cmath>
 #include <cstdint>
 
+struct CUstream_st;
+
 #if defined(__CUDACC__)
 #define CK_HD __host__ __device__
 #else
@@ -99,5 +101,30 @@ void grad_scale_clamp_cpu(int64_t n, T* g, double scale, double clip);
 // Writes p in place (=).
 template <typename T>
 void maxnorm_rows_cpu(int64_t rows, int64_t cols, T* p, double max_norm);
+
+// ---- CUDA twins (optim.cu, built when CNNKIT_WITH_CUDA): device pointers, launched on `stream`, not
+// synchronised. Same arguments and in-place semantics as the CPU versions above.
+template <typename T>
+void sgd_step_cuda(int64_t n, T* p, const T* g, T* buf, const SgdArgs& a, const GradPrep<T>& prep,
+                   CUstream_st* stream);
+template <typename T>
+void adagrad_step_cuda(int64_t n, T* p, const T* g, T* sum, const AdagradArgs& a, const GradPrep<T>& prep,
+                       CUstream_st* stream);
+template <typename T>
+void rmsprop_step_cuda(int64_t n, T* p, const T* g, T* square_avg, T* grad_avg, T* buf, const RmspropArgs& a,
+                       const GradPrep<T>& prep, CUstream_st* stream);
+template <typename T>
+void adam_step_cuda(int64_t n, T* p, const T* g, T* exp_avg, T* exp_avg_sq, T* max_exp_avg_sq, const AdamArgs& a,
+                    const GradPrep<T>& prep, CUstream_st* stream);
+// Doubles of device scratch grad_sumsq_cuda needs (fixed, independent of n).
+int64_t grad_sumsq_workspace_cuda();
+// Writes out[0] = sum(g^2) (accumulated in double, deterministic for a given n) and out[1] = 1.0 if every g
+// is finite else 0.0, into device memory: reading them back is the caller's (one) host sync.
+template <typename T>
+void grad_sumsq_cuda(int64_t n, const T* g, double* workspace, double* out, CUstream_st* stream);
+template <typename T>
+void grad_scale_clamp_cuda(int64_t n, T* g, double scale, double clip, CUstream_st* stream);
+template <typename T>
+void maxnorm_rows_cuda(int64_t rows, int64_t cols, T* p, double max_norm, CUstream_st* stream);
 
 }  // namespace ck
