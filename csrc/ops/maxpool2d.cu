@@ -13,6 +13,8 @@ namespace ck {
 
 namespace {
 
+__device__ __forceinline__ int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
+
 // Candidate v at flat index i replaces the running max when it is larger or NaN (the CPU's take()).
 template <typename T>
 __device__ __forceinline__ void take(T v, int64_t i, T& m, int64_t& mi) {
@@ -31,10 +33,10 @@ __global__ void maxpool2d_fwd_kernel(MaxPool2dParams p, const T* __restrict__ x,
     const int64_t pl = o / PQ, r = o % PQ, op = r / p.Q, oq = r % p.Q;
     const T* xp = x + pl * HW;
     int64_t ih0 = op * p.stride_h - p.pad_h;
-    const int64_t ih1 = min(ih0 + (p.kernel_h - 1) * p.dil_h + 1, p.H);
+    const int64_t ih1 = imin(ih0 + (p.kernel_h - 1) * p.dil_h + 1, p.H);
     while (ih0 < 0) ih0 += p.dil_h;
     int64_t iw0 = oq * p.stride_w - p.pad_w;
-    const int64_t iw1 = min(iw0 + (p.kernel_w - 1) * p.dil_w + 1, p.W);
+    const int64_t iw1 = imin(iw0 + (p.kernel_w - 1) * p.dil_w + 1, p.W);
     while (iw0 < 0) iw0 += p.dil_w;
     T m = -INFINITY;
     int64_t mi = ih0 * p.W + iw0;

@@ -1,5 +1,5 @@
 // CUDA twin of optim.cpp, in the same order: fused SGD / AdaGrad / RMSProp / Adam(W) steps (one grid-stride
-// pass, each element read and written once, the per-element lines shared with the CPU through the CK_HD
+// pass, each element read and written once, the per-element lines shared with the CPU through the CK_OPTIM_HD
 // functions of optim.h), then the gradient checks and clipping. Launched on the caller's stream, nothing
 // synchronised; grad_sumsq writes its result to device memory instead of returning it. nvcc contracts
 // a*b+c into fma where g++ may not, so results can differ from the CPU in the last bits (tests allow 1e-6
@@ -17,18 +17,23 @@ namespace ck {
 
 namespace {
 
-// Calls f(clip, l1) with std::integral_constant<bool, ...> arguments matching the prep coefficients
-// (the CPU's with_prep_flags: options that are off cost no instructions).
-template <typename T, typename F>
-inline void with_prep_flags(const GradPrep<T>& c, F&& f) {
+// Which of optim.h's prep_grad<CLIP, L1> variants the coefficients need (the CPU's with_prep_flags test).
+// On the GPU the choice is a uniform runtime switch inside one kernel rather than four kernels: these
+// loops are bound by memory bandwidth, and four times fewer kernels keep the CI build time down.
+template <typename T>
+int prep_mode(const GradPrep<T>& c) {
   const bool clip = c.gscale != T(1) || c.gclip <= std::numeric_limits<T>::max();
   const bool l1 = c.l1 != T(0);
-  using Y = std::true_type;
-  using N = std::false_type;
-  if (clip) {
-    l1 ? f(Y{}, Y{}) : f(Y{}, N{});
-  } else {
-    l1 ? f(N{}, Y{}) : f(N{}, N{});
+  return (clip ? 2 : 0) + (l1 ? 1 : 0);
+}
+
+template <typename T>
+__device__ __forceinline__ T prep(int mode, T g, T p, const GradPrep<T>& c) {
+  switch (mode) {
+    case 3: return prep_grad<true, true>(g, p, c);
+    case 2: return prep_grad<true, false>(g, p, c);
+    case 1: return prep_grad<false, true>(g, p, c);
+    default: return prep_grad<false, false>(g, p, c);
   }
 }
 
@@ -37,12 +42,12 @@ inline void with_prep_flags(const GradPrep<T>& c, F&& f) {
 
 // ---------------------------------------------------------------- SGD
 // Momentum, first step and nesterov are uniform runtime flags: every thread takes the same branch.
-template <typename T, bool CLIP, bool L1>
+template <typename T>
 __global__ void sgd_kernel(int64_t n, T* __restrict__ p, const T* __restrict__ g, T* __restrict__ buf, T neg_lr, T mu,
-                           T omd, bool momentum, bool first, bool nesterov, GradPrep<T> c) {
+                           T omd, bool momentum, bool first, bool nesterov, GradPrep<T> c, int mode) {
   CK_GRID_STRIDE(i, n) {
     const T pi = p[i];
-    T d = prep_grad<CLIP, L1>(g[i], pi, c);
+    T d = prep(mode, g[i], pi, c);
     if (momentum) {
       const T b = first ? d : buf[i] * mu + omd * d;
       buf[i] = b;
@@ -53,12 +58,12 @@ __global__ void sgd_kernel(int64_t n, T* __restrict__ p, const T* __restrict__ g
 }
 
 // ---------------------------------------------------------------- AdaGrad
-template <typename T, bool CLIP, bool L1>
+template <typename T>
 __global__ void adagrad_kernel(int64_t n, T* __restrict__ p, const T* __restrict__ g, T* __restrict__ sum, T neg_clr,
-                               T eps, GradPrep<T> c) {
+                               T eps, GradPrep<T> c, int mode) {
   CK_GRID_STRIDE(i, n) {
     const T pi = p[i];
-    const T d = prep_grad<CLIP, L1>(g[i], pi, c);
+    const T d = prep(mode, g[i], pi, c);
     const T s = sum[i] + d * d;
     sum[i] = s;
     p[i] = pi + (neg_clr * d) / (sqrt(s) + eps);
@@ -66,13 +71,13 @@ __global__ void adagrad_kernel(int64_t n, T* __restrict__ p, const T* __restrict
 }
 
 // ---------------------------------------------------------------- RMSProp
-template <typename T, bool CLIP, bool L1>
+template <typename T>
 __global__ void rmsprop_kernel(int64_t n, T* __restrict__ p, const T* __restrict__ g, T* __restrict__ sq,
                                T* __restrict__ ga, T* __restrict__ buf, T neg_lr, T alpha, T oma, T oma_c, bool small,
-                               T eps, T mu, GradPrep<T> c) {
+                               T eps, T mu, GradPrep<T> c, int mode) {
   CK_GRID_STRIDE(i, n) {
     const T pi = p[i];
-    const T d = prep_grad<CLIP, L1>(g[i], pi, c);
+    const T d = prep(mode, g[i], pi, c);
     const T s = sq[i] * alpha + (oma * d) * d;
     sq[i] = s;
     T avg;
@@ -95,13 +100,13 @@ __global__ void rmsprop_kernel(int64_t n, T* __restrict__ p, const T* __restrict
 }
 
 // ---------------------------------------------------------------- Adam / AdamW
-template <typename T, bool CLIP, bool L1>
+template <typename T>
 __global__ void adam_kernel(int64_t n, T* __restrict__ p, const T* __restrict__ g, T* __restrict__ m,
                             T* __restrict__ v, T* __restrict__ vmax, T w, T omw, bool small, T beta2, T omb2,
-                            T neg_step, T inv_bc2s, T eps, T decay, GradPrep<T> c) {
+                            T neg_step, T inv_bc2s, T eps, T decay, GradPrep<T> c, int mode) {
   CK_GRID_STRIDE(i, n) {
     const T p0 = p[i];
-    const T d = prep_grad<CLIP, L1>(g[i], p0, c);
+    const T d = prep(mode, g[i], p0, c);
     const T pi = p0 * decay;
     const T mi = lerp(m[i], d, w, omw, small);
     const T vi = v[i] * beta2 + (omb2 * d) * d;
@@ -201,10 +206,9 @@ void sgd_step_cuda(int64_t n, T* p, const T* g, T* buf, const SgdArgs& a, const 
                    CUstream_st* stream) {
   if (n == 0) return;
   const bool momentum = a.momentum != 0.0;
-  with_prep_flags(prep, [&](auto clip, auto l1) {
-    sgd_kernel<T, decltype(clip)::value, decltype(l1)::value><<<cudak::blocks_for(n), cudak::kThreads, 0, stream>>>(
-        n, p, g, buf, T(a.neg_lr), T(a.momentum), T(a.one_minus_dampening), momentum, a.first, a.nesterov, prep);
-  });
+  sgd_kernel<T><<<cudak::blocks_for(n), cudak::kThreads, 0, stream>>>(
+      n, p, g, buf, T(a.neg_lr), T(a.momentum), T(a.one_minus_dampening), momentum, a.first, a.nesterov, prep,
+      prep_mode(prep));
   cudak::check_launch("sgd_step");
 }
 
@@ -212,10 +216,8 @@ template <typename T>
 void adagrad_step_cuda(int64_t n, T* p, const T* g, T* sum, const AdagradArgs& a, const GradPrep<T>& prep,
                        CUstream_st* stream) {
   if (n == 0) return;
-  with_prep_flags(prep, [&](auto clip, auto l1) {
-    adagrad_kernel<T, decltype(clip)::value, decltype(l1)::value>
-        <<<cudak::blocks_for(n), cudak::kThreads, 0, stream>>>(n, p, g, sum, T(a.neg_clr), T(a.eps), prep);
-  });
+  adagrad_kernel<T><<<cudak::blocks_for(n), cudak::kThreads, 0, stream>>>(n, p, g, sum, T(a.neg_clr), T(a.eps), prep,
+                                                                           prep_mode(prep));
   cudak::check_launch("adagrad_step");
 }
 
@@ -226,10 +228,9 @@ void rmsprop_step_cuda(int64_t n, T* p, const T* g, T* square_avg, T* grad_avg, 
   const T oma = T(1.0 - a.alpha), oma_c = T(1.0 - (1.0 - a.alpha));
   const bool small = (1.0 - a.alpha) < 0.5 && (1.0 - a.alpha) > -0.5;
   T* b = a.momentum > 0.0 ? buf : nullptr;
-  with_prep_flags(prep, [&](auto clip, auto l1) {
-    rmsprop_kernel<T, decltype(clip)::value, decltype(l1)::value><<<cudak::blocks_for(n), cudak::kThreads, 0, stream>>>(
-        n, p, g, square_avg, grad_avg, b, T(a.neg_lr), T(a.alpha), oma, oma_c, small, T(a.eps), T(a.momentum), prep);
-  });
+  rmsprop_kernel<T><<<cudak::blocks_for(n), cudak::kThreads, 0, stream>>>(
+      n, p, g, square_avg, grad_avg, b, T(a.neg_lr), T(a.alpha), oma, oma_c, small, T(a.eps), T(a.momentum), prep,
+      prep_mode(prep));
   cudak::check_launch("rmsprop_step");
 }
 
@@ -240,11 +241,9 @@ void adam_step_cuda(int64_t n, T* p, const T* g, T* exp_avg, T* exp_avg_sq, T* m
   const bool small = (1.0 - a.beta1) < 0.5 && (1.0 - a.beta1) > -0.5;
   const T w = T(1.0 - a.beta1), omw = T(1.0 - (1.0 - a.beta1)), beta2 = T(a.beta2), omb2 = T(1.0 - a.beta2);
   const T neg_step = T(a.neg_step_size), inv_bc2s = T(1.0 / a.bc2_sqrt), eps = T(a.eps), decay = T(a.decay);
-  with_prep_flags(prep, [&](auto clip, auto l1) {
-    adam_kernel<T, decltype(clip)::value, decltype(l1)::value><<<cudak::blocks_for(n), cudak::kThreads, 0, stream>>>(
-        n, p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, w, omw, small, beta2, omb2, neg_step, inv_bc2s, eps, decay,
-        prep);
-  });
+  adam_kernel<T><<<cudak::blocks_for(n), cudak::kThreads, 0, stream>>>(
+      n, p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, w, omw, small, beta2, omb2, neg_step, inv_bc2s, eps, decay, prep,
+      prep_mode(prep));
   cudak::check_launch("adam_step");
 }
 

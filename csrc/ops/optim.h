@@ -1,7 +1,7 @@
 // Optimizer steps as fused one-pass kernels over flat buffers (one buffer holds every parameter of a
 // group), with torch.optim's update rules, defaults and arithmetic order (torch/optim/{sgd,adagrad,
 // rmsprop,adam}.py, the single-tensor path), so float64 agrees with torch to ~1e-15 per step.
-// The per-element math is in CK_HD inline functions below so the CUDA twin (optim.cu) runs the same
+// The per-element math is in CK_OPTIM_HD inline functions below so the CUDA twin (optim.cu) runs the same
 // lines; the per-step scalars (bias corrections, decayed lr) are computed once on the host, in Python,
 // exactly as torch computes them, and cast to T here as torch casts a Python scalar to the tensor dtype.
 #pragma once
@@ -11,9 +11,9 @@
 struct CUstream_st;
 
 #if defined(__CUDACC__)
-#define CK_HD __host__ __device__
+#define CK_OPTIM_HD __host__ __device__  // not CK_HD: philox.h defines that one with inline
 #else
-#define CK_HD
+#define CK_OPTIM_HD
 #endif
 
 namespace ck {
@@ -29,7 +29,7 @@ struct GradPrep {
 // CLIP and L1 are compile-time switches so the common path (no clipping, no L1) spends no instructions on
 // them: Adam's loop is close to compute-bound on one core (its divider), so every op counts.
 template <bool CLIP, bool L1, typename T>
-CK_HD inline T prep_grad(T g, T p, const GradPrep<T>& c) {
+CK_OPTIM_HD inline T prep_grad(T g, T p, const GradPrep<T>& c) {
   if constexpr (CLIP) {
     g = g * c.gscale;
     g = g < -c.gclip ? -c.gclip : (g > c.gclip ? c.gclip : g);
@@ -44,7 +44,7 @@ CK_HD inline T prep_grad(T g, T p, const GradPrep<T>& c) {
 
 // torch.lerp: start + w * (end - start) for |w| < 0.5, else end - (end - start) * (1 - w).
 template <typename T>
-CK_HD inline T lerp(T start, T end, T w, T one_minus_w, bool small) {
+CK_OPTIM_HD inline T lerp(T start, T end, T w, T one_minus_w, bool small) {
   return small ? start + w * (end - start) : end - (end - start) * one_minus_w;
 }
 
