@@ -162,6 +162,7 @@ CONV_CASES = [  # (x shape, w shape, stride, padding, dilation, groups)
     ((3, 16, 12, 12), (70, 16, 1, 1), 1, 0, 1, 1),     # pointwise, K not a multiple of the 64 tile
     ((2, 8, 15, 13), (8, 4, 5, 5), 3, 2, 2, 2),
     ((4, 32, 16, 16), (64, 32, 3, 3), 1, 1, 1, 1),     # several tiles in every GEMM dimension
+    ((8, 16, 32, 32), (16, 16, 3, 3), 1, 1, 1, 1),     # one output tile: the weight pass splits K 16 ways
 ]
 
 

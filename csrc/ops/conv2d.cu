@@ -2,11 +2,12 @@
 // is an implicit GEMM (no im2col buffer, no cuDNN): one tiled kernel, shared-memory tiles of 64x64 outputs
 // with BK=16, each of 256 threads holding a 4x4 register tile, and a small "problem" struct per pass that
 // says how to read an A or B element (the im2col gather happens in the tile load) and where a C element goes.
-// Every output element is written by exactly one thread (no atomics), so results are deterministic. This is
-// the straightforward first version (correctness over speed; the weight pass has no split-K yet, so a layer
-// with few output tiles and a large N*P*Q runs on few blocks). Compiled for sm_80/sm_90; NOT YET RUN ON A GPU.
+// No atomics: every output (or split-K partial, summed in a fixed order) is written by one thread, so results
+// are deterministic. A straightforward first version, correctness over speed (no vector loads, no double
+// buffering, int64 index math). Compiled for sm_80/sm_90; NOT YET RUN ON A GPU.
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 
 #include "common/cuda_check.cuh"
@@ -53,7 +54,7 @@ struct FwdProblem {
   T* y;
   __host__ __device__ T a(int64_t g, int64_t m, int64_t k) const { return w[(g * d.Kg + m) * d.CRS + k]; }
   __host__ __device__ T bmat(int64_t g, int64_t k, int64_t n) const { return im2col_at(d, x, g, k, n); }
-  __host__ __device__ void store(int64_t g, int64_t m, int64_t n, T v) const {
+  __host__ __device__ void store(int64_t g, int64_t m, int64_t n, T v, int64_t /*split*/) const {
     const int64_t img = n / d.PQ, pq = n % d.PQ, kk = g * d.Kg + m;
     y[(img * d.K + kk) * d.PQ + pq] = b ? v + b[kk] : v;  // the CPU also adds the bias after the GEMM
   }
@@ -81,41 +82,52 @@ struct BwdDataProblem {
     if (op >= d.P || oq >= d.Q) return T(0);
     return dy[((img * d.K + g * d.Kg + kk) * d.P + op) * d.Q + oq];
   }
-  __host__ __device__ void store(int64_t g, int64_t m, int64_t n, T v) const {
+  __host__ __device__ void store(int64_t g, int64_t m, int64_t n, T v, int64_t /*split*/) const {
     const int64_t img = n / d.HW, hw = n % d.HW;
     dx[(img * d.C + g * d.Cg + m) * d.HW + hw] = v;
   }
 };
 
 // Backward-weight, per group g: dw[k, crs] = sum over (n, pq) of dy[n, k, pq] * im2col[crs, (n, pq)].
-// GEMM (M, N, K) = (Kg, Cg*R*S, N*P*Q). Writes dw (=), or accumulates (+=) when accumulate is set.
+// GEMM (M, N, K) = (Kg, Cg*R*S, N*P*Q). Writes dw (=), or accumulates (+=) when accumulate is set. The
+// reduction dimension N*P*Q is long and the output small, so the GEMM is split along it (split-K): split s
+// writes its partial sum to partial + s*K*CRS, and splits_reduce_kernel adds the partials in split order
+// (deterministic). With one split, partial is null and the result goes straight to dw.
 template <typename T>
 struct BwdWeightProblem {
   Dims d;
   const T* dy;
   const T* x;
   T* dw;
+  T* partial;
   bool accumulate;
   __host__ __device__ T a(int64_t g, int64_t m, int64_t k) const {
     const int64_t img = k / d.PQ, pq = k % d.PQ;
     return dy[(img * d.K + g * d.Kg + m) * d.PQ + pq];
   }
   __host__ __device__ T bmat(int64_t g, int64_t k, int64_t n) const { return im2col_at(d, x, g, n, k); }
-  __host__ __device__ void store(int64_t g, int64_t m, int64_t n, T v) const {
-    T* o = dw + (g * d.Kg + m) * d.CRS + n;
-    *o = accumulate ? *o + v : v;
+  __host__ __device__ void store(int64_t g, int64_t m, int64_t n, T v, int64_t split) const {
+    const int64_t i = (g * d.Kg + m) * d.CRS + n;
+    if (partial) {
+      partial[split * d.K * d.CRS + i] = v;
+    } else {
+      dw[i] = accumulate ? dw[i] + v : v;
+    }
   }
 };
 
 // C[g] (M x Nn) = A[g] (M x Kk) * B[g] (Kk x Nn), elements read through the problem's a() and bmat() and
-// written through store(). Block (x, y, z) = (column tile, row tile, group). A tile is kept k-major in
+// written through store(). Block (x, y, z) = (column tile, row tile, split * groups + group); split s covers
+// the reduction range [s * kchunk, (s + 1) * kchunk) (kchunk a multiple of kBK; one split covers all of Kk). A tile is kept k-major in
 // shared memory (As[k][m]) so the inner product reads consecutive m; +1 padding avoids bank conflicts on
 // the transposing store. Accumulation is in T, in k order within a tile, like a float32 GEMM on the CPU.
 template <typename T, typename Problem>
-__global__ void __launch_bounds__(kGemmThreads) igemm_kernel(Problem pr, int64_t M, int64_t Nn, int64_t Kk) {
+__global__ void __launch_bounds__(kGemmThreads) igemm_kernel(Problem pr, int64_t M, int64_t Nn, int64_t Kk,
+                                                             int64_t groups, int64_t kchunk) {
   __shared__ T As[kBK][kBM + 1];
   __shared__ T Bs[kBK][kBN];
-  const int64_t g = blockIdx.z;
+  const int64_t g = blockIdx.z % groups, split = blockIdx.z / groups;
+  const int64_t kbegin = split * kchunk, kend = Kk < kbegin + kchunk ? Kk : kbegin + kchunk;
   const int64_t m0 = int64_t(blockIdx.y) * kBM, n0 = int64_t(blockIdx.x) * kBN;
   const int tid = threadIdx.x, tx = tid % (kBN / kTN), ty = tid / (kBN / kTN);
   T acc[kTM][kTN];
@@ -124,18 +136,18 @@ __global__ void __launch_bounds__(kGemmThreads) igemm_kernel(Problem pr, int64_t
 #pragma unroll
     for (int j = 0; j < kTN; ++j) acc[i][j] = T(0);
 
-  for (int64_t k0 = 0; k0 < Kk; k0 += kBK) {
+  for (int64_t k0 = kbegin; k0 < kend; k0 += kBK) {
     // A tile: consecutive threads take consecutive k (contiguous along a weight / dy row).
     for (int i = tid; i < kBM * kBK; i += kGemmThreads) {
       const int mm = i / kBK, kk = i % kBK;
       const int64_t m = m0 + mm, k = k0 + kk;
-      As[kk][mm] = (m < M && k < Kk) ? pr.a(g, m, k) : T(0);
+      As[kk][mm] = (m < M && k < kend) ? pr.a(g, m, k) : T(0);
     }
     // B tile: consecutive threads take consecutive n (contiguous output columns, mostly contiguous input).
     for (int i = tid; i < kBK * kBN; i += kGemmThreads) {
       const int kk = i / kBN, nn = i % kBN;
       const int64_t k = k0 + kk, n = n0 + nn;
-      Bs[kk][nn] = (k < Kk && n < Nn) ? pr.bmat(g, k, n) : T(0);
+      Bs[kk][nn] = (k < kend && n < Nn) ? pr.bmat(g, k, n) : T(0);
     }
     __syncthreads();
 #pragma unroll
@@ -159,20 +171,40 @@ __global__ void __launch_bounds__(kGemmThreads) igemm_kernel(Problem pr, int64_t
 #pragma unroll
     for (int j = 0; j < kTN; ++j) {
       const int64_t n = n0 + tx + j * (kBN / kTN);  // consecutive threads store consecutive n: coalesced
-      if (n < Nn) pr.store(g, m, n, acc[i][j]);
+      if (n < Nn) pr.store(g, m, n, acc[i][j], split);
     }
   }
 }
 
 template <typename T, typename Problem>
 void launch_igemm(const char* op, const Problem& pr, int64_t groups, int64_t M, int64_t Nn, int64_t Kk,
-                  CUstream_st* stream) {
+                  CUstream_st* stream, int64_t splits = 1, int64_t kchunk = 0) {
   const int64_t gx = (Nn + kBN - 1) / kBN, gy = (M + kBM - 1) / kBM;
-  CK_CHECK(gx < (int64_t(1) << 31) && gy <= 65535 && groups <= 65535, op,
+  CK_CHECK(gx < (int64_t(1) << 31) && gy <= 65535 && groups * splits <= 65535, op,
            "problem too large for one CUDA launch (column tiles ", gx, ", row tiles ", gy, ", groups ", groups, ")");
-  igemm_kernel<T, Problem><<<dim3(unsigned(gx), unsigned(gy), unsigned(groups)), kGemmThreads, 0, stream>>>(pr, M, Nn,
-                                                                                                         Kk);
+  igemm_kernel<T, Problem><<<dim3(unsigned(gx), unsigned(gy), unsigned(groups * splits)), kGemmThreads, 0, stream>>>(
+      pr, M, Nn, Kk, groups, splits == 1 ? Kk : kchunk);
   cudak::check_launch(op);
+}
+
+// How many ways to split the weight pass's reduction: enough blocks to fill a large GPU (~4 per SM on 132 SMs)
+// when the output has few tiles, but each split keeps at least 32 BK-steps of work, and the grid's z fits.
+int64_t weight_splits(int64_t tiles, int64_t groups, int64_t Kk) {
+  constexpr int64_t kTargetBlocks = 512, kMinSteps = 32, kMaxSplits = 64;
+  int64_t s = (kTargetBlocks + tiles - 1) / tiles;
+  s = std::min({s, kMaxSplits, std::max<int64_t>(1, Kk / (kMinSteps * kBK)), 65535 / groups});
+  return std::max<int64_t>(s, 1);
+}
+
+// dw[i] = (accumulate ? dw[i] : 0) + sum over s of partial[s * size + i], in split order. Writes dw (=).
+template <typename T>
+__global__ void splits_reduce_kernel(int64_t size, int64_t splits, const T* __restrict__ partial, T* __restrict__ dw,
+                                     bool accumulate) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < size; i += int64_t(gridDim.x) * blockDim.x) {
+    T acc = partial[i];
+    for (int64_t s = 1; s < splits; ++s) acc += partial[s * size + i];
+    dw[i] = accumulate ? dw[i] + acc : acc;
+  }
 }
 
 // db[k] = sum over n and pq of dy[n, k, pq], one block per k, summed in double (as the CPU does), in a fixed
@@ -225,8 +257,26 @@ void conv2d_bwd_weight_cuda(const Conv2dParams& p, const T* dy, const T* x, T* d
                         "cudaMemsetAsync(dw)");
     return;
   }
-  launch_igemm<T>("conv2d_bwd_weight", BwdWeightProblem<T>{d, dy, x, dw, accumulate}, p.groups, d.Kg, d.CRS,
-                  d.N * d.PQ, stream);
+  const char* op = "conv2d_bwd_weight";
+  const int64_t Kk = d.N * d.PQ;
+  const int64_t tiles = p.groups * ((d.Kg + kBM - 1) / kBM) * ((d.CRS + kBN - 1) / kBN);
+  const int64_t splits = weight_splits(tiles, p.groups, Kk);
+  if (splits == 1) {
+    launch_igemm<T>(op, BwdWeightProblem<T>{d, dy, x, dw, nullptr, accumulate}, p.groups, d.Kg, d.CRS, Kk, stream);
+    return;
+  }
+  const int64_t kchunk = ((Kk + splits - 1) / splits + kBK - 1) / kBK * kBK;
+  const int64_t size = d.K * d.CRS;
+  // Scratch for the partial sums from the stream-ordered allocator: no synchronisation, freed in stream order.
+  void* ws = nullptr;
+  cudak::check_call(op, cudaMallocAsync(&ws, sizeof(T) * size_t(splits * size), stream), "cudaMallocAsync(split-K)");
+  T* partial = static_cast<T*>(ws);
+  launch_igemm<T>(op, BwdWeightProblem<T>{d, dy, x, dw, partial, accumulate}, p.groups, d.Kg, d.CRS, Kk, stream,
+                  splits, kchunk);
+  splits_reduce_kernel<T><<<cudak::blocks_for(size), cudak::kThreads, 0, stream>>>(size, splits, partial, dw,
+                                                                                  accumulate);
+  cudak::check_launch(op);
+  cudak::check_call(op, cudaFreeAsync(ws, stream), "cudaFreeAsync(split-K)");
 }
 
 template <typename T>
