@@ -6,6 +6,7 @@
 #include <pybind11/stl.h>
 
 #include <array>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -553,6 +554,287 @@ void maxnorm_rows(const py::array& p, double max_norm) {
 
 // ==== end of optimizer bindings ====
 
+// ==== CUDA entry points (issue 7; compiled only with CNNKIT_WITH_CUDA) ====
+// The Python side (cnnkit/_cuda_ops.py) validates CuPy arrays and passes integers: device pointers from
+// __cuda_array_interface__, shapes, a dtype code (0 = float32, 1 = float64) and CuPy's current stream. These
+// functions re-validate the shapes with the same make_*_params as the CPU path and never touch device memory
+// on the host; the kernels are queued on that stream and nothing is synchronised.
+#if defined(CNNKIT_WITH_CUDA)
+namespace {
+
+using Shape = std::vector<int64_t>;
+
+template <typename T>
+T* dptr(std::uintptr_t a) { return reinterpret_cast<T*>(a); }
+
+CUstream_st* as_stream(std::uintptr_t s) { return reinterpret_cast<CUstream_st*>(s); }
+
+void nonnull(const char* op, const char* name, std::uintptr_t a, int64_t n) {
+  if (a == 0 && n > 0) ck::fail(op, name, " is a null device pointer for ", n, " elements");
+}
+
+// Runs f(float{}) or f(double{}) for dtype code 0 or 1, with the GIL released (no Python object is used).
+template <typename F>
+void by_dtype(const char* op, int dtype, F&& f) {
+  if (dtype != 0 && dtype != 1) ck::fail(op, "dtype code must be 0 (float32) or 1 (float64), got ", dtype);
+  py::gil_scoped_release nogil;
+  dtype == 0 ? f(float{}) : f(double{});
+}
+
+int64_t numel(const Shape& s) {
+  int64_t n = 1;
+  for (int64_t d : s) n *= d;
+  return n;
+}
+
+void cu_conv2d_fwd(std::uintptr_t x, std::uintptr_t w, std::uintptr_t b, std::uintptr_t y, const Shape& x_shape,
+                   const Shape& w_shape, Pair stride, Pair padding, Pair dilation, int64_t groups, int dtype,
+                   std::uintptr_t stream) {
+  const char* op = "conv2d_fwd";
+  auto p = ck::make_conv2d_params(op, x_shape, w_shape, stride[0], stride[1], padding[0], padding[1], dilation[0],
+                                  dilation[1], groups);
+  nonnull(op, "x", x, numel(x_shape));
+  nonnull(op, "w", w, numel(w_shape));
+  nonnull(op, "y", y, p.N * p.K * p.P * p.Q);
+  by_dtype(op, dtype, [&](auto tag) {
+    using T = decltype(tag);
+    ck::conv2d_fwd_cuda<T>(p, dptr<const T>(x), dptr<const T>(w), b ? dptr<const T>(b) : nullptr, dptr<T>(y),
+                           as_stream(stream));
+  });
+}
+
+void cu_conv2d_bwd_data(std::uintptr_t dy, std::uintptr_t w, std::uintptr_t dx, const Shape& x_shape,
+                        const Shape& w_shape, Pair stride, Pair padding, Pair dilation, int64_t groups, int dtype,
+                        std::uintptr_t stream) {
+  const char* op = "conv2d_bwd_data";
+  auto p = ck::make_conv2d_params(op, x_shape, w_shape, stride[0], stride[1], padding[0], padding[1], dilation[0],
+                                  dilation[1], groups);
+  nonnull(op, "dy", dy, p.N * p.K * p.P * p.Q);
+  nonnull(op, "w", w, numel(w_shape));
+  nonnull(op, "dx", dx, numel(x_shape));
+  by_dtype(op, dtype, [&](auto tag) {
+    using T = decltype(tag);
+    ck::conv2d_bwd_data_cuda<T>(p, dptr<const T>(dy), dptr<const T>(w), dptr<T>(dx), as_stream(stream));
+  });
+}
+
+void cu_conv2d_bwd_weight(std::uintptr_t dy, std::uintptr_t x, std::uintptr_t dw, const Shape& x_shape,
+                          const Shape& w_shape, Pair stride, Pair padding, Pair dilation, int64_t groups,
+                          bool accumulate, int dtype, std::uintptr_t stream) {
+  const char* op = "conv2d_bwd_weight";
+  auto p = ck::make_conv2d_params(op, x_shape, w_shape, stride[0], stride[1], padding[0], padding[1], dilation[0],
+                                  dilation[1], groups);
+  nonnull(op, "dy", dy, p.N * p.K * p.P * p.Q);
+  nonnull(op, "x", x, numel(x_shape));
+  nonnull(op, "dw", dw, numel(w_shape));
+  by_dtype(op, dtype, [&](auto tag) {
+    using T = decltype(tag);
+    ck::conv2d_bwd_weight_cuda<T>(p, dptr<const T>(dy), dptr<const T>(x), dptr<T>(dw), accumulate,
+                                  as_stream(stream));
+  });
+}
+
+void cu_conv2d_bwd_bias(std::uintptr_t dy, std::uintptr_t db, const Shape& dy_shape, bool accumulate, int dtype,
+                        std::uintptr_t stream) {
+  const char* op = "conv2d_bwd_bias";
+  if (dy_shape.size() != 4) ck::fail(op, "dy must be 4-D (N, K, P, Q), got shape ", ck::shape_str(dy_shape));
+  for (int64_t d : dy_shape) if (d < 0) ck::fail(op, "dy shape must be non-negative, got ", ck::shape_str(dy_shape));
+  nonnull(op, "dy", dy, numel(dy_shape));
+  nonnull(op, "db", db, dy_shape[1]);
+  by_dtype(op, dtype, [&](auto tag) {
+    using T = decltype(tag);
+    ck::conv2d_bwd_bias_cuda<T>(dy_shape[0], dy_shape[1], dy_shape[2] * dy_shape[3], dptr<const T>(dy), dptr<T>(db),
+                                accumulate, as_stream(stream));
+  });
+}
+
+void cu_maxpool2d_fwd(std::uintptr_t x, std::uintptr_t y, std::uintptr_t indices, const Shape& x_shape, Pair kernel,
+                      Pair stride, Pair padding, Pair dilation, bool ceil_mode, int dtype, std::uintptr_t stream) {
+  const char* op = "maxpool2d_fwd";
+  auto p = ck::make_maxpool2d_params(op, x_shape, kernel[0], kernel[1], stride[0], stride[1], padding[0],
+                                     padding[1], dilation[0], dilation[1], ceil_mode);
+  nonnull(op, "x", x, numel(x_shape));
+  nonnull(op, "y", y, p.N * p.C * p.P * p.Q);
+  nonnull(op, "indices", indices, p.N * p.C * p.P * p.Q);
+  by_dtype(op, dtype, [&](auto tag) {
+    using T = decltype(tag);
+    ck::maxpool2d_fwd_cuda<T>(p, dptr<const T>(x), dptr<T>(y), dptr<int64_t>(indices), as_stream(stream));
+  });
+}
+
+void cu_maxpool2d_bwd(std::uintptr_t dy, std::uintptr_t indices, std::uintptr_t dx, const Shape& dy_shape,
+                      const Shape& x_shape, int dtype, std::uintptr_t stream) {
+  const char* op = "maxpool2d_bwd";
+  if (dy_shape.size() != 4) ck::fail(op, "dy must be 4-D (N, C, P, Q), got shape ", ck::shape_str(dy_shape));
+  if (x_shape.size() != 4) ck::fail(op, "dx must be 4-D (N, C, H, W), got shape ", ck::shape_str(x_shape));
+  for (int64_t d : dy_shape) if (d < 0) ck::fail(op, "dy shape must be non-negative, got ", ck::shape_str(dy_shape));
+  for (int64_t d : x_shape) if (d < 0) ck::fail(op, "x_shape must be non-negative, got ", ck::shape_str(x_shape));
+  if (dy_shape[0] != x_shape[0] || dy_shape[1] != x_shape[1])
+    ck::fail(op, "dy and x_shape must agree in (N, C), got ", ck::shape_str(dy_shape), " and ",
+             ck::shape_str(x_shape));
+  nonnull(op, "dy", dy, numel(dy_shape));
+  nonnull(op, "indices", indices, numel(dy_shape));
+  nonnull(op, "dx", dx, numel(x_shape));
+  by_dtype(op, dtype, [&](auto tag) {
+    using T = decltype(tag);
+    ck::maxpool2d_bwd_cuda<T>(x_shape[0] * x_shape[1], x_shape[2] * x_shape[3], dy_shape[2] * dy_shape[3],
+                              dptr<const T>(dy), dptr<const int64_t>(indices), dptr<T>(dx), as_stream(stream));
+  });
+}
+
+void cu_dropout_fwd(std::uintptr_t x, std::uintptr_t y, std::uintptr_t mask, int64_t n, double p, uint64_t seed,
+                    uint64_t offset, int dtype, std::uintptr_t stream) {
+  const char* op = "dropout_fwd";
+  ck::dropout_threshold(op, p);
+  if (n < 0) ck::fail(op, "n must be >= 0, got ", n);
+  nonnull(op, "x", x, n);
+  nonnull(op, "y", y, n);
+  nonnull(op, "mask", mask, n);
+  by_dtype(op, dtype, [&](auto tag) {
+    using T = decltype(tag);
+    ck::dropout_fwd_cuda<T>(n, dptr<const T>(x), p, seed, offset, dptr<T>(y), dptr<uint8_t>(mask), as_stream(stream));
+  });
+}
+
+void cu_dropout_bwd(std::uintptr_t dy, std::uintptr_t mask, std::uintptr_t dx, int64_t n, double p, int dtype,
+                    std::uintptr_t stream) {
+  const char* op = "dropout_bwd";
+  ck::dropout_threshold(op, p);
+  if (n < 0) ck::fail(op, "n must be >= 0, got ", n);
+  nonnull(op, "dy", dy, n);
+  nonnull(op, "mask", mask, n);
+  nonnull(op, "dx", dx, n);
+  by_dtype(op, dtype, [&](auto tag) {
+    using T = decltype(tag);
+    ck::dropout_bwd_cuda<T>(n, dptr<const T>(dy), dptr<const uint8_t>(mask), p, dptr<T>(dx), as_stream(stream));
+  });
+}
+
+void cu_relu_fwd(std::uintptr_t x, std::uintptr_t y, int64_t n, int dtype, std::uintptr_t stream) {
+  const char* op = "relu_fwd";
+  if (n < 0) ck::fail(op, "n must be >= 0, got ", n);
+  nonnull(op, "x", x, n);
+  nonnull(op, "y", y, n);
+  by_dtype(op, dtype, [&](auto tag) {
+    using T = decltype(tag);
+    ck::relu_fwd_cuda<T>(n, dptr<const T>(x), dptr<T>(y), as_stream(stream));
+  });
+}
+
+void cu_relu_bwd(std::uintptr_t dy, std::uintptr_t y, std::uintptr_t dx, int64_t n, int dtype,
+                 std::uintptr_t stream) {
+  const char* op = "relu_bwd";
+  if (n < 0) ck::fail(op, "n must be >= 0, got ", n);
+  nonnull(op, "dy", dy, n);
+  nonnull(op, "y", y, n);
+  nonnull(op, "dx", dx, n);
+  by_dtype(op, dtype, [&](auto tag) {
+    using T = decltype(tag);
+    ck::relu_bwd_cuda<T>(n, dptr<const T>(dy), dptr<const T>(y), dptr<T>(dx), as_stream(stream));
+  });
+}
+
+// ---- optimizers: flat buffers of n elements; a 0 pointer is "absent" where the CPU binding takes None ----
+
+void cu_sgd_step(std::uintptr_t p, std::uintptr_t g, std::uintptr_t buf, int64_t n, double neg_lr, double momentum,
+                 double one_minus_dampening, bool nesterov, bool first, double gscale, double gclip, double wd,
+                 double l1, int dtype, std::uintptr_t stream) {
+  const char* op = "sgd_step";
+  if (momentum != 0.0 && buf == 0) ck::fail(op, "momentum_buffer is required when momentum != 0");
+  nonnull(op, "p", p, n);
+  nonnull(op, "g", g, n);
+  by_dtype(op, dtype, [&](auto tag) {
+    using T = decltype(tag);
+    const ck::SgdArgs a{neg_lr, momentum, one_minus_dampening, nesterov, first};
+    ck::sgd_step_cuda<T>(n, dptr<T>(p), dptr<const T>(g), buf ? dptr<T>(buf) : nullptr, a,
+                         grad_prep<T>(gscale, gclip, wd, l1), as_stream(stream));
+  });
+}
+
+void cu_adagrad_step(std::uintptr_t p, std::uintptr_t g, std::uintptr_t sum, int64_t n, double neg_clr, double eps,
+                     double gscale, double gclip, double wd, double l1, int dtype, std::uintptr_t stream) {
+  const char* op = "adagrad_step";
+  nonnull(op, "p", p, n);
+  nonnull(op, "g", g, n);
+  nonnull(op, "sum", sum, n);
+  by_dtype(op, dtype, [&](auto tag) {
+    using T = decltype(tag);
+    ck::adagrad_step_cuda<T>(n, dptr<T>(p), dptr<const T>(g), dptr<T>(sum), ck::AdagradArgs{neg_clr, eps},
+                             grad_prep<T>(gscale, gclip, wd, l1), as_stream(stream));
+  });
+}
+
+void cu_rmsprop_step(std::uintptr_t p, std::uintptr_t g, std::uintptr_t square_avg, std::uintptr_t grad_avg,
+                     std::uintptr_t buf, int64_t n, double neg_lr, double alpha, double eps, double momentum,
+                     double gscale, double gclip, double wd, double l1, int dtype, std::uintptr_t stream) {
+  const char* op = "rmsprop_step";
+  if (momentum > 0.0 && buf == 0) ck::fail(op, "momentum_buffer is required when momentum > 0");
+  nonnull(op, "p", p, n);
+  nonnull(op, "g", g, n);
+  nonnull(op, "square_avg", square_avg, n);
+  by_dtype(op, dtype, [&](auto tag) {
+    using T = decltype(tag);
+    ck::rmsprop_step_cuda<T>(n, dptr<T>(p), dptr<const T>(g), dptr<T>(square_avg),
+                             grad_avg ? dptr<T>(grad_avg) : nullptr, momentum > 0.0 ? dptr<T>(buf) : nullptr,
+                             ck::RmspropArgs{neg_lr, alpha, eps, momentum}, grad_prep<T>(gscale, gclip, wd, l1),
+                             as_stream(stream));
+  });
+}
+
+void cu_adam_step(std::uintptr_t p, std::uintptr_t g, std::uintptr_t exp_avg, std::uintptr_t exp_avg_sq,
+                  std::uintptr_t max_exp_avg_sq, int64_t n, double beta1, double beta2, double eps,
+                  double neg_step_size, double bc2_sqrt, double decay, double gscale, double gclip, double wd,
+                  double l1, int dtype, std::uintptr_t stream) {
+  const char* op = "adam_step";
+  nonnull(op, "p", p, n);
+  nonnull(op, "g", g, n);
+  nonnull(op, "exp_avg", exp_avg, n);
+  nonnull(op, "exp_avg_sq", exp_avg_sq, n);
+  by_dtype(op, dtype, [&](auto tag) {
+    using T = decltype(tag);
+    ck::adam_step_cuda<T>(n, dptr<T>(p), dptr<const T>(g), dptr<T>(exp_avg), dptr<T>(exp_avg_sq),
+                          max_exp_avg_sq ? dptr<T>(max_exp_avg_sq) : nullptr,
+                          ck::AdamArgs{beta1, beta2, eps, neg_step_size, bc2_sqrt, decay},
+                          grad_prep<T>(gscale, gclip, wd, l1), as_stream(stream));
+  });
+}
+
+void cu_grad_sumsq(std::uintptr_t g, int64_t n, std::uintptr_t workspace, std::uintptr_t out, int dtype,
+                   std::uintptr_t stream) {
+  const char* op = "grad_sumsq";
+  nonnull(op, "g", g, n);
+  nonnull(op, "workspace", workspace, 1);
+  nonnull(op, "out", out, 2);
+  by_dtype(op, dtype, [&](auto tag) {
+    using T = decltype(tag);
+    ck::grad_sumsq_cuda<T>(n, dptr<const T>(g), dptr<double>(workspace), dptr<double>(out), as_stream(stream));
+  });
+}
+
+void cu_grad_scale_clamp(std::uintptr_t g, int64_t n, double scale, double clip, int dtype, std::uintptr_t stream) {
+  const char* op = "grad_scale_clamp";
+  nonnull(op, "g", g, n);
+  by_dtype(op, dtype, [&](auto tag) {
+    using T = decltype(tag);
+    ck::grad_scale_clamp_cuda<T>(n, dptr<T>(g), scale, clip, as_stream(stream));
+  });
+}
+
+void cu_maxnorm_rows(std::uintptr_t p, int64_t rows, int64_t cols, double max_norm, int dtype, std::uintptr_t stream) {
+  const char* op = "maxnorm_rows";
+  if (rows < 0 || cols < 0) ck::fail(op, "rows and cols must be >= 0, got ", rows, " and ", cols);
+  nonnull(op, "p", p, rows * cols);
+  by_dtype(op, dtype, [&](auto tag) {
+    using T = decltype(tag);
+    ck::maxnorm_rows_cuda<T>(rows, cols, dptr<T>(p), max_norm, as_stream(stream));
+  });
+}
+
+}  // namespace
+#endif  // CNNKIT_WITH_CUDA
+// ==== end of CUDA entry points ====
+
+
 PYBIND11_MODULE(_C, m) {
   m.doc() = "cnnkit kernels (raw; use cnnkit.ops, which validates arguments first)";
   ck::runtime_init();
@@ -602,4 +884,51 @@ PYBIND11_MODULE(_C, m) {
   m.def("aug_pipeline", &aug_pipeline, py::arg("x"), py::arg("y"), py::arg("ids"), py::arg("stages"),
         py::arg("seed"), py::arg("epoch"), py::arg("num_threads"), py::arg("records").none(true));
   m.def("philox_keys", &philox_keys, py::arg("keys"), py::arg("seed"), py::arg("epoch"), py::arg("stream"));
+#if defined(CNNKIT_WITH_CUDA)
+  // ---- CUDA entry points (issue 7): integer device pointers, dtype code, CuPy stream; see cnnkit/_cuda_ops.py ----
+  m.def("conv2d_fwd_cuda", &cu_conv2d_fwd, py::arg("x"), py::arg("w"), py::arg("b"), py::arg("y"), py::arg("x_shape"),
+        py::arg("w_shape"), py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("groups"),
+        py::arg("dtype"), py::arg("stream"));
+  m.def("conv2d_bwd_data_cuda", &cu_conv2d_bwd_data, py::arg("dy"), py::arg("w"), py::arg("dx"), py::arg("x_shape"),
+        py::arg("w_shape"), py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("groups"),
+        py::arg("dtype"), py::arg("stream"));
+  m.def("conv2d_bwd_weight_cuda", &cu_conv2d_bwd_weight, py::arg("dy"), py::arg("x"), py::arg("dw"),
+        py::arg("x_shape"), py::arg("w_shape"), py::arg("stride"), py::arg("padding"), py::arg("dilation"),
+        py::arg("groups"), py::arg("accumulate"), py::arg("dtype"), py::arg("stream"));
+  m.def("conv2d_bwd_bias_cuda", &cu_conv2d_bwd_bias, py::arg("dy"), py::arg("db"), py::arg("dy_shape"),
+        py::arg("accumulate"), py::arg("dtype"), py::arg("stream"));
+  m.def("maxpool2d_fwd_cuda", &cu_maxpool2d_fwd, py::arg("x"), py::arg("y"), py::arg("indices"), py::arg("x_shape"),
+        py::arg("kernel"), py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("ceil_mode"),
+        py::arg("dtype"), py::arg("stream"));
+  m.def("maxpool2d_bwd_cuda", &cu_maxpool2d_bwd, py::arg("dy"), py::arg("indices"), py::arg("dx"),
+        py::arg("dy_shape"), py::arg("x_shape"), py::arg("dtype"), py::arg("stream"));
+  m.def("dropout_fwd_cuda", &cu_dropout_fwd, py::arg("x"), py::arg("y"), py::arg("mask"), py::arg("n"), py::arg("p"),
+        py::arg("seed"), py::arg("offset"), py::arg("dtype"), py::arg("stream"));
+  m.def("dropout_bwd_cuda", &cu_dropout_bwd, py::arg("dy"), py::arg("mask"), py::arg("dx"), py::arg("n"),
+        py::arg("p"), py::arg("dtype"), py::arg("stream"));
+  m.def("relu_fwd_cuda", &cu_relu_fwd, py::arg("x"), py::arg("y"), py::arg("n"), py::arg("dtype"), py::arg("stream"));
+  m.def("relu_bwd_cuda", &cu_relu_bwd, py::arg("dy"), py::arg("y"), py::arg("dx"), py::arg("n"), py::arg("dtype"),
+        py::arg("stream"));
+  m.def("sgd_step_cuda", &cu_sgd_step, py::arg("p"), py::arg("g"), py::arg("momentum_buffer"), py::arg("n"),
+        py::arg("neg_lr"), py::arg("momentum"), py::arg("one_minus_dampening"), py::arg("nesterov"), py::arg("first"),
+        py::arg("gscale"), py::arg("gclip"), py::arg("wd"), py::arg("l1"), py::arg("dtype"), py::arg("stream"));
+  m.def("adagrad_step_cuda", &cu_adagrad_step, py::arg("p"), py::arg("g"), py::arg("sum"), py::arg("n"),
+        py::arg("neg_clr"), py::arg("eps"), py::arg("gscale"), py::arg("gclip"), py::arg("wd"), py::arg("l1"),
+        py::arg("dtype"), py::arg("stream"));
+  m.def("rmsprop_step_cuda", &cu_rmsprop_step, py::arg("p"), py::arg("g"), py::arg("square_avg"), py::arg("grad_avg"),
+        py::arg("momentum_buffer"), py::arg("n"), py::arg("neg_lr"), py::arg("alpha"), py::arg("eps"),
+        py::arg("momentum"), py::arg("gscale"), py::arg("gclip"), py::arg("wd"), py::arg("l1"), py::arg("dtype"),
+        py::arg("stream"));
+  m.def("adam_step_cuda", &cu_adam_step, py::arg("p"), py::arg("g"), py::arg("exp_avg"), py::arg("exp_avg_sq"),
+        py::arg("max_exp_avg_sq"), py::arg("n"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"),
+        py::arg("neg_step_size"), py::arg("bc2_sqrt"), py::arg("decay"), py::arg("gscale"), py::arg("gclip"),
+        py::arg("wd"), py::arg("l1"), py::arg("dtype"), py::arg("stream"));
+  m.def("grad_sumsq_workspace_cuda", &ck::grad_sumsq_workspace_cuda, "float64 elements of scratch grad_sumsq_cuda needs");
+  m.def("grad_sumsq_cuda", &cu_grad_sumsq, py::arg("g"), py::arg("n"), py::arg("workspace"), py::arg("out"),
+        py::arg("dtype"), py::arg("stream"), "writes (sum of g**2, 1.0 if all finite else 0.0) into out (2 float64)");
+  m.def("grad_scale_clamp_cuda", &cu_grad_scale_clamp, py::arg("g"), py::arg("n"), py::arg("scale"), py::arg("clip"),
+        py::arg("dtype"), py::arg("stream"));
+  m.def("maxnorm_rows_cuda", &cu_maxnorm_rows, py::arg("p"), py::arg("rows"), py::arg("cols"), py::arg("max_norm"),
+        py::arg("dtype"), py::arg("stream"));
+#endif
 }

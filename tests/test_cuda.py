@@ -1,6 +1,6 @@
-# CPU versus CUDA. cnnkit has no CUDA kernels yet (they arrive with the CUDA issue), so on a machine with
-# no usable GPU the device block is skipped with cnnkit.cuda.status() as the reason; what always runs is
-# the check that the status is a non-empty reason string consistent with is_available().
+# CUDA availability. On a machine with no usable GPU the device block is skipped with cnnkit.cuda.status()
+# as the reason; what always runs is the check that the status is a non-empty reason string consistent with
+# is_available().
 import numpy as np
 import pytest
 
@@ -23,13 +23,4 @@ def test_cuda_device_is_visible():
     assert cnnkit.build_info()["cuda"] is True
     assert cnnkit.cuda.device_count() >= 1
 
-
-@needs_cuda
-def test_device_arrays_are_refused_until_cuda_kernels_exist():
-    # Until the CUDA kernels land, cnnkit.ops must refuse a CuPy array (no silent host copy).
-    cupy = pytest.importorskip("cupy")
-    x = cupy.zeros((1, 1, 4, 4), dtype=cupy.float32)
-    with pytest.raises(TypeError, match=r"relu_fwd: x must be a numpy\.ndarray"):
-        cnnkit.ops.relu_fwd(x)
-    with pytest.raises(TypeError, match=r"maxpool2d_fwd: x must be a numpy\.ndarray"):
-        cnnkit.ops.maxpool2d_fwd(x, 2)
+# The device ops themselves (CuPy arrays through cnnkit.ops) are tested in test_cuda_ops.py.

@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <vector>
 
+struct CUstream_st;
+
 namespace ck {
 
 struct Conv2dParams {
@@ -36,5 +38,18 @@ void conv2d_bwd_weight_cpu(const Conv2dParams& p, const T* dy, const T* x, T* dw
 // db[k] = sum over n, p, q of dy[n, k, p, q]; dy is (N, K, PQ). Writes (=) or accumulates (+=).
 template <typename T>
 void conv2d_bwd_bias_cpu(int64_t N, int64_t K, int64_t PQ, const T* dy, T* db, bool accumulate);
+
+// CUDA twins (conv2d.cu, built when CNNKIT_WITH_CUDA): implicit-GEMM kernels on device pointers, launched
+// on `stream` (cudaStream_t), not synchronised. Same write/accumulate semantics as the CPU versions.
+template <typename T>
+void conv2d_fwd_cuda(const Conv2dParams& p, const T* x, const T* w, const T* b, T* y, CUstream_st* stream);
+template <typename T>
+void conv2d_bwd_data_cuda(const Conv2dParams& p, const T* dy, const T* w, T* dx, CUstream_st* stream);
+template <typename T>
+void conv2d_bwd_weight_cuda(const Conv2dParams& p, const T* dy, const T* x, T* dw, bool accumulate,
+                            CUstream_st* stream);
+template <typename T>
+void conv2d_bwd_bias_cuda(int64_t N, int64_t K, int64_t PQ, const T* dy, T* db, bool accumulate,
+                          CUstream_st* stream);
 
 }  // namespace ck

@@ -4,6 +4,8 @@
 #pragma once
 #include <cstdint>
 
+struct CUstream_st;
+
 namespace ck {
 
 // Element i is kept iff its 32-bit Philox word u satisfies u >= threshold, threshold = ceil(p * 2^32),
@@ -18,6 +20,14 @@ void dropout_fwd_cpu(int64_t n, const T* x, double p, uint64_t seed, uint64_t of
 // dx = dy * mask * scale (a mask byte other than 0 counts as 1). Writes dx (=).
 template <typename T>
 void dropout_bwd_cpu(int64_t n, const T* dy, const uint8_t* mask, double p, T* dx);
+
+// CUDA twins (dropout.cu, built when CNNKIT_WITH_CUDA): device pointers, launched on `stream`, not
+// synchronised; the same mask and y as the CPU, bit for bit.
+template <typename T>
+void dropout_fwd_cuda(int64_t n, const T* x, double p, uint64_t seed, uint64_t offset, T* y, uint8_t* mask,
+                      CUstream_st* stream);
+template <typename T>
+void dropout_bwd_cuda(int64_t n, const T* dy, const uint8_t* mask, double p, T* dx, CUstream_st* stream);
 
 // The scale 1/(1-p) computed as PyTorch does it: in the tensor's dtype.
 template <typename T>

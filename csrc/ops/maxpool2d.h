@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <vector>
 
+struct CUstream_st;
+
 namespace ck {
 
 struct MaxPool2dParams {
@@ -30,5 +32,14 @@ void maxpool2d_fwd_cpu(const MaxPool2dParams& p, const T* x, T* y, int64_t* indi
 // accumulates where windows overlap. Throws if an index lies outside its plane.
 template <typename T>
 void maxpool2d_bwd_cpu(int64_t planes, int64_t HW, int64_t PQ, const T* dy, const int64_t* indices, T* dx);
+
+// CUDA twins (maxpool2d.cu, built when CNNKIT_WITH_CUDA): device pointers, launched on `stream` (cudaStream_t),
+// not synchronised. The backward zeroes dx and scatters with atomicAdd; an index outside its plane is skipped
+// (the CPU raises; reporting it would need a host sync).
+template <typename T>
+void maxpool2d_fwd_cuda(const MaxPool2dParams& p, const T* x, T* y, int64_t* indices, CUstream_st* stream);
+template <typename T>
+void maxpool2d_bwd_cuda(int64_t planes, int64_t HW, int64_t PQ, const T* dy, const int64_t* indices, T* dx,
+                        CUstream_st* stream);
 
 }  // namespace ck

@@ -1,17 +1,19 @@
 // Optimizer steps as fused one-pass kernels over flat buffers (one buffer holds every parameter of a
 // group), with torch.optim's update rules, defaults and arithmetic order (torch/optim/{sgd,adagrad,
 // rmsprop,adam}.py, the single-tensor path), so float64 agrees with torch to ~1e-15 per step.
-// The per-element math is in CK_HD inline functions below so the CUDA twin (optim.cu) runs the same
+// The per-element math is in CK_OPTIM_HD inline functions below so the CUDA twin (optim.cu) runs the same
 // lines; the per-step scalars (bias corrections, decayed lr) are computed once on the host, in Python,
 // exactly as torch computes them, and cast to T here as torch casts a Python scalar to the tensor dtype.
 #pragma once
 #include <cmath>
 #include <cstdint>
 
+struct CUstream_st;
+
 #if defined(__CUDACC__)
-#define CK_HD __host__ __device__
+#define CK_OPTIM_HD __host__ __device__  // not CK_HD: philox.h defines that one with inline
 #else
-#define CK_HD
+#define CK_OPTIM_HD
 #endif
 
 namespace ck {
@@ -27,7 +29,7 @@ struct GradPrep {
 // CLIP and L1 are compile-time switches so the common path (no clipping, no L1) spends no instructions on
 // them: Adam's loop is close to compute-bound on one core (its divider), so every op counts.
 template <bool CLIP, bool L1, typename T>
-CK_HD inline T prep_grad(T g, T p, const GradPrep<T>& c) {
+CK_OPTIM_HD inline T prep_grad(T g, T p, const GradPrep<T>& c) {
   if constexpr (CLIP) {
     g = g * c.gscale;
     g = g < -c.gclip ? -c.gclip : (g > c.gclip ? c.gclip : g);
@@ -42,7 +44,7 @@ CK_HD inline T prep_grad(T g, T p, const GradPrep<T>& c) {
 
 // torch.lerp: start + w * (end - start) for |w| < 0.5, else end - (end - start) * (1 - w).
 template <typename T>
-CK_HD inline T lerp(T start, T end, T w, T one_minus_w, bool small) {
+CK_OPTIM_HD inline T lerp(T start, T end, T w, T one_minus_w, bool small) {
   return small ? start + w * (end - start) : end - (end - start) * one_minus_w;
 }
 
@@ -99,5 +101,30 @@ void grad_scale_clamp_cpu(int64_t n, T* g, double scale, double clip);
 // Writes p in place (=).
 template <typename T>
 void maxnorm_rows_cpu(int64_t rows, int64_t cols, T* p, double max_norm);
+
+// ---- CUDA twins (optim.cu, built when CNNKIT_WITH_CUDA): device pointers, launched on `stream`, not
+// synchronised. Same arguments and in-place semantics as the CPU versions above.
+template <typename T>
+void sgd_step_cuda(int64_t n, T* p, const T* g, T* buf, const SgdArgs& a, const GradPrep<T>& prep,
+                   CUstream_st* stream);
+template <typename T>
+void adagrad_step_cuda(int64_t n, T* p, const T* g, T* sum, const AdagradArgs& a, const GradPrep<T>& prep,
+                       CUstream_st* stream);
+template <typename T>
+void rmsprop_step_cuda(int64_t n, T* p, const T* g, T* square_avg, T* grad_avg, T* buf, const RmspropArgs& a,
+                       const GradPrep<T>& prep, CUstream_st* stream);
+template <typename T>
+void adam_step_cuda(int64_t n, T* p, const T* g, T* exp_avg, T* exp_avg_sq, T* max_exp_avg_sq, const AdamArgs& a,
+                    const GradPrep<T>& prep, CUstream_st* stream);
+// Doubles of device scratch grad_sumsq_cuda needs (fixed, independent of n).
+int64_t grad_sumsq_workspace_cuda();
+// Writes out[0] = sum(g^2) (accumulated in double, deterministic for a given n) and out[1] = 1.0 if every g
+// is finite else 0.0, into device memory: reading them back is the caller's (one) host sync.
+template <typename T>
+void grad_sumsq_cuda(int64_t n, const T* g, double* workspace, double* out, CUstream_st* stream);
+template <typename T>
+void grad_scale_clamp_cuda(int64_t n, T* g, double scale, double clip, CUstream_st* stream);
+template <typename T>
+void maxnorm_rows_cuda(int64_t rows, int64_t cols, T* p, double max_norm, CUstream_st* stream);
 
 }  // namespace ck

@@ -4,6 +4,11 @@ Every function checks its arguments and raises ``TypeError`` (wrong type or dtyp
 (wrong shape, layout or value) with a message naming the op and the argument, then allocates the outputs
 and calls the kernel. Nothing is copied or cast silently: inputs must be C-contiguous float32 or float64
 arrays of one dtype. Shapes follow PyTorch: NCHW activations, (K, C/groups, R, S) conv weights.
+
+Device dispatch: when the first array argument is a CuPy array, the op runs on the GPU through
+``cnnkit._cuda_ops`` (same checks and messages, outputs allocated with CuPy, kernels queued on CuPy's current
+stream). The numpy branch stays first: it costs one ``isinstance`` check. A numpy array mixed with a CuPy
+one raises TypeError naming both arguments.
 """
 import math
 import numbers
@@ -15,12 +20,31 @@ from . import _C
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _MAX_DIM = 2**62
 
+# The first array argument of each op: the one whose type picks the device.
+_FIRST = {"conv2d_fwd": "x", "conv2d_bwd_data": "dy", "conv2d_bwd_weight": "dy", "conv2d_bwd_bias": "dy",
+          "maxpool2d_fwd": "x", "maxpool2d_bwd": "dy", "dropout_fwd": "x", "dropout_bwd": "dy", "matmul": "a",
+          "relu_fwd": "x", "relu_bwd": "dy"}
+
+
+def _on_device(a):
+    """True for a CuPy array; looks at the type's module only, so cupy is never imported here."""
+    return type(a).__module__.startswith("cupy")
+
+
+def _gpu():
+    from . import _cuda_ops
+    return _cuda_ops
+
 
 # ---------------------------------------------------------------- argument checks
 
 def _array(op, name, a, ndim=None, dtype=None):
     """Check that `a` is a C-contiguous float32/float64 numpy array (of `dtype`, with `ndim` dims)."""
     if not isinstance(a, np.ndarray):
+        if _on_device(a):
+            first = _FIRST.get(op, "the first array")
+            raise TypeError(f"{op}: mixed devices: {name} is a cupy.ndarray (GPU) but {first} is a numpy.ndarray "
+                            f"(CPU); put every array on one device (cupy.asarray(...) or .get())")
         raise TypeError(f"{op}: {name} must be a numpy.ndarray, got {type(a).__name__}")
     if dtype is None:
         if a.dtype not in _FLOATS:
@@ -139,6 +163,8 @@ def conv2d_fwd(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, out=None
 
     x (N, C, H, W), w (K, C/groups, R, S), b (K,) or None -> y (N, K, P, Q), written into `out` if given.
     """
+    if not isinstance(x, np.ndarray) and _on_device(x):
+        return _gpu().conv2d_fwd(x, w, b, stride, padding, dilation, groups, out)
     op = "conv2d_fwd"
     _array(op, "x", x, ndim=4)
     _array(op, "w", w, ndim=4)
@@ -154,6 +180,8 @@ def conv2d_fwd(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, out=None
 
 def conv2d_bwd_data(dy, w, x_shape, stride=1, padding=0, dilation=1, groups=1, out=None):
     """dx, the gradient of conv2d with respect to its input x of shape `x_shape`. Written (=) into `out`."""
+    if not isinstance(dy, np.ndarray) and _on_device(dy):
+        return _gpu().conv2d_bwd_data(dy, w, x_shape, stride, padding, dilation, groups, out)
     op = "conv2d_bwd_data"
     _array(op, "dy", dy, ndim=4)
     _array(op, "w", w, ndim=4)
@@ -174,6 +202,8 @@ def conv2d_bwd_weight(dy, x, w_shape, stride=1, padding=0, dilation=1, groups=1,
 
     With ``accumulate=True`` the result is added (+=) into `out`, as parameter gradients accumulate.
     """
+    if not isinstance(dy, np.ndarray) and _on_device(dy):
+        return _gpu().conv2d_bwd_weight(dy, x, w_shape, stride, padding, dilation, groups, out, accumulate)
     op = "conv2d_bwd_weight"
     _array(op, "dy", dy, ndim=4)
     _array(op, "x", x, ndim=4)
@@ -193,6 +223,8 @@ def conv2d_bwd_weight(dy, x, w_shape, stride=1, padding=0, dilation=1, groups=1,
 
 def conv2d_bwd_bias(dy, out=None, accumulate=False):
     """db[k] = sum of dy[:, k] over the batch and the plane (the bias gradient)."""
+    if not isinstance(dy, np.ndarray) and _on_device(dy):
+        return _gpu().conv2d_bwd_bias(dy, out, accumulate)
     op = "conv2d_bwd_bias"
     _array(op, "dy", dy, ndim=4)
     if accumulate and out is None:
@@ -210,6 +242,8 @@ def maxpool2d_fwd(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=
     Returns (y, indices): indices are int64, flat within each (n, c) plane (ih * W + iw). Padding is
     -inf and at most kernel_size/2; ties go to the first maximum in row-major order; NaN propagates.
     """
+    if not isinstance(x, np.ndarray) and _on_device(x):
+        return _gpu().maxpool2d_fwd(x, kernel_size, stride, padding, dilation, ceil_mode)
     op = "maxpool2d_fwd"
     _array(op, "x", x, ndim=4)
     k = _pair(op, "kernel_size", kernel_size, 1)
@@ -227,6 +261,8 @@ def maxpool2d_fwd(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=
 
 def maxpool2d_bwd(dy, indices, x_shape):
     """dx: dy scattered through the argmax `indices`, accumulating where windows overlap."""
+    if not isinstance(dy, np.ndarray) and _on_device(dy):
+        return _gpu().maxpool2d_bwd(dy, indices, x_shape)
     op = "maxpool2d_bwd"
     _array(op, "dy", dy, ndim=4)
     _array(op, "indices", indices, ndim=4, dtype=np.int64)
@@ -258,6 +294,8 @@ def dropout_fwd(x, p, seed, offset=0):
     probability, 1 - p). The mask is a pure function of (seed, offset, element index) through
     Philox-4x32-10, so it is the same at any thread count and on any device.
     """
+    if not isinstance(x, np.ndarray) and _on_device(x):
+        return _gpu().dropout_fwd(x, p, seed, offset)
     op = "dropout_fwd"
     _array(op, "x", x)
     p = _prob(op, p)
@@ -273,6 +311,8 @@ def dropout_fwd(x, p, seed, offset=0):
 
 def dropout_bwd(dy, mask, p):
     """dx = dy * mask / (1 - p)."""
+    if not isinstance(dy, np.ndarray) and _on_device(dy):
+        return _gpu().dropout_bwd(dy, mask, p)
     op = "dropout_bwd"
     _array(op, "dy", dy)
     _array(op, "mask", mask, dtype=np.uint8)
@@ -293,6 +333,8 @@ def matmul(a, b, trans_a=False, trans_b=False, out=None, accumulate=False):
     (+=) into `out`, as parameter gradients accumulate. Linear layers use this rather than numpy's
     matmul so that a training step never wakes numpy's own BLAS thread pool.
     """
+    if not isinstance(a, np.ndarray) and _on_device(a):
+        return _gpu().matmul(a, b, trans_a, trans_b, out, accumulate)
     op = "matmul"
     _array(op, "a", a, ndim=2)
     _array(op, "b", b, ndim=2)
@@ -312,6 +354,8 @@ def matmul(a, b, trans_a=False, trans_b=False, out=None, accumulate=False):
 
 def relu_fwd(x, out=None):
     """y = max(x, 0) (NaN propagates). Pass out=x to work in place."""
+    if not isinstance(x, np.ndarray) and _on_device(x):
+        return _gpu().relu_fwd(x, out)
     op = "relu_fwd"
     _array(op, "x", x)
     y = _out(op, "out", out, x.shape, x.dtype)
@@ -321,6 +365,8 @@ def relu_fwd(x, out=None):
 
 def relu_bwd(dy, y, out=None):
     """dx = dy where y > 0 (or y is NaN), else 0; `y` is the forward output."""
+    if not isinstance(dy, np.ndarray) and _on_device(dy):
+        return _gpu().relu_bwd(dy, y, out)
     op = "relu_bwd"
     _array(op, "dy", dy)
     _array(op, "y", y, dtype=dy.dtype)

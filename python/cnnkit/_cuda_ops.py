@@ -1,0 +1,372 @@
+"""The GPU face of ``cnnkit.ops``: the same ops, checks and messages for CuPy arrays.
+
+Each function validates its CuPy arguments (float32 or float64, C-contiguous, one device, the shapes the CPU
+path accepts), allocates outputs with CuPy on the arrays' device, and passes integer device pointers, the
+dtype code and CuPy's current stream to a ``cnnkit._C.*_cuda`` binding, which re-validates the shapes in C++
+and queues the kernel. Nothing here synchronises or copies to the host, except ``grad_sumsq``, which returns
+Python numbers (use ``grad_sumsq_device`` to keep them on the GPU).
+
+``cnnkit.ops`` routes here when an op's first array is a CuPy array; the optimizer-step functions at the end
+mirror the ``cnnkit._C`` CPU bindings' signatures, so a caller can pick ``_C`` or this module by device.
+Matrix products use ``cupy.matmul`` (cuBLAS through CuPy) rather than a cnnkit kernel.
+
+Status: written and compiled without a GPU; none of this has run on a device yet (tests/test_cuda_ops.py).
+"""
+import numpy as np
+
+from . import _C, cuda
+from . import ops as _ops
+
+_DTYPE_CODE = {np.dtype(np.float32): 0, np.dtype(np.float64): 1}
+
+
+def _cupy():
+    import cupy
+    return cupy
+
+
+def _is_device(a):
+    return type(a).__module__.startswith("cupy")
+
+
+def _darray(op, name, a, ref, device, ndim=None, dtype=None):
+    """Check that `a` is a C-contiguous CuPy array of a float dtype (or `dtype`) on GPU `device`.
+
+    `ref` names the op's first array (the one that chose the GPU), for the mixed-device message.
+    """
+    if not _is_device(a):
+        if isinstance(a, np.ndarray):
+            raise TypeError(f"{op}: mixed devices: {ref} is a cupy.ndarray (GPU) but {name} is a numpy.ndarray "
+                            f"(CPU); put every array on one device (cupy.asarray(...) or .get())")
+        raise TypeError(f"{op}: {name} must be a cupy.ndarray (as {ref} is), got {type(a).__name__}")
+    if dtype is None:
+        if a.dtype not in _DTYPE_CODE:
+            raise TypeError(f"{op}: {name} must be float32 or float64, got {a.dtype}")
+    elif a.dtype != dtype:
+        raise TypeError(f"{op}: {name} must have dtype {np.dtype(dtype)} (no silent casts), got {a.dtype}")
+    if ndim is not None and a.ndim != ndim:
+        raise ValueError(f"{op}: {name} must be {ndim}-D, got shape {tuple(a.shape)}")
+    if not a.flags.c_contiguous:
+        raise ValueError(f"{op}: {name} must be C-contiguous (no silent copies are made; "
+                         f"use cupy.ascontiguousarray), got strides {a.strides}")
+    if a.device.id != device:
+        raise ValueError(f"{op}: {name} is on GPU {a.device.id} but {ref} is on GPU {device}; "
+                         f"every array must be on one device")
+    return a
+
+
+def _first(op, name, a, ndim=None, dtype=None):
+    """Validate the op's first array and make sure CUDA is usable; returns its device id."""
+    cuda.require(op)
+    dev = a.device.id
+    _darray(op, name, a, name, dev, ndim=ndim, dtype=dtype)
+    return dev
+
+
+def _dout(op, name, out, shape, dtype, ref, device):
+    """Check a caller-supplied CuPy output, or allocate one on `device` (the caller has entered it)."""
+    if out is None:
+        return _cupy().empty(shape, dtype=dtype)
+    _darray(op, name, out, ref, device, dtype=dtype)
+    if tuple(out.shape) != tuple(shape):
+        raise ValueError(f"{op}: {name} must have shape {tuple(shape)}, got {tuple(out.shape)}")
+    return out
+
+
+def _ptr(a):
+    return 0 if a is None else a.data.ptr
+
+
+def _stream():
+    return _cupy().cuda.get_current_stream().ptr
+
+
+def _code(a):
+    return _DTYPE_CODE[np.dtype(a.dtype)]
+
+
+# ---------------------------------------------------------------- conv2d
+
+def conv2d_fwd(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, out=None):
+    op = "conv2d_fwd"
+    dev = _first(op, "x", x, ndim=4)
+    _darray(op, "w", w, "x", dev, ndim=4)
+    _ops._same_dtype(op, "x", x, "w", w)
+    if b is not None:
+        _darray(op, "b", b, "x", dev, ndim=1, dtype=x.dtype)
+    s, p, d, g = _ops._conv_hparams(op, stride, padding, dilation, groups)
+    shape = _ops._conv_shape(op, x.shape, w.shape, s, p, d, g)
+    if b is not None and b.shape[0] != w.shape[0]:
+        raise ValueError(f"{op}: b must have shape ({w.shape[0]},), got {tuple(b.shape)}")
+    with _cupy().cuda.Device(dev):
+        y = _dout(op, "out", out, shape, x.dtype, "x", dev)
+        _C.conv2d_fwd_cuda(x.data.ptr, w.data.ptr, _ptr(b), y.data.ptr, list(x.shape), list(w.shape), s, p, d, g,
+                           _code(x), _stream())
+    return y
+
+
+def conv2d_bwd_data(dy, w, x_shape, stride=1, padding=0, dilation=1, groups=1, out=None):
+    op = "conv2d_bwd_data"
+    dev = _first(op, "dy", dy, ndim=4)
+    _darray(op, "w", w, "dy", dev, ndim=4)
+    _ops._same_dtype(op, "dy", dy, "w", w)
+    x_shape = _ops._shape4(op, "x_shape", x_shape)
+    s, p, d, g = _ops._conv_hparams(op, stride, padding, dilation, groups)
+    want = _ops._conv_shape(op, x_shape, w.shape, s, p, d, g)
+    if tuple(dy.shape) != want:
+        raise ValueError(f"{op}: dy must have shape {want} for x_shape {x_shape} and w {tuple(w.shape)}, "
+                         f"got {tuple(dy.shape)}")
+    with _cupy().cuda.Device(dev):
+        dx = _dout(op, "out", out, x_shape, dy.dtype, "dy", dev)
+        _C.conv2d_bwd_data_cuda(dy.data.ptr, w.data.ptr, dx.data.ptr, list(x_shape), list(w.shape), s, p, d, g,
+                                _code(dy), _stream())
+    return dx
+
+
+def conv2d_bwd_weight(dy, x, w_shape, stride=1, padding=0, dilation=1, groups=1, out=None, accumulate=False):
+    op = "conv2d_bwd_weight"
+    dev = _first(op, "dy", dy, ndim=4)
+    _darray(op, "x", x, "dy", dev, ndim=4)
+    _ops._same_dtype(op, "dy", dy, "x", x)
+    w_shape = _ops._shape4(op, "w_shape", w_shape)
+    s, p, d, g = _ops._conv_hparams(op, stride, padding, dilation, groups)
+    want = _ops._conv_shape(op, x.shape, w_shape, s, p, d, g)
+    if tuple(dy.shape) != want:
+        raise ValueError(f"{op}: dy must have shape {want} for x {tuple(x.shape)} and w_shape {w_shape}, "
+                         f"got {tuple(dy.shape)}")
+    if accumulate and out is None:
+        raise ValueError(f"{op}: accumulate=True needs out= (the gradient to add into)")
+    with _cupy().cuda.Device(dev):
+        dw = _dout(op, "out", out, w_shape, dy.dtype, "dy", dev)
+        _C.conv2d_bwd_weight_cuda(dy.data.ptr, x.data.ptr, dw.data.ptr, list(x.shape), list(w_shape), s, p, d, g,
+                                  bool(accumulate), _code(dy), _stream())
+    return dw
+
+
+def conv2d_bwd_bias(dy, out=None, accumulate=False):
+    op = "conv2d_bwd_bias"
+    dev = _first(op, "dy", dy, ndim=4)
+    if accumulate and out is None:
+        raise ValueError(f"{op}: accumulate=True needs out= (the gradient to add into)")
+    with _cupy().cuda.Device(dev):
+        db = _dout(op, "out", out, (dy.shape[1],), dy.dtype, "dy", dev)
+        _C.conv2d_bwd_bias_cuda(dy.data.ptr, db.data.ptr, list(dy.shape), bool(accumulate), _code(dy), _stream())
+    return db
+
+
+# ---------------------------------------------------------------- maxpool2d
+
+def maxpool2d_fwd(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+    op = "maxpool2d_fwd"
+    dev = _first(op, "x", x, ndim=4)
+    k = _ops._pair(op, "kernel_size", kernel_size, 1)
+    s = k if stride is None else _ops._pair(op, "stride", stride, 1)
+    p = _ops._pair(op, "padding", padding, 0)
+    d = _ops._pair(op, "dilation", dilation, 1)
+    if not isinstance(ceil_mode, (bool, np.bool_)):
+        raise TypeError(f"{op}: ceil_mode must be a bool, got {type(ceil_mode).__name__}")
+    shape = tuple(_C.maxpool2d_out_shape(x.shape, k, s, p, d, bool(ceil_mode)))
+    cp = _cupy()
+    with cp.cuda.Device(dev):
+        y = cp.empty(shape, dtype=x.dtype)
+        indices = cp.empty(shape, dtype=cp.int64)
+        _C.maxpool2d_fwd_cuda(x.data.ptr, y.data.ptr, indices.data.ptr, list(x.shape), k, s, p, d, bool(ceil_mode),
+                              _code(x), _stream())
+    return y, indices
+
+
+def maxpool2d_bwd(dy, indices, x_shape):
+    """As the CPU op, except that an index outside its plane is skipped instead of raising (checking would
+    need a host sync)."""
+    op = "maxpool2d_bwd"
+    dev = _first(op, "dy", dy, ndim=4)
+    _darray(op, "indices", indices, "dy", dev, ndim=4, dtype=np.int64)
+    x_shape = _ops._shape4(op, "x_shape", x_shape)
+    if tuple(indices.shape) != tuple(dy.shape):
+        raise ValueError(f"{op}: indices must have the shape of dy {tuple(dy.shape)}, got {tuple(indices.shape)}")
+    if tuple(dy.shape[:2]) != x_shape[:2]:
+        raise ValueError(f"{op}: dy (N, C) = {tuple(dy.shape[:2])} must match x_shape (N, C) = {x_shape[:2]}")
+    cp = _cupy()
+    with cp.cuda.Device(dev):
+        dx = cp.empty(x_shape, dtype=dy.dtype)
+        _C.maxpool2d_bwd_cuda(dy.data.ptr, indices.data.ptr, dx.data.ptr, list(dy.shape), list(x_shape), _code(dy),
+                              _stream())
+    return dx
+
+
+# ---------------------------------------------------------------- dropout
+
+def dropout_fwd(x, p, seed, offset=0):
+    op = "dropout_fwd"
+    dev = _first(op, "x", x)
+    p = _ops._prob(op, p)
+    seed = _ops._int(op, "seed", seed, minimum=0)
+    offset = _ops._int(op, "offset", offset, minimum=0)
+    if seed >= 2**64 or offset >= 2**64:
+        raise ValueError(f"{op}: seed and offset must be < 2**64, got seed={seed}, offset={offset}")
+    cp = _cupy()
+    with cp.cuda.Device(dev):
+        y = cp.empty_like(x)
+        mask = cp.empty(x.shape, dtype=cp.uint8)
+        _C.dropout_fwd_cuda(x.data.ptr, y.data.ptr, mask.data.ptr, x.size, p, seed, offset, _code(x), _stream())
+    return y, mask
+
+
+def dropout_bwd(dy, mask, p):
+    op = "dropout_bwd"
+    dev = _first(op, "dy", dy)
+    _darray(op, "mask", mask, "dy", dev, dtype=np.uint8)
+    p = _ops._prob(op, p)
+    if tuple(mask.shape) != tuple(dy.shape):
+        raise ValueError(f"{op}: mask must have the shape of dy {tuple(dy.shape)}, got {tuple(mask.shape)}")
+    cp = _cupy()
+    with cp.cuda.Device(dev):
+        dx = cp.empty_like(dy)
+        _C.dropout_bwd_cuda(dy.data.ptr, mask.data.ptr, dx.data.ptr, dy.size, p, _code(dy), _stream())
+    return dx
+
+
+# ---------------------------------------------------------------- matmul (cupy.matmul, i.e. cuBLAS)
+
+def matmul(a, b, trans_a=False, trans_b=False, out=None, accumulate=False):
+    op = "matmul"
+    dev = _first(op, "a", a, ndim=2)
+    _darray(op, "b", b, "a", dev, ndim=2)
+    _ops._same_dtype(op, "a", a, "b", b)
+    M, K = (a.shape[1], a.shape[0]) if trans_a else a.shape
+    Kb, N = (b.shape[1], b.shape[0]) if trans_b else b.shape
+    if K != Kb:
+        raise ValueError(f"{op}: inner dimensions differ: op(a) is {(M, K)}, op(b) is {(Kb, N)}")
+    if accumulate and out is None:
+        raise ValueError(f"{op}: accumulate=True needs out= (the array to add into)")
+    cp = _cupy()
+    with cp.cuda.Device(dev):
+        c = _dout(op, "out", out, (M, N), a.dtype, "a", dev)
+        lhs, rhs = (a.T if trans_a else a), (b.T if trans_b else b)
+        if accumulate:
+            c += cp.matmul(lhs, rhs)
+        else:
+            cp.matmul(lhs, rhs, out=c)
+    return c
+
+
+# ---------------------------------------------------------------- relu
+
+def relu_fwd(x, out=None):
+    op = "relu_fwd"
+    dev = _first(op, "x", x)
+    with _cupy().cuda.Device(dev):
+        y = _dout(op, "out", out, x.shape, x.dtype, "x", dev)
+        _C.relu_fwd_cuda(x.data.ptr, y.data.ptr, x.size, _code(x), _stream())
+    return y
+
+
+def relu_bwd(dy, y, out=None):
+    op = "relu_bwd"
+    dev = _first(op, "dy", dy)
+    _darray(op, "y", y, "dy", dev, dtype=dy.dtype)
+    if tuple(y.shape) != tuple(dy.shape):
+        raise ValueError(f"{op}: y must have the shape of dy {tuple(dy.shape)}, got {tuple(y.shape)}")
+    with _cupy().cuda.Device(dev):
+        dx = _dout(op, "out", out, dy.shape, dy.dtype, "dy", dev)
+        _C.relu_bwd_cuda(dy.data.ptr, y.data.ptr, dx.data.ptr, dy.size, _code(dy), _stream())
+    return dx
+
+
+# ---------------------------------------------------------------- optimizer steps (signatures of cnnkit._C's)
+
+def _flat(op, name, a, ref, dev, n, dtype):
+    if a is None:
+        return None
+    _darray(op, name, a, ref, dev, dtype=dtype)
+    if a.size != n:
+        raise ValueError(f"{op}: {name} must have {n} elements (as g), got {a.size}")
+    return a
+
+
+def _step_args(op, p, g):
+    dev = _first(op, "g", g)
+    _flat(op, "p", p, "g", dev, g.size, g.dtype)
+    return dev
+
+
+def sgd_step(p, g, momentum_buffer, neg_lr, momentum, one_minus_dampening, nesterov, first, gscale, gclip, wd, l1):
+    op = "sgd_step"
+    dev = _step_args(op, p, g)
+    if momentum != 0.0 and momentum_buffer is None:
+        raise ValueError(f"{op}: momentum_buffer is required when momentum != 0")
+    _flat(op, "momentum_buffer", momentum_buffer, "g", dev, g.size, g.dtype)
+    with _cupy().cuda.Device(dev):
+        _C.sgd_step_cuda(p.data.ptr, g.data.ptr, _ptr(momentum_buffer), g.size, neg_lr, momentum,
+                         one_minus_dampening, bool(nesterov), bool(first), gscale, gclip, wd, l1, _code(g), _stream())
+
+
+def adagrad_step(p, g, sum, neg_clr, eps, gscale, gclip, wd, l1):  # noqa: A002 (the CPU binding's name)
+    op = "adagrad_step"
+    dev = _step_args(op, p, g)
+    _flat(op, "sum", sum, "g", dev, g.size, g.dtype)
+    with _cupy().cuda.Device(dev):
+        _C.adagrad_step_cuda(p.data.ptr, g.data.ptr, sum.data.ptr, g.size, neg_clr, eps, gscale, gclip, wd, l1,
+                             _code(g), _stream())
+
+
+def rmsprop_step(p, g, square_avg, grad_avg, momentum_buffer, neg_lr, alpha, eps, momentum, gscale, gclip, wd, l1):
+    op = "rmsprop_step"
+    dev = _step_args(op, p, g)
+    if momentum > 0.0 and momentum_buffer is None:
+        raise ValueError(f"{op}: momentum_buffer is required when momentum > 0")
+    _flat(op, "square_avg", square_avg, "g", dev, g.size, g.dtype)
+    _flat(op, "grad_avg", grad_avg, "g", dev, g.size, g.dtype)
+    buf = _flat(op, "momentum_buffer", momentum_buffer, "g", dev, g.size, g.dtype) if momentum > 0.0 else None
+    with _cupy().cuda.Device(dev):
+        _C.rmsprop_step_cuda(p.data.ptr, g.data.ptr, square_avg.data.ptr, _ptr(grad_avg), _ptr(buf), g.size, neg_lr,
+                             alpha, eps, momentum, gscale, gclip, wd, l1, _code(g), _stream())
+
+
+def adam_step(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, beta1, beta2, eps, neg_step_size, bc2_sqrt, decay, gscale,
+              gclip, wd, l1):
+    op = "adam_step"
+    dev = _step_args(op, p, g)
+    _flat(op, "exp_avg", exp_avg, "g", dev, g.size, g.dtype)
+    _flat(op, "exp_avg_sq", exp_avg_sq, "g", dev, g.size, g.dtype)
+    _flat(op, "max_exp_avg_sq", max_exp_avg_sq, "g", dev, g.size, g.dtype)
+    with _cupy().cuda.Device(dev):
+        _C.adam_step_cuda(p.data.ptr, g.data.ptr, exp_avg.data.ptr, exp_avg_sq.data.ptr, _ptr(max_exp_avg_sq), g.size,
+                          beta1, beta2, eps, neg_step_size, bc2_sqrt, decay, gscale, gclip, wd, l1, _code(g),
+                          _stream())
+
+
+def grad_sumsq_device(g):
+    """A float64 CuPy array [sum of g**2, 1.0 if every g is finite else 0.0], left on the device."""
+    op = "grad_sumsq"
+    dev = _first(op, "g", g)
+    cp = _cupy()
+    with cp.cuda.Device(dev):
+        work = cp.empty(_C.grad_sumsq_workspace_cuda(), dtype=cp.float64)
+        out = cp.empty(2, dtype=cp.float64)
+        _C.grad_sumsq_cuda(g.data.ptr, g.size, work.data.ptr, out.data.ptr, _code(g), _stream())
+    return out
+
+
+def grad_sumsq(g):
+    """(sum of g**2 as a float, all finite as a bool), as the CPU binding; one host sync."""
+    s, finite = grad_sumsq_device(g).get().tolist()
+    return s, finite == 1.0
+
+
+def grad_scale_clamp(g, scale, clip):
+    op = "grad_scale_clamp"
+    dev = _first(op, "g", g)
+    with _cupy().cuda.Device(dev):
+        _C.grad_scale_clamp_cuda(g.data.ptr, g.size, scale, clip, _code(g), _stream())
+
+
+def maxnorm_rows(p, max_norm):
+    op = "maxnorm_rows"
+    dev = _first(op, "p", p)
+    if p.ndim < 1:
+        raise ValueError(f"{op}: p must have at least 1 dimension, got a scalar")
+    rows = p.shape[0]
+    cols = p.size // rows if rows else 0
+    with _cupy().cuda.Device(dev):
+        _C.maxnorm_rows_cuda(p.data.ptr, rows, cols, max_norm, _code(p), _stream())
