@@ -1,4 +1,4 @@
-"""The main job until the trainer lands: train a tiny ConvNet written directly on cnnkit.ops.
+"""A tiny ConvNet written directly on cnnkit.ops (no layers, no trainer): the kernels end to end.
 
 The task is synthetic but real learning: 16x16 images holding horizontal or vertical bars under noise.
 The net is conv3x3(1->8) -> ReLU -> maxpool 2x2 -> dropout -> conv3x3(8->8) -> ReLU -> maxpool 2x2 ->
