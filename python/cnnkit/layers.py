@@ -666,6 +666,8 @@ class _BatchNorm(Layer):
         if self.affine:
             _check_dtype(self, x, self.weight)
         xp = array_module(x)
+        if xp is np:
+            return self._forward_cpu(_contig(x))
         axes = (0,) + tuple(range(2, x.ndim))
         bshape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
         use_batch = self.training or not self.track_running_stats
@@ -696,8 +698,54 @@ class _BatchNorm(Layer):
         self._cache = (xhat, invstd, use_batch, axes, bshape)
         return y
 
+    def _batch_stats(self, x):
+        """Batch mean and biased variance; updates the running statistics in training (torch's rule)."""
+        m = x.size // x.shape[1]
+        if m < 2:
+            raise ValueError(f"{type(self).__name__}: expected more than 1 value per channel when training, "
+                             f"got input shape {tuple(x.shape)}")
+        mean, var = ops.batchnorm_stats(x)
+        if self.training and self.track_running_stats:
+            t = x.dtype.type
+            nbt = self._buffers["num_batches_tracked"]
+            nbt += 1
+            f = 1.0 / float(nbt) if self.momentum is None else self.momentum
+            rm, rv = self._buffers["running_mean"], self._buffers["running_var"]
+            rm *= t(1.0 - f)
+            rm += t(f) * mean.astype(rm.dtype)
+            rv *= t(1.0 - f)
+            rv += t(f) * (var * t(m / (m - 1))).astype(rv.dtype)
+        return mean, var
+
+    def _forward_cpu(self, x):
+        # The fused kernels: float64 moments, then y = x * alpha + beta (torch's CPU transform).
+        use_batch = self.training or not self.track_running_stats
+        t = x.dtype.type
+        if use_batch:
+            mean, var = self._batch_stats(x)
+        else:
+            mean = np.ascontiguousarray(self._buffers["running_mean"], dtype=x.dtype)
+            var = np.ascontiguousarray(self._buffers["running_var"], dtype=x.dtype)
+        invstd = (t(1) / np.sqrt(var + t(self.eps))).astype(x.dtype)
+        alpha = invstd * self.weight.data if self.affine else invstd
+        beta = (self.bias.data - mean * alpha) if self.affine else -mean * alpha
+        y = ops.channel_affine(x, np.ascontiguousarray(alpha), np.ascontiguousarray(beta))
+        self._cache = ("cpu", x, mean, invstd, use_batch)
+        return y
+
     def backward(self, dy, need_dx=True):
-        xhat, invstd, use_batch, axes, bshape = self._need_cache()
+        cache = self._need_cache()
+        if cache[0] == "cpu":
+            _, x, mean, invstd, use_batch = cache
+            w = self.weight.data if self.affine else None
+            dx, sum_dy, dotp = ops.batchnorm_bwd(_contig(dy), x, mean, invstd, w, use_batch, need_dx)
+            if self.affine:
+                if self.weight.requires_grad:
+                    self.weight.grad += (dotp * invstd).astype(self.weight.grad.dtype)
+                if self.bias.requires_grad:
+                    self.bias.grad += sum_dy.astype(self.bias.grad.dtype)
+            return dx
+        xhat, invstd, use_batch, axes, bshape = cache
         if self.affine:
             if self.weight.requires_grad:
                 self.weight.grad += (dy * xhat).sum(axis=axes)

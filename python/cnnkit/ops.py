@@ -350,6 +350,52 @@ def matmul(a, b, trans_a=False, trans_b=False, out=None, accumulate=False):
     return c
 
 
+# ---------------------------------------------------------------- batchnorm
+
+def _ncs_array(op, name, x):
+    _array(op, name, x)
+    if not 2 <= x.ndim <= 4:
+        raise ValueError(f"{op}: {name} must be 2-D, 3-D or 4-D (N, C, ...), got shape {tuple(x.shape)}")
+    return x
+
+
+def batchnorm_stats(x):
+    """Per-channel (mean, biased variance) of x (N, C, ...), accumulated in float64, returned in x's dtype."""
+    op = "batchnorm_stats"
+    _ncs_array(op, "x", x)
+    mean = np.empty(x.shape[1], x.dtype)
+    var = np.empty(x.shape[1], x.dtype)
+    _C.batchnorm_stats(x, mean, var)
+    return mean, var
+
+
+def channel_affine(x, alpha, beta, out=None):
+    """y[:, c] = x[:, c] * alpha[c] + beta[c] for x (N, C, ...): BatchNorm's output transform."""
+    op = "channel_affine"
+    _ncs_array(op, "x", x)
+    _array(op, "alpha", alpha, ndim=1, dtype=x.dtype)
+    _array(op, "beta", beta, ndim=1, dtype=x.dtype)
+    y = _out(op, "out", out, x.shape, x.dtype)
+    _C.channel_affine(x, alpha, beta, y)
+    return y
+
+
+def batchnorm_bwd(dy, x, mean, invstd, weight=None, train=True, need_dx=True):
+    """Backward of y = (x - mean) * invstd * weight + bias. -> (dx or None, sum(dy), sum((x - mean) * dy)),
+    the sums per channel in float64 (the bias gradient is the first, the weight gradient the second times
+    invstd). With train=True, mean and invstd are the batch statistics of x and depend on it."""
+    op = "batchnorm_bwd"
+    _ncs_array(op, "x", x)
+    _array(op, "dy", dy, dtype=x.dtype)
+    for name, a in (("mean", mean), ("invstd", invstd)) + ((("weight", weight),) if weight is not None else ()):
+        _array(op, name, a, ndim=1, dtype=x.dtype)
+    dx = np.empty_like(x) if need_dx else None
+    sum_dy = np.empty(x.shape[1], np.float64)
+    dotp = np.empty(x.shape[1], np.float64)
+    _C.batchnorm_bwd(dy, x, mean, invstd, weight, bool(train), dx, sum_dy, dotp)
+    return dx, sum_dy, dotp
+
+
 # ---------------------------------------------------------------- relu
 
 def relu_fwd(x, out=None):
@@ -378,4 +424,5 @@ def relu_bwd(dy, y, out=None):
 
 
 __all__ = ["conv2d_out_shape", "conv2d_fwd", "conv2d_bwd_data", "conv2d_bwd_weight", "conv2d_bwd_bias",
-           "maxpool2d_fwd", "maxpool2d_bwd", "dropout_fwd", "dropout_bwd", "matmul", "relu_fwd", "relu_bwd"]
+           "maxpool2d_fwd", "maxpool2d_bwd", "dropout_fwd", "dropout_bwd", "matmul",
+           "batchnorm_stats", "channel_affine", "batchnorm_bwd", "relu_fwd", "relu_bwd"]
