@@ -680,15 +680,7 @@ class _BatchNorm(Layer):
             mean = x.mean(axis=axes)
             xc = x - mean.reshape(bshape)
             var = (xc * xc).mean(axis=axes)
-            if self.training and self.track_running_stats:
-                nbt = self._buffers["num_batches_tracked"]
-                nbt += 1
-                f = 1.0 / float(nbt) if self.momentum is None else self.momentum
-                rm, rv = self._buffers["running_mean"], self._buffers["running_var"]
-                rm *= t(1.0 - f)
-                rm += t(f) * mean.astype(rm.dtype)
-                rv *= t(1.0 - f)
-                rv += t(f) * (var * t(m / (m - 1))).astype(rv.dtype)
+            self._update_running(mean, var, m, t)
         else:
             mean, var = self._buffers["running_mean"].astype(x.dtype), self._buffers["running_var"].astype(x.dtype)
             xc = x - mean.reshape(bshape)
@@ -705,17 +697,22 @@ class _BatchNorm(Layer):
             raise ValueError(f"{type(self).__name__}: expected more than 1 value per channel when training, "
                              f"got input shape {tuple(x.shape)}")
         mean, var = ops.batchnorm_stats(x)
-        if self.training and self.track_running_stats:
-            t = x.dtype.type
-            nbt = self._buffers["num_batches_tracked"]
-            nbt += 1
-            f = 1.0 / float(nbt) if self.momentum is None else self.momentum
-            rm, rv = self._buffers["running_mean"], self._buffers["running_var"]
-            rm *= t(1.0 - f)
-            rm += t(f) * mean.astype(rm.dtype)
-            rv *= t(1.0 - f)
-            rv += t(f) * (var * t(m / (m - 1))).astype(rv.dtype)
+        self._update_running(mean, var, m, x.dtype.type)
         return mean, var
+
+    def _update_running(self, mean, var, m, t):
+        """torch's running statistics in training: (1 - f) * running + f * batch, the variance unbiased; f is
+        the momentum, or 1 / batches seen when momentum is None (a cumulative average)."""
+        if not (self.training and self.track_running_stats):
+            return
+        nbt = self._buffers["num_batches_tracked"]
+        nbt += 1
+        f = 1.0 / float(nbt) if self.momentum is None else self.momentum
+        rm, rv = self._buffers["running_mean"], self._buffers["running_var"]
+        rm *= t(1.0 - f)
+        rm += t(f) * mean.astype(rm.dtype)
+        rv *= t(1.0 - f)
+        rv += t(f) * (var * t(m / (m - 1))).astype(rv.dtype)
 
     def _forward_cpu(self, x):
         # The fused kernels: float64 moments, then y = x * alpha + beta (torch's CPU transform).
