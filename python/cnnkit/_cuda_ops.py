@@ -39,16 +39,7 @@ def _darray(op, name, a, ref, device, ndim=None, dtype=None):
             raise TypeError(f"{op}: mixed devices: {ref} is a cupy.ndarray (GPU) but {name} is a numpy.ndarray "
                             f"(CPU); put every array on one device (cupy.asarray(...) or .get())")
         raise TypeError(f"{op}: {name} must be a cupy.ndarray (as {ref} is), got {type(a).__name__}")
-    if dtype is None:
-        if a.dtype not in _DTYPE_CODE:
-            raise TypeError(f"{op}: {name} must be float32 or float64, got {a.dtype}")
-    elif a.dtype != dtype:
-        raise TypeError(f"{op}: {name} must have dtype {np.dtype(dtype)} (no silent casts), got {a.dtype}")
-    if ndim is not None and a.ndim != ndim:
-        raise ValueError(f"{op}: {name} must be {ndim}-D, got shape {tuple(a.shape)}")
-    if not a.flags.c_contiguous:
-        raise ValueError(f"{op}: {name} must be C-contiguous (no silent copies are made; "
-                         f"use cupy.ascontiguousarray), got strides {a.strides}")
+    _ops._check_layout(op, name, a, ndim, dtype, "cupy")
     if a.device.id != device:
         raise ValueError(f"{op}: {name} is on GPU {a.device.id} but {ref} is on GPU {device}; "
                          f"every array must be on one device")

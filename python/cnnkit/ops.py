@@ -46,6 +46,11 @@ def _array(op, name, a, ndim=None, dtype=None):
             raise TypeError(f"{op}: mixed devices: {name} is a cupy.ndarray (GPU) but {first} is a numpy.ndarray "
                             f"(CPU); put every array on one device (cupy.asarray(...) or .get())")
         raise TypeError(f"{op}: {name} must be a numpy.ndarray, got {type(a).__name__}")
+    return _check_layout(op, name, a, ndim, dtype, "numpy")
+
+
+def _check_layout(op, name, a, ndim, dtype, lib):
+    """dtype (float32/float64, or exactly `dtype`), rank and C-contiguity of a numpy or CuPy array."""
     if dtype is None:
         if a.dtype not in _FLOATS:
             raise TypeError(f"{op}: {name} must be float32 or float64, got {a.dtype}")
@@ -55,7 +60,7 @@ def _array(op, name, a, ndim=None, dtype=None):
         raise ValueError(f"{op}: {name} must be {ndim}-D, got shape {tuple(a.shape)}")
     if not a.flags.c_contiguous:
         raise ValueError(f"{op}: {name} must be C-contiguous (no silent copies are made; "
-                         f"use numpy.ascontiguousarray), got strides {a.strides}")
+                         f"use {lib}.ascontiguousarray), got strides {a.strides}")
     return a
 
 
