@@ -5,22 +5,33 @@
 # rewritten to emu_launch(grid, block, lambda) by launch_to_call.py. It checks index math, tiling,
 # split-K, Philox streams and reductions. It cannot check GPU memory-model, occupancy, or anything
 # architecture-specific. It is not a substitute for tests/test_cuda_ops.py on a real GPU.
-# Usage (from the repo root, after an editable build so the CPU objects exist): tools/cuda_emu/run.sh
-# Takes minutes: every emulated CUDA thread is a real thread.
+#
+# Every csrc/ops/*.cu file is translated, every csrc .cpp kernel source is compiled from source (no build
+# folder needed), and every tools/cuda_emu/compare_*.cc file is linked in: each registers its checks with
+# EMU_CASE(name) (emu.h). Usage, from anywhere: tools/cuda_emu/run.sh [case ...]   (no case: all of them)
+# Takes minutes: every emulated CUDA thread is a real thread. Exit status 0 only when every check passed.
 set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
 PY=${PYTHON:-python3}
-OBJ=$(ls -d "$ROOT"/build/*/CMakeFiles/cnnkit_kernels.dir/csrc | head -1)
+CXX=${CXX:-g++}
 OB=$("$PY" -c "import scipy_openblas32 as s; print(s.get_lib_dir())")
+OBINC=$("$PY" -c "import scipy_openblas32 as s; print(s.get_include_dir())")
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 mkdir -p "$WORK/inc"
-cp "$ROOT/tools/cuda_emu/cuda_runtime.h" "$WORK/inc/"
-for f in conv2d maxpool2d dropout optim relu; do
-  "$PY" "$ROOT/tools/cuda_emu/launch_to_call.py" "$ROOT/csrc/ops/$f.cu" "$WORK/$f.cc"
+cp "$HERE/cuda_runtime.h" "$WORK/inc/"
+[ -f "$HERE/mma.h" ] && cp "$HERE/mma.h" "$WORK/inc/"
+FLAGS=(-std=c++20 -O1 -w -fopenmp -DCNNKIT_EMU=1 -I"$WORK/inc" -I"$ROOT/csrc" -I"$HERE" -I"$OBINC")
+srcs=()
+for cu in "$ROOT"/csrc/ops/*.cu; do
+  b=$(basename "$cu" .cu)
+  "$PY" "$HERE/launch_to_call.py" "$cu" "$WORK/cu_$b.cc"
+  srcs+=("$WORK/cu_$b.cc")
 done
-g++ -std=c++20 -O1 -w -fopenmp -I"$WORK/inc" -I"$ROOT/csrc" -I"$(dirname "$OB")/include" -o "$WORK/compare" \
-  "$ROOT/tools/cuda_emu/compare_cpu.cc" "$WORK"/{conv2d,maxpool2d,dropout,optim,relu}.cc \
-  "$OBJ"/common/runtime.cpp.o "$OBJ"/ops/{conv2d,maxpool2d,dropout,optim,relu}.cpp.o \
-  -L"$OB" -lscipy_openblas -Wl,-rpath,"$OB" -lpthread
-OMP_NUM_THREADS=1 "$WORK/compare"
+srcs+=("$ROOT"/csrc/common/runtime.cpp "$ROOT"/csrc/ops/*.cpp "$HERE"/compare_*.cc "$HERE/emu_main.cc")
+# compile in parallel (one object per source), then link
+printf '%s\n' "${srcs[@]}" | xargs -P "$(nproc)" -I{} sh -c \
+  'o="$0/$(echo "{}" | tr / _).o"; '"$CXX"' "$@" -c "{}" -o "$o"' "$WORK" "${FLAGS[@]}"
+"$CXX" -fopenmp -o "$WORK/emu" "$WORK"/*.o -L"$OB" -lscipy_openblas -Wl,-rpath,"$OB" -lpthread
+OMP_NUM_THREADS=1 "$WORK/emu" "$@"

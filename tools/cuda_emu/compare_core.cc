@@ -1,31 +1,12 @@
-// CPU kernels vs the CUDA kernels' source run under the host emulation shim (tools/cuda_emu/run.sh).
-#include <cuda_runtime.h>
-#include <algorithm>
-#include <cstring>
-#include <cmath>
-#include <cstdio>
-#include <random>
-#include <vector>
+// CPU kernels vs the CUDA kernels' source run under the host emulation shim (tools/cuda_emu/run.sh):
+// conv2d, max-pool, dropout, ReLU and the optimizer steps.
+#include "emu.h"
 #include "ops/conv2d.h"
 #include "ops/dropout.h"
 #include "ops/maxpool2d.h"
 #include "ops/optim.h"
 #include "ops/relu.h"
 using namespace ck;
-static int fails = 0;
-template <class T> double maxrel(const std::vector<T>& a, const std::vector<T>& b, double atol) {
-  double e = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (std::isnan(double(a[i])) && std::isnan(double(b[i]))) continue;
-    double d = std::fabs(double(a[i]) - double(b[i])) / (atol + std::fabs(double(b[i])));
-    if (!(d <= e)) e = d;
-  }
-  return e;
-}
-#define CHECK(name, cond) do { if (!(cond)) { ++fails; printf("FAIL %s\n", name); } } while (0)
-std::mt19937_64 rng(42);
-template <class T> std::vector<T> randn(size_t n) { std::normal_distribution<double> N; std::vector<T> v(n); for (auto& e : v) e = T(N(rng)); return v; }
-CUstream_st* S = nullptr;
 
 template <class T> void conv_case(std::vector<int64_t> xs, std::vector<int64_t> ws, int64_t s, int64_t p, int64_t d, int64_t g) {
   auto P = make_conv2d_params("t", xs, ws, s, s, p, p, d, d, g);
@@ -127,33 +108,25 @@ template <class T> void optim_cases() {
   CHECK("scale_clamp", h1 == h2);
 }
 
-int main() {
-  for (int f = 0; f < 2; ++f) {
-    auto run = [&](auto tag) {
-      using T = decltype(tag);
-      if (!getenv("ONLY_OPTIM")) {
-      conv_case<T>({2, 3, 8, 8}, {4, 3, 3, 3}, 1, 1, 1, 1);
-      conv_case<T>({2, 4, 9, 7}, {6, 2, 3, 2}, 2, 1, 2, 2);
-      conv_case<T>({1, 6, 5, 5}, {6, 1, 3, 3}, 1, 1, 1, 6);
-      conv_case<T>({3, 16, 6, 6}, {70, 16, 1, 1}, 1, 0, 1, 1);
-      conv_case<T>({2, 8, 15, 13}, {8, 4, 5, 5}, 3, 2, 2, 2);
-      conv_case<T>({8, 4, 16, 16}, {8, 4, 3, 3}, 1, 1, 1, 1);  // 2048-long reduction: split-K in the weight pass
-      pool_case<T>({2, 3, 8, 8}, 2, 2, 0, 1, false);
-      pool_case<T>({2, 3, 9, 7}, 3, 2, 1, 1, false);
-      pool_case<T>({1, 2, 11, 10}, 3, 2, 1, 2, true);
-      pool_case<T>({1, 1, 5, 5}, 3, 1, 1, 1, false);
-      for (int64_t n : {1L, 3L, 4L, 5L, 1027L}) for (double p : {0.0, 0.1, 0.5, 0.9}) {
-        dropout_case<T>(n, p, 0, 0); dropout_case<T>(n, p, 123456789, 7); dropout_case<T>(n, p, ~0ull, (1ull << 40) + 3);
-      }
-      printf("dropout %s: masks, y and dx compared bit for bit\n", sizeof(T) == 4 ? "f32" : "f64");
-      }
-      optim_cases<T>();
-      std::vector<T> x = randn<T>(1001), y1(1001), y2(1001); x[5] = T(NAN);
-      relu_fwd_cpu(1001, x.data(), y1.data()); relu_fwd_cuda(1001, x.data(), y2.data(), S);
-      CHECK("relu", std::memcmp(y1.data(), y2.data(), sizeof(T) * 1001) == 0);
-    };
-    f == 0 ? run(float{}) : run(double{});
+template <class T> void core_cases() {
+  conv_case<T>({2, 3, 8, 8}, {4, 3, 3, 3}, 1, 1, 1, 1);
+  conv_case<T>({2, 4, 9, 7}, {6, 2, 3, 2}, 2, 1, 2, 2);
+  conv_case<T>({1, 6, 5, 5}, {6, 1, 3, 3}, 1, 1, 1, 6);
+  conv_case<T>({3, 16, 6, 6}, {70, 16, 1, 1}, 1, 0, 1, 1);
+  conv_case<T>({2, 8, 15, 13}, {8, 4, 5, 5}, 3, 2, 2, 2);
+  conv_case<T>({8, 4, 16, 16}, {8, 4, 3, 3}, 1, 1, 1, 1);  // 2048-long reduction: split-K in the weight pass
+  pool_case<T>({2, 3, 8, 8}, 2, 2, 0, 1, false);
+  pool_case<T>({2, 3, 9, 7}, 3, 2, 1, 1, false);
+  pool_case<T>({1, 2, 11, 10}, 3, 2, 1, 2, true);
+  pool_case<T>({1, 1, 5, 5}, 3, 1, 1, 1, false);
+  for (int64_t n : {1L, 3L, 4L, 5L, 1027L}) for (double p : {0.0, 0.1, 0.5, 0.9}) {
+    dropout_case<T>(n, p, 0, 0); dropout_case<T>(n, p, 123456789, 7); dropout_case<T>(n, p, ~0ull, (1ull << 40) + 3);
   }
-  printf("%ld emulated launches; %s\n", g_launches, fails ? "FAILURES" : "ALL OK");
-  return fails != 0;
+  printf("dropout %s: masks, y and dx compared bit for bit\n", sizeof(T) == 4 ? "f32" : "f64");
+  std::vector<T> x = randn<T>(1001), y1(1001), y2(1001); x[5] = T(NAN);
+  relu_fwd_cpu(1001, x.data(), y1.data()); relu_fwd_cuda(1001, x.data(), y2.data(), S);
+  CHECK("relu", std::memcmp(y1.data(), y2.data(), sizeof(T) * 1001) == 0);
 }
+
+EMU_CASE(core) { core_cases<float>(); core_cases<double>(); }
+EMU_CASE(optim) { optim_cases<float>(); optim_cases<double>(); }
