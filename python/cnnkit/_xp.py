@@ -1,12 +1,64 @@
 """The array module of an array: numpy on the CPU, CuPy on a GPU. Glue that is not a hot path is written
-once against `xp` so that one layer class serves both devices."""
+once against `xp` so that one layer class serves both devices. Also the device names ("cpu", "cuda",
+"cuda:N") that model.to, the trainer and the data loader take, and the one way arrays move between them."""
 import numpy as np
+
+
+def is_device_array(a):
+    """True for a CuPy array; looks at the type's module only, so cupy is never imported here."""
+    return type(a).__module__.startswith("cupy")
 
 
 def array_module(*arrays):
     """cupy if any argument is a CuPy array, else numpy. CuPy is imported only when one is seen."""
     for a in arrays:
-        if type(a).__module__.startswith("cupy"):
+        if is_device_array(a):
             import cupy
             return cupy
     return np
+
+
+def device_of(a):
+    """"cpu" for a numpy array, "cuda:N" for a CuPy array on GPU N."""
+    return f"cuda:{a.device.id}" if is_device_array(a) else "cpu"
+
+
+def parse_device(device, op, name="device"):
+    """None for "cpu", the GPU index for "cuda" (the current device) or "cuda:N". Raises ValueError for
+    anything else, and RuntimeError (with cnnkit.cuda.status()'s reason) when CUDA cannot be used here."""
+    if not isinstance(device, str):
+        raise TypeError(f"{op}: {name} must be 'cpu', 'cuda' or 'cuda:N', got {type(device).__name__}")
+    if device == "cpu":
+        return None
+    head, _, tail = device.partition(":")
+    if head != "cuda" or (tail and not tail.isdigit()):
+        raise ValueError(f"{op}: {name} must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    from . import cuda
+    reason = cuda.status()
+    if reason != "ok":
+        raise RuntimeError(f"{op}: cannot use {device!r}: {reason}")
+    import cupy
+    if not tail:
+        return cupy.cuda.Device().id
+    index, count = int(tail), cuda.device_count()
+    if index >= count:
+        raise ValueError(f"{op}: {name} {device!r} does not exist: this machine has {count} CUDA device(s)")
+    return index
+
+
+def device_converter(device, op, name="device"):
+    """A function taking an array to `device` (returning it unchanged when it is there already)."""
+    index = parse_device(device, op, name)
+    if index is None:
+        return lambda a: a.get() if is_device_array(a) else a
+
+    import cupy
+
+    def to_gpu(a):
+        if is_device_array(a) and a.device.id == index:
+            return a
+        if is_device_array(a):
+            a = a.get()   # another GPU: through the host (rare; keeps the copy explicit)
+        with cupy.cuda.Device(index):
+            return cupy.asarray(a)
+    return to_gpu

@@ -9,6 +9,7 @@ import zlib
 
 import numpy as np
 
+from ._xp import array_module, device_converter, device_of
 from .parameter import Parameter
 
 _REGISTRY = {}
@@ -86,7 +87,7 @@ class Layer:
 
     # ------------------------------------------------------------ parameters and buffers
     def add_parameter(self, name, data, requires_grad=True):
-        p = Parameter(np.ascontiguousarray(data), name=name, requires_grad=requires_grad)
+        p = Parameter(array_module(data).ascontiguousarray(data), name=name, requires_grad=requires_grad)
         self._params[name] = p
         return p
 
@@ -133,18 +134,71 @@ class Layer:
     def eval(self):
         return self.train(False)
 
-    def to(self, dtype):
-        """Cast parameters (data and grad) and floating buffers to `dtype`. Rebinds p.data, so call it
-        before an optimizer builds its flat buffers."""
-        dtype = np.dtype(dtype)
+    def to(self, target=None, *, device=None, dtype=None):
+        """Move and/or cast every parameter (data and grad) and floating buffer, in place: the Parameter
+        objects stay, their arrays are replaced, as torch's ``Module.to``. Returns self.
+
+        target: a device ("cpu", "cuda", "cuda:N") or a dtype (np.float32, "float64"); or name them with
+        ``device=`` / ``dtype=``. On "cuda" the arrays become CuPy arrays and every layer runs there.
+        Parameters that an optimizer holds in a FlatBuffer move with the whole buffer, so the optimizer
+        keeps working (its state follows on its next step). A dtype change rebinds p.data to new arrays:
+        do it before building an optimizer.
+        """
+        if target is not None:
+            if isinstance(target, str) and (target == "cpu" or target.startswith("cuda")):
+                if device is not None:
+                    raise ValueError(f"{self.label()}.to: device given twice ({target!r} and {device!r})")
+                device = target
+            elif dtype is None:
+                dtype = target
+            else:
+                raise ValueError(f"{self.label()}.to: dtype given twice ({target!r} and {dtype!r})")
+        if dtype is not None:
+            self._cast(dtype)
+        if device is not None:
+            self._move(device)
+        return self
+
+    def _cast(self, dtype):
+        try:
+            dtype = np.dtype(dtype)
+        except TypeError:
+            raise TypeError(f"{self.label()}.to: expected a device ('cpu', 'cuda', 'cuda:N') or a float dtype, "
+                            f"got {dtype!r}") from None
+        if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+            raise TypeError(f"{self.label()}.to: dtype must be float32 or float64, got {dtype}")
         for _, layer in self.named_layers():
             for p in layer._params.values():
-                p.data = np.ascontiguousarray(p.data, dtype=dtype)
-                p.grad = np.ascontiguousarray(p.grad, dtype=dtype)
+                xp = array_module(p.data)
+                p.data = xp.ascontiguousarray(p.data, dtype=dtype)
+                p.grad = xp.ascontiguousarray(p.grad, dtype=dtype)
             for n, b in layer._buffers.items():
                 if np.issubdtype(b.dtype, np.floating):
-                    layer._buffers[n] = np.ascontiguousarray(b, dtype=dtype)
-        return self
+                    layer._buffers[n] = array_module(b).ascontiguousarray(b, dtype=dtype)
+
+    def _move(self, device):
+        convert = device_converter(device, f"{self.label()}.to")
+        seen = set()
+        for _, layer in self.named_layers():
+            for p in layer._params.values():
+                flat = getattr(p, "_flat", None)
+                if flat is not None and flat.owns(p):
+                    if id(flat) not in seen:
+                        seen.add(id(flat))
+                        flat.move(convert)
+                else:
+                    p.data, p.grad = convert(p.data), convert(p.grad)
+            for n, b in layer._buffers.items():
+                layer._buffers[n] = convert(b)
+            layer._cache = None
+
+    @property
+    def device(self):
+        """Where the parameters live: "cpu" or "cuda:N" (a layer without parameters or buffers says "cpu")."""
+        for _, layer in self.named_layers():
+            for a in [p.data for p in layer._params.values()] + list(layer._buffers.values()):
+                return device_of(a)
+        return "cpu"
 
     def copy(self):
         return copy.deepcopy(self)

@@ -11,7 +11,7 @@ import numpy as np
 
 from . import init as _init
 from . import ops
-from ._xp import array_module
+from ._xp import array_module, is_device_array
 from .graph import Layer
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
@@ -341,20 +341,23 @@ class FractionalMaxPool2d(_ArgmaxPool):
             samples = np.random.default_rng([self.seed, off]).random((N, C, 2)).astype(x.dtype)
             if self.training:
                 self.offset += 1
+        # the region starts are computed on the host (N*C*(P+Q) numbers, torch's rounding), the gather where x is
+        samples = samples.get() if is_device_array(samples) else samples
         samples = np.asarray(samples, dtype=x.dtype)
         self.last_samples = samples
-        sw = self._starts(samples[..., 0], W, Q, S)   # (N, C, Q)
-        sh = self._starts(samples[..., 1], H, P, R)   # (N, C, P)
-        ih = sh[:, :, :, None, None, None] + np.arange(R)[:, None]          # (N, C, P, 1, R, 1)
-        iw = sw[:, :, None, :, None, None] + np.arange(S)                  # (N, C, 1, Q, 1, S)
-        flat = np.broadcast_to(ih * W + iw, (N, C, P, Q, R, S)).reshape(N, C, P * Q * R * S)
-        vals = np.take_along_axis(x.reshape(N, C, H * W), flat, axis=2).reshape(N, C, P, Q, R * S)
+        xp = array_module(x)
+        sw = xp.asarray(self._starts(samples[..., 0], W, Q, S))   # (N, C, Q)
+        sh = xp.asarray(self._starts(samples[..., 1], H, P, R))   # (N, C, P)
+        ih = sh[:, :, :, None, None, None] + xp.arange(R)[:, None]          # (N, C, P, 1, R, 1)
+        iw = sw[:, :, None, :, None, None] + xp.arange(S)                  # (N, C, 1, Q, 1, S)
+        flat = xp.broadcast_to(ih * W + iw, (N, C, P, Q, R, S)).reshape(N, C, P * Q * R * S)
+        vals = xp.take_along_axis(x.reshape(N, C, H * W), flat, axis=2).reshape(N, C, P, Q, R * S)
         arg = vals.argmax(axis=4)   # first maximum in row-major window order, as torch
-        y = np.take_along_axis(vals, arg[..., None], axis=4)[..., 0]
-        idx = np.take_along_axis(flat.reshape(N, C, P, Q, R * S), arg[..., None], axis=4)[..., 0]
-        self._cache = (np.ascontiguousarray(idx), x.shape)
+        y = xp.take_along_axis(vals, arg[..., None], axis=4)[..., 0]
+        idx = xp.take_along_axis(flat.reshape(N, C, P, Q, R * S), arg[..., None], axis=4)[..., 0]
+        self._cache = (xp.ascontiguousarray(idx), x.shape)
         self.last_indices = self._cache[0]
-        return np.ascontiguousarray(y)
+        return xp.ascontiguousarray(y)
 
     def config(self):
         return dict(kernel_size=_cfgpair(self.kernel_size),
@@ -687,7 +690,7 @@ class _BatchNorm(Layer):
         invstd = 1.0 / xp.sqrt(var + t(self.eps))
         xhat = xc * invstd.reshape(bshape)
         y = xhat * self.weight.data.reshape(bshape) + self.bias.data.reshape(bshape) if self.affine else xhat
-        self._cache = (xhat, invstd, use_batch, axes, bshape)
+        self._cache = ("xp", xhat, invstd, use_batch, axes, bshape)
         return y
 
     def _batch_stats(self, x):
@@ -707,12 +710,14 @@ class _BatchNorm(Layer):
             return
         nbt = self._buffers["num_batches_tracked"]
         nbt += 1
-        f = 1.0 / float(nbt) if self.momentum is None else self.momentum
         rm, rv = self._buffers["running_mean"], self._buffers["running_var"]
-        rm *= t(1.0 - f)
-        rm += t(f) * mean.astype(rm.dtype)
-        rv *= t(1.0 - f)
-        rv += t(f) * (var * t(m / (m - 1))).astype(rv.dtype)
+        xp = array_module(rm)
+        f = 1.0 / nbt if self.momentum is None else self.momentum   # a 0-d array on a GPU: no host read
+        keep, take = xp.asarray(1.0 - f, dtype=rm.dtype), xp.asarray(f, dtype=rm.dtype)
+        rm *= keep
+        rm += take * mean.astype(rm.dtype)
+        rv *= keep
+        rv += take * (var * t(m / (m - 1))).astype(rv.dtype)
 
     def _forward_cpu(self, x):
         # The fused kernels: float64 moments, then y = x * alpha + beta (torch's CPU transform).
@@ -742,7 +747,7 @@ class _BatchNorm(Layer):
                 if self.bias.requires_grad:
                     self.bias.grad += sum_dy.astype(self.bias.grad.dtype)
             return dx
-        xhat, invstd, use_batch, axes, bshape = cache
+        _, xhat, invstd, use_batch, axes, bshape = cache
         if self.affine:
             if self.weight.requires_grad:
                 self.weight.grad += (dy * xhat).sum(axis=axes)

@@ -16,6 +16,7 @@ import numbers
 import numpy as np
 
 from . import _C
+from ._xp import is_device_array as _on_device  # a CuPy array? (never imports cupy)
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _MAX_DIM = 2**62
@@ -24,11 +25,6 @@ _MAX_DIM = 2**62
 _FIRST = {"conv2d_fwd": "x", "conv2d_bwd_data": "dy", "conv2d_bwd_weight": "dy", "conv2d_bwd_bias": "dy",
           "maxpool2d_fwd": "x", "maxpool2d_bwd": "dy", "dropout_fwd": "x", "dropout_bwd": "dy", "matmul": "a",
           "relu_fwd": "x", "relu_bwd": "dy"}
-
-
-def _on_device(a):
-    """True for a CuPy array; looks at the type's module only, so cupy is never imported here."""
-    return type(a).__module__.startswith("cupy")
 
 
 def _gpu():

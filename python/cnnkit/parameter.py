@@ -69,8 +69,22 @@ class FlatBuffer:
         for p, off in zip(params, self.offsets):
             self.data[off:off + p.size] = p.data.reshape(-1)
             self.grad[off:off + p.size] = p.grad.reshape(-1)
-            p.data = self.data[off:off + p.size].reshape(p.shape)
-            p.grad = self.grad[off:off + p.size].reshape(p.shape)
+        self._view_all(params)
+
+    def _view_all(self, params):
+        for p, off in zip(self.params, self.offsets):
+            if any(p is q for q in params):
+                p.data = self.data[off:off + p.size].reshape(p.shape)
+                p.grad = self.grad[off:off + p.size].reshape(p.shape)
+                p._flat = self
+
+    def move(self, convert):
+        """Give the buffers new arrays ``convert(old)`` (another device) and re-view every parameter that
+        still lives in them; the FlatBuffer object, and so an optimizer holding it, stays the same."""
+        owned = [p for p in self.params if self.owns(p)]
+        self.data = convert(self.data)
+        self.grad = convert(self.grad)
+        self._view_all(owned)
 
     @property
     def size(self):

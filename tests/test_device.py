@@ -1,0 +1,150 @@
+"""model.to("cuda") and the device glue above the kernels, on the strict CuPy stand-in of tests/fakecupy.py.
+
+The stand-in routes every cnnkit._cuda_ops call to the CPU kernel it mirrors, so a "device" run must equal the
+CPU run bit for bit; and it refuses every implicit host/device mix, and counts every device-to-host read, so
+these tests also show that the layers, the model and the optimizer keep their arrays on the device and read
+nothing back inside a step. The CUDA kernels themselves are tested by tests/test_cuda_*.py on a GPU and by
+tests/test_cuda_emu.py on the CPU.
+"""
+import copy
+import re
+
+import numpy as np
+import pytest
+
+import cnnkit as ck
+
+import fakecupy
+
+
+@pytest.fixture
+def cp(monkeypatch):
+    return fakecupy.install(monkeypatch)
+
+
+def rnd(*shape, seed=0, dtype=np.float32):
+    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+
+
+def on_host(a):
+    return a.get() if isinstance(a, fakecupy.ndarray) else a
+
+
+# one model per layer kind (input shape, model); every layer of cnnkit.layers appears
+def _cases():
+    x4 = (3, 4, 9, 8)
+    inp = ck.Input((4, 9, 8))
+    a = ck.Conv2d(4, 4, 3, padding=1, seed=1)(inp)
+    b = ck.Conv2d(4, 4, 1, seed=2)(inp)
+    res = ck.Graph(inp, ck.ReLU()(ck.Add()(a, b)))
+    cat = ck.Graph(inp, ck.Concat()(ck.Conv2d(4, 2, 1, seed=3)(inp), inp))
+    return [
+        ("conv", x4, ck.Sequential(ck.Conv2d(4, 6, 3, stride=2, padding=1, seed=0))),
+        ("conv_groups_dil", x4, ck.Sequential(ck.Conv2d(4, 4, 3, padding=2, dilation=2, groups=2, seed=0))),
+        ("maxpool", x4, ck.Sequential(ck.MaxPool2d(3, stride=2, padding=1))),
+        ("avgpool", x4, ck.Sequential(ck.AvgPool2d(3, stride=2, padding=1, count_include_pad=False))),
+        ("gap", x4, ck.Sequential(ck.GlobalAvgPool2d(), ck.Flatten(), ck.Linear(4, 3, seed=0))),
+        ("relu_leaky", x4, ck.Sequential(ck.ReLU(), ck.LeakyReLU(0.1))),
+        ("linear", (5, 7), ck.Sequential(ck.Linear(7, 4, seed=0), ck.ReLU(), ck.Linear(4, 3, seed=1))),
+        ("dropout", x4, ck.Sequential(ck.Dropout(0.3))),
+        ("batchnorm2d", x4, ck.Sequential(ck.BatchNorm2d(4))),
+        ("batchnorm1d", (6, 5), ck.Sequential(ck.BatchNorm1d(5))),
+        ("batchnorm_cumulative", x4, ck.Sequential(ck.BatchNorm2d(4, momentum=None))),
+        ("lrn", x4, ck.Sequential(ck.LocalResponseNorm(3))),
+        ("locally_connected", (2, 3, 6, 6), ck.Sequential(ck.LocallyConnected2d(3, 2, 3, in_size=(6, 6), seed=0))),
+        ("dropconnect", (5, 7), ck.Sequential(ck.DropConnect(7, 4, p=0.3, seed=0))),
+        ("fractional_maxpool", x4, ck.Sequential(ck.FractionalMaxPool2d(2, output_size=(5, 4)))),
+        ("stochastic_depth", x4, ck.Sequential(ck.StochasticDepth(0.4))),
+        ("residual_graph", x4, res),
+        ("concat_graph", x4, cat),
+    ]
+
+
+@pytest.mark.parametrize("name,shape,model", _cases(), ids=[c[0] for c in _cases()])
+def test_every_layer_on_the_device_equals_the_cpu_and_reads_nothing_back(cp, name, shape, model):
+    model.manual_seed(7)
+    gpu = copy.deepcopy(model).to("cuda")
+    assert gpu.device == "cuda:0" or not list(gpu.parameters()) and not list(gpu.named_buffers())
+    x = rnd(*shape, seed=1)
+    y = model(x)
+    dy = rnd(*y.shape, seed=2)
+    dx = model.backward(dy, need_dx=True)
+    xd = cp.asarray(x)
+    dyd = cp.asarray(dy)
+    with fakecupy.counting() as c:
+        yd = gpu(xd)
+        dxd = gpu.backward(dyd, need_dx=True)
+    assert c.syncs == [], f"{name}: host reads inside forward/backward: {c.syncs}"
+    assert isinstance(yd, fakecupy.ndarray) and isinstance(dxd, fakecupy.ndarray)
+    # BatchNorm runs on CuPy reductions on a GPU and on a fused C++ kernel (float64 moments) on the CPU: the
+    # same formulas summed in another order, so float32 rounding apart; everything else is bit for bit.
+    same = np.testing.assert_array_equal if "batchnorm" not in name else (
+        lambda a, b, err_msg="": np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=err_msg))
+    same(yd.get(), y)
+    same(dxd.get(), dx)
+    for (n, p), (_, q) in zip(model.named_parameters(), gpu.named_parameters()):
+        assert isinstance(q.data, fakecupy.ndarray) and isinstance(q.grad, fakecupy.ndarray), n
+        same(q.grad.get(), p.grad, err_msg=n)
+    for (n, b), (_, bd) in zip(model.named_buffers(), gpu.named_buffers()):
+        same(on_host(bd), b, err_msg=n)
+
+
+def test_to_moves_back_and_keeps_the_parameter_objects(cp):
+    model = ck.Sequential(ck.Conv2d(2, 3, 3, seed=0), ck.BatchNorm2d(3), ck.Flatten(), ck.Linear(12, 2, seed=1))
+    before = model.parameters()
+    w0 = model.parameters()[0].data.copy()
+    assert model.device == "cpu"
+    assert model.to("cuda") is model
+    assert [id(p) for p in model.parameters()] == [id(p) for p in before]
+    assert model.device == "cuda:0"
+    assert all(isinstance(b, fakecupy.ndarray) for _, b in model.named_buffers())
+    model.to("cpu")
+    assert model.device == "cpu"
+    assert all(isinstance(p.data, np.ndarray) and isinstance(p.grad, np.ndarray) for p in model.parameters())
+    np.testing.assert_array_equal(model.parameters()[0].data, w0)
+
+
+def test_to_moves_an_optimizers_flat_buffer_whole(cp):
+    model = ck.Sequential(ck.Linear(4, 3, seed=0), ck.ReLU(), ck.Linear(3, 2, seed=1))
+    opt = ck.optim.SGD(model.parameters(), lr=0.1)
+    flat = opt._flats[0]
+    model.to("cuda")
+    assert opt._flats[0] is flat and isinstance(flat.data, fakecupy.ndarray)
+    for p in model.parameters():
+        assert p.data.base is flat.data and p.grad.base is flat.grad
+
+
+def test_to_device_and_dtype_together(cp):
+    model = ck.Sequential(ck.Linear(4, 3, seed=0))
+    model.to("cuda", dtype=np.float64)
+    assert model.device == "cuda:0" and model.parameters()[0].dtype == np.float64
+
+
+@pytest.mark.parametrize("bad,err,match", [
+    ("gpu", ValueError, "device must be 'cpu', 'cuda' or 'cuda:N', got 'gpu'"),
+    ("cuda:x", ValueError, "got 'cuda:x'"),
+    ("cuda:3", ValueError, "does not exist: this machine has 1 CUDA device"),
+])
+def test_to_rejects_bad_devices(cp, bad, err, match):
+    with pytest.raises(err, match=match):
+        ck.Sequential(ck.ReLU()).to(device=bad)
+
+
+def test_to_rejects_bad_dtypes():
+    with pytest.raises(TypeError, match="dtype must be float32 or float64, got int32"):
+        ck.Sequential(ck.Linear(2, 2)).to(np.int32)
+    with pytest.raises(TypeError, match="expected a device"):
+        ck.Sequential(ck.Linear(2, 2)).to("fp32")
+
+
+def test_to_cuda_without_cuda_says_why():
+    if ck.cuda.is_available():
+        pytest.skip("CUDA is usable here")
+    with pytest.raises(RuntimeError, match="cannot use 'cuda': " + re.escape(ck.cuda.status())):
+        ck.Sequential(ck.Linear(2, 2)).to("cuda")
+
+
+def test_mixing_a_host_input_with_a_device_model_is_a_clear_error(cp):
+    model = ck.Sequential(ck.Conv2d(2, 3, 3, seed=0)).to("cuda")
+    with pytest.raises(TypeError, match="mixed devices"):
+        model(rnd(1, 2, 5, 5))
