@@ -1,5 +1,8 @@
 """Losses on a batch of scores: each returns (loss, dscores), loss a Python float averaged over the batch,
-dscores its gradient (same shape and dtype as the scores).
+dscores its gradient (same shape and dtype as the scores). On a GPU (CuPy scores) the loss is a 0-d CuPy
+array instead, so that nothing is read back to the host inside a training step; labels given as a host
+array are range-checked on the host before their one copy to the device (labels already on the device are
+checked there, which reads their range back: one host read).
 
 softmax_cross_entropy matches torch.nn.functional.cross_entropy (mean, optional label smoothing);
 svm_loss is CS231n's multiclass hinge (not divided by C, unlike F.multi_margin_loss); mse matches
@@ -7,7 +10,7 @@ F.mse_loss (mean over every element). Regularisation terms belong to the optimiz
 """
 import numpy as np
 
-from ._xp import array_module
+from ._xp import array_module, is_device_array
 
 
 def _scores_labels(op, scores, y):
@@ -16,14 +19,22 @@ def _scores_labels(op, scores, y):
         raise ValueError(f"{op}: scores must be 2-D (N, classes), got shape {getattr(scores, 'shape', None)}")
     if np.dtype(scores.dtype) not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise TypeError(f"{op}: scores must be float32 or float64, got {scores.dtype}")
-    y = xp.asarray(y)
+    if not is_device_array(y):
+        y = np.asarray(y)   # checked on the host, then copied over once
     if y.ndim != 1 or y.shape[0] != scores.shape[0]:
         raise ValueError(f"{op}: y must be 1-D with one label per row of scores ({scores.shape[0]}), got shape {y.shape}")
     if not np.issubdtype(y.dtype, np.integer):
         raise TypeError(f"{op}: y must hold integer class labels, got dtype {y.dtype}")
-    if y.size and (int(y.min()) < 0 or int(y.max()) >= scores.shape[1]):
-        raise ValueError(f"{op}: labels must be in [0, {scores.shape[1]}), got range [{int(y.min())}, {int(y.max())}]")
-    return xp, y
+    if y.size:
+        lo, hi = (int(v) for v in (y.min(), y.max()))
+        if lo < 0 or hi >= scores.shape[1]:
+            raise ValueError(f"{op}: labels must be in [0, {scores.shape[1]}), got range [{lo}, {hi}]")
+    return xp, xp.asarray(y)
+
+
+def _value(loss):
+    """The loss as a float on the CPU; a 0-d array (no host read) on a GPU."""
+    return loss if is_device_array(loss) else float(loss)
 
 
 def softmax_cross_entropy(scores, y, label_smoothing=0.0):
@@ -51,7 +62,7 @@ def softmax_cross_entropy(scores, y, label_smoothing=0.0):
         d -= scores.dtype.type(eps / C)
         d[rows, y] -= scores.dtype.type(1.0 - eps)
     d /= scores.dtype.type(N)
-    return float(loss), d
+    return _value(loss), d
 
 
 def svm_loss(scores, y, margin=1.0):
@@ -69,7 +80,7 @@ def svm_loss(scores, y, margin=1.0):
     d = (margins > 0).astype(scores.dtype)
     d[rows, y] = -d.sum(axis=1)
     d /= scores.dtype.type(N)
-    return float(loss), d
+    return _value(loss), d
 
 
 def mse(pred, target):
@@ -81,7 +92,7 @@ def mse(pred, target):
         raise ValueError(f"{op}: target must have the shape of pred {tuple(pred.shape)}, got {tuple(target.shape)}")
     diff = pred - target.astype(pred.dtype, copy=False)
     loss = (diff * diff).mean()
-    return float(loss), diff * pred.dtype.type(2.0 / diff.size)
+    return _value(loss), diff * pred.dtype.type(2.0 / diff.size)
 
 
 __all__ = ["softmax_cross_entropy", "svm_loss", "mse"]

@@ -9,6 +9,8 @@ import os
 
 import numpy as np
 
+from .._xp import array_module, is_device_array
+
 
 class Callback:
     def on_fit_start(self, trainer): pass
@@ -26,7 +28,14 @@ def _weights(model):
 
 def _set_weights(model, weights):
     for n, p in model.named_parameters():
-        p.data[...] = weights[n]
+        p.data[...] = _like(weights[n], p.data)
+
+
+def _like(a, ref):
+    """`a` on the device of `ref` (an average restored from a checkpoint is numpy; the model may be on a GPU)."""
+    if is_device_array(a) == is_device_array(ref):
+        return a
+    return a.get() if is_device_array(a) else array_module(ref).asarray(a)
 
 
 class EarlyStopping(Callback):
@@ -99,7 +108,8 @@ class WeightAverage(Callback):
             self.avg = {n: p.data.astype(np.float64) for n, p in model.named_parameters()}
             return
         for n, p in model.named_parameters():
-            self.avg[n] += (p.data - self.avg[n]) / self.count
+            a = self.avg[n] = _like(self.avg[n], p.data)
+            a += (p.data - a) / self.count
 
     @contextlib.contextmanager
     def applied(self, model):
@@ -145,7 +155,7 @@ class EMA(WeightAverage):
         d = self.current_decay()
         self.count += 1
         for n, p in trainer.model.named_parameters():
-            a = self.avg[n]
+            a = self.avg[n] = _like(self.avg[n], p.data)
             a *= d
             a += (1.0 - d) * p.data
 
@@ -195,8 +205,8 @@ class SWA(WeightAverage):
                     l._buffers["num_batches_tracked"][...] = 0
             rng = model.rng_state()
             model.train()
-            for x, _ in _as_loader(data, batch_size, False, 0):
-                model(x)
+            for x, y in _as_loader(data, batch_size, False, 0):
+                model(trainer._batch(x, y)[0])
             model.set_rng_state(rng)
             self.bn_state = {id(l): {k: v.copy() for k, v in l._buffers.items()} for l in bns}
         for l in bns:

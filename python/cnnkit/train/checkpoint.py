@@ -14,6 +14,7 @@ import os
 
 import numpy as np
 
+from .._xp import is_device_array
 from ..serialize import atomic_write
 
 FORMAT = "cnnkit.checkpoint"
@@ -25,12 +26,18 @@ class CheckpointError(ValueError):
     """A checkpoint that is missing, corrupt, or from an incompatible model or run."""
 
 
+def host(a):
+    """A C-contiguous numpy copy-or-view of a numpy or CuPy array (a device array is read back: one sync)."""
+    return np.ascontiguousarray(a.get() if is_device_array(a) else a)
+
+
 def split_arrays(obj, prefix, tensors):
-    """Replace every numpy array inside nested dicts/lists by {"__tensor__": key}, moving it to `tensors`.
-    numpy scalars become Python numbers and tuples become lists, so the rest is plain JSON."""
-    if isinstance(obj, np.ndarray):
+    """Replace every numpy or CuPy array inside nested dicts/lists by {"__tensor__": key}, moving it (to the
+    host) into `tensors`. numpy scalars become Python numbers and tuples become lists, so the rest is plain
+    JSON."""
+    if isinstance(obj, np.ndarray) or is_device_array(obj):
         key = prefix
-        tensors[key] = np.ascontiguousarray(obj)
+        tensors[key] = host(obj)
         return {"__tensor__": key}
     if isinstance(obj, dict):
         return {str(k): split_arrays(v, f"{prefix}/{k}", tensors) for k, v in obj.items()}

@@ -12,10 +12,12 @@ import math
 import os
 import sys
 import time
+import types
 
 import numpy as np
 
 from .. import losses as _losses
+from .._xp import array_module, is_device_array
 from ..data.loader import DataLoader
 from ..schedules import ReduceOnPlateau
 from . import checkpoint as ckpt
@@ -53,6 +55,13 @@ class Trainer:
     progress: True (tqdm bar on a terminal, one line per ``log_every`` iterations otherwise), or False.
     nonfinite: "skip" or "raise" sets the optimizer's policy for non-finite gradients (checked before any
     parameter changes; a skipped step leaves parameters and state bit-unchanged and is counted).
+
+    On a GPU (``model.to("cuda")`` before building the optimizer or the trainer): each batch goes to the device
+    in one copy (unless the loader already yields device arrays), and nothing is read back inside a step. The
+    losses, correct counts and update ratios stay on the device and are read back together every
+    ``log_every`` steps (default 25), at the end of an epoch and before a checkpoint; the history, the
+    progress bar and the quit-early rule see them then (so a run may go up to ``log_every - 1`` steps past
+    the step that trips the rule). Callbacks' ``on_step_end`` get the loss as a 0-d device array there.
     """
 
     def __init__(self, model, optimizer, loss="softmax_cross_entropy", schedule=None, regularizers=(),
@@ -92,6 +101,8 @@ class Trainer:
         self.stop_training = False
         self.run_dir = None
         self._acc = None         # running sums of the epoch in progress (resumable)
+        self._pending = []       # on a GPU: (step, epoch, loss, correct, count, lr) not yet read back
+        self._pending_ratios = []
 
     # ------------------------------------------------------------ helpers
     @property
@@ -102,8 +113,22 @@ class Trainer:
         return [p for p in self.model.parameters() if p.requires_grad]
 
     def _data_loss(self, scores, y):
+        """(loss, dscores); the loss a float, or a 0-d device array when the scores are on a GPU (no host read)."""
         loss, dscores = self.loss_fn(scores, y)
-        return float(loss), dscores
+        return (loss if is_device_array(loss) else float(loss)), dscores
+
+    def _xp(self):
+        """The array module of the model's parameters (numpy, or cupy when the model is on a GPU)."""
+        for p in self.model.parameters():
+            return array_module(p.data)
+        return np
+
+    def _batch(self, x, y):
+        """The inputs moved to the model's device (one host-to-device copy); labels stay where they are."""
+        xp = self._xp()
+        if xp is not np and not is_device_array(x):
+            x = xp.asarray(x)
+        return x, y
 
     def _penalty(self):
         params = self._params()
@@ -111,9 +136,13 @@ class Trainer:
 
     @staticmethod
     def _correct(scores, y):
-        if scores.ndim != 2 or not np.issubdtype(np.asarray(y).dtype, np.integer):
+        """Number of rows whose argmax is the label: an int, or a 0-d device array when the scores are on a GPU."""
+        dtype = y.dtype if hasattr(y, "dtype") else np.asarray(y).dtype
+        if scores.ndim != 2 or not np.issubdtype(dtype, np.integer):
             return 0
-        return int((scores.argmax(axis=1) == y).sum())
+        xp = array_module(scores)
+        hit = (scores.argmax(axis=1) == xp.asarray(y)).sum()
+        return hit if xp is not np else int(hit)
 
     def _emit(self, hook, *args):
         for cb in self.callbacks:
@@ -137,12 +166,17 @@ class Trainer:
         before = {n: p.data.copy() for n, p in model.named_parameters() if p.requires_grad} if want_ratio else None
         opt.step()
         if want_ratio:
-            self.history.log_ratios(self.step, self._ratios(before))
+            ratios = self._ratios(before)
+            if any(is_device_array(v) for v in ratios.values()):
+                self._pending_ratios.append((self.step, ratios))   # read back with the losses
+            else:
+                self.history.log_ratios(self.step, ratios)
         if self.schedule is not None and self.schedule_interval == "step" and not isinstance(self.schedule, ReduceOnPlateau):
             self.schedule.step()
         return loss, self._correct(scores, y)
 
     def _ratios(self, before):
+        """Per layer, ||update|| / ||weights before||: floats, or 0-d device arrays on a GPU (NaN for zero weights)."""
         num, den = {}, {}
         kinds = {path: type(l).__name__ for path, l in self.model.named_layers()}
         for n, p in self.model.named_parameters():
@@ -150,9 +184,17 @@ class Trainer:
                 continue
             path = _layer_of(n)
             layer = f"{path} {kinds[path]}" if path in kinds and kinds[path] not in path else path
-            num[layer] = num.get(layer, 0.0) + float(np.sum((p.data.astype(np.float64) - before[n]) ** 2))
-            den[layer] = den.get(layer, 0.0) + float(np.sum(before[n].astype(np.float64) ** 2))
-        return {k: math.sqrt(num[k]) / math.sqrt(den[k]) if den[k] > 0 else float("nan") for k in num}
+            xp = array_module(p.data)
+            num[layer] = num.get(layer, 0.0) + xp.sum((p.data.astype(np.float64) - before[n]) ** 2)
+            den[layer] = den.get(layer, 0.0) + xp.sum(before[n].astype(np.float64) ** 2)
+        out = {}
+        for k in num:
+            xp = array_module(num[k])
+            if xp is np:
+                out[k] = math.sqrt(num[k]) / math.sqrt(den[k]) if den[k] > 0 else float("nan")
+            else:
+                out[k] = xp.where(den[k] > 0, xp.sqrt(num[k]) / xp.sqrt(den[k]), xp.nan)
+        return out
 
     # ------------------------------------------------------------ evaluation
     def evaluate(self, data, batch_size=256):
@@ -163,13 +205,15 @@ class Trainer:
         total, correct, n = 0.0, 0, 0
         try:
             for x, y in loader:
+                x, y = self._batch(x, y)
                 scores = self.model(x)
                 loss, _ = self._data_loss(scores, y)
-                total += loss * len(y)
-                correct += self._correct(scores, y)
+                total = total + loss * len(y)          # device sums stay there until the end
+                correct = correct + self._correct(scores, y)
                 n += len(y)
         finally:
             self.model.train(was_training)
+        total, correct = float(total), int(correct)
         return {"loss": total / max(n, 1), "acc": correct / max(n, 1)}
 
     def predict(self, x, batch_size=256):
@@ -177,10 +221,14 @@ class Trainer:
         was_training = self.model.training
         self.model.eval()
         try:
-            outs = [self.model(np.ascontiguousarray(x[i:i + batch_size])) for i in range(0, len(x), batch_size)]
+            outs = [self.model(self._batch(np.ascontiguousarray(x[i:i + batch_size]), None)[0])
+                    for i in range(0, len(x), batch_size)]
         finally:
             self.model.train(was_training)
-        return np.concatenate(outs) if outs else np.empty((0,))
+        if not outs:
+            return np.empty((0,))
+        out = array_module(outs[0]).concatenate(outs)
+        return out.get() if is_device_array(out) else out   # numpy, as Keras' predict
 
     def predict_proba(self, x, batch_size=256):
         """Softmax probabilities of predict()."""
@@ -192,10 +240,11 @@ class Trainer:
     def state_dict(self, loader=None):
         """Everything a resume needs except the tensors, with arrays split out (see checkpoint.split_arrays)."""
         tensors = {}
+        self._flush()
         for n, p in self.model.named_parameters():
-            tensors[f"model/param/{n}"] = np.ascontiguousarray(p.data)
+            tensors[f"model/param/{n}"] = ckpt.host(p.data)
         for n, b in self.model.named_buffers():
-            tensors[f"model/buffer/{n}"] = np.ascontiguousarray(b)
+            tensors[f"model/buffer/{n}"] = ckpt.host(b)
         state = {
             "step": self.step, "epoch": self.epoch, "acc": self._acc,
             "model_signature": ckpt.model_signature(self.model),
@@ -224,9 +273,9 @@ class Trainer:
                 f"resume: checkpoint {ckpt.resolve(path)} is from an incompatible model: missing {missing[:5]}, "
                 f"unexpected {extra[:5]}, different shape or dtype {[(k, sig[k], want[k]) for k in diff[:5]]}")
         for n, p in self.model.named_parameters():
-            p.data[...] = tensors[f"model/param/{n}"]
+            p.data[...] = array_module(p.data).asarray(tensors[f"model/param/{n}"])
         for n, b in self.model.named_buffers():
-            b[...] = tensors[f"model/buffer/{n}"]
+            b[...] = array_module(b).asarray(tensors[f"model/buffer/{n}"])
         self.model.set_rng_state({k: (int(s), int(o)) for k, (s, o) in state["model_rng"].items()})
         self.optimizer.load_state_dict(ckpt.join_arrays(state["optimizer"], tensors))
         if self.schedule is not None and state["schedule"] is not None:
@@ -264,6 +313,7 @@ class Trainer:
         steps_per_epoch = len(loader)
         tty = bool(self.progress) and sys.stdout.isatty()
         log_every = self.log_every or steps_per_epoch
+        sync_every = self.log_every or 25   # on a GPU: steps between reads of the losses
         self._emit("on_fit_start")
         while self.epoch < epochs and not self.stop_training:
             epoch = self.epoch
@@ -280,35 +330,31 @@ class Trainer:
                 bar = tqdm(total=steps_per_epoch, initial=pos["batch"] if pos["epoch"] == epoch else 0,
                            desc=f"epoch {epoch + 1}/{epochs}", leave=True, ncols=width)
             t0 = time.perf_counter()
+            out = types.SimpleNamespace(bar=bar, t0=t0, epochs=epochs, log_every=log_every,
+                                        steps_per_epoch=steps_per_epoch)
             for x, y in loader:
+                x, y = self._batch(x, y)
                 loss, correct = self.train_step(x, y)
                 self.step += 1
-                acc = self._acc
-                acc["loss"] += loss * len(y)
-                acc["correct"] += correct
-                acc["count"] += len(y)
-                self.history.log_iteration(self.step, epoch, loss, self.lr)
-                elapsed = acc["seconds"] + time.perf_counter() - t0
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{loss:.4f}", acc=f"{acc['correct'] / acc['count']:.3f}",
-                                    lr=f"{self.lr:.2e}", img_s=f"{acc['count'] / max(elapsed, 1e-9):.0f}")
-                elif self.progress and self.step % log_every == 0 and log_every < steps_per_epoch:
-                    print(f"epoch {epoch + 1}/{epochs} step {self.step}: loss {loss:.4f} lr {self.lr:.2e}", flush=True)
-                self._emit("on_step_end", self.step, loss)
-                reason = self._quit_reason(loss)
-                if reason:
-                    self.history.stop_reason = reason
-                    self.history.events.append(reason)
+                due = bool(checkpoint_dir and checkpoint_every_steps and self.step % checkpoint_every_steps == 0)
+                if is_device_array(loss):
+                    self._pending.append((self.step, epoch, loss, correct, len(y), self.lr))
+                    self._emit("on_step_end", self.step, loss)
+                    if len(self._pending) >= sync_every or due:
+                        self._flush(out)
+                else:
+                    self._record(self.step, epoch, loss, correct, len(y), self.lr, out)
+                    self._emit("on_step_end", self.step, loss)
+                if self.history.stop_reason:
                     self.stop_training = True
-                    print(f"cnnkit: stopping: {reason}", file=sys.stderr, flush=True)
                     break
-                if checkpoint_dir and checkpoint_every_steps and self.step % checkpoint_every_steps == 0:
-                    acc["seconds"] += time.perf_counter() - t0
-                    t0 = time.perf_counter()
+                if due:
+                    self._acc["seconds"] += time.perf_counter() - t0
+                    t0 = out.t0 = time.perf_counter()
                     self.save_checkpoint(checkpoint_dir, loader)
                 if self.stop_training:
                     break
+            self._flush(out)
             if bar is not None:
                 bar.close()
             if self.history.stop_reason:
@@ -322,12 +368,53 @@ class Trainer:
             self.write_run(run_dir, plots=plots)
         return self.history
 
-    def _quit_reason(self, loss):
+    def _record(self, step, epoch, loss, correct, count, lr, out=None):
+        """Book one step (loss a float): epoch sums, history, progress, and the quit-early rule."""
+        acc = self._acc
+        acc["loss"] += loss * count
+        acc["correct"] += correct
+        acc["count"] += count
+        self.history.log_iteration(step, epoch, loss, lr)
+        if out is not None:
+            elapsed = acc["seconds"] + time.perf_counter() - out.t0
+            if out.bar is not None:
+                out.bar.update(1)
+                out.bar.set_postfix(loss=f"{loss:.4f}", acc=f"{acc['correct'] / acc['count']:.3f}",
+                                    lr=f"{lr:.2e}", img_s=f"{acc['count'] / max(elapsed, 1e-9):.0f}")
+            elif self.progress and step % out.log_every == 0 and out.log_every < out.steps_per_epoch:
+                print(f"epoch {epoch + 1}/{out.epochs} step {step}: loss {loss:.4f} lr {lr:.2e}", flush=True)
+        if not self.history.stop_reason:
+            reason = self._quit_reason(loss, step)
+            if reason:
+                self.history.stop_reason = reason
+                self.history.events.append(reason)
+                print(f"cnnkit: stopping: {reason}", file=sys.stderr, flush=True)
+
+    def _flush(self, out=None):
+        """Read back the losses, counts and ratios a GPU run has kept on the device, in one transfer, and book
+        them in step order. Nothing to do on the CPU."""
+        pending, ratios = self._pending, self._pending_ratios
+        if not pending and not ratios:
+            return
+        self._pending, self._pending_ratios = [], []
+        scalars = [v for _, _, loss, correct, _, _ in pending for v in (loss, correct)]
+        scalars += [v for _, r in ratios for v in r.values()]
+        xp = array_module(*scalars)
+        host = xp.stack([xp.asarray(v, dtype=xp.float64).reshape(()) for v in scalars]).get().tolist()
+        for i, (step, epoch, _, _, count, lr) in enumerate(pending):
+            self._record(step, epoch, host[2 * i], int(host[2 * i + 1]), count, lr, out)
+        k = 2 * len(pending)
+        for step, r in ratios:
+            self.history.log_ratios(step, dict(zip(r, host[k:k + len(r)])))
+            k += len(r)
+
+    def _quit_reason(self, loss, step=None):
+        step = self.step if step is None else step
         losses = self.history.iterations["loss"]
         if not math.isfinite(loss):
-            return f"the loss became {loss} at iteration {self.step}: lower the learning rate"
+            return f"the loss became {loss} at iteration {step}: lower the learning rate"
         if self.quit_factor is not None and losses and loss > self.quit_factor * losses[0] and losses[0] > 0:
-            return (f"the loss {loss:.4g} at iteration {self.step} passed {self.quit_factor:g} times its initial "
+            return (f"the loss {loss:.4g} at iteration {step} passed {self.quit_factor:g} times its initial "
                     f"value {losses[0]:.4g} (CS231n's quit-early rule): the learning rate is probably too high")
         return None
 
