@@ -148,3 +148,117 @@ def test_mixing_a_host_input_with_a_device_model_is_a_clear_error(cp):
     model = ck.Sequential(ck.Conv2d(2, 3, 3, seed=0)).to("cuda")
     with pytest.raises(TypeError, match="mixed devices"):
         model(rnd(1, 2, 5, 5))
+
+
+# ---------------------------------------------------------------- optimizer and trainer on the device
+
+from train_helpers import digits, digits_net  # noqa: E402
+
+
+def _digits_small():
+    d = digits()
+    take = lambda ds, n: ds[np.arange(n)]   # noqa: E731
+    return take(d["train"], 256), take(d["val"], 96)
+
+
+def _trainer(device, opt_cls, log_every=None, **kw):
+    model = digits_net(0)
+    if device != "cpu":
+        model.to(device)
+    opt = opt_cls(model.parameters())
+    return ck.Trainer(model, opt, schedule=ck.schedules.Cosine(opt, T_max=2), progress=False,
+                      log_every=log_every, ratio_every=3, **kw)
+
+
+def _same_run(a, b):
+    assert a.history.iterations == b.history.iterations
+    assert a.history.ratios == b.history.ratios
+    for ea, eb in zip(a.history.epochs, b.history.epochs):
+        assert {k: v for k, v in ea.items() if k not in ("seconds", "images_per_s")} == \
+               {k: v for k, v in eb.items() if k not in ("seconds", "images_per_s")}
+    for (n, p), (_, q) in zip(a.model.named_parameters(), b.model.named_parameters()):
+        np.testing.assert_array_equal(on_host(q.data), p.data, err_msg=n)
+
+
+@pytest.mark.parametrize("opt", [lambda ps: ck.optim.Adam(ps, lr=2e-3),
+                                 lambda ps: ck.optim.SGD(ps, lr=0.05, momentum=0.9, nesterov=True)],
+                         ids=["adam", "nesterov"])
+def test_fit_on_the_device_equals_fit_on_the_cpu(cp, opt):
+    train, val = _digits_small()
+    cpu = _trainer("cpu", opt)
+    cpu.fit(train, val, epochs=2, batch_size=32)
+    gpu = _trainer("cuda", opt, log_every=3)
+    gpu.fit(train, val, epochs=2, batch_size=32)
+    assert gpu.model.device == "cuda:0"
+    _same_run(cpu, gpu)
+    assert len(gpu.history.iterations["loss"]) == 16 and len(gpu.history.ratios) == 6
+
+
+def test_a_training_step_on_the_device_reads_nothing_back(cp):
+    train, _ = _digits_small()
+    tr = _trainer("cuda", lambda ps: ck.optim.Adam(ps, lr=1e-3))
+    x, y = train
+    xd = cp.asarray(np.ascontiguousarray(x[:32]))
+    for _ in range(2):   # the first step allocates the optimizer state
+        with fakecupy.counting() as c:
+            loss, correct = tr.train_step(xd, y[:32])
+            tr.step += 1
+        assert c.syncs == [], c.syncs
+        assert isinstance(loss, fakecupy.ndarray) and loss.shape == ()
+
+
+def test_fit_on_the_device_reads_back_once_per_log_interval(cp):
+    train, _ = _digits_small()
+    tr = _trainer("cuda", lambda ps: ck.optim.Adam(ps, lr=1e-3), log_every=4)
+    with fakecupy.counting() as c:
+        tr.fit(train, None, epochs=1, batch_size=32)   # 8 steps: reads after steps 4 and 8
+    where = [w for _, w in c.syncs]
+    flushes = [w for w in where if w.startswith("trainer.py")]
+    assert len(flushes) == 2, c.syncs
+    # the rest: the optimizer's skip counter, read once for the epoch's log line
+    assert len(where) - len(flushes) <= 1, c.syncs
+    # one copy of the images per batch, and the labels (for the loss and the accuracy count)
+    assert len(c.h2d) == 8 * 3, c.h2d
+
+
+def test_resume_on_the_device_is_bit_exact(cp, tmp_path):
+    train, val = _digits_small()
+    full = _trainer("cuda", lambda ps: ck.optim.Adam(ps, lr=2e-3), log_every=3)
+    full.fit(train, val, epochs=2, batch_size=32)
+    first = _trainer("cuda", lambda ps: ck.optim.Adam(ps, lr=2e-3), log_every=3)
+    first.fit(train, val, epochs=1, batch_size=32, checkpoint_dir=str(tmp_path))
+    second = _trainer("cuda", lambda ps: ck.optim.Adam(ps, lr=2e-3), log_every=3)
+    second.fit(train, val, epochs=2, batch_size=32, resume=str(tmp_path))
+    _same_run(full, second)
+
+
+def test_a_cpu_checkpoint_resumes_on_the_device(cp, tmp_path):
+    train, val = _digits_small()
+    full = _trainer("cpu", lambda ps: ck.optim.Adam(ps, lr=2e-3))
+    full.fit(train, val, epochs=2, batch_size=32)
+    first = _trainer("cpu", lambda ps: ck.optim.Adam(ps, lr=2e-3))
+    first.fit(train, val, epochs=1, batch_size=32, checkpoint_dir=str(tmp_path))
+    second = _trainer("cuda", lambda ps: ck.optim.Adam(ps, lr=2e-3), log_every=3)
+    second.fit(train, val, epochs=2, batch_size=32, resume=str(tmp_path))
+    _same_run(full, second)
+
+
+def test_quit_early_on_the_device_is_seen_at_the_next_read(cp):
+    train, _ = _digits_small()
+    tr = _trainer("cuda", lambda ps: ck.optim.SGD(ps, lr=1e4), log_every=3)
+    tr.fit(train, None, epochs=2, batch_size=32)
+    assert tr.history.stop_reason and "iteration" in tr.history.stop_reason
+    assert len(tr.history.iterations["loss"]) % 3 == 0 and len(tr.history.iterations["loss"]) < 16
+
+
+def test_ema_and_predict_on_the_device(cp):
+    train, val = _digits_small()
+    runs = []
+    for device in ("cpu", "cuda"):
+        ema = ck.train.EMA(0.9)
+        tr = _trainer(device, lambda ps: ck.optim.Adam(ps, lr=2e-3), callbacks=[ema])
+        tr.fit(train, None, epochs=1, batch_size=32)
+        with ema.applied(tr.model):
+            runs.append(tr.predict(val[0]))
+    assert isinstance(runs[1], np.ndarray)
+    np.testing.assert_array_equal(runs[1], runs[0])

@@ -20,7 +20,7 @@ import numpy as np
 
 # Every key a config may hold, with its type; anything else is an error that names the key.
 SCHEMA = {
-    "seed": int, "epochs": int, "batch_size": int, "threads": int, "out": str, "plots": bool,
+    "seed": int, "epochs": int, "batch_size": int, "threads": int, "out": str, "plots": bool, "device": str,
     "checkpoint_every": int,
     "data": {"dataset": str, "path": str, "normalize": str, "augment": list},
     "model": {"layers": list, "zoo": str, "num_classes": int, "in_channels": int},
@@ -37,6 +37,7 @@ SCHEMA = {
 }
 
 DEFAULTS = {"seed": 0, "epochs": 15, "batch_size": 32, "out": None, "plots": True, "checkpoint_every": 1,
+            "device": "cpu",
             "data": {"dataset": "digits", "normalize": "none", "augment": []},
             "optimizer": {"name": "Adam", "lr": 2e-3},
             "schedule": {"name": "Cosine"}}
@@ -245,6 +246,11 @@ def run_training(cfg, log=print, progress=True):
     train, val, test, _ = preprocess(cfg, train, val, test, out)
     augment = build_augmentation(cfg)
     model = build_model(cfg)
+    if cfg.get("device", "cpu") != "cpu":
+        try:
+            model.to(cfg["device"])
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise ConfigError(f"device: {e}") from None
     opt = build_optimizer(cfg, model.parameters())
     steps = -(-len(train) // cfg["batch_size"])
     sched, interval = build_schedule(cfg, opt, steps)
@@ -259,8 +265,9 @@ def run_training(cfg, log=print, progress=True):
     trainer = ck.Trainer(model, opt, "softmax_cross_entropy", schedule=sched, regularizers=regs,
                          callbacks=callbacks, schedule_interval=interval, progress=progress)
     input_shape = tuple(train[np.arange(1)][0].shape[1:])
+    where = f"{ck.get_num_threads()} threads" if model.device == "cpu" else model.device
     log(f"cnnkit {ck.__version__}: {len(train)} train / {len(val)} val / {len(test)} test images of {input_shape}, "
-        f"{ck.get_num_threads()} threads, run folder {out}")
+        f"{where}, run folder {out}")
     try:
         model.summary(input_shape, print_fn=log)
     except Exception:  # a summary is a nicety; training must not depend on it
@@ -295,6 +302,7 @@ def main(argv=None):
     t.add_argument("--threads", type=int)
     t.add_argument("--out", help="run folder (default runs/train-<time>)")
     t.add_argument("--no-plots", action="store_true")
+    t.add_argument("--device", help="cpu (default), cuda or cuda:N (needs a CUDA build, a GPU and CuPy)")
     s = sub.add_parser("search", help="random / coarse-to-fine hyperparameter search")
     s.add_argument("--config", required=True, help="a TOML search config")
     s.add_argument("--out")
@@ -304,7 +312,8 @@ def main(argv=None):
         if args.command == "train":
             cfg = load_config(args.config, {"epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed,
                                             "threads": args.threads, "out": args.out,
-                                            "plots": False if args.no_plots else None})
+                                            "plots": False if args.no_plots else None,
+                                            "device": args.device})
             _, result = run_training(cfg)
             return 0 if result["stop_reason"] is None else 1
         from .search import run_search_cli
