@@ -11,6 +11,8 @@ import math
 
 import numpy as np
 
+from ._xp import array_module, is_device_array
+
 __all__ = ["lr_find", "LRFinderResult"]
 
 
@@ -59,6 +61,7 @@ def lr_find(model, loss_fn, batches, optimizer=None, start_lr=1e-7, end_lr=10.0,
     if not 0 <= smoothing < 1:
         raise ValueError(f"lr_find: smoothing must be in [0, 1), got {smoothing}")
     params = list(model.parameters())
+    xp = array_module(*[p.data for p in params[:1]])
     # A default optimizer moves the parameters into its own flat buffer; the original views (and so any
     # optimizer the caller already built over them) are put back afterwards, with the original values.
     bound = [(p.data, p.grad) for p in params]
@@ -81,6 +84,8 @@ def lr_find(model, loss_fn, batches, optimizer=None, start_lr=1e-7, end_lr=10.0,
             for g in optimizer.param_groups:
                 g["lr"] = lr
             model.zero_grad()
+            if xp is not np and not is_device_array(x):
+                x = xp.asarray(x)   # the model is on a GPU: the batch goes there (and each loss comes back)
             scores = model(x)
             loss, dscores = loss_fn(scores, y)
             loss = float(loss)

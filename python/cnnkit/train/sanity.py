@@ -53,7 +53,10 @@ def _arrays(train, n):
 
 def run_sanity_check(trainer, train, num_classes=None, batch_size=64, overfit_samples=20, overfit_steps=300):
     report = SanityReport()
-    model = copy.deepcopy(trainer.model)
+    # Every check runs on a CPU copy of the model: they test the model and the loss, not the device, and
+    # a few hundred tiny steps would mostly wait on host reads on a GPU.
+    cpu_model = copy.deepcopy(trainer.model).to("cpu")
+    model = copy.deepcopy(cpu_model)
     model.train()
     x, y = _arrays(train, batch_size)
     C = int(num_classes) if num_classes else int(np.max(y)) + 1
@@ -82,7 +85,7 @@ def run_sanity_check(trainer, train, num_classes=None, batch_size=64, overfit_sa
 
     # 3. overfit a tiny subset, regularisation off
     xs, ys = _arrays(train, overfit_samples)
-    small = copy.deepcopy(trainer.model)
+    small = copy.deepcopy(cpu_model)
     small.train()
     opt = trainer.clone_optimizer(small.parameters())
     acc = 0.0
@@ -108,7 +111,7 @@ def run_sanity_check(trainer, train, num_classes=None, batch_size=64, overfit_sa
     try:
         # Parameter gradients only: the input gradient is never needed in training, and raw image data
         # (exact zeros, ties) puts many of its coordinates on kinks.
-        rep = gradcheck(trainer.model, x[:4], y[:4], loss=trainer.loss_fn, max_coords=8, check_input=False,
+        rep = gradcheck(cpu_model, x[:4], y[:4], loss=trainer.loss_fn, max_coords=8, check_input=False,
                         raise_on_fail=False)
         worst = max((r["max_rel_err"] for r in rep.rows), default=0.0)
         bad = [f"{r['name']} ({r['failures']} of {r['checked']})" for r in rep.rows if r["failures"]]
