@@ -138,14 +138,14 @@ def time_pair_cuda(ck_fn, th_fn, args):
     for _ in range(warm):
         ck_fn()
         th_fn()
-    est = max(min(sample(ck_fn, 1, "ck"), sample(th_fn, 1, "th")), 1e-3)
-    inner = int(min(200, max(1, math.ceil(2.0 / est))))
+    est_ck, est_th = sample(ck_fn, 1, "ck"), sample(th_fn, 1, "th")
+    inner = int(min(200, max(1, math.ceil(2.0 / max(min(est_ck, est_th), 1e-3)))))
     if args.repeat is not None:
         reps = args.repeat
     elif args.quick:
         reps = 3
-    else:  # about 0.3 s per library, 10 to 50 repeats
-        reps = int(min(50, max(10, 300.0 / (est * inner))))
+    else:  # about 0.3 s for the slower library, 10 to 50 repeats
+        reps = int(min(50, max(10, 300.0 / (max(est_ck, est_th, 1e-3) * inner))))
     t_ck, t_th = [], []
     for _ in range(reps):
         t_ck.append(sample(ck_fn, inner, "ck"))
@@ -211,7 +211,11 @@ class CudaArrays(HostArrays):
         net.cuda()
 
 
-class ModelToCudaMissing(RuntimeError):
+class Skipped(RuntimeError):
+    """A section cnnkit cannot run on this device yet: reported as skipped, the run goes on."""
+
+
+class ModelToCudaMissing(Skipped):
     pass
 
 
@@ -451,9 +455,7 @@ def adam_cases_cuda(cases, rng):
         opt_c = ck.optim.Adam(params, lr=1e-3)
         opt_c.step()
     except Exception as e:
-        print(f"adam      {label:<24} optimizer  skipped: ck.optim.Adam on CuPy parameters failed: "
-              f"{type(e).__name__}: {e}", flush=True)
-        return
+        raise Skipped(f"the optimizer row: ck.optim.Adam on CuPy parameters failed: {type(e).__name__}: {e}") from e
 
     def ck_step():
         opt_c.step()
@@ -594,8 +596,8 @@ def main_cuda(args):
         still reports everything else and writes its JSON."""
         try:
             run_cases(op, gen, prec)
-        except ModelToCudaMissing as e:
-            print(f"{op} skipped: {e}")
+        except Skipped as e:
+            print(f"{op} skipped: {e}", flush=True)
             skipped.append(f"{op}: {e}")
         except Exception as e:
             traceback.print_exc()
@@ -615,7 +617,6 @@ def main_cuda(args):
             r = dict(op=op, case=label, **{"pass": pas}, precision=prec, device="cuda", cnnkit_ms=ck_ms,
                      torch_ms=th_ms, ratio=th_ms / ck_ms, rate=ck_rate, torch_rate=th_rate, unit=unit,
                      repeats=reps, calls_per_sample=inner, check_ok=ok, cnnkit_min_ms=ck_min, torch_min_ms=th_min)
-            frac = ""
             if unit == "GB/s":
                 r["hbm_fraction"], r["torch_hbm_fraction"] = ck_rate / hbm, th_rate / hbm
                 frac = f"{100 * ck_rate / hbm:>7.1f}% {100 * th_rate / hbm:>7.1f}%"
