@@ -670,7 +670,7 @@ int64_t numel(const Shape& s) {
 
 void cu_conv2d_fwd(std::uintptr_t x, std::uintptr_t w, std::uintptr_t b, std::uintptr_t y, const Shape& x_shape,
                    const Shape& w_shape, Pair stride, Pair padding, Pair dilation, int64_t groups, int dtype,
-                   std::uintptr_t stream) {
+                   std::uintptr_t stream, bool tf32) {
   const char* op = "conv2d_fwd";
   auto p = ck::make_conv2d_params(op, x_shape, w_shape, stride[0], stride[1], padding[0], padding[1], dilation[0],
                                   dilation[1], groups);
@@ -680,13 +680,13 @@ void cu_conv2d_fwd(std::uintptr_t x, std::uintptr_t w, std::uintptr_t b, std::ui
   by_dtype(op, dtype, [&](auto tag) {
     using T = decltype(tag);
     ck::conv2d_fwd_cuda<T>(p, dptr<const T>(x), dptr<const T>(w), b ? dptr<const T>(b) : nullptr, dptr<T>(y),
-                           as_stream(stream));
+                           as_stream(stream), tf32);
   });
 }
 
 void cu_conv2d_bwd_data(std::uintptr_t dy, std::uintptr_t w, std::uintptr_t dx, const Shape& x_shape,
                         const Shape& w_shape, Pair stride, Pair padding, Pair dilation, int64_t groups, int dtype,
-                        std::uintptr_t stream) {
+                        std::uintptr_t stream, bool tf32) {
   const char* op = "conv2d_bwd_data";
   auto p = ck::make_conv2d_params(op, x_shape, w_shape, stride[0], stride[1], padding[0], padding[1], dilation[0],
                                   dilation[1], groups);
@@ -695,13 +695,13 @@ void cu_conv2d_bwd_data(std::uintptr_t dy, std::uintptr_t w, std::uintptr_t dx, 
   nonnull(op, "dx", dx, numel(x_shape));
   by_dtype(op, dtype, [&](auto tag) {
     using T = decltype(tag);
-    ck::conv2d_bwd_data_cuda<T>(p, dptr<const T>(dy), dptr<const T>(w), dptr<T>(dx), as_stream(stream));
+    ck::conv2d_bwd_data_cuda<T>(p, dptr<const T>(dy), dptr<const T>(w), dptr<T>(dx), as_stream(stream), tf32);
   });
 }
 
 void cu_conv2d_bwd_weight(std::uintptr_t dy, std::uintptr_t x, std::uintptr_t dw, const Shape& x_shape,
                           const Shape& w_shape, Pair stride, Pair padding, Pair dilation, int64_t groups,
-                          bool accumulate, int dtype, std::uintptr_t stream) {
+                          bool accumulate, int dtype, std::uintptr_t stream, bool tf32) {
   const char* op = "conv2d_bwd_weight";
   auto p = ck::make_conv2d_params(op, x_shape, w_shape, stride[0], stride[1], padding[0], padding[1], dilation[0],
                                   dilation[1], groups);
@@ -711,7 +711,7 @@ void cu_conv2d_bwd_weight(std::uintptr_t dy, std::uintptr_t x, std::uintptr_t dw
   by_dtype(op, dtype, [&](auto tag) {
     using T = decltype(tag);
     ck::conv2d_bwd_weight_cuda<T>(p, dptr<const T>(dy), dptr<const T>(x), dptr<T>(dw), accumulate,
-                                  as_stream(stream));
+                                  as_stream(stream), tf32);
   });
 }
 
@@ -971,15 +971,16 @@ PYBIND11_MODULE(_C, m) {
   m.def("philox_keys", &philox_keys, py::arg("keys"), py::arg("seed"), py::arg("epoch"), py::arg("stream"));
 #if defined(CNNKIT_WITH_CUDA)
   // ---- CUDA entry points (issue 7): integer device pointers, dtype code, CuPy stream; see cnnkit/_cuda_ops.py ----
+  // tf32 (conv2d, float32 only, default off; cnnkit.cuda.get_tf32()): tensor cores with TF32-rounded operands.
   m.def("conv2d_fwd_cuda", &cu_conv2d_fwd, py::arg("x"), py::arg("w"), py::arg("b"), py::arg("y"), py::arg("x_shape"),
         py::arg("w_shape"), py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("groups"),
-        py::arg("dtype"), py::arg("stream"));
+        py::arg("dtype"), py::arg("stream"), py::arg("tf32") = false);
   m.def("conv2d_bwd_data_cuda", &cu_conv2d_bwd_data, py::arg("dy"), py::arg("w"), py::arg("dx"), py::arg("x_shape"),
         py::arg("w_shape"), py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("groups"),
-        py::arg("dtype"), py::arg("stream"));
+        py::arg("dtype"), py::arg("stream"), py::arg("tf32") = false);
   m.def("conv2d_bwd_weight_cuda", &cu_conv2d_bwd_weight, py::arg("dy"), py::arg("x"), py::arg("dw"),
         py::arg("x_shape"), py::arg("w_shape"), py::arg("stride"), py::arg("padding"), py::arg("dilation"),
-        py::arg("groups"), py::arg("accumulate"), py::arg("dtype"), py::arg("stream"));
+        py::arg("groups"), py::arg("accumulate"), py::arg("dtype"), py::arg("stream"), py::arg("tf32") = false);
   m.def("conv2d_bwd_bias_cuda", &cu_conv2d_bwd_bias, py::arg("dy"), py::arg("db"), py::arg("dy_shape"),
         py::arg("accumulate"), py::arg("dtype"), py::arg("stream"));
   m.def("maxpool2d_fwd_cuda", &cu_maxpool2d_fwd, py::arg("x"), py::arg("y"), py::arg("indices"), py::arg("x_shape"),

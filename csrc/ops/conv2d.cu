@@ -4,11 +4,15 @@
 // says how to read an A or B element (the im2col gather happens in the tile load) and where a C element goes.
 // No atomics: every output (or split-K partial, summed in a fixed order) is written by one thread, so results
 // are deterministic. A straightforward first version, correctness over speed (no vector loads, no double
-// buffering, int64 index math). Compiled for sm_80/sm_90; NOT YET RUN ON A GPU.
+// buffering, int64 index math). Optional TF32 path (float32 only, off by default): the same tiles and split-K,
+// with the inner product on tensor cores through nvcuda::wmma m16n16k8 (operands rounded to TF32 as they enter
+// shared memory, float accumulation). Compiled for sm_80/sm_90; NOT YET RUN ON A GPU.
 #include <cuda_runtime.h>
+#include <mma.h>
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include "common/cuda_check.cuh"
 #include "ops/conv2d.h"
@@ -116,6 +120,31 @@ struct BwdWeightProblem {
   }
 };
 
+// Loads the (BK x BM) A tile and the (BK x BN) B tile of reduction step k0 into shared memory, k-major
+// (As[k * lda + m], Bs[k * ldb + n]), zero outside the problem; `cvt` maps each element on the way in (the
+// identity, or rounding to TF32). Consecutive threads take consecutive k for A (contiguous along a weight /
+// dy row) and consecutive n for B (contiguous output columns, mostly contiguous input).
+template <typename T, typename Problem, typename Cvt>
+__device__ __forceinline__ void load_tiles(const Problem& pr, T* As, int lda, T* Bs, int ldb, int64_t g, int64_t m0,
+                                           int64_t n0, int64_t k0, int64_t kend, int64_t M, int64_t Nn, int tid,
+                                           Cvt cvt) {
+  for (int i = tid; i < kBM * kBK; i += kGemmThreads) {
+    const int mm = i / kBK, kk = i % kBK;
+    const int64_t m = m0 + mm, k = k0 + kk;
+    As[kk * lda + mm] = (m < M && k < kend) ? cvt(pr.a(g, m, k)) : T(0);
+  }
+  for (int i = tid; i < kBK * kBN; i += kGemmThreads) {
+    const int kk = i / kBN, nn = i % kBN;
+    const int64_t k = k0 + kk, n = n0 + nn;
+    Bs[kk * ldb + nn] = (k < kend && n < Nn) ? cvt(pr.bmat(g, k, n)) : T(0);
+  }
+}
+
+struct Identity {
+  template <typename T>
+  __device__ __forceinline__ T operator()(T v) const { return v; }
+};
+
 // C[g] (M x Nn) = A[g] (M x Kk) * B[g] (Kk x Nn), elements read through the problem's a() and bmat() and
 // written through store(). Block (x, y, z) = (column tile, row tile, split * groups + group); split s covers
 // the reduction range [s * kchunk, (s + 1) * kchunk) (kchunk a multiple of kBK; one split covers all of Kk). A tile is kept k-major in
@@ -137,18 +166,7 @@ __global__ void __launch_bounds__(kGemmThreads) igemm_kernel(Problem pr, int64_t
     for (int j = 0; j < kTN; ++j) acc[i][j] = T(0);
 
   for (int64_t k0 = kbegin; k0 < kend; k0 += kBK) {
-    // A tile: consecutive threads take consecutive k (contiguous along a weight / dy row).
-    for (int i = tid; i < kBM * kBK; i += kGemmThreads) {
-      const int mm = i / kBK, kk = i % kBK;
-      const int64_t m = m0 + mm, k = k0 + kk;
-      As[kk][mm] = (m < M && k < kend) ? pr.a(g, m, k) : T(0);
-    }
-    // B tile: consecutive threads take consecutive n (contiguous output columns, mostly contiguous input).
-    for (int i = tid; i < kBK * kBN; i += kGemmThreads) {
-      const int kk = i / kBN, nn = i % kBN;
-      const int64_t k = k0 + kk, n = n0 + nn;
-      Bs[kk][nn] = (k < kend && n < Nn) ? pr.bmat(g, k, n) : T(0);
-    }
+    load_tiles<T>(pr, &As[0][0], kBM + 1, &Bs[0][0], kBN, g, m0, n0, k0, kend, M, Nn, tid, Identity{});
     __syncthreads();
 #pragma unroll
     for (int kk = 0; kk < kBK; ++kk) {
@@ -176,14 +194,93 @@ __global__ void __launch_bounds__(kGemmThreads) igemm_kernel(Problem pr, int64_t
   }
 }
 
+// ---- TF32 tensor-core variant (float32 only; cnnkit.cuda.set_tf32) ----
+// The same block tile (64x64, BK = 16), grid, split-K and epilogue order as igemm_kernel, so the two are
+// interchangeable per launch. The 8 warps form a 4 (m) x 2 (n) grid; each owns a 16x32 strip of C as two
+// m16n16k8 float accumulators and does 2 x 2 mma per BK step. Operands are rounded to TF32 once, on the
+// shared-memory store, with __float_to_tf32 (cvt.rna: round to nearest, ties away, 10 mantissa bits): the
+// tensor core would otherwise drop the low 13 bits (truncation). Products of TF32 values are exact in
+// float32 and the sums are float32, so an output differs from the exact sum of the exact products by at most
+// about 2^-10 * sum|a_i b_i| (the rounding of both operands) plus the float32 accumulation error.
+// The accumulators go through shared memory (Cs) to the problem's store(), so bias, scatter and split-K
+// partials are handled exactly as in the float32 kernel; the order of the sums is fixed, so TF32 results
+// are deterministic too (run to run on one GPU model; they can differ between GPU models).
+namespace wmma = nvcuda::wmma;
+constexpr int kWmmaM = 16, kWmmaN = 16, kWmmaK = 8;
+constexpr int kWarpsM = kBM / kWmmaM, kWarpsN = kGemmThreads / 32 / kWarpsM;  // 4 x 2 warps
+constexpr int kFragsN = kBN / kWarpsN / kWmmaN;                               // 2 accumulators per warp
+// Leading dimensions: a multiple of 4 floats (wmma's rule for 32-bit elements); every fragment pointer
+// (k in {0, 8}, m and n multiples of 16) is then 32-byte aligned. +4 halves the bank conflicts of the A
+// tile's transposing store against +0.
+constexpr int kLdT = kBM + 4;
+static_assert(kBN == kBM && kWarpsM * kWarpsN * 32 == kGemmThreads && kFragsN * kWarpsN * kWmmaN == kBN &&
+              kBK % kWmmaK == 0 && kLdT % 4 == 0, "TF32 warp tiling must cover the block tile");
+
+struct ToTf32 {
+  __device__ __forceinline__ float operator()(float v) const { return wmma::__float_to_tf32(v); }
+};
+
+template <typename Problem>
+__global__ void __launch_bounds__(kGemmThreads) igemm_tf32_kernel(Problem pr, int64_t M, int64_t Nn, int64_t Kk,
+                                                                  int64_t groups, int64_t kchunk) {
+  __shared__ __align__(32) float As[kBK * kLdT];
+  __shared__ __align__(32) float Bs[kBK * kLdT];
+  __shared__ __align__(32) float Cs[kBM * kLdT];
+  const int64_t g = blockIdx.z % groups, split = blockIdx.z / groups;
+  const int64_t kbegin = split * kchunk, kend = Kk < kbegin + kchunk ? Kk : kbegin + kchunk;
+  const int64_t m0 = int64_t(blockIdx.y) * kBM, n0 = int64_t(blockIdx.x) * kBN;
+  const int tid = threadIdx.x, warp = tid / 32, wm = warp % kWarpsM, wn = warp / kWarpsM;
+  wmma::fragment<wmma::accumulator, kWmmaM, kWmmaN, kWmmaK, float> acc[kFragsN];
+#pragma unroll
+  for (int j = 0; j < kFragsN; ++j) wmma::fill_fragment(acc[j], 0.0f);
+
+  for (int64_t k0 = kbegin; k0 < kend; k0 += kBK) {
+    load_tiles<float>(pr, As, kLdT, Bs, kLdT, g, m0, n0, k0, kend, M, Nn, tid, ToTf32{});
+    __syncthreads();
+#pragma unroll
+    for (int kk = 0; kk < kBK; kk += kWmmaK) {
+      // A (m x k) is stored k-major, As[k * ld + m]: column-major for wmma. B (k x n), Bs[k * ld + n]: row-major.
+      wmma::fragment<wmma::matrix_a, kWmmaM, kWmmaN, kWmmaK, wmma::precision::tf32, wmma::col_major> a;
+      wmma::load_matrix_sync(a, As + kk * kLdT + wm * kWmmaM, kLdT);
+#pragma unroll
+      for (int j = 0; j < kFragsN; ++j) {
+        wmma::fragment<wmma::matrix_b, kWmmaM, kWmmaN, kWmmaK, wmma::precision::tf32, wmma::row_major> b;
+        wmma::load_matrix_sync(b, Bs + kk * kLdT + (wn * kFragsN + j) * kWmmaN, kLdT);
+        wmma::mma_sync(acc[j], a, b, acc[j]);
+      }
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int j = 0; j < kFragsN; ++j)
+    wmma::store_matrix_sync(Cs + wm * kWmmaM * kLdT + (wn * kFragsN + j) * kWmmaN, acc[j], kLdT,
+                            wmma::mem_row_major);
+  __syncthreads();
+  for (int i = tid; i < kBM * kBN; i += kGemmThreads) {  // consecutive threads store consecutive n: coalesced
+    const int mm = i / kBN, nn = i % kBN;
+    const int64_t m = m0 + mm, n = n0 + nn;
+    if (m < M && n < Nn) pr.store(g, m, n, Cs[mm * kLdT + nn], split);
+  }
+}
+
+// Launches the float32/float64 kernel, or the TF32 one when tf32 is set and T is float (float64 never uses
+// TF32: the flag is ignored). Both take the same grid.
 template <typename T, typename Problem>
 void launch_igemm(const char* op, const Problem& pr, int64_t groups, int64_t M, int64_t Nn, int64_t Kk,
-                  CUstream_st* stream, int64_t splits = 1, int64_t kchunk = 0) {
+                  CUstream_st* stream, bool tf32, int64_t splits = 1, int64_t kchunk = 0) {
   const int64_t gx = (Nn + kBN - 1) / kBN, gy = (M + kBM - 1) / kBM;
   CK_CHECK(gx < (int64_t(1) << 31) && gy <= 65535 && groups * splits <= 65535, op,
            "problem too large for one CUDA launch (column tiles ", gx, ", row tiles ", gy, ", groups ", groups, ")");
-  igemm_kernel<T, Problem><<<dim3(unsigned(gx), unsigned(gy), unsigned(groups * splits)), kGemmThreads, 0, stream>>>(
-      pr, M, Nn, Kk, groups, splits == 1 ? Kk : kchunk);
+  const dim3 grid(unsigned(gx), unsigned(gy), unsigned(groups * splits));
+  const int64_t chunk = splits == 1 ? Kk : kchunk;
+  if constexpr (std::is_same_v<T, float>) {
+    if (tf32) {
+      igemm_tf32_kernel<Problem><<<grid, kGemmThreads, 0, stream>>>(pr, M, Nn, Kk, groups, chunk);
+      cudak::check_launch(op);
+      return;
+    }
+  }
+  igemm_kernel<T, Problem><<<grid, kGemmThreads, 0, stream>>>(pr, M, Nn, Kk, groups, chunk);
   cudak::check_launch(op);
 }
 
@@ -233,23 +330,24 @@ __global__ void bias_grad_kernel(int64_t N, int64_t K, int64_t PQ, const T* __re
 }  // namespace
 
 template <typename T>
-void conv2d_fwd_cuda(const Conv2dParams& p, const T* x, const T* w, const T* b, T* y, CUstream_st* stream) {
+void conv2d_fwd_cuda(const Conv2dParams& p, const T* x, const T* w, const T* b, T* y, CUstream_st* stream,
+                     bool tf32) {
   if (p.N == 0) return;
   const Dims d = dims_of(p);
-  launch_igemm<T>("conv2d_fwd", FwdProblem<T>{d, x, w, b, y}, p.groups, d.Kg, d.N * d.PQ, d.CRS, stream);
+  launch_igemm<T>("conv2d_fwd", FwdProblem<T>{d, x, w, b, y}, p.groups, d.Kg, d.N * d.PQ, d.CRS, stream, tf32);
 }
 
 template <typename T>
-void conv2d_bwd_data_cuda(const Conv2dParams& p, const T* dy, const T* w, T* dx, CUstream_st* stream) {
+void conv2d_bwd_data_cuda(const Conv2dParams& p, const T* dy, const T* w, T* dx, CUstream_st* stream, bool tf32) {
   if (p.N == 0) return;
   const Dims d = dims_of(p);
   launch_igemm<T>("conv2d_bwd_data", BwdDataProblem<T>{d, dy, w, dx}, p.groups, d.Cg, d.N * d.HW, d.Kg * d.RS,
-                  stream);
+                  stream, tf32);
 }
 
 template <typename T>
 void conv2d_bwd_weight_cuda(const Conv2dParams& p, const T* dy, const T* x, T* dw, bool accumulate,
-                            CUstream_st* stream) {
+                            CUstream_st* stream, bool tf32) {
   const Dims d = dims_of(p);
   if (p.N == 0) {
     if (!accumulate)
@@ -262,7 +360,8 @@ void conv2d_bwd_weight_cuda(const Conv2dParams& p, const T* dy, const T* x, T* d
   const int64_t tiles = p.groups * ((d.Kg + kBM - 1) / kBM) * ((d.CRS + kBN - 1) / kBN);
   const int64_t splits = weight_splits(tiles, p.groups, Kk);
   if (splits == 1) {
-    launch_igemm<T>(op, BwdWeightProblem<T>{d, dy, x, dw, nullptr, accumulate}, p.groups, d.Kg, d.CRS, Kk, stream);
+    launch_igemm<T>(op, BwdWeightProblem<T>{d, dy, x, dw, nullptr, accumulate}, p.groups, d.Kg, d.CRS, Kk, stream,
+                    tf32);
     return;
   }
   const int64_t kchunk = ((Kk + splits - 1) / splits + kBK - 1) / kBK * kBK;
@@ -272,7 +371,7 @@ void conv2d_bwd_weight_cuda(const Conv2dParams& p, const T* dy, const T* x, T* d
   cudak::check_call(op, cudaMallocAsync(&ws, sizeof(T) * size_t(splits * size), stream), "cudaMallocAsync(split-K)");
   T* partial = static_cast<T*>(ws);
   launch_igemm<T>(op, BwdWeightProblem<T>{d, dy, x, dw, partial, accumulate}, p.groups, d.Kg, d.CRS, Kk, stream,
-                  splits, kchunk);
+                  tf32, splits, kchunk);
   splits_reduce_kernel<T><<<cudak::blocks_for(size), cudak::kThreads, 0, stream>>>(size, splits, partial, dw,
                                                                                   accumulate);
   cudak::check_launch(op);
@@ -289,9 +388,10 @@ void conv2d_bwd_bias_cuda(int64_t N, int64_t K, int64_t PQ, const T* dy, T* db, 
 }
 
 #define CK_INSTANTIATE(T)                                                                                       \
-  template void conv2d_fwd_cuda<T>(const Conv2dParams&, const T*, const T*, const T*, T*, CUstream_st*);        \
-  template void conv2d_bwd_data_cuda<T>(const Conv2dParams&, const T*, const T*, T*, CUstream_st*);             \
-  template void conv2d_bwd_weight_cuda<T>(const Conv2dParams&, const T*, const T*, T*, bool, CUstream_st*);     \
+  template void conv2d_fwd_cuda<T>(const Conv2dParams&, const T*, const T*, const T*, T*, CUstream_st*, bool);  \
+  template void conv2d_bwd_data_cuda<T>(const Conv2dParams&, const T*, const T*, T*, CUstream_st*, bool);       \
+  template void conv2d_bwd_weight_cuda<T>(const Conv2dParams&, const T*, const T*, T*, bool, CUstream_st*,      \
+                                          bool);                                                                \
   template void conv2d_bwd_bias_cuda<T>(int64_t, int64_t, int64_t, const T*, T*, bool, CUstream_st*);
 CK_INSTANTIATE(float)
 CK_INSTANTIATE(double)

@@ -41,13 +41,17 @@ void conv2d_bwd_bias_cpu(int64_t N, int64_t K, int64_t PQ, const T* dy, T* db, b
 
 // CUDA twins (conv2d.cu, built when CNNKIT_WITH_CUDA): implicit-GEMM kernels on device pointers, launched
 // on `stream` (cudaStream_t), not synchronised. Same write/accumulate semantics as the CPU versions.
+// tf32: for float, multiply on tensor cores with operands rounded to TF32 (10 mantissa bits), accumulating in
+// float (error about 2^-10 * sum|a_i b_i|); ignored for double. Off by default, as cnnkit.cuda.get_tf32().
 template <typename T>
-void conv2d_fwd_cuda(const Conv2dParams& p, const T* x, const T* w, const T* b, T* y, CUstream_st* stream);
+void conv2d_fwd_cuda(const Conv2dParams& p, const T* x, const T* w, const T* b, T* y, CUstream_st* stream,
+                     bool tf32 = false);
 template <typename T>
-void conv2d_bwd_data_cuda(const Conv2dParams& p, const T* dy, const T* w, T* dx, CUstream_st* stream);
+void conv2d_bwd_data_cuda(const Conv2dParams& p, const T* dy, const T* w, T* dx, CUstream_st* stream,
+                          bool tf32 = false);
 template <typename T>
 void conv2d_bwd_weight_cuda(const Conv2dParams& p, const T* dy, const T* x, T* dw, bool accumulate,
-                            CUstream_st* stream);
+                            CUstream_st* stream, bool tf32 = false);
 template <typename T>
 void conv2d_bwd_bias_cuda(int64_t N, int64_t K, int64_t PQ, const T* dy, T* db, bool accumulate,
                           CUstream_st* stream);

@@ -77,6 +77,7 @@ def _code(a):
 
 
 # ---------------------------------------------------------------- conv2d
+# The three GEMM passes take cnnkit.cuda.get_tf32() at call time (float32 only; float64 ignores it).
 
 def conv2d_fwd(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, out=None):
     op = "conv2d_fwd"
@@ -92,7 +93,7 @@ def conv2d_fwd(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, out=None
     with _cupy().cuda.Device(dev):
         y = _dout(op, "out", out, shape, x.dtype, "x", dev)
         _C.conv2d_fwd_cuda(x.data.ptr, w.data.ptr, _ptr(b), y.data.ptr, list(x.shape), list(w.shape), s, p, d, g,
-                           _code(x), _stream())
+                           _code(x), _stream(), cuda.get_tf32())
     return y
 
 
@@ -110,7 +111,7 @@ def conv2d_bwd_data(dy, w, x_shape, stride=1, padding=0, dilation=1, groups=1, o
     with _cupy().cuda.Device(dev):
         dx = _dout(op, "out", out, x_shape, dy.dtype, "dy", dev)
         _C.conv2d_bwd_data_cuda(dy.data.ptr, w.data.ptr, dx.data.ptr, list(x_shape), list(w.shape), s, p, d, g,
-                                _code(dy), _stream())
+                                _code(dy), _stream(), cuda.get_tf32())
     return dx
 
 
@@ -130,7 +131,7 @@ def conv2d_bwd_weight(dy, x, w_shape, stride=1, padding=0, dilation=1, groups=1,
     with _cupy().cuda.Device(dev):
         dw = _dout(op, "out", out, w_shape, dy.dtype, "dy", dev)
         _C.conv2d_bwd_weight_cuda(dy.data.ptr, x.data.ptr, dw.data.ptr, list(x.shape), list(w_shape), s, p, d, g,
-                                  bool(accumulate), _code(dy), _stream())
+                                  bool(accumulate), _code(dy), _stream(), cuda.get_tf32())
     return dw
 
 

@@ -1,9 +1,13 @@
 """CUDA availability. cnnkit imports on machines with no GPU, no driver or no CuPy; this module says which
 of those holds, and never imports CuPy at module level. The GPU face of the ops is ``cnnkit._cuda_ops``,
-reached through ``cnnkit.ops`` when the arguments are CuPy arrays."""
+reached through ``cnnkit.ops`` when the arguments are CuPy arrays. ``set_tf32`` switches the float32
+convolutions onto TF32 tensor cores (off by default)."""
+import numpy as np
+
 from . import _C
 
 _ok = False  # set once status() has found CUDA usable; a usable device does not go away mid-process
+_tf32 = False  # read by cnnkit._cuda_ops at each conv2d call
 
 
 def _cupy_error():
@@ -50,3 +54,22 @@ def device_count():
     if not _C.build_info()["cuda"]:
         return 0
     return _C.cuda_status()[0]
+
+
+def set_tf32(enabled):
+    """Let the float32 GPU convolutions (forward, backward-data, backward-weight) multiply on tensor cores in
+    TF32: each operand is rounded to 10 mantissa bits (round to nearest, ties away), products are summed in
+    float32. Off by default. An output then differs from the exact result by up to about
+    2**-10 * sum|a_i * b_i| over its terms (float32 alone: about n * 2**-24 * sum|a_i * b_i| for n terms,
+    usually far less). float64 and the CPU never use TF32. Like torch.backends.cudnn.allow_tf32, but off
+    by default, as PyTorch's matmul setting is. Process-wide; read at each call, so it may be changed any
+    time."""
+    global _tf32
+    if not isinstance(enabled, (bool, np.bool_)):
+        raise TypeError(f"set_tf32: enabled must be a bool, got {type(enabled).__name__}")
+    _tf32 = bool(enabled)
+
+
+def get_tf32():
+    """True when the float32 GPU convolutions use TF32 tensor cores (see set_tf32); False by default."""
+    return _tf32

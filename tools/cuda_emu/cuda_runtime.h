@@ -20,6 +20,7 @@ inline void __syncthreads() { g_bar->arrive_and_wait(); }
 #define __host__
 #define __forceinline__ inline
 #define __launch_bounds__(x)
+#define __align__(n) __attribute__((aligned(n)))
 #define __restrict__
 #define __shared__ static
 using std::isnan; using std::isfinite; using std::sqrt;
