@@ -41,10 +41,12 @@ def _cupy():
 def _device_index(op, device):
     """None for the CPU (device None or "cpu"); the GPU index for "cuda" (CuPy's current device) or "cuda:N"."""
     expected = "None, 'cpu', 'cuda' or 'cuda:N' (N a device index)"
-    if device is None or device == "cpu":
+    if device is None:
         return None
     if not isinstance(device, str):
         raise TypeError(f"{op}: device must be {expected}, got {type(device).__name__} {device!r}")
+    if device == "cpu":
+        return None
     m = re.fullmatch(r"cuda(?::(\d+))?", device)
     if m is None:
         raise ValueError(f"{op}: device must be {expected}, got {device!r}")
