@@ -19,7 +19,7 @@ preprocessors are numpy-only, so standardise the data set once beforehand when b
 
 import numpy as np
 
-from .. import _C, cuda
+from .. import _C
 from ._common import check_float, check_images, check_int, check_range
 
 __all__ = ["Transform", "Compose", "RandomHorizontalFlip", "RandomCrop", "RandomResizedCrop", "ColorJitter",
@@ -36,20 +36,6 @@ def _is_device(a):
 def _cupy():
     import cupy
     return cupy
-
-
-def _check_batch(op, name, x):
-    """check_images, or for a CuPy batch: CUDA usable (else cnnkit.cuda's RuntimeError) and the same checks."""
-    if not _is_device(x):
-        return check_images(op, name, x)
-    cuda.require(op)
-    if x.dtype not in (np.float32, np.float64):
-        raise TypeError(f"{op}: {name} must be float32 or float64, got {x.dtype}")
-    if x.ndim != 4:
-        raise ValueError(f"{op}: {name} must be 4-D (N, C, H, W), got shape {tuple(x.shape)}")
-    if not x.flags.c_contiguous:
-        raise ValueError(f"{op}: {name} must be C-contiguous (use cupy.ascontiguousarray)")
-    return x
 
 
 def _device_ids(op, x, ids):
@@ -163,7 +149,7 @@ class Transform:
 
     def __call__(self, x, ids=None, epoch=0, seed=0, stream=0, num_threads=None, return_params=False):
         op = type(self).__name__
-        _check_batch(op, "x", x)
+        check_images(op, "x", x, device=True)
         ids, epoch, seed, stream, nt = _key_args(op, x, ids, epoch, seed, stream, num_threads)
         stages = _stage_list([self], [(stream << 4) | self.kind], x.shape[1:])
         records = _records(x) if return_params else None
@@ -203,7 +189,7 @@ class Compose:
                 k += 1
                 if k < len(self.transforms) and isinstance(self.transforms[k], Transform):
                     continue
-                _check_batch("Compose", "x", x)
+                check_images("Compose", "x", x, device=True)
                 ids_, epoch_, seed_, _, nt = _key_args("Compose", x, ids, epoch, seed, stream, num_threads)
                 stages = _stage_list([r[0] for r in run], [r[1] for r in run], x.shape[1:])
                 x = _run(x, ids_, epoch_, seed_, nt, stages)
@@ -398,7 +384,7 @@ class CenterCrop:
         self.size = _size("CenterCrop", "size", size)
 
     def __call__(self, x):
-        _check_batch("CenterCrop", "x", x)
+        check_images("CenterCrop", "x", x, device=True)
         h, w = self.size
         H, W = x.shape[2:]
         if h > H or w > W:
