@@ -191,6 +191,8 @@ class Compose:
                     continue
                 check_images("Compose", "x", x, device=True)
                 ids_, epoch_, seed_, _, nt = _key_args("Compose", x, ids, epoch, seed, stream, num_threads)
+                if _is_device(ids_):
+                    ids = ids_  # host ids cross to the device once per call, however many fused runs follow
                 stages = _stage_list([r[0] for r in run], [r[1] for r in run], x.shape[1:])
                 x = _run(x, ids_, epoch_, seed_, nt, stages)
                 run = []
