@@ -10,6 +10,7 @@ device="cuda" where CUDA is unusable, and the validation of DataLoader's `device
 import numpy as np
 import pytest
 from test_cuda_ops import FLOATS, FakeDeviceArray, cp, needs_cuda  # noqa: F401  (cp: the CuPy fixture)
+from test_data_device import assert_loader_matches_cpu
 
 import cnnkit
 from cnnkit import _C
@@ -221,44 +222,9 @@ def test_device_pipeline_runs_on_the_current_stream_without_host_sync(cp):
 
 
 @needs_cuda
-def test_device_checks(cp):
-    t = D.RandomHorizontalFlip()
-    with pytest.raises(ValueError, match="RandomHorizontalFlip: x must be C-contiguous"):
-        t(cp.zeros((2, 3, 8, 8), np.float32)[:, :, :, ::2])
-    with pytest.raises(TypeError, match="RandomHorizontalFlip: x must be float32 or float64, got int32"):
-        t(cp.zeros((2, 3, 8, 8), np.int32))
-    with pytest.raises(ValueError, match=r"RandomHorizontalFlip: ids must have shape \(2,\)"):
-        t(cp.zeros((2, 3, 8, 8), np.float32), ids=cp.arange(3))
-    with pytest.raises(TypeError, match="RandomHorizontalFlip: ids must hold integers"):
-        t(cp.zeros((2, 3, 8, 8), np.float32), ids=cp.zeros(2))
-    with pytest.raises(ValueError, match="RandomHorizontalFlip: ids must be >= 0"):  # numpy ids are checked
-        t(cp.zeros((2, 3, 8, 8), np.float32), ids=np.array([0, -1]))
-
-
-@needs_cuda
 @pytest.mark.parametrize("prefetch", [False, True])
 def test_loader_on_cuda_equals_loader_on_cpu_and_resumes(cp, prefetch):
-    x, y = rand((23, 3, 10, 10), 7), np.arange(23, dtype=np.int64) % 5
-    aug = pipeline()
-    cpu = list(D.DataLoader((x, y), 5, seed=9, transform=aug, prefetch=prefetch))
-    ld = D.DataLoader((x, y), 5, seed=9, transform=aug, prefetch=prefetch, device="cuda:0")
-    gpu = []
-    for bx, by in ld:
-        assert isinstance(bx, cp.ndarray) and isinstance(by, cp.ndarray) and bx.device.id == 0
-        gpu.append((bx.get(), by.get()))
-    assert len(gpu) == len(cpu) == 5
-    for (cx, cy), (gx, gy) in zip(cpu, gpu):
-        np.testing.assert_array_equal(gx, cx)
-        np.testing.assert_array_equal(gy, cy)
-    # resume mid-epoch: the remaining batches of epoch 1, as a CPU loader gives them
-    ld2 = D.DataLoader((x, y), 5, seed=9, transform=aug, prefetch=prefetch, device="cuda")
-    ld2.load_state_dict({"epoch": 1, "batch": 2})
-    ref = D.DataLoader((x, y), 5, seed=9, transform=aug, prefetch=prefetch)
-    ref.load_state_dict({"epoch": 1, "batch": 2})
-    for (gx, gy), (cx, cy) in zip(ld2, ref):
-        np.testing.assert_array_equal(gx.get(), cx)
-        np.testing.assert_array_equal(gy.get(), cy)
-    assert ld2.state_dict() == ref.state_dict()
+    assert_loader_matches_cpu(cp, pipeline(), prefetch, "cuda:0")  # bit for bit: no lighting or affine
 
 
 @needs_cuda

@@ -77,22 +77,16 @@ def test_device_batch_checks(cp):
         t(cp.zeros((2, 3, 8, 8), np.float32), ids=np.array([0, -1]))
 
 
-@pytest.mark.parametrize("prefetch", [False, True])
-def test_loader_on_the_device_equals_the_cpu_loader_and_resumes(cp, prefetch):
+def assert_loader_matches_cpu(xp, aug, prefetch, device):
+    """DataLoader(device=...) batches with transform `aug`, over an epoch and after a mid-epoch resume, equal
+    the CPU loader's bit for bit (also run by tests/test_cuda_augment.py on a real GPU, with no lighting)."""
     x, y = rand((23, 3, 10, 10), 3), np.arange(23, dtype=np.int64) % 5
-    aug = pipeline()
     cpu = list(D.DataLoader((x, y), 5, seed=9, transform=aug, prefetch=prefetch))
-    ld = D.DataLoader((x, y), 5, seed=9, transform=aug, prefetch=prefetch, device="cuda")
-    list(D.DataLoader((x, y), 5, seed=9, transform=aug, device="cuda:0"))  # the lighting matrices move once
-    with fakecupy.counting() as c:
-        gpu = list(ld)
-    assert c.syncs == []
-    # per batch: the gathered x, the labels, the ids
-    sizes = [len(b[1]) for b in cpu]
-    assert sorted(n for n, _ in c.h2d) == sorted([bs * x[0].nbytes for bs in sizes] + [bs * 8 for bs in sizes] * 2)
-    assert len(gpu) == 5
+    ld = D.DataLoader((x, y), 5, seed=9, transform=aug, prefetch=prefetch, device=device)
+    gpu = list(ld)
+    assert len(gpu) == len(cpu) == 5
     for (cx, cy), (gx, gy) in zip(cpu, gpu):
-        assert isinstance(gx, cp.ndarray) and isinstance(gy, cp.ndarray)
+        assert isinstance(gx, xp.ndarray) and isinstance(gy, xp.ndarray)
         np.testing.assert_array_equal(gx.get(), cx)
         np.testing.assert_array_equal(gy.get(), cy)
     ld.load_state_dict({"epoch": 1, "batch": 2})
@@ -104,6 +98,22 @@ def test_loader_on_the_device_equals_the_cpu_loader_and_resumes(cp, prefetch):
         np.testing.assert_array_equal(gx.get(), cx)
         np.testing.assert_array_equal(gy.get(), cy)
     assert ld.state_dict() == ref.state_dict()
+
+
+@pytest.mark.parametrize("prefetch", [False, True])
+def test_loader_on_the_device_equals_the_cpu_loader_and_resumes(cp, prefetch):
+    assert_loader_matches_cpu(cp, pipeline(), prefetch, "cuda")
+
+
+@pytest.mark.parametrize("prefetch", [False, True])
+def test_loader_on_the_device_copies_x_labels_and_ids_once_per_batch_and_reads_nothing_back(cp, prefetch):
+    x, y = rand((23, 3, 10, 10), 3), np.arange(23, dtype=np.int64) % 5
+    aug = pipeline()
+    list(D.DataLoader((x, y), 5, seed=9, transform=aug, device="cuda:0"))  # the lighting matrices move once
+    with fakecupy.counting() as c:
+        sizes = [len(by) for _, by in D.DataLoader((x, y), 5, seed=9, transform=aug, prefetch=prefetch, device="cuda")]
+    assert c.syncs == []
+    assert sorted(n for n, _ in c.h2d) == sorted([bs * x[0].nbytes for bs in sizes] + [bs * 8 for bs in sizes] * 2)
 
 
 def test_loader_on_the_device_without_transform(cp):
