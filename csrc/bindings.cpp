@@ -388,7 +388,8 @@ struct AugStages {
   int64_t P, Q;
 };
 
-AugStages aug_parse(const char* op, const py::list& items, int64_t C, int64_t H, int64_t W) {
+// device: the lighting matrices are integer device pointers (aug_pipeline_cuda), else float64 numpy arrays.
+AugStages aug_parse(const char* op, const py::list& items, int64_t C, int64_t H, int64_t W, bool device = false) {
   AugStages out;
   int64_t h = H, w = W;
   if (items.size() == 0) ck::fail(op, "stages must not be empty");
@@ -427,6 +428,13 @@ AugStages aug_parse(const char* op, const py::list& items, int64_t C, int64_t H,
         break;
       case ck::kLighting: {
         if (C > ck::kAugRecord) ck::fail(op, "lighting supports C <= ", ck::kAugRecord, ", got C = ", C);
+        if (device) {  // shapes were checked on the CuPy arrays by cnnkit/_cuda_ops.py
+          const auto ev = t[5].cast<std::uintptr_t>(), vec = t[6].cast<std::uintptr_t>();
+          if (ev == 0 || vec == 0) ck::fail(op, "lighting eigval and eigvec must be non-null device pointers");
+          st.eigval = reinterpret_cast<const double*>(ev);
+          st.eigvec = reinterpret_cast<const double*>(vec);
+          break;
+        }
         py::array ev = t[5].cast<py::array>(), vec = t[6].cast<py::array>();
         expect_shape(op, "eigval", ev, {C});
         expect_shape(op, "eigvec", vec, {C, C});
@@ -915,6 +923,37 @@ void cu_maxnorm_rows(std::uintptr_t p, int64_t rows, int64_t cols, double max_no
 #endif  // CNNKIT_WITH_CUDA
 // ==== end of CUDA entry points ====
 
+// ==== data augmentation on the GPU (issue 7; ops/augment.cu) ====
+// As aug_pipeline, with integer device pointers (x, y, ids (N,) int64, records (N, 16) float64 or 0) and
+// x_shape; a lighting stage's eigval/eigvec are device pointers too. Shapes and stage parameters are checked by
+// the CPU path's aug_parse; the kernels are queued on `stream`, nothing is synchronised.
+#if defined(CNNKIT_WITH_CUDA)
+namespace {
+
+void cu_aug_pipeline(std::uintptr_t x, std::uintptr_t y, std::uintptr_t ids, const Shape& x_shape,
+                     const py::list& stages, uint64_t seed, uint32_t epoch, std::uintptr_t records, int dtype,
+                     std::uintptr_t stream) {
+  const char* op = "augment";
+  if (x_shape.size() != 4) ck::fail(op, "x must be 4-D (N, C, H, W), got shape ", ck::shape_str(x_shape));
+  for (int64_t d : x_shape)
+    if (d < 0) ck::fail(op, "x_shape must be non-negative, got ", ck::shape_str(x_shape));
+  const int64_t N = x_shape[0], C = x_shape[1], H = x_shape[2], W = x_shape[3];
+  AugStages st = aug_parse(op, stages, C, H, W, true);
+  nonnull(op, "x", x, numel(x_shape));
+  nonnull(op, "y", y, N * C * st.P * st.Q);
+  nonnull(op, "ids", ids, N);
+  const ck::AugKey key{seed, epoch, dptr<const int64_t>(ids), 0};
+  by_dtype(op, dtype, [&](auto tag) {
+    using T = decltype(tag);
+    ck::augment_pipeline_cuda<T>(N, C, H, W, dptr<const T>(x), st.stages.data(), static_cast<int>(st.stages.size()),
+                                 key, dptr<T>(y), records ? dptr<double>(records) : nullptr, as_stream(stream));
+  });
+}
+
+}  // namespace
+#endif  // CNNKIT_WITH_CUDA
+// ==== end of data augmentation on the GPU ====
+
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "cnnkit kernels (raw; use cnnkit.ops, which validates arguments first)";
@@ -969,6 +1008,10 @@ PYBIND11_MODULE(_C, m) {
   m.def("aug_pipeline", &aug_pipeline, py::arg("x"), py::arg("y"), py::arg("ids"), py::arg("stages"),
         py::arg("seed"), py::arg("epoch"), py::arg("num_threads"), py::arg("records").none(true));
   m.def("philox_keys", &philox_keys, py::arg("keys"), py::arg("seed"), py::arg("epoch"), py::arg("stream"));
+#if defined(CNNKIT_WITH_CUDA)
+  m.def("aug_pipeline_cuda", &cu_aug_pipeline, py::arg("x"), py::arg("y"), py::arg("ids"), py::arg("x_shape"),
+        py::arg("stages"), py::arg("seed"), py::arg("epoch"), py::arg("records"), py::arg("dtype"), py::arg("stream"));
+#endif
 #if defined(CNNKIT_WITH_CUDA)
   // ---- CUDA entry points (issue 7): integer device pointers, dtype code, CuPy stream; see cnnkit/_cuda_ops.py ----
   // tf32 (conv2d, float32 only, default off; cnnkit.cuda.get_tf32()): tensor cores with TF32-rounded operands.

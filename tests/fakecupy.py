@@ -18,6 +18,7 @@ What it is not: a GPU. It runs no CUDA code and says nothing about the kernels i
 checked by tools/cuda_emu on the CPU, and by tests/test_cuda_*.py on a real GPU).
 """
 import contextlib
+import ctypes
 import sys
 import traceback
 import types
@@ -303,11 +304,29 @@ class _Stream:
     def synchronize(self):
         _sync("Stream.synchronize")
 
+    def wait_event(self, event):
+        """GPU-side ordering, no host read; waiting on an event never recorded is a silent no-op in CUDA: refused."""
+        if not event.recorded:
+            raise RuntimeError("fake cupy: wait_event on an Event that was never recorded")
+
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         return False
+
+
+class _Event:
+    """cupy.cuda.Event: record() marks a point in a stream; a stream's wait_event(event) orders work after it."""
+
+    def __init__(self, block=False, disable_timing=False, interprocess=False):
+        self.recorded = False
+
+    def record(self, stream=None):
+        self.recorded = True
+
+    def synchronize(self):
+        _sync("Event.synchronize")
 
 
 def _numpy_function(name):
@@ -332,6 +351,7 @@ def _module():
     cuda = types.ModuleType("cupy.cuda")
     cuda.Device = Device
     cuda.Stream = _Stream
+    cuda.Event = _Event
     cuda.get_current_stream = lambda device=None: _Stream()
     cuda.runtime = types.SimpleNamespace(getDeviceCount=lambda: 1)
     m.cuda = cuda
@@ -381,7 +401,36 @@ def install(monkeypatch):
         return _C.grad_sumsq(_unwrap(g))
     monkeypatch.setattr(_cuda_ops, "grad_sumsq_device", grad_sumsq_device)
     monkeypatch.setattr(_cuda_ops, "grad_sumsq", grad_sumsq)
+    monkeypatch.setattr(_cuda_ops, "_C", _AugBinding(_C))
     return m
+
+
+def _at(ptr, shape, dtype):
+    """The numpy array of `shape` at address ptr: a fake array's own buffer (its .data.ptr)."""
+    n = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    if n == 0:
+        return np.empty(shape, dtype)
+    return np.frombuffer((ctypes.c_char * n).from_address(ptr), dtype=dtype).reshape(shape)
+
+
+class _AugBinding:
+    """cnnkit._C for _cuda_ops, with aug_pipeline_cuda (integer pointers, as the CUDA binding takes them) run by
+    the CPU binding on the fake arrays' buffers, so _cuda_ops.aug_pipeline's own checks and calls are exercised."""
+
+    def __init__(self, c):
+        self._c = c
+
+    def __getattr__(self, name):
+        return getattr(self._c, name)
+
+    def aug_pipeline_cuda(self, x, y, ids, x_shape, stages, seed, epoch, records, dtype, stream):
+        T = (np.float32, np.float64)[dtype]
+        N, C = x_shape[:2]
+        P, Q = stages[-1][3], stages[-1][4]
+        host = [(k, s, a, p, q, _at(ev, (C,), np.float64) if k == 5 else None,
+                 _at(vec, (C, C), np.float64) if k == 5 else None) for k, s, a, p, q, ev, vec in stages]
+        self._c.aug_pipeline(_at(x, x_shape, T), _at(y, (N, C, P, Q), T), _at(ids, (N,), np.int64), host, seed,
+                             epoch, 0, _at(records, (N, 16), np.float64) if records else None)
 
 
 @contextlib.contextmanager

@@ -10,6 +10,8 @@
 
 #include "common/philox.h"
 
+struct CUstream_st;
+
 namespace ck {
 
 // ---- the per-sample random stream ----
@@ -192,6 +194,15 @@ constexpr int kAugRecord = 16;  // also the largest C a lighting stage accepts
 template <typename T>
 void augment_pipeline_cpu(int64_t N, int64_t C, int64_t H, int64_t W, const T* x, const AugStage* stages,
                           int num_stages, const AugKey& key, T* y, double* records);
+
+// CUDA twin (augment.cu, built when CNNKIT_WITH_CUDA): x, y, key.ids, records and each lighting stage's
+// eigval/eigvec are device pointers (stages itself is a host array; key.num_threads is ignored). Queued on
+// `stream` (two launches per stage, stream-ordered scratch), not synchronised. Equal to
+// augment_pipeline_cpu bit for bit for flip, crop, resized crop and jitter; lighting and affine use CUDA's
+// log/cos/sin, which may differ from glibc's by an ulp or two (tolerance in docs/kernels.md).
+template <typename T>
+void augment_pipeline_cuda(int64_t N, int64_t C, int64_t H, int64_t W, const T* x, const AugStage* stages,
+                           int num_stages, const AugKey& key, T* y, double* records, CUstream_st* stream);
 
 // keys[i] = a 64-bit Philox word pair for element i of stream (seed, epoch, stream): sorting the keys
 // (stable, ties by index) gives the loader's per-epoch permutation.

@@ -77,14 +77,20 @@ def check_range(op, name, v, positive=False):
     return lo, hi
 
 
-def check_images(op, name, x):
-    """x must be a C-contiguous float32/float64 (N, C, H, W) array."""
-    if not isinstance(x, np.ndarray):
+def check_images(op, name, x, device=False):
+    """x must be a C-contiguous float32/float64 (N, C, H, W) numpy array; with device=True a CuPy array is
+    accepted too, once CUDA is found usable (else cnnkit.cuda's RuntimeError naming op)."""
+    lib = "numpy"
+    if device and type(x).__module__.startswith("cupy"):
+        from .. import cuda
+        cuda.require(op)
+        lib = "cupy"
+    elif not isinstance(x, np.ndarray):
         raise TypeError(f"{op}: {name} must be a numpy.ndarray, got {type(x).__name__}")
     if x.dtype not in (np.float32, np.float64):
         raise TypeError(f"{op}: {name} must be float32 or float64, got {x.dtype}")
     if x.ndim != 4:
         raise ValueError(f"{op}: {name} must be 4-D (N, C, H, W), got shape {tuple(x.shape)}")
     if not x.flags.c_contiguous:
-        raise ValueError(f"{op}: {name} must be C-contiguous (use numpy.ascontiguousarray)")
+        raise ValueError(f"{op}: {name} must be C-contiguous (use {lib}.ascontiguousarray)")
     return x

@@ -5,13 +5,21 @@ Batch b of epoch e is a pure function of (seed, e, b): the epoch's order sorts P
 (seed, e, sample index, stream). So saving ``state_dict()`` mid-epoch and loading it into a fresh loader
 yields exactly the remaining batches, bit for bit, at any thread count. The background thread builds the
 next batch while the caller trains on this one: the augmentation kernels release the GIL.
+
+With ``device="cuda"`` (issue 7) a batch is gathered on the host as before, copied to the GPU in one copy (and
+its labels in another), and augmented there by the CUDA twin of the transforms, so it never returns to the
+host. The device work of batch b is queued on the CuPy stream that was current (for that device) in the
+iterating thread when the epoch's iteration started; the batch is handed out after that stream's event for it,
+so a caller on another stream still reads finished data.
 """
+import contextlib
 import queue
+import re
 import threading
 
 import numpy as np
 
-from .. import _C
+from .. import _C, cuda
 from ._common import ArrayDataset, check_int
 from .transforms import Compose, Transform
 
@@ -25,6 +33,35 @@ def epoch_permutation(n, seed, epoch):
     return np.argsort(keys, kind="stable").astype(np.int64)
 
 
+def _cupy():
+    import cupy
+    return cupy
+
+
+def _device_index(op, device):
+    """None for the CPU (device None or "cpu"); the GPU index for "cuda" (CuPy's current device) or "cuda:N"."""
+    expected = "None, 'cpu', 'cuda' or 'cuda:N' (N a device index)"
+    if device is None:
+        return None
+    if not isinstance(device, str):
+        raise TypeError(f"{op}: device must be {expected}, got {type(device).__name__} {device!r}")
+    if device == "cpu":
+        return None
+    m = re.fullmatch(r"cuda(?::(\d+))?", device)
+    if m is None:
+        raise ValueError(f"{op}: device must be {expected}, got {device!r}")
+    reason = cuda.status()
+    if reason != "ok":
+        raise RuntimeError(f"{op}: device={device!r} needs CUDA, which is not usable here: {reason}")
+    if m.group(1) is None:
+        return _cupy().cuda.Device().id
+    index, count = int(m.group(1)), cuda.device_count()
+    if index >= count:
+        raise ValueError(f"{op}: device must name one of the {count} CUDA device(s) (cuda:0 to cuda:{count - 1}), "
+                         f"got {device!r}")
+    return index
+
+
 class DataLoader:
     """Iterate over (x, y) batches of `dataset`.
 
@@ -33,13 +70,17 @@ class DataLoader:
     transform: called as ``transform(x, ids=indices, epoch=e, seed=seed, num_threads=n)`` (a Transform or
     Compose) or ``transform(x)`` (any other callable). prefetch: build the next batch on a background thread.
     num_threads: OpenMP threads for the transforms (default: cnnkit's setting when iteration starts).
+    device: None or "cpu" (numpy batches), "cuda" (CuPy's current device) or "cuda:N": x and y are CuPy arrays
+    on that GPU, augmented there (see the module docstring; the batches equal the CPU ones, bit for bit for
+    flips, crops and colour jitter, within docs/kernels.md's tolerance for PCALighting and RandomAffine). A
+    non-cnnkit transform then receives the CuPy batch. Needs CUDA: RuntimeError with cnnkit.cuda.status() if not.
 
     Each ``for`` loop runs the rest of the current epoch, then moves to the next one. ``state_dict()`` is the
     position after the batches handed out so far.
     """
 
     def __init__(self, dataset, batch_size, shuffle=True, seed=0, drop_last=False, transform=None, prefetch=True,
-                 num_threads=None):
+                 num_threads=None, device=None):
         op = "DataLoader"
         if isinstance(dataset, (tuple, list)):
             if len(dataset) != 2 or not all(isinstance(a, np.ndarray) for a in dataset):
@@ -72,6 +113,8 @@ class DataLoader:
             raise TypeError(f"{op}: transform must be callable, got {type(transform).__name__}")
         self.transform = transform
         self.num_threads = None if num_threads is None else check_int(op, "num_threads", num_threads, minimum=1)
+        self.device = device
+        self._device_id = _device_index(op, device)
         self.epoch = 0
         self._batch = 0  # batches of this epoch handed out
 
@@ -131,6 +174,11 @@ class DataLoader:
                     scratch[shape] = x
             else:
                 x = np.take(self._x, idx, axis=0, out=buf)
+        if self._device_id is not None:
+            # One copy of the batch (and one of its labels); the host buffer is consumed when asarray returns
+            # (CuPy stages it through pinned memory or copies synchronously), so `scratch` may be reused.
+            cp = _cupy()
+            x, y = cp.asarray(x), cp.asarray(y)
         if self.transform is not None:
             gathered = x
             if isinstance(self.transform, (Transform, Compose)):
@@ -141,6 +189,16 @@ class DataLoader:
                 x = x.copy()  # the transform handed back (a view of) its input: never hand out the buffer
         return x, y
 
+    def _on_device(self, stream):
+        """The context batches are made in: nothing on the CPU; on a GPU its device and `stream`."""
+        if self._device_id is None:
+            return contextlib.nullcontext()
+        ctx = contextlib.ExitStack()
+        ctx.enter_context(_cupy().cuda.Device(self._device_id))
+        if stream is not None:
+            ctx.enter_context(stream)
+        return ctx
+
     def __iter__(self):
         epoch, start, nb = self.epoch, self._batch, len(self)
         if start >= nb:  # the previous epoch was fully handed out
@@ -149,16 +207,21 @@ class DataLoader:
         order = self.order(epoch)
         nt = self.num_threads or _C.get_num_threads()
         scratch = {}
-        if not self.prefetch:
+        if not self.prefetch:  # device work goes on the caller's current stream at each batch
             for b in range(start, nb):
-                batch = self._make_batch(order, epoch, b, nt, scratch)
+                with self._on_device(None):
+                    batch = self._make_batch(order, epoch, b, nt, scratch)
                 self._batch = b + 1
                 yield batch
         else:
-            yield from self._iter_prefetch(order, epoch, start, nb, nt, scratch)
+            stream = None
+            if self._device_id is not None:
+                with _cupy().cuda.Device(self._device_id):
+                    stream = _cupy().cuda.get_current_stream()
+            yield from self._iter_prefetch(order, epoch, start, nb, nt, scratch, stream)
         self.epoch, self._batch = epoch + 1, 0
 
-    def _iter_prefetch(self, order, epoch, start, nb, nt, scratch):
+    def _iter_prefetch(self, order, epoch, start, nb, nt, scratch, stream=None):
         q = queue.Queue(maxsize=1)
         stop = threading.Event()
 
@@ -173,9 +236,15 @@ class DataLoader:
 
         def produce():
             try:
-                for b in range(start, nb):
-                    if not put(("ok", self._make_batch(order, epoch, b, nt, scratch))):
-                        return
+                with self._on_device(stream):
+                    for b in range(start, nb):
+                        batch = self._make_batch(order, epoch, b, nt, scratch)
+                        ready = None
+                        if stream is not None:  # the batch is complete on `stream` once this event has fired
+                            ready = _cupy().cuda.Event(disable_timing=True)
+                            ready.record(stream)
+                        if not put(("ok", (batch, ready))):
+                            return
             except BaseException as e:  # handed to the consumer, raised there
                 put(("error", e))
 
@@ -186,8 +255,12 @@ class DataLoader:
                 kind, item = q.get()
                 if kind == "error":
                     raise item
+                batch, ready = item
+                if ready is not None:  # the caller's stream waits on the GPU, the host does not
+                    with _cupy().cuda.Device(self._device_id):
+                        _cupy().cuda.get_current_stream().wait_event(ready)
                 self._batch = b + 1
-                yield item
+                yield batch
         finally:
             stop.set()
             worker.join()

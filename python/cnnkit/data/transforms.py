@@ -7,6 +7,14 @@ count, whatever else is in the batch, and after a resume. ``DataLoader`` passes 
 (RandomResizedCrop's sampling, ColorJitter's random order and ITU-R 601 grey, positive angle =
 counter-clockwise); the draws themselves differ (our generator, not torch's). Nothing is clamped: the data
 may already be mean-subtracted. Also here: ``ten_crop`` and ``tta_predict`` for test-time augmentation.
+
+On the GPU (issue 7): a CuPy batch runs the CUDA twin of the same pipeline on its device, on CuPy's current
+stream, and stays there (nothing is synchronised or copied back). ids may be numpy (moved with one small
+host-to-device copy) or int64 CuPy on x's device (then not checked for negatives, which would need a sync);
+``return_params=True`` gives CuPy params. The result equals the CPU's bit for bit for flips, crops, resized
+crops and colour jitter; PCALighting and RandomAffine are within the tolerance given in docs/kernels.md
+(CUDA's log/cos/sin against glibc's). Plain callables in a Compose receive the CuPy array as it is: cnnkit's
+preprocessors are numpy-only, so standardise the data set once beforehand when batches live on the GPU.
 """
 
 import numpy as np
@@ -21,20 +29,54 @@ _U32 = 2**32
 _MAX_STREAM = 2**20  # the kernel's stream word is (stream << 4 | kind) << 8 | block, in 32 bits
 
 
-def _key_args(op, x, ids, epoch, seed, stream, num_threads):
-    n = x.shape[0]
-    if ids is None:
-        ids = np.arange(n, dtype=np.int64)
-    else:
-        if not isinstance(ids, np.ndarray):
-            raise TypeError(f"{op}: ids must be a numpy.ndarray of int64, got {type(ids).__name__}")
+def _is_device(a):
+    return type(a).__module__.startswith("cupy")
+
+
+def _cupy():
+    import cupy
+    return cupy
+
+
+def _device_ids(op, x, ids):
+    """ids for a CuPy batch x: default 0..N-1 made on the device, numpy ids checked then copied over (one small
+    host-to-device copy), CuPy ids checked for dtype, shape and device (not for negatives: that needs a sync)."""
+    cp, n, dev = _cupy(), x.shape[0], x.device.id
+    with cp.cuda.Device(dev):
+        if ids is None:
+            return cp.arange(n, dtype=cp.int64)
+        if not _is_device(ids):
+            return cp.asarray(_host_ids(op, n, ids))
         if ids.dtype.kind not in "iu":
             raise TypeError(f"{op}: ids must hold integers, got dtype {ids.dtype}")
-        if ids.shape != (n,):
+        if tuple(ids.shape) != (n,):
             raise ValueError(f"{op}: ids must have shape ({n},) (one index per sample), got {tuple(ids.shape)}")
-        if n and ids.min() < 0:
-            raise ValueError(f"{op}: ids must be >= 0, got {ids.min()}")
-        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        if ids.device.id != dev:
+            raise ValueError(f"{op}: ids is on GPU {ids.device.id} but x is on GPU {dev}")
+        return cp.ascontiguousarray(ids, dtype=cp.int64)
+
+
+def _host_ids(op, n, ids):
+    """ids for a numpy batch of n samples: default 0..N-1, else checked and made contiguous int64."""
+    if ids is None:
+        return np.arange(n, dtype=np.int64)
+    if _is_device(ids):
+        raise TypeError(f"{op}: mixed devices: ids is a cupy.ndarray (GPU) but x is a numpy.ndarray (CPU); "
+                        f"put both on one device")
+    if not isinstance(ids, np.ndarray):
+        raise TypeError(f"{op}: ids must be a numpy.ndarray of int64, got {type(ids).__name__}")
+    if ids.dtype.kind not in "iu":
+        raise TypeError(f"{op}: ids must hold integers, got dtype {ids.dtype}")
+    if ids.shape != (n,):
+        raise ValueError(f"{op}: ids must have shape ({n},) (one index per sample), got {tuple(ids.shape)}")
+    if n and ids.min() < 0:
+        raise ValueError(f"{op}: ids must be >= 0, got {ids.min()}")
+    return np.ascontiguousarray(ids, dtype=np.int64)
+
+
+def _key_args(op, x, ids, epoch, seed, stream, num_threads):
+    n = x.shape[0]
+    ids = _device_ids(op, x, ids) if _is_device(x) else _host_ids(op, n, ids)
     epoch = check_int(op, "epoch", epoch, minimum=0)
     if epoch >= _U32:
         raise ValueError(f"{op}: epoch must be < 2**32, got {epoch}")
@@ -61,8 +103,22 @@ def _size(op, name, v):
 _RECORD = 16  # values recorded per sample by the kernel (augment.h kAugRecord)
 
 
+def _records(x):
+    """The (N, 16) float64 array the kernels write each sample's draws into, on x's device."""
+    if not _is_device(x):
+        return np.zeros((x.shape[0], _RECORD), np.float64)
+    cp = _cupy()
+    with cp.cuda.Device(x.device.id):
+        return cp.zeros((x.shape[0], _RECORD), cp.float64)
+
+
 def _run(x, ids, epoch, seed, nt, stages, records=None):
     """One kernel call for a run of stages: [(transform, philox stream word, stage tuple)]."""
+    if _is_device(x):
+        from .. import _cuda_ops
+        dev = x.device.id
+        dstages = [st if st[5] is None else st[:5] + t._device_eig(dev) for t, _, st in stages]
+        return _cuda_ops.aug_pipeline(x, ids, dstages, seed, epoch, records)
     P, Q = stages[-1][2][3], stages[-1][2][4]
     y = np.empty(x.shape[:2] + (P, Q), x.dtype)
     _C.aug_pipeline(x, y, ids, [st for _, _, st in stages], seed, epoch, nt, records)
@@ -86,16 +142,17 @@ class Transform:
 
     x: (N, C, H, W) float32/float64, C-contiguous. ids: the samples' dataset indices, int64 (N,) (default
     0..N-1). With ``return_params=True`` the call returns (y, params): the values drawn for each sample.
+    A CuPy x runs on its GPU (module docstring); y and params are then CuPy arrays on that device.
     """
 
     kind = 0  # 1..15, distinct per class, mixed into the Philox stream: (stream << 4) | kind
 
     def __call__(self, x, ids=None, epoch=0, seed=0, stream=0, num_threads=None, return_params=False):
         op = type(self).__name__
-        check_images(op, "x", x)
+        check_images(op, "x", x, device=True)
         ids, epoch, seed, stream, nt = _key_args(op, x, ids, epoch, seed, stream, num_threads)
         stages = _stage_list([self], [(stream << 4) | self.kind], x.shape[1:])
-        records = np.zeros((x.shape[0], _RECORD), np.float64) if return_params else None
+        records = _records(x) if return_params else None
         y = _run(x, ids, epoch, seed, nt, stages, records)
         return (y, self._params(records, x.shape[1])) if return_params else y
 
@@ -132,8 +189,10 @@ class Compose:
                 k += 1
                 if k < len(self.transforms) and isinstance(self.transforms[k], Transform):
                     continue
-                check_images("Compose", "x", x)
+                check_images("Compose", "x", x, device=True)
                 ids_, epoch_, seed_, _, nt = _key_args("Compose", x, ids, epoch, seed, stream, num_threads)
+                if _is_device(ids_):
+                    ids = ids_  # host ids cross to the device once per call, however many fused runs follow
                 stages = _stage_list([r[0] for r in run], [r[1] for r in run], x.shape[1:])
                 x = _run(x, ids_, epoch_, seed_, nt, stages)
                 run = []
@@ -276,6 +335,16 @@ class PCALighting(Transform):
             raise ValueError(f"PCALighting: x has C = {C} channels but eigval has {self.eigval.shape[0]}")
         return self.kind, [self.alphastd], H, W, self.eigval, self.eigvec
 
+    def _device_eig(self, dev):
+        """(eigval, eigvec) as CuPy arrays on GPU `dev`, copied once per device (again if either is replaced)."""
+        cache = self.__dict__.setdefault("_eig_on_device", {})
+        hit = cache.get(dev)
+        if hit is None or hit[0] is not self.eigval or hit[1] is not self.eigvec:
+            cp = _cupy()
+            with cp.cuda.Device(dev):
+                hit = cache[dev] = (self.eigval, self.eigvec, cp.asarray(self.eigval), cp.asarray(self.eigvec))
+        return hit[2], hit[3]
+
     def _params(self, rec, C):
         return rec[:, :C].copy()
 
@@ -310,19 +379,21 @@ class RandomAffine(Transform):
 
 
 class CenterCrop:
-    """The central (h, w) window (deterministic; for evaluation). Offsets round down, as torchvision."""
+    """The central (h, w) window (deterministic; for evaluation). Offsets round down, as torchvision. A CuPy x
+    gives a CuPy result on its device."""
 
     def __init__(self, size):
         self.size = _size("CenterCrop", "size", size)
 
     def __call__(self, x):
-        check_images("CenterCrop", "x", x)
+        check_images("CenterCrop", "x", x, device=True)
         h, w = self.size
         H, W = x.shape[2:]
         if h > H or w > W:
             raise ValueError(f"CenterCrop: size {self.size} is larger than the images ({H}, {W})")
         top, left = (H - h) // 2, (W - w) // 2
-        return np.ascontiguousarray(x[:, :, top:top + h, left:left + w])
+        xp = _cupy() if _is_device(x) else np
+        return xp.ascontiguousarray(x[:, :, top:top + h, left:left + w])
 
 
 # ---------------------------------------------------------------- test-time augmentation
