@@ -123,7 +123,7 @@ def test_to_device_and_dtype_together(cp):
 @pytest.mark.parametrize("bad,err,match", [
     ("gpu", ValueError, "device must be 'cpu', 'cuda' or 'cuda:N', got 'gpu'"),
     ("cuda:x", ValueError, "got 'cuda:x'"),
-    ("cuda:3", ValueError, "does not exist: this machine has 1 CUDA device"),
+    ("cuda:3", ValueError, r"device must name one of the 1 CUDA device\(s\) \(cuda:0 to cuda:0\), got 'cuda:3'"),
 ])
 def test_to_rejects_bad_devices(cp, bad, err, match):
     with pytest.raises(err, match=match):

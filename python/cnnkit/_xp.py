@@ -24,15 +24,17 @@ def device_of(a):
 
 
 def parse_device(device, op, name="device"):
-    """None for "cpu", the GPU index for "cuda" (the current device) or "cuda:N". Raises ValueError for
-    anything else, and RuntimeError (with cnnkit.cuda.status()'s reason) when CUDA cannot be used here."""
-    if not isinstance(device, str):
-        raise TypeError(f"{op}: {name} must be 'cpu', 'cuda' or 'cuda:N', got {type(device).__name__}")
-    if device == "cpu":
+    """None for the CPU (None or "cpu"), the GPU index for "cuda" (CuPy's current device) or "cuda:N".
+    TypeError/ValueError for anything else, RuntimeError (with cnnkit.cuda.status()'s reason) when CUDA
+    cannot be used here."""
+    expected = "'cpu', 'cuda' or 'cuda:N' (N a device index)"
+    if device is None or device == "cpu":
         return None
+    if not isinstance(device, str):
+        raise TypeError(f"{op}: {name} must be {expected}, got {type(device).__name__} {device!r}")
     head, _, tail = device.partition(":")
-    if head != "cuda" or (tail and not tail.isdigit()):
-        raise ValueError(f"{op}: {name} must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    if head != "cuda" or (tail and not tail.isdigit()) or device.endswith(":"):
+        raise ValueError(f"{op}: {name} must be {expected}, got {device!r}")
     from . import cuda
     reason = cuda.status()
     if reason != "ok":
@@ -42,7 +44,8 @@ def parse_device(device, op, name="device"):
         return cupy.cuda.Device().id
     index, count = int(tail), cuda.device_count()
     if index >= count:
-        raise ValueError(f"{op}: {name} {device!r} does not exist: this machine has {count} CUDA device(s)")
+        raise ValueError(f"{op}: {name} must name one of the {count} CUDA device(s) (cuda:0 to cuda:{count - 1}), "
+                         f"got {device!r}")
     return index
 
 

@@ -6,20 +6,20 @@ Batch b of epoch e is a pure function of (seed, e, b): the epoch's order sorts P
 yields exactly the remaining batches, bit for bit, at any thread count. The background thread builds the
 next batch while the caller trains on this one: the augmentation kernels release the GIL.
 
-With ``device="cuda"`` (issue 7) a batch is gathered on the host as before, copied to the GPU in one copy (and
-its labels in another), and augmented there by the CUDA twin of the transforms, so it never returns to the
+With ``device="cuda"`` (issue 7) a batch is gathered on the host as before, copied to the GPU in one copy (the
+labels stay on the host: see _gather), and augmented there by the CUDA twin of the transforms, so it never returns to the
 host. The device work of batch b is queued on the CuPy stream that was current (for that device) in the
 iterating thread when the epoch's iteration started; the batch is handed out after that stream's event for it,
 so a caller on another stream still reads finished data.
 """
 import contextlib
 import queue
-import re
 import threading
 
 import numpy as np
 
-from .. import _C, cuda
+from .. import _C
+from .._xp import parse_device
 from ._common import ArrayDataset, check_int
 from .transforms import Compose, Transform
 
@@ -38,30 +38,6 @@ def _cupy():
     return cupy
 
 
-def _device_index(op, device):
-    """None for the CPU (device None or "cpu"); the GPU index for "cuda" (CuPy's current device) or "cuda:N"."""
-    expected = "None, 'cpu', 'cuda' or 'cuda:N' (N a device index)"
-    if device is None:
-        return None
-    if not isinstance(device, str):
-        raise TypeError(f"{op}: device must be {expected}, got {type(device).__name__} {device!r}")
-    if device == "cpu":
-        return None
-    m = re.fullmatch(r"cuda(?::(\d+))?", device)
-    if m is None:
-        raise ValueError(f"{op}: device must be {expected}, got {device!r}")
-    reason = cuda.status()
-    if reason != "ok":
-        raise RuntimeError(f"{op}: device={device!r} needs CUDA, which is not usable here: {reason}")
-    if m.group(1) is None:
-        return _cupy().cuda.Device().id
-    index, count = int(m.group(1)), cuda.device_count()
-    if index >= count:
-        raise ValueError(f"{op}: device must name one of the {count} CUDA device(s) (cuda:0 to cuda:{count - 1}), "
-                         f"got {device!r}")
-    return index
-
-
 class DataLoader:
     """Iterate over (x, y) batches of `dataset`.
 
@@ -70,8 +46,8 @@ class DataLoader:
     transform: called as ``transform(x, ids=indices, epoch=e, seed=seed, num_threads=n)`` (a Transform or
     Compose) or ``transform(x)`` (any other callable). prefetch: build the next batch on a background thread.
     num_threads: OpenMP threads for the transforms (default: cnnkit's setting when iteration starts).
-    device: None or "cpu" (numpy batches), "cuda" (CuPy's current device) or "cuda:N": x and y are CuPy arrays
-    on that GPU, augmented there (see the module docstring; the batches equal the CPU ones, bit for bit for
+    device: None or "cpu" (numpy batches), "cuda" (CuPy's current device) or "cuda:N": x is a CuPy array
+    on that GPU (y stays a numpy array: the loss checks it on the host before copying it), augmented there (see the module docstring; the batches equal the CPU ones, bit for bit for
     flips, crops and colour jitter, within docs/kernels.md's tolerance for PCALighting and RandomAffine). A
     non-cnnkit transform then receives the CuPy batch. Needs CUDA: RuntimeError with cnnkit.cuda.status() if not.
 
@@ -114,7 +90,7 @@ class DataLoader:
         self.transform = transform
         self.num_threads = None if num_threads is None else check_int(op, "num_threads", num_threads, minimum=1)
         self.device = device
-        self._device_id = _device_index(op, device)
+        self._device_id = parse_device(device, op)
         self.epoch = 0
         self._batch = 0  # batches of this epoch handed out
 
@@ -175,10 +151,11 @@ class DataLoader:
             else:
                 x = np.take(self._x, idx, axis=0, out=buf)
         if self._device_id is not None:
-            # One copy of the batch (and one of its labels); the host buffer is consumed when asarray returns
-            # (CuPy stages it through pinned memory or copies synchronously), so `scratch` may be reused.
-            cp = _cupy()
-            x, y = cp.asarray(x), cp.asarray(y)
+            # One copy of the batch; the host buffer is consumed when asarray returns (CuPy stages it through
+            # pinned memory or copies synchronously), so `scratch` may be reused. The labels stay on the host:
+            # the loss checks their range there before its one copy over, which on the device would need a
+            # read back every step.
+            x = _cupy().asarray(x)
         if self.transform is not None:
             gathered = x
             if isinstance(self.transform, (Transform, Compose)):
