@@ -626,6 +626,13 @@ void grad_scale_clamp(const py::array& g, double scale, double clip) {
   float_dtype(g, op, "g") == DType::f32 ? run(float{}) : run(double{});
 }
 
+// The per-step scalars (optim.h's one home of the formulas), for the CPU path's host-side computation.
+py::tuple adam_scalars(double lr, double beta1, double beta2, double step) {
+  double neg_step_size = 0.0, bc2_sqrt = 0.0;
+  ck::adam_scalars(lr, beta1, beta2, step, &neg_step_size, &bc2_sqrt);
+  return py::make_tuple(neg_step_size, bc2_sqrt);
+}
+
 void maxnorm_rows(const py::array& p, double max_norm) {
   const char* op = "maxnorm_rows";
   if (p.ndim() < 1) ck::fail(op, "p must have at least 1 dimension, got a scalar");
@@ -824,99 +831,124 @@ void cu_relu_bwd(std::uintptr_t dy, std::uintptr_t y, std::uintptr_t dx, int64_t
 }
 
 // ---- optimizers: flat buffers of n elements; a 0 pointer is "absent" where the CPU binding takes None ----
+// ctl, group, clip_norm: the optimizer's device control block (ck::OptimCtl; ctl = 0: none, host scalars).
+
+ck::OptimCtl optim_ctl(const char* op, std::uintptr_t ctl, int64_t group, double clip_norm) {
+  if (ctl == 0) return {};
+  if (group < 0) ck::fail(op, "group must be >= 0, got ", group);
+  return ck::OptimCtl{dptr<const double>(ctl), group, clip_norm};
+}
 
 void cu_sgd_step(std::uintptr_t p, std::uintptr_t g, std::uintptr_t buf, int64_t n, double neg_lr, double momentum,
                  double one_minus_dampening, bool nesterov, bool first, double gscale, double gclip, double wd,
-                 double l1, int dtype, std::uintptr_t stream) {
+                 double l1, int dtype, std::uintptr_t stream, std::uintptr_t ctl, int64_t group, double clip_norm) {
   const char* op = "sgd_step";
   if (momentum != 0.0 && buf == 0) ck::fail(op, "momentum_buffer is required when momentum != 0");
   nonnull(op, "p", p, n);
   nonnull(op, "g", g, n);
+  const auto k = optim_ctl(op, ctl, group, clip_norm);
   by_dtype(op, dtype, [&](auto tag) {
     using T = decltype(tag);
     const ck::SgdArgs a{neg_lr, momentum, one_minus_dampening, nesterov, first};
     ck::sgd_step_cuda<T>(n, dptr<T>(p), dptr<const T>(g), buf ? dptr<T>(buf) : nullptr, a,
-                         grad_prep<T>(gscale, gclip, wd, l1), as_stream(stream));
+                         grad_prep<T>(gscale, gclip, wd, l1), as_stream(stream), k);
   });
 }
 
 void cu_adagrad_step(std::uintptr_t p, std::uintptr_t g, std::uintptr_t sum, int64_t n, double neg_clr, double eps,
-                     double gscale, double gclip, double wd, double l1, int dtype, std::uintptr_t stream) {
+                     double gscale, double gclip, double wd, double l1, int dtype, std::uintptr_t stream,
+                     std::uintptr_t ctl, int64_t group, double clip_norm, double lr_decay) {
   const char* op = "adagrad_step";
   nonnull(op, "p", p, n);
   nonnull(op, "g", g, n);
   nonnull(op, "sum", sum, n);
+  const auto k = optim_ctl(op, ctl, group, clip_norm);
   by_dtype(op, dtype, [&](auto tag) {
     using T = decltype(tag);
-    ck::adagrad_step_cuda<T>(n, dptr<T>(p), dptr<const T>(g), dptr<T>(sum), ck::AdagradArgs{neg_clr, eps},
-                             grad_prep<T>(gscale, gclip, wd, l1), as_stream(stream));
+    ck::adagrad_step_cuda<T>(n, dptr<T>(p), dptr<const T>(g), dptr<T>(sum), ck::AdagradArgs{neg_clr, eps, lr_decay},
+                             grad_prep<T>(gscale, gclip, wd, l1), as_stream(stream), k);
   });
 }
 
 void cu_rmsprop_step(std::uintptr_t p, std::uintptr_t g, std::uintptr_t square_avg, std::uintptr_t grad_avg,
                      std::uintptr_t buf, int64_t n, double neg_lr, double alpha, double eps, double momentum,
-                     double gscale, double gclip, double wd, double l1, int dtype, std::uintptr_t stream) {
+                     double gscale, double gclip, double wd, double l1, int dtype, std::uintptr_t stream,
+                     std::uintptr_t ctl, int64_t group, double clip_norm) {
   const char* op = "rmsprop_step";
   if (momentum > 0.0 && buf == 0) ck::fail(op, "momentum_buffer is required when momentum > 0");
   nonnull(op, "p", p, n);
   nonnull(op, "g", g, n);
   nonnull(op, "square_avg", square_avg, n);
+  const auto k = optim_ctl(op, ctl, group, clip_norm);
   by_dtype(op, dtype, [&](auto tag) {
     using T = decltype(tag);
     ck::rmsprop_step_cuda<T>(n, dptr<T>(p), dptr<const T>(g), dptr<T>(square_avg),
                              grad_avg ? dptr<T>(grad_avg) : nullptr, momentum > 0.0 ? dptr<T>(buf) : nullptr,
                              ck::RmspropArgs{neg_lr, alpha, eps, momentum}, grad_prep<T>(gscale, gclip, wd, l1),
-                             as_stream(stream));
+                             as_stream(stream), k);
   });
 }
 
 void cu_adam_step(std::uintptr_t p, std::uintptr_t g, std::uintptr_t exp_avg, std::uintptr_t exp_avg_sq,
                   std::uintptr_t max_exp_avg_sq, int64_t n, double beta1, double beta2, double eps,
                   double neg_step_size, double bc2_sqrt, double decay, double gscale, double gclip, double wd,
-                  double l1, int dtype, std::uintptr_t stream) {
+                  double l1, int dtype, std::uintptr_t stream, std::uintptr_t ctl, int64_t group, double clip_norm) {
   const char* op = "adam_step";
   nonnull(op, "p", p, n);
   nonnull(op, "g", g, n);
   nonnull(op, "exp_avg", exp_avg, n);
   nonnull(op, "exp_avg_sq", exp_avg_sq, n);
+  const auto k = optim_ctl(op, ctl, group, clip_norm);
   by_dtype(op, dtype, [&](auto tag) {
     using T = decltype(tag);
     ck::adam_step_cuda<T>(n, dptr<T>(p), dptr<const T>(g), dptr<T>(exp_avg), dptr<T>(exp_avg_sq),
                           max_exp_avg_sq ? dptr<T>(max_exp_avg_sq) : nullptr,
                           ck::AdamArgs{beta1, beta2, eps, neg_step_size, bc2_sqrt, decay},
-                          grad_prep<T>(gscale, gclip, wd, l1), as_stream(stream));
+                          grad_prep<T>(gscale, gclip, wd, l1), as_stream(stream), k);
   });
 }
 
 void cu_grad_sumsq(std::uintptr_t g, int64_t n, std::uintptr_t workspace, std::uintptr_t out, int dtype,
-                   std::uintptr_t stream) {
+                   std::uintptr_t stream, bool accumulate) {
   const char* op = "grad_sumsq";
   nonnull(op, "g", g, n);
   nonnull(op, "workspace", workspace, 1);
   nonnull(op, "out", out, 2);
   by_dtype(op, dtype, [&](auto tag) {
     using T = decltype(tag);
-    ck::grad_sumsq_cuda<T>(n, dptr<const T>(g), dptr<double>(workspace), dptr<double>(out), as_stream(stream));
+    ck::grad_sumsq_cuda<T>(n, dptr<const T>(g), dptr<double>(workspace), dptr<double>(out), as_stream(stream),
+                           accumulate);
   });
 }
 
-void cu_grad_scale_clamp(std::uintptr_t g, int64_t n, double scale, double clip, int dtype, std::uintptr_t stream) {
+void cu_grad_scale_clamp(std::uintptr_t g, int64_t n, double scale, double clip, int dtype, std::uintptr_t stream,
+                         std::uintptr_t ctl, double clip_norm) {
   const char* op = "grad_scale_clamp";
   nonnull(op, "g", g, n);
+  const auto k = optim_ctl(op, ctl, 0, clip_norm);
   by_dtype(op, dtype, [&](auto tag) {
     using T = decltype(tag);
-    ck::grad_scale_clamp_cuda<T>(n, dptr<T>(g), scale, clip, as_stream(stream));
+    ck::grad_scale_clamp_cuda<T>(n, dptr<T>(g), scale, clip, as_stream(stream), k);
   });
 }
 
-void cu_maxnorm_rows(std::uintptr_t p, int64_t rows, int64_t cols, double max_norm, int dtype, std::uintptr_t stream) {
+void cu_maxnorm_rows(std::uintptr_t p, int64_t rows, int64_t cols, double max_norm, int dtype, std::uintptr_t stream,
+                     std::uintptr_t ctl) {
   const char* op = "maxnorm_rows";
   if (rows < 0 || cols < 0) ck::fail(op, "rows and cols must be >= 0, got ", rows, " and ", cols);
   nonnull(op, "p", p, rows * cols);
   by_dtype(op, dtype, [&](auto tag) {
     using T = decltype(tag);
-    ck::maxnorm_rows_cuda<T>(rows, cols, dptr<T>(p), max_norm, as_stream(stream));
+    ck::maxnorm_rows_cuda<T>(rows, cols, dptr<T>(p), max_norm, as_stream(stream),
+                             ctl ? dptr<const double>(ctl) : nullptr);
   });
+}
+
+void cu_optim_ctl_finish(std::uintptr_t ctl, int64_t groups, std::uintptr_t stream) {
+  const char* op = "optim_ctl_finish";
+  if (groups < 0) ck::fail(op, "groups must be >= 0, got ", groups);
+  nonnull(op, "ctl", ctl, ck::ctl_size(groups));
+  ck::optim_ctl_finish_cuda(dptr<double>(ctl), groups, as_stream(stream));
 }
 
 }  // namespace
@@ -1004,6 +1036,21 @@ PYBIND11_MODULE(_C, m) {
   m.def("grad_sumsq", &grad_sumsq, py::arg("g"), "(sum of g**2 in float64, all finite) in one pass");
   m.def("grad_scale_clamp", &grad_scale_clamp, py::arg("g"), py::arg("scale"), py::arg("clip"));
   m.def("maxnorm_rows", &maxnorm_rows, py::arg("p"), py::arg("max_norm"));
+  m.def("adam_scalars", &adam_scalars, py::arg("lr"), py::arg("beta1"), py::arg("beta2"), py::arg("step"),
+        "(neg_step_size, bc2_sqrt) of Adam step `step` (1-based), as torch computes them");
+  m.def("adagrad_clr", &ck::adagrad_clr, py::arg("lr"), py::arg("lr_decay"), py::arg("step"),
+        "AdaGrad's decayed lr at step `step` (1-based)");
+  m.def("clip_coef", &ck::clip_coef, py::arg("max_norm"), py::arg("sumsq"),
+        "clip_grad_norm_'s coefficient min(max_norm / (sqrt(sumsq) + 1e-6), 1)");
+  {
+    py::dict layout;  // the optimizer's device control block (optim.h, OptimCtl)
+    layout["sumsq"] = ck::kCtlSumsq;
+    layout["finite"] = ck::kCtlFinite;
+    layout["skipped"] = ck::kCtlSkipped;
+    layout["group0"] = ck::kCtlGroup0;
+    layout["per_group"] = ck::kCtlPerGroup;
+    m.attr("optim_ctl_layout") = layout;
+  }
   // ---- data augmentation (issue 5) ----
   m.def("aug_pipeline", &aug_pipeline, py::arg("x"), py::arg("y"), py::arg("ids"), py::arg("stages"),
         py::arg("seed"), py::arg("epoch"), py::arg("num_threads"), py::arg("records").none(true));
@@ -1040,24 +1087,30 @@ PYBIND11_MODULE(_C, m) {
         py::arg("stream"));
   m.def("sgd_step_cuda", &cu_sgd_step, py::arg("p"), py::arg("g"), py::arg("momentum_buffer"), py::arg("n"),
         py::arg("neg_lr"), py::arg("momentum"), py::arg("one_minus_dampening"), py::arg("nesterov"), py::arg("first"),
-        py::arg("gscale"), py::arg("gclip"), py::arg("wd"), py::arg("l1"), py::arg("dtype"), py::arg("stream"));
+        py::arg("gscale"), py::arg("gclip"), py::arg("wd"), py::arg("l1"), py::arg("dtype"), py::arg("stream"),
+        py::arg("ctl") = 0, py::arg("group") = 0, py::arg("clip_norm") = 0.0);
   m.def("adagrad_step_cuda", &cu_adagrad_step, py::arg("p"), py::arg("g"), py::arg("sum"), py::arg("n"),
         py::arg("neg_clr"), py::arg("eps"), py::arg("gscale"), py::arg("gclip"), py::arg("wd"), py::arg("l1"),
-        py::arg("dtype"), py::arg("stream"));
+        py::arg("dtype"), py::arg("stream"), py::arg("ctl") = 0, py::arg("group") = 0, py::arg("clip_norm") = 0.0,
+        py::arg("lr_decay") = 0.0);
   m.def("rmsprop_step_cuda", &cu_rmsprop_step, py::arg("p"), py::arg("g"), py::arg("square_avg"), py::arg("grad_avg"),
         py::arg("momentum_buffer"), py::arg("n"), py::arg("neg_lr"), py::arg("alpha"), py::arg("eps"),
         py::arg("momentum"), py::arg("gscale"), py::arg("gclip"), py::arg("wd"), py::arg("l1"), py::arg("dtype"),
-        py::arg("stream"));
+        py::arg("stream"), py::arg("ctl") = 0, py::arg("group") = 0, py::arg("clip_norm") = 0.0);
   m.def("adam_step_cuda", &cu_adam_step, py::arg("p"), py::arg("g"), py::arg("exp_avg"), py::arg("exp_avg_sq"),
         py::arg("max_exp_avg_sq"), py::arg("n"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"),
         py::arg("neg_step_size"), py::arg("bc2_sqrt"), py::arg("decay"), py::arg("gscale"), py::arg("gclip"),
-        py::arg("wd"), py::arg("l1"), py::arg("dtype"), py::arg("stream"));
+        py::arg("wd"), py::arg("l1"), py::arg("dtype"), py::arg("stream"), py::arg("ctl") = 0, py::arg("group") = 0,
+        py::arg("clip_norm") = 0.0);
   m.def("grad_sumsq_workspace_cuda", &ck::grad_sumsq_workspace_cuda, "float64 elements of scratch grad_sumsq_cuda needs");
   m.def("grad_sumsq_cuda", &cu_grad_sumsq, py::arg("g"), py::arg("n"), py::arg("workspace"), py::arg("out"),
-        py::arg("dtype"), py::arg("stream"), "writes (sum of g**2, 1.0 if all finite else 0.0) into out (2 float64)");
+        py::arg("dtype"), py::arg("stream"), py::arg("accumulate") = false,
+        "writes (sum of g**2, 1.0 if all finite else 0.0) into out (2 float64); accumulate: adds to them");
   m.def("grad_scale_clamp_cuda", &cu_grad_scale_clamp, py::arg("g"), py::arg("n"), py::arg("scale"), py::arg("clip"),
-        py::arg("dtype"), py::arg("stream"));
+        py::arg("dtype"), py::arg("stream"), py::arg("ctl") = 0, py::arg("clip_norm") = 0.0);
   m.def("maxnorm_rows_cuda", &cu_maxnorm_rows, py::arg("p"), py::arg("rows"), py::arg("cols"), py::arg("max_norm"),
-        py::arg("dtype"), py::arg("stream"));
+        py::arg("dtype"), py::arg("stream"), py::arg("ctl") = 0);
+  m.def("optim_ctl_finish_cuda", &cu_optim_ctl_finish, py::arg("ctl"), py::arg("groups"), py::arg("stream"),
+        "advance the control block's counters once, after every group's step kernels");
 #endif
 }
