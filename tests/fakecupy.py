@@ -19,6 +19,7 @@ checked by tools/cuda_emu on the CPU, and by tests/test_cuda_*.py on a real GPU)
 """
 import contextlib
 import ctypes
+import inspect
 import sys
 import traceback
 import types
@@ -367,7 +368,8 @@ def _module():
 # _cuda_ops functions that mirror a cnnkit.ops function of the same name and arguments
 _VIA_OPS = ("conv2d_fwd", "conv2d_bwd_data", "conv2d_bwd_weight", "conv2d_bwd_bias", "maxpool2d_fwd",
             "maxpool2d_bwd", "dropout_fwd", "dropout_bwd", "matmul", "relu_fwd", "relu_bwd")
-# _cuda_ops functions that mirror a cnnkit._C CPU binding of the same name and arguments (in place)
+# _cuda_ops functions that mirror a cnnkit._C CPU binding of the same name and arguments (in place), plus the
+# keyword-only control-block arguments (ctl, group, clip_norm, lr_decay), emulated by _ctl_routed
 _VIA_C = ("sgd_step", "adagrad_step", "rmsprop_step", "adam_step", "grad_scale_clamp", "maxnorm_rows")
 
 
@@ -376,6 +378,63 @@ def _routed(cpu):
         fakes = tuple(_fakes(list(args) + list(kwargs.values())))
         return _wrap(cpu(*_unwrap(args), **_unwrap(kwargs)), fakes)
     return fn
+
+
+def _ctl_routed(name, device_fn):
+    """The CPU binding `name` under the device control block's semantics (csrc/ops/optim.h, OptimCtl), on the
+    host: nothing when the block's finite flag is 0.0; otherwise the clip coefficient from the block's sum of
+    squares, and (ctl given) the step-dependent scalars from the group's step count, through the same
+    cnnkit._C helpers (optim.h's formulas) that the CUDA kernels run."""
+    from cnnkit import _C
+    sig, cpu, lay = inspect.signature(device_fn), getattr(_C, name), _C.optim_ctl_layout
+
+    def fn(*args, **kwargs):
+        bound = sig.bind(*args, **kwargs)
+        bound.apply_defaults()
+        kw = dict(bound.arguments)
+        ctl, group = kw.pop("ctl", None), kw.pop("group", 0)
+        clip_norm, lr_decay = kw.pop("clip_norm", 0.0), kw.pop("lr_decay", 0.0)
+        kw = _unwrap(kw)
+        if ctl is not None:
+            c = _unwrap(ctl)
+            if c[lay["finite"]] == 0.0:
+                return None
+            base = lay["group0"] + lay["per_group"] * group   # this group's slots (the steps only read them)
+            t = float(c[base]) + 1.0 if name.endswith("_step") else None
+            if clip_norm > 0:
+                key = "scale" if name == "grad_scale_clamp" else "gscale"
+                kw[key] = kw[key] * _C.clip_coef(clip_norm, float(c[lay["sumsq"]]))
+            if name == "adam_step":
+                kw["neg_step_size"], kw["bc2_sqrt"] = _C.adam_scalars(-kw["neg_step_size"], kw["beta1"], kw["beta2"], t)
+            elif name == "adagrad_step":
+                kw["neg_clr"] = -_C.adagrad_clr(-kw["neg_clr"], lr_decay, t)
+            elif name == "sgd_step":
+                kw["first"] = bool(c[base + 1] != 0.0)
+        return cpu(**kw)
+    return fn
+
+
+def _grad_sumsq_device(g, out=None, accumulate=False, workspace=None):
+    from cnnkit import _C
+    s, f = _C.grad_sumsq(_unwrap(g))
+    if out is None:
+        return ndarray(np.array([s, 1.0 if f else 0.0]))
+    o = _unwrap(out)
+    finite = f and (not accumulate or o[1] != 0.0)
+    o[0] = o[0] + s if accumulate else s
+    o[1] = 1.0 if finite else 0.0
+    return out
+
+
+def _optim_ctl_finish(ctl, groups):
+    from cnnkit import _C
+    lay, c = _C.optim_ctl_layout, _unwrap(ctl)
+    if c[lay["finite"]] == 0.0:
+        c[lay["skipped"]] += 1.0
+        return
+    for gi in range(groups):
+        c[lay["group0"] + lay["per_group"] * gi] += 1.0
+        c[lay["group0"] + lay["per_group"] * gi + 1] = 0.0
 
 
 def install(monkeypatch):
@@ -390,18 +449,16 @@ def install(monkeypatch):
     for name in _VIA_OPS:
         monkeypatch.setattr(_cuda_ops, name, _routed(getattr(ops, name)))
     for name in _VIA_C:
-        monkeypatch.setattr(_cuda_ops, name, _routed(getattr(_C, name)))
-
-    def grad_sumsq_device(g):
-        s, f = _C.grad_sumsq(_unwrap(g))
-        return ndarray(np.array([s, 1.0 if f else 0.0]))
+        monkeypatch.setattr(_cuda_ops, name, _ctl_routed(name, getattr(_cuda_ops, name)))
 
     def grad_sumsq(g):
         _sync("grad_sumsq")
         return _C.grad_sumsq(_unwrap(g))
-    monkeypatch.setattr(_cuda_ops, "grad_sumsq_device", grad_sumsq_device)
+    monkeypatch.setattr(_cuda_ops, "grad_sumsq_device", _grad_sumsq_device)
     monkeypatch.setattr(_cuda_ops, "grad_sumsq", grad_sumsq)
     monkeypatch.setattr(_cuda_ops, "_C", _AugBinding(_C))
+    monkeypatch.setattr(_cuda_ops, "grad_sumsq_workspace", lambda: 2048)
+    monkeypatch.setattr(_cuda_ops, "optim_ctl_finish", _optim_ctl_finish)
     return m
 
 

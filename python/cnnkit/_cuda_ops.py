@@ -4,7 +4,8 @@ Each function validates its CuPy arguments (float32 or float64, C-contiguous, on
 path accepts), allocates outputs with CuPy on the arrays' device, and passes integer device pointers, the
 dtype code and CuPy's current stream to a ``cnnkit._C.*_cuda`` binding, which re-validates the shapes in C++
 and queues the kernel. Nothing here synchronises or copies to the host, except ``grad_sumsq``, which returns
-Python numbers (use ``grad_sumsq_device`` to keep them on the GPU).
+Python numbers (use ``grad_sumsq_device`` to keep them on the GPU; the optimizer keeps them in its device
+control block, read by the step kernels themselves).
 
 ``cnnkit.ops`` routes here when an op's first array is a CuPy array; the optimizer-step functions at the end
 mirror the ``cnnkit._C`` CPU bindings' signatures, so a caller can pick ``_C`` or this module by device.
@@ -266,6 +267,12 @@ def relu_bwd(dy, y, out=None):
 
 
 # ---------------------------------------------------------------- optimizer steps (signatures of cnnkit._C's)
+# Keyword-only extras: ctl (the optimizer's device control block, a float64 CuPy array laid out as
+# cnnkit._C.optim_ctl_layout; see OptimCtl in csrc/ops/optim.h), group (this group's slots in it) and
+# clip_norm (> 0: clip by the global norm held in the block). With ctl, a step whose finite flag is 0.0 writes
+# nothing, and the step-dependent scalars are made on the device from the group's step count: pass the
+# step-free values (adam_step: neg_step_size=-lr, bc2_sqrt ignored; adagrad_step: neg_clr=-lr and lr_decay;
+# sgd_step: `first` ignored) and, with clip_norm, gscale=+-1 (the sign; -1 for maximize).
 
 def _flat(op, name, a, ref, dev, n, dtype):
     if a is None:
@@ -282,27 +289,56 @@ def _step_args(op, p, g):
     return dev
 
 
-def sgd_step(p, g, momentum_buffer, neg_lr, momentum, one_minus_dampening, nesterov, first, gscale, gclip, wd, l1):
+def ctl_size(groups):
+    """Elements of a control block for `groups` param groups."""
+    lay = _C.optim_ctl_layout
+    return lay["group0"] + lay["per_group"] * groups
+
+
+def _ctl(op, ctl, ref, dev, groups):
+    """0 (no block) or the device pointer of a float64 block with room for `groups` groups."""
+    if ctl is None:
+        return 0
+    _darray(op, "ctl", ctl, ref, dev, ndim=1, dtype=np.float64)
+    if ctl.size < ctl_size(groups):
+        raise ValueError(f"{op}: ctl must have at least {ctl_size(groups)} elements for {groups} group(s), "
+                         f"got {ctl.size}")
+    return ctl.data.ptr
+
+
+def _group(op, group):
+    return _ops._int(op, "group", group, minimum=0)
+
+
+def sgd_step(p, g, momentum_buffer, neg_lr, momentum, one_minus_dampening, nesterov, first, gscale, gclip, wd, l1,
+             *, ctl=None, group=0, clip_norm=0.0):
     op = "sgd_step"
     dev = _step_args(op, p, g)
     if momentum != 0.0 and momentum_buffer is None:
         raise ValueError(f"{op}: momentum_buffer is required when momentum != 0")
     _flat(op, "momentum_buffer", momentum_buffer, "g", dev, g.size, g.dtype)
+    group = _group(op, group)
+    k = _ctl(op, ctl, "g", dev, group + 1)
     with _cupy().cuda.Device(dev):
         _C.sgd_step_cuda(p.data.ptr, g.data.ptr, _ptr(momentum_buffer), g.size, neg_lr, momentum,
-                         one_minus_dampening, bool(nesterov), bool(first), gscale, gclip, wd, l1, _code(g), _stream())
+                         one_minus_dampening, bool(nesterov), bool(first), gscale, gclip, wd, l1, _code(g), _stream(),
+                         k, group, clip_norm)
 
 
-def adagrad_step(p, g, sum, neg_clr, eps, gscale, gclip, wd, l1):  # noqa: A002 (the CPU binding's name)
+def adagrad_step(p, g, sum, neg_clr, eps, gscale, gclip, wd, l1, *, ctl=None, group=0,  # noqa: A002 (_C's name)
+                 clip_norm=0.0, lr_decay=0.0):
     op = "adagrad_step"
     dev = _step_args(op, p, g)
     _flat(op, "sum", sum, "g", dev, g.size, g.dtype)
+    group = _group(op, group)
+    k = _ctl(op, ctl, "g", dev, group + 1)
     with _cupy().cuda.Device(dev):
         _C.adagrad_step_cuda(p.data.ptr, g.data.ptr, sum.data.ptr, g.size, neg_clr, eps, gscale, gclip, wd, l1,
-                             _code(g), _stream())
+                             _code(g), _stream(), k, group, clip_norm, lr_decay)
 
 
-def rmsprop_step(p, g, square_avg, grad_avg, momentum_buffer, neg_lr, alpha, eps, momentum, gscale, gclip, wd, l1):
+def rmsprop_step(p, g, square_avg, grad_avg, momentum_buffer, neg_lr, alpha, eps, momentum, gscale, gclip, wd, l1,
+                 *, ctl=None, group=0, clip_norm=0.0):
     op = "rmsprop_step"
     dev = _step_args(op, p, g)
     if momentum > 0.0 and momentum_buffer is None:
@@ -310,34 +346,61 @@ def rmsprop_step(p, g, square_avg, grad_avg, momentum_buffer, neg_lr, alpha, eps
     _flat(op, "square_avg", square_avg, "g", dev, g.size, g.dtype)
     _flat(op, "grad_avg", grad_avg, "g", dev, g.size, g.dtype)
     buf = _flat(op, "momentum_buffer", momentum_buffer, "g", dev, g.size, g.dtype) if momentum > 0.0 else None
+    group = _group(op, group)
+    k = _ctl(op, ctl, "g", dev, group + 1)
     with _cupy().cuda.Device(dev):
         _C.rmsprop_step_cuda(p.data.ptr, g.data.ptr, square_avg.data.ptr, _ptr(grad_avg), _ptr(buf), g.size, neg_lr,
-                             alpha, eps, momentum, gscale, gclip, wd, l1, _code(g), _stream())
+                             alpha, eps, momentum, gscale, gclip, wd, l1, _code(g), _stream(), k, group, clip_norm)
 
 
 def adam_step(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, beta1, beta2, eps, neg_step_size, bc2_sqrt, decay, gscale,
-              gclip, wd, l1):
+              gclip, wd, l1, *, ctl=None, group=0, clip_norm=0.0):
     op = "adam_step"
     dev = _step_args(op, p, g)
     _flat(op, "exp_avg", exp_avg, "g", dev, g.size, g.dtype)
     _flat(op, "exp_avg_sq", exp_avg_sq, "g", dev, g.size, g.dtype)
     _flat(op, "max_exp_avg_sq", max_exp_avg_sq, "g", dev, g.size, g.dtype)
+    group = _group(op, group)
+    k = _ctl(op, ctl, "g", dev, group + 1)
     with _cupy().cuda.Device(dev):
         _C.adam_step_cuda(p.data.ptr, g.data.ptr, exp_avg.data.ptr, exp_avg_sq.data.ptr, _ptr(max_exp_avg_sq), g.size,
                           beta1, beta2, eps, neg_step_size, bc2_sqrt, decay, gscale, gclip, wd, l1, _code(g),
-                          _stream())
+                          _stream(), k, group, clip_norm)
 
 
-def grad_sumsq_device(g):
-    """A float64 CuPy array [sum of g**2, 1.0 if every g is finite else 0.0], left on the device."""
+def grad_sumsq_device(g, out=None, accumulate=False, workspace=None):
+    """A float64 CuPy array [sum of g**2, 1.0 if every g is finite else 0.0], left on the device.
+
+    out: write into out[0:2] instead (a float64 array of >= 2 elements, e.g. a control block); accumulate: add
+    the sum to out[0] and leave out[1] at 1.0 only if it was. workspace: reusable scratch of
+    grad_sumsq_workspace() elements (allocated per call when None)."""
     op = "grad_sumsq"
     dev = _first(op, "g", g)
+    if accumulate and out is None:
+        raise ValueError(f"{op}: accumulate=True needs out= (the [sum, finite] pair to add into)")
+    if out is not None:
+        _darray(op, "out", out, "g", dev, ndim=1, dtype=np.float64)
+        if out.size < 2:
+            raise ValueError(f"{op}: out must have at least 2 elements, got {out.size}")
     cp = _cupy()
     with cp.cuda.Device(dev):
-        work = cp.empty(_C.grad_sumsq_workspace_cuda(), dtype=cp.float64)
-        out = cp.empty(2, dtype=cp.float64)
-        _C.grad_sumsq_cuda(g.data.ptr, g.size, work.data.ptr, out.data.ptr, _code(g), _stream())
+        if workspace is None:
+            workspace = cp.empty(_C.grad_sumsq_workspace_cuda(), dtype=cp.float64)
+        else:
+            _darray(op, "workspace", workspace, "g", dev, ndim=1, dtype=np.float64)
+            if workspace.size < _C.grad_sumsq_workspace_cuda():
+                raise ValueError(f"{op}: workspace must have {_C.grad_sumsq_workspace_cuda()} elements, "
+                                 f"got {workspace.size}")
+        if out is None:
+            out = cp.empty(2, dtype=cp.float64)
+        _C.grad_sumsq_cuda(g.data.ptr, g.size, workspace.data.ptr, out.data.ptr, _code(g), _stream(),
+                           bool(accumulate))
     return out
+
+
+def grad_sumsq_workspace():
+    """float64 elements of the scratch grad_sumsq_device needs."""
+    return _C.grad_sumsq_workspace_cuda()
 
 
 def grad_sumsq(g):
@@ -346,22 +409,38 @@ def grad_sumsq(g):
     return s, finite == 1.0
 
 
-def grad_scale_clamp(g, scale, clip):
+def grad_scale_clamp(g, scale, clip, *, ctl=None, clip_norm=0.0):
+    """g = clamp(g * scale, -clip, clip). With ctl: nothing when its finite flag is 0.0, and with clip_norm > 0
+    the scale is multiplied by clip_grad_norm_'s coefficient from the norm held in ctl (no host read)."""
     op = "grad_scale_clamp"
     dev = _first(op, "g", g)
+    k = _ctl(op, ctl, "g", dev, 0)
     with _cupy().cuda.Device(dev):
-        _C.grad_scale_clamp_cuda(g.data.ptr, g.size, scale, clip, _code(g), _stream())
+        _C.grad_scale_clamp_cuda(g.data.ptr, g.size, scale, clip, _code(g), _stream(), k, clip_norm)
 
 
-def maxnorm_rows(p, max_norm):
+def maxnorm_rows(p, max_norm, *, ctl=None):
+    """torch.renorm(p, 2, 0, max_norm) in place; with ctl: nothing when its finite flag is 0.0."""
     op = "maxnorm_rows"
     dev = _first(op, "p", p)
     if p.ndim < 1:
         raise ValueError(f"{op}: p must have at least 1 dimension, got a scalar")
     rows = p.shape[0]
     cols = p.size // rows if rows else 0
+    k = _ctl(op, ctl, "p", dev, 0)
     with _cupy().cuda.Device(dev):
-        _C.maxnorm_rows_cuda(p.data.ptr, rows, cols, max_norm, _code(p), _stream())
+        _C.maxnorm_rows_cuda(p.data.ptr, rows, cols, max_norm, _code(p), _stream(), k)
+
+
+def optim_ctl_finish(ctl, groups):
+    """After every group's step: if the finite flag is 1.0, each of the first `groups` step counters += 1 and
+    SGD's first-step flags clear; else the skip counter += 1. One device thread; no host sync."""
+    op = "optim_ctl_finish"
+    groups = _ops._int(op, "groups", groups, minimum=0)
+    dev = _first(op, "ctl", ctl, ndim=1, dtype=np.float64)
+    ptr = _ctl(op, ctl, "ctl", dev, groups)
+    with _cupy().cuda.Device(dev):
+        _C.optim_ctl_finish_cuda(ptr, groups, _stream())
 
 
 # ---------------------------------------------------------------- augmentation (cnnkit.data.transforms)
