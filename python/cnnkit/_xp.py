@@ -23,12 +23,12 @@ def device_of(a):
     return f"cuda:{a.device.id}" if is_device_array(a) else "cpu"
 
 
-def parse_device(device, op, name="device"):
-    """None for the CPU (None or "cpu"), the GPU index for "cuda" (CuPy's current device) or "cuda:N".
-    TypeError/ValueError for anything else, RuntimeError (with cnnkit.cuda.status()'s reason) when CUDA
-    cannot be used here."""
-    expected = "'cpu', 'cuda' or 'cuda:N' (N a device index)"
-    if device is None or device == "cpu":
+def parse_device(device, op, name="device", allow_none=False):
+    """None for the CPU ("cpu", or None where allowed), the GPU index for "cuda" (CuPy's current device) or
+    "cuda:N". TypeError/ValueError for anything else, RuntimeError (with cnnkit.cuda.status()'s reason) when
+    CUDA cannot be used here."""
+    expected = ("None, " if allow_none else "") + "'cpu', 'cuda' or 'cuda:N' (N a device index)"
+    if (device is None and allow_none) or device == "cpu":
         return None
     if not isinstance(device, str):
         raise TypeError(f"{op}: {name} must be {expected}, got {type(device).__name__} {device!r}")
@@ -38,7 +38,7 @@ def parse_device(device, op, name="device"):
     from . import cuda
     reason = cuda.status()
     if reason != "ok":
-        raise RuntimeError(f"{op}: cannot use {device!r}: {reason}")
+        raise RuntimeError(f"{op}: {name}={device!r} needs CUDA, which is not usable here: {reason}")
     import cupy
     if not tail:
         return cupy.cuda.Device().id

@@ -448,7 +448,7 @@ class Linear(Layer):
         w = self._weight()
         b = self._params["bias"].data if "bias" in self._params else None
         x = _contig(x)
-        y = ops.matmul(x, w, trans_b=True) if array_module(x) is np else x @ w.T
+        y = ops.matmul(x, w, trans_b=True)   # cnnkit's GEMM on the CPU, cuBLAS (through CuPy) on a GPU
         if b is not None:
             y += b
         self._cache = (x, w)
@@ -460,20 +460,18 @@ class Linear(Layer):
     def backward(self, dy, need_dx=True):
         x, w = self._need_cache()
         dy = _contig(dy)
-        cpu = array_module(dy) is np
         mask = self._weight_mask()
         if self.weight.requires_grad:
-            if cpu and mask is None:
+            if mask is None:
                 ops.matmul(dy, x, trans_a=True, out=self.weight.grad, accumulate=True)
             else:
-                dw = ops.matmul(dy, x, trans_a=True) if cpu else dy.T @ x
-                self.weight.grad += dw if mask is None else ops.dropout_bwd(dw, mask, self.p)
+                self.weight.grad += ops.dropout_bwd(ops.matmul(dy, x, trans_a=True), mask, self.p)
         b = self._params.get("bias")
         if b is not None and b.requires_grad:
             b.grad += dy.sum(axis=0)
         if not need_dx:
             return None
-        return ops.matmul(dy, w) if cpu else dy @ w
+        return ops.matmul(dy, w)
 
     def flops(self, in_shapes, out):
         return 2 * out[0] * self.in_features * self.out_features + (_numel(out) if "bias" in self._params else 0)

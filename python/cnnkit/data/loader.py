@@ -90,7 +90,7 @@ class DataLoader:
         self.transform = transform
         self.num_threads = None if num_threads is None else check_int(op, "num_threads", num_threads, minimum=1)
         self.device = device
-        self._device_id = parse_device(device, op)
+        self._device_id = parse_device(device, op, allow_none=True)
         self.epoch = 0
         self._batch = 0  # batches of this epoch handed out
 

@@ -208,7 +208,9 @@ class Trainer:
                 x, y = self._batch(x, y)
                 scores = self.model(x)
                 loss, _ = self._data_loss(scores, y)
-                total = total + loss * len(y)          # device sums stay there until the end
+                if is_device_array(loss):              # device sums stay there until the end, in float64
+                    loss = loss.astype(np.float64)
+                total = total + loss * len(y)
                 correct = correct + self._correct(scores, y)
                 n += len(y)
         finally:
