@@ -229,16 +229,19 @@ class Optimizer:
         from . import _cuda_ops
         xp = array_module(flat.data)
         with xp.cuda.Device(flat.data.device.id):
-            ctl = np.zeros(_cuda_ops.ctl_size(len(self.param_groups)))
+            # made on the device, its nonzero counters written as scalars: no host-to-device copy in a step
+            self._ctl = ctl = xp.zeros(_cuda_ops.ctl_size(len(self.param_groups)), dtype=xp.float64)
             ctl[_LAYOUT["finite"]] = 1.0
-            ctl[_LAYOUT["skipped"]] = self._skipped
+            if self._skipped:
+                ctl[_LAYOUT["skipped"]] = float(self._skipped)
             for gi, st in enumerate(self.state):
-                ctl[self._ctl_base(gi)] = st.pop("step", 0)
+                steps = st.pop("step", 0)
+                if steps:
+                    ctl[self._ctl_base(gi)] = float(steps)
                 st.pop("_first", None)
                 for k, v in st.items():
                     if isinstance(v, np.ndarray):
                         st[k] = xp.asarray(v)
-            self._ctl = xp.asarray(ctl)
             self._work = xp.empty(_cuda_ops.grad_sumsq_workspace(), dtype=xp.float64)
         self._norm_on_device = False
 
