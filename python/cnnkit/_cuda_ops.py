@@ -66,7 +66,9 @@ def _dout(op, name, out, shape, dtype, ref, device):
 
 
 def _ptr(a):
-    return 0 if a is None else a.data.ptr
+    """The device pointer of a CuPy array (0 for None), from ``__cuda_array_interface__`` (the layout was
+    checked before: C-contiguous, so the pointer and the shape say everything)."""
+    return 0 if a is None else a.__cuda_array_interface__["data"][0]
 
 
 def _stream():
@@ -93,7 +95,7 @@ def conv2d_fwd(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, out=None
         raise ValueError(f"{op}: b must have shape ({w.shape[0]},), got {tuple(b.shape)}")
     with _cupy().cuda.Device(dev):
         y = _dout(op, "out", out, shape, x.dtype, "x", dev)
-        _C.conv2d_fwd_cuda(x.data.ptr, w.data.ptr, _ptr(b), y.data.ptr, list(x.shape), list(w.shape), s, p, d, g,
+        _C.conv2d_fwd_cuda(_ptr(x), _ptr(w), _ptr(b), _ptr(y), list(x.shape), list(w.shape), s, p, d, g,
                            _code(x), _stream(), cuda.get_tf32())
     return y
 
@@ -111,7 +113,7 @@ def conv2d_bwd_data(dy, w, x_shape, stride=1, padding=0, dilation=1, groups=1, o
                          f"got {tuple(dy.shape)}")
     with _cupy().cuda.Device(dev):
         dx = _dout(op, "out", out, x_shape, dy.dtype, "dy", dev)
-        _C.conv2d_bwd_data_cuda(dy.data.ptr, w.data.ptr, dx.data.ptr, list(x_shape), list(w.shape), s, p, d, g,
+        _C.conv2d_bwd_data_cuda(_ptr(dy), _ptr(w), _ptr(dx), list(x_shape), list(w.shape), s, p, d, g,
                                 _code(dy), _stream(), cuda.get_tf32())
     return dx
 
@@ -131,7 +133,7 @@ def conv2d_bwd_weight(dy, x, w_shape, stride=1, padding=0, dilation=1, groups=1,
         raise ValueError(f"{op}: accumulate=True needs out= (the gradient to add into)")
     with _cupy().cuda.Device(dev):
         dw = _dout(op, "out", out, w_shape, dy.dtype, "dy", dev)
-        _C.conv2d_bwd_weight_cuda(dy.data.ptr, x.data.ptr, dw.data.ptr, list(x.shape), list(w_shape), s, p, d, g,
+        _C.conv2d_bwd_weight_cuda(_ptr(dy), _ptr(x), _ptr(dw), list(x.shape), list(w_shape), s, p, d, g,
                                   bool(accumulate), _code(dy), _stream(), cuda.get_tf32())
     return dw
 
@@ -143,7 +145,7 @@ def conv2d_bwd_bias(dy, out=None, accumulate=False):
         raise ValueError(f"{op}: accumulate=True needs out= (the gradient to add into)")
     with _cupy().cuda.Device(dev):
         db = _dout(op, "out", out, (dy.shape[1],), dy.dtype, "dy", dev)
-        _C.conv2d_bwd_bias_cuda(dy.data.ptr, db.data.ptr, list(dy.shape), bool(accumulate), _code(dy), _stream())
+        _C.conv2d_bwd_bias_cuda(_ptr(dy), _ptr(db), list(dy.shape), bool(accumulate), _code(dy), _stream())
     return db
 
 
@@ -163,7 +165,7 @@ def maxpool2d_fwd(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=
     with cp.cuda.Device(dev):
         y = cp.empty(shape, dtype=x.dtype)
         indices = cp.empty(shape, dtype=cp.int64)
-        _C.maxpool2d_fwd_cuda(x.data.ptr, y.data.ptr, indices.data.ptr, list(x.shape), k, s, p, d, bool(ceil_mode),
+        _C.maxpool2d_fwd_cuda(_ptr(x), _ptr(y), _ptr(indices), list(x.shape), k, s, p, d, bool(ceil_mode),
                               _code(x), _stream())
     return y, indices
 
@@ -182,7 +184,7 @@ def maxpool2d_bwd(dy, indices, x_shape):
     cp = _cupy()
     with cp.cuda.Device(dev):
         dx = cp.empty(x_shape, dtype=dy.dtype)
-        _C.maxpool2d_bwd_cuda(dy.data.ptr, indices.data.ptr, dx.data.ptr, list(dy.shape), list(x_shape), _code(dy),
+        _C.maxpool2d_bwd_cuda(_ptr(dy), _ptr(indices), _ptr(dx), list(dy.shape), list(x_shape), _code(dy),
                               _stream())
     return dx
 
@@ -201,7 +203,7 @@ def dropout_fwd(x, p, seed, offset=0):
     with cp.cuda.Device(dev):
         y = cp.empty_like(x)
         mask = cp.empty(x.shape, dtype=cp.uint8)
-        _C.dropout_fwd_cuda(x.data.ptr, y.data.ptr, mask.data.ptr, x.size, p, seed, offset, _code(x), _stream())
+        _C.dropout_fwd_cuda(_ptr(x), _ptr(y), _ptr(mask), x.size, p, seed, offset, _code(x), _stream())
     return y, mask
 
 
@@ -215,7 +217,7 @@ def dropout_bwd(dy, mask, p):
     cp = _cupy()
     with cp.cuda.Device(dev):
         dx = cp.empty_like(dy)
-        _C.dropout_bwd_cuda(dy.data.ptr, mask.data.ptr, dx.data.ptr, dy.size, p, _code(dy), _stream())
+        _C.dropout_bwd_cuda(_ptr(dy), _ptr(mask), _ptr(dx), dy.size, p, _code(dy), _stream())
     return dx
 
 
@@ -250,7 +252,7 @@ def relu_fwd(x, out=None):
     dev = _first(op, "x", x)
     with _cupy().cuda.Device(dev):
         y = _dout(op, "out", out, x.shape, x.dtype, "x", dev)
-        _C.relu_fwd_cuda(x.data.ptr, y.data.ptr, x.size, _code(x), _stream())
+        _C.relu_fwd_cuda(_ptr(x), _ptr(y), x.size, _code(x), _stream())
     return y
 
 
@@ -262,7 +264,7 @@ def relu_bwd(dy, y, out=None):
         raise ValueError(f"{op}: y must have the shape of dy {tuple(dy.shape)}, got {tuple(y.shape)}")
     with _cupy().cuda.Device(dev):
         dx = _dout(op, "out", out, dy.shape, dy.dtype, "dy", dev)
-        _C.relu_bwd_cuda(dy.data.ptr, y.data.ptr, dx.data.ptr, dy.size, _code(dy), _stream())
+        _C.relu_bwd_cuda(_ptr(dy), _ptr(y), _ptr(dx), dy.size, _code(dy), _stream())
     return dx
 
 
@@ -303,7 +305,7 @@ def _ctl(op, ctl, ref, dev, groups):
     if ctl.size < ctl_size(groups):
         raise ValueError(f"{op}: ctl must have at least {ctl_size(groups)} elements for {groups} group(s), "
                          f"got {ctl.size}")
-    return ctl.data.ptr
+    return _ptr(ctl)
 
 
 def _group(op, group):
@@ -320,7 +322,7 @@ def sgd_step(p, g, momentum_buffer, neg_lr, momentum, one_minus_dampening, neste
     group = _group(op, group)
     k = _ctl(op, ctl, "g", dev, group + 1)
     with _cupy().cuda.Device(dev):
-        _C.sgd_step_cuda(p.data.ptr, g.data.ptr, _ptr(momentum_buffer), g.size, neg_lr, momentum,
+        _C.sgd_step_cuda(_ptr(p), _ptr(g), _ptr(momentum_buffer), g.size, neg_lr, momentum,
                          one_minus_dampening, bool(nesterov), bool(first), gscale, gclip, wd, l1, _code(g), _stream(),
                          k, group, clip_norm)
 
@@ -333,7 +335,7 @@ def adagrad_step(p, g, sum, neg_clr, eps, gscale, gclip, wd, l1, *, ctl=None, gr
     group = _group(op, group)
     k = _ctl(op, ctl, "g", dev, group + 1)
     with _cupy().cuda.Device(dev):
-        _C.adagrad_step_cuda(p.data.ptr, g.data.ptr, sum.data.ptr, g.size, neg_clr, eps, gscale, gclip, wd, l1,
+        _C.adagrad_step_cuda(_ptr(p), _ptr(g), _ptr(sum), g.size, neg_clr, eps, gscale, gclip, wd, l1,
                              _code(g), _stream(), k, group, clip_norm, lr_decay)
 
 
@@ -349,7 +351,7 @@ def rmsprop_step(p, g, square_avg, grad_avg, momentum_buffer, neg_lr, alpha, eps
     group = _group(op, group)
     k = _ctl(op, ctl, "g", dev, group + 1)
     with _cupy().cuda.Device(dev):
-        _C.rmsprop_step_cuda(p.data.ptr, g.data.ptr, square_avg.data.ptr, _ptr(grad_avg), _ptr(buf), g.size, neg_lr,
+        _C.rmsprop_step_cuda(_ptr(p), _ptr(g), _ptr(square_avg), _ptr(grad_avg), _ptr(buf), g.size, neg_lr,
                              alpha, eps, momentum, gscale, gclip, wd, l1, _code(g), _stream(), k, group, clip_norm)
 
 
@@ -363,7 +365,7 @@ def adam_step(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, beta1, beta2, eps, neg_
     group = _group(op, group)
     k = _ctl(op, ctl, "g", dev, group + 1)
     with _cupy().cuda.Device(dev):
-        _C.adam_step_cuda(p.data.ptr, g.data.ptr, exp_avg.data.ptr, exp_avg_sq.data.ptr, _ptr(max_exp_avg_sq), g.size,
+        _C.adam_step_cuda(_ptr(p), _ptr(g), _ptr(exp_avg), _ptr(exp_avg_sq), _ptr(max_exp_avg_sq), g.size,
                           beta1, beta2, eps, neg_step_size, bc2_sqrt, decay, gscale, gclip, wd, l1, _code(g),
                           _stream(), k, group, clip_norm)
 
@@ -393,7 +395,7 @@ def grad_sumsq_device(g, out=None, accumulate=False, workspace=None):
                                  f"got {workspace.size}")
         if out is None:
             out = cp.empty(2, dtype=cp.float64)
-        _C.grad_sumsq_cuda(g.data.ptr, g.size, workspace.data.ptr, out.data.ptr, _code(g), _stream(),
+        _C.grad_sumsq_cuda(_ptr(g), g.size, _ptr(workspace), _ptr(out), _code(g), _stream(),
                            bool(accumulate))
     return out
 
@@ -416,7 +418,7 @@ def grad_scale_clamp(g, scale, clip, *, ctl=None, clip_norm=0.0):
     dev = _first(op, "g", g)
     k = _ctl(op, ctl, "g", dev, 0)
     with _cupy().cuda.Device(dev):
-        _C.grad_scale_clamp_cuda(g.data.ptr, g.size, scale, clip, _code(g), _stream(), k, clip_norm)
+        _C.grad_scale_clamp_cuda(_ptr(g), g.size, scale, clip, _code(g), _stream(), k, clip_norm)
 
 
 def maxnorm_rows(p, max_norm, *, ctl=None):
@@ -429,7 +431,7 @@ def maxnorm_rows(p, max_norm, *, ctl=None):
     cols = p.size // rows if rows else 0
     k = _ctl(op, ctl, "p", dev, 0)
     with _cupy().cuda.Device(dev):
-        _C.maxnorm_rows_cuda(p.data.ptr, rows, cols, max_norm, _code(p), _stream(), k)
+        _C.maxnorm_rows_cuda(_ptr(p), rows, cols, max_norm, _code(p), _stream(), k)
 
 
 def optim_ctl_finish(ctl, groups):
@@ -481,6 +483,6 @@ def aug_pipeline(x, ids, stages, seed, epoch, records=None):
     cp = _cupy()
     with cp.cuda.Device(dev):
         y = cp.empty((N, C, P, Q), dtype=x.dtype)
-        _C.aug_pipeline_cuda(x.data.ptr, y.data.ptr, ids.data.ptr, list(x.shape), dstages, seed, epoch,
+        _C.aug_pipeline_cuda(_ptr(x), _ptr(y), _ptr(ids), list(x.shape), dstages, seed, epoch,
                              _ptr(records), _code(x), _stream())
     return y
