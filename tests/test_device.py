@@ -264,3 +264,29 @@ def test_ema_and_predict_on_the_device(cp):
             runs.append(tr.predict(val[0]))
     assert isinstance(runs[1], np.ndarray)
     np.testing.assert_array_equal(runs[1], runs[0])
+
+
+def test_a_device_checkpoint_resumes_on_the_cpu(cp, tmp_path):
+    train, val = _digits_small()
+    full = _trainer("cpu", lambda ps: ck.optim.Adam(ps, lr=2e-3))
+    full.fit(train, val, epochs=2, batch_size=32)
+    first = _trainer("cuda", lambda ps: ck.optim.Adam(ps, lr=2e-3), log_every=3)
+    first.fit(train, val, epochs=1, batch_size=32, checkpoint_dir=str(tmp_path))
+    second = _trainer("cpu", lambda ps: ck.optim.Adam(ps, lr=2e-3))
+    second.fit(train, val, epochs=2, batch_size=32, resume=str(tmp_path))
+    _same_run(full, second)
+
+
+def test_fit_with_gpu_augmentation_equals_the_cpu(cp):
+    train, val = _digits_small()
+    aug = lambda: ck.data.Compose([ck.data.RandomCrop(8, padding=1), ck.data.RandomHorizontalFlip()])  # noqa: E731
+    runs = []
+    for device in ("cpu", "cuda"):
+        tr = _trainer(device, lambda ps: ck.optim.SGD(ps, lr=0.05, momentum=0.9), log_every=4)
+        loader = ck.data.DataLoader(train, 32, seed=3, transform=aug(), device=None if device == "cpu" else device)
+        with fakecupy.counting() as c:
+            tr.fit(loader, val, epochs=2)
+        runs.append(tr)
+        if device == "cuda":
+            assert not [w for _, w in c.syncs if not w.startswith(("trainer.py", "optim.py"))], c.syncs
+    _same_run(*runs)
