@@ -205,7 +205,7 @@ class SWA(WeightAverage):
                     l._buffers["num_batches_tracked"][...] = 0
             rng = model.rng_state()
             model.train()
-            for x, y in _as_loader(data, batch_size, False, 0):
+            for x, y in _as_loader(data, batch_size, False, 0, device=model.device):
                 model(trainer._batch(x, y)[0])
             model.set_rng_state(rng)
             self.bn_state = {id(l): {k: v.copy() for k, v in l._buffers.items()} for l in bns}

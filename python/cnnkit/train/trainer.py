@@ -28,14 +28,15 @@ _LOSSES = {"softmax_cross_entropy": _losses.softmax_cross_entropy, "cross_entrop
            "svm": _losses.svm_loss, "svm_loss": _losses.svm_loss, "mse": _losses.mse}
 
 
-def _as_loader(data, batch_size, shuffle, seed, transform=None, name="train"):
-    """A DataLoader from a DataLoader, an (x, y) pair, or a dataset supporting len() and indexing."""
+def _as_loader(data, batch_size, shuffle, seed, transform=None, name="train", device=None):
+    """A DataLoader from a DataLoader, an (x, y) pair, or a dataset supporting len() and indexing. device: the
+    model's ("cuda:N" puts each batch there, on the loader's prefetch thread when it has one)."""
     if isinstance(data, DataLoader):
         return data
     if data is None:
         return None
     return DataLoader(data, batch_size=batch_size, shuffle=shuffle, seed=seed, transform=transform,
-                      prefetch=shuffle)
+                      prefetch=shuffle, device=None if device == "cpu" else device)
 
 
 def _layer_of(param_name):
@@ -199,7 +200,7 @@ class Trainer:
     # ------------------------------------------------------------ evaluation
     def evaluate(self, data, batch_size=256):
         """Mean loss (data loss, no penalties) and accuracy over `data`, in eval mode. -> dict(loss, acc)."""
-        loader = _as_loader(data, batch_size, False, 0)
+        loader = _as_loader(data, batch_size, False, 0, device=self.model.device)
         was_training = self.model.training
         self.model.eval()
         total, correct, n = 0.0, 0, 0
@@ -304,8 +305,8 @@ class Trainer:
         """
         if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
             raise ValueError(f"fit: epochs must be an int >= 1, got {epochs!r}")
-        loader = _as_loader(train, batch_size, shuffle, seed, transform)
-        val_loader = _as_loader(val, 256, False, 0)
+        loader = _as_loader(train, batch_size, shuffle, seed, transform, device=self.model.device)
+        val_loader = _as_loader(val, 256, False, 0, device=self.model.device)
         self.run_dir = run_dir
         if resume is not None:
             self.load_checkpoint(resume, loader)
