@@ -1,6 +1,7 @@
-// Shared helpers of the CUDA twins (csrc/ops/*.cu): launch checks and grid sizes. Kernels are launched on
-// the caller's stream and nothing here synchronises, so a launch check only catches configuration errors
-// (bad grid, no device, no kernel image for this GPU); faults inside a kernel surface at the next sync.
+// Shared helpers of the CUDA twins (csrc/ops/*.cu): launch checks, grid sizes, stream-ordered scratch. Kernels
+// are launched on the caller's stream and nothing here synchronises, so a launch check only catches
+// configuration errors (bad grid, no device, no kernel image for this GPU); faults inside a kernel surface at
+// the next sync. Errors throw std::invalid_argument("op: ..."), which pybind11 turns into a Python ValueError.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -13,7 +14,9 @@ namespace cudak {
 
 constexpr int kThreads = 256;
 
-// Blocks for a grid-stride loop over n items, capped so the grid size is always legal.
+// Blocks for a grid-stride loop over n items, capped so the grid size is always legal: at least 1 (a grid of
+// 0 blocks is cudaErrorInvalidConfiguration; the loop then does nothing) and at most 65535 * 32 (the loops'
+// indices are int64, so any n is covered).
 inline unsigned blocks_for(int64_t n, int threads = kThreads) {
   const int64_t b = (n + threads - 1) / threads;
   return static_cast<unsigned>(b < 65535 * 32 ? (b > 0 ? b : 1) : 65535 * 32);
@@ -31,6 +34,35 @@ inline void check_call(const char* op, cudaError_t err, const char* what) {
     fail(op, what, " failed: ", cudaGetErrorName(err), ": ", cudaGetErrorString(err));
   }
 }
+
+// Scratch from the stream-ordered allocator (cudaMallocAsync): no synchronisation, and freed on the stream
+// that allocated it, after the kernels queued before the free. free() reports an error; if an exception
+// leaves the scope first, the destructor still queues the free (its error is dropped: one is in flight).
+class StreamScratch {
+ public:
+  StreamScratch(const char* op, size_t bytes, cudaStream_t stream) : op_(op), stream_(stream) {
+    check_call(op, cudaMallocAsync(&p_, bytes, stream), "cudaMallocAsync(scratch)");
+  }
+  StreamScratch(const StreamScratch&) = delete;
+  StreamScratch& operator=(const StreamScratch&) = delete;
+  ~StreamScratch() {
+    if (p_ != nullptr) {
+      cudaFreeAsync(p_, stream_);
+      cudaGetLastError();
+    }
+  }
+  char* get() const { return static_cast<char*>(p_); }
+  void free() {
+    void* p = p_;
+    p_ = nullptr;
+    check_call(op_, cudaFreeAsync(p, stream_), "cudaFreeAsync(scratch)");
+  }
+
+ private:
+  const char* op_;
+  cudaStream_t stream_;
+  void* p_ = nullptr;
+};
 
 }  // namespace cudak
 }  // namespace ck
