@@ -1,11 +1,14 @@
 // Shared helpers of the CUDA twins (csrc/ops/*.cu): launch checks, grid sizes, stream-ordered scratch. Kernels
 // are launched on the caller's stream and nothing here synchronises, so a launch check only catches
 // configuration errors (bad grid, no device, no kernel image for this GPU); faults inside a kernel surface at
-// the next sync. Errors throw std::invalid_argument("op: ..."), which pybind11 turns into a Python ValueError.
+// the next sync. A CUDA runtime error throws std::runtime_error("op: ..."), which pybind11 turns into a Python
+// RuntimeError (as CuPy's CUDARuntimeError is one); bad arguments stay std::invalid_argument (ValueError).
 #pragma once
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <sstream>
+#include <stdexcept>
 
 #include "common/check.h"
 
@@ -22,16 +25,24 @@ inline unsigned blocks_for(int64_t n, int threads = kThreads) {
   return static_cast<unsigned>(b < 65535 * 32 ? (b > 0 ? b : 1) : 65535 * 32);
 }
 
-// Throws std::invalid_argument("op: CUDA launch failed: ...") if the last launch failed.
-inline void check_launch(const char* op) {
-  const cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess) fail(op, "CUDA launch failed: ", cudaGetErrorName(err), ": ", cudaGetErrorString(err));
+// "op: what failed: cudaErrorName: description", as std::runtime_error.
+[[noreturn]] inline void cuda_fail(const char* op, const char* what, cudaError_t err) {
+  std::ostringstream os;
+  os << op << ": " << what << " failed: " << cudaGetErrorName(err) << ": " << cudaGetErrorString(err);
+  throw std::runtime_error(os.str());
 }
 
+// Throws std::runtime_error("op: CUDA launch failed: ...") if the last launch failed (and clears the error).
+inline void check_launch(const char* op) {
+  const cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) cuda_fail(op, "CUDA launch", err);
+}
+
+// Throws std::runtime_error("op: what failed: ...") unless err is cudaSuccess (the error is cleared first).
 inline void check_call(const char* op, cudaError_t err, const char* what) {
   if (err != cudaSuccess) {
     cudaGetLastError();
-    fail(op, what, " failed: ", cudaGetErrorName(err), ": ", cudaGetErrorString(err));
+    cuda_fail(op, what, err);
   }
 }
 

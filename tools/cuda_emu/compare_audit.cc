@@ -6,13 +6,14 @@
 //   huge     realistic and larger-than-2^31 sizes: every launch configuration legal (dry run, kernels not run), and
 //            the first and last block of relu, dropout, max-pool and conv run for real on sparse tensors, so
 //            their int64 indices past 2^31 (and 2^32) elements are checked against a direct computation
-//   errors   a failed launch or cudaMallocAsync becomes an exception naming the op; no scratch is leaked
+//   errors   a failed launch or cudaMallocAsync becomes a std::runtime_error naming the op; no scratch is leaked
 #include <stdexcept>
 #include <string>
 
 #include "common/cuda_check.cuh"
 #include "common/philox.h"
 #include "emu.h"
+#include "emu_aug.h"
 #include "ops/augment.h"
 #include "ops/conv2d.h"
 #include "ops/dropout.h"
@@ -36,10 +37,11 @@ template <class T> bool bits(const std::vector<T>& a, const std::vector<T>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), sizeof(T) * a.size()) == 0;
 }
 
-template <class F> bool throws_with(F f, const std::string& want) {
+// f() throws E with `want` in its message.
+template <class E = std::runtime_error, class F> bool throws_with(F f, const std::string& want) {
   try {
     f();
-  } catch (const std::invalid_argument& e) {
+  } catch (const E& e) {
     const bool ok = std::string(e.what()).find(want) != std::string::npos;
     if (!ok) printf("  message was: %s\n", e.what());
     return ok;
@@ -55,24 +57,13 @@ template <class T> struct Sparse {
   ~Sparse() { emu_unreserve(p, sizeof(T) * n); }
 };
 
-AugStage stage(int kind, uint32_t stream, std::vector<double> a, int64_t P, int64_t Q) {
-  AugStage s{};
-  s.kind = kind;
-  s.stream = stream;
-  for (size_t i = 0; i < a.size(); ++i) s.a[i] = a[i];
-  s.P = P;
-  s.Q = Q;
-  return s;
-}
-const double kEigval[3] = {0.2175, 0.0188, 0.0045};
-const double kEigvec[9] = {-0.5675, 0.7192, 0.4009, -0.5808, -0.0045, -0.8140, -0.5836, -0.6948, 0.4203};
 
 // Every stage kind, in one pipeline (the lighting stage's eigen arrays are set by the caller).
 std::vector<AugStage> all_stages(int64_t H, int64_t W) {
-  return {stage(kCrop, 0x12, {1}, H - 1, W - 1), stage(kHFlip, 0x11, {0.5}, H - 1, W - 1),
-          stage(kJitter, 0x14, {0.3, 0.4, 0.5}, H - 1, W - 1), stage(kLighting, 0x15, {0.1}, H - 1, W - 1),
-          stage(kAffine, 0x16, {20.0, 0.1, 0.1, 0.9, 1.1, 0.5}, H - 1, W - 1),
-          stage(kResizedCrop, 0x13, {0.5, 1.0, 0.75, 1.33}, 4, 5)};
+  return {aug_stage(kCrop, 0x12, {1}, H - 1, W - 1), aug_stage(kHFlip, 0x11, {0.5}, H - 1, W - 1),
+          aug_stage(kJitter, 0x14, {0.3, 0.4, 0.5}, H - 1, W - 1), aug_stage(kLighting, 0x15, {0.1}, H - 1, W - 1),
+          aug_stage(kAffine, 0x16, {20.0, 0.1, 0.1, 0.9, 1.1, 0.5}, H - 1, W - 1),
+          aug_stage(kResizedCrop, 0x13, {0.5, 1.0, 0.75, 1.33}, 4, 5)};
 }
 
 // ---------------------------------------------------------------- shim
@@ -341,7 +332,7 @@ template <class T> void huge_dry() {
   }
   // more than 65535 row tiles cannot be one launch: a clear error, not an illegal grid
   auto Pk = make_conv2d_params("t", {1, 1, 1, 1}, {65535 * 64 + 1, 1, 1, 1}, 1, 1, 0, 0, 1, 1, 1);
-  CHECK("conv too many row tiles", throws_with([&] { conv2d_fwd_cuda<T>(Pk, A, B, nullptr, D, S); }, "too large for one CUDA launch"));
+  CHECK("conv too many row tiles", throws_with<std::invalid_argument>([&] { conv2d_fwd_cuda<T>(Pk, A, B, nullptr, D, S); }, "too large for one CUDA launch"));
   auto Pm = make_maxpool2d_params("t", {2048, 64, 224, 224}, 2, 2, 2, 2, 0, 0, 1, 1, false);
   maxpool2d_fwd_cuda<T>(Pm, A, B, fake<int64_t>(9), S);
   maxpool2d_bwd_cuda<T>(Pm.N * Pm.C, Pm.H * Pm.W, Pm.P * Pm.Q, B, fake<int64_t>(9), A, S);

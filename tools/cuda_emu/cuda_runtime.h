@@ -1,7 +1,8 @@
-// Host emulation shim for tools/cuda_emu/run.sh: runs CUDA kernels on CPU threads (one std::thread per CUDA
-// thread, a std::barrier for __syncthreads, blocks one after another so a function-static __shared__ array is
-// per block). Only what csrc/ops/*.cu uses is defined: an op that calls anything else (cudaDeviceSynchronize,
-// cudaMemcpy, a host read of device memory through the runtime) does not compile here, which is on purpose.
+// Host emulation shim for tools/cuda_emu/run.sh: runs CUDA kernels on CPU threads (one OS thread per CUDA
+// thread, kept in a pool across blocks; a std::barrier for __syncthreads; blocks one after another, so a
+// function-static __shared__ array is per block). Only what csrc/ops/*.cu uses is defined: an op that calls
+// anything else (cudaDeviceSynchronize, cudaMemcpy, a host read of device memory through the runtime) does not
+// compile here, which is on purpose.
 // The shim is strict where a GPU would fail (CUDA Programming Guide, "Compute Capabilities" limits): a launch
 // with a grid dimension of 0, gridDim.x > 2^31-1, gridDim.y or .z > 65535, a block of 0 or > 1024 threads, or
 // more than 48 KiB of dynamic shared memory is reported as an EMU VIOLATION, not run, and leaves
@@ -17,6 +18,7 @@
 #include <sys/mman.h>
 
 #include <barrier>
+#include <condition_variable>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -122,6 +124,50 @@ inline cudaError_t cudaFreeAsync(void* p, cudaStream_t s) {
 inline std::mutex g_atomic;
 template <class T> T atomicAdd(T* p, T v) { std::lock_guard<std::mutex> l(g_atomic); T o = *p; *p = o + v; return o; }
 inline long g_launches = 0;
+// The emulated CUDA threads: OS threads kept across blocks and launches (creating 256 threads per block cost
+// most of the emulation's time). run(k, job) runs job(t) on workers t = 0..k-1 and returns when all are done.
+class EmuPool {
+ public:
+  void run(unsigned k, const std::function<void(unsigned)>& job) {
+    std::unique_lock<std::mutex> l(m_);
+    while (ts_.size() < k) { const unsigned i = unsigned(ts_.size()); ts_.emplace_back([this, i] { work(i); }); }
+    job_ = &job; active_ = k; remaining_ = k; ++gen_;
+    go_.notify_all();
+    done_.wait(l, [&] { return remaining_ == 0; });
+    job_ = nullptr;
+  }
+  ~EmuPool() {
+    { std::lock_guard<std::mutex> l(m_); stop_ = true; ++gen_; }
+    go_.notify_all();
+    for (auto& t : ts_) t.join();
+  }
+
+ private:
+  void work(unsigned i) {
+    uint64_t seen = 0;
+    std::unique_lock<std::mutex> l(m_);
+    for (;;) {
+      go_.wait(l, [&] { return gen_ != seen; });
+      seen = gen_;
+      if (stop_) return;
+      if (i >= active_) continue;
+      const std::function<void(unsigned)>* job = job_;
+      l.unlock();
+      (*job)(i);
+      l.lock();
+      if (--remaining_ == 0) done_.notify_one();
+    }
+  }
+  std::mutex m_;
+  std::condition_variable go_, done_;
+  std::vector<std::thread> ts_;
+  const std::function<void(unsigned)>* job_ = nullptr;
+  unsigned active_ = 0, remaining_ = 0;
+  uint64_t gen_ = 0;
+  bool stop_ = false;
+};
+inline EmuPool& emu_pool() { static EmuPool p; return p; }
+
 constexpr size_t kEmuMaxSmem = 48 * 1024;  // dynamic + static without cudaFuncAttributeMaxDynamicSharedMemorySize
 
 // Checks the configuration as the CUDA runtime does; on a bad one the kernel is not run and the last error is
@@ -148,9 +194,7 @@ template <class F> void emu_launch(dim3 grid, dim3 block, size_t smem, cudaStrea
   blockDim = block; gridDim = grid;
   auto run_block = [&](unsigned x, unsigned y, unsigned z) {
     std::barrier<> bar(block.x); g_bar = &bar;
-    std::vector<std::thread> ts;
-    for (unsigned t = 0; t < block.x; ++t) ts.emplace_back([&, t] { threadIdx = dim3(t); blockIdx = dim3(x, y, z); f(); });
-    for (auto& th : ts) th.join();
+    emu_pool().run(block.x, [&](unsigned t) { threadIdx = dim3(t); blockIdx = dim3(x, y, z); f(); });
   };
   if (g_emu_mode == kEmuEnds) {
     run_block(0, 0, 0);
