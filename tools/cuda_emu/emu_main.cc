@@ -6,6 +6,7 @@
 #include "emu.h"
 
 int main(int argc, char** argv) {
+  setvbuf(stdout, nullptr, _IOLBF, 0);  // a crash (a wild index under the emulation) keeps the lines before it
   int ran = 0;
   for (auto& [name, fn] : emu_registry()) {
     bool want = argc == 1;
