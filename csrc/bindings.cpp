@@ -665,6 +665,10 @@ T* dptr(std::uintptr_t a) { return reinterpret_cast<T*>(a); }
 
 CUstream_st* as_stream(std::uintptr_t s) { return reinterpret_cast<CUstream_st*>(s); }
 
+void nonneg(const char* op, int64_t n) {
+  nonneg(op, n);
+}
+
 void nonnull(const char* op, const char* name, std::uintptr_t a, int64_t n) {
   if (a == 0 && n > 0) ck::fail(op, name, " is a null device pointer for ", n, " elements");
 }
@@ -782,7 +786,7 @@ void cu_dropout_fwd(std::uintptr_t x, std::uintptr_t y, std::uintptr_t mask, int
                     uint64_t offset, int dtype, std::uintptr_t stream) {
   const char* op = "dropout_fwd";
   ck::dropout_threshold(op, p);
-  if (n < 0) ck::fail(op, "n must be >= 0, got ", n);
+  nonneg(op, n);
   nonnull(op, "x", x, n);
   nonnull(op, "y", y, n);
   nonnull(op, "mask", mask, n);
@@ -796,7 +800,7 @@ void cu_dropout_bwd(std::uintptr_t dy, std::uintptr_t mask, std::uintptr_t dx, i
                     std::uintptr_t stream) {
   const char* op = "dropout_bwd";
   ck::dropout_threshold(op, p);
-  if (n < 0) ck::fail(op, "n must be >= 0, got ", n);
+  nonneg(op, n);
   nonnull(op, "dy", dy, n);
   nonnull(op, "mask", mask, n);
   nonnull(op, "dx", dx, n);
@@ -808,7 +812,7 @@ void cu_dropout_bwd(std::uintptr_t dy, std::uintptr_t mask, std::uintptr_t dx, i
 
 void cu_relu_fwd(std::uintptr_t x, std::uintptr_t y, int64_t n, int dtype, std::uintptr_t stream) {
   const char* op = "relu_fwd";
-  if (n < 0) ck::fail(op, "n must be >= 0, got ", n);
+  nonneg(op, n);
   nonnull(op, "x", x, n);
   nonnull(op, "y", y, n);
   by_dtype(op, dtype, [&](auto tag) {
@@ -820,7 +824,7 @@ void cu_relu_fwd(std::uintptr_t x, std::uintptr_t y, int64_t n, int dtype, std::
 void cu_relu_bwd(std::uintptr_t dy, std::uintptr_t y, std::uintptr_t dx, int64_t n, int dtype,
                  std::uintptr_t stream) {
   const char* op = "relu_bwd";
-  if (n < 0) ck::fail(op, "n must be >= 0, got ", n);
+  nonneg(op, n);
   nonnull(op, "dy", dy, n);
   nonnull(op, "y", y, n);
   nonnull(op, "dx", dx, n);
@@ -843,6 +847,7 @@ void cu_sgd_step(std::uintptr_t p, std::uintptr_t g, std::uintptr_t buf, int64_t
                  double one_minus_dampening, bool nesterov, bool first, double gscale, double gclip, double wd,
                  double l1, int dtype, std::uintptr_t stream, std::uintptr_t ctl, int64_t group, double clip_norm) {
   const char* op = "sgd_step";
+  nonneg(op, n);
   if (momentum != 0.0 && buf == 0) ck::fail(op, "momentum_buffer is required when momentum != 0");
   nonnull(op, "p", p, n);
   nonnull(op, "g", g, n);
@@ -859,6 +864,7 @@ void cu_adagrad_step(std::uintptr_t p, std::uintptr_t g, std::uintptr_t sum, int
                      double gscale, double gclip, double wd, double l1, int dtype, std::uintptr_t stream,
                      std::uintptr_t ctl, int64_t group, double clip_norm, double lr_decay) {
   const char* op = "adagrad_step";
+  nonneg(op, n);
   nonnull(op, "p", p, n);
   nonnull(op, "g", g, n);
   nonnull(op, "sum", sum, n);
@@ -875,6 +881,7 @@ void cu_rmsprop_step(std::uintptr_t p, std::uintptr_t g, std::uintptr_t square_a
                      double gscale, double gclip, double wd, double l1, int dtype, std::uintptr_t stream,
                      std::uintptr_t ctl, int64_t group, double clip_norm) {
   const char* op = "rmsprop_step";
+  nonneg(op, n);
   if (momentum > 0.0 && buf == 0) ck::fail(op, "momentum_buffer is required when momentum > 0");
   nonnull(op, "p", p, n);
   nonnull(op, "g", g, n);
@@ -894,6 +901,7 @@ void cu_adam_step(std::uintptr_t p, std::uintptr_t g, std::uintptr_t exp_avg, st
                   double neg_step_size, double bc2_sqrt, double decay, double gscale, double gclip, double wd,
                   double l1, int dtype, std::uintptr_t stream, std::uintptr_t ctl, int64_t group, double clip_norm) {
   const char* op = "adam_step";
+  nonneg(op, n);
   nonnull(op, "p", p, n);
   nonnull(op, "g", g, n);
   nonnull(op, "exp_avg", exp_avg, n);
@@ -911,6 +919,7 @@ void cu_adam_step(std::uintptr_t p, std::uintptr_t g, std::uintptr_t exp_avg, st
 void cu_grad_sumsq(std::uintptr_t g, int64_t n, std::uintptr_t workspace, std::uintptr_t out, int dtype,
                    std::uintptr_t stream, bool accumulate) {
   const char* op = "grad_sumsq";
+  nonneg(op, n);
   nonnull(op, "g", g, n);
   nonnull(op, "workspace", workspace, 1);
   nonnull(op, "out", out, 2);
@@ -924,6 +933,7 @@ void cu_grad_sumsq(std::uintptr_t g, int64_t n, std::uintptr_t workspace, std::u
 void cu_grad_scale_clamp(std::uintptr_t g, int64_t n, double scale, double clip, int dtype, std::uintptr_t stream,
                          std::uintptr_t ctl, double clip_norm) {
   const char* op = "grad_scale_clamp";
+  nonneg(op, n);
   nonnull(op, "g", g, n);
   const auto k = optim_ctl(op, ctl, 0, clip_norm);
   by_dtype(op, dtype, [&](auto tag) {

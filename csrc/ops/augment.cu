@@ -259,59 +259,53 @@ void augment_pipeline_cuda(int64_t N, int64_t C, int64_t H, int64_t W, const T* 
     const int64_t size = C * stages[s].P * stages[s].Q;
     if (size > biggest) biggest = size;
   }
-  // One stream-ordered scratch allocation: the draw table, then the two buffers. No synchronisation.
+  // One stream-ordered scratch allocation: the draw table, then the two buffers. No synchronisation; freed on
+  // the stream even if a launch check throws.
   const size_t table = sizeof(double) * size_t(N * kParam), inter = sizeof(T) * size_t(N * biggest);
-  void* ws = nullptr;
-  cudak::check_call(op, cudaMallocAsync(&ws, table + 2 * inter, stream), "cudaMallocAsync(augment)");
-  double* params = static_cast<double*>(ws);
-  T* buf[2] = {reinterpret_cast<T*>(static_cast<char*>(ws) + table),
-               reinterpret_cast<T*>(static_cast<char*>(ws) + table + inter)};
-  try {
-    const T* cur = x;
-    int64_t h = H, w = W;
-    for (int s = 0; s < num_stages; ++s) {
-      const AugStage& st = stages[s];
-      T* out = s + 1 == num_stages ? y : buf[s & 1];
-      draw_kernel<T><<<cudak::blocks_for(N), cudak::kThreads, 0, stream>>>(N, C, h, w, st, key.seed, key.epoch,
-                                                                          key.ids, cur, params,
-                                                                          s == 0 ? records : nullptr);
-      cudak::check_launch(op);
-      const int64_t out_n = N * C * st.P * st.Q;
-      switch (st.kind) {
-        case kHFlip:
-          hflip_kernel<T><<<cudak::blocks_for(out_n), cudak::kThreads, 0, stream>>>(N, C, h, w, cur, params, out);
-          break;
-        case kCrop:
-          crop_kernel<T><<<cudak::blocks_for(out_n), cudak::kThreads, 0, stream>>>(
-              N, C, h, w, st.P, st.Q, static_cast<int64_t>(st.a[0]), cur, params, out);
-          break;
-        case kResizedCrop:
-          resized_crop_kernel<T><<<cudak::blocks_for(out_n), cudak::kThreads, 0, stream>>>(N, C, h, w, st.P, st.Q,
-                                                                                          cur, params, out);
-          break;
-        case kJitter:
-          jitter_kernel<T><<<cudak::blocks_for(N * h * w), cudak::kThreads, 0, stream>>>(N, C, h * w, st, cur,
-                                                                                        params, out);
-          break;
-        case kLighting:
-          lighting_kernel<T><<<cudak::blocks_for(out_n), cudak::kThreads, 0, stream>>>(N, C, h * w, cur, params,
-                                                                                      out);
-          break;
-        default:
-          affine_kernel<T><<<cudak::blocks_for(N * h * w), cudak::kThreads, 0, stream>>>(N, C, h, w, st.a[5], cur,
-                                                                                        params, out);
-          break;
-      }
-      cudak::check_launch(op);
-      cur = out;
-      h = st.P;
-      w = st.Q;
+  cudak::StreamScratch ws(op, table + 2 * inter, stream);
+  double* params = reinterpret_cast<double*>(ws.get());
+  T* buf[2] = {reinterpret_cast<T*>(ws.get() + table), reinterpret_cast<T*>(ws.get() + table + inter)};
+  const T* cur = x;
+  int64_t h = H, w = W;
+  for (int s = 0; s < num_stages; ++s) {
+    const AugStage& st = stages[s];
+    T* out = s + 1 == num_stages ? y : buf[s & 1];
+    draw_kernel<T><<<cudak::blocks_for(N), cudak::kThreads, 0, stream>>>(N, C, h, w, st, key.seed, key.epoch,
+                                                                        key.ids, cur, params,
+                                                                        s == 0 ? records : nullptr);
+    cudak::check_launch(op);
+    const int64_t out_n = N * C * st.P * st.Q;
+    switch (st.kind) {
+      case kHFlip:
+        hflip_kernel<T><<<cudak::blocks_for(out_n), cudak::kThreads, 0, stream>>>(N, C, h, w, cur, params, out);
+        break;
+      case kCrop:
+        crop_kernel<T><<<cudak::blocks_for(out_n), cudak::kThreads, 0, stream>>>(
+            N, C, h, w, st.P, st.Q, static_cast<int64_t>(st.a[0]), cur, params, out);
+        break;
+      case kResizedCrop:
+        resized_crop_kernel<T><<<cudak::blocks_for(out_n), cudak::kThreads, 0, stream>>>(N, C, h, w, st.P, st.Q,
+                                                                                        cur, params, out);
+        break;
+      case kJitter:
+        jitter_kernel<T><<<cudak::blocks_for(N * h * w), cudak::kThreads, 0, stream>>>(N, C, h * w, st, cur,
+                                                                                      params, out);
+        break;
+      case kLighting:
+        lighting_kernel<T><<<cudak::blocks_for(out_n), cudak::kThreads, 0, stream>>>(N, C, h * w, cur, params,
+                                                                                    out);
+        break;
+      default:
+        affine_kernel<T><<<cudak::blocks_for(N * h * w), cudak::kThreads, 0, stream>>>(N, C, h, w, st.a[5], cur,
+                                                                                      params, out);
+        break;
     }
-  } catch (...) {
-    cudaFreeAsync(ws, stream);
-    throw;
+    cudak::check_launch(op);
+    cur = out;
+    h = st.P;
+    w = st.Q;
   }
-  cudak::check_call(op, cudaFreeAsync(ws, stream), "cudaFreeAsync(augment)");
+  ws.free();
 }
 
 template void augment_pipeline_cuda<float>(int64_t, int64_t, int64_t, int64_t, const float*, const AugStage*, int,

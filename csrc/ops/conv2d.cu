@@ -268,6 +268,7 @@ __global__ void __launch_bounds__(kGemmThreads) igemm_tf32_kernel(Problem pr, in
 template <typename T, typename Problem>
 void launch_igemm(const char* op, const Problem& pr, int64_t groups, int64_t M, int64_t Nn, int64_t Kk,
                   CUstream_st* stream, bool tf32, int64_t splits = 1, int64_t kchunk = 0) {
+  if (M == 0 || Nn == 0 || groups == 0) return;  // nothing to write; a grid of 0 blocks is an error
   const int64_t gx = (Nn + kBN - 1) / kBN, gy = (M + kBM - 1) / kBM;
   CK_CHECK(gx < (int64_t(1) << 31) && gy <= 65535 && groups * splits <= 65535, op,
            "problem too large for one CUDA launch (column tiles ", gx, ", row tiles ", gy, ", groups ", groups, ")");
@@ -366,23 +367,22 @@ void conv2d_bwd_weight_cuda(const Conv2dParams& p, const T* dy, const T* x, T* d
   }
   const int64_t kchunk = ((Kk + splits - 1) / splits + kBK - 1) / kBK * kBK;
   const int64_t size = d.K * d.CRS;
-  // Scratch for the partial sums from the stream-ordered allocator: no synchronisation, freed in stream order.
-  void* ws = nullptr;
-  cudak::check_call(op, cudaMallocAsync(&ws, sizeof(T) * size_t(splits * size), stream), "cudaMallocAsync(split-K)");
-  T* partial = static_cast<T*>(ws);
+  // Scratch for the partial sums (stream-ordered: no synchronisation; freed even if a launch check throws).
+  cudak::StreamScratch ws(op, sizeof(T) * size_t(splits * size), stream);
+  T* partial = reinterpret_cast<T*>(ws.get());
   launch_igemm<T>(op, BwdWeightProblem<T>{d, dy, x, dw, partial, accumulate}, p.groups, d.Kg, d.CRS, Kk, stream,
                   tf32, splits, kchunk);
   splits_reduce_kernel<T><<<cudak::blocks_for(size), cudak::kThreads, 0, stream>>>(size, splits, partial, dw,
                                                                                   accumulate);
   cudak::check_launch(op);
-  cudak::check_call(op, cudaFreeAsync(ws, stream), "cudaFreeAsync(split-K)");
+  ws.free();
 }
 
 template <typename T>
 void conv2d_bwd_bias_cuda(int64_t N, int64_t K, int64_t PQ, const T* dy, T* db, bool accumulate,
                           CUstream_st* stream) {
   if (K == 0) return;
-  const unsigned blocks = static_cast<unsigned>(K < 65535 * 32 ? K : 65535 * 32);
+  const unsigned blocks = static_cast<unsigned>(K < 65535 * 32 ? K : 65535 * 32);  // the kernel loops over k
   bias_grad_kernel<T><<<blocks, cudak::kThreads, 0, stream>>>(N, K, PQ, dy, db, accumulate);
   cudak::check_launch("conv2d_bwd_bias");
 }

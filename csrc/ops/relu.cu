@@ -4,21 +4,13 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
-#include <string>
 
-#include "common/check.h"
+#include "common/cuda_check.cuh"
 #include "ops/relu.h"
 
 namespace ck {
 
 namespace {
-
-constexpr int kThreads = 256;
-
-inline int blocks_for(int64_t n) {
-  const int64_t b = (n + kThreads - 1) / kThreads;
-  return static_cast<int>(b < 65535 * 32 ? b : 65535 * 32);  // grid-stride loops cover the rest
-}
 
 template <typename T>
 __global__ void relu_fwd_kernel(int64_t n, const T* __restrict__ x, T* __restrict__ y) {
@@ -32,25 +24,20 @@ __global__ void relu_bwd_kernel(int64_t n, const T* __restrict__ dy, const T* __
     dx[i] = y[i] <= T(0) ? T(0) : dy[i];
 }
 
-void check_launch(const char* op) {
-  const cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess) fail(op, "CUDA launch failed: ", cudaGetErrorString(err));
-}
-
 }  // namespace
 
 template <typename T>
 void relu_fwd_cuda(int64_t n, const T* x, T* y, cudaStream_t stream) {
   if (n == 0) return;
-  relu_fwd_kernel<T><<<blocks_for(n), kThreads, 0, stream>>>(n, x, y);
-  check_launch("relu_fwd");
+  relu_fwd_kernel<T><<<cudak::blocks_for(n), cudak::kThreads, 0, stream>>>(n, x, y);
+  cudak::check_launch("relu_fwd");
 }
 
 template <typename T>
 void relu_bwd_cuda(int64_t n, const T* dy, const T* y, T* dx, cudaStream_t stream) {
   if (n == 0) return;
-  relu_bwd_kernel<T><<<blocks_for(n), kThreads, 0, stream>>>(n, dy, y, dx);
-  check_launch("relu_bwd");
+  relu_bwd_kernel<T><<<cudak::blocks_for(n), cudak::kThreads, 0, stream>>>(n, dy, y, dx);
+  cudak::check_launch("relu_bwd");
 }
 
 template void relu_fwd_cuda<float>(int64_t, const float*, float*, cudaStream_t);

@@ -5,23 +5,12 @@
 // libm (docs/kernels.md gives the tolerance); flip, crop, resized crop and jitter use no transcendental
 // function after the draws that decide integers, and are bit-exact on a GPU as well.
 #include "emu.h"
+#include "emu_aug.h"
 #include "ops/augment.h"
 using namespace ck;
 
 namespace {
 
-AugStage stage(int kind, uint32_t stream, std::vector<double> a, int64_t P, int64_t Q) {
-  AugStage s{};
-  s.kind = kind;
-  s.stream = stream;
-  for (size_t i = 0; i < a.size(); ++i) s.a[i] = a[i];
-  s.P = P;
-  s.Q = Q;
-  return s;
-}
-
-const double kEigval[3] = {0.2175, 0.0188, 0.0045};
-const double kEigvec[9] = {-0.5675, 0.7192, 0.4009, -0.5808, -0.0045, -0.8140, -0.5836, -0.6948, 0.4203};
 
 template <class T>
 bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
@@ -64,20 +53,20 @@ void aug_case(const char* name, int64_t C, int64_t H, int64_t W, std::vector<Aug
 template <class T>
 void aug_cases() {
   const int64_t H = 6, W = 7;
-  aug_case<T>("flip", 3, H, W, {stage(kHFlip, 0x11, {0.5}, H, W)});
-  aug_case<T>("crop pad 2", 3, H, W, {stage(kCrop, 0x12, {2}, 5, 6)});
-  aug_case<T>("resized crop", 3, H, W, {stage(kResizedCrop, 0x13, {0.08, 1.0, 3 / 4.0, 4 / 3.0}, 4, 9)});
+  aug_case<T>("flip", 3, H, W, {aug_stage(kHFlip, 0x11, {0.5}, H, W)});
+  aug_case<T>("crop pad 2", 3, H, W, {aug_stage(kCrop, 0x12, {2}, 5, 6)});
+  aug_case<T>("resized crop", 3, H, W, {aug_stage(kResizedCrop, 0x13, {0.08, 1.0, 3 / 4.0, 4 / 3.0}, 4, 9)});
   // ratio (3, 4) cannot fit a 6 x 7 image at this area: every try fails, the fallback central crop is used
-  aug_case<T>("resized crop fallback", 3, H, W, {stage(kResizedCrop, 0x13, {0.9, 1.0, 3.0, 4.0}, 5, 5)},
+  aug_case<T>("resized crop fallback", 3, H, W, {aug_stage(kResizedCrop, 0x13, {0.9, 1.0, 3.0, 4.0}, 5, 5)},
               false);
-  aug_case<T>("jitter rgb", 3, H, W, {stage(kJitter, 0x14, {0.4, 0.4, 0.4}, H, W)});
-  aug_case<T>("jitter gray", 1, H, W, {stage(kJitter, 0x24, {0.3, 0.5, 0.0}, H, W)});
-  aug_case<T>("jitter brightness C2", 2, H, W, {stage(kJitter, 0x34, {0.3, 0.0, 0.0}, H, W)});
-  aug_case<T>("lighting", 3, H, W, {stage(kLighting, 0x15, {0.1}, H, W)});
-  aug_case<T>("affine", 3, H, W, {stage(kAffine, 0x16, {30.0, 0.1, 0.2, 0.8, 1.2, 0.5}, H, W)});
+  aug_case<T>("jitter rgb", 3, H, W, {aug_stage(kJitter, 0x14, {0.4, 0.4, 0.4}, H, W)});
+  aug_case<T>("jitter gray", 1, H, W, {aug_stage(kJitter, 0x24, {0.3, 0.5, 0.0}, H, W)});
+  aug_case<T>("jitter brightness C2", 2, H, W, {aug_stage(kJitter, 0x34, {0.3, 0.0, 0.0}, H, W)});
+  aug_case<T>("lighting", 3, H, W, {aug_stage(kLighting, 0x15, {0.1}, H, W)});
+  aug_case<T>("affine", 3, H, W, {aug_stage(kAffine, 0x16, {30.0, 0.1, 0.2, 0.8, 1.2, 0.5}, H, W)});
   aug_case<T>("pipeline of 5", 3, H, W,
-            {stage(kCrop, 0x112, {1}, 5, 5), stage(kHFlip, 0x121, {0.5}, 5, 5), stage(kJitter, 0x134, {0.2, 0.3, 0.4}, 5, 5),
-             stage(kAffine, 0x146, {10.0, 0.1, 0.1, 0.9, 1.1, 0.0}, 5, 5), stage(kResizedCrop, 0x153, {0.5, 1.0, 0.75, 1.33}, 4, 3)});
+            {aug_stage(kCrop, 0x112, {1}, 5, 5), aug_stage(kHFlip, 0x121, {0.5}, 5, 5), aug_stage(kJitter, 0x134, {0.2, 0.3, 0.4}, 5, 5),
+             aug_stage(kAffine, 0x146, {10.0, 0.1, 0.1, 0.9, 1.1, 0.0}, 5, 5), aug_stage(kResizedCrop, 0x153, {0.5, 1.0, 0.75, 1.33}, 4, 3)});
 }
 
 }  // namespace

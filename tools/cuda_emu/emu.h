@@ -12,7 +12,7 @@
 
 inline int fails = 0;
 inline std::mt19937_64 rng(42);
-inline CUstream_st* S = nullptr;
+inline CUstream_st* S = emu_stream();  // the caller's stream (the shim checks every launch uses it)
 
 // max over i of |a - b| / (atol + |b|), NaN where both are NaN counting as equal
 template <class T> double maxrel(const std::vector<T>& a, const std::vector<T>& b, double atol) {

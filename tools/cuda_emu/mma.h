@@ -48,6 +48,12 @@ template <int M, int N, int K> struct shape<matrix_a, M, N, K> { static constexp
 template <int M, int N, int K> struct shape<matrix_b, M, N, K> { static constexpr int rows = K, cols = N; };
 template <int M, int N, int K> struct shape<accumulator, M, N, K> { static constexpr int rows = M, cols = N; };
 inline unsigned lane() { return threadIdx.x % 32u; }
+// wmma's rules for load/store_matrix_sync (CUDA C++ guide, Warp Matrix Functions): the pointer 256-bit (32-byte)
+// aligned, ldm a multiple of 16 bytes (4 floats). A GPU gives undefined results otherwise; here it is a violation.
+inline void check_fragment_ptr(const void* p, unsigned ldm, const char* what) {
+  if (reinterpret_cast<uintptr_t>(p) % 32 != 0 || ldm % 4 != 0)
+    emu_violation("wmma %s: pointer %p must be 32-byte aligned and ldm %u a multiple of 4 floats", what, p, ldm);
+}
 // The operand as a tensor core reads it: the top 19 bits of a TF32 value in a float.
 inline float tf32_operand(float v) {
   uint32_t u;
@@ -79,6 +85,7 @@ template <class Use, int M, int N, int K, class L>
 void load_matrix_sync(fragment<Use, M, N, K, precision::tf32, L>& f, const float* p, unsigned ldm) {
   using F = fragment<Use, M, N, K, precision::tf32, L>;
   static_assert(std::is_same_v<L, row_major> || std::is_same_v<L, col_major>, "operand needs a layout");
+  detail::check_fragment_ptr(p, ldm, "load_matrix_sync");
   for (int r = 0; r < F::rows; ++r)
     for (int c = 0; c < F::cols; ++c)
       f.x[r * F::cols + c] = std::is_same_v<L, row_major> ? p[size_t(r) * ldm + c] : p[r + size_t(c) * ldm];
@@ -86,6 +93,7 @@ void load_matrix_sync(fragment<Use, M, N, K, precision::tf32, L>& f, const float
 
 template <int M, int N, int K>
 void store_matrix_sync(float* p, const fragment<accumulator, M, N, K, float>& f, unsigned ldm, layout_t layout) {
+  detail::check_fragment_ptr(p, ldm, "store_matrix_sync");
   for (unsigned i = detail::lane(); i < unsigned(M * N); i += 32) {
     const unsigned r = i / N, c = i % N;
     p[layout == mem_row_major ? size_t(r) * ldm + c : r + size_t(c) * ldm] = f.x[i];

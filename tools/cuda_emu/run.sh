@@ -22,7 +22,10 @@ trap 'rm -rf "$WORK"' EXIT
 mkdir -p "$WORK/inc"
 cp "$HERE/cuda_runtime.h" "$WORK/inc/"
 [ -f "$HERE/mma.h" ] && cp "$HERE/mma.h" "$WORK/inc/"
-FLAGS=(-std=c++20 -O1 -w -fopenmp -DCNNKIT_EMU=1 -I"$WORK/inc" -I"$ROOT/csrc" -I"$HERE" -I"$OBINC")
+# -fsanitize=alignment: a misaligned typed access (a float4/double2 load through a cast pointer, say, on an
+# offset view) aborts with its source line, as it would fault on a GPU.
+SAN=(-fsanitize=alignment -fno-sanitize-recover=alignment)
+FLAGS=(-std=c++20 -O1 -w -fopenmp "${SAN[@]}" -DCNNKIT_EMU=1 -I"$WORK/inc" -I"$ROOT/csrc" -I"$HERE" -I"$OBINC")
 srcs=()
 for cu in "$ROOT"/csrc/ops/*.cu; do
   b=$(basename "$cu" .cu)
@@ -33,5 +36,5 @@ srcs+=("$ROOT"/csrc/common/runtime.cpp "$ROOT"/csrc/ops/*.cpp "$HERE"/compare_*.
 # compile in parallel (one object per source), then link
 printf '%s\n' "${srcs[@]}" | xargs -P "$(nproc)" -I{} sh -c \
   'o="$0/$(echo "{}" | tr / _).o"; '"$CXX"' "$@" -c "{}" -o "$o"' "$WORK" "${FLAGS[@]}"
-"$CXX" -fopenmp -o "$WORK/emu" "$WORK"/*.o -L"$OB" -lscipy_openblas -Wl,-rpath,"$OB" -lpthread
+"$CXX" -fopenmp "${SAN[@]}" -o "$WORK/emu" "$WORK"/*.o -L"$OB" -lscipy_openblas -Wl,-rpath,"$OB" -lpthread
 OMP_NUM_THREADS=1 "$WORK/emu" "$@"
