@@ -227,13 +227,7 @@ def matmul(a, b, trans_a=False, trans_b=False, out=None, accumulate=False):
     op = "matmul"
     dev = _first(op, "a", a, ndim=2)
     _darray(op, "b", b, "a", dev, ndim=2)
-    _ops._same_dtype(op, "a", a, "b", b)
-    M, K = (a.shape[1], a.shape[0]) if trans_a else a.shape
-    Kb, N = (b.shape[1], b.shape[0]) if trans_b else b.shape
-    if K != Kb:
-        raise ValueError(f"{op}: inner dimensions differ: op(a) is {(M, K)}, op(b) is {(Kb, N)}")
-    if accumulate and out is None:
-        raise ValueError(f"{op}: accumulate=True needs out= (the array to add into)")
+    M, N = _ops._matmul_shape(op, a, b, trans_a, trans_b, out, accumulate)
     cp = _cupy()
     with cp.cuda.Device(dev):
         c = _dout(op, "out", out, (M, N), a.dtype, "a", dev)

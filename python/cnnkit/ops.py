@@ -327,6 +327,18 @@ def dropout_bwd(dy, mask, p):
 
 # ---------------------------------------------------------------- matmul
 
+def _matmul_shape(op, a, b, trans_a, trans_b, out, accumulate):
+    """(M, N) of op(a) @ op(b) for 2-D a and b of one dtype; the checks both devices make."""
+    _same_dtype(op, "a", a, "b", b)
+    M, K = (a.shape[1], a.shape[0]) if trans_a else a.shape
+    Kb, N = (b.shape[1], b.shape[0]) if trans_b else b.shape
+    if K != Kb:
+        raise ValueError(f"{op}: inner dimensions differ: op(a) is {(M, K)}, op(b) is {(Kb, N)}")
+    if accumulate and out is None:
+        raise ValueError(f"{op}: accumulate=True needs out= (the array to add into)")
+    return M, N
+
+
 def matmul(a, b, trans_a=False, trans_b=False, out=None, accumulate=False):
     """out = op(a) @ op(b) on cnnkit's threads, where op transposes when trans_a / trans_b is set.
 
@@ -339,13 +351,7 @@ def matmul(a, b, trans_a=False, trans_b=False, out=None, accumulate=False):
     op = "matmul"
     _array(op, "a", a, ndim=2)
     _array(op, "b", b, ndim=2)
-    _same_dtype(op, "a", a, "b", b)
-    M, K = (a.shape[1], a.shape[0]) if trans_a else a.shape
-    Kb, N = (b.shape[1], b.shape[0]) if trans_b else b.shape
-    if K != Kb:
-        raise ValueError(f"{op}: inner dimensions differ: op(a) is {(M, K)}, op(b) is {(Kb, N)}")
-    if accumulate and out is None:
-        raise ValueError(f"{op}: accumulate=True needs out= (the array to add into)")
+    M, N = _matmul_shape(op, a, b, trans_a, trans_b, out, accumulate)
     c = _out(op, "out", out, (M, N), a.dtype)
     _C.matmul(a, b, c, bool(trans_a), bool(trans_b), bool(accumulate))
     return c

@@ -90,6 +90,18 @@ def _params_list(op, params):
 
 # ---------------------------------------------------------------- base class
 
+
+def _group_params(op, group, index):
+    """The Parameters of a param group (one Parameter or an iterable of them), at least one."""
+    params = group["params"]
+    params = [params] if isinstance(params, Parameter) else list(params)
+    if not params:
+        raise ValueError(f"{op}: param group {index} has no params")
+    for p in params:
+        if not isinstance(p, Parameter):
+            raise TypeError(f"{op}: params must be cnnkit Parameters, got {type(p).__name__}")
+    return params
+
 class Optimizer:
     """Base class: param groups, one FlatBuffer per group, the finite check, clipping, state dicts.
 
@@ -137,13 +149,8 @@ class Optimizer:
             raise TypeError(f"{op}: a param group must be a dict, got {type(group).__name__}")
         if "params" not in group:
             raise ValueError(f"{op}: param group {len(self.param_groups)} has no 'params' entry")
-        params = group["params"]
-        params = [params] if isinstance(params, Parameter) else list(params)
-        if not params:
-            raise ValueError(f"{op}: param group {len(self.param_groups)} has no params")
+        params = _group_params(op, group, len(self.param_groups))
         for p in params:
-            if not isinstance(p, Parameter):
-                raise TypeError(f"{op}: params must be cnnkit Parameters, got {type(p).__name__}")
             if id(p) in self._seen:
                 raise ValueError(f"{op}: {p!r} appears in more than one param group")
         unknown = set(group) - set(self.defaults) - {"params"}
@@ -859,13 +866,7 @@ class LBFGS:
         groups = _params_list(op, params)
         if len(groups) != 1:
             raise ValueError(f"{op}: doesn't support per-parameter options (parameter groups), got {len(groups)}")
-        ps = groups[0]["params"]
-        ps = [ps] if isinstance(ps, Parameter) else list(ps)
-        if not ps:
-            raise ValueError(f"{op}: param group 0 has no params")
-        for p in ps:
-            if not isinstance(p, Parameter):
-                raise TypeError(f"{op}: params must be cnnkit Parameters, got {type(p).__name__}")
+        ps = _group_params(op, groups[0], 0)
         if line_search_fn not in (None, "strong_wolfe"):
             raise ValueError(f"{op}: line_search_fn must be None or 'strong_wolfe', got {line_search_fn!r}")
         if max_eval is None:
