@@ -197,7 +197,8 @@ template <class T> bool small_offsets(int k) {
   At<int64_t> io(i1, k);
   maxpool2d_fwd_cuda(Pm, xo.p(), yo.p(), io.p(), S);
   maxpool2d_bwd_cuda(Pm.N * Pm.C, Pm.H * Pm.W, Pm.P * Pm.Q, dyo.p(), io.p(), dxo.p(), S);
-  ok = ok && bits(yo.get(), y1) && io.get() == i1 && maxrel(dxo.get(), dx1, 1e-6) < 1e-6;
+  ok = ok && bits(yo.get(), y1) && io.get() == i1 &&
+       scatter_sum_err_over_bound(Pm.N * Pm.C, Pm.H * Pm.W, Pm.P * Pm.Q, dy, i1, dxo.get(), dx1) <= 1;
   // dropout (the uint8 mask at any byte offset), relu
   const int64_t n = 1029;
   auto v = randn<T>(n), g = randn<T>(n);
