@@ -310,6 +310,63 @@ def test_wrong_rank_and_channels_raise():
         ck.Dropout(1.0)
 
 
+@pytest.mark.parametrize("make, exc, message", [
+    (lambda: ck.Conv2d(1, 4, 0), ValueError, r"Conv2d: kernel_size must be >= 1, got 0"),
+    (lambda: ck.Conv2d(1, 4, 3, stride=0), ValueError, r"Conv2d: stride must be >= 1, got 0"),
+    (lambda: ck.Conv2d(1, 4, 3, stride=(1, 0)), ValueError, r"Conv2d: stride must be >= 1, got \(1, 0\)"),
+    (lambda: ck.Conv2d(1, 4, 3, padding=-1), ValueError, r"Conv2d: padding must be >= 0, got -1"),
+    (lambda: ck.Conv2d(1, 4, 3, dilation=0), ValueError, r"Conv2d: dilation must be >= 1, got 0"),
+    (lambda: ck.Conv2d(1, 4, 3, padding=1.5), TypeError, r"Conv2d: padding must be an int, got float"),
+    (lambda: ck.Conv2d(1, 4, (3, 3, 3)), ValueError, r"Conv2d: kernel_size must be an int or a pair \(h, w\)"),
+    (lambda: ck.Conv2d(1, 4, 3, padding="full"), ValueError,
+     r"Conv2d: padding must be an int, a pair \(h, w\), 'valid' or 'same', got 'full'"),
+    (lambda: ck.Conv2d(1, 4, 3, stride=2, padding="same"), ValueError,
+     r"Conv2d: padding='same' needs stride 1 \(as in torch\), got stride \(2, 2\)"),
+    (lambda: ck.Conv2d(1, 4, 4, padding="same"), ValueError,
+     r"Conv2d: padding='same' with kernel_size \(4, 4\) and dilation \(1, 1\) needs unequal padding"),
+    (lambda: ck.MaxPool2d(0), ValueError, r"MaxPool2d: kernel_size must be >= 1, got 0"),
+    (lambda: ck.MaxPool2d(2, stride=0), ValueError, r"MaxPool2d: stride must be >= 1, got 0"),
+    (lambda: ck.MaxPool2d(2, padding=-1), ValueError, r"MaxPool2d: padding must be >= 0, got -1"),
+    (lambda: ck.MaxPool2d(2, dilation=0), ValueError, r"MaxPool2d: dilation must be >= 1, got 0"),
+    (lambda: ck.AvgPool2d(0), ValueError, r"AvgPool2d: kernel_size must be >= 1, got 0"),
+    (lambda: ck.AvgPool2d(2, stride="2"), TypeError, r"AvgPool2d: stride must be an int, got str"),
+    (lambda: ck.FractionalMaxPool2d(0, output_size=3), ValueError, r"FractionalMaxPool2d: kernel_size must be >= 1"),
+    (lambda: ck.FractionalMaxPool2d(2, output_size=0), ValueError, r"FractionalMaxPool2d: output_size must be >= 1"),
+    (lambda: ck.LocallyConnected2d(1, 2, 3, in_size=8, stride=0), ValueError,
+     r"LocallyConnected2d: stride must be >= 1, got 0"),
+    (lambda: ck.zoo.layers.AdaptiveAvgPool2d(0), ValueError, r"AdaptiveAvgPool2d: output_size must be >= 1, got 0"),
+])
+def test_bad_layer_arguments_raise_at_construction_naming_the_argument(make, exc, message):
+    with pytest.raises(exc, match=message):
+        make()
+
+
+def test_conv_padding_same_and_valid_as_torch():
+    torch = pytest.importorskip("torch")
+    x = rnd(2, 3, 7, 9, seed=4)
+    for kernel, dilation in [(3, 1), ((3, 5), 1), (3, 2), ((1, 3), (3, 2)), (2, 2)]:
+        layer = ck.Conv2d(3, 4, kernel, padding="same", dilation=dilation, seed=0).to(np.float64)
+        ref = torch.nn.Conv2d(3, 4, kernel, padding="same", dilation=dilation, dtype=torch.float64)
+        with torch.no_grad():
+            ref.weight.copy_(torch.from_numpy(layer.weight.data))
+            ref.bias.copy_(torch.from_numpy(layer.bias.data))
+        y = layer(x)
+        assert y.shape == (2, 4, 7, 9)
+        np.testing.assert_allclose(y, ref(torch.from_numpy(x)).detach().numpy(), rtol=1e-12, atol=1e-12)
+    valid = ck.Conv2d(3, 4, 3, padding="valid")
+    assert valid.padding == (0, 0) and valid(x.astype(np.float32)).shape == (2, 4, 5, 7)
+    # the resolved padding is what is saved, so a reloaded layer needs no string
+    assert ck.Conv2d(3, 4, 5, padding="same").config()["padding"] == 2
+
+
+@pytest.mark.parametrize("bad", [[[1.0]], 3.0, None, "x"], ids=["list", "float", "None", "str"])
+def test_non_array_input_is_a_type_error_naming_the_layer(bad):
+    with pytest.raises(TypeError, match=r"Conv2d: input must be a numpy array \(or a CuPy array on a GPU\), got "):
+        ck.Conv2d(3, 4, 3)(bad)
+    with pytest.raises(TypeError, match=r"Sequential: input must be a numpy array"):
+        ck.Sequential(ck.ReLU())(bad)
+
+
 @pytest.mark.parametrize("layer", [ck.Conv2d(3, 4, 3), ck.ReLU(), ck.MaxPool2d(2), ck.Linear(3, 2), ck.BatchNorm2d(3),
                                    ck.Dropout(0.5), ck.LocalResponseNorm(3), ck.Flatten()], ids=lambda l: type(l).__name__)
 def test_backward_before_forward_raises(layer):

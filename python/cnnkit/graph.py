@@ -9,7 +9,7 @@ import zlib
 
 import numpy as np
 
-from ._xp import array_module, device_converter, device_of
+from ._xp import array_module, device_converter, device_of, is_device_array
 from .parameter import Parameter
 
 _REGISTRY = {}
@@ -263,6 +263,10 @@ class Layer:
     def __call__(self, *xs):
         if any(isinstance(x, Node) for x in xs):
             return self._symbolic(xs)
+        for x in xs:
+            if not (isinstance(x, np.ndarray) or is_device_array(x)):
+                raise TypeError(f"{self.label()}: input must be a numpy array (or a CuPy array on a GPU), got "
+                                f"{type(x).__name__}; convert with np.asarray(x, dtype=np.float32)")
         return self.forward(*xs)
 
     def _symbolic(self, xs):

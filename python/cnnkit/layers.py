@@ -19,13 +19,31 @@ _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 # ---------------------------------------------------------------- helpers
 
-def _pair(v):
-    return tuple(int(e) for e in v) if isinstance(v, (tuple, list)) else (int(v), int(v))
+_pair = ops._pair  # (op, name, v, minimum): an int or an (h, w) pair of ints, each >= minimum, else an error naming it
 
 
 def _cfgpair(v):
-    v = _pair(v)
     return v[0] if v[0] == v[1] else list(v)
+
+
+def _conv_padding(op, padding, kernel_size, stride, dilation):
+    """padding as torch.nn.Conv2d takes it: an int, an (h, w) pair, "valid" (no padding) or "same" (stride 1
+    only; the output keeps the input's size). cnnkit pads both sides equally, so "same" needs an even total
+    dilation * (kernel - 1) per axis, i.e. an odd kernel or an even dilation; torch pads one side more."""
+    if not isinstance(padding, str):
+        return _pair(op, "padding", padding, 0)
+    if padding == "valid":
+        return (0, 0)
+    if padding != "same":
+        raise ValueError(f"{op}: padding must be an int, a pair (h, w), 'valid' or 'same', got {padding!r}")
+    if stride != (1, 1):
+        raise ValueError(f"{op}: padding='same' needs stride 1 (as in torch), got stride {stride}")
+    total = tuple(d * (k - 1) for k, d in zip(kernel_size, dilation))
+    if any(t % 2 for t in total):
+        raise ValueError(f"{op}: padding='same' with kernel_size {kernel_size} and dilation {dilation} needs "
+                         f"unequal padding on the two sides ({total} in all), which cnnkit's conv does not do; "
+                         f"use an odd kernel size or give the padding explicitly")
+    return (total[0] // 2, total[1] // 2)
 
 
 def _positive_int(op, name, v):
@@ -78,8 +96,9 @@ class Conv2d(Layer):
         op = "Conv2d"
         self.in_channels = _positive_int(op, "in_channels", in_channels)
         self.out_channels = _positive_int(op, "out_channels", out_channels)
-        self.kernel_size, self.stride = _pair(kernel_size), _pair(stride)
-        self.padding, self.dilation = _pair(padding), _pair(dilation)
+        self.kernel_size, self.stride = _pair(op, "kernel_size", kernel_size, 1), _pair(op, "stride", stride, 1)
+        self.dilation = _pair(op, "dilation", dilation, 1)
+        self.padding = _conv_padding(op, padding, self.kernel_size, self.stride, self.dilation)
         self.groups = _positive_int(op, "groups", groups)
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"{op}: in_channels ({in_channels}) and out_channels ({out_channels}) must be "
@@ -152,9 +171,11 @@ class MaxPool2d(_ArgmaxPool):
 
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, name=None):
         super().__init__(name=name)
-        self.kernel_size = _pair(kernel_size)
-        self.stride = self.kernel_size if stride is None else _pair(stride)
-        self.padding, self.dilation, self.ceil_mode = _pair(padding), _pair(dilation), bool(ceil_mode)
+        op = "MaxPool2d"
+        self.kernel_size = _pair(op, "kernel_size", kernel_size, 1)
+        self.stride = self.kernel_size if stride is None else _pair(op, "stride", stride, 1)
+        self.padding, self.dilation = _pair(op, "padding", padding, 0), _pair(op, "dilation", dilation, 1)
+        self.ceil_mode = bool(ceil_mode)
 
     def _hp(self):
         return dict(stride=self.stride, padding=self.padding, dilation=self.dilation, ceil_mode=self.ceil_mode)
@@ -185,13 +206,11 @@ class AvgPool2d(Layer):
 
     def __init__(self, kernel_size, stride=None, padding=0, count_include_pad=True, name=None):
         super().__init__(name=name)
-        self.kernel_size = _pair(kernel_size)
-        self.stride = self.kernel_size if stride is None else _pair(stride)
-        self.padding = _pair(padding)
+        op = "AvgPool2d"
+        self.kernel_size = _pair(op, "kernel_size", kernel_size, 1)
+        self.stride = self.kernel_size if stride is None else _pair(op, "stride", stride, 1)
+        self.padding = _pair(op, "padding", padding, 0)
         self.count_include_pad = bool(count_include_pad)
-        if min(self.kernel_size) < 1 or min(self.stride) < 1 or min(self.padding) < 0:
-            raise ValueError(f"AvgPool2d: kernel_size and stride must be >= 1 and padding >= 0, got "
-                             f"{self.kernel_size}, {self.stride}, {self.padding}")
         if any(2 * p > k for p, k in zip(self.padding, self.kernel_size)):
             raise ValueError(f"AvgPool2d: padding must be at most half the kernel size, got padding "
                              f"{self.padding} for kernel {self.kernel_size}")
@@ -297,10 +316,11 @@ class FractionalMaxPool2d(_ArgmaxPool):
 
     def __init__(self, kernel_size, output_size=None, output_ratio=None, name=None):
         super().__init__(name=name)
-        self.kernel_size = _pair(kernel_size)
+        op = "FractionalMaxPool2d"
+        self.kernel_size = _pair(op, "kernel_size", kernel_size, 1)
         if (output_size is None) == (output_ratio is None):
             raise ValueError("FractionalMaxPool2d: give exactly one of output_size and output_ratio")
-        self.output_size = None if output_size is None else _pair(output_size)
+        self.output_size = None if output_size is None else _pair(op, "output_size", output_size, 1)
         self.output_ratio = None if output_ratio is None else (
             tuple(float(r) for r in output_ratio) if isinstance(output_ratio, (tuple, list)) else (float(output_ratio),) * 2)
         if self.output_ratio is not None and not all(0 < r < 1 for r in self.output_ratio):
@@ -854,8 +874,8 @@ class LocallyConnected2d(Layer):
         op = "LocallyConnected2d"
         self.in_channels = _positive_int(op, "in_channels", in_channels)
         self.out_channels = _positive_int(op, "out_channels", out_channels)
-        self.kernel_size, self.stride, self.padding = _pair(kernel_size), _pair(stride), _pair(padding)
-        self.in_size = _pair(in_size)
+        self.kernel_size, self.stride = _pair(op, "kernel_size", kernel_size, 1), _pair(op, "stride", stride, 1)
+        self.padding, self.in_size = _pair(op, "padding", padding, 0), _pair(op, "in_size", in_size, 1)
         (R, S), (sh, sw), (ph, pw), (H, W) = self.kernel_size, self.stride, self.padding, self.in_size
         self.P, self.Q = (H + 2 * ph - R) // sh + 1, (W + 2 * pw - S) // sw + 1
         if self.P < 1 or self.Q < 1:

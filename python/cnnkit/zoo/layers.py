@@ -2,12 +2,13 @@
 put nn.AdaptiveAvgPool2d before the classifier) and the CIFAR ResNets' option-A shortcut."""
 import numpy as np
 
+from .. import ops
 from .._xp import array_module
 from ..graph import Layer
 
+_pair = ops._pair
 
-def _pair(v):
-    return tuple(int(e) for e in v) if isinstance(v, (tuple, list)) else (int(v), int(v))
+
 
 
 def _bins(n_in, n_out):
@@ -27,9 +28,7 @@ class AdaptiveAvgPool2d(Layer):
 
     def __init__(self, output_size, name=None):
         super().__init__(name=name)
-        self.output_size = _pair(output_size)
-        if min(self.output_size) < 1:
-            raise ValueError(f"AdaptiveAvgPool2d: output_size must be positive, got {output_size!r}")
+        self.output_size = _pair("AdaptiveAvgPool2d", "output_size", output_size, 1)
 
     def output_shape(self, x):
         self._check_rank("AdaptiveAvgPool2d", x, (4,), "4-D (N, C, H, W)")
