@@ -160,3 +160,9 @@ def test_gather_buffer_is_never_handed_out(prefetch):
             ref = transform(np.ascontiguousarray(ds.x[order[b * 8:(b + 1) * 8]]))
             np.testing.assert_array_equal(x, ref)
             np.testing.assert_array_equal(k, ref)
+
+
+@pytest.mark.parametrize("bad", [np.zeros((4, 1, 2, 2), np.float32), "abcd", b"abcd"], ids=["array", "str", "bytes"])
+def test_a_bare_array_or_string_is_not_a_dataset(bad):
+    with pytest.raises(TypeError, match=rf"DataLoader: dataset must be .* got a bare {type(bad).__name__} \(no labels\); pass \(x, y\)"):
+        D.DataLoader(bad, 2)

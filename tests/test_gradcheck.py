@@ -131,3 +131,14 @@ def test_kinks_of_several_units_at_one_point_are_not_failures():
                            ck.Linear(16 * 4 * 4, 10))
     with pytest.raises(ck.GradcheckError, match=r"Failing tensors: \[.*'0\.weight'"):
         ck.gradcheck(broken, x, y)
+
+
+@pytest.mark.parametrize("kw, exc, message", [
+    (dict(eps=0), ValueError, r"gradcheck: eps must be > 0, got 0"),
+    (dict(eps=-1e-5), ValueError, r"gradcheck: eps must be > 0, got -1e-05"),
+    (dict(rtol=-1), ValueError, r"gradcheck: rtol must be >= 0, got -1"),
+    (dict(atol="0"), TypeError, r"gradcheck: atol must be a real number, got str"),
+])
+def test_gradcheck_tolerances_are_checked(kw, exc, message):
+    with pytest.raises(exc, match=message):
+        ck.gradcheck(ck.Linear(3, 2), np.zeros((2, 3)), **kw)

@@ -590,3 +590,14 @@ def test_grad_sumsq_finds_every_nonfinite_position(n, dtype):
             h = g.copy()
             h[i] = bad
             assert ck._C.grad_sumsq(h)[1] is False
+
+
+@pytest.mark.parametrize("kw, exc, message", [
+    (dict(history_size=0), ValueError, r"LBFGS: invalid history_size 0 \(must be >= 1\)"),
+    (dict(max_iter=2.5), TypeError, r"LBFGS: max_iter must be an int, got float"),
+    (dict(max_eval=0), ValueError, r"LBFGS: invalid max_eval 0 \(must be >= 1\)"),
+    (dict(tolerance_change=-1), ValueError, r"LBFGS: invalid tolerance_change -1.0 \(must be >= 0\)"),
+])
+def test_lbfgs_bad_arguments_raise(kw, exc, message):
+    with pytest.raises(exc, match=message):
+        ck.optim.LBFGS(ck.Linear(2, 2).parameters(), **kw)

@@ -297,3 +297,8 @@ def test_lr_finder_keeps_an_existing_optimizer_working():
     w = model.W.data.copy()
     opt.step()  # still bound to the model's parameters
     assert not np.array_equal(model.W.data, w)
+
+
+def test_a_schedule_needs_an_optimizer_object():
+    with pytest.raises(TypeError, match=r"Cosine: optimizer must be a cnnkit optimizer \(with param_groups\), got list"):
+        ck.schedules.Cosine([0.1], T_max=3)

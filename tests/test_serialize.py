@@ -141,3 +141,10 @@ def test_architecture_is_json_in_the_header(tmp_path):
     assert arch["class"] == "Sequential"
     assert [c["class"] for c in arch["config"]["layers"]] == ["Conv2d", "ReLU"]
     assert header["0.weight"]["shape"] == [2, 1, 3, 3] and header["0.weight"]["dtype"] == "F32"
+
+
+def test_save_into_a_missing_folder_names_the_path(tmp_path):
+    target = tmp_path / "missing" / "net.safetensors"
+    with pytest.raises(FileNotFoundError, match=r"cannot write .*missing/net.safetensors: the folder .*missing does not exist"):
+        ck.Linear(2, 2).save(str(target))
+    assert not (tmp_path / "missing").exists()

@@ -335,3 +335,12 @@ def test_polyak_average_is_the_mean_of_the_weights_after_each_step(data):
     for n in seen[0]:
         np.testing.assert_allclose(polyak.avg[n], np.mean([w[n].astype(np.float64) for w in seen], axis=0),
                                    rtol=1e-12, atol=1e-12)
+
+
+def test_fit_and_evaluate_without_data_are_type_errors():
+    model = ck.Sequential(ck.Flatten(), ck.Linear(64, 10))
+    tr = ck.Trainer(model, ck.optim.SGD(model.parameters(), lr=0.1), progress=False)
+    with pytest.raises(TypeError, match=r"fit: train must be a DataLoader, an \(x, y\) pair of arrays or a dataset, got None"):
+        tr.fit(None, epochs=1)
+    with pytest.raises(TypeError, match=r"evaluate: data must be a DataLoader, an \(x, y\) pair of arrays or a dataset"):
+        tr.evaluate(None)

@@ -4,6 +4,7 @@
 To check a layer of your own, see the ck.Layer docstring (cnnkit/graph.py) and tests/test_gradcheck.py.
 """
 import copy
+import numbers
 
 import numpy as np
 
@@ -77,6 +78,11 @@ def gradcheck(layer_or_model, x, y=None, loss=None, eps=1e-5, rtol=1e-6, atol=1e
     """
     if not isinstance(layer_or_model, Layer):
         raise TypeError(f"gradcheck: expected a ck.Layer or model, got {type(layer_or_model).__name__}")
+    for name, v, positive in (("eps", eps, True), ("rtol", rtol, False), ("atol", atol, False)):
+        if isinstance(v, bool) or not isinstance(v, numbers.Real):
+            raise TypeError(f"gradcheck: {name} must be a real number, got {type(v).__name__}")
+        if not (v > 0 if positive else v >= 0):
+            raise ValueError(f"gradcheck: {name} must be {'> 0' if positive else '>= 0'}, got {v}")
     m = copy.deepcopy(layer_or_model).to(np.float64)
     multi = isinstance(x, (tuple, list))
     xs = [_as64(a) for a in (x if multi else (x,))]

@@ -64,6 +64,9 @@ class Schedule:
 
     def __init__(self, optimizer=None, base_lr=None):
         op = self._name
+        if optimizer is not None and not isinstance(getattr(optimizer, "param_groups", None), list):
+            raise TypeError(f"{op}: optimizer must be a cnnkit optimizer (with param_groups), got "
+                            f"{type(optimizer).__name__}")
         self.optimizer = optimizer
         if optimizer is not None:
             groups = optimizer.param_groups

@@ -19,7 +19,7 @@ import threading
 import numpy as np
 
 from .. import _C
-from .._xp import parse_device
+from .._xp import is_device_array, parse_device
 from ._common import ArrayDataset, check_int
 from .transforms import Compose, Transform
 
@@ -66,6 +66,9 @@ class DataLoader:
                                  f"and {dataset[1].shape[0]}")
             self._x, self._y = dataset
             n = dataset[0].shape[0]
+        elif isinstance(dataset, (np.ndarray, str, bytes)) or is_device_array(dataset):
+            raise TypeError(f"{op}: dataset must be an ArrayDataset, a pair (x, y) or support len() and indexing, "
+                            f"got a bare {type(dataset).__name__} (no labels); pass (x, y)")
         elif isinstance(dataset, ArrayDataset):
             self._x, self._y = dataset.x, dataset.y
             n = len(dataset)

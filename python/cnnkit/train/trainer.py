@@ -200,6 +200,8 @@ class Trainer:
     # ------------------------------------------------------------ evaluation
     def evaluate(self, data, batch_size=256):
         """Mean loss (data loss, no penalties) and accuracy over `data`, in eval mode. -> dict(loss, acc)."""
+        if data is None:
+            raise TypeError("evaluate: data must be a DataLoader, an (x, y) pair of arrays or a dataset, got None")
         loader = _as_loader(data, batch_size, False, 0, device=self.model.device)
         was_training = self.model.training
         self.model.eval()
@@ -305,6 +307,8 @@ class Trainer:
         """
         if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
             raise ValueError(f"fit: epochs must be an int >= 1, got {epochs!r}")
+        if train is None:
+            raise TypeError("fit: train must be a DataLoader, an (x, y) pair of arrays or a dataset, got None")
         loader = _as_loader(train, batch_size, shuffle, seed, transform, device=self.model.device)
         val_loader = _as_loader(val, 256, False, 0, device=self.model.device)
         self.run_dir = run_dir
