@@ -284,3 +284,61 @@ def test_sgd_on_a_small_net_learns():
     assert losses[-1] < 0.5 * losses[0]
     model.eval()
     assert (model(x).argmax(axis=1) == y).mean() > 0.9
+
+
+def _small_net():
+    return ck.Sequential(ck.Conv2d(1, 4, 3, padding=1, seed=1), ck.BatchNorm2d(4), ck.ReLU(), ck.Dropout(0.5),
+                         ck.Flatten(), ck.Linear(64, 10, seed=2))
+
+
+def test_sequential_indexing_and_slicing_share_layers():
+    m = _small_net()
+    assert m[0] is m["0"] and m[-1] is m["5"] and len(m) == 6
+    body = m[:-1]
+    assert isinstance(body, ck.Sequential) and len(body) == 5 and body[0] is m[0]
+    assert list(body.layers) == ["0", "1", "2", "3", "4"]
+    assert body[3].seed == m[3].seed     # the slice does not re-seed the shared dropout stream
+    x = np.random.default_rng(0).standard_normal((2, 1, 4, 4)).astype(np.float32)
+    m.eval()
+    np.testing.assert_array_equal(m[-1](body(x)), m(x))
+    assert m[1:3](np.ones((2, 4, 4, 4), np.float32)).shape == (2, 4, 4, 4)
+    with pytest.raises(IndexError, match=r"Sequential: layer index 6 out of range for 6 layers"):
+        m[6]
+    with pytest.raises(KeyError, match=r"no layer named 'nope'; the layers are \['0', '1'"):
+        m["nope"]
+    with pytest.raises(TypeError, match=r"Sequential: index with an int or a layer name, got float"):
+        m[1.5]
+    with pytest.raises(ValueError, match=r"Sequential: the slice \[3:3\] selects no layers"):
+        m[3:3]
+    with pytest.raises(ValueError, match=r"Sequential: a slice of layers must have step 1, got 2"):
+        m[::2]
+
+
+def test_state_dict_round_trip_and_torch_interchange():
+    m = _small_net()
+    m.train()
+    m(np.random.default_rng(1).standard_normal((8, 1, 4, 4)).astype(np.float32))  # moves the running stats
+    sd = m.state_dict()
+    assert list(sd) == ["0.weight", "0.bias", "1.weight", "1.bias", "1.running_mean", "1.running_var",
+                        "1.num_batches_tracked", "5.weight", "5.bias"]
+    sd["0.weight"][...] = 7                      # copies: the model is untouched
+    assert m[0].weight.data.max() != 7
+    other = ck.Sequential(ck.Conv2d(1, 4, 3, padding=1, seed=8), ck.BatchNorm2d(4), ck.ReLU(), ck.Dropout(0.5),
+                          ck.Flatten(), ck.Linear(64, 10, seed=9))
+    assert other.load_state_dict(m.state_dict()) == ([], [])
+    for (n, a), (_, b) in zip(m.state_dict().items(), other.state_dict().items()):
+        np.testing.assert_array_equal(a, b, err_msg=n)
+    with pytest.raises(ck.zoo.StateDictError, match=r"1 shape mismatch\(es\): 0.weight expected \(4, 1, 3, 3\) got \(1,\)"):
+        other.load_state_dict({**m.state_dict(), "0.weight": np.zeros((1,), np.float32)})
+    torch = pytest.importorskip("torch")
+    tm = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                             torch.nn.Dropout(0.5), torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    tm.load_state_dict({k: torch.from_numpy(v) for k, v in m.state_dict().items()})
+    tm.eval()
+    m.eval()
+    x = np.random.default_rng(2).standard_normal((3, 1, 4, 4)).astype(np.float32)
+    np.testing.assert_allclose(tm(torch.from_numpy(x)).detach().numpy(), m(x), rtol=1e-5, atol=1e-6)
+    back = _small_net()
+    back.load_state_dict(tm.state_dict())
+    back.eval()
+    np.testing.assert_array_equal(back(x), m(x))

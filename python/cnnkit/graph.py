@@ -208,6 +208,21 @@ class Layer:
         from .serialize import save
         save(self, path)
 
+    def state_dict(self):
+        """name -> a numpy copy of every parameter and buffer, under torch's names ("0.weight",
+        "bn1.running_mean", ...), as torch.nn.Module.state_dict (torch's shares storage; these are copies, on
+        the host even for a model on a GPU). Same as ck.zoo.export_torch_state_dict(model)."""
+        from .zoo.torch_io import export_torch_state_dict
+        return export_torch_state_dict(self)
+
+    def load_state_dict(self, state_dict, strict=True):
+        """Copy a state dict (numpy arrays or torch tensors, by name) into the parameters and buffers in place,
+        as torch.nn.Module.load_state_dict: every name and shape is checked before anything is written
+        (ck.zoo.StateDictError lists what is missing, unexpected or mismatched). Returns (missing,
+        unexpected). Same as ck.zoo.load_torch_state_dict(model, state_dict, strict)."""
+        from .zoo.torch_io import load_torch_state_dict
+        return load_torch_state_dict(self, state_dict, strict=strict)
+
     # ------------------------------------------------------------ random streams
     def rng_state(self):
         return {path: (l.seed, l.offset) for path, l in self.named_layers() if l.stochastic}
@@ -335,9 +350,16 @@ class Model(Layer):
         return {n: layer for n, layer, _ in self._nodes}
 
     def __getitem__(self, key):
-        if isinstance(key, int):
+        """model[i] (negative counts from the end) or model["name"]: that layer."""
+        if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+            if not -len(self._nodes) <= key < len(self._nodes):
+                raise IndexError(f"{self.label()}: layer index {key} out of range for {len(self._nodes)} layers")
             return self._nodes[key][1]
-        return self.layers[key]
+        if isinstance(key, str):
+            if key not in self.layers:
+                raise KeyError(f"{self.label()}: no layer named {key!r}; the layers are {list(self.layers)}")
+            return self.layers[key]
+        raise TypeError(f"{self.label()}: index with an int or a layer name, got {type(key).__name__}")
 
     def __len__(self):
         return len(self._nodes)
@@ -619,6 +641,22 @@ class Sequential(Model):
         if not self._nodes:
             raise ValueError("Sequential: needs at least one layer")
         self._finish()
+
+    def __getitem__(self, key):
+        """As Model's, and model[a:b] (step 1): a Sequential of those layers, sharing them and their weights
+        with this model (as torch.nn.Sequential's slicing); the layers keep their names and RNG streams."""
+        if not isinstance(key, slice):
+            return super().__getitem__(key)
+        if key.step not in (None, 1):
+            raise ValueError(f"{self.label()}: a slice of layers must have step 1, got {key.step}")
+        nodes = self._nodes[key]
+        if not nodes:
+            raise ValueError(f"{self.label()}: the slice [{key.start}:{key.stop}] selects no layers "
+                             f"(the model has {len(self._nodes)})")
+        part = Sequential.__new__(Sequential)
+        Model.__init__(part, seed=self.model_seed)
+        part._nodes = [(n, layer, [i - 1 if i > 0 else -1]) for i, (n, layer, _) in enumerate(nodes)]
+        return part
 
     def config(self):
         return {"layers": [_layer_config(n, l) for n, l, _ in self._nodes], "seed": self.model_seed}
