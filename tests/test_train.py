@@ -344,3 +344,14 @@ def test_fit_and_evaluate_without_data_are_type_errors():
         tr.fit(None, epochs=1)
     with pytest.raises(TypeError, match=r"evaluate: data must be a DataLoader, an \(x, y\) pair of arrays or a dataset"):
         tr.evaluate(None)
+
+
+@pytest.mark.parametrize("kw", [dict(checkpoint_every=-1), dict(checkpoint_every=1.5), dict(checkpoint_every_steps=-2),
+                                dict(checkpoint_every_steps="10")])
+def test_fit_checks_checkpoint_counts(kw, tmp_path):
+    model = ck.Sequential(ck.Flatten(), ck.Linear(64, 10))
+    tr = ck.Trainer(model, ck.optim.SGD(model.parameters(), lr=0.1), progress=False)
+    name, v = next(iter(kw.items()))
+    with pytest.raises(ValueError, match=rf"fit: {name} must be an int >= 0 or None .*got {v!r}"):
+        tr.fit(digits()["train"], epochs=1, checkpoint_dir=str(tmp_path), **kw)
+    assert not any(tmp_path.iterdir())
