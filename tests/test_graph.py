@@ -342,3 +342,18 @@ def test_state_dict_round_trip_and_torch_interchange():
     back.load_state_dict(tm.state_dict())
     back.eval()
     np.testing.assert_array_equal(back(x), m(x))
+
+
+def test_torch_named_conveniences():
+    m = _small_net()
+    assert [n for n, _ in m.named_modules()] == ["", "0", "1", "2", "3", "4", "5"]
+    assert m.modules()[0] is m and m.modules()[1] is m[0]
+    assert m.children() == [m[i] for i in range(6)] and ck.ReLU().children() == []
+    assert m.double() is m and m[0].weight.dtype == np.float64 and m[1].running_mean.dtype == np.float64
+    assert m.float() is m and m[5].weight.grad.dtype == np.float32
+    assert m.cpu() is m and m.device == "cpu"
+    assert m.requires_grad_(False) is m and not any(p.requires_grad for p in m.parameters())
+    m.requires_grad_()
+    assert all(p.requires_grad for p in m.parameters())
+    with pytest.raises(ValueError, match=r"device must be 'cpu', 'cuda' or 'cuda:N' \(N a device index\), got 'cuda:x'"):
+        m.cuda("x")

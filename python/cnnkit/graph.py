@@ -122,6 +122,36 @@ class Layer:
         for p in self.parameters():
             p.zero_grad()
 
+    # torch.nn.Module's names for the same things, so code can move either way
+    def named_modules(self, prefix=""):
+        """As named_layers: ("", self) first, then every layer inside with its dotted path."""
+        return self.named_layers(prefix)
+
+    def modules(self):
+        return [layer for _, layer in self.named_layers()]
+
+    def children(self):
+        """The layers directly inside (a model's nodes; none for a plain layer)."""
+        return [layer for _, layer, _ in getattr(self, "_nodes", ())]
+
+    def requires_grad_(self, requires_grad=True):
+        """Set requires_grad on every parameter inside (False freezes them). Returns self."""
+        for p in self.parameters():
+            p.requires_grad = bool(requires_grad)
+        return self
+
+    def cpu(self):
+        return self.to("cpu")
+
+    def cuda(self, device=None):
+        return self.to("cuda" if device is None else f"cuda:{device}")
+
+    def float(self):
+        return self.to(np.float32)
+
+    def double(self):
+        return self.to(np.float64)
+
     def train(self, mode=True):
         """Training mode for every layer inside, except that a layer frozen by Model.freeze that keeps
         running statistics (BatchNorm) stays in inference mode: it normalises with its running mean and
