@@ -593,9 +593,9 @@ def test_grad_sumsq_finds_every_nonfinite_position(n, dtype):
 
 
 @pytest.mark.parametrize("kw, exc, message", [
-    (dict(history_size=0), ValueError, r"LBFGS: invalid history_size 0 \(must be >= 1\)"),
+    (dict(history_size=0), ValueError, r"LBFGS: history_size must be >= 1, got 0"),
     (dict(max_iter=2.5), TypeError, r"LBFGS: max_iter must be an int, got float"),
-    (dict(max_eval=0), ValueError, r"LBFGS: invalid max_eval 0 \(must be >= 1\)"),
+    (dict(max_eval=0), ValueError, r"LBFGS: max_eval must be >= 1, got 0"),
     (dict(tolerance_change=-1), ValueError, r"LBFGS: invalid tolerance_change -1.0 \(must be >= 0\)"),
 ])
 def test_lbfgs_bad_arguments_raise(kw, exc, message):

@@ -346,12 +346,15 @@ def test_fit_and_evaluate_without_data_are_type_errors():
         tr.evaluate(None)
 
 
-@pytest.mark.parametrize("kw", [dict(checkpoint_every=-1), dict(checkpoint_every=1.5), dict(checkpoint_every_steps=-2),
-                                dict(checkpoint_every_steps="10")])
-def test_fit_checks_checkpoint_counts(kw, tmp_path):
+@pytest.mark.parametrize("kw, exc, message", [
+    (dict(checkpoint_every=-1), ValueError, r"fit: checkpoint_every must be >= 0, got -1"),
+    (dict(checkpoint_every=1.5), TypeError, r"fit: checkpoint_every must be an int, got float"),
+    (dict(checkpoint_every_steps=-2), ValueError, r"fit: checkpoint_every_steps must be >= 0, got -2"),
+    (dict(checkpoint_every_steps="10"), TypeError, r"fit: checkpoint_every_steps must be an int, got str"),
+])
+def test_fit_checks_checkpoint_counts(kw, exc, message, tmp_path):
     model = ck.Sequential(ck.Flatten(), ck.Linear(64, 10))
     tr = ck.Trainer(model, ck.optim.SGD(model.parameters(), lr=0.1), progress=False)
-    name, v = next(iter(kw.items()))
-    with pytest.raises(ValueError, match=rf"fit: {name} must be an int >= 0 or None .*got {v!r}"):
+    with pytest.raises(exc, match=message):
         tr.fit(digits()["train"], epochs=1, checkpoint_dir=str(tmp_path), **kw)
     assert not any(tmp_path.iterdir())

@@ -33,6 +33,7 @@ import numpy as np
 
 from . import _C
 from ._xp import array_module, is_device_array
+from .ops import _int
 from .parameter import FlatBuffer, Parameter
 
 __all__ = ["Optimizer", "SGD", "AdaGrad", "RMSProp", "Adam", "AdamW", "LBFGS", "NonFiniteGradientError",
@@ -488,14 +489,6 @@ def _positive(op, name, v):
     return v
 
 
-def _count(op, name, v):
-    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
-        raise TypeError(f"{op}: {name} must be an int, got {type(v).__name__}")
-    if v < 1:
-        raise ValueError(f"{op}: invalid {name} {v} (must be >= 1)")
-    return int(v)
-
-
 def _is_array(v):
     return isinstance(v, np.ndarray) or is_device_array(v)
 
@@ -877,12 +870,12 @@ class LBFGS:
         ps = _group_params(op, groups[0], 0)
         if line_search_fn not in (None, "strong_wolfe"):
             raise ValueError(f"{op}: line_search_fn must be None or 'strong_wolfe', got {line_search_fn!r}")
-        max_iter = _count(op, "max_iter", max_iter)
-        max_eval = max_iter * 5 // 4 if max_eval is None else _count(op, "max_eval", max_eval)
+        max_iter = _int(op, "max_iter", max_iter, minimum=1)
+        max_eval = max_iter * 5 // 4 if max_eval is None else _int(op, "max_eval", max_eval, minimum=1)
         self.param_groups = [dict(lr=_nonneg(op, "lr", lr), max_iter=max_iter, max_eval=max_eval,
                                   tolerance_grad=_nonneg(op, "tolerance_grad", tolerance_grad),
                                   tolerance_change=_nonneg(op, "tolerance_change", tolerance_change),
-                                  history_size=_count(op, "history_size", history_size),
+                                  history_size=_int(op, "history_size", history_size, minimum=1),
                                   line_search_fn=line_search_fn, params=ps)]
         self._trainable = [p for p in ps if p.requires_grad]
         self._flat = FlatBuffer(self._trainable)

@@ -17,6 +17,7 @@ import types
 import numpy as np
 
 from .. import losses as _losses
+from ..ops import _int
 from .._xp import array_module, is_device_array
 from ..data.loader import DataLoader
 from ..schedules import ReduceOnPlateau
@@ -302,15 +303,14 @@ class Trainer:
         train / val: a DataLoader, an (x, y) pair or a dataset. A pair or dataset is wrapped in a DataLoader
         with `batch_size`, `shuffle`, `seed` and `transform`. checkpoint_dir: write a checkpoint every
         `checkpoint_every` epochs and/or every `checkpoint_every_steps` iterations (0 or None: not by that
-        count). resume: a checkpoint
-        folder or file to continue from (bit-exact on the same machine and thread count). run_dir: where
-        history.json, the CSVs and the plots go at the end. Returns the History.
+        count). resume: a checkpoint folder or file to continue from (bit-exact on the same machine and
+        thread count). run_dir: where history.json, the CSVs and the plots go at the end. Returns the History.
         """
         if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
             raise ValueError(f"fit: epochs must be an int >= 1, got {epochs!r}")
         for name, v in (("checkpoint_every", checkpoint_every), ("checkpoint_every_steps", checkpoint_every_steps)):
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
-                raise ValueError(f"fit: {name} must be an int >= 0 or None (0 and None: not by this count), got {v!r}")
+            if v is not None:
+                _int("fit", name, v, minimum=0)    # 0 and None: no checkpoints by this count
         if train is None:
             raise TypeError("fit: train must be a DataLoader, an (x, y) pair of arrays or a dataset, got None")
         loader = _as_loader(train, batch_size, shuffle, seed, transform, device=self.model.device)

@@ -9,8 +9,6 @@ from ..graph import Layer
 _pair = ops._pair
 
 
-
-
 def _bins(n_in, n_out):
     # torch's adaptive pooling: bin i covers [floor(i * n_in / n_out), ceil((i + 1) * n_in / n_out))
     return [((i * n_in) // n_out, -(-((i + 1) * n_in) // n_out)) for i in range(n_out)]
