@@ -166,3 +166,14 @@ def test_gather_buffer_is_never_handed_out(prefetch):
 def test_a_bare_array_or_string_is_not_a_dataset(bad):
     with pytest.raises(TypeError, match=rf"DataLoader: dataset must be .* got a bare {type(bad).__name__} \(no labels\); pass \(x, y\)"):
         D.DataLoader(bad, 2)
+
+
+@pytest.mark.parametrize("args, exc, message", [
+    ((-1, 0, 0), ValueError, r"epoch_permutation: n must be >= 0, got -1"),
+    ((5, -1, 0), ValueError, r"epoch_permutation: seed must be >= 0, got -1"),
+    ((5, 0, -1), ValueError, r"epoch_permutation: epoch must be >= 0, got -1"),
+    ((5.0, 0, 0), TypeError, r"epoch_permutation: n must be an int, got float"),
+])
+def test_epoch_permutation_checks_its_arguments(args, exc, message):
+    with pytest.raises(exc, match=message):
+        D.epoch_permutation(*args)

@@ -28,6 +28,9 @@ __all__ = ["DataLoader"]
 
 def epoch_permutation(n, seed, epoch):
     """The loader's order of n samples in `epoch`: argsort (stable) of 64-bit Philox keys."""
+    op = "epoch_permutation"
+    n, seed, epoch = (check_int(op, "n", n, minimum=0), check_int(op, "seed", seed, minimum=0),
+                      check_int(op, "epoch", epoch, minimum=0))
     keys = np.empty(n, np.uint64)
     _C.philox_keys(keys, seed, epoch, 0)
     return np.argsort(keys, kind="stable").astype(np.int64)
