@@ -68,6 +68,15 @@ def test_cli_reports_config_errors_without_a_traceback(tmp_path):
     assert r.returncode == 2 and "unknown key 'optimizer.lrr'" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.parametrize("command", ["train", "search"])
+def test_cli_missing_or_unreadable_config_is_a_config_error(tmp_path, command):
+    for path, reason in [(tmp_path / "nope.toml", "No such file or directory"), (tmp_path, "Is a directory")]:
+        r = subprocess.run([sys.executable, "-m", "cnnkit", command, "--config", str(path)], capture_output=True,
+                           text=True, timeout=120)
+        assert r.returncode == 2 and f"config: cannot read {path}: {reason}" in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr
+
+
 def test_augmentation_and_normalisation_from_a_config(tmp_path):
     cfg = cli.load_config(None, {"out": str(tmp_path / "r"), "epochs": 3})
     cfg["data"].update(normalize="channel_std", augment=[{"type": "RandomCrop", "args": [8], "padding": 1},

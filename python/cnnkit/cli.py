@@ -75,15 +75,20 @@ def _check(cfg, schema, where=""):
             raise ConfigError(f"config: '{name}' must be a {want.__name__}, got {value!r}")
 
 
+def read_toml(path):
+    """The TOML file at path as a dict; ConfigError (exit status 2 from the CLI) if it cannot be read or parsed."""
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(f"config: cannot read {path}: {e.strerror or e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config: {path} is not valid TOML: {e}") from None
+
+
 def load_config(path=None, overrides=None):
     """Read and validate a TOML config, filling defaults. Raises ConfigError naming the bad key."""
-    cfg = {}
-    if path is not None:
-        try:
-            with open(path, "rb") as f:
-                cfg = tomllib.load(f)
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"config: {path} is not valid TOML: {e}") from None
+    cfg = {} if path is None else read_toml(path)
     _check(cfg, SCHEMA)
     merged = {k: (dict(v) if isinstance(v, dict) else v) for k, v in DEFAULTS.items()}
     for k, v in cfg.items():

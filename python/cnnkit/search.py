@@ -239,13 +239,8 @@ class _Bound:
 
 
 def run_search_cli(path, out=None, workers=None):
-    from .cli import ConfigError, load_config
-    try:
-        import tomllib
-    except ModuleNotFoundError:
-        import tomli as tomllib
-    with open(path, "rb") as f:
-        raw = tomllib.load(f)
+    from .cli import ConfigError, load_config, read_toml
+    raw = read_toml(path)
     s = raw.pop("search", None)
     if not isinstance(s, dict) or "space" not in s:
         raise ConfigError("config: a search config needs a [search] table with a [search.space] table")
