@@ -357,3 +357,13 @@ def test_torch_named_conveniences():
     assert all(p.requires_grad for p in m.parameters())
     with pytest.raises(ValueError, match=r"device must be 'cpu', 'cuda' or 'cuda:N' \(N a device index\), got 'cuda:x'"):
         m.cuda("x")
+
+
+@pytest.mark.parametrize("shape, exc, message", [
+    ((3, -1, 8), ValueError, r"Input: shape must be >= 1, got -1"),
+    ((3, 8.0, 8), TypeError, r"Input: shape must be an int, got float"),
+    (5, TypeError, r"Input: shape must be a tuple of ints without the batch dimension"),
+])
+def test_input_shape_is_checked(shape, exc, message):
+    with pytest.raises(exc, match=message):
+        ck.Input(shape)

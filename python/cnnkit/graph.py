@@ -41,7 +41,11 @@ def Input(shape=None, name=None):
     """A graph input. `shape` excludes the batch dimension, e.g. (3, 32, 32); it lets the graph check
     every layer's input shape as it is built."""
     if shape is not None:
-        shape = tuple(int(d) for d in shape)
+        if not isinstance(shape, (tuple, list)):
+            raise TypeError(f"Input: shape must be a tuple of ints without the batch dimension, e.g. (3, 32, 32), "
+                            f"got {type(shape).__name__}")
+        from .ops import _int
+        shape = tuple(_int("Input", "shape", d, minimum=1) for d in shape)
     return Node(None, [], shape, name=name)
 
 
