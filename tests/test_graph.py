@@ -367,3 +367,14 @@ def test_torch_named_conveniences():
 def test_input_shape_is_checked(shape, exc, message):
     with pytest.raises(exc, match=message):
         ck.Input(shape)
+
+
+def test_a_declared_input_shape_is_enforced_and_an_undeclared_one_is_free():
+    x = ck.Input((3, 8, 8))
+    fixed = ck.Graph(x, ck.Conv2d(3, 4, 3, padding=1)(x))
+    assert fixed(np.zeros((2, 3, 8, 8), np.float32)).shape == (2, 4, 8, 8)
+    with pytest.raises(ValueError, match=r"Graph: input 'input' was declared with shape \(N, 3, 8, 8\), got \(1, 3, 9, 9\)"):
+        fixed(np.zeros((1, 3, 9, 9), np.float32))
+    x = ck.Input()
+    free = ck.Graph(x, ck.Conv2d(3, 4, 3, padding=1)(x))
+    assert free(np.zeros((1, 3, 9, 5), np.float32)).shape == (1, 4, 9, 5)

@@ -39,7 +39,8 @@ class Node:
 
 def Input(shape=None, name=None):
     """A graph input. `shape` excludes the batch dimension, e.g. (3, 32, 32); it lets the graph check
-    every layer's input shape as it is built."""
+    every layer's input shape as it is built, and the arrays it is called with (as Keras). Without a shape
+    the graph takes any input size its layers accept."""
     if shape is not None:
         if not isinstance(shape, (tuple, list)):
             raise TypeError(f"Input: shape must be a tuple of ints without the batch dimension, e.g. (3, 32, 32), "
@@ -770,6 +771,15 @@ class Graph(Model):
         if not self._nodes:
             raise ValueError("Graph: the output is an input; there are no layers")
         self._finish()
+
+    def forward(self, *xs):
+        # An input declared with a shape (ck.Input((3, 32, 32))) takes only that shape, as in Keras; an
+        # input declared without one takes any shape its layers accept.
+        for x, name, want in zip(xs, self._input_names, self._input_shapes):
+            if want is not None and hasattr(x, "shape") and tuple(x.shape[1:]) != want:
+                raise ValueError(f"{self.label()}: input '{name}' was declared with shape (N, "
+                                 f"{', '.join(map(str, want))}), got {tuple(x.shape)}")
+        return super().forward(*xs)
 
     def _default_input_shape(self):
         if all(s is not None for s in self._input_shapes):
