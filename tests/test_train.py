@@ -358,3 +358,14 @@ def test_fit_checks_checkpoint_counts(kw, exc, message, tmp_path):
     with pytest.raises(exc, match=message):
         tr.fit(digits()["train"], epochs=1, checkpoint_dir=str(tmp_path), **kw)
     assert not any(tmp_path.iterdir())
+
+
+def test_history_reads_like_keras():
+    model = ck.Sequential(ck.Flatten(), ck.Linear(64, 10, seed=0))
+    d = digits()
+    h = ck.Trainer(model, ck.optim.Adam(model.parameters(), lr=1e-2), progress=False).fit(d["train"], d["val"], epochs=3)
+    assert h["val_acc"] == h.metric("val_acc") == [e["val_acc"] for e in h.epochs] and len(h["val_acc"]) == 3
+    assert {"train_loss", "train_acc", "val_loss", "val_acc"} <= set(h.history)
+    assert h.history["train_loss"][0] > h.history["train_loss"][-1]
+    with pytest.raises(KeyError, match=r"History: no metric 'accuracy'; logged: \[.*'val_acc'"):
+        h["accuracy"]

@@ -35,6 +35,22 @@ class History:
         """Per-epoch values of `name` (e.g. "val_acc"), None where it was not measured."""
         return [e.get(name) for e in self.epochs]
 
+    @property
+    def history(self):
+        """Keras's ``History.history``: metric name -> its per-epoch values (train_loss, train_acc, val_loss,
+        val_acc, lr, seconds, ...; cnnkit's names, not Keras's "loss"/"accuracy")."""
+        names = []
+        for e in self.epochs:
+            names += [k for k in e if k not in names]
+        return {k: self.metric(k) for k in names}
+
+    def __getitem__(self, name):
+        """history["val_acc"]: the per-epoch values of a logged metric (KeyError naming the logged ones)."""
+        logged = self.history
+        if name not in logged:
+            raise KeyError(f"History: no metric {name!r}; logged: {sorted(logged)}")
+        return logged[name]
+
     # ------------------------------------------------------------ export
     def state_dict(self):
         return {"iterations": self.iterations, "epochs": self.epochs, "ratios": self.ratios,
