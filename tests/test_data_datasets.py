@@ -8,6 +8,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+import zipfile
 
 import numpy as np
 import pytest
@@ -451,6 +452,57 @@ def test_idx_truncated_gzip_and_other_types(tmp_path):
     q.write_bytes(b"\0\0\x07\x01\0\0\0\0")
     with pytest.raises(DataFormatError, match="not an IDX file"):
         D.read_idx(q)
+
+
+ZEROS_MIB_GZ = gzip.compress(bytes(1 << 20))  # one gzip member: 1 MiB of zeros in about 1 KB
+HEADROOM = 48 << 20  # address space a check of a small file may use: far less than the bombs inflate to
+
+
+def test_idx_gz_reads_only_what_the_header_claims(tmp_path):
+    p = tmp_path / "train-images-idx3-ubyte.gz"
+    # the header claims 2 images, the stream inflates to 256 MiB more (a gzip file may hold many members)
+    p.write_bytes(gzip.compress(idx_bytes(np.zeros((2, 28, 28), np.uint8))) + ZEROS_MIB_GZ * 256)
+    assert p.stat().st_size < 400_000
+    expect_data_format_error("D.read_idx", p, r"trailing bytes: header says shape \(2, 28, 28\) = 1568 bytes of "
+                                              r"data, the gzip stream holds more", memory_headroom=HEADROOM)
+    # an honest header, 256 MiB of zeros: more than 100 times the compressed size is refused before reading
+    p.write_bytes(gzip.compress(idx_bytes(np.zeros((4096, 256, 0), np.uint8))[:8] + struct.pack(">II", 256, 256))
+                  + ZEROS_MIB_GZ * 256)
+    expect_data_format_error("D.read_idx", p, r"header says shape \(4096, 256, 256\) = 268435456 bytes of data, "
+                                              rf"more than 100 times the {p.stat().st_size} bytes of the compressed "
+                                              r"file \(refused as a decompression bomb\)", memory_headroom=HEADROOM)
+
+
+def _npz_with(tmp_path, x_member, compress=zipfile.ZIP_STORED):
+    import io
+    p = tmp_path / "d.npz"
+    y = io.BytesIO()
+    np.lib.format.write_array(y, np.zeros(4, np.int64))
+    with zipfile.ZipFile(p, "w", compression=compress) as z:
+        with z.open("x.npy", "w", force_zip64=True) as f:
+            x_member(f)
+        z.writestr("y.npy", y.getvalue())
+    return p
+
+
+def test_npz_member_size_is_checked_before_reading(tmp_path):
+    def claims_4tib(f):
+        np.lib.format.write_array_header_1_0(f, {"descr": "|u1", "fortran_order": False, "shape": (1 << 42,)})
+        f.write(bytes(16))
+    p = _npz_with(tmp_path, claims_4tib)
+    expect_data_format_error("D.load_npz", p, r"d\.npz: member x\.npy: header says shape \(4398046511104,\) uint8 = "
+                                              r"4398046511104 bytes of data, the member holds 16",
+                             memory_headroom=HEADROOM)
+
+    def zeros_64mib(f):
+        np.lib.format.write_array_header_1_0(f, {"descr": "|u1", "fortran_order": False, "shape": (4, 4096, 4096)})
+        for _ in range(64):
+            f.write(bytes(1 << 20))
+    p = _npz_with(tmp_path, zeros_64mib, zipfile.ZIP_DEFLATED)
+    packed = zipfile.ZipFile(p).getinfo("x.npy").compress_size
+    expect_data_format_error("D.load_npz", p, r"d\.npz: member x\.npy: header says shape \(4, 4096, 4096\) uint8 = "
+                                              rf"67108864 bytes of data, more than 100 times the {packed} compressed "
+                                              r"bytes \(refused as a decompression bomb\)", memory_headroom=HEADROOM)
 
 
 # ---------------------------------------------------------------- image folders

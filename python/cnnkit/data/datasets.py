@@ -8,6 +8,7 @@ Formats: CIFAR-10/100 binary (https://www.cs.toronto.edu/~kriz/cifar.html), CIFA
 (through a restricted unpickler), MNIST / Fashion-MNIST IDX (http://yann.lecun.com/exdb/mnist/), image
 folders (Pillow), numpy arrays and ``.npz``.
 """
+import contextlib
 import gzip
 import io
 import math
@@ -372,14 +373,51 @@ _IDX_TYPES = {0x08: np.dtype(np.uint8), 0x09: np.dtype(np.int8), 0x0B: np.dtype(
               0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 
 
-def _read_maybe_gzip(path):
-    data = _read_bytes(path)
-    if data[:2] == b"\x1f\x8b":
+# A compressed file may inflate to at most this many times its size (real image data deflates 2 to 5 fold, a
+# decompression bomb about 1,000 fold); up to _INFLATE_ANYWAY bytes are accepted whatever the ratio.
+_MAX_INFLATION = 100
+_INFLATE_ANYWAY = 16 << 20
+
+
+def _check_inflation(path, what, claimed, compressed, of="compressed bytes"):
+    if claimed > max(_INFLATE_ANYWAY, _MAX_INFLATION * compressed):
+        raise DataFormatError(path, f"{what} = {claimed} bytes of data, more than {_MAX_INFLATION} times the "
+                                    f"{compressed} {of} (refused as a decompression bomb)")
+
+
+def _read_exact(f, n):
+    """Up to n bytes from the stream f (fewer where it ends first) as a uint8 array, and whether more follow.
+    Memory grows only as the bytes arrive."""
+    out = np.empty(n, np.uint8)
+    view, got = memoryview(out), 0
+    while got < n:
+        k = f.readinto(view[got:got + (1 << 20)])  # in pieces: one read of all would hold a second copy
+        if not k:
+            break
+        got += k
+    return out[:got], f.read(1) != b""
+
+
+@contextlib.contextmanager
+def _open_maybe_gzip(path):
+    """The file at path as a binary stream (gunzipped when its first bytes say gzip), its size on disk and
+    whether it is gzip. A truncated or corrupt gzip stream raises DataFormatError."""
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{os.fspath(path)}: no such file") from None
+    with f:
+        size = os.fstat(f.fileno()).st_size
+        gz = f.read(2) == b"\x1f\x8b"
+        f.seek(0)
+        if not gz:
+            yield f, size, False
+            return
         try:
-            return gzip.decompress(data)
+            with gzip.GzipFile(fileobj=f) as g:
+                yield g, size, True
         except (EOFError, OSError, zlib.error) as e:
             raise DataFormatError(path, f"truncated or corrupt gzip stream ({type(e).__name__}: {e})") from None
-    return data
 
 
 def read_idx(path, expect_magic=None):
@@ -387,27 +425,40 @@ def read_idx(path, expect_magic=None):
 
     Header: two zero bytes, a type byte (0x08 uint8, 0x09 int8, 0x0B int16, 0x0C int32, 0x0D float32,
     0x0E float64), the number of dimensions, then each size as a big-endian uint32. The data must have
-    exactly the size the header promises. ``expect_magic`` (e.g. 2051 for MNIST images) is checked if given.
+    exactly the size the header promises, checked before it is read: against the file's size, or for a
+    ``.gz`` by reading exactly that much (a stream holding more or less is refused), and a ``.gz`` may not
+    claim more than 100 times its own size (above 16 MiB). ``expect_magic`` (e.g. 2051 for MNIST images) is
+    checked if given.
     """
-    data = _read_maybe_gzip(path)
-    if len(data) < 4:
-        raise DataFormatError(path, f"truncated: {len(data)} bytes, shorter than the 4-byte IDX magic number")
-    magic = int.from_bytes(data[:4], "big")
-    if expect_magic is not None and magic != expect_magic:
-        raise DataFormatError(path, f"bad magic number 0x{magic:08X}, expected 0x{expect_magic:08X}")
-    if data[0] != 0 or data[1] != 0 or data[2] not in _IDX_TYPES or data[3] == 0:
-        raise DataFormatError(path, f"bad magic number 0x{magic:08X}: not an IDX file")
-    dtype, ndim = _IDX_TYPES[data[2]], data[3]
-    head = 4 + 4 * ndim
-    if len(data) < head:
-        raise DataFormatError(path, f"truncated header: {ndim} dimensions need {head} bytes, file has {len(data)}")
-    shape = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
-    want = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    have = len(data) - head
-    if have != want:
-        raise DataFormatError(path, f"{'truncated' if have < want else 'trailing bytes'}: header says shape "
-                                    f"{shape} = {want} bytes of data, file has {have}")
-    return np.frombuffer(data, dtype, offset=head).reshape(shape).astype(dtype.newbyteorder("="))
+    with _open_maybe_gzip(path) as (f, size, gz):
+        head = f.read(4)
+        if len(head) < 4:
+            raise DataFormatError(path, f"truncated: {len(head)} bytes, shorter than the 4-byte IDX magic number")
+        magic = int.from_bytes(head, "big")
+        if expect_magic is not None and magic != expect_magic:
+            raise DataFormatError(path, f"bad magic number 0x{magic:08X}, expected 0x{expect_magic:08X}")
+        if head[0] != 0 or head[1] != 0 or head[2] not in _IDX_TYPES or head[3] == 0:
+            raise DataFormatError(path, f"bad magic number 0x{magic:08X}: not an IDX file")
+        dtype, ndim = _IDX_TYPES[head[2]], head[3]
+        dims = f.read(4 * ndim)
+        if len(dims) < 4 * ndim:
+            raise DataFormatError(path, f"truncated header: {ndim} dimensions need {4 + 4 * ndim} bytes, file has "
+                                        f"{4 + len(dims)}")
+        shape = tuple(int.from_bytes(dims[4 * i:4 * i + 4], "big") for i in range(ndim))
+        want = math.prod(shape) * dtype.itemsize
+        claim = f"header says shape {shape}"
+        if gz:
+            _check_inflation(path, claim, want, size, "bytes of the compressed file")
+        elif size - 4 - 4 * ndim != want:
+            have = size - 4 - 4 * ndim
+            raise DataFormatError(path, f"{'truncated' if have < want else 'trailing bytes'}: {claim} = {want} "
+                                        f"bytes of data, file has {have}")
+        data, more = _read_exact(f, want)
+    if data.size < want:
+        raise DataFormatError(path, f"truncated: {claim} = {want} bytes of data, file has {data.size}")
+    if more:
+        raise DataFormatError(path, f"trailing bytes: {claim} = {want} bytes of data, the gzip stream holds more")
+    return data.view(dtype).reshape(shape).astype(dtype.newbyteorder("="), copy=False)
 
 
 def _find_file(d, names):
@@ -539,19 +590,46 @@ def from_arrays(x, y, layout="NCHW", dtype=np.float32, classes=None):
     return ArrayDataset(x, y.astype(np.int64), classes)
 
 
-def load_npz(path, x_key="x", y_key="y", layout="NCHW", dtype=np.float32):
-    """A ``.npz`` (or ``.npy`` pair via numpy.savez) holding images and labels -> ArrayDataset.
+def _npz_array(path, z, key):
+    """Member ``key``.npy of the open zip z, read once its header's claimed size is checked against the
+    member's size in the zip directory (and, when compressed, against 100 times its compressed size)."""
+    info = z.getinfo(key + ".npy")
+    with z.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        read_header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+        if version not in read_header:
+            raise DataFormatError(path, f"member {info.filename}: .npy format version {version} is not supported")
+        shape, fortran, dtype = read_header[version](f)
+        if not dtype.hasobject:  # an object array is refused by read_array (allow_pickle=False), unread
+            claim = f"member {info.filename}: header says shape {shape} {dtype}"
+            want, have = math.prod(shape) * dtype.itemsize, info.file_size - f.tell()
+            if want != have:
+                raise DataFormatError(path, f"{claim} = {want} bytes of data, the member holds {have}")
+            if info.compress_type != zipfile.ZIP_STORED:
+                _check_inflation(path, claim, want, info.compress_size)
+            elif info.compress_size > os.path.getsize(path):
+                raise DataFormatError(path, f"member {info.filename}: {info.compress_size} bytes, more than the file")
+    with z.open(info) as f:
+        return np.lib.format.read_array(f, allow_pickle=False)
 
-    Loaded with ``allow_pickle=False``: object arrays are refused. Keys default to "x" and "y".
+
+def load_npz(path, x_key="x", y_key="y", layout="NCHW", dtype=np.float32):
+    """A ``.npz`` (as numpy.savez / savez_compressed write it) holding images and labels -> ArrayDataset.
+
+    Object arrays are refused (``allow_pickle=False``). Keys default to "x" and "y". Each array's header
+    is checked against its member's size in the archive before the array is read, and a compressed member
+    may not inflate to more than 100 times its compressed size (above 16 MiB).
     """
     try:
-        with np.load(path, allow_pickle=False) as f:
-            if not isinstance(f, np.lib.npyio.NpzFile):
-                raise DataFormatError(path, "not an .npz archive")
-            missing = [k for k in (x_key, y_key) if k not in f.files]
+        with open(path, "rb") as f:
+            if f.read(6) == b"\x93NUMPY":
+                raise DataFormatError(path, "not an .npz archive (a single .npy array)")
+        with zipfile.ZipFile(path) as z:
+            files = [n[:-4] for n in z.namelist() if n.endswith(".npy")]
+            missing = [k for k in (x_key, y_key) if k not in files]
             if missing:
-                raise DataFormatError(path, f"missing array(s) {missing}; the file holds {f.files}")
-            x, y = f[x_key], f[y_key]
+                raise DataFormatError(path, f"missing array(s) {missing}; the file holds {files}")
+            x, y = _npz_array(path, z, x_key), _npz_array(path, z, y_key)
     except FileNotFoundError:
         raise FileNotFoundError(f"{os.fspath(path)}: no such file") from None
     except DataFormatError:
