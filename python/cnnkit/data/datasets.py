@@ -303,7 +303,8 @@ class _Walk:
                 out[_text(k)] = self(v, f"{where}[{k!r}]", depth + 1)
             return out
         if isinstance(obj, list):
-            return [_text(v) if isinstance(v, bytes) else self(v, f"{where}[{i}]", depth + 1) for i, v in enumerate(obj)]
+            return [_text(v) if isinstance(v, bytes) else self(v, f"{where}[{i}]", depth + 1)
+                    for i, v in enumerate(obj)]
         if isinstance(obj, _PickledArray):
             if obj.state is None:
                 raise DataFormatError(self.path, f"array without data at {where}")
