@@ -348,7 +348,7 @@ def _nested_lists(n):
     return pickle.PROTO + b"\2" + pickle.EMPTY_LIST * n + pickle.APPEND * (n - 1) + pickle.STOP
 
 
-def test_restricted_unpickler_bounds_the_walk(tmp_path, run_isolated):
+def test_restricted_unpickler_bounds_the_walk(tmp_path, run_isolated, monkeypatch):
     p = tmp_path / "b"
     shared = []
     for _ in range(60):
@@ -374,6 +374,12 @@ def test_restricted_unpickler_bounds_the_walk(tmp_path, run_isolated):
     for _ in range(15):
         got = got[0]
     assert got == []
+    monkeypatch.setattr(D.datasets, "_MAX_ITEMS", 10)  # the entry cap (2**24) made small
+    p.write_bytes(pickle.dumps({"a": list(range(4)), "b": list(range(4))}, protocol=4))
+    assert D.read_cifar_pickle(p) == {"a": [0, 1, 2, 3], "b": [0, 1, 2, 3]}  # 2 + 4 + 4 entries: at the cap
+    p.write_bytes(pickle.dumps({"a": list(range(5)), "b": list(range(4))}, protocol=4))
+    with pytest.raises(DataFormatError, match=r"b: unsafe pickle: more than 10 list and dict entries"):
+        D.read_cifar_pickle(p)
 
 
 # ---------------------------------------------------------------- MNIST / Fashion-MNIST IDX
