@@ -1,12 +1,15 @@
 # `cnnkit train`: the main job end to end (run folder contents, test accuracy), and config errors that
 # name the offending key.
+import gzip
 import json
 import os
+import pathlib
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from test_data_datasets import RNG, cifar_py_batch, cifar_records, idx_bytes
 
 from cnnkit import cli
 
@@ -36,8 +39,15 @@ def test_cnnkit_train_writes_a_complete_run_folder(tmp_path):
     ("[optimizer]\nname = 'Adamax'\n", r"'optimizer.name' is unknown: 'Adamax'"),
     ("[optimizer]\nname = 'SGD'\nlr = -1.0\n", r"config: 'optimizer' \(SGD\): .*lr"),
     ("[schedule]\nname = 'Wobbly'\n", r"'schedule.name' is unknown"),
-    ("[data]\ndataset = 'imagenet'\n", r"'data.dataset' is unknown"),
+    ("[data]\ndataset = 'imagenet'\n", r"'data.dataset' is unknown: 'imagenet'; expected one of digits, mnist, "
+                                       r"fashion_mnist, cifar10, cifar100"),
     ("[data]\ndataset = 'cifar10'\n", r"'data.path' is required"),
+    ("[data]\ndataset = 'cifar100'\n", r"'data.path' is required for dataset 'cifar100'"),
+    ("[data]\ndataset = 'mnist'\npath = 'nowhere'\n", r"config: 'data' \(mnist at 'data.path' 'nowhere'\): nowhere: "
+                                                    r"none of train-images-idx3-ubyte\[\.gz\]"),
+    ("[data]\ndataset = 'cifar100'\npath = '.'\nlabel_mode = 'both'\n", r"config: 'data' \(cifar100 at 'data.path' "
+                                                                       r"'\.'\): load_cifar100: label_mode must be"),
+    ("[data]\nlabel_mode = 'coarse'\n", r"'data.label_mode' applies only to dataset 'cifar100', not 'digits'"),
     ("[model]\nlayers = [{type = 'Conv9d'}]\n", r"'model.layers\[0\].type' is not a cnnkit layer"),
     ("[model]\nlayers = [{type = 'Linear', args = [64]}]\n", r"'model.layers\[0\]' \(Linear\)"),
     ("epochs = [\n", r"is not valid TOML"),
@@ -97,3 +107,60 @@ def test_a_zoo_model_from_a_config(tmp_path):
     trainer, result = cli.run_training(cfg, log=lambda *a: None, progress=False)
     assert type(trainer.model).__name__ != "Sequential" and "layer1.0.conv1.weight" in dict(trainer.model.named_parameters())
     assert result["test_acc"] > 0.5
+
+
+# ---------------------------------------------------------------- examples/configs: one per dataset the CLI offers
+
+CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "examples" / "configs"
+
+
+def _write_idx(root):
+    root.mkdir(parents=True)
+    for stem, n in (("train", 20), ("t10k", 6)):
+        x = RNG.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        y = RNG.integers(0, 10, n).astype(np.uint8)
+        for kind, arr in (("images-idx3", x), ("labels-idx1", y)):
+            (root / f"{stem}-{kind}-ubyte.gz").write_bytes(gzip.compress(idx_bytes(arr)))
+
+
+def _write_cifar10_py(root):
+    root.mkdir(parents=True)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        (root / name).write_bytes(cifar_py_batch(4)[2])  # Python 2 pickles, as the originals
+
+
+def _write_cifar100_bin(root):
+    root.mkdir(parents=True)
+    for split, n in (("train", 20), ("test", 6)):
+        (root / f"{split}.bin").write_bytes(cifar_records(n, label_bytes=2, max_label=20)[2])
+
+
+# dataset -> (writes a few images in the real format at data.path, "N train / N val / N test images of SHAPE")
+DATA_WRITERS = {"digits": (None, "1197 train / 300 val / 300 test images of (1, 8, 8)"),
+                "mnist": (_write_idx, "18 train / 2 val / 6 test images of (1, 28, 28)"),
+                "fashion_mnist": (_write_idx, "18 train / 2 val / 6 test images of (1, 28, 28)"),
+                "cifar10": (_write_cifar10_py, "18 train / 2 val / 4 test images of (3, 32, 32)"),
+                "cifar100": (_write_cifar100_bin, "18 train / 2 val / 6 test images of (3, 32, 32)")}
+
+
+def test_every_dataset_the_cli_offers_has_an_example_config():
+    offered = {cli.read_toml(p)["data"]["dataset"] for p in CONFIGS.glob("*.toml")}
+    assert offered == set(cli.DATASETS) == set(DATA_WRITERS)
+
+
+@pytest.mark.parametrize("name", ["digits", "mnist", "fashion_mnist", "cifar10", "cifar100"])
+def test_example_config_trains_an_epoch_on_files_in_the_real_format(tmp_path, name):
+    config = CONFIGS / f"{name}.toml"
+    data = cli.read_toml(config)["data"]
+    assert data["dataset"] == name
+    write, summary = DATA_WRITERS[name]
+    if write is not None:
+        write(tmp_path / data["path"])  # the config's own relative path, from the folder the run starts in
+    r = subprocess.run([sys.executable, "-m", "cnnkit", "train", "--config", str(config), "--epochs", "1", "--out",
+                        "run", "--no-plots", "--threads", "1"], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    assert summary in r.stdout
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert result["epochs_run"] == 1 and 0.0 <= result["test_acc"] <= 1.0 and np.isfinite(result["test_loss"])
+    assert result["config"]["data"] == cli.load_config(str(config))["data"]

@@ -3,8 +3,10 @@ Every bad file must raise DataFormatError naming the file and what was wrong."""
 import gzip
 import os
 import pickle
+import re
 import struct
 import sys
+import zipfile
 
 import numpy as np
 import pytest
@@ -13,6 +15,28 @@ from cnnkit import data as D
 from cnnkit.data import DataFormatError
 
 RNG = np.random.default_rng(0)
+
+
+def isolated_error(run_isolated, call, path, match, memory_headroom=None, timeout=120):
+    """call(path) (e.g. "D.read_idx") in a child process (conftest's run_isolated), so that a crash, a hang
+    or a huge allocation fails the test instead of the test run: it must raise DataFormatError matching
+    `match` and exit cleanly. memory_headroom (bytes): address space the call may add to what the child
+    holds after importing cnnkit (RLIMIT_AS), to prove it allocates no more."""
+    limit = "" if memory_headroom is None else f"""
+        import resource
+        vm = [int(s.split()[1]) * 1024 for s in open("/proc/self/status") if s.startswith("VmSize:")][0]
+        resource.setrlimit(resource.RLIMIT_AS, (vm + {memory_headroom}, resource.getrlimit(resource.RLIMIT_AS)[1]))"""
+    r = run_isolated(f"""
+        from cnnkit import data as D
+        {limit.strip()}
+        try:
+            {call}({str(path)!r})
+        except D.DataFormatError as e:
+            print("DataFormatError:", e)
+        """, timeout=timeout)
+    assert r.returncode == 0, f"exit status {r.returncode}\n{r.stdout}{r.stderr[-3000:]}"
+    assert re.search(match, r.stdout), r.stdout + r.stderr[-3000:]
+    assert str(path) in r.stdout
 
 
 # ---------------------------------------------------------------- bundled digits
@@ -245,6 +269,119 @@ def test_restricted_unpickler_refuses_other_numpy_globals(tmp_path):
         D.read_cifar_pickle(p)
 
 
+def _op_str(s):
+    b = s.encode()
+    return pickle.SHORT_BINUNICODE + bytes([len(b)]) + b
+
+
+def _op_dtype(name, state=None):
+    """numpy.dtype(name, False, True), then BUILD with `state` if given: the opcodes numpy's own pickles use."""
+    out = (pickle.GLOBAL + b"numpy\ndtype\n" + _op_str(name) + pickle.NEWFALSE + pickle.NEWTRUE + pickle.TUPLE3
+           + pickle.REDUCE)
+    return out if state is None else out + state + pickle.BUILD
+
+
+def _op_array(dtype_ops, shape, raw):
+    """_reconstruct(ndarray, (0,), b"b"), then BUILD with (1, shape, dtype, False, raw)."""
+    ints = b"".join(pickle.BININT1 + bytes([n]) for n in shape)
+    return (pickle.GLOBAL + b"numpy.core.multiarray\n_reconstruct\n" + pickle.GLOBAL + b"numpy\nndarray\n"
+            + pickle.BININT1 + b"\0" + pickle.TUPLE1 + pickle.SHORT_BINBYTES + b"\1b" + pickle.TUPLE3 + pickle.REDUCE
+            + pickle.MARK + pickle.BININT1 + b"\1" + pickle.MARK + ints + pickle.TUPLE + dtype_ops + pickle.NEWFALSE
+            + pickle.SHORT_BINBYTES + bytes([len(raw)]) + raw + pickle.TUPLE + pickle.BUILD)
+
+
+def _forged_state(field):
+    """The dtype state (3, "|", None, ("a",), {"a": (dtype(field), 0)}, 8, 1, 1): a structured dtype. With
+    field "O" its one field is an object pointer, so the 8 raw bytes of the array would be read as a PyObject*
+    (numpy segfaults freeing it)."""
+    return (pickle.MARK + pickle.BININT1 + b"\3" + _op_str("|") + pickle.NONE + _op_str("a") + pickle.TUPLE1
+            + pickle.EMPTY_DICT + _op_str("a") + _op_dtype(field) + pickle.BININT1 + b"\0" + pickle.TUPLE2
+            + pickle.SETITEM + pickle.BININT1 + b"\x08" + pickle.BININT1 + b"\1" + pickle.BININT1 + b"\1"
+            + pickle.TUPLE)
+
+
+@pytest.mark.parametrize("array_ops,match", [
+    (_op_array(_op_dtype("V8", _forged_state("O")), (1,), b"AAAAAAAA"),
+     r"unsafe pickle: refused dtype 'V8': only numeric arrays"),
+    (_op_array(_op_dtype("u1", _forged_state("u1")), (1,), b"AAAAAAAA"),
+     r"unsafe pickle: refused dtype state \(3, '\|', None, \('a',\), \{'a': \(dtype\('uint8'\), 0\)\}, 8, 1, 1\): "
+     r"only the state of a plain numeric dtype"),
+    (_op_array(_op_dtype("O"), (1,), b"AAAAAAAA"), r"unsafe pickle: refused dtype 'O': only numeric arrays"),
+    (_op_array(_op_dtype("u1"), (2, 3), b"AAAAA"),
+     r"truncated or corrupt pickle .*array of shape \(2, 3\) and dtype uint8 needs 6 bytes, got 5"),
+], ids=["object field forged on V8", "fields forged on u1", "object dtype", "short data"])
+def test_restricted_unpickler_never_lets_the_file_build_a_dtype(tmp_path, run_isolated, array_ops, match):
+    p = tmp_path / "data_batch_1"
+    p.write_bytes(pickle.PROTO + b"\2" + pickle.EMPTY_DICT + _op_str("data") + array_ops + pickle.SETITEM + pickle.STOP)
+    isolated_error(run_isolated, "D.read_cifar_pickle", p, match)  # in a child process: a segfault fails
+
+
+def test_restricted_unpickler_builds_numeric_arrays_itself(tmp_path):
+    p = tmp_path / "b"
+    x = np.arange(24, dtype=">i4").reshape(2, 3, 4)
+    arrays = {"u8": np.arange(6, dtype=np.uint8).reshape(2, 3), "i4be": x, "f8": np.linspace(0, 1, 5),
+              "fortran": np.asfortranarray(np.arange(6, dtype=np.int16).reshape(2, 3)), "empty": np.zeros((0, 3))}
+    p.write_bytes(pickle.dumps(arrays, protocol=4))
+    got = D.read_cifar_pickle(p)
+    for k, a in arrays.items():
+        assert got[k].dtype == a.dtype.newbyteorder("=") and got[k].shape == a.shape, k  # native order, as numpy
+        np.testing.assert_array_equal(got[k], a)
+    assert got["fortran"].flags.f_contiguous and got["u8"].flags.writeable
+    p.write_bytes(py2_dumps({b"data": arrays["u8"]}))  # numpy 1.x under Python 2: names as byte strings
+    np.testing.assert_array_equal(D.read_cifar_pickle(p)["data"], arrays["u8"])
+
+
+def test_restricted_unpickler_refuses_arrays_sharing_their_bytes(tmp_path):
+    # one 3 KB string backing 1,000 arrays would become 3 MB: more array bytes than the file holds
+    p = tmp_path / "b"
+    raw = pickle.SHORT_BINBYTES + b"\xff" + bytes(255) + pickle.MEMOIZE
+    one = _op_array(_op_dtype("u1"), (255,), bytes(255))
+    blob = one.replace(pickle.SHORT_BINBYTES + b"\xff" + bytes(255), raw)
+    again = one.replace(pickle.SHORT_BINBYTES + b"\xff" + bytes(255), pickle.BINGET + b"\0")
+    p.write_bytes(pickle.PROTO + b"\2" + pickle.MARK + blob + again * 1000 + pickle.LIST + pickle.STOP)
+    with pytest.raises(DataFormatError, match=r"b: unsafe pickle: the arrays up to top level\[\d+\] hold \d+ bytes, "
+                                              r"more than the file's \d+ \(arrays sharing their data are refused\)"):
+        D.read_cifar_pickle(p)
+
+
+def _nested_lists(n):
+    return pickle.PROTO + b"\2" + pickle.EMPTY_LIST * n + pickle.APPEND * (n - 1) + pickle.STOP
+
+
+def test_restricted_unpickler_bounds_the_walk(tmp_path, run_isolated, monkeypatch):
+    p = tmp_path / "b"
+    shared = []
+    for _ in range(60):
+        shared = [shared, shared]  # 2**60 paths through 60 lists
+    p.write_bytes(pickle.dumps(shared, protocol=4))
+    assert len(p.read_bytes()) < 400
+    isolated_error(run_isolated, "D.read_cifar_pickle", p,
+                   r"unsafe pickle: nested deeper than 16 levels at top level(\[0\]){16}$", timeout=60)
+    p.write_bytes(pickle.dumps([[1, 2]] * 2, protocol=4))  # one list twice: the same object
+    with pytest.raises(DataFormatError, match=r"unsafe pickle: the list at top level\[1\] is also reached from "
+                                              r"elsewhere \(shared or cyclic containers are refused\)"):
+        D.read_cifar_pickle(p)
+    cyclic = []
+    cyclic.append({"a": cyclic})
+    p.write_bytes(pickle.dumps(cyclic, protocol=2))
+    with pytest.raises(DataFormatError, match=r"the list at top level\[0\]\['a'\] is also reached from elsewhere"):
+        D.read_cifar_pickle(p)
+    p.write_bytes(_nested_lists(200_000))
+    with pytest.raises(DataFormatError, match=r"b: unsafe pickle: nested deeper than 16 levels at top level\[0\]"):
+        D.read_cifar_pickle(p)
+    p.write_bytes(_nested_lists(16))  # at the limit: fine
+    got = D.read_cifar_pickle(p)
+    for _ in range(15):
+        got = got[0]
+    assert got == []
+    monkeypatch.setattr(D.datasets, "_MAX_ITEMS", 10)  # the entry cap (2**24) made small
+    p.write_bytes(pickle.dumps({"a": list(range(4)), "b": list(range(4))}, protocol=4))
+    assert D.read_cifar_pickle(p) == {"a": [0, 1, 2, 3], "b": [0, 1, 2, 3]}  # 2 + 4 + 4 entries: at the cap
+    p.write_bytes(pickle.dumps({"a": list(range(5)), "b": list(range(4))}, protocol=4))
+    with pytest.raises(DataFormatError, match=r"b: unsafe pickle: more than 10 list and dict entries"):
+        D.read_cifar_pickle(p)
+
+
 # ---------------------------------------------------------------- MNIST / Fashion-MNIST IDX
 
 def idx_bytes(arr, magic_type=0x08):
@@ -314,6 +451,59 @@ def test_idx_truncated_gzip_and_other_types(tmp_path):
     q.write_bytes(b"\0\0\x07\x01\0\0\0\0")
     with pytest.raises(DataFormatError, match="not an IDX file"):
         D.read_idx(q)
+
+
+ZEROS_MIB_GZ = gzip.compress(bytes(1 << 20))  # one gzip member: 1 MiB of zeros in about 1 KB
+HEADROOM = 48 << 20  # address space a check of a small file may use: far less than the bombs inflate to
+
+
+def test_idx_gz_reads_only_what_the_header_claims(tmp_path, run_isolated):
+    p = tmp_path / "train-images-idx3-ubyte.gz"
+    # the header claims 2 images, the stream inflates to 256 MiB more (a gzip file may hold many members)
+    p.write_bytes(gzip.compress(idx_bytes(np.zeros((2, 28, 28), np.uint8))) + ZEROS_MIB_GZ * 256)
+    assert p.stat().st_size < 400_000
+    isolated_error(run_isolated, "D.read_idx", p, r"trailing bytes: header says shape \(2, 28, 28\) = 1568 "
+                                                  r"bytes of data, the gzip stream holds more",
+                   memory_headroom=HEADROOM)
+    # an honest header and 256 MiB of zeros: more than 100 times the compressed size is refused before reading
+    p.write_bytes(gzip.compress(bytes([0, 0, 8, 3]) + struct.pack(">III", 4096, 256, 256)) + ZEROS_MIB_GZ * 256)
+    isolated_error(run_isolated, "D.read_idx", p, r"header says shape \(4096, 256, 256\) = 268435456 bytes of "
+                                                  rf"data, more than 100 times the {p.stat().st_size} bytes of the "
+                                                  r"compressed file \(refused as a decompression bomb\)",
+                   memory_headroom=HEADROOM)
+
+
+def _npz_with(tmp_path, x_member, compress=zipfile.ZIP_STORED):
+    import io
+    p = tmp_path / "d.npz"
+    y = io.BytesIO()
+    np.lib.format.write_array(y, np.zeros(4, np.int64))
+    with zipfile.ZipFile(p, "w", compression=compress) as z:
+        with z.open("x.npy", "w", force_zip64=True) as f:
+            x_member(f)
+        z.writestr("y.npy", y.getvalue())
+    return p
+
+
+def test_npz_member_size_is_checked_before_reading(tmp_path, run_isolated):
+    def claims_4tib(f):
+        np.lib.format.write_array_header_1_0(f, {"descr": "|u1", "fortran_order": False, "shape": (1 << 42,)})
+        f.write(bytes(16))
+    p = _npz_with(tmp_path, claims_4tib)
+    isolated_error(run_isolated, "D.load_npz", p, r"d\.npz: member x\.npy: header says shape \(4398046511104,\) "
+                                                  r"uint8 = 4398046511104 bytes of data, the member holds 16",
+                   memory_headroom=HEADROOM)
+
+    def zeros_64mib(f):
+        np.lib.format.write_array_header_1_0(f, {"descr": "|u1", "fortran_order": False, "shape": (4, 4096, 4096)})
+        for _ in range(64):
+            f.write(bytes(1 << 20))
+    p = _npz_with(tmp_path, zeros_64mib, zipfile.ZIP_DEFLATED)
+    packed = zipfile.ZipFile(p).getinfo("x.npy").compress_size
+    isolated_error(run_isolated, "D.load_npz", p, r"d\.npz: member x\.npy: header says shape \(4, 4096, 4096\) "
+                                                  rf"uint8 = 67108864 bytes of data, more than 100 times the {packed} "
+                                                  r"compressed bytes \(refused as a decompression bomb\)",
+                   memory_headroom=HEADROOM)
 
 
 # ---------------------------------------------------------------- image folders

@@ -2,8 +2,9 @@
 
 ``cnnkit train`` with no arguments trains a small ConvNet on the bundled UCI digits and writes a run folder
 (history.json, CSVs, the babysitting plots, the final model, a checkpoint folder, and result.json with the
-test accuracy). ``cnnkit train --config run.toml`` runs a configured experiment; ``cnnkit search --config
-search.toml`` runs a random / coarse-to-fine hyperparameter search (see cnnkit.search).
+test accuracy). ``cnnkit train --config run.toml`` runs a configured experiment (keys: SCHEMA; datasets:
+DATASETS; examples/configs/ has one config per dataset); ``cnnkit search --config search.toml`` runs a
+random / coarse-to-fine hyperparameter search (see cnnkit.search).
 """
 import argparse
 import json
@@ -22,7 +23,7 @@ import numpy as np
 SCHEMA = {
     "seed": int, "epochs": int, "batch_size": int, "threads": int, "out": str, "plots": bool, "device": str,
     "checkpoint_every": int,
-    "data": {"dataset": str, "path": str, "normalize": str, "augment": list},
+    "data": {"dataset": str, "path": str, "label_mode": str, "normalize": str, "augment": list},
     "model": {"layers": list, "zoo": str, "num_classes": int, "in_channels": int},
     "optimizer": {"name": str, "lr": float, "momentum": float, "nesterov": bool, "weight_decay": float,
                   "betas": list, "eps": float, "alpha": float, "centered": bool, "dampening": float,
@@ -179,23 +180,35 @@ def build_schedule(cfg, optimizer, steps_per_epoch):
     return sched, interval
 
 
+# data.dataset -> the cnnkit.data loader that reads it from data.path (digits is bundled and takes no path)
+DATASETS = {"digits": "load_digits", "mnist": "load_mnist", "fashion_mnist": "load_fashion_mnist",
+            "cifar10": "load_cifar10", "cifar100": "load_cifar100"}
+
+
 def load_dataset(cfg):
+    """(train, val, test) ArrayDatasets for data.dataset. Digits has its own split; for the others the first
+    10% of the training split is held out for validation."""
     import cnnkit as ck
     d = cfg["data"]
     name = d.get("dataset", "digits")
+    if name not in DATASETS:
+        raise ConfigError(f"config: 'data.dataset' is unknown: {name!r}; expected one of {', '.join(DATASETS)}")
+    if "label_mode" in d and name != "cifar100":
+        raise ConfigError(f"config: 'data.label_mode' applies only to dataset 'cifar100', not {name!r}")
     if name == "digits":
         splits = ck.data.load_digits()
         return splits["train"], splits["val"], splits["test"]
-    if name in ("cifar10", "mnist", "fashion_mnist"):
-        if "path" not in d:
-            raise ConfigError(f"config: 'data.path' is required for dataset {name!r} (nothing is downloaded)")
-        loader = getattr(ck.data, f"load_{name}")
-        splits = loader(d["path"])
-        train = splits["train"]
-        n_val = max(1, len(train) // 10)
-        idx = np.arange(len(train))
-        return train[idx[n_val:]], train[idx[:n_val]], splits["test"]
-    raise ConfigError(f"config: 'data.dataset' is unknown: {name!r}; expected digits, cifar10, mnist, fashion_mnist")
+    if "path" not in d:
+        raise ConfigError(f"config: 'data.path' is required for dataset {name!r} (nothing is downloaded)")
+    kwargs = {"label_mode": d["label_mode"]} if "label_mode" in d else {}
+    try:
+        splits = getattr(ck.data, DATASETS[name])(d["path"], **kwargs)
+    except (OSError, ValueError) as e:  # a missing folder or file, a corrupt file (DataFormatError), label_mode
+        raise ConfigError(f"config: 'data' ({name} at 'data.path' {d['path']!r}): {e}") from None
+    train = splits["train"]
+    n_val = max(1, len(train) // 10)
+    return (ck.data.ArrayDataset(train.x[n_val:], train.y[n_val:], train.classes),
+            ck.data.ArrayDataset(train.x[:n_val], train.y[:n_val], train.classes), splits["test"])
 
 
 _NORMALIZERS = {"none": None, "mean_image": "MeanImage", "channel_mean": "ChannelMean",
@@ -212,7 +225,8 @@ def preprocess(cfg, train, val, test, out):
     if _NORMALIZERS[name] is None:
         return train, val, test, None
     pre = getattr(ck.data, _NORMALIZERS[name])().fit(train.x)
-    sets = [ck.data.ArrayDataset(np.ascontiguousarray(pre(d.x), dtype=np.float32), d.y) for d in (train, val, test)]
+    sets = [ck.data.ArrayDataset(np.ascontiguousarray(pre(d.x), dtype=np.float32), d.y, d.classes)
+            for d in (train, val, test)]
     from safetensors.numpy import save as st_save
     from .serialize import atomic_write
     state = pre.state_dict()

@@ -8,8 +8,10 @@ Formats: CIFAR-10/100 binary (https://www.cs.toronto.edu/~kriz/cifar.html), CIFA
 (through a restricted unpickler), MNIST / Fashion-MNIST IDX (http://yann.lecun.com/exdb/mnist/), image
 folders (Pillow), numpy arrays and ``.npz``.
 """
+import contextlib
 import gzip
 import io
+import math
 import os
 import pathlib
 import pickle
@@ -173,63 +175,150 @@ def load_cifar100(root, label_mode="fine", dtype=np.float32):
 
 # ---------------------------------------------------------------- CIFAR python (restricted pickle)
 
-def _numpy_reconstruct():
-    core = getattr(np, "_core", None)
-    if core is not None and hasattr(core, "multiarray"):
-        return core.multiarray._reconstruct
-    return np.core.multiarray._reconstruct  # numpy < 2
-
-
 class _Refused(pickle.UnpicklingError):
-    """A pickle named a global outside the allow-list."""
+    """A pickle named a global outside the allow-list, or asked for a dtype or array outside the numeric ones."""
+
+
+# The dtypes a numeric array may have, by the name numpy pickles them under. The dtype is taken from this
+# table, never built from the file: numpy's dtype.__setstate__ trusts its state, and a forged one (fields
+# holding object pointers) makes numpy read raw file bytes as PyObject* and crash.
+_PICKLE_DTYPES = {np.dtype(c).str[1:]: np.dtype(c) for c in "?bBhHiIlLqQefd"}
+_BYTE_ORDERS = {"|": "=", "=": "=", "<": "<", ">": ">"}
+
+
+def _text(v):
+    return v.decode("latin1") if isinstance(v, bytes) else v
+
+
+class _PickledDtype:
+    """What ``numpy.dtype(name, align, copy)`` yields inside a dataset pickle: a name from _PICKLE_DTYPES and
+    the byte order its BUILD state gives. A state with anything more (sub-arrays, fields, sizes) is refused."""
+
+    def __init__(self, name, align=False, copy=True):
+        name = _text(name)
+        if not isinstance(name, str) or name not in _PICKLE_DTYPES:
+            raise _Refused(f"refused dtype {name!r}: only numeric arrays ({', '.join(_PICKLE_DTYPES)}) may appear "
+                           f"in a dataset pickle")
+        self.dtype = _PICKLE_DTYPES[name]
+
+    def __repr__(self):
+        return repr(self.dtype)
+
+    def __setstate__(self, state):
+        # numpy writes (3, byte order, None, None, None, -1, -1, 0) for a plain dtype, and version 4 adds metadata
+        if not (isinstance(state, tuple) and len(state) in (8, 9) and state[0] in (3, 4)
+                and _text(state[1]) in _BYTE_ORDERS and state[2:5] == (None, None, None) and state[5:8] == (-1, -1, 0)
+                and state[8:] in ((), (None,))):
+            raise _Refused(f"refused dtype state {state!r}: only the state of a plain numeric dtype is allowed")
+        self.dtype = self.dtype.newbyteorder(_BYTE_ORDERS[_text(state[1])])
+
+
+class _PickledArray:
+    """What numpy's ``_reconstruct(ndarray, ...)`` yields inside a dataset pickle. Its BUILD state (version,
+    shape, dtype, Fortran order, raw bytes) is checked here; the array itself is made by _Walk, which counts
+    its bytes."""
+
+    def __init__(self, subtype, shape=None, typecode=None):
+        if subtype is not _NDARRAY:
+            raise _Refused(f"refused _reconstruct of {subtype!r}: only numpy.ndarray")
+        self.state = None
+
+    def __setstate__(self, state):
+        if not (isinstance(state, tuple) and len(state) == 5 and state[0] == 1):
+            raise _Refused(f"refused array state of type {type(state).__name__}: expected (1, shape, dtype, "
+                           f"fortran, raw bytes)")
+        _, shape, dtype, fortran, raw = state
+        if not isinstance(dtype, _PickledDtype):
+            raise _Refused(f"refused array dtype of type {type(dtype).__name__}: expected a numpy.dtype")
+        if not (isinstance(shape, tuple) and len(shape) <= 32
+                and all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n < 2 ** 62 for n in shape)):
+            raise ValueError(f"array shape must be a tuple of at most 32 sizes, got {shape!r}")
+        if not isinstance(raw, bytes):
+            raise _Refused(f"refused array data of type {type(raw).__name__}: only raw bytes of a numeric array")
+        if fortran not in (False, True):
+            raise ValueError(f"array Fortran flag must be a bool, got {fortran!r}")
+        need = math.prod(shape) * dtype.dtype.itemsize
+        if len(raw) != need:
+            raise ValueError(f"array of shape {shape} and dtype {dtype.dtype} needs {need} bytes, got {len(raw)}")
+        self.state = (shape, dtype.dtype, bool(fortran), raw)
+
+
+_NDARRAY = object()  # numpy.ndarray, only ever passed to _reconstruct
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
-    """Admits only the globals a pickled numpy array needs; every other global is refused.
+    """Admits only the globals a pickled numpy array needs, and lets none of them reach numpy.
 
-    Dicts, lists, str, bytes and ints are built by pickle opcodes without looking up any global; a numpy
-    array is rebuilt through ``numpy.core.multiarray._reconstruct`` (spelled ``numpy._core.multiarray``
-    since numpy 2), ``numpy.ndarray`` and ``numpy.dtype``. Nothing else can be named, so a payload that
-    would call ``os.system`` or ``eval`` fails at its first global, before anything runs.
+    Dicts, lists, str, bytes and ints are built by pickle opcodes without looking up any global. A numpy
+    array names ``numpy.core.multiarray._reconstruct`` (``numpy._core.multiarray`` since numpy 2),
+    ``numpy.ndarray`` and ``numpy.dtype``; these resolve to _PickledArray, a marker and _PickledDtype, which
+    check every argument and state. Nothing else can be named, so a payload that would call ``os.system`` or
+    ``eval`` fails at its first global, before anything runs.
     """
 
     _RECONSTRUCT = ("_reconstruct", frozenset({"numpy.core.multiarray", "numpy._core.multiarray"}))
 
     def find_class(self, module, name):
         if name == self._RECONSTRUCT[0] and module in self._RECONSTRUCT[1]:
-            return _numpy_reconstruct()
+            return _PickledArray
         if module == "numpy" and name == "ndarray":
-            return np.ndarray
+            return _NDARRAY
         if module == "numpy" and name == "dtype":
-            return np.dtype
+            return _PickledDtype
         raise _Refused(f"refused global {module}.{name}: only numpy arrays, dicts, lists, "
                                      f"str, bytes and ints may appear in a dataset pickle")
 
 
-def _check_plain(path, obj, where="top level"):
-    """After loading: every value must be a dict, list, str, bytes, int or a numeric numpy array."""
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            if not isinstance(k, (str, bytes)):
-                raise DataFormatError(path, f"dict key of type {type(k).__name__} at {where}")
-            _check_plain(path, v, f"{where}[{k!r}]")
-    elif isinstance(obj, list):
-        for i, v in enumerate(obj):
-            _check_plain(path, v, f"{where}[{i}]")
-    elif isinstance(obj, np.ndarray):
-        if obj.dtype.kind not in "biuf":
-            raise DataFormatError(path, f"array of dtype {obj.dtype} at {where} (only numeric arrays are allowed)")
-    elif isinstance(obj, bool) or not isinstance(obj, (str, bytes, int)):
-        raise DataFormatError(path, f"value of type {type(obj).__name__} at {where} (allowed: dict, list, str, "
-                                    f"bytes, int, numpy array)")
+_MAX_DEPTH = 16  # a CIFAR batch is a dict of lists: depth 2
+_MAX_ITEMS = 1 << 24  # dict and list entries in all; CIFAR-100's training batch has about 150,000
 
 
-def _decode_keys(obj):
-    if isinstance(obj, dict):
-        return {(k.decode("latin1") if isinstance(k, bytes) else k): _decode_keys(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [v.decode("latin1") if isinstance(v, bytes) else _decode_keys(v) for v in obj]
-    return obj
+class _Walk:
+    """The unpickled objects -> plain values (bytes keys and list entries decoded as latin-1, arrays built),
+    visiting each container once: a container reached twice (shared, or holding itself) is refused, as are
+    more than _MAX_DEPTH levels, more than _MAX_ITEMS entries, and arrays holding more bytes than the file."""
+
+    def __init__(self, path, nbytes):
+        self.path, self.nbytes, self.items, self.array_bytes, self.seen = path, nbytes, 0, 0, set()
+
+    def refuse(self, what):
+        raise DataFormatError(self.path, f"unsafe pickle: {what}")
+
+    def __call__(self, obj, where="top level", depth=0):
+        if isinstance(obj, (dict, list)):
+            if id(obj) in self.seen:
+                self.refuse(f"the {type(obj).__name__} at {where} is also reached from elsewhere (shared or cyclic "
+                            f"containers are refused)")
+            self.seen.add(id(obj))
+            if depth >= _MAX_DEPTH:
+                self.refuse(f"nested deeper than {_MAX_DEPTH} levels at {where}")
+            self.items += len(obj)
+            if self.items > _MAX_ITEMS:
+                self.refuse(f"more than {_MAX_ITEMS} list and dict entries")
+        if isinstance(obj, dict):
+            out = {}
+            for k, v in obj.items():
+                if not isinstance(k, (str, bytes)):
+                    raise DataFormatError(self.path, f"dict key of type {type(k).__name__} at {where}")
+                out[_text(k)] = self(v, f"{where}[{k!r}]", depth + 1)
+            return out
+        if isinstance(obj, list):
+            return [_text(v) if isinstance(v, bytes) else self(v, f"{where}[{i}]", depth + 1)
+                    for i, v in enumerate(obj)]
+        if isinstance(obj, _PickledArray):
+            if obj.state is None:
+                raise DataFormatError(self.path, f"array without data at {where}")
+            shape, dtype, fortran, raw = obj.state
+            self.array_bytes += len(raw)
+            if self.array_bytes > self.nbytes:
+                self.refuse(f"the arrays up to {where} hold {self.array_bytes} bytes, more than the file's "
+                            f"{self.nbytes} (arrays sharing their data are refused)")
+            x = np.frombuffer(raw, dtype).reshape(shape, order="F" if fortran else "C")
+            return x.astype(dtype.newbyteorder("="), order="K")
+        if isinstance(obj, bool) or not isinstance(obj, (str, bytes, int)):
+            raise DataFormatError(self.path, f"value of type {type(obj).__name__} at {where} (allowed: dict, list, "
+                                             f"str, bytes, int, numpy array)")
+        return obj
 
 
 def read_cifar_pickle(path):
@@ -237,9 +326,15 @@ def read_cifar_pickle(path):
 
     WARNING: unpickling data from an untrusted source is unsafe in general: a pickle is a program, and
     ``pickle.load`` runs whatever it names. This reader admits only dicts, lists, str, bytes, ints and
-    numpy arrays (the only globals it resolves are ``numpy.core.multiarray._reconstruct``, ``numpy.ndarray``
-    and ``numpy.dtype``) and raises ``DataFormatError`` on anything else, before the payload can run. That
-    narrows the attack surface; it does not make arbitrary pickles safe to open. Prefer the binary format.
+    numeric numpy arrays, and raises ``DataFormatError`` on anything else, before the payload can run. The
+    only globals it resolves are ``numpy.core.multiarray._reconstruct``, ``numpy.ndarray`` and
+    ``numpy.dtype``, and none of them reaches numpy: the dtype must be a plain numeric one (bool, int,
+    uint, float), looked up by name, whose pickled state may only give a byte order; an array must be raw
+    bytes of exactly its shape times its item size, and is built by this reader (native byte order,
+    writable). The walk over the result visits each dict and list once: a shared or cyclic container,
+    nesting deeper than 16 levels, more than 2**24 entries or arrays holding more bytes than the file are
+    refused. That narrows the attack surface; it does not make arbitrary pickles safe to open. Prefer the
+    binary format.
     Python 2 pickles (the original CIFAR files) are read with ``encoding="bytes"``; byte-string keys and
     list entries are decoded as latin-1. Python 3 pickles of protocol 3 or 4 also work; protocol 2 written by
     Python 3 (bytes through ``_codecs.encode``) and protocol 5 (``numpy._core.numeric._frombuffer``) name
@@ -253,8 +348,7 @@ def read_cifar_pickle(path):
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, MemoryError,
             OverflowError, UnicodeDecodeError) as e:
         raise DataFormatError(path, f"truncated or corrupt pickle ({type(e).__name__}: {e})") from None
-    _check_plain(path, obj)
-    return _decode_keys(obj)
+    return _Walk(path, len(data))(obj)
 
 
 def _cifar_pickle_batch(path):
@@ -280,14 +374,51 @@ _IDX_TYPES = {0x08: np.dtype(np.uint8), 0x09: np.dtype(np.int8), 0x0B: np.dtype(
               0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 
 
-def _read_maybe_gzip(path):
-    data = _read_bytes(path)
-    if data[:2] == b"\x1f\x8b":
+# A compressed file may inflate to at most this many times its size (real image data deflates 2 to 5 fold, a
+# decompression bomb about 1,000 fold); up to _INFLATE_ANYWAY bytes are accepted whatever the ratio.
+_MAX_INFLATION = 100
+_INFLATE_ANYWAY = 16 << 20
+
+
+def _check_inflation(path, what, claimed, compressed, of="compressed bytes"):
+    if claimed > max(_INFLATE_ANYWAY, _MAX_INFLATION * compressed):
+        raise DataFormatError(path, f"{what} = {claimed} bytes of data, more than {_MAX_INFLATION} times the "
+                                    f"{compressed} {of} (refused as a decompression bomb)")
+
+
+def _read_exact(f, n):
+    """Up to n bytes from the stream f (fewer where it ends first) as a uint8 array, and whether more follow.
+    Memory grows only as the bytes arrive."""
+    out = np.empty(n, np.uint8)
+    view, got = memoryview(out), 0
+    while got < n:
+        k = f.readinto(view[got:got + (1 << 20)])  # in pieces: one read of all would hold a second copy
+        if not k:
+            break
+        got += k
+    return out[:got], f.read(1) != b""
+
+
+@contextlib.contextmanager
+def _open_maybe_gzip(path):
+    """The file at path as a binary stream (gunzipped when its first bytes say gzip), its size on disk and
+    whether it is gzip. A truncated or corrupt gzip stream raises DataFormatError."""
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{os.fspath(path)}: no such file") from None
+    with f:
+        size = os.fstat(f.fileno()).st_size
+        gz = f.read(2) == b"\x1f\x8b"
+        f.seek(0)
+        if not gz:
+            yield f, size, False
+            return
         try:
-            return gzip.decompress(data)
+            with gzip.GzipFile(fileobj=f) as g:
+                yield g, size, True
         except (EOFError, OSError, zlib.error) as e:
             raise DataFormatError(path, f"truncated or corrupt gzip stream ({type(e).__name__}: {e})") from None
-    return data
 
 
 def read_idx(path, expect_magic=None):
@@ -295,27 +426,40 @@ def read_idx(path, expect_magic=None):
 
     Header: two zero bytes, a type byte (0x08 uint8, 0x09 int8, 0x0B int16, 0x0C int32, 0x0D float32,
     0x0E float64), the number of dimensions, then each size as a big-endian uint32. The data must have
-    exactly the size the header promises. ``expect_magic`` (e.g. 2051 for MNIST images) is checked if given.
+    exactly the size the header promises, checked before it is read: against the file's size, or for a
+    ``.gz`` by reading exactly that much (a stream holding more or less is refused), and a ``.gz`` may not
+    claim more than 100 times its own size (above 16 MiB). ``expect_magic`` (e.g. 2051 for MNIST images) is
+    checked if given.
     """
-    data = _read_maybe_gzip(path)
-    if len(data) < 4:
-        raise DataFormatError(path, f"truncated: {len(data)} bytes, shorter than the 4-byte IDX magic number")
-    magic = int.from_bytes(data[:4], "big")
-    if expect_magic is not None and magic != expect_magic:
-        raise DataFormatError(path, f"bad magic number 0x{magic:08X}, expected 0x{expect_magic:08X}")
-    if data[0] != 0 or data[1] != 0 or data[2] not in _IDX_TYPES or data[3] == 0:
-        raise DataFormatError(path, f"bad magic number 0x{magic:08X}: not an IDX file")
-    dtype, ndim = _IDX_TYPES[data[2]], data[3]
-    head = 4 + 4 * ndim
-    if len(data) < head:
-        raise DataFormatError(path, f"truncated header: {ndim} dimensions need {head} bytes, file has {len(data)}")
-    shape = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
-    want = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    have = len(data) - head
-    if have != want:
-        raise DataFormatError(path, f"{'truncated' if have < want else 'trailing bytes'}: header says shape "
-                                    f"{shape} = {want} bytes of data, file has {have}")
-    return np.frombuffer(data, dtype, offset=head).reshape(shape).astype(dtype.newbyteorder("="))
+    with _open_maybe_gzip(path) as (f, size, gz):
+        head = f.read(4)
+        if len(head) < 4:
+            raise DataFormatError(path, f"truncated: {len(head)} bytes, shorter than the 4-byte IDX magic number")
+        magic = int.from_bytes(head, "big")
+        if expect_magic is not None and magic != expect_magic:
+            raise DataFormatError(path, f"bad magic number 0x{magic:08X}, expected 0x{expect_magic:08X}")
+        if head[0] != 0 or head[1] != 0 or head[2] not in _IDX_TYPES or head[3] == 0:
+            raise DataFormatError(path, f"bad magic number 0x{magic:08X}: not an IDX file")
+        dtype, ndim = _IDX_TYPES[head[2]], head[3]
+        dims = f.read(4 * ndim)
+        if len(dims) < 4 * ndim:
+            raise DataFormatError(path, f"truncated header: {ndim} dimensions need {4 + 4 * ndim} bytes, file has "
+                                        f"{4 + len(dims)}")
+        shape = tuple(int.from_bytes(dims[4 * i:4 * i + 4], "big") for i in range(ndim))
+        want = math.prod(shape) * dtype.itemsize
+        claim = f"header says shape {shape}"
+        if gz:
+            _check_inflation(path, claim, want, size, "bytes of the compressed file")
+        elif size - 4 - 4 * ndim != want:
+            have = size - 4 - 4 * ndim
+            raise DataFormatError(path, f"{'truncated' if have < want else 'trailing bytes'}: {claim} = {want} "
+                                        f"bytes of data, file has {have}")
+        data, more = _read_exact(f, want)
+    if data.size < want:
+        raise DataFormatError(path, f"truncated: {claim} = {want} bytes of data, file has {data.size}")
+    if more:
+        raise DataFormatError(path, f"trailing bytes: {claim} = {want} bytes of data, the gzip stream holds more")
+    return data.view(dtype).reshape(shape).astype(dtype.newbyteorder("="), copy=False)
 
 
 def _find_file(d, names):
@@ -447,19 +591,46 @@ def from_arrays(x, y, layout="NCHW", dtype=np.float32, classes=None):
     return ArrayDataset(x, y.astype(np.int64), classes)
 
 
-def load_npz(path, x_key="x", y_key="y", layout="NCHW", dtype=np.float32):
-    """A ``.npz`` (or ``.npy`` pair via numpy.savez) holding images and labels -> ArrayDataset.
+def _npz_array(path, z, key):
+    """Member ``key``.npy of the open zip z, read once its header's claimed size is checked against the
+    member's size in the zip directory (and, when compressed, against 100 times its compressed size)."""
+    info = z.getinfo(key + ".npy")
+    with z.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        read_header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+        if version not in read_header:
+            raise DataFormatError(path, f"member {info.filename}: .npy format version {version} is not supported")
+        shape, fortran, dtype = read_header[version](f)
+        if not dtype.hasobject:  # an object array is refused by read_array (allow_pickle=False), unread
+            claim = f"member {info.filename}: header says shape {shape} {dtype}"
+            want, have = math.prod(shape) * dtype.itemsize, info.file_size - f.tell()
+            if want != have:
+                raise DataFormatError(path, f"{claim} = {want} bytes of data, the member holds {have}")
+            if info.compress_type != zipfile.ZIP_STORED:
+                _check_inflation(path, claim, want, info.compress_size)
+            elif info.compress_size > os.path.getsize(path):
+                raise DataFormatError(path, f"member {info.filename}: {info.compress_size} bytes, more than the file")
+    with z.open(info) as f:
+        return np.lib.format.read_array(f, allow_pickle=False)
 
-    Loaded with ``allow_pickle=False``: object arrays are refused. Keys default to "x" and "y".
+
+def load_npz(path, x_key="x", y_key="y", layout="NCHW", dtype=np.float32):
+    """A ``.npz`` (as numpy.savez / savez_compressed write it) holding images and labels -> ArrayDataset.
+
+    Object arrays are refused (``allow_pickle=False``). Keys default to "x" and "y". Each array's header
+    is checked against its member's size in the archive before the array is read, and a compressed member
+    may not inflate to more than 100 times its compressed size (above 16 MiB).
     """
     try:
-        with np.load(path, allow_pickle=False) as f:
-            if not isinstance(f, np.lib.npyio.NpzFile):
-                raise DataFormatError(path, "not an .npz archive")
-            missing = [k for k in (x_key, y_key) if k not in f.files]
+        with open(path, "rb") as f:
+            if f.read(6) == b"\x93NUMPY":
+                raise DataFormatError(path, "not an .npz archive (a single .npy array)")
+        with zipfile.ZipFile(path) as z:
+            files = [n[:-4] for n in z.namelist() if n.endswith(".npy")]
+            missing = [k for k in (x_key, y_key) if k not in files]
             if missing:
-                raise DataFormatError(path, f"missing array(s) {missing}; the file holds {f.files}")
-            x, y = f[x_key], f[y_key]
+                raise DataFormatError(path, f"missing array(s) {missing}; the file holds {files}")
+            x, y = _npz_array(path, z, x_key), _npz_array(path, z, y_key)
     except FileNotFoundError:
         raise FileNotFoundError(f"{os.fspath(path)}: no such file") from None
     except DataFormatError:
