@@ -15,6 +15,13 @@ from .parameter import Parameter
 _REGISTRY = {}
 
 
+def _flag(op, name, v):
+    """A flag argument: a bool or numpy.bool_. Anything else is refused, since bool("no") is True."""
+    if not isinstance(v, (bool, np.bool_)):
+        raise TypeError(f"{op}: {name} must be a bool, got {type(v).__name__}")
+    return bool(v)
+
+
 def _fmt_shape(shape):
     if shape is None:
         return "?"
