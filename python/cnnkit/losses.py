@@ -13,12 +13,17 @@ import numpy as np
 from ._xp import array_module, is_device_array
 
 
+def _float_scores(op, name, a):
+    # the kernels' rule: integer scores would make the loss and its gradient integer arithmetic
+    if np.dtype(a.dtype) not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise TypeError(f"{op}: {name} must be float32 or float64, got {a.dtype}")
+
+
 def _scores_labels(op, scores, y):
     xp = array_module(scores)
     if not hasattr(scores, "ndim") or scores.ndim != 2:
         raise ValueError(f"{op}: scores must be 2-D (N, classes), got shape {getattr(scores, 'shape', None)}")
-    if np.dtype(scores.dtype) not in (np.dtype(np.float32), np.dtype(np.float64)):
-        raise TypeError(f"{op}: scores must be float32 or float64, got {scores.dtype}")
+    _float_scores(op, "scores", scores)
     if not is_device_array(y):
         y = np.asarray(y)   # checked on the host, then copied over once
     if y.ndim != 1 or y.shape[0] != scores.shape[0]:
@@ -88,6 +93,9 @@ def mse(pred, target):
     op = "mse"
     if not hasattr(pred, "shape") or not hasattr(target, "shape"):
         raise TypeError(f"{op}: pred and target must be arrays, got {type(pred).__name__}, {type(target).__name__}")
+    _float_scores(op, "pred", pred)
+    if np.dtype(target.dtype).kind not in "biuf":
+        raise TypeError(f"{op}: target must hold real numbers (bool, int or float), got {target.dtype}")
     if tuple(pred.shape) != tuple(target.shape):
         raise ValueError(f"{op}: target must have the shape of pred {tuple(pred.shape)}, got {tuple(target.shape)}")
     diff = pred - target.astype(pred.dtype, copy=False)

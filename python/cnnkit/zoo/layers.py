@@ -35,7 +35,7 @@ class AdaptiveAvgPool2d(Layer):
         return (x[0], x[1]) + self.output_size
 
     def forward(self, x):
-        N, C, P, Q = self.output_shape(x.shape)
+        N, C, P, Q = self._check_inputs(x)
         H, W = x.shape[2:]
         xp = array_module(x)
         self._cache = x.shape
@@ -50,7 +50,7 @@ class AdaptiveAvgPool2d(Layer):
         return y
 
     def backward(self, dy, need_dx=True):
-        xs = self._need_cache()
+        xs = self._need_cache(dy)
         if not need_dx:
             return None
         N, C, H, W = xs
@@ -93,7 +93,7 @@ class ShortcutA(Layer):
         return (x[0], x[1] + 2 * self.pad, -(-x[2] // s), -(-x[3] // s))
 
     def forward(self, x):
-        shape = self.output_shape(x.shape)
+        shape = self._check_inputs(x)
         xp = array_module(x)
         y = xp.zeros(shape, dtype=x.dtype)
         s, p = self.stride, self.pad
@@ -102,7 +102,7 @@ class ShortcutA(Layer):
         return y
 
     def backward(self, dy, need_dx=True):
-        xs = self._need_cache()
+        xs = self._need_cache(dy)
         if not need_dx:
             return None
         xp = array_module(dy)
