@@ -107,3 +107,75 @@ def test_every_layer_checks_the_shape_and_dtype_of_dy(name):
     dxs = dx if isinstance(dx, tuple) else (dx,)
     assert [d.shape for d in dxs] == [tuple(s) for s in shapes]
     assert all(d.dtype == np.float64 for d in dxs)
+
+
+# ---------------------------------------------------------------- constructor arguments
+NAN = float("nan")
+S = np.zeros((2, 3))
+LABELS = np.array([0, 1])
+
+
+@pytest.mark.parametrize("make, exc, message", [
+    # flags: bool("no") is True, so only bool and numpy.bool_ pass
+    (lambda: ck.MaxPool2d(2, ceil_mode="no"), TypeError, r"MaxPool2d: ceil_mode must be a bool, got str"),
+    (lambda: ck.MaxPool2d(2, ceil_mode=1), TypeError, r"MaxPool2d: ceil_mode must be a bool, got int"),
+    (lambda: ck.AvgPool2d(2, count_include_pad="no"), TypeError, r"AvgPool2d: count_include_pad must be a bool, got str"),
+    (lambda: ck.BatchNorm2d(3, affine="no"), TypeError, r"BatchNorm2d: affine must be a bool, got str"),
+    (lambda: ck.BatchNorm1d(3, track_running_stats=None), TypeError,
+     r"BatchNorm1d: track_running_stats must be a bool, got NoneType"),
+    (lambda: ck.Conv2d(1, 2, 3, bias="no"), TypeError, r"Conv2d: bias must be a bool, got str"),
+    (lambda: ck.Linear(2, 2, bias="no"), TypeError, r"Linear: bias must be a bool, got str"),
+    (lambda: ck.DropConnect(2, 2, bias=0), TypeError, r"DropConnect: bias must be a bool, got int"),
+    (lambda: ck.LocallyConnected2d(1, 2, 3, 5, bias="no"), TypeError, r"LocallyConnected2d: bias must be a bool, got str"),
+    (lambda: ck.ReLU().train("no"), TypeError, r"ReLU.train: mode must be a bool, got str"),
+    (lambda: ck.Linear(2, 2).requires_grad_("no"), TypeError, r"Linear.requires_grad_: requires_grad must be a bool, got str"),
+    # numbers: real (not str, not bool), finite, in range
+    (lambda: ck.LeakyReLU("0.1"), TypeError, r"LeakyReLU: negative_slope must be a number, got str"),
+    (lambda: ck.LeakyReLU(True), TypeError, r"LeakyReLU: negative_slope must be a number, got bool"),
+    (lambda: ck.LeakyReLU(NAN), ValueError, r"LeakyReLU: negative_slope must be finite, got nan"),
+    (lambda: ck.BatchNorm2d(3, eps="1e-5"), TypeError, r"BatchNorm2d: eps must be a number, got str"),
+    (lambda: ck.BatchNorm2d(3, eps=NAN), ValueError, r"BatchNorm2d: eps must be finite, got nan"),
+    (lambda: ck.BatchNorm2d(3, eps=-1e-5), ValueError, r"BatchNorm2d: eps must be >= 0, got -1e-05"),
+    (lambda: ck.BatchNorm1d(3, momentum="0.1"), TypeError, r"BatchNorm1d: momentum must be a number, got str"),
+    (lambda: ck.BatchNorm1d(3, momentum=NAN), ValueError, r"BatchNorm1d: momentum must be finite, got nan"),
+    (lambda: ck.BatchNorm1d(3, momentum=1.5), ValueError, r"BatchNorm1d: momentum must be <= 1, got 1.5"),
+    (lambda: ck.BatchNorm1d(3, momentum=True), TypeError, r"BatchNorm1d: momentum must be a number, got bool"),
+    (lambda: ck.LocalResponseNorm(3, alpha="1e-4"), TypeError, r"LocalResponseNorm: alpha must be a number, got str"),
+    (lambda: ck.LocalResponseNorm(3, alpha=-1.0), ValueError, r"LocalResponseNorm: alpha must be >= 0, got -1.0"),
+    (lambda: ck.LocalResponseNorm(3, beta=NAN), ValueError, r"LocalResponseNorm: beta must be finite, got nan"),
+    (lambda: ck.LocalResponseNorm(3, k="2"), TypeError, r"LocalResponseNorm: k must be a number, got str"),
+    (lambda: ck.LocalResponseNorm(3, k=float("inf")), ValueError, r"LocalResponseNorm: k must be finite, got inf"),
+    (lambda: ck.LocalResponseNorm(3, k=-1), ValueError, r"LocalResponseNorm: k must be >= 0, got -1.0"),
+    (lambda: ck.FractionalMaxPool2d(2, output_ratio="0.5"), TypeError,
+     r"FractionalMaxPool2d: output_ratio must be a number, got str"),
+    (lambda: ck.FractionalMaxPool2d(2, output_ratio=(0.5, NAN)), ValueError,
+     r"FractionalMaxPool2d: output_ratio must be finite, got nan"),
+    (lambda: ck.Concat(axis="1"), TypeError, r"Concat: axis must be an int, got str"),
+    (lambda: ShortcutA("2", 1), TypeError, r"ShortcutA: stride must be an int, got str"),
+    (lambda: ShortcutA(2, 1.5), TypeError, r"ShortcutA: pad must be an int, got float"),
+    (lambda: ck.losses.softmax_cross_entropy(S, LABELS, label_smoothing="0.1"), TypeError,
+     r"softmax_cross_entropy: label_smoothing must be a number, got str"),
+    (lambda: ck.losses.softmax_cross_entropy(S, LABELS, label_smoothing=NAN), ValueError,
+     r"softmax_cross_entropy: label_smoothing must be finite, got nan"),
+    (lambda: ck.losses.softmax_cross_entropy(S, LABELS, label_smoothing=1.5), ValueError,
+     r"softmax_cross_entropy: label_smoothing must be <= 1, got 1.5"),
+    (lambda: ck.losses.svm_loss(S, LABELS, margin="1"), TypeError, r"svm_loss: margin must be a number, got str"),
+    (lambda: ck.losses.svm_loss(S, LABELS, margin=NAN), ValueError, r"svm_loss: margin must be finite, got nan"),
+    (lambda: ck.losses.svm_loss(S, LABELS, margin=True), TypeError, r"svm_loss: margin must be a number, got bool"),
+])
+def test_flags_are_bools_and_numbers_are_finite_reals(make, exc, message):
+    with pytest.raises(exc, match=message):
+        make()
+
+
+def test_numpy_bools_and_numbers_are_taken():
+    assert ck.MaxPool2d(2, ceil_mode=np.bool_(True)).ceil_mode is True
+    bn = ck.BatchNorm2d(3, eps=np.float32(1e-3), momentum=None, affine=np.bool_(False))
+    assert type(bn.eps) is float and bn.momentum is None and bn.affine is False and not bn._params
+    assert ck.LeakyReLU(np.float64(0.25)).negative_slope == 0.25
+    assert ck.LocalResponseNorm(3, alpha=1, beta=np.int64(1), k=0).config() == dict(size=3, alpha=1.0, beta=1.0, k=0.0)
+    loss, _ = ck.losses.svm_loss(np.array([[0.0, 0.5]]), np.array([0]), margin=np.float32(1))
+    assert loss == 1.5
+    assert ck.Concat(axis=np.int64(2)).axis == 2
+    layer = ck.Linear(2, 2).requires_grad_(np.bool_(False))
+    assert not any(p.requires_grad for p in layer.parameters())

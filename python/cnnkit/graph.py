@@ -151,8 +151,9 @@ class Layer:
 
     def requires_grad_(self, requires_grad=True):
         """Set requires_grad on every parameter inside (False freezes them). Returns self."""
+        requires_grad = _flag(f"{self.label()}.requires_grad_", "requires_grad", requires_grad)
         for p in self.parameters():
-            p.requires_grad = bool(requires_grad)
+            p.requires_grad = requires_grad
         return self
 
     def cpu(self):
@@ -172,8 +173,9 @@ class Layer:
         running statistics (BatchNorm) stays in inference mode: it normalises with its running mean and
         variance and never updates them, as Keras does for BN layers with trainable=False. (A parameter
         frozen by hand, ``p.requires_grad = False``, does not change the mode: PyTorch's behaviour.)"""
+        mode = _flag(f"{self.label()}.train", "mode", mode)
         for _, layer in self.named_layers():
-            layer.training = bool(mode) and not (layer.frozen and _keeps_running_stats(layer))
+            layer.training = mode and not (layer.frozen and _keeps_running_stats(layer))
         return self
 
     def eval(self):

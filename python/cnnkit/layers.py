@@ -14,7 +14,8 @@ import numpy as np
 from . import init as _init
 from . import ops
 from ._xp import array_module, is_device_array
-from .graph import Layer
+from .data._common import check_float   # the one real-number check: a number, finite, within [lo, hi]
+from .graph import Layer, _flag
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -106,7 +107,7 @@ class Conv2d(Layer):
         rng = _init.rng_for(seed)
         fan_in, fan_out = in_channels // groups * R * S, out_channels * R * S
         self.add_parameter("weight", _init.make(weight_init, wshape, fan_in, fan_out, rng, dtype))
-        if bias:
+        if _flag(op, "bias", bias):
             self.add_parameter("bias", _init.make(bias_init, (out_channels,), fan_in, fan_out, rng, dtype))
 
     def _hp(self):
@@ -170,7 +171,7 @@ class MaxPool2d(_ArgmaxPool):
         self.kernel_size = _pair(op, "kernel_size", kernel_size, 1)
         self.stride = self.kernel_size if stride is None else _pair(op, "stride", stride, 1)
         self.padding, self.dilation = _pair(op, "padding", padding, 0), _pair(op, "dilation", dilation, 1)
-        self.ceil_mode = bool(ceil_mode)
+        self.ceil_mode = _flag(op, "ceil_mode", ceil_mode)
 
     def _hp(self):
         return dict(stride=self.stride, padding=self.padding, dilation=self.dilation, ceil_mode=self.ceil_mode)
@@ -205,7 +206,7 @@ class AvgPool2d(Layer):
         self.kernel_size = _pair(op, "kernel_size", kernel_size, 1)
         self.stride = self.kernel_size if stride is None else _pair(op, "stride", stride, 1)
         self.padding = _pair(op, "padding", padding, 0)
-        self.count_include_pad = bool(count_include_pad)
+        self.count_include_pad = _flag(op, "count_include_pad", count_include_pad)
         if any(2 * p > k for p, k in zip(self.padding, self.kernel_size)):
             raise ValueError(f"AvgPool2d: padding must be at most half the kernel size, got padding "
                              f"{self.padding} for kernel {self.kernel_size}")
@@ -316,8 +317,12 @@ class FractionalMaxPool2d(_ArgmaxPool):
         if (output_size is None) == (output_ratio is None):
             raise ValueError("FractionalMaxPool2d: give exactly one of output_size and output_ratio")
         self.output_size = None if output_size is None else _pair(op, "output_size", output_size, 1)
-        self.output_ratio = None if output_ratio is None else (
-            tuple(float(r) for r in output_ratio) if isinstance(output_ratio, (tuple, list)) else (float(output_ratio),) * 2)
+        self.output_ratio = None
+        if output_ratio is not None:
+            ratio = tuple(output_ratio) if isinstance(output_ratio, (tuple, list)) else (output_ratio,) * 2
+            if len(ratio) != 2:
+                raise ValueError(f"{op}: output_ratio must be a number or a pair (h, w), got {ratio}")
+            self.output_ratio = tuple(check_float(op, "output_ratio", r) for r in ratio)
         if self.output_ratio is not None and not all(0 < r < 1 for r in self.output_ratio):
             raise ValueError(f"FractionalMaxPool2d: output_ratio must be in (0, 1), got {self.output_ratio}")
         self.last_samples = None
@@ -404,7 +409,7 @@ class LeakyReLU(Layer):
 
     def __init__(self, negative_slope=0.01, name=None):
         super().__init__(name=name)
-        self.negative_slope = float(negative_slope)
+        self.negative_slope = check_float("LeakyReLU", "negative_slope", negative_slope)
 
     def forward(self, x):
         self._check_inputs(x)
@@ -442,7 +447,7 @@ class Linear(Layer):
         rng = _init.rng_for(seed)
         self.add_parameter("weight", _init.make(weight_init, (out_features, in_features), in_features,
                                                 out_features, rng, dtype))
-        if bias:
+        if _flag(op, "bias", bias):
             self.add_parameter("bias", _init.make(bias_init, (out_features,), in_features, out_features, rng, dtype))
 
     def output_shape(self, x):
@@ -660,9 +665,10 @@ class _BatchNorm(Layer):
         super().__init__(name=name)
         op = type(self).__name__
         self.num_features = _positive_int(op, "num_features", num_features)
-        self.eps = float(eps)
-        self.momentum = None if momentum is None else float(momentum)
-        self.affine, self.track_running_stats = bool(affine), bool(track_running_stats)
+        self.eps = check_float(op, "eps", eps, lo=0)
+        self.momentum = None if momentum is None else check_float(op, "momentum", momentum, lo=0, hi=1)
+        self.affine = _flag(op, "affine", affine)
+        self.track_running_stats = _flag(op, "track_running_stats", track_running_stats)
         dtype = _dtype(op, dtype)
         self._dt = dtype
         if affine:
@@ -811,7 +817,9 @@ class LocalResponseNorm(Layer):
     def __init__(self, size, alpha=1e-4, beta=0.75, k=1.0, name=None):
         super().__init__(name=name)
         self.size = _positive_int("LocalResponseNorm", "size", size)
-        self.alpha, self.beta, self.k = float(alpha), float(beta), float(k)
+        op = "LocalResponseNorm"
+        self.alpha, self.beta = check_float(op, "alpha", alpha, lo=0), check_float(op, "beta", beta)
+        self.k = check_float(op, "k", k, lo=0)
 
     def output_shape(self, x):
         self._check_rank("LocalResponseNorm", x, (4,), "4-D (N, C, H, W)")
@@ -883,7 +891,7 @@ class LocallyConnected2d(Layer):
         fan_in, fan_out = in_channels * R * S, out_channels * R * S
         self.add_parameter("weight", _init.make(weight_init, (self.P, self.Q, out_channels, in_channels, R, S),
                                                 fan_in, fan_out, rng, dtype))
-        if bias:
+        if _flag(op, "bias", bias):
             self.add_parameter("bias", _init.make(bias_init, (out_channels, self.P, self.Q), fan_in, fan_out, rng, dtype))
 
     def output_shape(self, x):
@@ -974,7 +982,7 @@ class Concat(Layer):
 
     def __init__(self, axis=1, name=None):
         super().__init__(name=name)
-        self.axis = int(axis)
+        self.axis = ops._int("Concat", "axis", axis)
         if self.axis < 1:
             raise ValueError(f"Concat: axis must be >= 1 (axis 0 is the batch), got {axis}")
 

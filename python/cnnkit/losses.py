@@ -11,6 +11,7 @@ F.mse_loss (mean over every element). Regularisation terms belong to the optimiz
 import numpy as np
 
 from ._xp import array_module, is_device_array
+from .data._common import check_float
 
 
 def _float_scores(op, name, a):
@@ -51,9 +52,7 @@ def softmax_cross_entropy(scores, y, label_smoothing=0.0):
     """
     op = "softmax_cross_entropy"
     xp, y = _scores_labels(op, scores, y)
-    eps = float(label_smoothing)
-    if not 0.0 <= eps <= 1.0:
-        raise ValueError(f"{op}: label_smoothing must be in [0, 1], got {label_smoothing}")
+    eps = check_float(op, "label_smoothing", label_smoothing, lo=0, hi=1)
     N, C = scores.shape
     shifted = scores - scores.max(axis=1, keepdims=True)
     logp = shifted - xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
@@ -77,6 +76,7 @@ def svm_loss(scores, y, margin=1.0):
     """
     op = "svm_loss"
     xp, y = _scores_labels(op, scores, y)
+    margin = check_float(op, "margin", margin)
     N = scores.shape[0]
     rows = xp.arange(N)
     margins = xp.maximum(0, scores - scores[rows, y][:, None] + scores.dtype.type(margin))

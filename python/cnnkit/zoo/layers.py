@@ -83,9 +83,7 @@ class ShortcutA(Layer):
 
     def __init__(self, stride, pad, name=None):
         super().__init__(name=name)
-        self.stride, self.pad = int(stride), int(pad)
-        if self.stride < 1 or self.pad < 0:
-            raise ValueError(f"ShortcutA: stride must be >= 1 and pad >= 0, got {stride!r}, {pad!r}")
+        self.stride, self.pad = ops._int("ShortcutA", "stride", stride, 1), ops._int("ShortcutA", "pad", pad, 0)
 
     def output_shape(self, x):
         self._check_rank("ShortcutA", x, (4,), "4-D (N, C, H, W)")
