@@ -407,7 +407,8 @@ def _node_label(node):
 
 class Model(Layer):
     """A graph of layers, run in topological order. Subclasses fill self._nodes (name, layer, input
-    indices; index < 0 means model input -1 - index) and self._n_inputs."""
+    indices; index < 0 means model input -1 - index) and self._n_inputs. Models are built with Sequential
+    or Graph: a layer assigned to a model's attribute (torch style) is a TypeError, as it would take no part."""
 
     def __init__(self, seed=0, name=None):
         super().__init__(name=name)
@@ -415,6 +416,19 @@ class Model(Layer):
         self._n_inputs = 1
         self._shape_memo = None
         self.model_seed = int(seed)
+
+    def __setattr__(self, name, value):
+        # A model runs the layers of self._nodes, which Sequential and Graph fill; a layer kept in an attribute
+        # (torch style) would be in neither parameters() nor forward and backward, so it is refused here
+        # rather than silently left out. self._nodes holds (name, layer, inputs) tuples, never bare layers.
+        held = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else (value,)
+        if any(isinstance(v, Layer) for v in held):
+            label = self.label() if "name" in self.__dict__ else type(self).__name__   # before Layer.__init__ too
+            raise TypeError(f"{label}: cannot assign a {type(value).__name__} to attribute '{name}': a ck model "
+                            f"does not collect layers from its attributes (their parameters would be missing from "
+                            f"parameters(), forward and backward). Build the model with ck.Sequential(layer, ...) or "
+                            f"the functional API, ck.Graph(inputs, output); either can be a layer of another model")
+        super().__setattr__(name, value)
 
     def _finish(self):
         names = [n for n, _, _ in self._nodes]
