@@ -136,9 +136,73 @@ def test_kinks_of_several_units_at_one_point_are_not_failures():
 @pytest.mark.parametrize("kw, exc, message", [
     (dict(eps=0), ValueError, r"gradcheck: eps must be > 0, got 0"),
     (dict(eps=-1e-5), ValueError, r"gradcheck: eps must be > 0, got -1e-05"),
-    (dict(rtol=-1), ValueError, r"gradcheck: rtol must be >= 0, got -1"),
-    (dict(atol="0"), TypeError, r"gradcheck: atol must be a real number, got str"),
+    (dict(rtol=-1), ValueError, r"gradcheck: rtol must be > 0, got -1"),
+    (dict(atol=-1), ValueError, r"gradcheck: atol must be >= 0, got -1"),
+    (dict(atol="0"), TypeError, r"gradcheck: atol must be a number, got str"),
+    (dict(eps=float("nan")), ValueError, r"gradcheck: eps must be finite, got nan"),
 ])
 def test_gradcheck_tolerances_are_checked(kw, exc, message):
     with pytest.raises(exc, match=message):
         ck.gradcheck(ck.Linear(3, 2), np.zeros((2, 3)), **kw)
+
+
+class ZeroGrad(ck.Layer):
+    """y = 2x with a backward that returns zeros: wrong everywhere, and NaN-blind if NaN counted as a match."""
+
+    def forward(self, x):
+        self._cache = True
+        return 2 * x
+
+    def backward(self, dy, need_dx=True):
+        self._need_cache()
+        return np.zeros_like(dy)
+
+
+def test_a_nan_in_the_comparison_is_a_failure():
+    x = rnd(2, 3)
+    x[0, 1] = np.nan                   # the loss and every numeric slope are NaN; the analytic one is 0
+    with pytest.raises(ck.GradcheckError, match=r"layer \(input\), parameter 'input' \(input\): worst "
+                                                r"relative error nan .*analytic 0\.0+e\+00, numeric nan.*"
+                                                r"6 of 6 checked coordinates failed.*the loss is NaN"):
+        ck.gradcheck(ZeroGrad(), x)
+    rep = ck.gradcheck(ZeroGrad(), x, raise_on_fail=False)
+    assert not rep.ok and rep["input"]["failures"] == 6 and np.isnan(rep["input"]["max_rel_err"])
+    assert "FAIL" in str(rep)
+
+    class NanGrad(ck.ReLU):            # a correct function whose analytic gradient holds a NaN
+        def backward(self, dy, need_dx=True):
+            dx = super().backward(dy, need_dx)
+            dx[0, 0] = np.nan
+            return dx
+    rep = ck.gradcheck(NanGrad(), np.abs(rnd(2, 3)) + 0.5, raise_on_fail=False)
+    assert not rep.ok and rep["input"]["failures"] == 1 and np.isnan(rep["input"]["max_rel_err"])
+    assert rep["input"]["worst"][0] == (0, 0)
+
+
+@pytest.mark.parametrize("kw, exc, message", [
+    (dict(max_coords=0), ValueError, r"gradcheck: max_coords must be >= 1, got 0"),
+    (dict(max_coords=-3), ValueError, r"gradcheck: max_coords must be >= 1, got -3"),
+    (dict(max_coords=2.5), TypeError, r"gradcheck: max_coords must be an int, got float"),
+    (dict(max_coords=True), TypeError, r"gradcheck: max_coords must be an int, got bool"),
+    (dict(seed="0"), TypeError, r"gradcheck: seed must be an int, got str"),
+    (dict(seed=-1), ValueError, r"gradcheck: seed must be >= 0, got -1"),
+    (dict(seed=None), TypeError, r"gradcheck: seed must be an int, got NoneType"),
+    (dict(loss="mse"), TypeError, r"gradcheck: loss must be a callable loss\(out, y\) -> \(value, dout\), got str"),
+    (dict(loss=lambda out, y: 1.0), TypeError, r"gradcheck: loss must return \(value, dout\), got float"),
+    (dict(loss=lambda out, y: (1.0, np.zeros(3))), ValueError,
+     r"gradcheck: loss returned dout of shape \(3,\); expected the output's shape \(2, 2\)"),
+    (dict(rtol=0), ValueError, r"gradcheck: rtol must be > 0, got 0"),
+    (dict(check_input="no"), TypeError, r"gradcheck: check_input must be a bool, got str"),
+    (dict(raise_on_fail=1), TypeError, r"gradcheck: raise_on_fail must be a bool, got int"),
+])
+def test_gradcheck_bad_arguments_name_themselves(kw, exc, message):
+    with pytest.raises(exc, match=message):
+        ck.gradcheck(ck.Linear(3, 2), rnd(2, 3), **kw)
+
+
+def test_nothing_to_check_is_an_error_not_a_pass():
+    layer = ck.Linear(3, 2).requires_grad_(False)
+    with pytest.raises(ValueError, match=r"gradcheck: nothing to check: check_input is False and no parameter "
+                                         r"of Linear requires grad"):
+        ck.gradcheck(layer, rnd(2, 3), check_input=False)
+    assert ck.gradcheck(ck.Linear(3, 2), rnd(2, 3), max_coords=1, seed=np.int64(4)).rows[0]["checked"] == 1

@@ -378,3 +378,44 @@ def test_a_declared_input_shape_is_enforced_and_an_undeclared_one_is_free():
     x = ck.Input()
     free = ck.Graph(x, ck.Conv2d(3, 4, 3, padding=1)(x))
     assert free(np.zeros((1, 3, 9, 5), np.float32)).shape == (1, 4, 9, 5)
+
+
+def test_layers_assigned_as_model_attributes_are_refused_at_assignment():
+    # A torch-style model would silently have no parameters (and backward said "called before forward").
+    class Net(ck.Model):
+        def __init__(self):
+            super().__init__()
+            self.fc = ck.Linear(3, 2)
+
+    with pytest.raises(TypeError, match=r"Net: cannot assign a Linear to attribute 'fc': a ck model does not "
+                                        r"collect layers from its attributes.*ck\.Sequential\(.*ck\.Graph\("):
+        Net()
+
+    class Early(ck.Model):
+        def __init__(self):
+            self.conv = ck.Conv2d(1, 1, 1)    # before super().__init__()
+    with pytest.raises(TypeError, match=r"^Early: cannot assign a Conv2d to attribute 'conv'"):
+        Early()
+    model = ck.Sequential(ck.Linear(3, 2))
+    for value in [ck.ReLU(), ck.Sequential(ck.ReLU()), [ck.ReLU(), ck.ReLU()], {"a": ck.ReLU()}]:
+        with pytest.raises(TypeError, match=rf"Sequential: cannot assign a {type(value).__name__} to attribute "
+                                            r"'head'"):
+            model.head = value
+    assert "head" not in model.__dict__ and len(model.parameters()) == 2
+
+    class Wide(ck.Sequential):    # subclassing a model to configure it is fine; plain attributes are fine
+        def __init__(self, width):
+            super().__init__(ck.Linear(3, width), ck.ReLU())
+            self.width, self.note = width, ["not", "layers"]
+    w = Wide(4)
+    assert w.width == 4 and len(w.parameters()) == 2 and w(np.ones((2, 3), np.float32)).shape == (2, 4)
+    w.name = "wide"
+    with pytest.raises(TypeError, match=r"Wide 'wide': cannot assign a Linear to attribute 'extra'"):
+        w.extra = ck.Linear(4, 1)
+    # the library's own models (Sequential slices, Graph, zoo models, copies, prefixes) keep working
+    part = w[:1]
+    assert len(part.parameters()) == 2 and w.copy().width == 4
+    resnet = ck.zoo.resnet20(seed=0)
+    assert len(ck.zoo.features(resnet, "layer1").parameters()) > 0
+    resnet.replace_head(3)
+    assert resnet.output_shape((1, 3, 32, 32)) == (1, 3)

@@ -98,3 +98,30 @@ def test_loss_bad_inputs():
         ck.losses.softmax_cross_entropy(s, np.array([0.0, 1.0, 2.0]))
     with pytest.raises(ValueError, match="mse: target must have the shape of pred"):
         ck.losses.mse(s, np.zeros((4, 3)))
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.bool_, np.float16, np.complex128])
+def test_predictions_must_be_float32_or_float64(dtype):
+    pred = np.array([[1, 2], [3, 4]]).astype(dtype)
+    with pytest.raises(TypeError, match=rf"mse: pred must be float32 or float64, got {np.dtype(dtype)}"):
+        ck.losses.mse(pred, np.zeros((2, 2)))
+    with pytest.raises(TypeError, match=rf"softmax_cross_entropy: scores must be float32 or float64, got {np.dtype(dtype)}"):
+        ck.losses.softmax_cross_entropy(pred, np.array([0, 1]))
+    with pytest.raises(TypeError, match=rf"svm_loss: scores must be float32 or float64, got {np.dtype(dtype)}"):
+        ck.losses.svm_loss(pred, np.array([0, 1]))
+
+
+def test_mse_on_int_predictions_is_refused_and_targets_are_checked():
+    # int predictions cast the target to ints (1.75 for a true 1.125) and gave an all-zero gradient
+    pred, target = np.array([[1, 2], [3, 4]]), np.array([[0.5, 1.0], [2.0, 2.5]])
+    with pytest.raises(TypeError, match="mse: pred must be float32 or float64, got int64"):
+        ck.losses.mse(pred, target)
+    loss, d = ck.losses.mse(pred.astype(np.float64), target)
+    assert loss == 1.125 and np.array_equal(d, [[0.25, 0.5], [0.5, 0.75]])
+    assert ck.losses.mse(pred.astype(np.float32), np.array([[1, 2], [3, 5]]))[0] == 0.25   # int targets are values
+    with pytest.raises(TypeError, match=r"mse: target must hold real numbers \(bool, int or float\), got complex128"):
+        ck.losses.mse(pred.astype(np.float64), target.astype(np.complex128))
+    with pytest.raises(ValueError, match=r"mse: target must have the shape of pred \(2, 2\), got \(1, 2\)"):
+        ck.losses.mse(pred.astype(np.float64), target[:1])       # would broadcast
+    with pytest.raises(TypeError, match=r"mse: pred and target must be arrays, got ndarray, list"):
+        ck.losses.mse(pred.astype(np.float64), target.tolist())

@@ -4,11 +4,12 @@
 To check a layer of your own, see the ck.Layer docstring (cnnkit/graph.py) and tests/test_gradcheck.py.
 """
 import copy
-import numbers
 
 import numpy as np
 
-from .graph import Layer, Model
+from .data._common import check_float
+from .graph import Layer, Model, _flag
+from .ops import _int
 from . import losses as _losses
 
 
@@ -71,18 +72,24 @@ def gradcheck(layer_or_model, x, y=None, loss=None, eps=1e-5, rtol=1e-6, atol=1e
     A coordinate fails when |analytic - numeric| > atol + rtol * max(|analytic|, |numeric|) and it is
     not a kink: a coordinate whose one-sided differences (f(x+h) - f(x))/h and (f(x) - f(x-h))/h
     differ by at least the error found sits where the function has no derivative (ReLU at 0, a max-pool
-    tie, a hinge at its margin) and is counted as a kink, not a failure. The default eps 1e-5 balances
+    tie, a hinge at its margin) and is counted as a kink, not a failure. A NaN in either gradient, or in
+    the loss, is always a failure. The default eps 1e-5 balances
     truncation against round-off (at 1e-6 round-off reached 1e-9 on BatchNorm inputs). At most
-    `max_coords` coordinates per tensor are checked (all when fewer), sampled with `seed`. Returns a GradcheckReport; raises GradcheckError naming the layer, the
+    `max_coords` (an int >= 1) coordinates per tensor are checked (all when fewer), sampled with `seed` (an
+    int >= 0). Returns a GradcheckReport; raises GradcheckError naming the layer, the
     parameter and the worst error when something fails (unless raise_on_fail=False).
     """
+    op = "gradcheck"
     if not isinstance(layer_or_model, Layer):
-        raise TypeError(f"gradcheck: expected a ck.Layer or model, got {type(layer_or_model).__name__}")
-    for name, v, positive in (("eps", eps, True), ("rtol", rtol, False), ("atol", atol, False)):
-        if isinstance(v, bool) or not isinstance(v, numbers.Real):
-            raise TypeError(f"gradcheck: {name} must be a real number, got {type(v).__name__}")
-        if not (v > 0 if positive else v >= 0):
-            raise ValueError(f"gradcheck: {name} must be {'> 0' if positive else '>= 0'}, got {v}")
+        raise TypeError(f"{op}: expected a ck.Layer or model, got {type(layer_or_model).__name__}")
+    eps, rtol, atol = (check_float(op, n, v) for n, v in (("eps", eps), ("rtol", rtol), ("atol", atol)))
+    for name, v in (("eps", eps), ("rtol", rtol), ("atol", atol)):
+        if v < 0 or (v == 0 and name != "atol"):   # eps is a step, rtol divides the relative-error floor
+            raise ValueError(f"{op}: {name} must be {'>= 0' if name == 'atol' else '> 0'}, got {v:g}")
+    max_coords, seed = _int(op, "max_coords", max_coords, minimum=1), _int(op, "seed", seed, minimum=0)
+    check_input, raise_on_fail = _flag(op, "check_input", check_input), _flag(op, "raise_on_fail", raise_on_fail)
+    if loss is not None and not callable(loss):
+        raise TypeError(f"{op}: loss must be a callable loss(out, y) -> (value, dout), got {type(loss).__name__}")
     m = copy.deepcopy(layer_or_model).to(np.float64)
     multi = isinstance(x, (tuple, list))
     xs = [_as64(a) for a in (x if multi else (x,))]
@@ -108,16 +115,22 @@ def gradcheck(layer_or_model, x, y=None, loss=None, eps=1e-5, rtol=1e-6, atol=1e
         if R is not None:
             return float((out * R).sum()), R
         if loss is not None:
-            return loss(out, y)
+            res = loss(out, y)
+            if not isinstance(res, tuple) or len(res) != 2:
+                raise TypeError(f"{op}: loss must return (value, dout), got {type(res).__name__}")
+            return res
         ya = np.asarray(y)
         if np.issubdtype(ya.dtype, np.integer):
             return _losses.softmax_cross_entropy(out, ya)
         return _losses.mse(out, _as64(ya))
 
     f0, dout = value(out)
+    if np.shape(dout) != out.shape:
+        raise ValueError(f"{op}: loss returned dout of shape {np.shape(dout)}; expected the output's shape {out.shape}")
+    nan_loss = bool(np.isnan(f0))   # then every comparison is meaningless: all of them fail
     m.zero_grad()
     if is_model:
-        dx = m.backward(dout, need_dx=bool(check_input))
+        dx = m.backward(dout, need_dx=check_input)
     else:
         dx = m.backward(dout, need_dx=True if not multi else (True,) * len(xs))
     dxs = list(dx) if multi else [dx]
@@ -135,6 +148,8 @@ def gradcheck(layer_or_model, x, y=None, loss=None, eps=1e-5, rtol=1e-6, atol=1e
             lay = layers.get(path, m)
             label = (f"'{path}' " if path else "") + type(lay).__name__
             tensors.append((name, label, p.data, p.grad.copy()))
+    if not tensors:
+        raise ValueError(f"{op}: nothing to check: check_input is False and no parameter of {m.label()} requires grad")
 
     rows = []
     worst_fail = None
@@ -159,7 +174,8 @@ def gradcheck(layer_or_model, x, y=None, loss=None, eps=1e-5, rtol=1e-6, atol=1e
             num = (fp - fm) / (2 * eps)
             a = float(gflat[i])
             err = abs(a - num)
-            bad = err > atol + rtol * max(abs(a), abs(num))
+            tol = atol + rtol * max(abs(a), abs(num))
+            bad = nan_loss or not err <= tol   # a NaN on either side (or in the loss) is a failure
             if bad:
                 dplus, dminus = (fp - f0) / eps, (f0 - fm) / eps
                 jump = dplus - dminus
@@ -181,8 +197,10 @@ def gradcheck(layer_or_model, x, y=None, loss=None, eps=1e-5, rtol=1e-6, atol=1e
                     row["kinks"] += 1
                     continue
                 row["failures"] += 1
-            row["max_rel_err"] = max(row["max_rel_err"], _rel(a, num, atol / rtol))
-            ratio = err / (atol + rtol * max(abs(a), abs(num)))
+            rel = _rel(a, num, atol / rtol)
+            if not np.isnan(row["max_rel_err"]) and not rel <= row["max_rel_err"]:
+                row["max_rel_err"] = rel   # NaN, once seen, stays the worst
+            ratio = np.inf if nan_loss or np.isnan(err) else err / max(tol, 1e-300)
             if ratio > worst_ratio:
                 worst_ratio = ratio
                 row["worst"] = (tuple(int(v) for v in np.unravel_index(i, arr.shape)), a, num)
@@ -199,6 +217,7 @@ def gradcheck(layer_or_model, x, y=None, loss=None, eps=1e-5, rtol=1e-6, atol=1e
             f"gradcheck failed for layer {r['layer']}, parameter '{pname}' ({r['name']}): worst relative error "
             f"{_rel(a, num, atol / rtol):.3e} at index {idx} (analytic {a:.8e}, numeric {num:.8e}); {r['failures']} of "
             f"{r['checked']} checked coordinates failed (rtol {rtol:g}, atol {atol:g}). Failing tensors: {failed}"
+            f"{'; the loss is NaN at the given input' if nan_loss else ''}"
             f"\n{report}")
     return report
 

@@ -10,9 +10,16 @@ import zlib
 import numpy as np
 
 from ._xp import array_module, device_converter, device_of, is_device_array
-from .parameter import Parameter
+from .parameter import _FLOATS, Parameter
 
 _REGISTRY = {}
+
+
+def _flag(op, name, v):
+    """A flag argument: a bool or numpy.bool_. Anything else is refused, since bool("no") is True."""
+    if not isinstance(v, (bool, np.bool_)):
+        raise TypeError(f"{op}: {name} must be a bool, got {type(v).__name__}")
+    return bool(v)
 
 
 def _fmt_shape(shape):
@@ -61,8 +68,10 @@ class Layer:
 
     - ``__init__``: call ``super().__init__(name=name)``, then ``self.add_parameter("weight", array)``
       for each parameter (``add_buffer`` for state that is saved but not trained);
-    - ``forward(x)``: compute y; keep what backward needs in ``self._cache``;
-    - ``backward(dy, need_dx=True)``: ``x = self._need_cache()`` (raises if there was no forward);
+    - ``forward(x)``: ``self._check_inputs(x)`` first (float32/float64, the parameters' dtype, a shape
+      ``output_shape`` takes); compute y; keep what backward needs in ``self._cache``;
+    - ``backward(dy, need_dx=True)``: ``x = self._need_cache(dy)`` (raises if there was no forward, or
+      if dy does not have the output's shape and dtype);
       ``p.grad += ...`` for each parameter with ``p.requires_grad``; return dx, or None when
       ``need_dx`` is false (a model passes False when nothing upstream needs it);
     - ``output_shape(x_shape)``: the output shape, or ValueError for inputs the layer cannot take
@@ -87,6 +96,7 @@ class Layer:
         self._params = {}
         self._buffers = {}
         self._cache = None
+        self._out_spec = None   # (shape, dtype) of the last forward's output: what backward takes as dy
         self.seed = 0      # stream of the model's generator (set by the model), used by stochastic layers
         self.offset = 0    # advanced once per forward call so that every call draws fresh numbers
 
@@ -141,8 +151,9 @@ class Layer:
 
     def requires_grad_(self, requires_grad=True):
         """Set requires_grad on every parameter inside (False freezes them). Returns self."""
+        requires_grad = _flag(f"{self.label()}.requires_grad_", "requires_grad", requires_grad)
         for p in self.parameters():
-            p.requires_grad = bool(requires_grad)
+            p.requires_grad = requires_grad
         return self
 
     def cpu(self):
@@ -162,8 +173,9 @@ class Layer:
         running statistics (BatchNorm) stays in inference mode: it normalises with its running mean and
         variance and never updates them, as Keras does for BN layers with trainable=False. (A parameter
         frozen by hand, ``p.requires_grad = False``, does not change the mode: PyTorch's behaviour.)"""
+        mode = _flag(f"{self.label()}.train", "mode", mode)
         for _, layer in self.named_layers():
-            layer.training = bool(mode) and not (layer.frozen and _keeps_running_stats(layer))
+            layer.training = mode and not (layer.frozen and _keeps_running_stats(layer))
         return self
 
     def eval(self):
@@ -314,9 +326,7 @@ class Layer:
         if any(isinstance(x, Node) for x in xs):
             return self._symbolic(xs)
         for x in xs:
-            if not (isinstance(x, np.ndarray) or is_device_array(x)):
-                raise TypeError(f"{self.label()}: input must be a numpy array (or a CuPy array on a GPU), got "
-                                f"{type(x).__name__}; convert with np.asarray(x, dtype=np.float32)")
+            self._check_array(x, "input")
         return self.forward(*xs)
 
     def _symbolic(self, xs):
@@ -333,10 +343,48 @@ class Layer:
                 raise ValueError(f"shape mismatch: {src}, but {self.label()} {self!r} cannot take it: {e}") from None
         return Node(self, xs, shape)
 
-    def _need_cache(self, what="backward"):
+    def _check_array(self, a, what):
+        if not (isinstance(a, np.ndarray) or is_device_array(a)):
+            raise TypeError(f"{self.label()}: {what} must be a numpy array (or a CuPy array on a GPU), got "
+                            f"{type(a).__name__}; convert with np.asarray(x, dtype=np.float32)")
+
+    def _check_inputs(self, *xs):
+        """What every forward checks before any work, as the kernels do: each input a float32 or float64
+        array, all of one dtype and of the parameters' dtype (no silent casts), and shapes the layer takes.
+        Returns the output shape, which (with the dtype) is then the only dy backward takes."""
+        label = self.label()
+        for i, x in enumerate(xs):
+            what = "input" if len(xs) == 1 else f"input {i}"
+            self._check_array(x, what)
+            if x.dtype not in _FLOATS:
+                raise TypeError(f"{label}: {what} must be float32 or float64, got {x.dtype}")
+        if len({x.dtype for x in xs}) > 1:
+            raise TypeError(f"{label}: every input must have one dtype (no silent casts), got "
+                            f"{[str(x.dtype) for x in xs]}")
+        p = next(iter(self._params.values()), None)
+        if p is not None and xs and xs[0].dtype != p.dtype:
+            raise TypeError(f"{label}: input dtype {xs[0].dtype} does not match the parameters' {p.dtype} "
+                            f"(no silent casts; use layer.to(dtype))")
+        shape = tuple(self.output_shape(*[x.shape for x in xs]))
+        self._out_spec = (shape, xs[0].dtype if xs else None)
+        return shape
+
+    def _need_cache(self, dy=None, what="backward"):
+        """Take what forward cached (one backward per forward). Given dy, first check that it has the
+        forward output's shape and dtype: array glue would broadcast a mis-shaped dy into a wrong gradient.
+        A refused dy leaves the cache in place."""
         if self._cache is None:
             raise RuntimeError(f"{self.label()}: {what} called before forward (nothing cached; "
                                f"run forward first, once per backward)")
+        if dy is not None and self._out_spec is not None:
+            self._check_array(dy, "dy")
+            shape, dtype = self._out_spec
+            if tuple(dy.shape) != shape:
+                raise ValueError(f"{self.label()}: dy must have the shape of the forward output {shape}, "
+                                 f"got {tuple(dy.shape)}")
+            if dy.dtype != dtype:
+                raise TypeError(f"{self.label()}: dy must have the dtype of the forward output ({dtype}; "
+                                f"no silent casts), got {dy.dtype}")
         c, self._cache = self._cache, None
         return c
 
@@ -359,7 +407,8 @@ def _node_label(node):
 
 class Model(Layer):
     """A graph of layers, run in topological order. Subclasses fill self._nodes (name, layer, input
-    indices; index < 0 means model input -1 - index) and self._n_inputs."""
+    indices; index < 0 means model input -1 - index) and self._n_inputs. Models are built with Sequential
+    or Graph: a layer assigned to a model's attribute (torch style) is a TypeError, as it would take no part."""
 
     def __init__(self, seed=0, name=None):
         super().__init__(name=name)
@@ -367,6 +416,19 @@ class Model(Layer):
         self._n_inputs = 1
         self._shape_memo = None
         self.model_seed = int(seed)
+
+    def __setattr__(self, name, value):
+        # A model runs the layers of self._nodes, which Sequential and Graph fill; a layer kept in an attribute
+        # (torch style) would be in neither parameters() nor forward and backward, so it is refused here
+        # rather than silently left out. self._nodes holds (name, layer, inputs) tuples, never bare layers.
+        held = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else (value,)
+        if any(isinstance(v, Layer) for v in held):
+            label = self.label() if "name" in self.__dict__ else type(self).__name__   # before Layer.__init__ too
+            raise TypeError(f"{label}: cannot assign a {type(value).__name__} to attribute '{name}': a ck model "
+                            f"does not collect layers from its attributes (their parameters would be missing from "
+                            f"parameters(), forward and backward). Build the model with ck.Sequential(layer, ...) or "
+                            f"the functional API, ck.Graph(inputs, output); either can be a layer of another model")
+        super().__setattr__(name, value)
 
     def _finish(self):
         names = [n for n, _, _ in self._nodes]
@@ -464,10 +526,7 @@ class Model(Layer):
     def forward(self, *xs):
         if len(xs) != self._n_inputs:
             raise ValueError(f"{type(self).__name__}.forward: expected {self._n_inputs} input(s), got {len(xs)}")
-        for i, x in enumerate(xs):
-            if not hasattr(x, "shape") or not hasattr(x, "dtype"):
-                raise TypeError(f"{type(self).__name__}.forward: input {i} must be an array, got {type(x).__name__}")
-        self._shapes([x.shape for x in xs])   # every mismatch is reported before any work is done
+        self._check_inputs(*xs)   # every mismatch is reported before any work is done
         vals = []
         for n, layer, ins in self._nodes:
             vals.append(layer.forward(*[xs[-1 - j] if j < 0 else vals[j] for j in ins]))
@@ -479,7 +538,7 @@ class Model(Layer):
 
         Returns dx (a tuple for several inputs) when need_dx is true, else None: by default the model's
         input gradient, which nothing inside needs, is not computed."""
-        self._need_cache()
+        self._need_cache(dout)
         need_in = need_dx if isinstance(need_dx, (tuple, list)) else (bool(need_dx),) * self._n_inputs
         # needs[i]: does anything want the gradient of node i's output?
         needs = []

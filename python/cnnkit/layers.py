@@ -2,7 +2,9 @@
 
 Semantics follow torch.nn (the tests compare every layer with its twin). Convolution, max-pooling, ReLU
 and dropout call the kernels in cnnkit.ops; the rest is array glue written against ``xp`` (numpy now,
-CuPy later). Activation gradients are written (=); parameter gradients accumulate (+=) into ``p.grad``,
+CuPy later). Every forward starts with ``self._check_inputs`` and every backward with ``self._need_cache(dy)``
+(graph.Layer): float32/float64 inputs of the parameters' dtype, and a dy of the output's shape and dtype, as the
+kernels require. Activation gradients are written (=); parameter gradients accumulate (+=) into ``p.grad``,
 read fresh from the Parameter on every call (DESIGN.md; an optimizer may rebind it to a FlatBuffer view).
 """
 import numbers
@@ -12,7 +14,8 @@ import numpy as np
 from . import init as _init
 from . import ops
 from ._xp import array_module, is_device_array
-from .graph import Layer
+from .data._common import check_float   # the one real-number check: a number, finite, within [lo, hi]
+from .graph import Layer, _flag
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -79,12 +82,6 @@ def _numel(shape):
     return n
 
 
-def _check_dtype(layer, x, p):
-    if x.dtype != p.dtype:
-        raise TypeError(f"{layer.label()}: input dtype {x.dtype} does not match the parameters' {p.dtype} "
-                        f"(no silent casts; use layer.to(dtype))")
-
-
 # ================================================================ convolution and pooling
 
 class Conv2d(Layer):
@@ -110,7 +107,7 @@ class Conv2d(Layer):
         rng = _init.rng_for(seed)
         fan_in, fan_out = in_channels // groups * R * S, out_channels * R * S
         self.add_parameter("weight", _init.make(weight_init, wshape, fan_in, fan_out, rng, dtype))
-        if bias:
+        if _flag(op, "bias", bias):
             self.add_parameter("bias", _init.make(bias_init, (out_channels,), fan_in, fan_out, rng, dtype))
 
     def _hp(self):
@@ -123,15 +120,14 @@ class Conv2d(Layer):
         return ops.conv2d_out_shape(tuple(x), self.weight.shape, **self._hp())
 
     def forward(self, x):
-        self.output_shape(x.shape)
-        _check_dtype(self, x, self.weight)
+        self._check_inputs(x)
         b = self._params["bias"].data if "bias" in self._params else None
         y = ops.conv2d_fwd(_contig(x), self.weight.data, b, **self._hp())
         self._cache = x
         return y
 
     def backward(self, dy, need_dx=True):
-        x = self._need_cache()
+        x = self._need_cache(dy)
         dy = _contig(dy)
         w = self.weight
         if w.requires_grad:
@@ -159,7 +155,7 @@ class _ArgmaxPool(Layer):
     """Shared by the max-pooling layers: forward caches (indices, x shape); backward scatters through them."""
 
     def backward(self, dy, need_dx=True):
-        idx, xs = self._need_cache()
+        idx, xs = self._need_cache(dy)
         return ops.maxpool2d_bwd(_contig(dy), idx, xs) if need_dx else None
 
     def flops(self, in_shapes, out):
@@ -175,7 +171,7 @@ class MaxPool2d(_ArgmaxPool):
         self.kernel_size = _pair(op, "kernel_size", kernel_size, 1)
         self.stride = self.kernel_size if stride is None else _pair(op, "stride", stride, 1)
         self.padding, self.dilation = _pair(op, "padding", padding, 0), _pair(op, "dilation", dilation, 1)
-        self.ceil_mode = bool(ceil_mode)
+        self.ceil_mode = _flag(op, "ceil_mode", ceil_mode)
 
     def _hp(self):
         return dict(stride=self.stride, padding=self.padding, dilation=self.dilation, ceil_mode=self.ceil_mode)
@@ -190,7 +186,7 @@ class MaxPool2d(_ArgmaxPool):
             raise ValueError(f"MaxPool2d: cannot pool input {tuple(x)}: {e}") from None
 
     def forward(self, x):
-        self.output_shape(x.shape)
+        self._check_inputs(x)
         y, idx = ops.maxpool2d_fwd(_contig(x), self.kernel_size, **self._hp())
         self._cache = (idx, x.shape)
         return y
@@ -210,7 +206,7 @@ class AvgPool2d(Layer):
         self.kernel_size = _pair(op, "kernel_size", kernel_size, 1)
         self.stride = self.kernel_size if stride is None else _pair(op, "stride", stride, 1)
         self.padding = _pair(op, "padding", padding, 0)
-        self.count_include_pad = bool(count_include_pad)
+        self.count_include_pad = _flag(op, "count_include_pad", count_include_pad)
         if any(2 * p > k for p, k in zip(self.padding, self.kernel_size)):
             raise ValueError(f"AvgPool2d: padding must be at most half the kernel size, got padding "
                              f"{self.padding} for kernel {self.kernel_size}")
@@ -243,7 +239,7 @@ class AvgPool2d(Layer):
         return cnt
 
     def forward(self, x):
-        N, C, P, Q = self.output_shape(x.shape)
+        N, C, P, Q = self._check_inputs(x)
         xp = array_module(x)
         (ph, pw), H, W = self.padding, x.shape[2], x.shape[3]
         xpad = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw))) if ph or pw else x
@@ -255,7 +251,7 @@ class AvgPool2d(Layer):
         return acc / div
 
     def backward(self, dy, need_dx=True):
-        xs, div = self._need_cache()
+        xs, div = self._need_cache(dy)
         if not need_dx:
             return None
         xp = array_module(dy)
@@ -284,12 +280,12 @@ class GlobalAvgPool2d(Layer):
         return (x[0], x[1], 1, 1)
 
     def forward(self, x):
-        self.output_shape(x.shape)
+        self._check_inputs(x)
         self._cache = x.shape
         return x.mean(axis=(2, 3), keepdims=True)
 
     def backward(self, dy, need_dx=True):
-        xs = self._need_cache()
+        xs = self._need_cache(dy)
         if not need_dx:
             return None
         xp = array_module(dy)
@@ -321,8 +317,12 @@ class FractionalMaxPool2d(_ArgmaxPool):
         if (output_size is None) == (output_ratio is None):
             raise ValueError("FractionalMaxPool2d: give exactly one of output_size and output_ratio")
         self.output_size = None if output_size is None else _pair(op, "output_size", output_size, 1)
-        self.output_ratio = None if output_ratio is None else (
-            tuple(float(r) for r in output_ratio) if isinstance(output_ratio, (tuple, list)) else (float(output_ratio),) * 2)
+        self.output_ratio = None
+        if output_ratio is not None:
+            ratio = tuple(output_ratio) if isinstance(output_ratio, (tuple, list)) else (output_ratio,) * 2
+            if len(ratio) != 2:
+                raise ValueError(f"{op}: output_ratio must be a number or a pair (h, w), got {ratio}")
+            self.output_ratio = tuple(check_float(op, "output_ratio", r) for r in ratio)
         if self.output_ratio is not None and not all(0 < r < 1 for r in self.output_ratio):
             raise ValueError(f"FractionalMaxPool2d: output_ratio must be in (0, 1), got {self.output_ratio}")
         self.last_samples = None
@@ -353,7 +353,7 @@ class FractionalMaxPool2d(_ArgmaxPool):
         return starts
 
     def forward(self, x, samples=None):
-        N, C, P, Q = self.output_shape(x.shape)
+        N, C, P, Q = self._check_inputs(x)
         H, W = x.shape[2:]
         R, S = self.kernel_size
         if samples is None:
@@ -391,12 +391,13 @@ class ReLU(Layer):
     """max(x, 0); NaN propagates. Kernel: ops.relu_*. The gradient at x = 0 is 0, as torch."""
 
     def forward(self, x):
+        self._check_inputs(x)
         y = ops.relu_fwd(_contig(x))
         self._cache = y
         return y
 
     def backward(self, dy, need_dx=True):
-        y = self._need_cache()
+        y = self._need_cache(dy)
         return ops.relu_bwd(_contig(dy), y) if need_dx else None
 
     def flops(self, in_shapes, out):
@@ -408,15 +409,16 @@ class LeakyReLU(Layer):
 
     def __init__(self, negative_slope=0.01, name=None):
         super().__init__(name=name)
-        self.negative_slope = float(negative_slope)
+        self.negative_slope = check_float("LeakyReLU", "negative_slope", negative_slope)
 
     def forward(self, x):
+        self._check_inputs(x)
         xp = array_module(x)
         self._cache = x
         return xp.where(x > 0, x, x * x.dtype.type(self.negative_slope))
 
     def backward(self, dy, need_dx=True):
-        x = self._need_cache()
+        x = self._need_cache(dy)
         if not need_dx:
             return None
         xp = array_module(dy)
@@ -445,7 +447,7 @@ class Linear(Layer):
         rng = _init.rng_for(seed)
         self.add_parameter("weight", _init.make(weight_init, (out_features, in_features), in_features,
                                                 out_features, rng, dtype))
-        if bias:
+        if _flag(op, "bias", bias):
             self.add_parameter("bias", _init.make(bias_init, (out_features,), in_features, out_features, rng, dtype))
 
     def output_shape(self, x):
@@ -463,8 +465,7 @@ class Linear(Layer):
     # 2-core machine (BUILD-NOTES pitfall 5). One GEMM split by output rows or columns also beats running
     # the product as a 1x1 convolution over 1x1 planes, whose per-sample GEMMs are only a few columns wide.
     def forward(self, x):
-        self.output_shape(x.shape)
-        _check_dtype(self, x, self.weight)
+        self._check_inputs(x)
         w = self._weight()
         b = self._params["bias"].data if "bias" in self._params else None
         x = _contig(x)
@@ -478,7 +479,7 @@ class Linear(Layer):
         return None   # DropConnect: the mask of the weights used in forward
 
     def backward(self, dy, need_dx=True):
-        x, w = self._need_cache()
+        x, w = self._need_cache(dy)
         dy = _contig(dy)
         mask = self._weight_mask()
         if self.weight.requires_grad:
@@ -534,7 +535,7 @@ class DropConnect(Linear):
         return y
 
     def backward(self, dy, need_dx=True):
-        x, w, mask = self._need_cache()
+        x, w, mask = self._need_cache(dy)
         self._cache, self._mask_bwd = (x, w), mask
         return super().backward(dy, need_dx)
 
@@ -554,12 +555,12 @@ class Flatten(Layer):
         return (x[0], _numel(x[1:]))
 
     def forward(self, x):
-        self.output_shape(x.shape)
+        self._check_inputs(x)
         self._cache = x.shape
         return _contig(x).reshape(x.shape[0], -1)
 
     def backward(self, dy, need_dx=True):
-        xs = self._need_cache()
+        xs = self._need_cache(dy)
         return _contig(dy).reshape(xs) if need_dx else None
 
 
@@ -581,6 +582,7 @@ class Dropout(Layer):
         self.last_mask = None
 
     def forward(self, x):
+        self._check_inputs(x)
         if not self.training or self.p == 0.0:
             self._cache = (None,)
             return x
@@ -591,7 +593,7 @@ class Dropout(Layer):
         return y
 
     def backward(self, dy, need_dx=True):
-        (mask,) = self._need_cache()
+        (mask,) = self._need_cache(dy)
         if not need_dx:
             return None
         return dy if mask is None else ops.dropout_bwd(_contig(dy), mask, self.p)
@@ -621,6 +623,7 @@ class StochasticDepth(Layer):
         self.last_noise = None
 
     def forward(self, x):
+        self._check_inputs(x)
         if not self.training or self.p == 0.0:
             self._cache = (None,)
             return x
@@ -637,7 +640,7 @@ class StochasticDepth(Layer):
         return x * noise
 
     def backward(self, dy, need_dx=True):
-        (noise,) = self._need_cache()
+        (noise,) = self._need_cache(dy)
         if not need_dx:
             return None
         return dy if noise is None else dy * noise
@@ -662,9 +665,10 @@ class _BatchNorm(Layer):
         super().__init__(name=name)
         op = type(self).__name__
         self.num_features = _positive_int(op, "num_features", num_features)
-        self.eps = float(eps)
-        self.momentum = None if momentum is None else float(momentum)
-        self.affine, self.track_running_stats = bool(affine), bool(track_running_stats)
+        self.eps = check_float(op, "eps", eps, lo=0)
+        self.momentum = None if momentum is None else check_float(op, "momentum", momentum, lo=0, hi=1)
+        self.affine = _flag(op, "affine", affine)
+        self.track_running_stats = _flag(op, "track_running_stats", track_running_stats)
         dtype = _dtype(op, dtype)
         self._dt = dtype
         if affine:
@@ -683,9 +687,7 @@ class _BatchNorm(Layer):
         return tuple(x)
 
     def forward(self, x):
-        self.output_shape(x.shape)
-        if self.affine:
-            _check_dtype(self, x, self.weight)
+        self._check_inputs(x)
         xp = array_module(x)
         if xp is np:
             return self._forward_cpu(_contig(x))
@@ -754,7 +756,7 @@ class _BatchNorm(Layer):
         return y
 
     def backward(self, dy, need_dx=True):
-        cache = self._need_cache()
+        cache = self._need_cache(dy)
         if cache[0] == "cpu":
             _, x, mean, invstd, use_batch = cache
             w = self.weight.data if self.affine else None
@@ -815,7 +817,9 @@ class LocalResponseNorm(Layer):
     def __init__(self, size, alpha=1e-4, beta=0.75, k=1.0, name=None):
         super().__init__(name=name)
         self.size = _positive_int("LocalResponseNorm", "size", size)
-        self.alpha, self.beta, self.k = float(alpha), float(beta), float(k)
+        op = "LocalResponseNorm"
+        self.alpha, self.beta = check_float(op, "alpha", alpha, lo=0), check_float(op, "beta", beta)
+        self.k = check_float(op, "k", k, lo=0)
 
     def output_shape(self, x):
         self._check_rank("LocalResponseNorm", x, (4,), "4-D (N, C, H, W)")
@@ -832,7 +836,7 @@ class LocalResponseNorm(Layer):
         return s
 
     def forward(self, x):
-        self.output_shape(x.shape)
+        self._check_inputs(x)
         xp = array_module(x)
         t = x.dtype.type
         div = self._window_sum(xp, x * x, self.size // 2) / t(self.size) * t(self.alpha) + t(self.k)
@@ -841,7 +845,7 @@ class LocalResponseNorm(Layer):
         return y
 
     def backward(self, dy, need_dx=True):
-        x, div = self._need_cache()
+        x, div = self._need_cache(dy)
         if not need_dx:
             return None
         xp = array_module(dy)
@@ -887,7 +891,7 @@ class LocallyConnected2d(Layer):
         fan_in, fan_out = in_channels * R * S, out_channels * R * S
         self.add_parameter("weight", _init.make(weight_init, (self.P, self.Q, out_channels, in_channels, R, S),
                                                 fan_in, fan_out, rng, dtype))
-        if bias:
+        if _flag(op, "bias", bias):
             self.add_parameter("bias", _init.make(bias_init, (out_channels, self.P, self.Q), fan_in, fan_out, rng, dtype))
 
     def output_shape(self, x):
@@ -898,8 +902,7 @@ class LocallyConnected2d(Layer):
         return (x[0], self.out_channels, self.P, self.Q)
 
     def forward(self, x):
-        self.output_shape(x.shape)
-        _check_dtype(self, x, self.weight)
+        self._check_inputs(x)
         xp = array_module(x)
         N, C = x.shape[:2]
         (R, S), (sh, sw), (ph, pw), P, Q, K = self.kernel_size, self.stride, self.padding, self.P, self.Q, self.out_channels
@@ -915,7 +918,7 @@ class LocallyConnected2d(Layer):
         return y
 
     def backward(self, dy, need_dx=True):
-        cols, xs = self._need_cache()
+        cols, xs = self._need_cache(dy)
         xp = array_module(dy)
         N, C, H, W = xs
         (R, S), (sh, sw), (ph, pw), P, Q, K = self.kernel_size, self.stride, self.padding, self.P, self.Q, self.out_channels
@@ -958,7 +961,7 @@ class Add(Layer):
         return tuple(xs[0])
 
     def forward(self, *xs):
-        self.output_shape(*[x.shape for x in xs])
+        self._check_inputs(*xs)
         y = xs[0] + xs[1]
         for x in xs[2:]:
             y += x
@@ -966,7 +969,7 @@ class Add(Layer):
         return y
 
     def backward(self, dy, need_dx=True):
-        n = self._need_cache()
+        n = self._need_cache(dy)
         need = need_dx if isinstance(need_dx, (tuple, list)) else (need_dx,) * n
         return tuple(dy if w else None for w in need)
 
@@ -979,7 +982,7 @@ class Concat(Layer):
 
     def __init__(self, axis=1, name=None):
         super().__init__(name=name)
-        self.axis = int(axis)
+        self.axis = ops._int("Concat", "axis", axis)
         if self.axis < 1:
             raise ValueError(f"Concat: axis must be >= 1 (axis 0 is the batch), got {axis}")
 
@@ -995,13 +998,13 @@ class Concat(Layer):
         return ref[:a] + (sum(int(s[a]) for s in xs),) + ref[a + 1:]
 
     def forward(self, *xs):
-        self.output_shape(*[x.shape for x in xs])
+        self._check_inputs(*xs)
         xp = array_module(*xs)
         self._cache = [x.shape[self.axis] for x in xs]
         return xp.concatenate(xs, axis=self.axis)
 
     def backward(self, dy, need_dx=True):
-        sizes = self._need_cache()
+        sizes = self._need_cache(dy)
         xp = array_module(dy)
         need = need_dx if isinstance(need_dx, (tuple, list)) else (need_dx,) * len(sizes)
         out, start = [], 0

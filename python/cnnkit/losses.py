@@ -11,14 +11,20 @@ F.mse_loss (mean over every element). Regularisation terms belong to the optimiz
 import numpy as np
 
 from ._xp import array_module, is_device_array
+from .data._common import check_float
+
+
+def _float_scores(op, name, a):
+    # the kernels' rule: integer scores would make the loss and its gradient integer arithmetic
+    if np.dtype(a.dtype) not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise TypeError(f"{op}: {name} must be float32 or float64, got {a.dtype}")
 
 
 def _scores_labels(op, scores, y):
     xp = array_module(scores)
     if not hasattr(scores, "ndim") or scores.ndim != 2:
         raise ValueError(f"{op}: scores must be 2-D (N, classes), got shape {getattr(scores, 'shape', None)}")
-    if np.dtype(scores.dtype) not in (np.dtype(np.float32), np.dtype(np.float64)):
-        raise TypeError(f"{op}: scores must be float32 or float64, got {scores.dtype}")
+    _float_scores(op, "scores", scores)
     if not is_device_array(y):
         y = np.asarray(y)   # checked on the host, then copied over once
     if y.ndim != 1 or y.shape[0] != scores.shape[0]:
@@ -46,9 +52,7 @@ def softmax_cross_entropy(scores, y, label_smoothing=0.0):
     """
     op = "softmax_cross_entropy"
     xp, y = _scores_labels(op, scores, y)
-    eps = float(label_smoothing)
-    if not 0.0 <= eps <= 1.0:
-        raise ValueError(f"{op}: label_smoothing must be in [0, 1], got {label_smoothing}")
+    eps = check_float(op, "label_smoothing", label_smoothing, lo=0, hi=1)
     N, C = scores.shape
     shifted = scores - scores.max(axis=1, keepdims=True)
     logp = shifted - xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
@@ -72,6 +76,7 @@ def svm_loss(scores, y, margin=1.0):
     """
     op = "svm_loss"
     xp, y = _scores_labels(op, scores, y)
+    margin = check_float(op, "margin", margin)
     N = scores.shape[0]
     rows = xp.arange(N)
     margins = xp.maximum(0, scores - scores[rows, y][:, None] + scores.dtype.type(margin))
@@ -88,6 +93,9 @@ def mse(pred, target):
     op = "mse"
     if not hasattr(pred, "shape") or not hasattr(target, "shape"):
         raise TypeError(f"{op}: pred and target must be arrays, got {type(pred).__name__}, {type(target).__name__}")
+    _float_scores(op, "pred", pred)
+    if np.dtype(target.dtype).kind not in "biuf":
+        raise TypeError(f"{op}: target must hold real numbers (bool, int or float), got {target.dtype}")
     if tuple(pred.shape) != tuple(target.shape):
         raise ValueError(f"{op}: target must have the shape of pred {tuple(pred.shape)}, got {tuple(target.shape)}")
     diff = pred - target.astype(pred.dtype, copy=False)

@@ -35,7 +35,7 @@ class AdaptiveAvgPool2d(Layer):
         return (x[0], x[1]) + self.output_size
 
     def forward(self, x):
-        N, C, P, Q = self.output_shape(x.shape)
+        N, C, P, Q = self._check_inputs(x)
         H, W = x.shape[2:]
         xp = array_module(x)
         self._cache = x.shape
@@ -50,7 +50,7 @@ class AdaptiveAvgPool2d(Layer):
         return y
 
     def backward(self, dy, need_dx=True):
-        xs = self._need_cache()
+        xs = self._need_cache(dy)
         if not need_dx:
             return None
         N, C, H, W = xs
@@ -83,9 +83,7 @@ class ShortcutA(Layer):
 
     def __init__(self, stride, pad, name=None):
         super().__init__(name=name)
-        self.stride, self.pad = int(stride), int(pad)
-        if self.stride < 1 or self.pad < 0:
-            raise ValueError(f"ShortcutA: stride must be >= 1 and pad >= 0, got {stride!r}, {pad!r}")
+        self.stride, self.pad = ops._int("ShortcutA", "stride", stride, 1), ops._int("ShortcutA", "pad", pad, 0)
 
     def output_shape(self, x):
         self._check_rank("ShortcutA", x, (4,), "4-D (N, C, H, W)")
@@ -93,7 +91,7 @@ class ShortcutA(Layer):
         return (x[0], x[1] + 2 * self.pad, -(-x[2] // s), -(-x[3] // s))
 
     def forward(self, x):
-        shape = self.output_shape(x.shape)
+        shape = self._check_inputs(x)
         xp = array_module(x)
         y = xp.zeros(shape, dtype=x.dtype)
         s, p = self.stride, self.pad
@@ -102,7 +100,7 @@ class ShortcutA(Layer):
         return y
 
     def backward(self, dy, need_dx=True):
-        xs = self._need_cache()
+        xs = self._need_cache(dy)
         if not need_dx:
             return None
         xp = array_module(dy)
