@@ -666,7 +666,7 @@ T* dptr(std::uintptr_t a) { return reinterpret_cast<T*>(a); }
 CUstream_st* as_stream(std::uintptr_t s) { return reinterpret_cast<CUstream_st*>(s); }
 
 void nonneg(const char* op, int64_t n) {
-  nonneg(op, n);
+  if (n < 0) ck::fail(op, "n must be >= 0, got ", n);
 }
 
 void nonnull(const char* op, const char* name, std::uintptr_t a, int64_t n) {
