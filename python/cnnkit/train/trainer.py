@@ -17,7 +17,9 @@ import types
 import numpy as np
 
 from .. import losses as _losses
+from ..data._common import check_float
 from ..ops import _int
+from ..graph import Layer, _flag
 from .._xp import array_module, is_device_array
 from ..data.loader import DataLoader
 from ..schedules import ReduceOnPlateau
@@ -27,6 +29,70 @@ from .history import History
 
 _LOSSES = {"softmax_cross_entropy": _losses.softmax_cross_entropy, "cross_entropy": _losses.softmax_cross_entropy,
            "svm": _losses.svm_loss, "svm_loss": _losses.svm_loss, "mse": _losses.mse}
+
+
+def resolve_loss(op, loss):
+    """The loss function for `loss`: a callable ``loss(scores, y) -> (value, dscores)`` as it is, or one of the
+    names in _LOSSES. The Trainer and ck.lr_find both take a loss this way."""
+    if isinstance(loss, str):
+        if loss not in _LOSSES:
+            raise ValueError(f"{op}: unknown loss {loss!r}; expected one of {sorted(_LOSSES)} or a callable")
+        return _LOSSES[loss]
+    if not callable(loss):
+        raise TypeError(f"{op}: loss must be callable or one of {sorted(_LOSSES)}, got {type(loss).__name__}")
+    return loss
+
+
+def _check_data(op, name, data, optional=False):
+    """train / val data: a DataLoader, an (x, y) pair, or a dataset with len() and indexing (val: or None)."""
+    if data is None and optional:
+        return
+    ok = isinstance(data, DataLoader) or (isinstance(data, (tuple, list)) and len(data) == 2) or (
+        data is not None and hasattr(data, "__len__") and hasattr(data, "__getitem__")
+        and not isinstance(data, (str, bytes)))
+    if not ok:
+        what = "a DataLoader, an (x, y) pair of arrays, a dataset or None" if optional else \
+            "a DataLoader, an (x, y) pair of arrays or a dataset"
+        raise TypeError(f"{op}: {name} must be {what}, got {type(data).__name__}")
+
+
+def _check_path(op, name, v):
+    if v is not None and not isinstance(v, (str, os.PathLike)):
+        raise TypeError(f"{op}: {name} must be a folder path (str or os.PathLike) or None, got {type(v).__name__}")
+
+
+def _check_optimizer(op, model, optimizer):
+    """The optimizer must be a cnnkit optimizer stepping without a closure, over the model's own Parameter
+    objects (some of them is fine: fine-tuning a head). Parameters of another model would get no gradients
+    from this model's backward, so the run would silently train nothing."""
+    from ..optim import Optimizer, LBFGS
+    if isinstance(optimizer, LBFGS):
+        raise TypeError(f"{op}: optimizer must step without a closure (SGD, Adam...); LBFGS needs a closure "
+                        f"per step: call lbfgs.step(closure) yourself")
+    if not isinstance(optimizer, Optimizer):
+        raise TypeError(f"{op}: optimizer must be a ck.optim optimizer (SGD, Adam...) over the model's "
+                        f"parameters, got {type(optimizer).__name__}")
+    own = {id(p) for p in model.parameters()}
+    theirs = [p for g in optimizer.param_groups for p in g["params"]]
+    foreign = sum(id(p) not in own for p in theirs)
+    if foreign:
+        raise ValueError(f"{op}: optimizer's parameters must be the model's parameters (the same Parameter "
+                         f"objects); {foreign} of its {len(theirs)} parameters are not in the model (build the "
+                         f"optimizer from model.parameters() of this model, after model.to(...))")
+
+
+def _check_schedule(op, schedule, optimizer):
+    from ..schedules import Schedule
+    if schedule is None:
+        return
+    if not isinstance(schedule, (Schedule, ReduceOnPlateau)):
+        raise TypeError(f"{op}: schedule must be a ck.schedules schedule or None, got {type(schedule).__name__}")
+    if schedule.optimizer is not None and schedule.optimizer is not optimizer:
+        raise ValueError(f"{op}: schedule drives another optimizer than the trainer's: it would change that "
+                         f"optimizer's learning rate, not this one's; build it with this optimizer")
+    if schedule.optimizer is None:
+        raise ValueError(f"{op}: schedule has no optimizer to drive (built with optimizer=None); build it with "
+                         f"the trainer's optimizer")
 
 
 def _as_loader(data, batch_size, shuffle, seed, transform=None, name="train", device=None):
@@ -69,23 +135,37 @@ class Trainer:
     def __init__(self, model, optimizer, loss="softmax_cross_entropy", schedule=None, regularizers=(),
                  callbacks=(), schedule_interval="epoch", quit_factor=3.0, ratio_every=50, progress=True,
                  log_every=None, nonfinite=None):
-        if isinstance(loss, str):
-            if loss not in _LOSSES:
-                raise ValueError(f"Trainer: unknown loss {loss!r}; expected one of {sorted(_LOSSES)} or a callable")
-            loss = _LOSSES[loss]
-        if not callable(loss):
-            raise TypeError(f"Trainer: loss must be callable or a name, got {type(loss).__name__}")
+        op = "Trainer"
+        if not isinstance(model, Layer):
+            raise TypeError(f"{op}: model must be a cnnkit model (a ck.Layer: ck.Sequential, ck.Graph...), "
+                            f"got {type(model).__name__}")
+        _check_optimizer(op, model, optimizer)
+        loss = resolve_loss(op, loss)
+        _check_schedule(op, schedule, optimizer)
         if schedule_interval not in ("epoch", "step"):
-            raise ValueError(f"Trainer: schedule_interval must be 'epoch' or 'step', got {schedule_interval!r}")
-        for cb in callbacks:
-            if not isinstance(cb, Callback):
-                raise TypeError(f"Trainer: callbacks must be ck.train.Callback instances, got {type(cb).__name__}")
+            raise ValueError(f"{op}: schedule_interval must be 'epoch' or 'step', got {schedule_interval!r}")
+        from ..regularizers import Regularizer
+        for name, items, cls, what in (("regularizers", regularizers, Regularizer, "ck.regularizers objects"),
+                                       ("callbacks", callbacks, Callback, "ck.train.Callback instances")):
+            if not isinstance(items, (list, tuple)):
+                hint = " (wrap one in a list)" if isinstance(items, cls) else ""
+                raise TypeError(f"{op}: {name} must be a list or tuple of {what}, got {type(items).__name__}{hint}")
+            for item in items:
+                if not isinstance(item, cls):
+                    kinds = " (L1, L2, ElasticNet)" if cls is Regularizer else ""
+                    raise TypeError(f"{op}: {name} must be {what}{kinds}, got {type(item).__name__}")
+        if nonfinite is not None and (not isinstance(nonfinite, str) or nonfinite not in ("skip", "raise")):
+            raise ValueError(f"{op}: nonfinite must be 'skip' or 'raise' or None, got {nonfinite!r}")
+        if quit_factor is not None:
+            quit_factor = check_float(op, "quit_factor", quit_factor)
+            if not quit_factor > 1:
+                raise ValueError(f"{op}: quit_factor must be > 1 or None, got {quit_factor}")
+        ratio_every = _int(op, "ratio_every", ratio_every, minimum=0)
+        progress = _flag(op, "progress", progress)
+        if log_every is not None:
+            log_every = _int(op, "log_every", log_every, minimum=1)
         if nonfinite is not None:
-            if nonfinite not in ("skip", "raise"):
-                raise ValueError(f"Trainer: nonfinite must be 'skip' or 'raise', got {nonfinite!r}")
             optimizer.nonfinite = nonfinite  # the optimizer checks every gradient before it changes anything
-        if quit_factor is not None and not quit_factor > 1:
-            raise ValueError(f"Trainer: quit_factor must be > 1 or None, got {quit_factor}")
         self.model = model
         self.optimizer = optimizer
         self.loss_fn = loss
@@ -94,7 +174,7 @@ class Trainer:
         self.regularizers = list(regularizers)
         self.callbacks = list(callbacks)
         self.quit_factor = quit_factor
-        self.ratio_every = int(ratio_every)
+        self.ratio_every = ratio_every
         self.progress = progress
         self.log_every = log_every
         self.history = History()
@@ -306,13 +386,10 @@ class Trainer:
         count). resume: a checkpoint folder or file to continue from (bit-exact on the same machine and
         thread count). run_dir: where history.json, the CSVs and the plots go at the end. Returns the History.
         """
-        if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
-            raise ValueError(f"fit: epochs must be an int >= 1, got {epochs!r}")
+        self._check_fit_args(train, val, epochs, batch_size, shuffle, seed, transform, run_dir, plots)
         for name, v in (("checkpoint_every", checkpoint_every), ("checkpoint_every_steps", checkpoint_every_steps)):
             if v is not None:
                 _int("fit", name, v, minimum=0)    # 0 and None: no checkpoints by this count
-        if train is None:
-            raise TypeError("fit: train must be a DataLoader, an (x, y) pair of arrays or a dataset, got None")
         loader = _as_loader(train, batch_size, shuffle, seed, transform, device=self.model.device)
         val_loader = _as_loader(val, 256, False, 0, device=self.model.device)
         self.run_dir = run_dir
@@ -378,6 +455,21 @@ class Trainer:
         if run_dir:
             self.write_run(run_dir, plots=plots)
         return self.history
+
+    @staticmethod
+    def _check_fit_args(train, val, epochs, batch_size, shuffle, seed, transform, run_dir, plots):
+        """Refuse bad fit() arguments before anything is built or trained."""
+        op = "fit"
+        _int(op, "epochs", epochs, minimum=1)
+        _int(op, "batch_size", batch_size, minimum=1)
+        _flag(op, "shuffle", shuffle)
+        _int(op, "seed", seed, minimum=0)
+        if transform is not None and not callable(transform):
+            raise TypeError(f"{op}: transform must be callable or None, got {type(transform).__name__}")
+        _check_path(op, "run_dir", run_dir)
+        _flag(op, "plots", plots)
+        _check_data(op, "train", train)
+        _check_data(op, "val", val, optional=True)
 
     def _record(self, step, epoch, loss, correct, count, lr, out=None):
         """Book one step (loss a float): epoch sums, history, progress, and the quit-early rule."""
