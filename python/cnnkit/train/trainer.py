@@ -122,7 +122,13 @@ class Trainer:
     ratio_every: record each layer's update/weight ratio every this many iterations (0 disables it).
     progress: True (tqdm bar on a terminal, one line per ``log_every`` iterations otherwise), or False.
     nonfinite: "skip" or "raise" sets the optimizer's policy for non-finite gradients (checked before any
-    parameter changes; a skipped step leaves parameters and state bit-unchanged and is counted).
+    parameter changes; a skipped step leaves parameters and state bit-unchanged and is counted). A step whose
+    loss is not finite (on the CPU) is skipped or raised the same way before the optimizer sees it. Skipped
+    steps are counted in ``history.skipped_steps``, in each epoch's ``skipped_steps`` and in the progress
+    output; the run goes on. Only the quit-early rule ends it: the loss passing ``quit_factor`` times its
+    first finite value, or a whole epoch's worth of non-finite losses in a row.
+    A run stopped inside an epoch (the quit-early rule, a KeyboardInterrupt, a callback's ``stop_training``)
+    returns its History with that epoch logged as far as it got (``"partial": True``, ``"steps"``).
 
     On a GPU (``model.to("cuda")`` before building the optimizer or the trainer): each batch goes to the device
     in one copy (unless the loader already yields device arrays), and nothing is read back inside a step. The
@@ -185,6 +191,11 @@ class Trainer:
         self._acc = None         # running sums of the epoch in progress (resumable)
         self._pending = []       # on a GPU: (step, epoch, loss, correct, count, lr) not yet read back
         self._pending_ratios = []
+        self._skip_base = None   # the optimizer's skipped_steps when last read
+        self._skip_run = 0       # skipped steps in a row (the quit-early rule)
+        self._step_skipped = False   # whether the step being booked was skipped
+        self._steps_per_epoch = None
+        self._out = None         # the epoch in progress's progress state (bar, start time)
 
     # ------------------------------------------------------------ helpers
     @property
@@ -232,8 +243,13 @@ class Trainer:
 
     # ------------------------------------------------------------ one step
     def train_step(self, x, y):
-        """One optimizer step on a batch; returns (loss including penalties, number correct)."""
+        """One optimizer step on a batch; returns (loss including penalties, number correct).
+
+        A non-finite loss (a float: the CPU) is not trained on: with the optimizer's nonfinite="raise" it is a
+        FloatingPointError, else the step is skipped and counted, parameters and optimizer state untouched.
+        On a GPU the loss stays on the device, and the optimizer's gradient check decides alone."""
         model, opt = self.model, self.optimizer
+        self._step_skipped = False
         model.train()
         opt.zero_grad()
         scores = model(x)
@@ -243,19 +259,53 @@ class Trainer:
             loss += sum(r.loss(params) for r in self.regularizers)
             for r in self.regularizers:
                 r.add_grad(params)
+        host = self._xp() is np     # the optimizer's skip counter is a plain int: read it every step
+        if not is_device_array(loss) and not math.isfinite(loss):
+            if opt.nonfinite == "raise":
+                raise FloatingPointError(
+                    f"Trainer: the loss is {loss} at iteration {self.step + 1} (nonfinite='raise'); look for Inf "
+                    f"or NaN in the data or lower the learning rate (nonfinite='skip' skips such steps)")
+            self._count_skips(1)
+            self._step_skipped = True
+            self._schedule_step()
+            return loss, self._correct(scores, y)
         model.backward(dscores, need_dx=False)
         want_ratio = self.ratio_every > 0 and self.step % self.ratio_every == 0
         before = {n: p.data.copy() for n, p in model.named_parameters() if p.requires_grad} if want_ratio else None
+        if host and self._skip_base is None:
+            self._skip_base = opt.skipped_steps
         opt.step()
+        if host and self._sync_skips():
+            self._step_skipped = True
+            want_ratio = False      # the step changed nothing: no update/weight ratio to log
         if want_ratio:
             ratios = self._ratios(before)
             if any(is_device_array(v) for v in ratios.values()):
                 self._pending_ratios.append((self.step, ratios))   # read back with the losses
             else:
                 self.history.log_ratios(self.step, ratios)
+        self._schedule_step()
+        return loss, self._correct(scores, y)
+
+    def _schedule_step(self):
         if self.schedule is not None and self.schedule_interval == "step" and not isinstance(self.schedule, ReduceOnPlateau):
             self.schedule.step()
-        return loss, self._correct(scores, y)
+
+    def _count_skips(self, k):
+        """Book k skipped steps: in the History and in the epoch in progress."""
+        self.history.skipped_steps += k
+        if self._acc is not None:
+            self._acc["skipped"] = self._acc.get("skipped", 0) + k
+
+    def _sync_skips(self):
+        """Book the steps the optimizer skipped since its counter was last read (on a GPU: one host sync);
+        returns how many."""
+        n = int(self.optimizer.skipped_steps)
+        k = n - self._skip_base if self._skip_base is not None and n > self._skip_base else 0
+        self._skip_base = n
+        if k:
+            self._count_skips(k)
+        return k
 
     def _ratios(self, before):
         """Per layer, ||update|| / ||weights before||: floats, or 0-d device arrays on a GPU (NaN for zero weights)."""
@@ -398,16 +448,38 @@ class Trainer:
         else:
             loader.set_epoch(self.epoch)
         self.stop_training = False
-        steps_per_epoch = len(loader)
+        self._skip_base = int(self.optimizer.skipped_steps)
+        self._skip_run = 0
+        steps_per_epoch = self._steps_per_epoch = len(loader)
         tty = bool(self.progress) and sys.stdout.isatty()
         log_every = self.log_every or steps_per_epoch
         sync_every = self.log_every or 25   # on a GPU: steps between reads of the losses
         self._emit("on_fit_start")
+        try:
+            self._epochs(loader, val_loader, epochs, checkpoint_dir, checkpoint_every, checkpoint_every_steps, tty,
+                         log_every, sync_every, steps_per_epoch)
+        except KeyboardInterrupt:
+            self._interrupted()
+        self._emit("on_fit_end")
+        if run_dir:
+            self.write_run(run_dir, plots=plots)
+        return self.history
+
+    def _epochs(self, loader, val_loader, epochs, checkpoint_dir, checkpoint_every, checkpoint_every_steps, tty,
+                log_every, sync_every, steps_per_epoch):
+        """fit's loop over the epochs (and within each, the steps)."""
         while self.epoch < epochs and not self.stop_training:
             epoch = self.epoch
             if self._acc is None:
-                self._acc = {"loss": 0.0, "correct": 0, "count": 0, "seconds": 0.0}
+                # loss and correct are summed over the steps with a finite loss (loss_count images), count
+                # is every image (throughput); steps and skipped count this epoch's steps
+                self._acc = {"loss": 0.0, "correct": 0, "count": 0, "seconds": 0.0, "loss_count": 0, "steps": 0,
+                             "skipped": 0}
                 self._emit("on_epoch_start", epoch)
+            else:   # resumed from a checkpoint written before the finite-loss counts were kept
+                self._acc.setdefault("loss_count", self._acc["count"])
+                self._acc.setdefault("steps", None)
+                self._acc.setdefault("skipped", 0)
             bar = None
             if tty:
                 from tqdm import tqdm
@@ -418,8 +490,8 @@ class Trainer:
                 bar = tqdm(total=steps_per_epoch, initial=pos["batch"] if pos["epoch"] == epoch else 0,
                            desc=f"epoch {epoch + 1}/{epochs}", leave=True, ncols=width)
             t0 = time.perf_counter()
-            out = types.SimpleNamespace(bar=bar, t0=t0, epochs=epochs, log_every=log_every,
-                                        steps_per_epoch=steps_per_epoch)
+            out = self._out = types.SimpleNamespace(bar=bar, t0=t0, epochs=epochs, log_every=log_every,
+                                                    steps_per_epoch=steps_per_epoch)
             for x, y in loader:
                 x, y = self._batch(x, y)
                 loss, correct = self.train_step(x, y)
@@ -443,18 +515,44 @@ class Trainer:
                 if self.stop_training:
                     break
             self._flush(out)
+            self._sync_skips()   # on a GPU: the optimizer's skip counter, read once an epoch
             if bar is not None:
                 bar.close()
+            self._out = None
             if self.history.stop_reason:
+                self._acc["seconds"] += time.perf_counter() - out.t0
+                self._log_partial_epoch(epoch)
                 break
             self._acc["seconds"] += time.perf_counter() - t0
             self._end_epoch(epoch, epochs, val_loader, tty)
             if checkpoint_dir and checkpoint_every and (epoch + 1) % checkpoint_every == 0:
                 self.save_checkpoint(checkpoint_dir, loader)
-        self._emit("on_fit_end")
-        if run_dir:
-            self.write_run(run_dir, plots=plots)
-        return self.history
+
+    def _interrupted(self):
+        """A KeyboardInterrupt inside fit: book what the device still holds, log the epoch in progress as far
+        as it got, and say so; fit then ends normally and returns the History."""
+        out, self._out = self._out, None
+        if out is not None and out.bar is not None:
+            out.bar.close()
+        self._flush()
+        self._sync_skips()
+        reason = f"interrupted (KeyboardInterrupt) at iteration {self.step}"
+        if not self.history.stop_reason:
+            self.history.stop_reason = reason
+        self.history.events.append(reason)
+        print(f"cnnkit: stopping: {reason}", file=sys.stderr, flush=True)
+        self.stop_training = True
+        if self._acc is not None:
+            if out is not None:
+                self._acc["seconds"] += time.perf_counter() - out.t0
+            self._log_partial_epoch(self.epoch)
+
+    def _log_partial_epoch(self, epoch):
+        """Log the epoch a stopped run did not finish (no validation, no epoch-end callbacks or schedule)."""
+        if self._acc and (self._acc.get("steps") or self._acc["count"]):
+            logs = self._epoch_logs(epoch)
+            logs["partial"] = True
+            self.history.log_epoch(**logs)
 
     @staticmethod
     def _check_fit_args(train, val, epochs, batch_size, shuffle, seed, transform, run_dir, plots):
@@ -474,18 +572,30 @@ class Trainer:
     def _record(self, step, epoch, loss, correct, count, lr, out=None):
         """Book one step (loss a float): epoch sums, history, progress, and the quit-early rule."""
         acc = self._acc
-        acc["loss"] += loss * count
-        acc["correct"] += correct
+        finite = math.isfinite(loss)
+        if not finite and self.optimizer.nonfinite == "raise":   # a GPU loss, read back only now
+            raise FloatingPointError(
+                f"Trainer: the loss is {loss} at iteration {step} (nonfinite='raise'); look for Inf or NaN in the "
+                f"data or lower the learning rate (nonfinite='skip' skips such steps)")
+        if finite:       # a skipped step's loss is left out of the epoch's means
+            acc["loss"] += loss * count
+            acc["correct"] += correct
+            acc["loss_count"] += count
         acc["count"] += count
+        if acc["steps"] is not None:
+            acc["steps"] += 1
         self.history.log_iteration(step, epoch, loss, lr)
         if out is not None:
             elapsed = acc["seconds"] + time.perf_counter() - out.t0
+            skipped = acc.get("skipped", 0)
             if out.bar is not None:
                 out.bar.update(1)
-                out.bar.set_postfix(loss=f"{loss:.4f}", acc=f"{acc['correct'] / acc['count']:.3f}",
-                                    lr=f"{lr:.2e}", img_s=f"{acc['count'] / max(elapsed, 1e-9):.0f}")
+                extra = {"skipped": skipped} if skipped else {}
+                out.bar.set_postfix(loss=f"{loss:.4f}", acc=f"{acc['correct'] / max(acc['loss_count'], 1):.3f}",
+                                    lr=f"{lr:.2e}", img_s=f"{acc['count'] / max(elapsed, 1e-9):.0f}", **extra)
             elif self.progress and step % out.log_every == 0 and out.log_every < out.steps_per_epoch:
-                print(f"epoch {epoch + 1}/{out.epochs} step {step}: loss {loss:.4f} lr {lr:.2e}", flush=True)
+                print(f"epoch {epoch + 1}/{out.epochs} step {step}: loss {loss:.4f} lr {lr:.2e}"
+                      + (f" skipped {skipped}" if skipped else ""), flush=True)
         if not self.history.stop_reason:
             reason = self._quit_reason(loss, step)
             if reason:
@@ -504,29 +614,67 @@ class Trainer:
         scalars += [v for _, r in ratios for v in r.values()]
         xp = array_module(*scalars)
         host = xp.stack([xp.asarray(v, dtype=xp.float64).reshape(()) for v in scalars]).get().tolist()
+        # Which steps the optimizer skipped is not read back (its device counter is, once an epoch): here a
+        # step counts as skipped for the quit-early rule when its loss is not finite.
         for i, (step, epoch, _, _, count, lr) in enumerate(pending):
+            self._step_skipped = not math.isfinite(host[2 * i])
             self._record(step, epoch, host[2 * i], int(host[2 * i + 1]), count, lr, out)
+        self._step_skipped = False
+        if out is None and pending:
+            self._sync_skips()   # before a checkpoint: the epoch's skip count complete in it
         k = 2 * len(pending)
         for step, r in ratios:
             self.history.log_ratios(step, dict(zip(r, host[k:k + len(r)])))
             k += len(r)
 
+    def _initial_loss(self):
+        """The first finite loss of the run (a skipped first step has none), or None."""
+        return next((v for v in self.history.iterations["loss"] if math.isfinite(v)), None)
+
     def _quit_reason(self, loss, step=None):
+        """CS231n's quit-early rule, when quit_factor is set: the loss passed quit_factor times its first finite
+        value, or a whole epoch's worth of steps in a row was skipped for a non-finite loss or gradient (the
+        weights no longer change)."""
         step = self.step if step is None else step
-        losses = self.history.iterations["loss"]
+        qf = self.quit_factor
+        if qf is None:
+            return None
+        if self._step_skipped:
+            self._skip_run += 1
+            n = self._skip_run
+            if self._steps_per_epoch and n >= self._steps_per_epoch:
+                return (f"quit_factor={qf:g}: {n} steps in a row were skipped for a non-finite loss or gradient "
+                        f"(iterations {step - n + 1} to {step}, an epoch's worth; the weights no longer change) "
+                        f"(CS231n's quit-early rule; quit_factor=None disables it): lower the learning rate or "
+                        f"look for Inf or NaN in the data")
+            return None
+        self._skip_run = 0
         if not math.isfinite(loss):
-            return f"the loss became {loss} at iteration {step}: lower the learning rate"
-        if self.quit_factor is not None and losses and loss > self.quit_factor * losses[0] and losses[0] > 0:
-            return (f"the loss {loss:.4g} at iteration {step} passed {self.quit_factor:g} times its initial "
-                    f"value {losses[0]:.4g} (CS231n's quit-early rule): the learning rate is probably too high")
+            return None
+        first = self._initial_loss()
+        if first is not None and first > 0 and loss > qf * first:
+            return (f"quit_factor={qf:g}: the loss {loss:.4g} at iteration {step} passed {qf:g} x the initial "
+                    f"loss {first:.4g} = {qf * first:.4g} (CS231n's quit-early rule; quit_factor=None disables "
+                    f"it): the learning rate is probably too high")
         return None
 
-    def _end_epoch(self, epoch, epochs, val_loader, tty):
+    def _epoch_logs(self, epoch):
+        """The epoch's record from its running sums: means over the steps with a finite loss (NaN when every
+        step was skipped), this epoch's skipped steps and, when known, its step count."""
         acc = self._acc
-        logs = {"epoch": epoch + 1, "train_loss": acc["loss"] / max(acc["count"], 1),
-                "train_acc": acc["correct"] / max(acc["count"], 1), "seconds": acc["seconds"],
+        n = acc["loss_count"]
+        logs = {"epoch": epoch + 1, "train_loss": acc["loss"] / n if n else float("nan"),
+                "train_acc": acc["correct"] / n if n else float("nan"), "seconds": acc["seconds"],
                 "images_per_s": acc["count"] / max(acc["seconds"], 1e-9), "lr": self.lr,
-                "skipped_steps": int(getattr(self.optimizer, "skipped_steps", 0))}
+                "skipped_steps": int(acc.get("skipped", 0))}
+        if acc.get("steps") is not None:
+            logs["steps"] = acc["steps"]
+        return logs
+
+    def _end_epoch(self, epoch, epochs, val_loader, tty):
+        logs = self._epoch_logs(epoch)
+        if self._steps_per_epoch and logs.get("steps", self._steps_per_epoch) < self._steps_per_epoch:
+            logs["partial"] = True     # stop_training was set inside the epoch
         if val_loader is not None:
             v = self.evaluate(val_loader)
             logs["val_loss"], logs["val_acc"] = v["loss"], v["acc"]
@@ -541,6 +689,9 @@ class Trainer:
             if "val_acc" in logs:
                 line += f" | val loss {logs['val_loss']:.4f} acc {logs['val_acc']:.4f}"
             line += f" | lr {logs['lr']:.2e} | {logs['images_per_s']:.0f} img/s"
+            k = logs["skipped_steps"]
+            if k:
+                line += f" | skipped {k} non-finite step{'s' if k != 1 else ''}"
             print(line, flush=True)
         self._acc = None
         self.epoch = epoch + 1
