@@ -123,3 +123,25 @@ def test_fit_refuses_bad_arguments_before_training(kw, exc, message):
         tr.fit(**args)
     assert all(np.array_equal(a, p.data) for a, p in zip(w0, model.parameters()))
     assert tr.step == 0 and tr.history.iterations["step"] == []
+
+
+@pytest.mark.parametrize("make, exc, message", [
+    (lambda: ck.EarlyStopping(monitor=None), TypeError, r"EarlyStopping: monitor must be a metric name \(str\), got NoneType"),
+    (lambda: ck.EarlyStopping(patience=True), TypeError, r"EarlyStopping: patience must be an int, got bool"),
+    (lambda: ck.EarlyStopping(patience=-1), ValueError, r"EarlyStopping: patience must be >= 0, got -1"),
+    (lambda: ck.EarlyStopping(min_delta="0.1"), TypeError, r"EarlyStopping: min_delta must be a number, got str"),
+    (lambda: ck.EarlyStopping(min_delta=-0.1), ValueError, r"EarlyStopping: min_delta must be >= 0"),
+    (lambda: ck.EarlyStopping(restore_best="no"), TypeError, r"EarlyStopping: restore_best must be a bool, got str"),
+    (lambda: ck.train.EMA(decay="0.9"), TypeError, r"EMA: decay must be a number, got str"),
+    (lambda: ck.train.EMA(decay=1.0), ValueError, r"EMA: decay must be in \(0, 1\), got 1.0"),
+    (lambda: ck.train.EMA(warmup="yes"), TypeError, r"EMA: warmup must be a bool, got str"),
+    (lambda: ck.train.Polyak(start_step=-3), ValueError, r"Polyak: start_step must be >= 0, got -3"),
+    (lambda: ck.train.Polyak(start_step=2.5), TypeError, r"Polyak: start_step must be an int, got float"),
+    (lambda: ck.train.SWA(start_epoch=0), ValueError, r"SWA: start_epoch must be >= 1, got 0"),
+    (lambda: ck.train.SnapshotSaver("snaps", every_epochs=0), ValueError,
+     r"SnapshotSaver: every_epochs must be >= 1, got 0"),
+    (lambda: ck.train.SnapshotSaver(None), TypeError, r"SnapshotSaver: folder must be a path"),
+])
+def test_callbacks_refuse_bad_arguments(make, exc, message):
+    with pytest.raises(exc, match=message):
+        make()
