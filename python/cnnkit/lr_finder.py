@@ -4,7 +4,7 @@ the first loss, CS231n's quit rule. The model's parameters (and a passed optimiz
 afterwards, and a DataLoader's position too, so the test leaves no trace. ``result.plot(path)`` draws the loss
 against log(lr) with the suggestion marked, as fast.ai's and Keras's finders do.
 
-It uses the public model API of DESIGN.md: ``model(x)``, ``model.backward(dscores)``, ``model.parameters()``,
+It uses only the public model API: ``model(x)``, ``model.backward(dscores)``, ``model.parameters()``,
 ``model.zero_grad()``, and a loss ``loss_fn(scores, y) -> (loss, dscores)``.
 """
 import math
