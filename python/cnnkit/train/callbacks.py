@@ -10,6 +10,9 @@ import os
 import numpy as np
 
 from .._xp import array_module, is_device_array
+from ..data._common import check_float
+from ..graph import _flag
+from ..ops import _int
 
 
 class Callback:
@@ -43,12 +46,16 @@ class EarlyStopping(Callback):
     `patience` epochs; with restore_best, the best epoch's weights are put back when fit ends."""
 
     def __init__(self, monitor="val_acc", patience=5, mode=None, min_delta=0.0, restore_best=True):
+        op = "EarlyStopping"
+        if not isinstance(monitor, str):
+            raise TypeError(f"{op}: monitor must be a metric name (str), got {type(monitor).__name__}")
+        patience = _int(op, "patience", patience, minimum=0)
+        min_delta = check_float(op, "min_delta", min_delta, lo=0.0)
+        restore_best = _flag(op, "restore_best", restore_best)
         if mode is None:
             mode = "max" if monitor.endswith("acc") else "min"
         if mode not in ("min", "max"):
             raise ValueError(f"EarlyStopping: mode must be 'min' or 'max', got {mode!r}")
-        if not isinstance(patience, int) or patience < 0:
-            raise ValueError(f"EarlyStopping: patience must be an int >= 0, got {patience!r}")
         self.monitor, self.patience, self.mode, self.min_delta = monitor, patience, mode, float(min_delta)
         self.restore_best = restore_best
         self.best, self.best_epoch, self.wait, self.best_weights = None, None, 0, None
@@ -138,10 +145,11 @@ class EMA(WeightAverage):
 
     def __init__(self, decay=0.999, warmup=True):
         super().__init__()
+        decay = check_float("EMA", "decay", decay)
         if not 0.0 < decay < 1.0:
             raise ValueError(f"EMA: decay must be in (0, 1), got {decay}")
-        self.decay = float(decay)
-        self.warmup = bool(warmup)
+        self.decay = decay
+        self.warmup = _flag("EMA", "warmup", warmup)
 
     def current_decay(self):
         """The decay of the next update."""
@@ -165,7 +173,7 @@ class Polyak(WeightAverage):
 
     def __init__(self, start_step=0):
         super().__init__()
-        self.start_step = int(start_step)
+        self.start_step = _int("Polyak", "start_step", start_step, minimum=0)
 
     def on_step_end(self, trainer, step, loss):
         if step >= self.start_step:
@@ -179,7 +187,7 @@ class SWA(WeightAverage):
 
     def __init__(self, start_epoch=1):
         super().__init__()
-        self.start_epoch = int(start_epoch)
+        self.start_epoch = _int("SWA", "start_epoch", start_epoch, minimum=1)
         self.bn_state = None
 
     def on_epoch_end(self, trainer, epoch, logs):
@@ -241,8 +249,11 @@ class SnapshotSaver(Callback):
     every that many epochs instead."""
 
     def __init__(self, folder, every_epochs=None):
+        if not isinstance(folder, (str, os.PathLike)):
+            raise TypeError(f"SnapshotSaver: folder must be a path (str or os.PathLike), got {type(folder).__name__}")
         self.folder = os.fspath(folder)
-        self.every_epochs = every_epochs
+        self.every_epochs = None if every_epochs is None else _int("SnapshotSaver", "every_epochs", every_epochs,
+                                                                   minimum=1)
         self.saved = []
         self._last_lr = None
 

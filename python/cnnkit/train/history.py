@@ -16,6 +16,7 @@ class History:
         self.ratios = []          # dicts: step, ratios {layer: update/weight}
         self.events = []          # strings: early stop, quit-early, skipped steps...
         self.stop_reason = None
+        self.skipped_steps = 0    # steps not trained on: a non-finite loss or gradient (nonfinite="skip")
 
     # ------------------------------------------------------------ recording
     def log_iteration(self, step, epoch, loss, lr):
@@ -54,7 +55,7 @@ class History:
     # ------------------------------------------------------------ export
     def state_dict(self):
         return {"iterations": self.iterations, "epochs": self.epochs, "ratios": self.ratios,
-                "events": self.events, "stop_reason": self.stop_reason}
+                "events": self.events, "stop_reason": self.stop_reason, "skipped_steps": self.skipped_steps}
 
     def load_state_dict(self, sd):
         self.iterations = {k: list(v) for k, v in sd["iterations"].items()}
@@ -62,6 +63,7 @@ class History:
         self.ratios = [dict(r) for r in sd["ratios"]]
         self.events = list(sd.get("events", []))
         self.stop_reason = sd.get("stop_reason")
+        self.skipped_steps = int(sd.get("skipped_steps", 0))
         return self
 
     @classmethod
@@ -107,4 +109,5 @@ class History:
 
     def __repr__(self):
         last = self.epochs[-1] if self.epochs else {}
-        return f"History({len(self.iterations['step'])} iterations, {len(self.epochs)} epochs, last={last})"
+        skipped = f", {self.skipped_steps} skipped" if self.skipped_steps else ""
+        return f"History({len(self.iterations['step'])} iterations{skipped}, {len(self.epochs)} epochs, last={last})"

@@ -5,6 +5,8 @@ accuracy.png  train and validation accuracy per epoch (the gap signals overfitti
 lr.png        the learning rate per iteration
 ratios.png    update/weight ratio per layer over time, with the 1e-3 rule of thumb
 filters.png   the first convolution's filters as images ("visualise the weights")
+
+and the LR range test's curve (``plot_lr_find``, ``ck.lr_find(...).plot(path)``).
 """
 import os
 
@@ -122,3 +124,32 @@ def plot_history(history, folder, model=None):
         ax.set_title(f"First-layer filters {tuple(w.shape)}")
         save(fig, "filters.png")
     return written
+
+
+def plot_lr_find(result, path=None):
+    """The LR range test as fast.ai and Keras draw it: loss (raw and smoothed) against the learning rate on a
+    log axis, the suggestion marked. Returns the Figure (made without pyplot, so no display backend is
+    touched); writes a PNG to `path` when given."""
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
+    if result.lrs:
+        ax.plot(result.lrs, result.losses, lw=0.8, alpha=0.4, label="loss")
+        ax.plot(result.lrs, result.smoothed, lw=1.5, label="smoothed")
+    if result.suggestion is not None:
+        i = result.lrs.index(result.suggestion)
+        ax.plot([result.suggestion], [result.smoothed[i]], ls="", marker="o", ms=8, color="red",
+                label=f"suggestion {result.suggestion:.2e}")
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate (log scale)")
+    ax.set_ylabel("loss")
+    title = "LR range test"
+    if result.suggestion is None and getattr(result, "reason", None):
+        title += ": no suggestion"
+    ax.set_title(title)
+    if result.lrs:
+        ax.legend()
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(os.fspath(path), dpi=100, format="png")
+    return fig

@@ -17,7 +17,9 @@ import types
 import numpy as np
 
 from .. import losses as _losses
+from ..data._common import check_float
 from ..ops import _int
+from ..graph import Layer, _flag
 from .._xp import array_module, is_device_array
 from ..data.loader import DataLoader
 from ..schedules import ReduceOnPlateau
@@ -27,6 +29,70 @@ from .history import History
 
 _LOSSES = {"softmax_cross_entropy": _losses.softmax_cross_entropy, "cross_entropy": _losses.softmax_cross_entropy,
            "svm": _losses.svm_loss, "svm_loss": _losses.svm_loss, "mse": _losses.mse}
+
+
+def resolve_loss(op, loss):
+    """The loss function for `loss`: a callable ``loss(scores, y) -> (value, dscores)`` as it is, or one of the
+    names in _LOSSES. The Trainer and ck.lr_find both take a loss this way."""
+    if isinstance(loss, str):
+        if loss not in _LOSSES:
+            raise ValueError(f"{op}: unknown loss {loss!r}; expected one of {sorted(_LOSSES)} or a callable")
+        return _LOSSES[loss]
+    if not callable(loss):
+        raise TypeError(f"{op}: loss must be callable or one of {sorted(_LOSSES)}, got {type(loss).__name__}")
+    return loss
+
+
+def _check_data(op, name, data, optional=False):
+    """train / val data: a DataLoader, an (x, y) pair, or a dataset with len() and indexing (val: or None)."""
+    if data is None and optional:
+        return
+    ok = isinstance(data, DataLoader) or (isinstance(data, (tuple, list)) and len(data) == 2) or (
+        data is not None and hasattr(data, "__len__") and hasattr(data, "__getitem__")
+        and not isinstance(data, (str, bytes)))
+    if not ok:
+        what = "a DataLoader, an (x, y) pair of arrays, a dataset or None" if optional else \
+            "a DataLoader, an (x, y) pair of arrays or a dataset"
+        raise TypeError(f"{op}: {name} must be {what}, got {type(data).__name__}")
+
+
+def _check_path(op, name, v):
+    if v is not None and not isinstance(v, (str, os.PathLike)):
+        raise TypeError(f"{op}: {name} must be a folder path (str or os.PathLike) or None, got {type(v).__name__}")
+
+
+def _check_optimizer(op, model, optimizer):
+    """The optimizer must be a cnnkit optimizer stepping without a closure, over the model's own Parameter
+    objects (some of them is fine: fine-tuning a head). Parameters of another model would get no gradients
+    from this model's backward, so the run would silently train nothing."""
+    from ..optim import Optimizer, LBFGS
+    if isinstance(optimizer, LBFGS):
+        raise TypeError(f"{op}: optimizer must step without a closure (SGD, Adam...); LBFGS needs a closure "
+                        f"per step: call lbfgs.step(closure) yourself")
+    if not isinstance(optimizer, Optimizer):
+        raise TypeError(f"{op}: optimizer must be a ck.optim optimizer (SGD, Adam...) over the model's "
+                        f"parameters, got {type(optimizer).__name__}")
+    own = {id(p) for p in model.parameters()}
+    theirs = [p for g in optimizer.param_groups for p in g["params"]]
+    foreign = sum(id(p) not in own for p in theirs)
+    if foreign:
+        raise ValueError(f"{op}: optimizer's parameters must be the model's parameters (the same Parameter "
+                         f"objects); {foreign} of its {len(theirs)} parameters are not in the model (build the "
+                         f"optimizer from model.parameters() of this model, after model.to(...))")
+
+
+def _check_schedule(op, schedule, optimizer):
+    from ..schedules import Schedule
+    if schedule is None:
+        return
+    if not isinstance(schedule, (Schedule, ReduceOnPlateau)):
+        raise TypeError(f"{op}: schedule must be a ck.schedules schedule or None, got {type(schedule).__name__}")
+    if schedule.optimizer is not None and schedule.optimizer is not optimizer:
+        raise ValueError(f"{op}: schedule drives another optimizer than the trainer's: it would change that "
+                         f"optimizer's learning rate, not this one's; build it with this optimizer")
+    if schedule.optimizer is None:
+        raise ValueError(f"{op}: schedule has no optimizer to drive (built with optimizer=None); build it with "
+                         f"the trainer's optimizer")
 
 
 def _as_loader(data, batch_size, shuffle, seed, transform=None, name="train", device=None):
@@ -56,7 +122,13 @@ class Trainer:
     ratio_every: record each layer's update/weight ratio every this many iterations (0 disables it).
     progress: True (tqdm bar on a terminal, one line per ``log_every`` iterations otherwise), or False.
     nonfinite: "skip" or "raise" sets the optimizer's policy for non-finite gradients (checked before any
-    parameter changes; a skipped step leaves parameters and state bit-unchanged and is counted).
+    parameter changes; a skipped step leaves parameters and state bit-unchanged and is counted). A step whose
+    loss is not finite (on the CPU) is skipped or raised the same way before the optimizer sees it. Skipped
+    steps are counted in ``history.skipped_steps``, in each epoch's ``skipped_steps`` and in the progress
+    output; the run goes on. Only the quit-early rule ends it: the loss passing ``quit_factor`` times its
+    first finite value, or a whole epoch's worth of non-finite losses in a row.
+    A run stopped inside an epoch (the quit-early rule, a KeyboardInterrupt, a callback's ``stop_training``)
+    returns its History with that epoch logged as far as it got (``"partial": True``, ``"steps"``).
 
     On a GPU (``model.to("cuda")`` before building the optimizer or the trainer): each batch goes to the device
     in one copy (unless the loader already yields device arrays), and nothing is read back inside a step. The
@@ -69,23 +141,37 @@ class Trainer:
     def __init__(self, model, optimizer, loss="softmax_cross_entropy", schedule=None, regularizers=(),
                  callbacks=(), schedule_interval="epoch", quit_factor=3.0, ratio_every=50, progress=True,
                  log_every=None, nonfinite=None):
-        if isinstance(loss, str):
-            if loss not in _LOSSES:
-                raise ValueError(f"Trainer: unknown loss {loss!r}; expected one of {sorted(_LOSSES)} or a callable")
-            loss = _LOSSES[loss]
-        if not callable(loss):
-            raise TypeError(f"Trainer: loss must be callable or a name, got {type(loss).__name__}")
+        op = "Trainer"
+        if not isinstance(model, Layer):
+            raise TypeError(f"{op}: model must be a cnnkit model (a ck.Layer: ck.Sequential, ck.Graph...), "
+                            f"got {type(model).__name__}")
+        _check_optimizer(op, model, optimizer)
+        loss = resolve_loss(op, loss)
+        _check_schedule(op, schedule, optimizer)
         if schedule_interval not in ("epoch", "step"):
-            raise ValueError(f"Trainer: schedule_interval must be 'epoch' or 'step', got {schedule_interval!r}")
-        for cb in callbacks:
-            if not isinstance(cb, Callback):
-                raise TypeError(f"Trainer: callbacks must be ck.train.Callback instances, got {type(cb).__name__}")
+            raise ValueError(f"{op}: schedule_interval must be 'epoch' or 'step', got {schedule_interval!r}")
+        from ..regularizers import Regularizer
+        for name, items, cls, what in (("regularizers", regularizers, Regularizer, "ck.regularizers objects"),
+                                       ("callbacks", callbacks, Callback, "ck.train.Callback instances")):
+            if not isinstance(items, (list, tuple)):
+                hint = " (wrap one in a list)" if isinstance(items, cls) else ""
+                raise TypeError(f"{op}: {name} must be a list or tuple of {what}, got {type(items).__name__}{hint}")
+            for item in items:
+                if not isinstance(item, cls):
+                    kinds = " (L1, L2, ElasticNet)" if cls is Regularizer else ""
+                    raise TypeError(f"{op}: {name} must be {what}{kinds}, got {type(item).__name__}")
+        if nonfinite is not None and (not isinstance(nonfinite, str) or nonfinite not in ("skip", "raise")):
+            raise ValueError(f"{op}: nonfinite must be 'skip' or 'raise' or None, got {nonfinite!r}")
+        if quit_factor is not None:
+            quit_factor = check_float(op, "quit_factor", quit_factor)
+            if not quit_factor > 1:
+                raise ValueError(f"{op}: quit_factor must be > 1 or None, got {quit_factor}")
+        ratio_every = _int(op, "ratio_every", ratio_every, minimum=0)
+        progress = _flag(op, "progress", progress)
+        if log_every is not None:
+            log_every = _int(op, "log_every", log_every, minimum=1)
         if nonfinite is not None:
-            if nonfinite not in ("skip", "raise"):
-                raise ValueError(f"Trainer: nonfinite must be 'skip' or 'raise', got {nonfinite!r}")
             optimizer.nonfinite = nonfinite  # the optimizer checks every gradient before it changes anything
-        if quit_factor is not None and not quit_factor > 1:
-            raise ValueError(f"Trainer: quit_factor must be > 1 or None, got {quit_factor}")
         self.model = model
         self.optimizer = optimizer
         self.loss_fn = loss
@@ -94,7 +180,7 @@ class Trainer:
         self.regularizers = list(regularizers)
         self.callbacks = list(callbacks)
         self.quit_factor = quit_factor
-        self.ratio_every = int(ratio_every)
+        self.ratio_every = ratio_every
         self.progress = progress
         self.log_every = log_every
         self.history = History()
@@ -105,6 +191,11 @@ class Trainer:
         self._acc = None         # running sums of the epoch in progress (resumable)
         self._pending = []       # on a GPU: (step, epoch, loss, correct, count, lr) not yet read back
         self._pending_ratios = []
+        self._skip_base = None   # the optimizer's skipped_steps when last read
+        self._skip_run = 0       # skipped steps in a row (the quit-early rule)
+        self._step_skipped = False   # whether the step being booked was skipped
+        self._steps_per_epoch = None
+        self._out = None         # the epoch in progress's progress state (bar, start time)
 
     # ------------------------------------------------------------ helpers
     @property
@@ -152,8 +243,13 @@ class Trainer:
 
     # ------------------------------------------------------------ one step
     def train_step(self, x, y):
-        """One optimizer step on a batch; returns (loss including penalties, number correct)."""
+        """One optimizer step on a batch; returns (loss including penalties, number correct).
+
+        A non-finite loss (a float: the CPU) is not trained on: with the optimizer's nonfinite="raise" it is a
+        FloatingPointError, else the step is skipped and counted, parameters and optimizer state untouched.
+        On a GPU the loss stays on the device, and the optimizer's gradient check decides alone."""
         model, opt = self.model, self.optimizer
+        self._step_skipped = False
         model.train()
         opt.zero_grad()
         scores = model(x)
@@ -163,19 +259,53 @@ class Trainer:
             loss += sum(r.loss(params) for r in self.regularizers)
             for r in self.regularizers:
                 r.add_grad(params)
+        host = self._xp() is np     # the optimizer's skip counter is a plain int: read it every step
+        if not is_device_array(loss) and not math.isfinite(loss):
+            if opt.nonfinite == "raise":
+                raise FloatingPointError(
+                    f"Trainer: the loss is {loss} at iteration {self.step + 1} (nonfinite='raise'); look for Inf "
+                    f"or NaN in the data or lower the learning rate (nonfinite='skip' skips such steps)")
+            self._count_skips(1)
+            self._step_skipped = True
+            self._schedule_step()
+            return loss, self._correct(scores, y)
         model.backward(dscores, need_dx=False)
         want_ratio = self.ratio_every > 0 and self.step % self.ratio_every == 0
         before = {n: p.data.copy() for n, p in model.named_parameters() if p.requires_grad} if want_ratio else None
+        if host and self._skip_base is None:
+            self._skip_base = opt.skipped_steps
         opt.step()
+        if host and self._sync_skips():
+            self._step_skipped = True
+            want_ratio = False      # the step changed nothing: no update/weight ratio to log
         if want_ratio:
             ratios = self._ratios(before)
             if any(is_device_array(v) for v in ratios.values()):
                 self._pending_ratios.append((self.step, ratios))   # read back with the losses
             else:
                 self.history.log_ratios(self.step, ratios)
+        self._schedule_step()
+        return loss, self._correct(scores, y)
+
+    def _schedule_step(self):
         if self.schedule is not None and self.schedule_interval == "step" and not isinstance(self.schedule, ReduceOnPlateau):
             self.schedule.step()
-        return loss, self._correct(scores, y)
+
+    def _count_skips(self, k):
+        """Book k skipped steps: in the History and in the epoch in progress."""
+        self.history.skipped_steps += k
+        if self._acc is not None:
+            self._acc["skipped"] = self._acc.get("skipped", 0) + k
+
+    def _sync_skips(self):
+        """Book the steps the optimizer skipped since its counter was last read (on a GPU: one host sync);
+        returns how many."""
+        n = int(self.optimizer.skipped_steps)
+        k = n - self._skip_base if self._skip_base is not None and n > self._skip_base else 0
+        self._skip_base = n
+        if k:
+            self._count_skips(k)
+        return k
 
     def _ratios(self, before):
         """Per layer, ||update|| / ||weights before||: floats, or 0-d device arrays on a GPU (NaN for zero weights)."""
@@ -306,13 +436,10 @@ class Trainer:
         count). resume: a checkpoint folder or file to continue from (bit-exact on the same machine and
         thread count). run_dir: where history.json, the CSVs and the plots go at the end. Returns the History.
         """
-        if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
-            raise ValueError(f"fit: epochs must be an int >= 1, got {epochs!r}")
+        self._check_fit_args(train, val, epochs, batch_size, shuffle, seed, transform, run_dir, plots)
         for name, v in (("checkpoint_every", checkpoint_every), ("checkpoint_every_steps", checkpoint_every_steps)):
             if v is not None:
                 _int("fit", name, v, minimum=0)    # 0 and None: no checkpoints by this count
-        if train is None:
-            raise TypeError("fit: train must be a DataLoader, an (x, y) pair of arrays or a dataset, got None")
         loader = _as_loader(train, batch_size, shuffle, seed, transform, device=self.model.device)
         val_loader = _as_loader(val, 256, False, 0, device=self.model.device)
         self.run_dir = run_dir
@@ -321,16 +448,38 @@ class Trainer:
         else:
             loader.set_epoch(self.epoch)
         self.stop_training = False
-        steps_per_epoch = len(loader)
+        self._skip_base = int(self.optimizer.skipped_steps)
+        self._skip_run = 0
+        steps_per_epoch = self._steps_per_epoch = len(loader)
         tty = bool(self.progress) and sys.stdout.isatty()
         log_every = self.log_every or steps_per_epoch
         sync_every = self.log_every or 25   # on a GPU: steps between reads of the losses
         self._emit("on_fit_start")
+        try:
+            self._epochs(loader, val_loader, epochs, checkpoint_dir, checkpoint_every, checkpoint_every_steps, tty,
+                         log_every, sync_every, steps_per_epoch)
+        except KeyboardInterrupt:
+            self._interrupted()
+        self._emit("on_fit_end")
+        if run_dir:
+            self.write_run(run_dir, plots=plots)
+        return self.history
+
+    def _epochs(self, loader, val_loader, epochs, checkpoint_dir, checkpoint_every, checkpoint_every_steps, tty,
+                log_every, sync_every, steps_per_epoch):
+        """fit's loop over the epochs (and within each, the steps)."""
         while self.epoch < epochs and not self.stop_training:
             epoch = self.epoch
             if self._acc is None:
-                self._acc = {"loss": 0.0, "correct": 0, "count": 0, "seconds": 0.0}
+                # loss and correct are summed over the steps with a finite loss (loss_count images), count
+                # is every image (throughput); steps and skipped count this epoch's steps
+                self._acc = {"loss": 0.0, "correct": 0, "count": 0, "seconds": 0.0, "loss_count": 0, "steps": 0,
+                             "skipped": 0}
                 self._emit("on_epoch_start", epoch)
+            else:   # resumed from a checkpoint written before the finite-loss counts were kept
+                self._acc.setdefault("loss_count", self._acc["count"])
+                self._acc.setdefault("steps", None)
+                self._acc.setdefault("skipped", 0)
             bar = None
             if tty:
                 from tqdm import tqdm
@@ -341,8 +490,8 @@ class Trainer:
                 bar = tqdm(total=steps_per_epoch, initial=pos["batch"] if pos["epoch"] == epoch else 0,
                            desc=f"epoch {epoch + 1}/{epochs}", leave=True, ncols=width)
             t0 = time.perf_counter()
-            out = types.SimpleNamespace(bar=bar, t0=t0, epochs=epochs, log_every=log_every,
-                                        steps_per_epoch=steps_per_epoch)
+            out = self._out = types.SimpleNamespace(bar=bar, t0=t0, epochs=epochs, log_every=log_every,
+                                                    steps_per_epoch=steps_per_epoch)
             for x, y in loader:
                 x, y = self._batch(x, y)
                 loss, correct = self.train_step(x, y)
@@ -366,34 +515,87 @@ class Trainer:
                 if self.stop_training:
                     break
             self._flush(out)
+            self._sync_skips()   # on a GPU: the optimizer's skip counter, read once an epoch
             if bar is not None:
                 bar.close()
+            self._out = None
             if self.history.stop_reason:
+                self._acc["seconds"] += time.perf_counter() - out.t0
+                self._log_partial_epoch(epoch)
                 break
             self._acc["seconds"] += time.perf_counter() - t0
             self._end_epoch(epoch, epochs, val_loader, tty)
             if checkpoint_dir and checkpoint_every and (epoch + 1) % checkpoint_every == 0:
                 self.save_checkpoint(checkpoint_dir, loader)
-        self._emit("on_fit_end")
-        if run_dir:
-            self.write_run(run_dir, plots=plots)
-        return self.history
+
+    def _interrupted(self):
+        """A KeyboardInterrupt inside fit: book what the device still holds, log the epoch in progress as far
+        as it got, and say so; fit then ends normally and returns the History."""
+        out, self._out = self._out, None
+        if out is not None and out.bar is not None:
+            out.bar.close()
+        self._flush()
+        self._sync_skips()
+        reason = f"interrupted (KeyboardInterrupt) at iteration {self.step}"
+        if not self.history.stop_reason:
+            self.history.stop_reason = reason
+        self.history.events.append(reason)
+        print(f"cnnkit: stopping: {reason}", file=sys.stderr, flush=True)
+        self.stop_training = True
+        if self._acc is not None:
+            if out is not None:
+                self._acc["seconds"] += time.perf_counter() - out.t0
+            self._log_partial_epoch(self.epoch)
+
+    def _log_partial_epoch(self, epoch):
+        """Log the epoch a stopped run did not finish (no validation, no epoch-end callbacks or schedule)."""
+        if self._acc and (self._acc.get("steps") or self._acc["count"]):
+            logs = self._epoch_logs(epoch)
+            logs["partial"] = True
+            self.history.log_epoch(**logs)
+
+    @staticmethod
+    def _check_fit_args(train, val, epochs, batch_size, shuffle, seed, transform, run_dir, plots):
+        """Refuse bad fit() arguments before anything is built or trained."""
+        op = "fit"
+        _int(op, "epochs", epochs, minimum=1)
+        _int(op, "batch_size", batch_size, minimum=1)
+        _flag(op, "shuffle", shuffle)
+        _int(op, "seed", seed, minimum=0)
+        if transform is not None and not callable(transform):
+            raise TypeError(f"{op}: transform must be callable or None, got {type(transform).__name__}")
+        _check_path(op, "run_dir", run_dir)
+        _flag(op, "plots", plots)
+        _check_data(op, "train", train)
+        _check_data(op, "val", val, optional=True)
 
     def _record(self, step, epoch, loss, correct, count, lr, out=None):
         """Book one step (loss a float): epoch sums, history, progress, and the quit-early rule."""
         acc = self._acc
-        acc["loss"] += loss * count
-        acc["correct"] += correct
+        finite = math.isfinite(loss)
+        if not finite and self.optimizer.nonfinite == "raise":   # a GPU loss, read back only now
+            raise FloatingPointError(
+                f"Trainer: the loss is {loss} at iteration {step} (nonfinite='raise'); look for Inf or NaN in the "
+                f"data or lower the learning rate (nonfinite='skip' skips such steps)")
+        if finite:       # a skipped step's loss is left out of the epoch's means
+            acc["loss"] += loss * count
+            acc["correct"] += correct
+            acc["loss_count"] += count
         acc["count"] += count
+        if acc["steps"] is not None:
+            acc["steps"] += 1
         self.history.log_iteration(step, epoch, loss, lr)
         if out is not None:
             elapsed = acc["seconds"] + time.perf_counter() - out.t0
+            skipped = acc.get("skipped", 0)
             if out.bar is not None:
                 out.bar.update(1)
-                out.bar.set_postfix(loss=f"{loss:.4f}", acc=f"{acc['correct'] / acc['count']:.3f}",
-                                    lr=f"{lr:.2e}", img_s=f"{acc['count'] / max(elapsed, 1e-9):.0f}")
+                extra = {"skipped": skipped} if skipped else {}
+                out.bar.set_postfix(loss=f"{loss:.4f}", acc=f"{acc['correct'] / max(acc['loss_count'], 1):.3f}",
+                                    lr=f"{lr:.2e}", img_s=f"{acc['count'] / max(elapsed, 1e-9):.0f}", **extra)
             elif self.progress and step % out.log_every == 0 and out.log_every < out.steps_per_epoch:
-                print(f"epoch {epoch + 1}/{out.epochs} step {step}: loss {loss:.4f} lr {lr:.2e}", flush=True)
+                print(f"epoch {epoch + 1}/{out.epochs} step {step}: loss {loss:.4f} lr {lr:.2e}"
+                      + (f" skipped {skipped}" if skipped else ""), flush=True)
         if not self.history.stop_reason:
             reason = self._quit_reason(loss, step)
             if reason:
@@ -412,29 +614,67 @@ class Trainer:
         scalars += [v for _, r in ratios for v in r.values()]
         xp = array_module(*scalars)
         host = xp.stack([xp.asarray(v, dtype=xp.float64).reshape(()) for v in scalars]).get().tolist()
+        # Which steps the optimizer skipped is not read back (its device counter is, once an epoch): here a
+        # step counts as skipped for the quit-early rule when its loss is not finite.
         for i, (step, epoch, _, _, count, lr) in enumerate(pending):
+            self._step_skipped = not math.isfinite(host[2 * i])
             self._record(step, epoch, host[2 * i], int(host[2 * i + 1]), count, lr, out)
+        self._step_skipped = False
+        if out is None and pending:
+            self._sync_skips()   # before a checkpoint: the epoch's skip count complete in it
         k = 2 * len(pending)
         for step, r in ratios:
             self.history.log_ratios(step, dict(zip(r, host[k:k + len(r)])))
             k += len(r)
 
+    def _initial_loss(self):
+        """The first finite loss of the run (a skipped first step has none), or None."""
+        return next((v for v in self.history.iterations["loss"] if math.isfinite(v)), None)
+
     def _quit_reason(self, loss, step=None):
+        """CS231n's quit-early rule, when quit_factor is set: the loss passed quit_factor times its first finite
+        value, or a whole epoch's worth of steps in a row was skipped for a non-finite loss or gradient (the
+        weights no longer change)."""
         step = self.step if step is None else step
-        losses = self.history.iterations["loss"]
+        qf = self.quit_factor
+        if qf is None:
+            return None
+        if self._step_skipped:
+            self._skip_run += 1
+            n = self._skip_run
+            if self._steps_per_epoch and n >= self._steps_per_epoch:
+                return (f"quit_factor={qf:g}: {n} steps in a row were skipped for a non-finite loss or gradient "
+                        f"(iterations {step - n + 1} to {step}, an epoch's worth; the weights no longer change) "
+                        f"(CS231n's quit-early rule; quit_factor=None disables it): lower the learning rate or "
+                        f"look for Inf or NaN in the data")
+            return None
+        self._skip_run = 0
         if not math.isfinite(loss):
-            return f"the loss became {loss} at iteration {step}: lower the learning rate"
-        if self.quit_factor is not None and losses and loss > self.quit_factor * losses[0] and losses[0] > 0:
-            return (f"the loss {loss:.4g} at iteration {step} passed {self.quit_factor:g} times its initial "
-                    f"value {losses[0]:.4g} (CS231n's quit-early rule): the learning rate is probably too high")
+            return None
+        first = self._initial_loss()
+        if first is not None and first > 0 and loss > qf * first:
+            return (f"quit_factor={qf:g}: the loss {loss:.4g} at iteration {step} passed {qf:g} x the initial "
+                    f"loss {first:.4g} = {qf * first:.4g} (CS231n's quit-early rule; quit_factor=None disables "
+                    f"it): the learning rate is probably too high")
         return None
 
-    def _end_epoch(self, epoch, epochs, val_loader, tty):
+    def _epoch_logs(self, epoch):
+        """The epoch's record from its running sums: means over the steps with a finite loss (NaN when every
+        step was skipped), this epoch's skipped steps and, when known, its step count."""
         acc = self._acc
-        logs = {"epoch": epoch + 1, "train_loss": acc["loss"] / max(acc["count"], 1),
-                "train_acc": acc["correct"] / max(acc["count"], 1), "seconds": acc["seconds"],
+        n = acc["loss_count"]
+        logs = {"epoch": epoch + 1, "train_loss": acc["loss"] / n if n else float("nan"),
+                "train_acc": acc["correct"] / n if n else float("nan"), "seconds": acc["seconds"],
                 "images_per_s": acc["count"] / max(acc["seconds"], 1e-9), "lr": self.lr,
-                "skipped_steps": int(getattr(self.optimizer, "skipped_steps", 0))}
+                "skipped_steps": int(acc.get("skipped", 0))}
+        if acc.get("steps") is not None:
+            logs["steps"] = acc["steps"]
+        return logs
+
+    def _end_epoch(self, epoch, epochs, val_loader, tty):
+        logs = self._epoch_logs(epoch)
+        if self._steps_per_epoch and logs.get("steps", self._steps_per_epoch) < self._steps_per_epoch:
+            logs["partial"] = True     # stop_training was set inside the epoch
         if val_loader is not None:
             v = self.evaluate(val_loader)
             logs["val_loss"], logs["val_acc"] = v["loss"], v["acc"]
@@ -449,6 +689,9 @@ class Trainer:
             if "val_acc" in logs:
                 line += f" | val loss {logs['val_loss']:.4f} acc {logs['val_acc']:.4f}"
             line += f" | lr {logs['lr']:.2e} | {logs['images_per_s']:.0f} img/s"
+            k = logs["skipped_steps"]
+            if k:
+                line += f" | skipped {k} non-finite step{'s' if k != 1 else ''}"
             print(line, flush=True)
         self._acc = None
         self.epoch = epoch + 1
