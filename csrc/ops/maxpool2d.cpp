@@ -175,7 +175,7 @@ void maxpool2d_fwd_cpu(const MaxPool2dParams& p, const T* x, T* y, int64_t* indi
   const bool fast = p.kernel_h == 2 && p.kernel_w == 2 && p.stride_h == 2 && p.stride_w == 2 && p.pad_h == 0 &&
                     p.pad_w == 0 && p.dil_h == 1 && p.dil_w == 1 && 2 * p.P <= p.H && 2 * p.Q <= p.W &&
                     p.W < (int64_t(1) << 29);
-#pragma omp parallel for schedule(static) if (planes * HW >= kGrainElements)
+#pragma omp parallel for num_threads(num_threads()) schedule(static) if (planes * HW >= kGrainElements)
   for (int64_t pl = 0; pl < planes; ++pl) {
     if (fast)
       pool_plane_2x2(p, x + pl * HW, y + pl * PQ, indices + pl * PQ);
@@ -187,7 +187,7 @@ void maxpool2d_fwd_cpu(const MaxPool2dParams& p, const T* x, T* y, int64_t* indi
 template <typename T>
 void maxpool2d_bwd_cpu(int64_t planes, int64_t HW, int64_t PQ, const T* dy, const int64_t* indices, T* dx) {
   ErrorSlot err;
-#pragma omp parallel for schedule(static) if (planes * HW >= kGrainElements)
+#pragma omp parallel for num_threads(num_threads()) schedule(static) if (planes * HW >= kGrainElements)
   for (int64_t pl = 0; pl < planes; ++pl) {
     T* d = dx + pl * HW;
     std::memset(d, 0, sizeof(T) * HW);

@@ -11,6 +11,8 @@
 
 #include <omp.h>
 
+#include "common/runtime.h"
+
 namespace ck {
 
 // Calls f(clip, l1) with std::integral_constant<bool, ...> arguments matching the prep coefficients.
@@ -33,7 +35,7 @@ template <typename T, bool MOMENTUM, bool FIRST, bool NESTEROV, bool CLIP, bool 
 static void sgd_loop(int64_t n, T* __restrict p, const T* __restrict g, T* __restrict buf, const SgdArgs& a,
                      const GradPrep<T> c) {
   const T neg_lr = T(a.neg_lr), mu = T(a.momentum), omd = T(a.one_minus_dampening);
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd num_threads(num_threads()) schedule(static)
   for (int64_t i = 0; i < n; ++i) {
     const T pi = p[i];
     T d = prep_grad<CLIP, L1>(g[i], pi, c);
@@ -69,7 +71,7 @@ template <typename T, bool CLIP, bool L1>
 static void adagrad_loop(int64_t n, T* __restrict p, const T* __restrict g, T* __restrict sum, const AdagradArgs& a,
                          const GradPrep<T> c) {
   const T neg_clr = T(a.neg_clr), eps = T(a.eps);
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd num_threads(num_threads()) schedule(static)
   for (int64_t i = 0; i < n; ++i) {
     const T pi = p[i];
     const T d = prep_grad<CLIP, L1>(g[i], pi, c);
@@ -94,7 +96,7 @@ static void rmsprop_loop(int64_t n, T* __restrict p, const T* __restrict g, T* _
   const T neg_lr = T(a.neg_lr), alpha = T(a.alpha), oma = T(1.0 - a.alpha), eps = T(a.eps), mu = T(a.momentum);
   const T oma_c = T(1.0 - (1.0 - a.alpha));  // lerp's (1 - w) for w = 1 - alpha
   const bool small = std::abs(1.0 - a.alpha) < 0.5;
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd num_threads(num_threads()) schedule(static)
   for (int64_t i = 0; i < n; ++i) {
     const T pi = p[i];
     const T d = prep_grad<CLIP, L1>(g[i], pi, c);
@@ -141,7 +143,7 @@ static void adam_loop(int64_t n, T* __restrict p, const T* __restrict g, T* __re
                       T* __restrict vmax, const AdamArgs& a, const GradPrep<T> c) {
   const T w = T(1.0 - a.beta1), omw = T(1.0 - (1.0 - a.beta1)), beta2 = T(a.beta2), omb2 = T(1.0 - a.beta2);
   const T neg_step = T(a.neg_step_size), inv_bc2s = T(1.0 / a.bc2_sqrt), eps = T(a.eps), decay = T(a.decay);
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd num_threads(num_threads()) schedule(static)
   for (int64_t i = 0; i < n; ++i) {
     const T p0 = p[i];
     const T d = prep_grad<CLIP, L1>(g[i], p0, c);  // coupled decay and L1 see the parameter before AdamW's decay
@@ -185,7 +187,7 @@ double grad_sumsq_cpu(int64_t n, const T* __restrict g, bool* finite) {
   constexpr int kLanes = 16, kStreams = 4;
   double s = 0.0;
   T z = T(0);  // stays 0 while every g*0 is 0; becomes NaN at the first Inf or NaN
-#pragma omp parallel reduction(+ : s, z)
+#pragma omp parallel num_threads(num_threads()) reduction(+ : s, z)
   {
     const int64_t nt = omp_get_num_threads(), tid = omp_get_thread_num();
     const int64_t lo = n * tid / nt, hi = n * (tid + 1) / nt;
@@ -220,7 +222,7 @@ double grad_sumsq_cpu(int64_t n, const T* __restrict g, bool* finite) {
 template <typename T>
 void grad_scale_clamp_cpu(int64_t n, T* __restrict g, double scale, double clip) {
   const T sc = T(scale), c = T(clip);
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd num_threads(num_threads()) schedule(static)
   for (int64_t i = 0; i < n; ++i) {
     const T x = g[i] * sc;
     g[i] = x < -c ? -c : (x > c ? c : x);
@@ -229,7 +231,7 @@ void grad_scale_clamp_cpu(int64_t n, T* __restrict g, double scale, double clip)
 
 template <typename T>
 void maxnorm_rows_cpu(int64_t rows, int64_t cols, T* p, double max_norm) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for num_threads(num_threads()) schedule(static)
   for (int64_t r = 0; r < rows; ++r) {
     T* row = p + r * cols;
     double s = 0.0;
