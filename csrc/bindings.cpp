@@ -1123,4 +1123,6 @@ PYBIND11_MODULE(_C, m) {
   m.def("optim_ctl_finish_cuda", &cu_optim_ctl_finish, py::arg("ctl"), py::arg("groups"), py::arg("stream"),
         "advance the control block's counters once, after every group's step kernels");
 #endif
+  m.def("_threads_in_region", &ck::threads_in_region,
+        "private test probe: omp_get_num_threads() inside a region opened as every kernel opens its regions");
 }

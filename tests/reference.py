@@ -94,12 +94,9 @@ def conv2d_bwd_bias(dy):
 # ---------------------------------------------------------------- maxpool2d
 
 def pool_out_size(n, k, stride, pad, dil, ceil_mode):
-    """torch's pooling_output_shape: ceil_mode drops a last window that would start in the right padding.
-    Unlike torch, a window larger than the padded input is impossible (0) even in ceil_mode."""
-    span = n + 2 * pad - dil * (k - 1) - 1
-    if span < 0:
-        return 0
-    out = (span + (stride - 1 if ceil_mode else 0)) // stride + 1
+    """torch's pooling_output_shape: floor division (// floors a negative numerator, as torch's div_rtn),
+    and ceil_mode drops a last window that would start in the right padding. May be < 1 (impossible)."""
+    out = (n + 2 * pad - dil * (k - 1) - 1 + (stride - 1 if ceil_mode else 0)) // stride + 1
     if ceil_mode and (out - 1) * stride >= n + pad:
         out -= 1
     return out

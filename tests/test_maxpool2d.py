@@ -35,8 +35,8 @@ BAD = [
     ("padding-neg", lambda: ops.maxpool2d_fwd(X, 2, padding=-1), ValueError, r"maxpool2d_fwd: padding must be >= 0, got -1"),
     ("padding-over-half", lambda: ops.maxpool2d_fwd(X, 3, padding=2), ValueError, r"maxpool2d_fwd: padding must be at most half the kernel size, got padding \(2, 2\) for kernel \(3, 3\)"),
     ("padding-over-half-w", lambda: ops.maxpool2d_fwd(X, (2, 3), padding=(1, 2)), ValueError, r"maxpool2d_fwd: padding must be at most half the kernel size"),
-    ("kernel-too-big", lambda: ops.maxpool2d_fwd(X, 7), ValueError, r"maxpool2d_fwd: kernel height with dilation \(7\) is larger than the padded input \(6\)"),
-    ("dilated-kernel-too-big", lambda: ops.maxpool2d_fwd(X, (1, 2), dilation=6), ValueError, r"maxpool2d_fwd: kernel width with dilation \(7\) is larger"),
+    ("kernel-too-big", lambda: ops.maxpool2d_fwd(X, 7), ValueError, r"maxpool2d_fwd: output height would be 0; it must be >= 1: kernel height with dilation \(7\) is larger than the padded input \(6\)$"),
+    ("dilated-kernel-too-big", lambda: ops.maxpool2d_fwd(X, (1, 2), dilation=6), ValueError, r"maxpool2d_fwd: output width would be 0; it must be >= 1: kernel width with dilation \(7\) is larger"),
     ("ceil-mode-int", lambda: ops.maxpool2d_fwd(X, 2, ceil_mode=1), TypeError, r"maxpool2d_fwd: ceil_mode must be a bool, got int"),
     # maxpool2d_bwd
     ("bwd-indices-int32", lambda: ops.maxpool2d_bwd(Y, IDX.astype(np.int32), X.shape), TypeError, r"maxpool2d_bwd: indices must have dtype int64"),
@@ -122,7 +122,7 @@ def test_maxpool2d_matches_reference(c):
     Q = R.pool_out_size(x.shape[3], kw, sw, pw, dw, c["ceil_mode"])
     event("impossible (output < 1)" if P < 1 or Q < 1 else "valid")
     if P < 1 or Q < 1:
-        with pytest.raises(ValueError, match="maxpool2d_fwd: kernel .* larger than the padded input"):
+        with pytest.raises(ValueError, match="maxpool2d_fwd: output .* would be .*: kernel .* larger than the padded input"):
             ops.maxpool2d_fwd(x, **_hp(c))
         return
     in_padding = (R.pool_window_in_padding(x.shape[2], kh, sh, ph, dh, P)
@@ -274,18 +274,18 @@ def test_maxpool2d_matches_torch(c):
     g, x = _pool_input(c)
     hp = _hp(c)
     (kh, kw), (ph, pw), (dh, dw) = R.pair(c["kernel_size"]), R.pair(c["padding"]), R.pair(c["dilation"])
-    if dh * (kh - 1) + 1 > x.shape[2] + 2 * ph or dw * (kw - 1) + 1 > x.shape[3] + 2 * pw:
-        # A deliberate difference: cnnkit refuses a window larger than the padded input, which torch
-        # accepts in ceil_mode (it then pools over the part that overlaps the input).
-        with pytest.raises(ValueError, match="maxpool2d_fwd: kernel"):
-            ops.maxpool2d_fwd(x, **hp)
-        return
     sh, sw = R.pair(c["stride"] or c["kernel_size"])
     P = R.pool_out_size(x.shape[2], kh, sh, ph, dh, c["ceil_mode"])
     Q = R.pool_out_size(x.shape[3], kw, sw, pw, dw, c["ceil_mode"])
+    if P < 1 or Q < 1:  # both refuse; a window larger than the padded input is fine while P, Q >= 1
+        with pytest.raises(RuntimeError):
+            torch.nn.functional.max_pool2d(torch.from_numpy(x), **hp)
+        with pytest.raises(ValueError, match="maxpool2d_fwd: output .* would be"):
+            ops.maxpool2d_fwd(x, **hp)
+        return
     if R.pool_window_in_padding(x.shape[2], kh, sh, ph, dh, P) or R.pool_window_in_padding(x.shape[3], kw, sw, pw, dw, Q):
-        # The other deliberate difference: a window wholly in the padding (torch: -inf and an index
-        # outside the plane) is refused.
+        # The one deliberate difference: a window wholly in the padding (torch: -inf and an index
+        # outside the window) is refused.
         with pytest.raises(ValueError, match="lies wholly in the padding"):
             ops.maxpool2d_fwd(x, **hp)
         return

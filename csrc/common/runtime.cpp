@@ -11,15 +11,33 @@
 
 namespace ck {
 
-void runtime_init() { scipy_openblas_set_num_threads(1); }
+namespace detail {
+std::atomic<int> g_num_threads{1};
+}
 
-void set_num_threads(int n) {
-  CK_CHECK(n >= 1, "set_num_threads", "n must be >= 1, got ", n);
-  omp_set_num_threads(n);
+// OpenBLAS's thread count is a process-wide setting already; it stays 1 (see runtime.h).
+void runtime_init() {
+  detail::g_num_threads.store(omp_get_max_threads(), std::memory_order_relaxed);
   scipy_openblas_set_num_threads(1);
 }
 
-int get_num_threads() { return omp_get_max_threads(); }
+void set_num_threads(int n) {
+  CK_CHECK(n >= 1, "set_num_threads", "n must be >= 1, got ", n);
+  detail::g_num_threads.store(n, std::memory_order_relaxed);
+  scipy_openblas_set_num_threads(1);
+}
+
+int get_num_threads() { return num_threads(); }
+
+int threads_in_region() {
+  int used = 0;
+#pragma omp parallel num_threads(num_threads())
+  {
+#pragma omp single
+    used = omp_get_num_threads();
+  }
+  return used;
+}
 
 std::string blas_config() { return std::string(scipy_openblas_get_config()); }
 

@@ -1,15 +1,28 @@
 // Threading and BLAS runtime. One layer owns the cores: OpenMP. OpenBLAS is kept at one thread and is
 // only ever called from inside our own parallel regions, so the two thread pools never spin against
 // each other (on 2 cores that contention cost 4-6x; see BUILD-NOTES pitfall 5).
+//
+// The thread count is one process-wide value held here, not OpenMP's nthreads-var: that one is per OS
+// thread, so omp_set_num_threads in the main thread would not reach a training run in a worker thread.
+// Every parallel region therefore names its team size: `#pragma omp parallel num_threads(ck::num_threads())`.
 #pragma once
+#include <atomic>
 #include <cstdint>
 #include <string>
 
 namespace ck {
 
-void runtime_init();             // called once when the module loads
-void set_num_threads(int n);     // OpenMP threads for every kernel; BLAS stays at 1 inside them
-int get_num_threads();
+namespace detail {
+extern std::atomic<int> g_num_threads;
+}
+
+// Team size for every CPU parallel region, as set by set_num_threads from any thread.
+inline int num_threads() { return detail::g_num_threads.load(std::memory_order_relaxed); }
+
+void runtime_init();             // called once when the module loads: starts from OMP_NUM_THREADS or the cores
+void set_num_threads(int n);     // OpenMP threads for every kernel, process-wide; BLAS stays at 1 inside them
+int get_num_threads();           // num_threads()
+int threads_in_region();         // team size of a region opened as the kernels open theirs (a test probe)
 std::string blas_config();
 std::string openmp_version();
 std::string simd_level();

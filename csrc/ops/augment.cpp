@@ -12,9 +12,8 @@
 #include <string>
 #include <vector>
 
-#include <omp.h>
-
 #include "common/check.h"
+#include "common/runtime.h"
 
 namespace ck {
 
@@ -208,7 +207,7 @@ void augment_pipeline_cpu(int64_t N, int64_t C, int64_t H, int64_t W, const T* x
     if (s + 1 < num_stages) biggest = std::max(biggest, C * hs[s + 1] * ws[s + 1]);
   }
   const int64_t in_img = C * H * W, out_img = C * hs[num_stages] * ws[num_stages];
-  const int nt = key.num_threads > 0 ? key.num_threads : omp_get_max_threads();
+  const int nt = key.num_threads > 0 ? key.num_threads : num_threads();
   // Nothing may throw out of the region (DESIGN.md): an allocation failure is caught per sample and
   // rethrown after it.
   ErrorSlot err;
@@ -260,7 +259,7 @@ template void augment_pipeline_cpu<double>(int64_t, int64_t, int64_t, int64_t, c
                                            const AugKey&, double*, double*);
 
 void philox_keys_cpu(int64_t n, uint64_t seed, uint32_t epoch, uint32_t stream, uint64_t* keys) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for num_threads(num_threads()) schedule(static)
   for (int64_t i = 0; i < n; ++i) {
     SampleRng g(seed, epoch, stream, static_cast<uint64_t>(i));
     const uint64_t hi = g.next_u32();

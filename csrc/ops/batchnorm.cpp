@@ -12,7 +12,7 @@ namespace ck {
 template <typename T>
 void batchnorm_stats_cpu(int64_t N, int64_t C, int64_t S, const T* x, T* mean, T* var) {
   const double M = double(N) * double(S);
-#pragma omp parallel for schedule(static) if (N * C * S >= kGrainElements)
+#pragma omp parallel for num_threads(num_threads()) schedule(static) if (N * C * S >= kGrainElements)
   for (int64_t c = 0; c < C; ++c) {
     double s = 0;
     for (int64_t n = 0; n < N; ++n) {
@@ -41,7 +41,7 @@ void batchnorm_stats_cpu(int64_t N, int64_t C, int64_t S, const T* x, T* mean, T
 
 template <typename T>
 void channel_affine_cpu(int64_t N, int64_t C, int64_t S, const T* x, const T* alpha, const T* beta, T* y) {
-#pragma omp parallel for collapse(2) schedule(static) if (N * C * S >= kGrainElements)
+#pragma omp parallel for num_threads(num_threads()) collapse(2) schedule(static) if (N * C * S >= kGrainElements)
   for (int64_t n = 0; n < N; ++n) {
     for (int64_t c = 0; c < C; ++c) {
       const T a = alpha[c], b = beta[c];
@@ -57,7 +57,7 @@ template <typename T>
 void batchnorm_bwd_cpu(int64_t N, int64_t C, int64_t S, const T* dy, const T* x, const T* mean, const T* invstd,
                        const T* weight, bool train, T* dx, double* sum_dy, double* dotp) {
   const double M = double(N) * double(S);
-#pragma omp parallel for schedule(static) if (N * C * S >= kGrainElements)
+#pragma omp parallel for num_threads(num_threads()) schedule(static) if (N * C * S >= kGrainElements)
   for (int64_t c = 0; c < C; ++c) {
     const double mu = double(mean[c]);
     double sd = 0, sp = 0;

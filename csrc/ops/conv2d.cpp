@@ -225,11 +225,11 @@ void conv2d_fwd_cpu(const Conv2dParams& p, const T* x, const T* w, const T* b, T
   const int64_t Cg = p.Cg(), Kg = p.Kg(), crs = Cg * p.R * p.S, PQ = p.P * p.Q;
   const bool direct = is_pointwise(p);
   if (p.N == 0) return;
-  const int nthreads = omp_get_max_threads();
+  const int nthreads = num_threads();
   const Tiling tl = make_tiling<T>(p, nthreads);
   const int64_t items = tl.nblocks * p.groups * tl.ntiles;
   Scratch<T> col_s(nthreads, size_t(crs * tl.cols)), out_s(nthreads, tl.nb > 1 ? size_t(Kg * tl.cols) : 0);
-#pragma omp parallel if (worth_threads(p))
+#pragma omp parallel num_threads(nthreads) if (worth_threads(p))
   {
     T* col = col_s.mine();
     T* out = out_s.mine();
@@ -265,14 +265,14 @@ void conv2d_bwd_data_cpu(const Conv2dParams& p, const T* dy, const T* w, T* dx) 
   const int64_t Cg = p.Cg(), Kg = p.Kg(), crs = Cg * p.R * p.S, PQ = p.P * p.Q, HW = p.H * p.W;
   const bool direct = is_pointwise(p);
   if (p.N == 0) return;
-  const int nthreads = omp_get_max_threads();
+  const int nthreads = num_threads();
   const Tiling tl = make_tiling<T>(p, nthreads);
   // Tiles of one sample overlap in dx (col2im), so a work item owns whole samples: (block, group).
   const int64_t items = tl.nblocks * p.groups;
   Scratch<T> col_s(nthreads, direct ? 0 : size_t(crs * tl.cols));
   Scratch<T> dyb_s(nthreads, tl.nb > 1 ? size_t(Kg * tl.cols) : 0);
   Scratch<T> dxb_s(nthreads, direct && tl.nb > 1 ? size_t(Cg * tl.cols) : 0);
-#pragma omp parallel if (worth_threads(p))
+#pragma omp parallel num_threads(nthreads) if (worth_threads(p))
   {
     T* col = col_s.mine();
     T* dyb = dyb_s.mine();
@@ -311,7 +311,7 @@ void conv2d_bwd_weight_cpu(const Conv2dParams& p, const T* dy, const T* x, T* dw
   const int64_t Cg = p.Cg(), Kg = p.Kg(), crs = Cg * p.R * p.S, PQ = p.P * p.Q;
   const int64_t wsize = p.K * crs;
   const bool direct = is_pointwise(p);
-  const int nthreads = omp_get_max_threads();
+  const int nthreads = num_threads();
   if (p.N == 0) {
     if (!accumulate) std::fill(dw, dw + wsize, T(0));
     return;
@@ -323,7 +323,7 @@ void conv2d_bwd_weight_cpu(const Conv2dParams& p, const T* dy, const T* x, T* dw
   std::vector<T> partial(size_t(nthreads) * wsize, T(0));
   Scratch<T> col_s(nthreads, size_t(crs * tl.cols)), dyb_s(nthreads, tl.nb > 1 ? size_t(Kg * tl.cols) : 0);
   int used = 1;
-#pragma omp parallel if (worth_threads(p))
+#pragma omp parallel num_threads(nthreads) if (worth_threads(p))
   {
 #pragma omp single
     used = omp_get_num_threads();
@@ -353,7 +353,7 @@ void conv2d_bwd_weight_cpu(const Conv2dParams& p, const T* dy, const T* x, T* dw
 template <typename T>
 void conv2d_bwd_bias_cpu(int64_t N, int64_t K, int64_t PQ, const T* dy, T* db, bool accumulate) {
   // Sums in double for float32 too: a plane sum over N*P*Q terms is where float32 drifts most.
-#pragma omp parallel for schedule(static) if (N * K * PQ >= kGrainElements)
+#pragma omp parallel for num_threads(num_threads()) schedule(static) if (N * K * PQ >= kGrainElements)
   for (int64_t k = 0; k < K; ++k) {
     double acc = 0;
     for (int64_t n = 0; n < N; ++n) {

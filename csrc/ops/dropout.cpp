@@ -114,7 +114,7 @@ void dropout_fwd_cpu(int64_t n, const T* x, double p, uint64_t seed, uint64_t of
   const uint64_t thr = dropout_threshold("dropout_fwd", p);
   const T scale = dropout_scale<T>(p);
   constexpr int64_t kChunk = 4096;  // elements per task: a multiple of 32, so SIMD steps align to blocks
-#pragma omp parallel for schedule(static) if (n >= kGrainElements)
+#pragma omp parallel for num_threads(num_threads()) schedule(static) if (n >= kGrainElements)
   for (int64_t i0 = 0; i0 < n; i0 += kChunk) {
     const int64_t i1 = std::min(n, i0 + kChunk);
     int64_t i = i0;
@@ -130,7 +130,7 @@ void dropout_bwd_cpu(int64_t n, const T* dy, const uint8_t* mask, double p, T* d
   dropout_threshold("dropout_bwd", p);
   const T scale = dropout_scale<T>(p);
   constexpr int64_t kChunk = 16384;
-#pragma omp parallel for schedule(static) if (n >= kGrainElements)
+#pragma omp parallel for num_threads(num_threads()) schedule(static) if (n >= kGrainElements)
   for (int64_t i0 = 0; i0 < n; i0 += kChunk) {
     const int64_t i1 = std::min(n, i0 + kChunk);
     int64_t i = i0;

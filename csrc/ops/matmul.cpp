@@ -4,8 +4,6 @@
 // for a given thread count but may differ in the last bits between counts (as PyTorch's do).
 #include "ops/matmul.h"
 
-#include <omp.h>
-
 #include <algorithm>
 
 #include "common/runtime.h"
@@ -22,14 +20,14 @@ void matmul_cpu(int64_t M, int64_t N, int64_t K, const T* a, bool trans_a, const
     if (!accumulate) std::fill(c, c + M * N, T(0));
     return;
   }
-  const int nthreads = omp_get_max_threads();
+  const int nthreads = num_threads();
   // Split the longer output side; blocks are multiples of 16 so the GEMM micro-kernels stay aligned.
   const bool by_rows = M >= N;
   const int64_t len = by_rows ? M : N;
   const bool big = 2.0 * double(M) * double(N) * double(K) >= kGrainGemmFlops;
   const int64_t nblk = big ? std::min<int64_t>(nthreads, std::max<int64_t>(1, len / 16)) : 1;
   const int64_t step = ((len + nblk - 1) / nblk + 15) / 16 * 16;
-#pragma omp parallel for schedule(static) if (nblk > 1)
+#pragma omp parallel for num_threads(nthreads) schedule(static) if (nblk > 1)
   for (int64_t blk = 0; blk < nblk; ++blk) {
     const int64_t lo = blk * step, hi = std::min(len, lo + step);
     if (lo >= hi) continue;

@@ -20,16 +20,23 @@ int64_t pool_output_size(const char* op, const char* dim, int64_t in, int64_t k,
                          int64_t d, bool ceil_mode) {
   const int64_t eff = add_checked(op, mul_checked(op, d, k - 1), 1);
   const int64_t span = add_checked(op, in, mul_checked(op, 2, pad));
-  CK_CHECK(eff <= span, op, "kernel ", dim, " with dilation (", eff, ") is larger than the padded input (", span,
-           ")");
-  int64_t out = (span - eff + (ceil_mode ? s - 1 : 0)) / s + 1;
-  if (ceil_mode && (out - 1) * s >= in + pad) --out;
-  CK_CHECK(out >= 1, op, "output ", dim, " would be ", out, "; it must be >= 1");
+  // torch's pooling_output_shape: floor division (the numerator is negative when the window is larger than
+  // the padded input, which ceil_mode still accepts by up to stride - 1).
+  const int64_t num = add_checked(op, span - eff, ceil_mode ? s - 1 : 0);
+  int64_t out = num / s - (num % s < 0 ? 1 : 0) + 1;  // C++ division truncates toward zero
+  if (ceil_mode && (out - 1) * s >= in + pad) --out;  // the last window would start in the right padding
+  if (out < 1 && ceil_mode)
+    fail(op, "output ", dim, " would be ", out, "; it must be >= 1: kernel ", dim, " with dilation (", eff,
+         ") is larger than the padded input (", span, ") plus stride - 1 (", s - 1, ")");
+  if (out < 1)
+    fail(op, "output ", dim, " would be ", out, "; it must be >= 1: kernel ", dim, " with dilation (", eff,
+         ") is larger than the padded input (", span, ")");
   return out;
 }
 
 // With dilation, a window can fall wholly into the padding (its taps step over the input). PyTorch then
-// returns -inf with an index outside the plane; cnnkit refuses the combination instead. Only a window that
+// returns -inf with an index outside the window (past the plane, or wrapped into the next row), so its
+// gradient lands on an unrelated cell; cnnkit refuses the combination instead. Only a window that
 // starts in the left padding can do this (one starting at >= 0 has its first tap inside, and ceil_mode
 // drops windows starting in the right padding), so only those are checked.
 static void check_windows_touch_input(const char* op, const char* dim, int64_t in, int64_t k, int64_t s,
@@ -175,7 +182,7 @@ void maxpool2d_fwd_cpu(const MaxPool2dParams& p, const T* x, T* y, int64_t* indi
   const bool fast = p.kernel_h == 2 && p.kernel_w == 2 && p.stride_h == 2 && p.stride_w == 2 && p.pad_h == 0 &&
                     p.pad_w == 0 && p.dil_h == 1 && p.dil_w == 1 && 2 * p.P <= p.H && 2 * p.Q <= p.W &&
                     p.W < (int64_t(1) << 29);
-#pragma omp parallel for schedule(static) if (planes * HW >= kGrainElements)
+#pragma omp parallel for num_threads(num_threads()) schedule(static) if (planes * HW >= kGrainElements)
   for (int64_t pl = 0; pl < planes; ++pl) {
     if (fast)
       pool_plane_2x2(p, x + pl * HW, y + pl * PQ, indices + pl * PQ);
@@ -187,7 +194,7 @@ void maxpool2d_fwd_cpu(const MaxPool2dParams& p, const T* x, T* y, int64_t* indi
 template <typename T>
 void maxpool2d_bwd_cpu(int64_t planes, int64_t HW, int64_t PQ, const T* dy, const int64_t* indices, T* dx) {
   ErrorSlot err;
-#pragma omp parallel for schedule(static) if (planes * HW >= kGrainElements)
+#pragma omp parallel for num_threads(num_threads()) schedule(static) if (planes * HW >= kGrainElements)
   for (int64_t pl = 0; pl < planes; ++pl) {
     T* d = dx + pl * HW;
     std::memset(d, 0, sizeof(T) * HW);

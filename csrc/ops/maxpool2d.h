@@ -15,8 +15,9 @@ struct MaxPool2dParams {
   bool ceil_mode;
 };
 
-// Output length of one pooled dimension, as torch's pooling_output_shape (ceil_mode drops a window
-// that would start in the right padding). Throws when the result is < 1.
+// Output length of one pooled dimension, as torch's pooling_output_shape: floor((in + 2*pad - d*(k-1) - 1
+// + (ceil_mode ? s-1 : 0)) / s) + 1, less one in ceil_mode when the last window would start in the right
+// padding. Throws when the result is < 1. The only place either language computes this length.
 int64_t pool_output_size(const char* op, const char* dim, int64_t in, int64_t k, int64_t s, int64_t pad,
                          int64_t d, bool ceil_mode);
 

@@ -8,8 +8,11 @@
 #include <algorithm>
 #include <limits>
 #include <type_traits>
+#include <vector>
 
 #include <omp.h>
+
+#include "common/runtime.h"
 
 namespace ck {
 
@@ -33,7 +36,7 @@ template <typename T, bool MOMENTUM, bool FIRST, bool NESTEROV, bool CLIP, bool 
 static void sgd_loop(int64_t n, T* __restrict p, const T* __restrict g, T* __restrict buf, const SgdArgs& a,
                      const GradPrep<T> c) {
   const T neg_lr = T(a.neg_lr), mu = T(a.momentum), omd = T(a.one_minus_dampening);
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd num_threads(num_threads()) schedule(static)
   for (int64_t i = 0; i < n; ++i) {
     const T pi = p[i];
     T d = prep_grad<CLIP, L1>(g[i], pi, c);
@@ -69,7 +72,7 @@ template <typename T, bool CLIP, bool L1>
 static void adagrad_loop(int64_t n, T* __restrict p, const T* __restrict g, T* __restrict sum, const AdagradArgs& a,
                          const GradPrep<T> c) {
   const T neg_clr = T(a.neg_clr), eps = T(a.eps);
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd num_threads(num_threads()) schedule(static)
   for (int64_t i = 0; i < n; ++i) {
     const T pi = p[i];
     const T d = prep_grad<CLIP, L1>(g[i], pi, c);
@@ -94,7 +97,7 @@ static void rmsprop_loop(int64_t n, T* __restrict p, const T* __restrict g, T* _
   const T neg_lr = T(a.neg_lr), alpha = T(a.alpha), oma = T(1.0 - a.alpha), eps = T(a.eps), mu = T(a.momentum);
   const T oma_c = T(1.0 - (1.0 - a.alpha));  // lerp's (1 - w) for w = 1 - alpha
   const bool small = std::abs(1.0 - a.alpha) < 0.5;
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd num_threads(num_threads()) schedule(static)
   for (int64_t i = 0; i < n; ++i) {
     const T pi = p[i];
     const T d = prep_grad<CLIP, L1>(g[i], pi, c);
@@ -141,7 +144,7 @@ static void adam_loop(int64_t n, T* __restrict p, const T* __restrict g, T* __re
                       T* __restrict vmax, const AdamArgs& a, const GradPrep<T> c) {
   const T w = T(1.0 - a.beta1), omw = T(1.0 - (1.0 - a.beta1)), beta2 = T(a.beta2), omb2 = T(1.0 - a.beta2);
   const T neg_step = T(a.neg_step_size), inv_bc2s = T(1.0 / a.bc2_sqrt), eps = T(a.eps), decay = T(a.decay);
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd num_threads(num_threads()) schedule(static)
   for (int64_t i = 0; i < n; ++i) {
     const T p0 = p[i];
     const T d = prep_grad<CLIP, L1>(g[i], p0, c);  // coupled decay and L1 see the parameter before AdamW's decay
@@ -176,42 +179,91 @@ void adam_step_cpu(int64_t n, T* p, const T* g, T* exp_avg, T* exp_avg_sq, T* ma
 
 // ---------------------------------------------------------------- gradient checks and clipping
 
+// The sum of squares has the same bits at every thread count and in every run: it is cut into fixed blocks
+// of kSumBlock elements whatever the thread count; element i of a block adds (in float64, in element order)
+// into lane i % kSumLanes, a block's lanes add in lane order, and the block sums add in block order on the
+// calling thread. Threads only decide who computes which block. For float32, x*x is exact in float64, so
+// only those additions round.
+//
 // A read-only pass runs at DRAM speed only with enough loads in flight: one running sum is a chain of
 // dependent adds, and one forward stream per core leaves the prefetchers short of work (~15 GB/s on one core
-// here). So each thread walks kStreams sub-ranges of its share side by side, with kLanes independent partial
-// sums per sub-range.
+// here). So the kSumLanes partial sums are independent chains, and each thread cuts its share of the blocks
+// into kSumStreams runs and walks them side by side (which changes no block's order of additions).
+constexpr int64_t kSumBlock = 4096;
+constexpr int kSumLanes = 16, kSumStreams = 4;
+
+// Sums of squares of NB whole blocks, the b-th starting at g + b * step elements, walked side by side:
+// s[b * step / kSumBlock] gets its sum; z[...] stays 0 while every g*0 of the block is 0 and becomes NaN at
+// the first Inf or NaN.
+template <int NB, typename T>
+inline void sumsq_blocks(const T* __restrict g, int64_t step, double* __restrict s, T* __restrict z) {
+  double acc[NB][kSumLanes] = {};
+  T zz[NB][kSumLanes] = {};
+  for (int64_t k = 0; k < kSumBlock; k += kSumLanes) {
+    for (int b = 0; b < NB; ++b) {
+      const T* q = g + b * step + k;
+#pragma omp simd
+      for (int j = 0; j < kSumLanes; ++j) {
+        const double x = double(q[j]);
+        acc[b][j] += x * x;
+        zz[b][j] += q[j] * T(0);
+      }
+    }
+  }
+  for (int b = 0; b < NB; ++b) {
+    double t = acc[b][0];
+    T u = zz[b][0];
+    for (int j = 1; j < kSumLanes; ++j) {
+      t += acc[b][j];
+      u += zz[b][j];
+    }
+    s[b * (step / kSumBlock)] = t;
+    z[b * (step / kSumBlock)] = u;
+  }
+}
+
+// The same for the last block when it holds len < kSumBlock elements (lanes past its end stay 0).
+template <typename T>
+inline void sumsq_partial_block(const T* __restrict g, int64_t len, double* s, T* z) {
+  double acc[kSumLanes] = {};
+  T zz[kSumLanes] = {};
+  for (int64_t i = 0; i < len; ++i) {
+    const double x = double(g[i]);
+    acc[i % kSumLanes] += x * x;
+    zz[i % kSumLanes] += g[i] * T(0);
+  }
+  double t = acc[0];
+  T u = zz[0];
+  for (int j = 1; j < kSumLanes; ++j) {
+    t += acc[j];
+    u += zz[j];
+  }
+  *s = t;
+  *z = u;
+}
+
 template <typename T>
 double grad_sumsq_cpu(int64_t n, const T* __restrict g, bool* finite) {
-  constexpr int kLanes = 16, kStreams = 4;
-  double s = 0.0;
-  T z = T(0);  // stays 0 while every g*0 is 0; becomes NaN at the first Inf or NaN
-#pragma omp parallel reduction(+ : s, z)
+  const int64_t whole = n / kSumBlock, nblocks = whole + (n % kSumBlock != 0);
+  std::vector<double> part(static_cast<size_t>(nblocks));  // allocated here: nothing may throw in the region
+  std::vector<T> zpart(static_cast<size_t>(nblocks));
+#pragma omp parallel num_threads(num_threads()) if (n >= kGrainElements)
   {
     const int64_t nt = omp_get_num_threads(), tid = omp_get_thread_num();
-    const int64_t lo = n * tid / nt, hi = n * (tid + 1) / nt;
-    const int64_t len = (hi - lo) / (kStreams * kLanes) * kLanes;  // whole lane groups per stream
-    double acc[kStreams][kLanes] = {};
-    T zz[kStreams][kLanes] = {};
-    for (int64_t k = 0; k < len; k += kLanes) {
-      for (int st = 0; st < kStreams; ++st) {
-        const T* q = g + lo + st * len + k;
-#pragma omp simd
-        for (int j = 0; j < kLanes; ++j) {
-          const double x = double(q[j]);
-          acc[st][j] += x * x;
-          zz[st][j] += q[j] * T(0);
-        }
-      }
-    }
-    for (int64_t i = lo + kStreams * len; i < hi; ++i) {  // this thread's tail
-      s += double(g[i]) * double(g[i]);
-      z += g[i] * T(0);
-    }
-    for (int st = 0; st < kStreams; ++st)
-      for (int j = 0; j < kLanes; ++j) {
-        s += acc[st][j];
-        z += zz[st][j];
-      }
+    const int64_t lo = whole * tid / nt, hi = whole * (tid + 1) / nt;  // this thread's whole blocks
+    const int64_t run = (hi - lo) / kSumStreams;                       // blocks per stream
+    for (int64_t k = 0; k < run; ++k)
+      sumsq_blocks<kSumStreams>(g + (lo + k) * kSumBlock, run * kSumBlock, &part[lo + k], &zpart[lo + k]);
+    for (int64_t b = lo + kSumStreams * run; b < hi; ++b)
+      sumsq_blocks<1>(g + b * kSumBlock, kSumBlock, &part[b], &zpart[b]);
+    if (tid == nt - 1 && whole < nblocks)
+      sumsq_partial_block(g + whole * kSumBlock, n - whole * kSumBlock, &part[whole], &zpart[whole]);
+  }
+  double s = 0.0;
+  T z = T(0);
+  for (int64_t b = 0; b < nblocks; ++b) {
+    s += part[b];
+    z += zpart[b];
   }
   *finite = (z == T(0));
   return s;
@@ -220,7 +272,7 @@ double grad_sumsq_cpu(int64_t n, const T* __restrict g, bool* finite) {
 template <typename T>
 void grad_scale_clamp_cpu(int64_t n, T* __restrict g, double scale, double clip) {
   const T sc = T(scale), c = T(clip);
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd num_threads(num_threads()) schedule(static)
   for (int64_t i = 0; i < n; ++i) {
     const T x = g[i] * sc;
     g[i] = x < -c ? -c : (x > c ? c : x);
@@ -229,7 +281,7 @@ void grad_scale_clamp_cpu(int64_t n, T* __restrict g, double scale, double clip)
 
 template <typename T>
 void maxnorm_rows_cpu(int64_t rows, int64_t cols, T* p, double max_norm) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for num_threads(num_threads()) schedule(static)
   for (int64_t r = 0; r < rows; ++r) {
     T* row = p + r * cols;
     double s = 0.0;

@@ -7,13 +7,13 @@ namespace ck {
 
 template <typename T>
 void relu_fwd_cpu(int64_t n, const T* x, T* y) {
-#pragma omp parallel for simd schedule(static) if (n >= kGrainElements)
+#pragma omp parallel for simd num_threads(num_threads()) schedule(static) if (n >= kGrainElements)
   for (int64_t i = 0; i < n; ++i) y[i] = x[i] < T(0) ? T(0) : x[i];
 }
 
 template <typename T>
 void relu_bwd_cpu(int64_t n, const T* dy, const T* y, T* dx) {
-#pragma omp parallel for simd schedule(static) if (n >= kGrainElements)
+#pragma omp parallel for simd num_threads(num_threads()) schedule(static) if (n >= kGrainElements)
   for (int64_t i = 0; i < n; ++i) dx[i] = y[i] <= T(0) ? T(0) : dy[i];
 }
 

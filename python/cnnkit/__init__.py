@@ -21,7 +21,9 @@ __version__ = _C.build_info()["version"]
 
 
 def set_num_threads(n):
-    """Set the number of threads every cnnkit kernel uses (OpenMP; the BLAS runs single-threaded inside)."""
+    """Set the number of threads every cnnkit kernel uses (OpenMP; the BLAS runs single-threaded inside).
+
+    Process-wide: it applies to kernels called from any Python thread, not only the calling one."""
     if isinstance(n, bool) or not isinstance(n, int):
         raise TypeError(f"set_num_threads: n must be an int, got {type(n).__name__}")
     if n < 1:
@@ -30,7 +32,7 @@ def set_num_threads(n):
 
 
 def get_num_threads():
-    """Number of threads cnnkit kernels use."""
+    """Number of threads cnnkit kernels use (the process-wide setting, the same in every thread)."""
     return _C.get_num_threads()
 
 
