@@ -105,6 +105,7 @@ class Trainer:
         self._acc = None         # running sums of the epoch in progress (resumable)
         self._pending = []       # on a GPU: (step, epoch, loss, correct, count, lr) not yet read back
         self._pending_ratios = []
+        self._epoch_steps_done = False   # resumed after the last step of self.epoch, before its end
 
     # ------------------------------------------------------------ helpers
     @property
@@ -251,8 +252,12 @@ class Trainer:
             tensors[f"model/param/{n}"] = ckpt.host(p.data)
         for n, b in self.model.named_buffers():
             tensors[f"model/buffer/{n}"] = ckpt.host(b)
+        # A checkpoint taken after the last step of an epoch but before its end-of-epoch work (validation,
+        # schedule, callbacks) records that the epoch's steps are all done, so a resume goes straight to that
+        # work instead of running the epoch again on the loader's next epoch.
+        steps_done = bool(self._acc is not None and loader is not None and loader.state_dict()["epoch"] > self.epoch)
         state = {
-            "step": self.step, "epoch": self.epoch, "acc": self._acc,
+            "step": self.step, "epoch": self.epoch, "acc": self._acc, "epoch_steps_done": steps_done,
             "model_signature": ckpt.model_signature(self.model),
             "model_rng": {k: [str(s), str(o)] for k, (s, o) in self.model.rng_state().items()},
             "optimizer": ckpt.split_arrays(self.optimizer.state_dict(), "optimizer", tensors),
@@ -292,6 +297,7 @@ class Trainer:
         for cb, cs in zip(self.callbacks, state.get("callbacks", [])):
             cb.load_state_dict(ckpt.join_arrays(cs, tensors))
         self.step, self.epoch, self._acc = int(state["step"]), int(state["epoch"]), state["acc"]
+        self._epoch_steps_done = bool(state.get("epoch_steps_done", False))
         return state
 
     # ------------------------------------------------------------ fit
@@ -343,7 +349,9 @@ class Trainer:
             t0 = time.perf_counter()
             out = types.SimpleNamespace(bar=bar, t0=t0, epochs=epochs, log_every=log_every,
                                         steps_per_epoch=steps_per_epoch)
-            for x, y in loader:
+            batches = () if self._epoch_steps_done else loader
+            self._epoch_steps_done = False
+            for x, y in batches:
                 x, y = self._batch(x, y)
                 loss, correct = self.train_step(x, y)
                 self.step += 1
