@@ -89,3 +89,112 @@ def test_resume_from_a_mid_epoch_checkpoint_is_bit_exact(tmp_path, data, referen
     second.fit(data["train"], data["val"], epochs=2, batch_size=64, resume=str(tmp_path))
     assert second.step == step and same(ref, weights(second.model))
     assert second.history.iterations["loss"] == losses
+
+
+# ---------------------------------------------------------------- crash safety
+
+class Killed(BaseException):
+    """Stands in for SIGKILL: nothing after it runs, no except Exception catches it."""
+
+
+def _callbacks():
+    return [ck.EarlyStopping(monitor="val_loss", patience=100), ck.SWA(start_epoch=0)]
+
+
+def test_a_kill_inside_the_epoch_end_checkpoint_leaves_a_consistent_one(tmp_path, data, monkeypatch):
+    ref = small_trainer(callbacks=_callbacks())
+    ref.fit(data["train"], data["val"], epochs=2, batch_size=64)
+
+    armed = {"on": False, "writes": 0}
+
+    class Arm(ck.train.Callback):
+        def on_epoch_end(self, trainer, epoch, logs):
+            armed["on"] = True    # the next checkpoint is the epoch-end one, at the step just checkpointed
+    real = ckpt_mod.atomic_write
+
+    def killing_write(path, data_):
+        if armed["on"] and os.path.basename(path) != "latest.json":
+            armed["writes"] += 1
+            if armed["writes"] == 2:
+                raise Killed()    # after the first of the checkpoint's two files
+        real(path, data_)
+    monkeypatch.setattr(ckpt_mod, "atomic_write", killing_write)
+    first = small_trainer(callbacks=_callbacks() + [Arm()])
+    with pytest.raises(Killed):
+        first.fit(data["train"], data["val"], epochs=2, batch_size=64, checkpoint_dir=str(tmp_path),
+                  checkpoint_every_steps=1, checkpoint_every=1)
+    monkeypatch.undo()
+    assert armed["writes"] == 2
+    state, _ = ckpt_mod.read_checkpoint(str(tmp_path))    # the pointer names a complete, matching pair
+    assert state["step"] == 19
+    second = small_trainer(callbacks=_callbacks())
+    second.fit(data["train"], data["val"], epochs=2, batch_size=64, resume=str(tmp_path))
+    assert second.step == ref.step and same(weights(ref.model), weights(second.model))
+    assert second.history.iterations["loss"] == ref.history.iterations["loss"]
+
+
+def test_checkpoints_are_never_rewritten_in_place(tmp_path, data, monkeypatch):
+    written = []
+    real = ckpt_mod.atomic_write
+
+    def recording_write(path, data_):
+        if os.path.basename(path) != "latest.json":
+            assert not os.path.exists(path), f"{path} rewritten"
+            written.append(os.path.basename(path))
+        real(path, data_)
+    monkeypatch.setattr(ckpt_mod, "atomic_write", recording_write)
+    tr = small_trainer(callbacks=_callbacks())
+    tr.fit(data["train"], data["val"], epochs=1, batch_size=64, checkpoint_dir=str(tmp_path),
+           checkpoint_every_steps=1, checkpoint_every=1)
+    assert len(written) == 2 * 20 and len(set(written)) == 40
+    assert len([f for f in os.listdir(tmp_path) if f.startswith("ckpt-")]) == 4   # keep=2 pairs
+
+
+KILL_RUN = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {here!r})
+    import numpy as np
+    import cnnkit as ck
+    from test_checkpoint_resume import small_trainer, _callbacks
+    ck.set_num_threads(1)
+    d = ck.data.load_digits()
+    tr = small_trainer(callbacks=_callbacks())
+    print("ready", flush=True)
+    tr.fit(d["train"], d["val"], epochs=3, batch_size=64, checkpoint_dir={ckdir!r}, checkpoint_every_steps=1,
+           checkpoint_every=1, resume={resume!r})
+    np.savez({out!r}, step=tr.step, **{{n: p.data for n, p in tr.model.named_parameters()}})
+""")
+
+
+def _start(ckdir, out, resume=None):
+    code = KILL_RUN.format(here=HERE, ckdir=str(ckdir), resume=resume, out=str(out))
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _finish(p):
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err.decode()[-2000:]
+
+
+def test_sigkill_at_random_times_during_per_step_checkpoints_resumes_bit_exact(tmp_path):
+    t_start = time.time()
+    full = tmp_path / "full.npz"
+    _finish(_start(tmp_path / "ck_full", full))
+    ref = dict(np.load(full))
+    rng = np.random.default_rng(1234)
+    for trial in range(3):
+        ckdir, out = tmp_path / f"ck{trial}", tmp_path / f"out{trial}.npz"
+        p = _start(ckdir, out)
+        assert p.stdout.readline().strip() == b"ready"
+        deadline = time.time() + 30
+        while not (ckdir / "latest.json").exists() and p.poll() is None and time.time() < deadline:
+            time.sleep(0.005)
+        time.sleep(float(rng.uniform(0.0, 0.4)))
+        if p.poll() is None:
+            os.kill(p.pid, signal.SIGKILL)
+        p.communicate()
+        _finish(_start(ckdir, out, resume=str(ckdir)))
+        got = dict(np.load(out))
+        assert int(got["step"]) == int(ref["step"]) == 57
+        assert all(np.array_equal(ref[k], got[k]) for k in ref), trial
+    assert time.time() - t_start < 60

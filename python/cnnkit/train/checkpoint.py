@@ -1,16 +1,18 @@
 """Trainer checkpoints (DESIGN.md "Files"): tensors in safetensors, everything else in JSON beside them,
 never pickle, always atomic.
 
-A checkpoint at step N is two files, ``ckpt-0000000N.safetensors`` (weights, buffers, optimizer state
-arrays, and any other arrays a component's state holds) and ``ckpt-0000000N.json`` (step, epoch, history,
+A checkpoint at step N is two files, ``ckpt-0000000N-Q.safetensors`` (Q: a sequence number; weights,
+buffers, optimizer state arrays, and any other arrays a component's state holds) and ``ckpt-0000000N-Q.json`` (step, epoch, history,
 the data loader's position, every RNG counter, the schedule, scalar optimizer state, and a SHA-256 of the
 tensor file). Each is written atomically, and only then is ``latest.json`` (the pointer ``fit(resume=...)``
 reads) replaced, atomically. A run killed at any moment therefore leaves the previous complete checkpoint
-in force; older checkpoints are removed only after the pointer moves past them.
+in force; no file the pointer names is ever rewritten, and older checkpoints are removed only after the
+pointer moves past them.
 """
 import hashlib
 import json
 import os
+import re
 
 import numpy as np
 
@@ -70,11 +72,30 @@ def _sha256(data):
     return hashlib.sha256(data).hexdigest()
 
 
+_NAME = re.compile(r"ckpt-(\d{8,})(?:-(\d+))?\.(?:json|safetensors)\Z")
+
+
+def _existing(folder):
+    """{stem: (sequence, step)} of the checkpoint files in `folder` (a stem without a sequence number counts 0)."""
+    out = {}
+    for f in os.listdir(folder):
+        m = _NAME.match(f)
+        if m:
+            out[f.rsplit(".", 1)[0]] = (int(m.group(2) or 0), int(m.group(1)))
+    return out
+
+
 def write_checkpoint(folder, step, state, tensors, keep=2):
-    """Write one checkpoint (state: JSON-able dict; tensors: name -> array) and move the pointer to it."""
+    """Write one checkpoint (state: JSON-able dict; tensors: name -> array) and move the pointer to it.
+
+    Every checkpoint gets names no earlier one used (step and a sequence number one past the folder's
+    highest), so the pair the pointer names is never rewritten: the epoch-end checkpoint at the step of a
+    per-step one, or a run restarted in the folder, writes beside it, and a kill at any moment leaves the
+    pointer on a complete, matching pair."""
     from safetensors.numpy import save as st_save
     os.makedirs(folder, exist_ok=True)
-    stem = f"ckpt-{int(step):08d}"
+    seq = max((q for q, _ in _existing(folder).values()), default=0) + 1
+    stem = f"ckpt-{int(step):08d}-{seq:06d}"
     blob = st_save(tensors, metadata={"format": FORMAT})
     atomic_write(os.path.join(folder, stem + ".safetensors"), blob)
     doc = {"format": FORMAT, "version": VERSION, "step": int(step), "tensors": stem + ".safetensors",
@@ -86,8 +107,11 @@ def write_checkpoint(folder, step, state, tensors, keep=2):
 
 
 def _prune(folder, keep, current):
-    stems = sorted({f.rsplit(".", 1)[0] for f in os.listdir(folder) if f.startswith("ckpt-")})
-    old = [s for s in stems if s != current][:-(keep - 1)] if keep > 1 else [s for s in stems if s != current]
+    """Remove all but the newest `keep` checkpoints (the current one, which the pointer names, always stays);
+    leftovers of an interrupted write (a tensor file without its JSON) go too once they are older."""
+    found = _existing(folder)
+    stems = sorted((s for s in found if s != current), key=lambda s: found[s])
+    old = stems[:-(keep - 1)] if keep > 1 else stems
     for s in old:
         for ext in (".json", ".safetensors"):
             try:
