@@ -198,3 +198,39 @@ def test_sigkill_at_random_times_during_per_step_checkpoints_resumes_bit_exact(t
         assert int(got["step"]) == int(ref["step"]) == 57
         assert all(np.array_equal(ref[k], got[k]) for k in ref), trial
     assert time.time() - t_start < 60
+
+
+# ---------------------------------------------------------------- paths stay inside the folder
+
+def _one_epoch(folder, data, **kw):
+    tr = small_trainer()
+    tr.fit(data["train"], None, epochs=1, batch_size=64, checkpoint_dir=str(folder), **kw)
+    return tr
+
+
+@pytest.mark.parametrize("name", ["../other/{f}", "{abs}", "sub/{f}", "..", "", 5])
+def test_pointer_paths_must_stay_in_the_checkpoint_folder(tmp_path, data, name):
+    other = tmp_path / "other"
+    _one_epoch(other, data)
+    f = _pointer(str(other))["checkpoint"]
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    if isinstance(name, str):
+        name = name.format(f=f, abs=str(other / f))
+    (mine / "latest.json").write_text(json.dumps({"format": "cnnkit.checkpoint", "checkpoint": name}))
+    with pytest.raises(ck.train.CheckpointError, match=r"latest\.json.*'checkpoint'"):
+        small_trainer().fit(data["train"], None, epochs=2, resume=str(mine))
+
+
+@pytest.mark.parametrize("where", ["../other/{t}", "{abs}"])
+def test_tensor_file_paths_must_stay_in_the_checkpoint_folder(tmp_path, data, where):
+    other = tmp_path / "other"
+    _one_epoch(other, data)
+    mine = tmp_path / "mine"
+    _one_epoch(mine, data)
+    doc_name = _pointer(str(mine))["checkpoint"]
+    doc = _ckpt_doc(str(mine))
+    doc["tensors"] = where.format(t=_ckpt_doc(str(other))["tensors"], abs=str(other / _ckpt_doc(str(other))["tensors"]))
+    (mine / doc_name).write_text(json.dumps(doc))
+    with pytest.raises(ck.train.CheckpointError, match=doc_name.replace(".", r"\.") + r".*'tensors'"):
+        small_trainer().fit(data["train"], None, epochs=2, resume=str(mine))

@@ -120,6 +120,29 @@ def _prune(folder, keep, current):
                 pass
 
 
+def _bad(path, field, why):
+    return CheckpointError(f"resume: {path}: field {field!r} {why}")
+
+
+def plain_name(path, field, value):
+    """`value` (field `field` of the file `path`) as a plain file name inside the checkpoint folder: a
+    checkpoint names its files relative to its own folder and may never reach outside it."""
+    if not isinstance(value, str):
+        raise _bad(path, field, f"must be a file name (a string), got {type(value).__name__}")
+    if (not value or value in (".", "..") or "\0" in value or "/" in value or os.sep in value
+            or (os.altsep and os.altsep in value) or os.path.isabs(value) or value.startswith("~")):
+        raise _bad(path, field, f"must be a plain file name inside the checkpoint folder, got {value!r}")
+    return value
+
+
+def _read_json(path, what):
+    try:
+        with open(path, "rb") as f:
+            return json.loads(f.read())
+    except (OSError, ValueError, RecursionError) as e:
+        raise CheckpointError(f"resume: {path} is not a readable {what} ({str(e)[:200]}); it may be truncated") from None
+
+
 def resolve(path):
     """A checkpoint folder (its latest.json), a latest.json, or a ckpt-*.json -> the ckpt-*.json path."""
     path = os.fspath(path)
@@ -131,33 +154,50 @@ def resolve(path):
         try:
             with open(path) as f:
                 ptr = json.load(f)
-            return os.path.join(os.path.dirname(path), ptr["checkpoint"])
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise CheckpointError(f"resume: {path} is not a valid checkpoint pointer ({e})") from None
+        except (OSError, ValueError, RecursionError) as e:
+            raise CheckpointError(f"resume: {path} is not a valid checkpoint pointer ({str(e)[:200]})") from None
+        if not isinstance(ptr, dict) or "checkpoint" not in ptr:
+            raise CheckpointError(f"resume: {path} is not a valid checkpoint pointer (field 'checkpoint' missing)")
+        return os.path.join(os.path.dirname(path), plain_name(path, "checkpoint", ptr["checkpoint"]))
     return path
+
+
+def real_int(path, field, v, minimum=0):
+    """`v` as an int (a real JSON integer, not a bool or float) >= minimum, else a CheckpointError."""
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise _bad(path, field, f"must be an integer, got {v!r}"[:300])
+    if v < minimum:
+        raise _bad(path, field, f"must be >= {minimum}, got {v}")
+    return v
 
 
 def read_checkpoint(path):
     """-> (state, tensors). Raises CheckpointError for anything missing, truncated or altered."""
     from safetensors.numpy import load as st_load
     path = resolve(path)
-    try:
-        with open(path, "rb") as f:
-            doc = json.loads(f.read())
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"resume: {path} is not a readable checkpoint ({e}); it may be truncated") from None
+    doc = _read_json(path, "checkpoint")
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise CheckpointError(f"resume: {path} is not a cnnkit checkpoint (format {doc.get('format')!r})"
                               if isinstance(doc, dict) else f"resume: {path} is not a cnnkit checkpoint")
-    if int(doc.get("version", 0)) > VERSION:
-        raise CheckpointError(f"resume: {path} has version {doc['version']}, newer than this cnnkit ({VERSION})")
-    tpath = os.path.join(os.path.dirname(path), doc["tensors"])
+    for k in ("version", "step", "tensors", "tensors_sha256", "state"):
+        if k not in doc:
+            raise _bad(path, k, "is missing")
+    version = real_int(path, "version", doc["version"], minimum=1)
+    if version > VERSION:
+        raise CheckpointError(f"resume: {path} has version {version}, newer than this cnnkit ({VERSION})")
+    real_int(path, "step", doc["step"])
+    if not isinstance(doc["state"], dict):
+        raise _bad(path, "state", f"must be an object, got {type(doc['state']).__name__}")
+    sha = doc["tensors_sha256"]
+    if not isinstance(sha, str) or len(sha) != 64:
+        raise _bad(path, "tensors_sha256", f"must be a SHA-256 hex digest, got {sha!r}"[:300])
+    tpath = os.path.join(os.path.dirname(path), plain_name(path, "tensors", doc["tensors"]))
     try:
         with open(tpath, "rb") as f:
             blob = f.read()
     except OSError as e:
         raise CheckpointError(f"resume: tensor file of {path} is missing ({e})") from None
-    if _sha256(blob) != doc.get("tensors_sha256"):
+    if _sha256(blob) != sha:
         raise CheckpointError(f"resume: {tpath} does not match its checksum in {path}; it is truncated or corrupted")
     try:
         tensors = st_load(blob)
