@@ -234,3 +234,88 @@ def test_tensor_file_paths_must_stay_in_the_checkpoint_folder(tmp_path, data, wh
     (mine / doc_name).write_text(json.dumps(doc))
     with pytest.raises(ck.train.CheckpointError, match=doc_name.replace(".", r"\.") + r".*'tensors'"):
         small_trainer().fit(data["train"], None, epochs=2, resume=str(mine))
+
+
+# ---------------------------------------------------------------- tampered checkpoints
+
+def _tampered(folder, data, edit):
+    """One epoch's checkpoint in `folder`, its JSON edited by edit(doc); -> the JSON's file name."""
+    _one_epoch(folder, data)
+    name = _pointer(str(folder))["checkpoint"]
+    doc = _ckpt_doc(str(folder))
+    edit(doc)
+    (folder / name).write_text(json.dumps(doc))
+    return name
+
+
+def _set(path, value):
+    def edit(doc):
+        d = doc
+        for k in path[:-1]:
+            d = d[k]
+        d[path[-1]] = value
+    return edit
+
+
+def _drop(key):
+    return lambda doc: doc.pop(key)
+
+
+TAMPERED = [
+    ("version", _set(["version"], "abc")),
+    ("tensors", _set(["tensors"], 5)),
+    ("tensors", _drop("tensors")),
+    ("step", _set(["step"], float("inf"))),
+    ("state", _set(["state"], [1, 2])),
+    ("state.step", _set(["state", "step"], float("inf"))),
+    ("state.model_rng", _set(["state", "model_rng"], [1, 2])),
+    ("state.optimizer", _set(["state", "optimizer"], {"optimizer": "Adam"})),
+    ("state.optimizer", _set(["state", "optimizer", "state"], 7)),
+    ("state.schedule", _set(["state", "schedule"], {"schedule": "Cosine", "t": "x", "base_lrs": [1e-3]})),
+    ("state.history", _set(["state", "history"], {"iterations": 3})),
+    ("state.loader", _set(["state", "loader"], {"epoch": 1, "batch": "x"})),
+    ("state.acc", _set(["state", "acc"], {"loss": 1.0})),
+    ("state.callbacks", _set(["state", "callbacks"], "nope")),
+    # out-of-range and inconsistent numbers
+    ("state.epoch", _set(["state", "epoch"], -3)),
+    ("state.epoch", _set(["state", "epoch"], 10 ** 12)),
+    ("state.step", _set(["state", "step"], 1e30)),
+    ("state.step", _set(["state", "step"], 10 ** 30)),
+    ("state.epoch", _set(["state", "epoch"], True)),
+    ("lr", _set(["state", "optimizer", "param_groups", 0, "lr"], 1e308 * 10)),
+    ("lr", _set(["state", "optimizer", "param_groups", 0, "lr"], -0.1)),
+    ("base_lrs", _set(["state", "schedule", "base_lrs"], [float("inf")])),
+]
+
+
+@pytest.mark.parametrize("field,edit", TAMPERED, ids=[f"{i}-{t[0]}" for i, t in enumerate(TAMPERED)])
+def test_tampered_checkpoint_is_a_clear_error_and_changes_nothing(tmp_path, data, field, edit):
+    name = _tampered(tmp_path, data, edit)
+    tr = small_trainer()
+    before = weights(tr.model)
+    opt_before = json.dumps(ckpt_mod.split_arrays(tr.optimizer.state_dict(), "o", {}))
+    lr_before, rng_before = tr.lr, tr.model.rng_state()
+    with pytest.raises(ck.train.CheckpointError) as e:
+        tr.fit(data["train"], None, epochs=2, batch_size=64, resume=str(tmp_path))
+    msg = str(e.value)
+    assert name in msg and field in msg, msg
+    assert same(before, weights(tr.model))
+    assert json.dumps(ckpt_mod.split_arrays(tr.optimizer.state_dict(), "o", {})) == opt_before
+    assert tr.lr == lr_before and tr.model.rng_state() == rng_before
+    assert tr.step == 0 and tr.epoch == 0 and tr.history.iterations["loss"] == []
+
+
+def test_lr_of_1e308_is_refused(tmp_path, data):
+    name = _tampered(tmp_path, data, _set(["state", "optimizer", "param_groups", 0, "lr"], 1e308))
+    with pytest.raises(ck.train.CheckpointError, match=name.replace(".", r"\.") + ".*lr"):
+        small_trainer().fit(data["train"], None, epochs=2, batch_size=64, resume=str(tmp_path))
+
+
+def test_a_failure_in_a_late_component_rolls_everything_back(tmp_path, data):
+    # Valid-looking everywhere, but the callback state does not fit the callback: found only when applied.
+    name = _tampered(tmp_path, data, _set(["state", "callbacks"], [{"unexpected": 1}]))
+    tr = small_trainer(callbacks=[ck.EarlyStopping(monitor="train_loss")])
+    before = weights(tr.model)
+    with pytest.raises(ck.train.CheckpointError, match=name.replace(".", r"\.") + r".*callbacks"):
+        tr.fit(data["train"], None, epochs=2, batch_size=64, resume=str(tmp_path))
+    assert same(before, weights(tr.model)) and tr.step == 0 and tr.optimizer.state_dict()["state"][0] == {}

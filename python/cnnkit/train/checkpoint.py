@@ -11,6 +11,7 @@ pointer moves past them.
 """
 import hashlib
 import json
+import math
 import os
 import re
 
@@ -185,9 +186,11 @@ def read_checkpoint(path):
     version = real_int(path, "version", doc["version"], minimum=1)
     if version > VERSION:
         raise CheckpointError(f"resume: {path} has version {version}, newer than this cnnkit ({VERSION})")
-    real_int(path, "step", doc["step"])
+    step = real_int(path, "step", doc["step"])
     if not isinstance(doc["state"], dict):
         raise _bad(path, "state", f"must be an object, got {type(doc['state']).__name__}")
+    if "step" in doc["state"] and doc["state"]["step"] != step:
+        raise _bad(path, "state.step", f"is {doc['state']['step']!r}, but the checkpoint is for step {step} (step)"[:300])
     sha = doc["tensors_sha256"]
     if not isinstance(sha, str) or len(sha) != 64:
         raise _bad(path, "tensors_sha256", f"must be a SHA-256 hex digest, got {sha!r}"[:300])
@@ -204,3 +207,117 @@ def read_checkpoint(path):
     except Exception as e:  # safetensors' own error type
         raise CheckpointError(f"resume: {tpath} is not valid safetensors ({e})") from None
     return doc["state"], tensors
+
+
+MAX_LR = 1e6   # a checkpoint's learning rates lie in [0, MAX_LR]: above, every update overflows float32 weights
+
+
+def _number(path, field, v, minimum=None, maximum=None):
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise _bad(path, field, f"must be a number, got {v!r}"[:300])
+    try:
+        ok = math.isfinite(v)
+    except OverflowError:   # an int too large for a float
+        ok = False
+    if not ok:
+        raise _bad(path, field, f"must be finite, got {v!r}"[:300])
+    if minimum is not None and v < minimum:
+        raise _bad(path, field, f"must be >= {minimum}, got {v!r}")
+    if maximum is not None and v > maximum:
+        raise _bad(path, field, f"must be <= {maximum:g}, got {v!r}")
+    return v
+
+
+def _kind(path, field, v, types, what):
+    if not isinstance(v, types):
+        raise _bad(path, field, f"must be {what}, got {type(v).__name__}")
+    return v
+
+
+def _finite_tree(path, field, v):
+    """Every number inside lists/dicts `v` finite (hyperparameters: an lr of Infinity is never valid)."""
+    if isinstance(v, dict):
+        for k, x in v.items():
+            _finite_tree(path, f"{field}.{k}", x)
+    elif isinstance(v, list):
+        for i, x in enumerate(v):
+            _finite_tree(path, f"{field}[{i}]", x)
+    elif isinstance(v, (int, float)) and not isinstance(v, bool):
+        _number(path, field, v)
+
+
+def check_state(path, state):
+    """Check the shape, types and ranges of a trainer checkpoint's state before anything is changed, so a
+    tampered or corrupted file is a CheckpointError naming the file and the field, never a half-restored
+    model. Cross-checks: epoch <= step, one history row per finished epoch, and the loader's position is in
+    the epoch the trainer is in (or just past it when the epoch's steps were done)."""
+    req = ("step", "epoch", "acc", "model_signature", "model_rng", "optimizer", "schedule", "loader", "history")
+    for k in req:
+        if k not in state:
+            raise _bad(path, f"state.{k}", "is missing")
+    step = real_int(path, "state.step", state["step"])
+    epoch = real_int(path, "state.epoch", state["epoch"])
+    if epoch > step:
+        raise _bad(path, "state.epoch", f"is {epoch}, more epochs than the {step} steps (state.step) taken")
+    done = state.get("epoch_steps_done", False)
+    _kind(path, "state.epoch_steps_done", done, bool, "true or false")
+    acc = state["acc"]
+    if acc is not None:
+        _kind(path, "state.acc", acc, dict, "null or an object")
+        for k, lo in (("loss", None), ("seconds", 0)):
+            _number(path, f"state.acc.{k}", acc.get(k), lo)
+        for k in ("correct", "count"):
+            real_int(path, f"state.acc.{k}", acc.get(k))
+    elif done:
+        raise _bad(path, "state.epoch_steps_done", "is true but state.acc (the epoch's sums) is null")
+    _kind(path, "state.model_signature", state["model_signature"], dict, "an object")
+    rng = _kind(path, "state.model_rng", state["model_rng"], dict, "an object")
+    for k, v in rng.items():
+        if not (isinstance(v, list) and len(v) == 2 and all(isinstance(x, str) and x.isdigit() for x in v)):
+            raise _bad(path, f"state.model_rng.{k}", f"must be [seed, offset] as decimal strings, got {v!r}"[:300])
+    opt = _kind(path, "state.optimizer", state["optimizer"], dict, "an object")
+    groups = _kind(path, "state.optimizer.param_groups", opt.get("param_groups"), list, "a list")
+    _kind(path, "state.optimizer.state", opt.get("state"), list, "a list")
+    for i, g in enumerate(groups):
+        _kind(path, f"state.optimizer.param_groups[{i}]", g, dict, "an object")
+        _number(path, f"state.optimizer.param_groups[{i}].lr", g.get("lr"), 0, MAX_LR)
+        _finite_tree(path, f"state.optimizer.param_groups[{i}]", {k: v for k, v in g.items() if k != "params"})
+    for i, st in enumerate(opt["state"]):
+        _kind(path, f"state.optimizer.state[{i}]", st, dict, "an object")
+        if "step" in st:
+            real_int(path, f"state.optimizer.state[{i}].step", st["step"])
+    if "skipped_steps" in opt:
+        real_int(path, "state.optimizer.skipped_steps", opt["skipped_steps"])
+    sch = state["schedule"]
+    if sch is not None:
+        _kind(path, "state.schedule", sch, dict, "null or an object")
+        real_int(path, "state.schedule.t", sch.get("t"))
+        if "base_lrs" in sch:
+            for i, v in enumerate(_kind(path, "state.schedule.base_lrs", sch["base_lrs"], list, "a list")):
+                _number(path, f"state.schedule.base_lrs[{i}]", v, 0, MAX_LR)
+    ld = state["loader"]
+    if ld is not None:
+        _kind(path, "state.loader", ld, dict, "null or an object")
+        le = real_int(path, "state.loader.epoch", ld.get("epoch"))
+        lb = real_int(path, "state.loader.batch", ld.get("batch"))
+        want = epoch + 1 if done else epoch
+        if le != want or (done and lb != 0):
+            raise _bad(path, "state.loader.epoch", f"is {le} (batch {lb}), but the trainer is in epoch {epoch}"
+                       f"{' with its steps done' if done else ''} (state.epoch)")
+    hist = _kind(path, "state.history", state["history"], dict, "an object")
+    its = _kind(path, "state.history.iterations", hist.get("iterations"), dict, "an object")
+    for k, v in its.items():
+        _kind(path, f"state.history.iterations.{k}", v, list, "a list")
+    rows = _kind(path, "state.history.epochs", hist.get("epochs"), list, "a list")
+    for i, r in enumerate(rows):
+        _kind(path, f"state.history.epochs[{i}]", r, dict, "an object")
+    for i, r in enumerate(_kind(path, "state.history.ratios", hist.get("ratios"), list, "a list")):
+        _kind(path, f"state.history.ratios[{i}]", r, dict, "an object")
+    _kind(path, "state.history.events", hist.get("events", []), list, "a list")
+    _kind(path, "state.history.stop_reason", hist.get("stop_reason"), (str, type(None)), "null or a string")
+    if len(rows) != epoch:
+        raise _bad(path, "state.epoch", f"is {epoch}, but state.history.epochs has {len(rows)} finished epochs")
+    cbs = _kind(path, "state.callbacks", state.get("callbacks", []), list, "a list")
+    for i, c in enumerate(cbs):
+        _kind(path, f"state.callbacks[{i}]", c, dict, "an object")
+    return state

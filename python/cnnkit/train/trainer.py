@@ -273,32 +273,100 @@ class Trainer:
         return ckpt.write_checkpoint(folder, self.step, state, tensors, keep=keep)
 
     def load_checkpoint(self, path, loader=None):
-        """Restore model, optimizer, schedule, RNG counters, history, callbacks and the loader's position."""
+        """Restore model, optimizer, schedule, RNG counters, history, callbacks and the loader's position.
+
+        The whole checkpoint is checked first (types, ranges, consistency; ckpt.check_state), and the
+        components are then restored from a snapshot-backed transaction: if one of them still refuses its
+        state, everything restored so far is put back, so a failed resume leaves the trainer as it was. Every
+        failure is a CheckpointError naming the file and the field."""
         state, tensors = ckpt.read_checkpoint(path)
-        sig, want = state.get("model_signature", {}), ckpt.model_signature(self.model)
+        cpath = ckpt.resolve(path)
+        ckpt.check_state(cpath, state)
+        sig, want = state["model_signature"], ckpt.model_signature(self.model)
         if sig != want:
             missing = sorted(set(want) - set(sig))
             extra = sorted(set(sig) - set(want))
             diff = sorted(k for k in set(sig) & set(want) if sig[k] != want[k])
             raise ckpt.CheckpointError(
-                f"resume: checkpoint {ckpt.resolve(path)} is from an incompatible model: missing {missing[:5]}, "
+                f"resume: checkpoint {cpath} is from an incompatible model: missing {missing[:5]}, "
                 f"unexpected {extra[:5]}, different shape or dtype {[(k, sig[k], want[k]) for k in diff[:5]]}")
-        for n, p in self.model.named_parameters():
-            p.data[...] = array_module(p.data).asarray(tensors[f"model/param/{n}"])
-        for n, b in self.model.named_buffers():
-            b[...] = array_module(b).asarray(tensors[f"model/buffer/{n}"])
-        self.model.set_rng_state({k: (int(s), int(o)) for k, (s, o) in state["model_rng"].items()})
-        self.optimizer.load_state_dict(ckpt.join_arrays(state["optimizer"], tensors))
-        if self.schedule is not None and state["schedule"] is not None:
-            self.schedule.load_state_dict(ckpt.join_arrays(state["schedule"], tensors))
-        if loader is not None and state["loader"] is not None:
-            loader.load_state_dict(state["loader"])
-        self.history.load_state_dict(state["history"])
-        for cb, cs in zip(self.callbacks, state.get("callbacks", [])):
-            cb.load_state_dict(ckpt.join_arrays(cs, tensors))
-        self.step, self.epoch, self._acc = int(state["step"]), int(state["epoch"]), state["acc"]
+        arrays = {}
+        for kind, named in (("param", ((n, p.data) for n, p in self.model.named_parameters())),
+                            ("buffer", self.model.named_buffers())):
+            for n, a in named:
+                key = f"model/{kind}/{n}"
+                t = tensors.get(key)
+                if t is None or tuple(t.shape) != tuple(a.shape) or t.dtype != a.dtype:
+                    raise ckpt.CheckpointError(
+                        f"resume: {cpath}: tensor {key!r} is missing or does not match its model_signature entry")
+                arrays[key] = t
+        unknown = sorted(set(self.model.rng_state()) ^ set(state["model_rng"]))
+        if unknown:
+            raise ckpt.CheckpointError(f"resume: {cpath}: field 'state.model_rng' names other random streams "
+                                       f"than the model's: {unknown[:5]}")
+        parts = {}
+        for field in ("optimizer", "schedule", "callbacks"):
+            try:
+                parts[field] = ckpt.join_arrays(state[field] if field != "callbacks" else state.get(field, []),
+                                                tensors)
+            except (KeyError, TypeError, AttributeError) as e:
+                raise ckpt.CheckpointError(f"resume: {cpath}: field 'state.{field}' refers to a tensor the "
+                                           f"tensor file does not hold ({e!r})") from None
+        snapshot = self._snapshot(loader)
+        field = None
+        try:
+            field = "model"
+            for n, p in self.model.named_parameters():
+                p.data[...] = array_module(p.data).asarray(arrays[f"model/param/{n}"])
+            for n, b in self.model.named_buffers():
+                b[...] = array_module(b).asarray(arrays[f"model/buffer/{n}"])
+            field = "model_rng"
+            self.model.set_rng_state({k: (int(s), int(o)) for k, (s, o) in state["model_rng"].items()})
+            field = "optimizer"
+            self.optimizer.load_state_dict(parts["optimizer"])
+            if self.schedule is not None and parts["schedule"] is not None:
+                field = "schedule"
+                self.schedule.load_state_dict(parts["schedule"])
+            if loader is not None and state["loader"] is not None:
+                field = "loader"
+                loader.load_state_dict(state["loader"])
+            field = "history"
+            self.history.load_state_dict(state["history"])
+            field = "callbacks"
+            for cb, cs in zip(self.callbacks, parts["callbacks"]):
+                cb.load_state_dict(cs)
+        except Exception as e:
+            self._restore(snapshot, loader)
+            raise ckpt.CheckpointError(f"resume: {cpath}: field 'state.{field}' was refused ({e!r})"[:1000]) from None
+        self.step, self.epoch, self._acc = state["step"], state["epoch"], copy.deepcopy(state["acc"])
         self._epoch_steps_done = bool(state.get("epoch_steps_done", False))
         return state
+
+    def _snapshot(self, loader):
+        """Copies of everything load_checkpoint changes, for _restore."""
+        return {"params": [p.data.copy() for p in self.model.parameters()],
+                "buffers": [b.copy() for _, b in self.model.named_buffers()],
+                "rng": self.model.rng_state(),
+                "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+                "schedule": None if self.schedule is None else copy.deepcopy(self.schedule.state_dict()),
+                "loader": None if loader is None else loader.state_dict(),
+                "history": copy.deepcopy(self.history.state_dict()),
+                "callbacks": [copy.deepcopy(cb.state_dict()) for cb in self.callbacks]}
+
+    def _restore(self, snap, loader):
+        for p, a in zip(self.model.parameters(), snap["params"]):
+            p.data[...] = a
+        for (_, b), a in zip(self.model.named_buffers(), snap["buffers"]):
+            b[...] = a
+        self.model.set_rng_state(snap["rng"])
+        self.optimizer.load_state_dict(snap["optimizer"])
+        if snap["schedule"] is not None:
+            self.schedule.load_state_dict(snap["schedule"])
+        if loader is not None:
+            loader.load_state_dict(snap["loader"])
+        self.history.load_state_dict(snap["history"])
+        for cb, cs in zip(self.callbacks, snap["callbacks"]):
+            cb.load_state_dict(cs)
 
     # ------------------------------------------------------------ fit
     def fit(self, train, val=None, epochs=1, batch_size=64, shuffle=True, seed=0, transform=None,
