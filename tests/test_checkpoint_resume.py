@@ -197,6 +197,7 @@ def test_sigkill_at_random_times_during_per_step_checkpoints_resumes_bit_exact(t
         got = dict(np.load(out))
         assert int(got["step"]) == int(ref["step"]) == 57
         assert all(np.array_equal(ref[k], got[k]) for k in ref), trial
+        assert not [f for f in os.listdir(ckdir) if f.endswith(".tmp")], trial   # no stale temporaries
     assert time.time() - t_start < 60
 
 
@@ -319,3 +320,48 @@ def test_a_failure_in_a_late_component_rolls_everything_back(tmp_path, data):
     with pytest.raises(ck.train.CheckpointError, match=name.replace(".", r"\.") + r".*callbacks"):
         tr.fit(data["train"], None, epochs=2, batch_size=64, resume=str(tmp_path))
     assert same(before, weights(tr.model)) and tr.step == 0 and tr.optimizer.state_dict()["state"][0] == {}
+
+
+# ---------------------------------------------------------------- stale temporaries and file modes
+
+def test_stale_temporaries_of_a_killed_writer_are_removed_and_only_ours(tmp_path, data):
+    import tempfile
+    _one_epoch(tmp_path, data)
+    ours = [tempfile.mkstemp(prefix=p, suffix=".tmp", dir=tmp_path) for p in
+            (".ckpt-00000019-000003.safetensors.", ".ckpt-00000019-000003.json.", ".latest.json.")]
+    for fd, _ in ours:
+        os.close(fd)
+    foreign = [".mine.tmp", ".ckpt-notes.tmp", "ckpt-x.tmp", ".other.json.abcdefgh.tmp", ".latest.json.tmp",
+               "notes.txt"]
+    for f in foreign:
+        (tmp_path / f).write_text("keep")
+    small_trainer().fit(data["train"], None, epochs=2, batch_size=64, checkpoint_dir=str(tmp_path),
+                        resume=str(tmp_path))
+    left = set(os.listdir(tmp_path))
+    assert not any(os.path.basename(p) in left for _, p in ours)
+    assert set(foreign) <= left
+    # a fresh run (no resume) in the folder cleans them too
+    fd, p = tempfile.mkstemp(prefix=".ckpt-00000001-000009.json.", suffix=".tmp", dir=tmp_path)
+    os.close(fd)
+    small_trainer().fit(data["train"], None, epochs=1, batch_size=64, checkpoint_dir=str(tmp_path))
+    assert not os.path.exists(p) and set(foreign) <= set(os.listdir(tmp_path))
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_written_files_get_the_mode_a_plain_open_would(tmp_path, data, umask):
+    old = os.umask(umask)
+    try:
+        (tmp_path / "plain").write_text("x")
+        plain = os.stat(tmp_path / "plain").st_mode & 0o777
+        tr = small_trainer()
+        tr.fit(data["train"], None, epochs=1, batch_size=64, checkpoint_dir=str(tmp_path / "ck"),
+               run_dir=str(tmp_path / "run"), plots=False)
+        tr.model.save(tmp_path / "m.safetensors")
+    finally:
+        os.umask(old)
+    assert plain == 0o666 & ~umask
+    files = [tmp_path / "m.safetensors", tmp_path / "run" / "history.json"]
+    files += [tmp_path / "ck" / f for f in os.listdir(tmp_path / "ck")]
+    assert len(files) == 5
+    for f in files:
+        assert os.stat(f).st_mode & 0o777 == plain, f

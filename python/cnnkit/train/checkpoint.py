@@ -86,6 +86,29 @@ def _existing(folder):
     return out
 
 
+# atomic_write's temporaries for our own files: "." + the final name + "." + mkstemp's 8 characters + ".tmp"
+_TEMP = re.compile(r"\.(?:ckpt-\d{8,}(?:-\d+)?\.(?:json|safetensors)|" + re.escape(POINTER) + r")\.[a-z0-9_]{8}\.tmp\Z")
+
+
+def clean_stale_temporaries(folder):
+    """Remove the temporary files a writer killed inside atomic_write left in a checkpoint folder: only
+    those of our own naming pattern (checkpoint files and the pointer), never anything else. Called when a
+    run starts or resumes in the folder (one run writes a folder at a time)."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    removed = []
+    for f in names:
+        if _TEMP.match(f):
+            try:
+                os.unlink(os.path.join(folder, f))
+                removed.append(f)
+            except FileNotFoundError:
+                pass
+    return removed
+
+
 def write_checkpoint(folder, step, state, tensors, keep=2):
     """Write one checkpoint (state: JSON-able dict; tensors: name -> array) and move the pointer to it.
 

@@ -390,7 +390,11 @@ class Trainer:
         loader = _as_loader(train, batch_size, shuffle, seed, transform, device=self.model.device)
         val_loader = _as_loader(val, 256, False, 0, device=self.model.device)
         self.run_dir = run_dir
+        if checkpoint_dir:
+            ckpt.clean_stale_temporaries(checkpoint_dir)
         if resume is not None:
+            folder = os.fspath(resume) if os.path.isdir(resume) else os.path.dirname(os.fspath(resume))
+            ckpt.clean_stale_temporaries(folder or ".")
             self.load_checkpoint(resume, loader)
         else:
             loader.set_epoch(self.epoch)
