@@ -3,7 +3,8 @@ architecture as JSON in its header metadata, so the model is rebuilt from the fi
 
 The write is atomic (DESIGN.md): a temp file in the same folder, fsync, os.replace, fsync of the folder,
 so an interrupted save leaves the previous file intact. The metadata also records a SHA-256 of the
-tensor bytes: a truncated or corrupted file raises ValueError and never loads silently.
+tensor bytes: a truncated, corrupted or tampered file raises ModelFileError (a ValueError) and never loads
+silently, and nothing is built before the file's header and architecture have been checked.
 """
 import hashlib
 import json

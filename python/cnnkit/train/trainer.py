@@ -378,7 +378,8 @@ class Trainer:
         with `batch_size`, `shuffle`, `seed` and `transform`. checkpoint_dir: write a checkpoint every
         `checkpoint_every` epochs and/or every `checkpoint_every_steps` iterations (0 or None: not by that
         count). resume: a checkpoint folder or file to continue from (bit-exact on the same machine and
-        thread count). run_dir: where history.json, the CSVs and the plots go at the end. Returns the History.
+        thread count, from a mid-epoch checkpoint and now also at epoch ends: a per-step checkpoint taken at an
+        epoch's last step continues with that epoch's end-of-epoch work). run_dir: where history.json, the CSVs and the plots go at the end. Returns the History.
         """
         if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
             raise ValueError(f"fit: epochs must be an int >= 1, got {epochs!r}")
