@@ -3,13 +3,16 @@ architecture as JSON in its header metadata, so the model is rebuilt from the fi
 
 The write is atomic (DESIGN.md): a temp file in the same folder, fsync, os.replace, fsync of the folder,
 so an interrupted save leaves the previous file intact. The metadata also records a SHA-256 of the
-tensor bytes: a truncated or corrupted file raises ValueError and never loads silently.
+tensor bytes: a truncated, corrupted or tampered file raises ModelFileError (a ValueError) and never loads
+silently, and nothing is built before the file's header and architecture have been checked.
 """
 import hashlib
 import json
+import math
 import os
 import struct
 import tempfile
+import threading
 
 import numpy as np
 
@@ -39,15 +42,45 @@ def _digest(tensors):
     return h.hexdigest()
 
 
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask():
+    """The process's umask, read without changing it where Linux reports it (/proc/self/status), else by
+    setting and restoring it under a lock (os.umask has no read-only form)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+TEMP_SUFFIX = ".tmp"
+
+
+def temp_prefix(path):
+    """The prefix of atomic_write's temporary files for `path`: "." + name + "." (then mkstemp's 8 random
+    characters and TEMP_SUFFIX), so they are hidden and name the file they will become."""
+    return "." + os.path.basename(path) + "."
+
+
 def atomic_write(path, data):
-    """Write bytes to path atomically: temp file in the same folder, fsync, os.replace, fsync the folder."""
+    """Write bytes to path atomically: temp file in the same folder, fsync, os.replace, fsync the folder.
+    The file gets the mode a plain open() would give it (0o666 less the umask), not mkstemp's 0o600."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"cannot write {path}: the folder {folder} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=TEMP_SUFFIX, dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o666 & ~current_umask())
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -65,11 +98,44 @@ def atomic_write(path, data):
         os.close(dfd)
 
 
+class ModelFileError(ValueError):
+    """A model file that is not one ck.load can rebuild: truncated, corrupted, tampered or not ours."""
+
+
+_CONTAINERS = ("Sequential", "Graph")
+MAX_DEPTH = 64   # nesting of models inside models a file may describe (deeper is no real network)
+
+
+def _custom_model_class(model_or_cls):
+    """The name of the ck.Sequential / ck.Graph a user's subclass extends, when it rebuilds through the
+    base's from_config (its own __init__ would not take the base's arguments); else None."""
+    from .graph import Graph, Sequential
+    cls = model_or_cls if isinstance(model_or_cls, type) else type(model_or_cls)
+    for base in (Sequential, Graph):
+        if issubclass(cls, base) and cls is not base and cls.from_config.__func__ is base.from_config.__func__:
+            return base.__name__
+    return None
+
+
+def _subclass_message(name, base):
+    return (f"{name} is a subclass of ck.{base}; a model file holds data, never code, so ck.load cannot rebuild "
+            f"{name}. As in torch, save the weights (ck.zoo.export_torch_state_dict(model, 'w.safetensors')), "
+            f"rebuild {name}(...) in code and load them with model.load_state_dict('w.safetensors')")
+
+
+def _check_subclasses(model):
+    for path_, layer in [("", model)] + list(model.named_layers() if hasattr(model, "named_layers") else []):
+        base = _custom_model_class(layer)
+        if base:
+            raise TypeError(f"save: {_subclass_message(type(layer).__name__, base)}")
+
+
 def save(model, path):
     """Save `model` (a Layer or a model) to `path` as safetensors + JSON architecture, atomically."""
     from safetensors.numpy import save as st_save
     if not isinstance(model, Layer):
         raise TypeError(f"save: expected a ck.Layer or model, got {type(model).__name__}")
+    _check_subclasses(model)
     tensors = _tensors(model)
     arch = _layer_config(model.name or "model", model)
     meta = {"format": FORMAT, "version": str(VERSION), "architecture": json.dumps(arch),
@@ -79,11 +145,108 @@ def save(model, path):
 
 
 def _corrupt(path, why):
-    return ValueError(f"load: {path} is not a valid cnnkit model file ({why}); it may be truncated or corrupted")
+    return ModelFileError(f"load: {path} is not a valid cnnkit model file ({why}); it may be truncated or corrupted")
+
+
+def _pos_int(v):
+    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else 0
+
+
+def _pair_prod(v):
+    if isinstance(v, list) and len(v) == 2:
+        return _pos_int(v[0]) * _pos_int(v[1])
+    return _pos_int(v) ** 2
+
+
+def _conv_out(n, k, s, p):
+    return max((n + 2 * p - k) // s + 1, 0) if s > 0 else 0
+
+
+def _pairs(v):
+    if isinstance(v, list) and len(v) == 2:
+        return _pos_int(v[0]), _pos_int(v[1])
+    return (_pos_int(v),) * 2
+
+
+def _nonneg_pairs(v):
+    ok = lambda x: x if isinstance(x, int) and not isinstance(x, bool) and x >= 0 else 0  # noqa: E731
+    return (ok(v[0]), ok(v[1])) if isinstance(v, list) and len(v) == 2 else (ok(v),) * 2
+
+
+def _param_shapes(cls, cfg):
+    """{parameter or buffer name: shape} of a built-in layer, computed from its config without building it
+    (the layers whose parameters grow with their arguments); None for any other class. A malformed value
+    counts 0 here: the layer's own constructor then names it."""
+    g = cfg.get
+    bias = g("bias", True) is not False
+    if cls == "Linear":
+        i, o = _pos_int(g("in_features")), _pos_int(g("out_features"))
+        return {"weight": (o, i), **({"bias": (o,)} if bias else {})}
+    if cls == "Conv2d":
+        i, o, groups = _pos_int(g("in_channels")), _pos_int(g("out_channels")), _pos_int(g("groups", 1)) or 1
+        R, S = _pairs(g("kernel_size"))
+        return {"weight": (o, i // groups, R, S), **({"bias": (o,)} if bias else {})}
+    if cls == "LocallyConnected2d":
+        i, o = _pos_int(g("in_channels")), _pos_int(g("out_channels"))
+        (R, S), (sh, sw) = _pairs(g("kernel_size")), _pairs(g("stride", 1))
+        (ph, pw), (H, W) = _nonneg_pairs(g("padding", 0)), _pairs(g("in_size"))
+        P, Q = _conv_out(H, R, sh, ph), _conv_out(W, S, sw, pw)
+        return {"weight": (P, Q, o, i, R, S), **({"bias": (o, P, Q)} if bias else {})}
+    if cls.startswith("BatchNorm"):
+        n = _pos_int(g("num_features"))
+        out = {"weight": (n,), "bias": (n,)} if g("affine", True) is not False else {}
+        if g("track_running_stats", True) is not False:
+            out.update(running_mean=(n,), running_var=(n,))
+        return out
+    return None
+
+
+def _walk_architecture(path, arch):
+    """-> ({tensor name: shape} of the built-in layers the architecture describes, depth). Checks the
+    nesting (at most MAX_DEPTH models deep) and that every node is a {"class", "config"} object, without
+    building anything and without recursion."""
+    from .graph import _REGISTRY
+    shapes, stack, deepest = {}, [(arch, "", 0)], 0
+    while stack:
+        node, prefix, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise _corrupt(path, f"architecture: models nested more than {MAX_DEPTH} deep")
+        deepest = max(deepest, depth)
+        if not isinstance(node, dict) or not isinstance(node.get("class"), str) or not isinstance(
+                node.get("config", {}), dict):
+            raise _corrupt(path, f"architecture: a layer must be an object with a 'class' name and a 'config' "
+                                 f"object, got {str(node)[:100]}")
+        cls, cfg = node["class"], node.get("config", {})
+        klass = _REGISTRY.get(cls)
+        if klass is not None and _custom_model_class(klass):
+            raise ModelFileError(f"load: {path}: {_subclass_message(cls, _custom_model_class(klass))}")
+        kids = cfg.get("layers") if cls == "Sequential" else cfg.get("nodes") if cls == "Graph" else None
+        if cls in _CONTAINERS:
+            if not isinstance(kids, list):
+                raise _corrupt(path, f"architecture: {cls} needs a list of {'layers' if cls == 'Sequential' else 'nodes'}"
+                                     f", got {type(kids).__name__}")
+            for k, c in enumerate(kids):
+                name = c.get("name") if isinstance(c, dict) and cls == "Graph" else str(k)
+                stack.append((c, f"{prefix}{name}.", depth + 1))
+            continue
+        own = _param_shapes(cls, cfg)
+        for n, shp in (own or {}).items():
+            shapes[prefix + n] = shp
+    return shapes, deepest
+
+
+_ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
+             "U16": 2, "U32": 4, "U64": 8}
 
 
 def load(path):
-    """Rebuild a model saved by save(): architecture, weights, buffers, frozen flags, random streams."""
+    """Rebuild a model saved by save(): architecture, weights, buffers, frozen flags, random streams.
+
+    Everything in the file is checked before anything is built: the header (an object whose tensor entries
+    have a known dtype, a shape and offsets that fit the file), the architecture (objects, nesting at most
+    MAX_DEPTH deep, no subclass of Sequential/Graph), and the shape of every built-in layer's parameters
+    against the header, so a small file cannot make load allocate a large model. Any problem is a
+    ModelFileError (a ValueError) naming the file and what is wrong."""
     from safetensors.numpy import load as st_load
     path = os.fspath(path)
     with open(path, "rb") as f:
@@ -95,16 +258,60 @@ def load(path):
         raise _corrupt(path, f"header claims {hlen} bytes but only {len(data) - 8} follow")
     try:
         header = json.loads(data[8:8 + hlen])
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise _corrupt(path, f"header is not JSON: {e}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise _corrupt(path, f"header is not JSON: {str(e)[:200]}") from None
+    if not isinstance(header, dict):
+        raise _corrupt(path, f"header must be a JSON object, got {type(header).__name__}")
     meta = header.get("__metadata__") or {}
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise _corrupt(path, "header field '__metadata__' must be an object of strings")
     if meta.get("format") != FORMAT:
         raise _corrupt(path, f"metadata format is {meta.get('format')!r}, expected {FORMAT!r}")
-    if int(meta.get("version", -1)) > VERSION:
-        raise ValueError(f"load: {path} has format version {meta['version']}, newer than this cnnkit ({VERSION})")
-    end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+    version = meta.get("version", "")
+    if not (version.isascii() and version.isdigit() and len(version) < 10):
+        raise _corrupt(path, f"metadata field 'version' must be a decimal integer, got {version[:50]!r}")
+    if int(version) > VERSION:
+        raise ModelFileError(f"load: {path} has format version {version}, newer than this cnnkit ({VERSION})")
+    entries, end = {}, 0
+    for k, v in header.items():
+        if k == "__metadata__":
+            continue
+        if not isinstance(v, dict):
+            raise _corrupt(path, f"header entry {k[:100]!r} must be an object")
+        off, shape, dtype = v.get("data_offsets"), v.get("shape"), v.get("dtype")
+        if not (isinstance(off, list) and len(off) == 2 and all(_pos_int(x) or x == 0 for x in off)
+                and off[0] <= off[1]):
+            raise _corrupt(path, f"header entry {k[:100]!r}: data_offsets must be [begin, end], got {str(off)[:100]}")
+        if not (isinstance(shape, list) and all(_pos_int(x) or x == 0 for x in shape)) or dtype not in _ITEMSIZE:
+            raise _corrupt(path, f"header entry {k[:100]!r}: shape {str(shape)[:100]} / dtype {str(dtype)[:20]} "
+                                 f"is not a safetensors tensor")
+        if math.prod(shape) * _ITEMSIZE[dtype] != off[1] - off[0]:
+            raise _corrupt(path, f"header entry {k[:100]!r}: shape {shape} of {dtype} does not fill data_offsets "
+                                 f"{off}")
+        entries[k] = tuple(shape)
+        end = max(end, off[1])
     if 8 + hlen + end != len(data):
         raise _corrupt(path, f"tensor data should be {end} bytes, file holds {len(data) - 8 - hlen}")
+    try:
+        arch = json.loads(meta.get("architecture", ""))
+        rng = json.loads(meta.get("rng", "{}"))
+        training = json.loads(meta.get("training", "true"))
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise _corrupt(path, f"architecture/rng/training metadata is not JSON (or nests too deep): "
+                             f"{str(e)[:200]}") from None
+    if not isinstance(arch, dict):
+        raise _corrupt(path, f"architecture must be a JSON object, got {type(arch).__name__}")
+    if not (isinstance(rng, dict) and all(isinstance(v, list) and len(v) == 2 and all(
+            isinstance(x, str) and x.isascii() and x.isdigit() for x in v) for v in rng.values())):
+        raise _corrupt(path, "metadata field 'rng' must map layer paths to [seed, offset] decimal strings")
+    if not isinstance(training, bool):
+        raise _corrupt(path, f"metadata field 'training' must be true or false, got {training!r}"[:200])
+    want_shapes, _ = _walk_architecture(path, arch)
+    for n, shp in want_shapes.items():
+        if entries.get(n) != shp and not (n.endswith(("running_mean", "running_var")) and n not in entries):
+            got = entries.get(n)
+            raise _corrupt(path, f"architecture: tensor {n!r} should have shape {shp} for the layer the "
+                                 f"architecture describes, the file holds {'none' if got is None else got}")
     try:
         tensors = st_load(data)
     except Exception as e:   # safetensors raises its own error type
@@ -112,10 +319,10 @@ def load(path):
     if _digest(tensors) != meta.get("sha256"):
         raise _corrupt(path, "checksum of the tensor data does not match")
     try:
-        arch = json.loads(meta["architecture"])
         model = _layer_from_config(arch)
-    except (KeyError, TypeError, json.JSONDecodeError) as e:
-        raise _corrupt(path, f"architecture: {e!r}") from None
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError, MemoryError,
+            RecursionError) as e:
+        raise _corrupt(path, f"architecture: {e!r}"[:1000]) from None
     model.name = arch.get("name") if arch.get("name") != "model" else None
     want = dict(model.named_parameters())
     bufs = {}
@@ -125,22 +332,25 @@ def load(path):
     missing = sorted((set(want) | set(bufs)) - set(tensors))
     extra = sorted(set(tensors) - set(want) - set(bufs))
     if missing or extra:
-        raise ValueError(f"load: {path}: tensors do not match the architecture; missing {missing}, unexpected {extra}")
+        raise ModelFileError(f"load: {path}: tensors do not match the architecture; missing {missing}, "
+                             f"unexpected {extra}")
     for n, p in want.items():
         a = tensors[n]
         if a.shape != p.data.shape:
-            raise ValueError(f"load: {path}: {n} has shape {a.shape}, the architecture expects {p.data.shape}")
-        p.data = np.ascontiguousarray(a)
-        p.grad = np.zeros_like(p.data)
+            raise ModelFileError(f"load: {path}: {n} has shape {a.shape}, the architecture expects {p.data.shape}")
     for n, (l, k) in bufs.items():
         a, want_shape = tensors[n], np.shape(l._buffers[k])
         if a.size != int(np.prod(want_shape)):
-            raise ValueError(f"load: {path}: buffer {n} has shape {a.shape}, the architecture expects {want_shape}")
-        l._buffers[k] = np.ascontiguousarray(a).reshape(want_shape)   # safetensors may store a 0-d array as (1,)
-    rng = {k: (int(s), int(o)) for k, (s, o) in json.loads(meta.get("rng", "{}")).items()}
-    model.set_rng_state(rng)
-    model.train(json.loads(meta.get("training", "true")))
+            raise ModelFileError(f"load: {path}: buffer {n} has shape {a.shape}, the architecture expects "
+                                 f"{want_shape}")
+    for n, p in want.items():
+        p.data = np.ascontiguousarray(tensors[n])
+        p.grad = np.zeros_like(p.data)
+    for n, (l, k) in bufs.items():
+        l._buffers[k] = np.ascontiguousarray(tensors[n]).reshape(np.shape(l._buffers[k]))   # 0-d may be (1,)
+    model.set_rng_state({k: (int(s), int(o)) for k, (s, o) in rng.items()})
+    model.train(training)
     return model
 
 
-__all__ = ["save", "load", "atomic_write"]
+__all__ = ["save", "load", "atomic_write", "ModelFileError"]

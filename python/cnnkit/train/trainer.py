@@ -196,6 +196,7 @@ class Trainer:
         self._step_skipped = False   # whether the step being booked was skipped
         self._steps_per_epoch = None
         self._out = None         # the epoch in progress's progress state (bar, start time)
+        self._epoch_steps_done = False   # resumed after the last step of self.epoch, before its end
 
     # ------------------------------------------------------------ helpers
     @property
@@ -381,8 +382,12 @@ class Trainer:
             tensors[f"model/param/{n}"] = ckpt.host(p.data)
         for n, b in self.model.named_buffers():
             tensors[f"model/buffer/{n}"] = ckpt.host(b)
+        # A checkpoint taken after the last step of an epoch but before its end-of-epoch work (validation,
+        # schedule, callbacks) records that the epoch's steps are all done, so a resume goes straight to that
+        # work instead of running the epoch again on the loader's next epoch.
+        steps_done = bool(self._acc is not None and loader is not None and loader.state_dict()["epoch"] > self.epoch)
         state = {
-            "step": self.step, "epoch": self.epoch, "acc": self._acc,
+            "step": self.step, "epoch": self.epoch, "acc": self._acc, "epoch_steps_done": steps_done,
             "model_signature": ckpt.model_signature(self.model),
             "model_rng": {k: [str(s), str(o)] for k, (s, o) in self.model.rng_state().items()},
             "optimizer": ckpt.split_arrays(self.optimizer.state_dict(), "optimizer", tensors),
@@ -398,31 +403,100 @@ class Trainer:
         return ckpt.write_checkpoint(folder, self.step, state, tensors, keep=keep)
 
     def load_checkpoint(self, path, loader=None):
-        """Restore model, optimizer, schedule, RNG counters, history, callbacks and the loader's position."""
+        """Restore model, optimizer, schedule, RNG counters, history, callbacks and the loader's position.
+
+        The whole checkpoint is checked first (types, ranges, consistency; ckpt.check_state), and the
+        components are then restored from a snapshot-backed transaction: if one of them still refuses its
+        state, everything restored so far is put back, so a failed resume leaves the trainer as it was. Every
+        failure is a CheckpointError naming the file and the field."""
         state, tensors = ckpt.read_checkpoint(path)
-        sig, want = state.get("model_signature", {}), ckpt.model_signature(self.model)
+        cpath = ckpt.resolve(path)
+        ckpt.check_state(cpath, state)
+        sig, want = state["model_signature"], ckpt.model_signature(self.model)
         if sig != want:
             missing = sorted(set(want) - set(sig))
             extra = sorted(set(sig) - set(want))
             diff = sorted(k for k in set(sig) & set(want) if sig[k] != want[k])
             raise ckpt.CheckpointError(
-                f"resume: checkpoint {ckpt.resolve(path)} is from an incompatible model: missing {missing[:5]}, "
+                f"resume: checkpoint {cpath} is from an incompatible model: missing {missing[:5]}, "
                 f"unexpected {extra[:5]}, different shape or dtype {[(k, sig[k], want[k]) for k in diff[:5]]}")
-        for n, p in self.model.named_parameters():
-            p.data[...] = array_module(p.data).asarray(tensors[f"model/param/{n}"])
-        for n, b in self.model.named_buffers():
-            b[...] = array_module(b).asarray(tensors[f"model/buffer/{n}"])
-        self.model.set_rng_state({k: (int(s), int(o)) for k, (s, o) in state["model_rng"].items()})
-        self.optimizer.load_state_dict(ckpt.join_arrays(state["optimizer"], tensors))
-        if self.schedule is not None and state["schedule"] is not None:
-            self.schedule.load_state_dict(ckpt.join_arrays(state["schedule"], tensors))
-        if loader is not None and state["loader"] is not None:
-            loader.load_state_dict(state["loader"])
-        self.history.load_state_dict(state["history"])
-        for cb, cs in zip(self.callbacks, state.get("callbacks", [])):
-            cb.load_state_dict(ckpt.join_arrays(cs, tensors))
-        self.step, self.epoch, self._acc = int(state["step"]), int(state["epoch"]), state["acc"]
+        arrays = {}
+        for kind, named in (("param", ((n, p.data) for n, p in self.model.named_parameters())),
+                            ("buffer", self.model.named_buffers())):
+            for n, a in named:
+                key = f"model/{kind}/{n}"
+                t = tensors.get(key)
+                if t is None or tuple(t.shape) != tuple(a.shape) or t.dtype != a.dtype:
+                    raise ckpt.CheckpointError(
+                        f"resume: {cpath}: tensor {key!r} is missing or does not match its model_signature entry")
+                arrays[key] = t
+        unknown = sorted(set(self.model.rng_state()) ^ set(state["model_rng"]))
+        if unknown:
+            raise ckpt.CheckpointError(f"resume: {cpath}: field 'state.model_rng' names other random streams "
+                                       f"than the model's: {unknown[:5]}")
+        parts = {}
+        for field in ("optimizer", "schedule", "callbacks"):
+            try:
+                parts[field] = ckpt.join_arrays(state[field] if field != "callbacks" else state.get(field, []),
+                                                tensors)
+            except (KeyError, TypeError, AttributeError) as e:
+                raise ckpt.CheckpointError(f"resume: {cpath}: field 'state.{field}' refers to a tensor the "
+                                           f"tensor file does not hold ({e!r})") from None
+        snapshot = self._snapshot(loader)
+        field = None
+        try:
+            field = "model"
+            for n, p in self.model.named_parameters():
+                p.data[...] = array_module(p.data).asarray(arrays[f"model/param/{n}"])
+            for n, b in self.model.named_buffers():
+                b[...] = array_module(b).asarray(arrays[f"model/buffer/{n}"])
+            field = "model_rng"
+            self.model.set_rng_state({k: (int(s), int(o)) for k, (s, o) in state["model_rng"].items()})
+            field = "optimizer"
+            self.optimizer.load_state_dict(parts["optimizer"])
+            if self.schedule is not None and parts["schedule"] is not None:
+                field = "schedule"
+                self.schedule.load_state_dict(parts["schedule"])
+            if loader is not None and state["loader"] is not None:
+                field = "loader"
+                loader.load_state_dict(state["loader"])
+            field = "history"
+            self.history.load_state_dict(state["history"])
+            field = "callbacks"
+            for cb, cs in zip(self.callbacks, parts["callbacks"]):
+                cb.load_state_dict(cs)
+        except Exception as e:
+            self._restore(snapshot, loader)
+            raise ckpt.CheckpointError(f"resume: {cpath}: field 'state.{field}' was refused ({e!r})"[:1000]) from None
+        self.step, self.epoch, self._acc = state["step"], state["epoch"], copy.deepcopy(state["acc"])
+        self._epoch_steps_done = bool(state.get("epoch_steps_done", False))
         return state
+
+    def _snapshot(self, loader):
+        """Copies of everything load_checkpoint changes, for _restore."""
+        return {"params": [p.data.copy() for p in self.model.parameters()],
+                "buffers": [b.copy() for _, b in self.model.named_buffers()],
+                "rng": self.model.rng_state(),
+                "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+                "schedule": None if self.schedule is None else copy.deepcopy(self.schedule.state_dict()),
+                "loader": None if loader is None else loader.state_dict(),
+                "history": copy.deepcopy(self.history.state_dict()),
+                "callbacks": [copy.deepcopy(cb.state_dict()) for cb in self.callbacks]}
+
+    def _restore(self, snap, loader):
+        for p, a in zip(self.model.parameters(), snap["params"]):
+            p.data[...] = a
+        for (_, b), a in zip(self.model.named_buffers(), snap["buffers"]):
+            b[...] = a
+        self.model.set_rng_state(snap["rng"])
+        self.optimizer.load_state_dict(snap["optimizer"])
+        if snap["schedule"] is not None:
+            self.schedule.load_state_dict(snap["schedule"])
+        if loader is not None:
+            loader.load_state_dict(snap["loader"])
+        self.history.load_state_dict(snap["history"])
+        for cb, cs in zip(self.callbacks, snap["callbacks"]):
+            cb.load_state_dict(cs)
 
     # ------------------------------------------------------------ fit
     def fit(self, train, val=None, epochs=1, batch_size=64, shuffle=True, seed=0, transform=None,
@@ -434,7 +508,9 @@ class Trainer:
         with `batch_size`, `shuffle`, `seed` and `transform`. checkpoint_dir: write a checkpoint every
         `checkpoint_every` epochs and/or every `checkpoint_every_steps` iterations (0 or None: not by that
         count). resume: a checkpoint folder or file to continue from (bit-exact on the same machine and
-        thread count). run_dir: where history.json, the CSVs and the plots go at the end. Returns the History.
+        thread count, from a mid-epoch checkpoint and now also at epoch ends: a per-step checkpoint taken at an
+        epoch's last step continues with that epoch's end-of-epoch work). run_dir: where history.json, the CSVs
+        and the plots go at the end. Returns the History.
         """
         self._check_fit_args(train, val, epochs, batch_size, shuffle, seed, transform, run_dir, plots)
         for name, v in (("checkpoint_every", checkpoint_every), ("checkpoint_every_steps", checkpoint_every_steps)):
@@ -443,7 +519,11 @@ class Trainer:
         loader = _as_loader(train, batch_size, shuffle, seed, transform, device=self.model.device)
         val_loader = _as_loader(val, 256, False, 0, device=self.model.device)
         self.run_dir = run_dir
+        if checkpoint_dir:
+            ckpt.clean_stale_temporaries(checkpoint_dir)
         if resume is not None:
+            folder = os.fspath(resume) if os.path.isdir(resume) else os.path.dirname(os.fspath(resume))
+            ckpt.clean_stale_temporaries(folder or ".")
             self.load_checkpoint(resume, loader)
         else:
             loader.set_epoch(self.epoch)
@@ -492,7 +572,9 @@ class Trainer:
             t0 = time.perf_counter()
             out = self._out = types.SimpleNamespace(bar=bar, t0=t0, epochs=epochs, log_every=log_every,
                                                     steps_per_epoch=steps_per_epoch)
-            for x, y in loader:
+            batches = () if self._epoch_steps_done else loader
+            self._epoch_steps_done = False
+            for x, y in batches:
                 x, y = self._batch(x, y)
                 loss, correct = self.train_step(x, y)
                 self.step += 1
