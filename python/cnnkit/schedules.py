@@ -458,6 +458,8 @@ class ReduceOnPlateau:
         self.threshold = _num(op, "threshold", threshold, 0.0)
         self.cooldown = _int(op, "cooldown", cooldown, 0)
         self.min_lrs = _per_group(op, "min_lr", min_lr, len(optimizer.param_groups))
+        # a scalar min_lr also bounds param groups added to the optimizer later; a list must be extended by hand
+        self.default_min_lr = None if isinstance(min_lr, (list, tuple)) else self.min_lrs[0]
         self.eps = _num(op, "eps", eps, 0.0)
         self.best = math.inf if mode == "min" else -math.inf
         self.num_bad_epochs = 0
@@ -480,6 +482,7 @@ class ReduceOnPlateau:
             self.cooldown_counter -= 1
             self.num_bad_epochs = 0
         if self.num_bad_epochs > self.patience:
+            self._check_min_lrs()
             for i, g in enumerate(self.optimizer.param_groups):
                 old = float(g["lr"])
                 new = max(old * self.factor, self.min_lrs[i])
@@ -488,6 +491,17 @@ class ReduceOnPlateau:
             self.cooldown_counter = self.cooldown
             self.num_bad_epochs = 0
         return self.get_last_lr()
+
+    def _check_min_lrs(self):
+        """One min_lr per param group, before any lr changes: a scalar min_lr extends to groups added since."""
+        n = len(self.optimizer.param_groups)
+        if len(self.min_lrs) == n:
+            return
+        if self.default_min_lr is None:
+            raise ValueError(f"{self._name}.step: min_lr has {len(self.min_lrs)} value(s) but the optimizer now has "
+                             f"{n} param groups (one was added after this schedule was made); set .min_lrs to a "
+                             f"list of {n} values")
+        self.min_lrs = [self.default_min_lr] * n
 
     def get_last_lr(self):
         return [g["lr"] for g in self.optimizer.param_groups]
