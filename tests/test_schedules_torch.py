@@ -80,3 +80,43 @@ def test_reduce_on_plateau_list_min_lr_checked_at_construction_as_torch():
         lrs_mod.ReduceLROnPlateau(topt, min_lr=[0.1, 0.2])
     with pytest.raises(ValueError, match="min_lr must have one value per param group"):
         S.ReduceOnPlateau(opt, min_lr=[0.1, 0.2])
+
+
+# ---------------------------------------------------------------- argument checks torch makes
+
+def _run_lrs(sched, opt, n):
+    """lrs of every group at t = 0 .. n-1 (read, then step, as a training loop does)."""
+    out = []
+    for _ in range(n):
+        out.append(_lrs(opt))
+        opt.step()
+        sched.step()
+    return out
+
+
+def test_onecycle_needs_total_steps_or_epochs_and_steps_per_epoch_as_torch():
+    opt, topt = _pair(momentum=0.9)
+    for kw in ({}, {"epochs": 5}, {"steps_per_epoch": 40}):
+        with pytest.raises(ValueError, match="total_steps"):
+            lrs_mod.OneCycleLR(topt, max_lr=0.5, **kw)
+        with pytest.raises(ValueError, match=r"total_steps.*epochs.*steps_per_epoch"):
+            S.OneCycle(opt, max_lr=0.5, **kw)
+    with pytest.raises(ValueError, match="total_steps"):
+        S.OneCycle(None, 0.5)
+    for kw in ({"epochs": 0, "steps_per_epoch": 40}, {"epochs": 5, "steps_per_epoch": 0}):
+        with pytest.raises(ValueError):
+            lrs_mod.OneCycleLR(topt, max_lr=0.5, **kw)
+        with pytest.raises(ValueError, match="epochs|steps_per_epoch"):
+            S.OneCycle(opt, max_lr=0.5, **kw)
+    with pytest.raises(TypeError, match="epochs must be an int"):
+        S.OneCycle(opt, max_lr=0.5, epochs=5.0, steps_per_epoch=40)
+    with pytest.raises(ValueError, match="total_steps=100 but epochs \\* steps_per_epoch = 200"):
+        S.OneCycle(opt, max_lr=0.5, total_steps=100, epochs=5, steps_per_epoch=40)
+
+
+def test_onecycle_from_epochs_and_steps_per_epoch_equals_torch():
+    opt, topt = _pair(momentum=0.9)
+    sched = S.OneCycle(opt, max_lr=0.5, epochs=5, steps_per_epoch=40)
+    tsched = lrs_mod.OneCycleLR(topt, max_lr=0.5, epochs=5, steps_per_epoch=40)
+    assert sched.total_steps == 200
+    assert _run_lrs(sched, opt, 200) == _run_lrs(tsched, topt, 200)

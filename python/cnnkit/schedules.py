@@ -338,20 +338,43 @@ class Cyclic(Schedule):
         return self.max_momentums[i] - (self.max_momentums[i] - self.base_momentums[i]) * scale * amp
 
 
+def _total_steps(op, total_steps, epochs, steps_per_epoch):
+    """total_steps, or epochs * steps_per_epoch; neither is an error (a default length would be a silent guess)."""
+    per_epoch = None
+    if epochs is not None or steps_per_epoch is not None:
+        if epochs is None or steps_per_epoch is None:
+            raise ValueError(f"{op}: pass total_steps, or both epochs and steps_per_epoch; got only "
+                             f"{'epochs' if steps_per_epoch is None else 'steps_per_epoch'}")
+        per_epoch = _int(op, "epochs", epochs, 1) * _int(op, "steps_per_epoch", steps_per_epoch, 1)
+    if total_steps is None:
+        if per_epoch is None:
+            raise ValueError(f"{op}: the schedule's length is required: pass total_steps, or epochs and "
+                             f"steps_per_epoch")
+        return per_epoch
+    total_steps = _int(op, "total_steps", total_steps, 1)
+    if per_epoch is not None and per_epoch != total_steps:
+        raise ValueError(f"{op}: total_steps={total_steps} but epochs * steps_per_epoch = {per_epoch}; pass one "
+                         f"or the other")
+    return total_steps
+
+
 class OneCycle(Schedule):
     """1cycle (Smith & Topin 2018; torch OneCycleLR): warm up from max_lr/div_factor to max_lr over pct_start of
     total_steps, then anneal ("cos" or "linear") to max_lr/(div_factor*final_div_factor); three_phase adds a
-    symmetric descent before the final annealing. Momentum (or beta1) cycles max -> base -> max."""
+    symmetric descent before the final annealing. Momentum (or beta1) cycles max -> base -> max.
+
+    The length is ``total_steps``, or ``epochs * steps_per_epoch`` (keywords); one of the two is required, as
+    in torch."""
     _name = "OneCycle"
 
-    def __init__(self, optimizer=None, max_lr=0.1, total_steps=100, pct_start=0.3, anneal_strategy="cos",
+    def __init__(self, optimizer=None, max_lr=0.1, total_steps=None, pct_start=0.3, anneal_strategy="cos",
                  cycle_momentum=True, base_momentum=0.85, max_momentum=0.95, div_factor=25.0,
-                 final_div_factor=1e4, three_phase=False):
+                 final_div_factor=1e4, three_phase=False, *, epochs=None, steps_per_epoch=None):
         op = self._name
         n = len(optimizer.param_groups) if optimizer is not None else 1
         super().__init__(optimizer, max_lr)
         self.max_lrs = _per_group(op, "max_lr", max_lr, n)
-        self.total_steps = _int(op, "total_steps", total_steps, 1)
+        self.total_steps = _total_steps(op, total_steps, epochs, steps_per_epoch)
         self.pct_start = _num(op, "pct_start", pct_start, 0.0, hi=1.0)
         if anneal_strategy not in ("cos", "linear"):
             raise ValueError(f"{op}: anneal_strategy must be 'cos' or 'linear', got {anneal_strategy!r}")
