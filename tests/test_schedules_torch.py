@@ -120,3 +120,21 @@ def test_onecycle_from_epochs_and_steps_per_epoch_equals_torch():
     tsched = lrs_mod.OneCycleLR(topt, max_lr=0.5, epochs=5, steps_per_epoch=40)
     assert sched.total_steps == 200
     assert _run_lrs(sched, opt, 200) == _run_lrs(tsched, topt, 200)
+
+
+@pytest.mark.parametrize("start_factor", [0, 0.0, -0.1, 1.5])
+def test_linear_warmup_start_factor_must_be_in_0_1_as_torch_linear_lr(start_factor):
+    opt, topt = _pair()
+    with pytest.raises(ValueError):
+        lrs_mod.LinearLR(topt, start_factor=start_factor)
+    with pytest.raises(ValueError, match=r"invalid start_factor .*must be > 0.0 and <= 1.0"):
+        S.LinearWarmup(opt, S.Constant(), warmup_steps=5, start_factor=start_factor)
+
+
+def test_linear_warmup_small_and_unit_start_factor_equal_torch_linear_lr():
+    for f in (1e-6, 1.0):
+        opt, topt = _pair()
+        sched = S.LinearWarmup(opt, S.Constant(), warmup_steps=7, start_factor=f)
+        tsched = lrs_mod.LinearLR(topt, start_factor=f, end_factor=1.0, total_iters=7)
+        got, want = _run_lrs(sched, opt, 20), _run_lrs(tsched, topt, 20)
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=0)

@@ -444,7 +444,8 @@ class LinearWarmup(Schedule):
             schedule.base_lrs = self.base_lrs
         self.schedule = schedule
         self.warmup_steps = _int(op, "warmup_steps", warmup_steps, 1)
-        self.start_factor = _num(op, "start_factor", start_factor, 0.0, hi=1.0)
+        # (0, 1] as torch's LinearLR: a warm-up must start from a positive lr
+        self.start_factor = _num(op, "start_factor", start_factor, 0.0, lo_open=True, hi=1.0)
         self._start()
 
     def _lr(self, t, i):
