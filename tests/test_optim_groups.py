@@ -107,3 +107,33 @@ def test_duplicate_and_in_another_group_raises_not_just_warns():
         warnings.simplefilter("ignore")
         with pytest.raises(ValueError, match="more than one parameter group"):
             opt.add_param_group({"params": [b, a, b]})
+
+
+def test_lbfgs_duplicate_parameter_warns_and_trains_as_torch_with_it_listed_once():
+    rng = np.random.default_rng(3)
+    A, b = rng.standard_normal((6, 4)), rng.standard_normal(6)
+    w0 = rng.standard_normal(4)
+    w = ck.Parameter(w0.copy())
+    with pytest.warns(UserWarning, match="duplicate parameters"):
+        opt = ck.optim.LBFGS([w, w], lr=0.5, max_iter=10)
+
+    def closure():
+        r = A @ w.data - b
+        w.grad[...] = A.T @ r
+        return 0.5 * float(r @ r)
+
+    tw = torch.tensor(w0.copy(), requires_grad=True)
+    topt = torch.optim.LBFGS([tw], lr=0.5, max_iter=10)
+    tA, tb = torch.tensor(A), torch.tensor(b)
+
+    def tclosure():
+        topt.zero_grad()
+        loss = 0.5 * ((tA @ tw - tb) ** 2).sum()
+        loss.backward()
+        return loss
+
+    for _ in range(3):
+        opt.step(closure)
+        topt.step(tclosure)
+    np.testing.assert_allclose(w.data, tw.detach().numpy(), rtol=1e-10, atol=1e-12)
+    assert opt._flat.size == w.size
