@@ -127,8 +127,8 @@ def test_closed_forms_without_a_torch_twin():
     # the lecture's example: 0.97 per epoch
     assert S.Exponential(base_lr=1.0).values(3) == [1.0, 0.97, 0.97 ** 2]
     # warm-up on a constant lr: linear ramp, then flat
-    w = S.LinearWarmup(None, warmup_steps=4, start_factor=0.0, base_lr=1.0).values(6)
-    assert w == [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
+    w = S.LinearWarmup(None, warmup_steps=4, start_factor=0.5, base_lr=1.0).values(6)
+    assert w == [0.5, 0.625, 0.75, 0.875, 1.0, 1.0]
 
 
 def test_per_group_base_lrs():

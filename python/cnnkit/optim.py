@@ -28,6 +28,7 @@ fights the normalisation.
 """
 import math
 import numbers
+import warnings
 
 import numpy as np
 
@@ -101,7 +102,14 @@ def _group_params(op, group, index):
     for p in params:
         if not isinstance(p, Parameter):
             raise TypeError(f"{op}: params must be cnnkit Parameters, got {type(p).__name__}")
-    return params
+    # A parameter listed twice would get two slots in the flat buffer, one of them a dead copy; keep the
+    # first occurrence (torch warns with the same words)
+    unique = list({id(p): p for p in params}.values())   # dicts keep first-insertion order
+    if len(unique) != len(params):
+        warnings.warn(f"{op}: optimizer contains a parameter group with duplicate parameters (param group {index}: "
+                      f"{len(params)} listed, {len(unique)} distinct); each is kept once", UserWarning,
+                      stacklevel=3)
+    return unique
 
 class Optimizer:
     """Base class: param groups, one FlatBuffer per group, the finite check, clipping, state dicts.
@@ -135,7 +143,7 @@ class Optimizer:
         self.param_groups = []
         self.state = []          # per group: dict of flat state arrays (and, on the CPU, the step counter)
         self._flats = []         # per group: FlatBuffer (None when every param is frozen)
-        self._seen = set()
+        self._seen = {}          # id(parameter) -> index of its param group
         self._skipped = 0        # CPU counters; on a GPU they live in self._ctl
         self._last_norm = None
         self._ctl = None         # the device control block while the parameters are CuPy arrays
@@ -153,7 +161,9 @@ class Optimizer:
         params = _group_params(op, group, len(self.param_groups))
         for p in params:
             if id(p) in self._seen:
-                raise ValueError(f"{op}: {p!r} appears in more than one param group")
+                raise ValueError(f"{op}: some parameters appear in more than one parameter group: {p!r} is already "
+                                 f"in param group {self._seen[id(p)]}; a parameter can be in only one param group "
+                                 f"(listing it in more than one param group would step it twice)")
         unknown = set(group) - set(self.defaults) - {"params"}
         if unknown:
             raise ValueError(f"{op}: unknown hyperparameters {sorted(unknown)}; expected {sorted(self.defaults)}")
@@ -168,7 +178,7 @@ class Optimizer:
                             f"{'a GPU' if is_device_array(trainable[0].data) else 'the CPU'} but this optimizer's "
                             f"parameters are not; put every group on one device first (model.to(...))")
         for p in params:
-            self._seen.add(id(p))
+            self._seen[id(p)] = len(self.param_groups)
         # Decayed parameters first, then (decay_bias=False) the 1-D ones: two contiguous ranges of one buffer.
         if not g["decay_bias"]:
             trainable = [p for p in trainable if p.data.ndim > 1] + [p for p in trainable if p.data.ndim <= 1]
