@@ -164,3 +164,27 @@ def test_example_config_trains_an_epoch_on_files_in_the_real_format(tmp_path, na
     result = json.loads((tmp_path / "run" / "result.json").read_text())
     assert result["epochs_run"] == 1 and 0.0 <= result["test_acc"] <= 1.0 and np.isfinite(result["test_loss"])
     assert result["config"]["data"] == cli.load_config(str(config))["data"]
+
+
+def test_a_schedule_with_warmup_from_a_config(tmp_path):
+    # schedule.warmup wraps the named schedule in LinearWarmup: warmup_steps at a linearly rising lr, then
+    # the named schedule from its own start, as ck.schedules.LinearWarmup(opt, Step(None, ...), 3) does.
+    import cnnkit as ck
+    cfg = tmp_path / "warm.toml"
+    cfg.write_text("[optimizer]\nname = 'SGD'\nlr = 0.1\n"
+                   "[schedule]\nname = 'Step'\nstep_size = 2\ngamma = 0.5\nwarmup = 3\n")
+    c = cli.load_config(str(cfg), {"out": str(tmp_path / "o")})
+    model = cli.build_model(c)
+    opt = cli.build_optimizer(c, model.parameters())
+    sched, interval = cli.build_schedule(c, opt, 10)
+    assert isinstance(sched, ck.schedules.LinearWarmup) and sched.optimizer is opt and interval == "epoch"
+    twin_opt = ck.optim.SGD([ck.Parameter(np.zeros(1, np.float32))], lr=0.1)
+    twin = ck.schedules.LinearWarmup(twin_opt, ck.schedules.Step(None, step_size=2, gamma=0.5), 3)
+    lrs, want = [], []
+    for _ in range(8):
+        lrs.append(opt.param_groups[0]["lr"])
+        want.append(twin_opt.param_groups[0]["lr"])
+        sched.step()
+        twin.step()
+    assert lrs == want
+    assert lrs[0] < lrs[2] < lrs[3] == 0.1 and lrs[5] == 0.05

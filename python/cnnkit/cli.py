@@ -172,9 +172,10 @@ def build_schedule(cfg, optimizer, steps_per_epoch):
     if name == "Cosine" and "T_max" not in s:
         s["T_max"] = cfg["epochs"] if interval == "epoch" else cfg["epochs"] * steps_per_epoch
     try:
-        sched = cls(optimizer, **s)
-        if warmup:
-            sched = ck.schedules.LinearWarmup(sched, warmup)
+        if warmup:   # the wrapped schedule is built unbound; the warm-up wrapper drives the optimizer
+            sched = ck.schedules.LinearWarmup(optimizer, cls(None, **s), warmup)
+        else:
+            sched = cls(optimizer, **s)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"config: 'schedule' ({name}): {e}") from None
     return sched, interval
