@@ -98,7 +98,7 @@ class Killed(BaseException):
 
 
 def _callbacks():
-    return [ck.EarlyStopping(monitor="val_loss", patience=100), ck.SWA(start_epoch=0)]
+    return [ck.EarlyStopping(monitor="val_loss", patience=100), ck.SWA(start_epoch=1)]
 
 
 def test_a_kill_inside_the_epoch_end_checkpoint_leaves_a_consistent_one(tmp_path, data, monkeypatch):
