@@ -31,10 +31,16 @@ std::vector<int64_t> shape_of(const py::array& a) {
 
 std::string dtype_name(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
 
+// dtypes compare by value (numpy's PyArray_EquivTypes: kind, size and byte order), never by object identity:
+// an array that went through pickle or np.dtype("float32") carries an equal dtype that is another object.
+bool same_dtype(const py::dtype& a, const py::dtype& b) {
+  return py::detail::npy_api::get().PyArray_EquivTypes_(a.ptr(), b.ptr());
+}
+
 // Raw pointer of an array that must have exactly dtype T, be C-contiguous and (for outputs) writable.
 template <typename T>
 T* ptr(const py::array& a, const char* op, const char* name, bool writable = false) {
-  if (!a.dtype().is(py::dtype::of<T>()))
+  if (!same_dtype(a.dtype(), py::dtype::of<T>()))
     throw py::type_error(std::string(op) + ": " + name + " must have dtype " +
                          py::str(py::dtype::of<T>()).cast<std::string>() + ", got " + dtype_name(a));
   if (!(a.flags() & py::array::c_style))
@@ -50,8 +56,8 @@ void expect_shape(const char* op, const char* name, const py::array& a, const st
 
 enum class DType { f32, f64 };
 DType float_dtype(const py::array& a, const char* op, const char* name) {
-  if (a.dtype().is(py::dtype::of<float>())) return DType::f32;
-  if (a.dtype().is(py::dtype::of<double>())) return DType::f64;
+  if (same_dtype(a.dtype(), py::dtype::of<float>())) return DType::f32;
+  if (same_dtype(a.dtype(), py::dtype::of<double>())) return DType::f64;
   throw py::type_error(std::string(op) + ": " + name + " must be float32 or float64, got " + dtype_name(a));
 }
 
@@ -469,7 +475,7 @@ void aug_pipeline(const py::array& x, const py::array& y, const py::array& ids, 
   expect_shape(op, "ids", ids, {N});
   AugStages st = aug_parse(op, stages, C, H, W);
   expect_shape(op, "y", y, {N, C, st.P, st.Q});
-  if (!x.dtype().is(y.dtype())) throw py::type_error(std::string(op) + ": y must have the dtype of x");
+  if (!same_dtype(x.dtype(), y.dtype())) throw py::type_error(std::string(op) + ": y must have the dtype of x");
   double* rp = nullptr;
   if (!records.is_none()) {
     py::array r = records.cast<py::array>();
@@ -666,7 +672,7 @@ T* dptr(std::uintptr_t a) { return reinterpret_cast<T*>(a); }
 CUstream_st* as_stream(std::uintptr_t s) { return reinterpret_cast<CUstream_st*>(s); }
 
 void nonneg(const char* op, int64_t n) {
-  nonneg(op, n);
+  if (n < 0) ck::fail(op, "n must be >= 0, got ", n);
 }
 
 void nonnull(const char* op, const char* name, std::uintptr_t a, int64_t n) {
