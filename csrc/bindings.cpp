@@ -45,6 +45,12 @@ T* ptr(const py::array& a, const char* op, const char* name, bool writable = fal
                          py::str(py::dtype::of<T>()).cast<std::string>() + ", got " + dtype_name(a));
   if (!(a.flags() & py::array::c_style))
     ck::fail(op, name, " must be C-contiguous (no silent copies are made), got strides that are not");
+  // A C-contiguous view can still start at an address that is no multiple of the element size
+  // (np.frombuffer(..., offset=1)); dereferencing it as T* is undefined behaviour, so refuse it.
+  if (const auto addr = reinterpret_cast<std::uintptr_t>(a.data()); addr % alignof(T) != 0)
+    ck::fail(op, name, " must be aligned to ", alignof(T), " bytes (", py::str(py::dtype::of<T>()).cast<std::string>(),
+             "), got an address ", addr % alignof(T), " byte(s) past a multiple of ", alignof(T),
+             " (no silent copies are made; pass a copy, e.g. numpy.array(", name, "))");
   if (writable && !a.writeable()) ck::fail(op, name, " must be writable, got a read-only array");
   return static_cast<T*>(const_cast<void*>(a.data()));
 }
