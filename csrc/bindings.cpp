@@ -31,14 +31,26 @@ std::vector<int64_t> shape_of(const py::array& a) {
 
 std::string dtype_name(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
 
+// dtypes compare by value (numpy's PyArray_EquivTypes: kind, size and byte order), never by object identity:
+// an array that went through pickle or np.dtype("float32") carries an equal dtype that is another object.
+bool same_dtype(const py::dtype& a, const py::dtype& b) {
+  return py::detail::npy_api::get().PyArray_EquivTypes_(a.ptr(), b.ptr());
+}
+
 // Raw pointer of an array that must have exactly dtype T, be C-contiguous and (for outputs) writable.
 template <typename T>
 T* ptr(const py::array& a, const char* op, const char* name, bool writable = false) {
-  if (!a.dtype().is(py::dtype::of<T>()))
+  if (!same_dtype(a.dtype(), py::dtype::of<T>()))
     throw py::type_error(std::string(op) + ": " + name + " must have dtype " +
                          py::str(py::dtype::of<T>()).cast<std::string>() + ", got " + dtype_name(a));
   if (!(a.flags() & py::array::c_style))
     ck::fail(op, name, " must be C-contiguous (no silent copies are made), got strides that are not");
+  // A C-contiguous view can still start at an address that is no multiple of the element size
+  // (np.frombuffer(..., offset=1)); dereferencing it as T* is undefined behaviour, so refuse it.
+  if (const auto addr = reinterpret_cast<std::uintptr_t>(a.data()); addr % alignof(T) != 0)
+    ck::fail(op, name, " must be aligned to ", alignof(T), " bytes (", py::str(py::dtype::of<T>()).cast<std::string>(),
+             "), got an address ", addr % alignof(T), " byte(s) past a multiple of ", alignof(T),
+             " (no silent copies are made; pass a copy, e.g. numpy.array(", name, "))");
   if (writable && !a.writeable()) ck::fail(op, name, " must be writable, got a read-only array");
   return static_cast<T*>(const_cast<void*>(a.data()));
 }
@@ -50,8 +62,8 @@ void expect_shape(const char* op, const char* name, const py::array& a, const st
 
 enum class DType { f32, f64 };
 DType float_dtype(const py::array& a, const char* op, const char* name) {
-  if (a.dtype().is(py::dtype::of<float>())) return DType::f32;
-  if (a.dtype().is(py::dtype::of<double>())) return DType::f64;
+  if (same_dtype(a.dtype(), py::dtype::of<float>())) return DType::f32;
+  if (same_dtype(a.dtype(), py::dtype::of<double>())) return DType::f64;
   throw py::type_error(std::string(op) + ": " + name + " must be float32 or float64, got " + dtype_name(a));
 }
 
@@ -469,7 +481,7 @@ void aug_pipeline(const py::array& x, const py::array& y, const py::array& ids, 
   expect_shape(op, "ids", ids, {N});
   AugStages st = aug_parse(op, stages, C, H, W);
   expect_shape(op, "y", y, {N, C, st.P, st.Q});
-  if (!x.dtype().is(y.dtype())) throw py::type_error(std::string(op) + ": y must have the dtype of x");
+  if (!same_dtype(x.dtype(), y.dtype())) throw py::type_error(std::string(op) + ": y must have the dtype of x");
   double* rp = nullptr;
   if (!records.is_none()) {
     py::array r = records.cast<py::array>();

@@ -45,7 +45,9 @@ struct ErrorSlot {
   bool set = false;
   std::string msg;
   void capture(const std::string& m) {
+#if defined(_OPENMP)  // the CUDA files include this header without OpenMP (and use no parallel region)
 #pragma omp critical(ck_error_slot)
+#endif
     if (!set) { set = true; msg = m; }
   }
   void rethrow() const { if (set) throw std::invalid_argument(msg); }

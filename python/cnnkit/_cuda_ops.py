@@ -41,6 +41,12 @@ def _darray(op, name, a, ref, device, ndim=None, dtype=None):
                             f"(CPU); put every array on one device (cupy.asarray(...) or .get())")
         raise TypeError(f"{op}: {name} must be a cupy.ndarray (as {ref} is), got {type(a).__name__}")
     _ops._check_layout(op, name, a, ndim, dtype, "cupy")
+    # A C-contiguous view may still start off its element size; the kernels would read it as T*.
+    addr, size = a.__cuda_array_interface__["data"][0], a.dtype.itemsize
+    if addr % size:
+        raise ValueError(f"{op}: {name} must be aligned to {size} bytes ({a.dtype}), got a device address "
+                         f"{addr % size} byte(s) past a multiple of {size} (no silent copies are made; pass a "
+                         f"copy, e.g. cupy.array({name}))")
     if a.device.id != device:
         raise ValueError(f"{op}: {name} is on GPU {a.device.id} but {ref} is on GPU {device}; "
                          f"every array must be on one device")

@@ -1,0 +1,182 @@
+"""Argument checks shared by every kernel binding (csrc/bindings.cpp) and the ops wrappers (cnnkit.ops):
+dtypes compared by value, buffer alignment, out= aliasing and real-bool flags."""
+import pickle
+
+import numpy as np
+import pytest
+
+import cnnkit as ck
+from cnnkit import _C
+from cnnkit import data as D
+from cnnkit import ops
+
+
+def _pickled(a):
+    """`a` after a pickle round trip: equal dtype, but a dtype object that is not numpy's cached one."""
+    b = pickle.loads(pickle.dumps(a))
+    assert b.dtype == a.dtype
+    return b
+
+
+# ---------------------------------------------------------------- dtypes compare by value
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_pickled_arrays_go_through_every_kernel_family(dtype):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 6, 6)).astype(dtype)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(dtype)
+    px, pw = _pickled(x), _pickled(w)
+
+    np.testing.assert_array_equal(ops.conv2d_fwd(px, pw, _pickled(np.ones(4, dtype))),
+                                  ops.conv2d_fwd(x, w, np.ones(4, dtype)))
+    dy = rng.standard_normal((2, 4, 4, 4)).astype(dtype)
+    np.testing.assert_array_equal(ops.conv2d_bwd_data(_pickled(dy), pw, x.shape), ops.conv2d_bwd_data(dy, w, x.shape))
+    np.testing.assert_array_equal(ops.conv2d_bwd_weight(_pickled(dy), px, w.shape),
+                                  ops.conv2d_bwd_weight(dy, x, w.shape))
+    np.testing.assert_array_equal(ops.conv2d_bwd_bias(_pickled(dy)), ops.conv2d_bwd_bias(dy))
+
+    a, b = rng.standard_normal((3, 5)).astype(dtype), rng.standard_normal((5, 2)).astype(dtype)
+    np.testing.assert_allclose(ops.matmul(_pickled(a), _pickled(b)), a @ b, rtol=1e-5)
+
+    np.testing.assert_array_equal(ops.relu_fwd(px), np.maximum(x, 0))
+    np.testing.assert_array_equal(ops.relu_bwd(px, _pickled(np.maximum(x, 0))), np.where(x > 0, x, 0))
+
+    y, idx = ops.maxpool2d_fwd(px, 2)
+    np.testing.assert_array_equal(y, x.reshape(2, 3, 3, 2, 3, 2).max(axis=(3, 5)))
+    np.testing.assert_array_equal(ops.maxpool2d_bwd(_pickled(y), _pickled(idx), x.shape),
+                                  ops.maxpool2d_bwd(y, idx, x.shape))
+
+    yd, mask = ops.dropout_fwd(px, 0.5, seed=3)
+    np.testing.assert_array_equal((yd, mask), ops.dropout_fwd(x, 0.5, seed=3))
+    np.testing.assert_array_equal(ops.dropout_bwd(_pickled(yd), _pickled(mask), 0.5), ops.dropout_bwd(yd, mask, 0.5))
+
+    mean, var = ops.batchnorm_stats(px)
+    np.testing.assert_allclose(mean, x.mean(axis=(0, 2, 3)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(var, x.var(axis=(0, 2, 3)), rtol=1e-4, atol=1e-6)
+    alpha, beta = np.full(3, 2, dtype), np.full(3, 1, dtype)
+    np.testing.assert_array_equal(ops.channel_affine(px, _pickled(alpha), _pickled(beta)), x * 2 + 1)
+    invstd = (1 / np.sqrt(var + 1e-5)).astype(dtype)
+    ref = ops.batchnorm_bwd(x, x, mean, invstd)
+    got = ops.batchnorm_bwd(px, px, _pickled(mean), _pickled(invstd), weight=_pickled(np.ones(3, dtype)))
+    for r, g in zip(ref, got):
+        np.testing.assert_allclose(g, r, rtol=1e-6)
+
+
+def test_pickled_arrays_through_direct_bindings():
+    x = _pickled(np.zeros((1, 1, 4, 4), np.float32))
+    y = np.empty((2, 1, 2, 2), np.float32).reshape(1, 2, 2, 2)
+    _C.conv2d_fwd(x, _pickled(np.ones((2, 1, 3, 3), np.float32)), None, y, (1, 1), (0, 0), (1, 1), 1)
+    np.testing.assert_array_equal(y, 0)
+    keys = _pickled(np.zeros(4, np.uint64))
+    _C.philox_keys(keys, 1, 0, 0)
+    assert keys.any()
+
+
+@pytest.mark.parametrize("cls, kw", [(ck.optim.SGD, dict(lr=0.5)), (ck.optim.SGD, dict(lr=0.5, momentum=0.9)),
+                                     (ck.optim.Adam, dict(lr=0.1))])
+def test_pickled_parameter_takes_an_optimizer_step(cls, kw):
+    p = ck.Parameter(_pickled(np.array([1.0, -2.0, 3.0], np.float32)))
+    opt = cls([p], **kw)
+    p.grad[...] = _pickled(np.array([1.0, 1.0, -1.0], np.float32))
+    opt.step()
+    if cls is ck.optim.SGD:
+        np.testing.assert_allclose(p.data, [0.5, -2.5, 3.5], rtol=1e-6)
+    else:
+        np.testing.assert_allclose(p.data, [0.9, -2.1, 3.1], rtol=1e-5)
+
+
+def test_pickled_batch_goes_through_augment():
+    x = np.arange(2 * 1 * 4 * 4, dtype=np.float32).reshape(2, 1, 4, 4)
+    np.testing.assert_array_equal(D.RandomHorizontalFlip(1.0)(_pickled(x)), x[:, :, :, ::-1])
+    y = D.RandomCrop(4, padding=0)(_pickled(x), seed=1)
+    np.testing.assert_array_equal(y, x)
+
+
+# ---------------------------------------------------------------- misaligned buffers are refused
+
+
+def _misaligned(shape, dtype, fill=0.0):
+    """A C-contiguous array whose data starts one byte past an element boundary."""
+    dtype = np.dtype(dtype)
+    n = int(np.prod(shape))
+    a = np.frombuffer(bytearray(dtype.itemsize * n + 1), dtype, count=n, offset=1).reshape(shape)
+    assert a.flags.c_contiguous and not a.flags.aligned
+    return a
+
+
+def _raises_misaligned(name, dtype, fn, *args, **kwargs):
+    size = np.dtype(dtype).itemsize
+    with pytest.raises(ValueError, match=rf"\b{name} must be aligned to {size} bytes \({np.dtype(dtype)}\)"):
+        fn(*args, **kwargs)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_misaligned_inputs_and_outputs_are_refused_by_every_op(dtype):
+    x, w = np.ones((1, 2, 4, 4), dtype), np.ones((3, 2, 3, 3), dtype)
+    bad = _misaligned
+    _raises_misaligned("x", dtype, ops.conv2d_fwd, bad(x.shape, dtype), w)
+    _raises_misaligned("w", dtype, ops.conv2d_fwd, x, bad(w.shape, dtype))
+    _raises_misaligned("b", dtype, ops.conv2d_fwd, x, w, bad((3,), dtype))
+    _raises_misaligned("y", dtype, ops.conv2d_fwd, x, w, out=bad((1, 3, 2, 2), dtype))
+    dy = np.ones((1, 3, 2, 2), dtype)
+    _raises_misaligned("dy", dtype, ops.conv2d_bwd_data, bad(dy.shape, dtype), w, x.shape)
+    _raises_misaligned("x", dtype, ops.conv2d_bwd_weight, dy, bad(x.shape, dtype), w.shape)
+    _raises_misaligned("db", dtype, ops.conv2d_bwd_bias, dy, out=bad((3,), dtype))
+
+    a = np.ones((2, 3), dtype)
+    _raises_misaligned("a", dtype, ops.matmul, bad((2, 3), dtype), a.T.copy())
+    _raises_misaligned("out", dtype, ops.matmul, a, a.T.copy(), out=bad((2, 2), dtype))
+
+    _raises_misaligned("x", dtype, ops.relu_fwd, bad(x.shape, dtype))
+    _raises_misaligned("y", dtype, ops.relu_bwd, x, bad(x.shape, dtype))
+
+    _raises_misaligned("x", dtype, ops.maxpool2d_fwd, bad(x.shape, dtype), 2)
+    y, idx = ops.maxpool2d_fwd(x, 2)
+    _raises_misaligned("indices", np.int64, ops.maxpool2d_bwd, y, bad(idx.shape, np.int64), x.shape)
+
+    _raises_misaligned("x", dtype, ops.dropout_fwd, bad(x.shape, dtype), 0.5, seed=1)
+
+    _raises_misaligned("x", dtype, ops.batchnorm_stats, bad(x.shape, dtype))
+    _raises_misaligned("alpha", dtype, ops.channel_affine, x, bad((2,), dtype), np.ones(2, dtype))
+    _raises_misaligned("invstd", dtype, ops.batchnorm_bwd, x, x, np.ones(2, dtype), bad((2,), dtype))
+
+
+def test_misaligned_buffers_are_refused_by_direct_bindings():
+    f32 = np.float32
+    p, g = np.ones(4, f32), np.ones(4, f32)
+    _raises_misaligned("p", f32, _C.sgd_step, _misaligned((4,), f32), g, None, -0.1, 0.0, 1.0, False, True,
+                       1.0, 0.0, 0.0, 0.0)
+    _raises_misaligned("g", f32, _C.grad_sumsq, _misaligned((4,), f32))
+    _raises_misaligned("exp_avg", f32, _C.adam_step, p, g, _misaligned((4,), f32), np.zeros(4, f32), None,
+                       0.9, 0.999, 1e-8, -0.1, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0)
+    _raises_misaligned("keys", np.uint64, _C.philox_keys, _misaligned((4,), np.uint64), 1, 0, 0)
+    x = _misaligned((2, 1, 4, 4), f32)
+    y, ids = np.empty((2, 1, 4, 4), f32), np.arange(2, dtype=np.int64)
+    stage = (1, 0, [1.0, 0, 0, 0, 0, 0], 4, 4, None, None)   # a horizontal flip, p = 1
+    _raises_misaligned("x", f32, _C.aug_pipeline, x, y, ids, [stage], 1, 0, 1, None)
+    # the same arguments, aligned, run: the refusal is the alignment and nothing else
+    _C.aug_pipeline(x.copy(), y, ids, [stage], 1, 0, 1, None)
+    np.testing.assert_array_equal(y, 0)
+
+
+def test_misaligned_batch_is_refused_by_augment():
+    x = _misaligned((2, 1, 4, 4), np.float32)
+    _raises_misaligned("x", np.float32, D.RandomHorizontalFlip(1.0), x)
+    _raises_misaligned("x", np.float32, D.RandomCrop(4), x, seed=1)
+
+
+def test_misaligned_device_arrays_are_refused_by_the_device_checks(monkeypatch):
+    # the CuPy stand-in routes the device ops to the CPU kernels, so the device-side check is called directly:
+    # it is the one every cnnkit._cuda_ops function runs on each array before passing its pointer on
+    import fakecupy
+    from cnnkit import _cuda_ops
+    cp = fakecupy.install(monkeypatch)
+    x = fakecupy.ndarray(_misaligned((1, 1, 4, 4), np.float32))
+    with pytest.raises(ValueError, match=r"relu_fwd: x must be aligned to 4 bytes \(float32\), got a device address "
+                                         r"1 byte\(s\) past a multiple of 4"):
+        _cuda_ops._first("relu_fwd", "x", x)
+    with pytest.raises(ValueError, match=r"matmul: out must be aligned to 8 bytes \(float64\)"):
+        _cuda_ops._dout("matmul", "out", fakecupy.ndarray(_misaligned((2, 2), np.float64)), (2, 2), np.float64, "a", 0)
+    good = cp.asarray(np.ones((1, 1, 4, 4), np.float32))
+    assert _cuda_ops._first("relu_fwd", "x", good) == 0
