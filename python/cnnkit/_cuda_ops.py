@@ -61,13 +61,15 @@ def _first(op, name, a, ndim=None, dtype=None):
     return dev
 
 
-def _dout(op, name, out, shape, dtype, ref, device):
-    """Check a caller-supplied CuPy output, or allocate one on `device` (the caller has entered it)."""
+def _dout(op, name, out, shape, dtype, ref, device, inputs=(), in_place=()):
+    """Check a caller-supplied CuPy output, or allocate one on `device` (the caller has entered it).
+    `inputs` and `in_place`: see cnnkit.ops._no_alias."""
     if out is None:
         return _cupy().empty(shape, dtype=dtype)
     _darray(op, name, out, ref, device, dtype=dtype)
     if tuple(out.shape) != tuple(shape):
         raise ValueError(f"{op}: {name} must have shape {tuple(shape)}, got {tuple(out.shape)}")
+    _ops._no_alias(op, name, out, inputs, in_place)
     return out
 
 
@@ -100,7 +102,7 @@ def conv2d_fwd(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, out=None
     if b is not None and b.shape[0] != w.shape[0]:
         raise ValueError(f"{op}: b must have shape ({w.shape[0]},), got {tuple(b.shape)}")
     with _cupy().cuda.Device(dev):
-        y = _dout(op, "out", out, shape, x.dtype, "x", dev)
+        y = _dout(op, "out", out, shape, x.dtype, "x", dev, inputs=(("x", x), ("w", w), ("b", b)))
         _C.conv2d_fwd_cuda(_ptr(x), _ptr(w), _ptr(b), _ptr(y), list(x.shape), list(w.shape), s, p, d, g,
                            _code(x), _stream(), cuda.get_tf32())
     return y
@@ -118,7 +120,7 @@ def conv2d_bwd_data(dy, w, x_shape, stride=1, padding=0, dilation=1, groups=1, o
         raise ValueError(f"{op}: dy must have shape {want} for x_shape {x_shape} and w {tuple(w.shape)}, "
                          f"got {tuple(dy.shape)}")
     with _cupy().cuda.Device(dev):
-        dx = _dout(op, "out", out, x_shape, dy.dtype, "dy", dev)
+        dx = _dout(op, "out", out, x_shape, dy.dtype, "dy", dev, inputs=(("dy", dy), ("w", w)))
         _C.conv2d_bwd_data_cuda(_ptr(dy), _ptr(w), _ptr(dx), list(x_shape), list(w.shape), s, p, d, g,
                                 _code(dy), _stream(), cuda.get_tf32())
     return dx
@@ -138,7 +140,7 @@ def conv2d_bwd_weight(dy, x, w_shape, stride=1, padding=0, dilation=1, groups=1,
     if accumulate and out is None:
         raise ValueError(f"{op}: accumulate=True needs out= (the gradient to add into)")
     with _cupy().cuda.Device(dev):
-        dw = _dout(op, "out", out, w_shape, dy.dtype, "dy", dev)
+        dw = _dout(op, "out", out, w_shape, dy.dtype, "dy", dev, inputs=(("dy", dy), ("x", x)))
         _C.conv2d_bwd_weight_cuda(_ptr(dy), _ptr(x), _ptr(dw), list(x.shape), list(w_shape), s, p, d, g,
                                   bool(accumulate), _code(dy), _stream(), cuda.get_tf32())
     return dw
@@ -150,7 +152,7 @@ def conv2d_bwd_bias(dy, out=None, accumulate=False):
     if accumulate and out is None:
         raise ValueError(f"{op}: accumulate=True needs out= (the gradient to add into)")
     with _cupy().cuda.Device(dev):
-        db = _dout(op, "out", out, (dy.shape[1],), dy.dtype, "dy", dev)
+        db = _dout(op, "out", out, (dy.shape[1],), dy.dtype, "dy", dev, inputs=(("dy", dy),))
         _C.conv2d_bwd_bias_cuda(_ptr(dy), _ptr(db), list(dy.shape), bool(accumulate), _code(dy), _stream())
     return db
 
@@ -236,7 +238,7 @@ def matmul(a, b, trans_a=False, trans_b=False, out=None, accumulate=False):
     M, N = _ops._matmul_shape(op, a, b, trans_a, trans_b, out, accumulate)
     cp = _cupy()
     with cp.cuda.Device(dev):
-        c = _dout(op, "out", out, (M, N), a.dtype, "a", dev)
+        c = _dout(op, "out", out, (M, N), a.dtype, "a", dev, inputs=(("a", a), ("b", b)))
         lhs, rhs = (a.T if trans_a else a), (b.T if trans_b else b)
         if accumulate:
             c += cp.matmul(lhs, rhs)
@@ -251,7 +253,7 @@ def relu_fwd(x, out=None):
     op = "relu_fwd"
     dev = _first(op, "x", x)
     with _cupy().cuda.Device(dev):
-        y = _dout(op, "out", out, x.shape, x.dtype, "x", dev)
+        y = _dout(op, "out", out, x.shape, x.dtype, "x", dev, inputs=(("x", x),), in_place=("x",))
         _C.relu_fwd_cuda(_ptr(x), _ptr(y), x.size, _code(x), _stream())
     return y
 
@@ -263,7 +265,8 @@ def relu_bwd(dy, y, out=None):
     if tuple(y.shape) != tuple(dy.shape):
         raise ValueError(f"{op}: y must have the shape of dy {tuple(dy.shape)}, got {tuple(y.shape)}")
     with _cupy().cuda.Device(dev):
-        dx = _dout(op, "out", out, dy.shape, dy.dtype, "dy", dev)
+        dx = _dout(op, "out", out, dy.shape, dy.dtype, "dy", dev, inputs=(("dy", dy), ("y", y)),
+                  in_place=("dy", "y"))
         _C.relu_bwd_cuda(_ptr(dy), _ptr(y), _ptr(dx), dy.size, _code(dy), _stream())
     return dx
 
