@@ -259,3 +259,65 @@ def test_device_ops_refuse_out_aliasing_an_input(monkeypatch):
     buf = cp.asarray(np.ones(10, np.float32))
     with pytest.raises(ValueError, match=r"relu_fwd: out must not share memory with x\b"):
         dev_relu(buf[:9], out=buf[1:])
+
+
+# ---------------------------------------------------------------- flags must be real bools
+
+
+def _raises_flag(op, name, fn, *args, **kwargs):
+    with pytest.raises(TypeError, match=rf"{op}: {name} must be a bool, got str"):
+        fn(*args, **kwargs)
+
+
+def test_string_flags_are_refused_by_every_op():
+    x, dy = np.ones((1, 2, 3, 3)), np.ones((1, 2, 3, 3))
+    w = np.ones((2, 2, 1, 1))
+    dw = np.zeros_like(w)
+    _raises_flag("conv2d_bwd_weight", "accumulate", ops.conv2d_bwd_weight, dy, x, w.shape, out=dw, accumulate="no")
+    np.testing.assert_array_equal(dw, 0)   # refused before anything is written
+    _raises_flag("conv2d_bwd_bias", "accumulate", ops.conv2d_bwd_bias, dy, out=np.zeros(2), accumulate="no")
+    _raises_flag("maxpool2d_fwd", "ceil_mode", ops.maxpool2d_fwd, x, 2, ceil_mode="no")
+    a = np.ones((2, 2))
+    out = np.full((2, 2), 5.0)
+    _raises_flag("matmul", "accumulate", ops.matmul, a, a, out=out, accumulate="no")
+    np.testing.assert_array_equal(out, 5.0)
+    _raises_flag("matmul", "trans_a", ops.matmul, a, a, trans_a="False")
+    _raises_flag("matmul", "trans_b", ops.matmul, a, a, trans_b="")
+    m, s = np.zeros(2), np.ones(2)
+    _raises_flag("batchnorm_bwd", "train", ops.batchnorm_bwd, dy, x, m, s, train="no")
+    _raises_flag("batchnorm_bwd", "need_dx", ops.batchnorm_bwd, dy, x, m, s, need_dx="no")
+    with pytest.raises(TypeError, match="matmul: accumulate must be a bool, got int"):
+        ops.matmul(a, a, out=out, accumulate=1)
+
+
+def test_real_bools_and_numpy_bools_are_taken():
+    a = np.arange(4.0).reshape(2, 2)
+    out = np.ones((2, 2))
+    ops.matmul(a, a, trans_a=np.bool_(True), out=out, accumulate=np.bool_(True))
+    np.testing.assert_array_equal(out, a.T @ a + 1)
+    np.testing.assert_array_equal(ops.matmul(a, a, trans_b=True), a @ a.T)
+
+
+def test_string_flags_are_refused_by_the_device_ops(monkeypatch):
+    import fakecupy
+    from cnnkit import _cuda_ops
+    dev = {n: getattr(_cuda_ops, n) for n in ("matmul", "conv2d_bwd_weight", "conv2d_bwd_bias", "maxpool2d_fwd",
+                                              "sgd_step", "grad_sumsq_device")}
+    cp = fakecupy.install(monkeypatch)
+    a = cp.asarray(np.ones((2, 2), np.float32))
+    _raises_flag("matmul", "accumulate", dev["matmul"], a, a, out=cp.asarray(np.ones((2, 2), np.float32)),
+                 accumulate="no")
+    _raises_flag("matmul", "trans_a", dev["matmul"], a, a, trans_a="no")
+    x = cp.asarray(np.ones((1, 2, 3, 3), np.float32))
+    _raises_flag("conv2d_bwd_weight", "accumulate", dev["conv2d_bwd_weight"], x, x, (2, 2, 1, 1),
+                 out=cp.asarray(np.zeros((2, 2, 1, 1), np.float32)), accumulate="no")
+    _raises_flag("conv2d_bwd_bias", "accumulate", dev["conv2d_bwd_bias"], x, out=cp.asarray(np.zeros(2, np.float32)),
+                 accumulate="no")
+    _raises_flag("maxpool2d_fwd", "ceil_mode", dev["maxpool2d_fwd"], x, 2, ceil_mode="no")
+    g = cp.asarray(np.ones(3, np.float32))
+    _raises_flag("sgd_step", "nesterov", dev["sgd_step"], cp.asarray(np.ones(3, np.float32)), g, None, -0.1, 0.0,
+                 1.0, "no", True, 1.0, 0.0, 0.0, 0.0)
+    _raises_flag("sgd_step", "first", dev["sgd_step"], cp.asarray(np.ones(3, np.float32)), g, None, -0.1, 0.0,
+                 1.0, False, "no", 1.0, 0.0, 0.0, 0.0)
+    _raises_flag("grad_sumsq", "accumulate", dev["grad_sumsq_device"], g,
+                 out=cp.asarray(np.zeros(8, np.float64)), accumulate="no")

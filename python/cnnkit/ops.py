@@ -20,6 +20,7 @@ import numbers
 import numpy as np
 
 from . import _C
+from .graph import _flag  # flags must be real bools: bool("no") is True
 from ._xp import is_device_array as _on_device  # a CuPy array? (never imports cupy)
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
@@ -242,6 +243,7 @@ def conv2d_bwd_weight(dy, x, w_shape, stride=1, padding=0, dilation=1, groups=1,
     if not isinstance(dy, np.ndarray) and _on_device(dy):
         return _gpu().conv2d_bwd_weight(dy, x, w_shape, stride, padding, dilation, groups, out, accumulate)
     op = "conv2d_bwd_weight"
+    accumulate = _flag(op, "accumulate", accumulate)
     _array(op, "dy", dy, ndim=4)
     _array(op, "x", x, ndim=4)
     _same_dtype(op, "dy", dy, "x", x)
@@ -254,7 +256,7 @@ def conv2d_bwd_weight(dy, x, w_shape, stride=1, padding=0, dilation=1, groups=1,
     if accumulate and out is None:
         raise ValueError(f"{op}: accumulate=True needs out= (the gradient to add into)")
     dw = _out(op, "out", out, w_shape, dy.dtype, inputs=(("dy", dy), ("x", x)))
-    _C.conv2d_bwd_weight(dy, x, dw, s, p, d, g, bool(accumulate))
+    _C.conv2d_bwd_weight(dy, x, dw, s, p, d, g, accumulate)
     return dw
 
 
@@ -265,10 +267,11 @@ def conv2d_bwd_bias(dy, out=None, accumulate=False):
         return _gpu().conv2d_bwd_bias(dy, out, accumulate)
     op = "conv2d_bwd_bias"
     _array(op, "dy", dy, ndim=4)
+    accumulate = _flag(op, "accumulate", accumulate)
     if accumulate and out is None:
         raise ValueError(f"{op}: accumulate=True needs out= (the gradient to add into)")
     db = _out(op, "out", out, (dy.shape[1],), dy.dtype, inputs=(("dy", dy),))
-    _C.conv2d_bwd_bias(dy, db, bool(accumulate))
+    _C.conv2d_bwd_bias(dy, db, accumulate)
     return db
 
 
@@ -288,12 +291,11 @@ def maxpool2d_fwd(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=
     s = k if stride is None else _pair(op, "stride", stride, 1)
     p = _pair(op, "padding", padding, 0)
     d = _pair(op, "dilation", dilation, 1)
-    if not isinstance(ceil_mode, (bool, np.bool_)):
-        raise TypeError(f"{op}: ceil_mode must be a bool, got {type(ceil_mode).__name__}")
-    shape = _C.maxpool2d_out_shape(x.shape, k, s, p, d, bool(ceil_mode))
+    ceil_mode = _flag(op, "ceil_mode", ceil_mode)
+    shape = _C.maxpool2d_out_shape(x.shape, k, s, p, d, ceil_mode)
     y = _empty(op, "y", shape, x.dtype)
     indices = _empty(op, "indices", shape, np.int64)
-    _C.maxpool2d_fwd(x, y, indices, k, s, p, d, bool(ceil_mode))
+    _C.maxpool2d_fwd(x, y, indices, k, s, p, d, ceil_mode)
     return y, indices
 
 
@@ -364,8 +366,13 @@ def dropout_bwd(dy, mask, p):
 
 # ---------------------------------------------------------------- matmul
 
+def _matmul_flags(op, trans_a, trans_b, accumulate):
+    return _flag(op, "trans_a", trans_a), _flag(op, "trans_b", trans_b), _flag(op, "accumulate", accumulate)
+
+
 def _matmul_shape(op, a, b, trans_a, trans_b, out, accumulate):
-    """(M, N) of op(a) @ op(b) for 2-D a and b of one dtype; the checks both devices make."""
+    """(M, N) of op(a) @ op(b) for 2-D a and b of one dtype; the checks both devices make (the flags were
+    checked by _matmul_flags)."""
     _same_dtype(op, "a", a, "b", b)
     M, K = (a.shape[1], a.shape[0]) if trans_a else a.shape
     Kb, N = (b.shape[1], b.shape[0]) if trans_b else b.shape
@@ -389,9 +396,10 @@ def matmul(a, b, trans_a=False, trans_b=False, out=None, accumulate=False):
     op = "matmul"
     _array(op, "a", a, ndim=2)
     _array(op, "b", b, ndim=2)
+    trans_a, trans_b, accumulate = _matmul_flags(op, trans_a, trans_b, accumulate)
     M, N = _matmul_shape(op, a, b, trans_a, trans_b, out, accumulate)
     c = _out(op, "out", out, (M, N), a.dtype, inputs=(("a", a), ("b", b)))
-    _C.matmul(a, b, c, bool(trans_a), bool(trans_b), bool(accumulate))
+    _C.matmul(a, b, c, trans_a, trans_b, accumulate)
     return c
 
 
@@ -433,13 +441,14 @@ def batchnorm_bwd(dy, x, mean, invstd, weight=None, train=True, need_dx=True):
     invstd). With train=True, mean and invstd are the batch statistics of x and depend on it."""
     op = "batchnorm_bwd"
     _ncs_array(op, "x", x)
+    train, need_dx = _flag(op, "train", train), _flag(op, "need_dx", need_dx)
     _array(op, "dy", dy, dtype=x.dtype)
     for name, a in (("mean", mean), ("invstd", invstd)) + ((("weight", weight),) if weight is not None else ()):
         _array(op, name, a, ndim=1, dtype=x.dtype)
     dx = np.empty_like(x) if need_dx else None
     sum_dy = np.empty(x.shape[1], np.float64)
     dotp = np.empty(x.shape[1], np.float64)
-    _C.batchnorm_bwd(dy, x, mean, invstd, weight, bool(train), dx, sum_dy, dotp)
+    _C.batchnorm_bwd(dy, x, mean, invstd, weight, train, dx, sum_dy, dotp)
     return dx, sum_dy, dotp
 
 
