@@ -180,3 +180,144 @@ def test_misaligned_device_arrays_are_refused_by_the_device_checks(monkeypatch):
         _cuda_ops._dout("matmul", "out", fakecupy.ndarray(_misaligned((2, 2), np.float64)), (2, 2), np.float64, "a", 0)
     good = cp.asarray(np.ones((1, 1, 4, 4), np.float32))
     assert _cuda_ops._first("relu_fwd", "x", good) == 0
+
+
+# ---------------------------------------------------------------- out= must not alias an input
+
+
+def _raises_alias(name, fn, *args, **kwargs):
+    with pytest.raises(ValueError, match=rf"\bout must not share memory with {name}\b"):
+        fn(*args, **kwargs)
+
+
+def test_out_aliasing_an_input_is_refused():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((1, 2, 3, 3))
+    w1 = rng.standard_normal((2, 2, 1, 1))
+    _raises_alias("x", ops.conv2d_fwd, x, w1, out=x)
+    _raises_alias("w", ops.conv2d_fwd, np.ones((1, 2, 1, 2)), w1, out=w1.reshape(1, 2, 1, 2))
+    b = np.zeros(18 + 2)
+    _raises_alias("b", ops.conv2d_fwd, x, w1, b[18:], out=b[2:].reshape(1, 2, 3, 3))
+    dy = rng.standard_normal((1, 2, 3, 3))
+    _raises_alias("dy", ops.conv2d_bwd_data, dy, w1, dy.shape, out=dy)
+    x8, dy4 = rng.standard_normal((1, 2, 2, 2)), rng.standard_normal((1, 4, 2, 2))
+    _raises_alias("x", ops.conv2d_bwd_weight, dy4, x8, (4, 2, 1, 1), out=x8.reshape(4, 2, 1, 1))
+    _raises_alias("dy", ops.conv2d_bwd_weight, dy4, x8, (4, 2, 1, 1), out=dy4.reshape(-1)[:8].reshape(4, 2, 1, 1),
+                  accumulate=True)
+    _raises_alias("dy", ops.conv2d_bwd_bias, dy4, out=dy4.reshape(-1)[:4])
+
+    a, bm = rng.standard_normal((3, 3)), rng.standard_normal((3, 3))
+    _raises_alias("a", ops.matmul, a, bm, out=a)
+    _raises_alias("b", ops.matmul, a, bm, out=bm, accumulate=True)
+    buf = rng.standard_normal(12)   # a partial overlap: out starts three elements into a
+    _raises_alias("a", ops.matmul, buf[:9].reshape(3, 3), bm, out=buf[3:].reshape(3, 3))
+
+    ab = np.ones(18)
+    _raises_alias("alpha", ops.channel_affine, ab.reshape(1, 2, 3, 3), ab[:2], np.zeros(2), out=ab.reshape(1, 2, 3, 3))
+
+
+def test_refused_alias_leaves_out_untouched():
+    a = np.arange(9.0).reshape(3, 3)
+    before = a.copy()
+    _raises_alias("a", ops.matmul, a, np.eye(3) * 2, out=a)
+    np.testing.assert_array_equal(a, before)
+
+
+def test_elementwise_ops_may_work_in_place_but_not_on_a_shifted_overlap():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 3, 4, 4))
+    ref = np.maximum(x, 0)
+    y = x.copy()
+    assert ops.relu_fwd(y, out=y) is y
+    np.testing.assert_array_equal(y, ref)
+    dy = rng.standard_normal(x.shape)
+    want = np.where(ref > 0, dy, 0)
+    d = dy.copy()
+    np.testing.assert_array_equal(ops.relu_bwd(d, ref, out=d), want)
+    r = ref.copy()
+    np.testing.assert_array_equal(ops.relu_bwd(dy, r, out=r), want)
+    z = x.copy()
+    np.testing.assert_array_equal(ops.channel_affine(z, np.full(3, 2.0), np.ones(3), out=z), x * 2 + 1)
+
+    buf = rng.standard_normal(x.size + 1)
+    with pytest.raises(ValueError, match=r"relu_fwd: out must not share memory with x .*may be x itself"):
+        ops.relu_fwd(buf[:-1].reshape(x.shape), out=buf[1:].reshape(x.shape))
+
+
+def test_device_ops_refuse_out_aliasing_an_input(monkeypatch):
+    # the CuPy stand-in routes cnnkit._cuda_ops to the CPU ops, so the device functions are taken before it does
+    import fakecupy
+    from cnnkit import _cuda_ops
+    dev_matmul, dev_conv, dev_relu = _cuda_ops.matmul, _cuda_ops.conv2d_fwd, _cuda_ops.relu_fwd
+    cp = fakecupy.install(monkeypatch)
+    a = cp.asarray(np.ones((3, 3), np.float32))
+    with pytest.raises(ValueError, match=r"matmul: out must not share memory with a\b"):
+        dev_matmul(a, cp.asarray(np.ones((3, 3), np.float32)), out=a)
+    x = cp.asarray(np.ones((1, 2, 3, 3), np.float32))
+    with pytest.raises(ValueError, match=r"conv2d_fwd: out must not share memory with x\b"):
+        dev_conv(x, cp.asarray(np.ones((2, 2, 1, 1), np.float32)), out=x)
+    buf = cp.asarray(np.ones(10, np.float32))
+    with pytest.raises(ValueError, match=r"relu_fwd: out must not share memory with x\b"):
+        dev_relu(buf[:9], out=buf[1:])
+
+
+# ---------------------------------------------------------------- flags must be real bools
+
+
+def _raises_flag(op, name, fn, *args, **kwargs):
+    with pytest.raises(TypeError, match=rf"{op}: {name} must be a bool, got str"):
+        fn(*args, **kwargs)
+
+
+def test_string_flags_are_refused_by_every_op():
+    x, dy = np.ones((1, 2, 3, 3)), np.ones((1, 2, 3, 3))
+    w = np.ones((2, 2, 1, 1))
+    dw = np.zeros_like(w)
+    _raises_flag("conv2d_bwd_weight", "accumulate", ops.conv2d_bwd_weight, dy, x, w.shape, out=dw, accumulate="no")
+    np.testing.assert_array_equal(dw, 0)   # refused before anything is written
+    _raises_flag("conv2d_bwd_bias", "accumulate", ops.conv2d_bwd_bias, dy, out=np.zeros(2), accumulate="no")
+    _raises_flag("maxpool2d_fwd", "ceil_mode", ops.maxpool2d_fwd, x, 2, ceil_mode="no")
+    a = np.ones((2, 2))
+    out = np.full((2, 2), 5.0)
+    _raises_flag("matmul", "accumulate", ops.matmul, a, a, out=out, accumulate="no")
+    np.testing.assert_array_equal(out, 5.0)
+    _raises_flag("matmul", "trans_a", ops.matmul, a, a, trans_a="False")
+    _raises_flag("matmul", "trans_b", ops.matmul, a, a, trans_b="")
+    m, s = np.zeros(2), np.ones(2)
+    _raises_flag("batchnorm_bwd", "train", ops.batchnorm_bwd, dy, x, m, s, train="no")
+    _raises_flag("batchnorm_bwd", "need_dx", ops.batchnorm_bwd, dy, x, m, s, need_dx="no")
+    with pytest.raises(TypeError, match="matmul: accumulate must be a bool, got int"):
+        ops.matmul(a, a, out=out, accumulate=1)
+
+
+def test_real_bools_and_numpy_bools_are_taken():
+    a = np.arange(4.0).reshape(2, 2)
+    out = np.ones((2, 2))
+    ops.matmul(a, a, trans_a=np.bool_(True), out=out, accumulate=np.bool_(True))
+    np.testing.assert_array_equal(out, a.T @ a + 1)
+    np.testing.assert_array_equal(ops.matmul(a, a, trans_b=True), a @ a.T)
+
+
+def test_string_flags_are_refused_by_the_device_ops(monkeypatch):
+    import fakecupy
+    from cnnkit import _cuda_ops
+    dev = {n: getattr(_cuda_ops, n) for n in ("matmul", "conv2d_bwd_weight", "conv2d_bwd_bias", "maxpool2d_fwd",
+                                              "sgd_step", "grad_sumsq_device")}
+    cp = fakecupy.install(monkeypatch)
+    a = cp.asarray(np.ones((2, 2), np.float32))
+    _raises_flag("matmul", "accumulate", dev["matmul"], a, a, out=cp.asarray(np.ones((2, 2), np.float32)),
+                 accumulate="no")
+    _raises_flag("matmul", "trans_a", dev["matmul"], a, a, trans_a="no")
+    x = cp.asarray(np.ones((1, 2, 3, 3), np.float32))
+    _raises_flag("conv2d_bwd_weight", "accumulate", dev["conv2d_bwd_weight"], x, x, (2, 2, 1, 1),
+                 out=cp.asarray(np.zeros((2, 2, 1, 1), np.float32)), accumulate="no")
+    _raises_flag("conv2d_bwd_bias", "accumulate", dev["conv2d_bwd_bias"], x, out=cp.asarray(np.zeros(2, np.float32)),
+                 accumulate="no")
+    _raises_flag("maxpool2d_fwd", "ceil_mode", dev["maxpool2d_fwd"], x, 2, ceil_mode="no")
+    g = cp.asarray(np.ones(3, np.float32))
+    _raises_flag("sgd_step", "nesterov", dev["sgd_step"], cp.asarray(np.ones(3, np.float32)), g, None, -0.1, 0.0,
+                 1.0, "no", True, 1.0, 0.0, 0.0, 0.0)
+    _raises_flag("sgd_step", "first", dev["sgd_step"], cp.asarray(np.ones(3, np.float32)), g, None, -0.1, 0.0,
+                 1.0, False, "no", 1.0, 0.0, 0.0, 0.0)
+    _raises_flag("grad_sumsq", "accumulate", dev["grad_sumsq_device"], g,
+                 out=cp.asarray(np.zeros(8, np.float64)), accumulate="no")

@@ -17,6 +17,7 @@ import numpy as np
 
 from . import _C, cuda
 from . import ops as _ops
+from .graph import _flag  # flags must be real bools: bool("no") is True
 
 _DTYPE_CODE = {np.dtype(np.float32): 0, np.dtype(np.float64): 1}
 
@@ -61,13 +62,15 @@ def _first(op, name, a, ndim=None, dtype=None):
     return dev
 
 
-def _dout(op, name, out, shape, dtype, ref, device):
-    """Check a caller-supplied CuPy output, or allocate one on `device` (the caller has entered it)."""
+def _dout(op, name, out, shape, dtype, ref, device, inputs=(), in_place=()):
+    """Check a caller-supplied CuPy output, or allocate one on `device` (the caller has entered it).
+    `inputs` and `in_place`: see cnnkit.ops._no_alias."""
     if out is None:
         return _cupy().empty(shape, dtype=dtype)
     _darray(op, name, out, ref, device, dtype=dtype)
     if tuple(out.shape) != tuple(shape):
         raise ValueError(f"{op}: {name} must have shape {tuple(shape)}, got {tuple(out.shape)}")
+    _ops._no_alias(op, name, out, inputs, in_place)
     return out
 
 
@@ -100,7 +103,7 @@ def conv2d_fwd(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, out=None
     if b is not None and b.shape[0] != w.shape[0]:
         raise ValueError(f"{op}: b must have shape ({w.shape[0]},), got {tuple(b.shape)}")
     with _cupy().cuda.Device(dev):
-        y = _dout(op, "out", out, shape, x.dtype, "x", dev)
+        y = _dout(op, "out", out, shape, x.dtype, "x", dev, inputs=(("x", x), ("w", w), ("b", b)))
         _C.conv2d_fwd_cuda(_ptr(x), _ptr(w), _ptr(b), _ptr(y), list(x.shape), list(w.shape), s, p, d, g,
                            _code(x), _stream(), cuda.get_tf32())
     return y
@@ -118,7 +121,7 @@ def conv2d_bwd_data(dy, w, x_shape, stride=1, padding=0, dilation=1, groups=1, o
         raise ValueError(f"{op}: dy must have shape {want} for x_shape {x_shape} and w {tuple(w.shape)}, "
                          f"got {tuple(dy.shape)}")
     with _cupy().cuda.Device(dev):
-        dx = _dout(op, "out", out, x_shape, dy.dtype, "dy", dev)
+        dx = _dout(op, "out", out, x_shape, dy.dtype, "dy", dev, inputs=(("dy", dy), ("w", w)))
         _C.conv2d_bwd_data_cuda(_ptr(dy), _ptr(w), _ptr(dx), list(x_shape), list(w.shape), s, p, d, g,
                                 _code(dy), _stream(), cuda.get_tf32())
     return dx
@@ -127,6 +130,7 @@ def conv2d_bwd_data(dy, w, x_shape, stride=1, padding=0, dilation=1, groups=1, o
 def conv2d_bwd_weight(dy, x, w_shape, stride=1, padding=0, dilation=1, groups=1, out=None, accumulate=False):
     op = "conv2d_bwd_weight"
     dev = _first(op, "dy", dy, ndim=4)
+    accumulate = _flag(op, "accumulate", accumulate)
     _darray(op, "x", x, "dy", dev, ndim=4)
     _ops._same_dtype(op, "dy", dy, "x", x)
     w_shape = _ops._shape4(op, "w_shape", w_shape)
@@ -138,20 +142,21 @@ def conv2d_bwd_weight(dy, x, w_shape, stride=1, padding=0, dilation=1, groups=1,
     if accumulate and out is None:
         raise ValueError(f"{op}: accumulate=True needs out= (the gradient to add into)")
     with _cupy().cuda.Device(dev):
-        dw = _dout(op, "out", out, w_shape, dy.dtype, "dy", dev)
+        dw = _dout(op, "out", out, w_shape, dy.dtype, "dy", dev, inputs=(("dy", dy), ("x", x)))
         _C.conv2d_bwd_weight_cuda(_ptr(dy), _ptr(x), _ptr(dw), list(x.shape), list(w_shape), s, p, d, g,
-                                  bool(accumulate), _code(dy), _stream(), cuda.get_tf32())
+                                  accumulate, _code(dy), _stream(), cuda.get_tf32())
     return dw
 
 
 def conv2d_bwd_bias(dy, out=None, accumulate=False):
     op = "conv2d_bwd_bias"
     dev = _first(op, "dy", dy, ndim=4)
+    accumulate = _flag(op, "accumulate", accumulate)
     if accumulate and out is None:
         raise ValueError(f"{op}: accumulate=True needs out= (the gradient to add into)")
     with _cupy().cuda.Device(dev):
-        db = _dout(op, "out", out, (dy.shape[1],), dy.dtype, "dy", dev)
-        _C.conv2d_bwd_bias_cuda(_ptr(dy), _ptr(db), list(dy.shape), bool(accumulate), _code(dy), _stream())
+        db = _dout(op, "out", out, (dy.shape[1],), dy.dtype, "dy", dev, inputs=(("dy", dy),))
+        _C.conv2d_bwd_bias_cuda(_ptr(dy), _ptr(db), list(dy.shape), accumulate, _code(dy), _stream())
     return db
 
 
@@ -164,14 +169,13 @@ def maxpool2d_fwd(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=
     s = k if stride is None else _ops._pair(op, "stride", stride, 1)
     p = _ops._pair(op, "padding", padding, 0)
     d = _ops._pair(op, "dilation", dilation, 1)
-    if not isinstance(ceil_mode, (bool, np.bool_)):
-        raise TypeError(f"{op}: ceil_mode must be a bool, got {type(ceil_mode).__name__}")
-    shape = tuple(_C.maxpool2d_out_shape(x.shape, k, s, p, d, bool(ceil_mode)))
+    ceil_mode = _flag(op, "ceil_mode", ceil_mode)
+    shape = tuple(_C.maxpool2d_out_shape(x.shape, k, s, p, d, ceil_mode))
     cp = _cupy()
     with cp.cuda.Device(dev):
         y = cp.empty(shape, dtype=x.dtype)
         indices = cp.empty(shape, dtype=cp.int64)
-        _C.maxpool2d_fwd_cuda(_ptr(x), _ptr(y), _ptr(indices), list(x.shape), k, s, p, d, bool(ceil_mode),
+        _C.maxpool2d_fwd_cuda(_ptr(x), _ptr(y), _ptr(indices), list(x.shape), k, s, p, d, ceil_mode,
                               _code(x), _stream())
     return y, indices
 
@@ -233,10 +237,11 @@ def matmul(a, b, trans_a=False, trans_b=False, out=None, accumulate=False):
     op = "matmul"
     dev = _first(op, "a", a, ndim=2)
     _darray(op, "b", b, "a", dev, ndim=2)
+    trans_a, trans_b, accumulate = _ops._matmul_flags(op, trans_a, trans_b, accumulate)
     M, N = _ops._matmul_shape(op, a, b, trans_a, trans_b, out, accumulate)
     cp = _cupy()
     with cp.cuda.Device(dev):
-        c = _dout(op, "out", out, (M, N), a.dtype, "a", dev)
+        c = _dout(op, "out", out, (M, N), a.dtype, "a", dev, inputs=(("a", a), ("b", b)))
         lhs, rhs = (a.T if trans_a else a), (b.T if trans_b else b)
         if accumulate:
             c += cp.matmul(lhs, rhs)
@@ -251,7 +256,7 @@ def relu_fwd(x, out=None):
     op = "relu_fwd"
     dev = _first(op, "x", x)
     with _cupy().cuda.Device(dev):
-        y = _dout(op, "out", out, x.shape, x.dtype, "x", dev)
+        y = _dout(op, "out", out, x.shape, x.dtype, "x", dev, inputs=(("x", x),), in_place=("x",))
         _C.relu_fwd_cuda(_ptr(x), _ptr(y), x.size, _code(x), _stream())
     return y
 
@@ -263,7 +268,8 @@ def relu_bwd(dy, y, out=None):
     if tuple(y.shape) != tuple(dy.shape):
         raise ValueError(f"{op}: y must have the shape of dy {tuple(dy.shape)}, got {tuple(y.shape)}")
     with _cupy().cuda.Device(dev):
-        dx = _dout(op, "out", out, dy.shape, dy.dtype, "dy", dev)
+        dx = _dout(op, "out", out, dy.shape, dy.dtype, "dy", dev, inputs=(("dy", dy), ("y", y)),
+                  in_place=("dy", "y"))
         _C.relu_bwd_cuda(_ptr(dy), _ptr(y), _ptr(dx), dy.size, _code(dy), _stream())
     return dx
 
@@ -316,6 +322,7 @@ def sgd_step(p, g, momentum_buffer, neg_lr, momentum, one_minus_dampening, neste
              *, ctl=None, group=0, clip_norm=0.0):
     op = "sgd_step"
     dev = _step_args(op, p, g)
+    nesterov, first = _flag(op, "nesterov", nesterov), _flag(op, "first", first)
     if momentum != 0.0 and momentum_buffer is None:
         raise ValueError(f"{op}: momentum_buffer is required when momentum != 0")
     _flat(op, "momentum_buffer", momentum_buffer, "g", dev, g.size, g.dtype)
@@ -323,7 +330,7 @@ def sgd_step(p, g, momentum_buffer, neg_lr, momentum, one_minus_dampening, neste
     k = _ctl(op, ctl, "g", dev, group + 1)
     with _cupy().cuda.Device(dev):
         _C.sgd_step_cuda(_ptr(p), _ptr(g), _ptr(momentum_buffer), g.size, neg_lr, momentum,
-                         one_minus_dampening, bool(nesterov), bool(first), gscale, gclip, wd, l1, _code(g), _stream(),
+                         one_minus_dampening, nesterov, first, gscale, gclip, wd, l1, _code(g), _stream(),
                          k, group, clip_norm)
 
 
@@ -378,6 +385,7 @@ def grad_sumsq_device(g, out=None, accumulate=False, workspace=None):
     grad_sumsq_workspace() elements (allocated per call when None)."""
     op = "grad_sumsq"
     dev = _first(op, "g", g)
+    accumulate = _flag(op, "accumulate", accumulate)
     if accumulate and out is None:
         raise ValueError(f"{op}: accumulate=True needs out= (the [sum, finite] pair to add into)")
     if out is not None:
@@ -396,7 +404,7 @@ def grad_sumsq_device(g, out=None, accumulate=False, workspace=None):
         if out is None:
             out = cp.empty(2, dtype=cp.float64)
         _C.grad_sumsq_cuda(_ptr(g), g.size, _ptr(workspace), _ptr(out), _code(g), _stream(),
-                           bool(accumulate))
+                           accumulate)
     return out
 
 

@@ -5,6 +5,10 @@ Every function checks its arguments and raises ``TypeError`` (wrong type or dtyp
 and calls the kernel. Nothing is copied or cast silently: inputs must be C-contiguous float32 or float64
 arrays of one dtype. Shapes follow PyTorch: NCHW activations, (K, C/groups, R, S) conv weights.
 
+An ``out=`` array must not share memory with any input (ValueError naming both): the kernels read their
+inputs while they write it. Only the elementwise ops may work in place, on the very same buffer:
+``relu_fwd(x, out=x)``, ``relu_bwd(dy, y, out=dy)`` (or ``out=y``), ``channel_affine(x, ..., out=x)``.
+
 Device dispatch: when the first array argument is a CuPy array, the op runs on the GPU through
 ``cnnkit._cuda_ops`` (same checks and messages, outputs allocated with CuPy, kernels queued on CuPy's current
 stream). The numpy branch stays first: it costs one ``isinstance`` check. A numpy array mixed with a CuPy
@@ -16,6 +20,7 @@ import numbers
 import numpy as np
 
 from . import _C
+from .graph import _flag  # flags must be real bools: bool("no") is True
 from ._xp import is_device_array as _on_device  # a CuPy array? (never imports cupy)
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
@@ -60,8 +65,8 @@ def _check_layout(op, name, a, ndim, dtype, lib):
     return a
 
 
-def _out(op, name, out, shape, dtype):
-    """Check a caller-supplied output array, or allocate one."""
+def _out(op, name, out, shape, dtype, inputs=(), in_place=()):
+    """Check a caller-supplied output array, or allocate one. `inputs` and `in_place`: see _no_alias."""
     if out is None:
         return _empty(op, name, shape, dtype)
     _array(op, name, out, dtype=dtype)
@@ -69,7 +74,36 @@ def _out(op, name, out, shape, dtype):
         raise ValueError(f"{op}: {name} must have shape {tuple(shape)}, got {tuple(out.shape)}")
     if not out.flags.writeable:
         raise ValueError(f"{op}: {name} must be writable, got a read-only array")
+    _no_alias(op, name, out, inputs, in_place)
     return out
+
+
+def _span(a):
+    """The byte range [start, end) of a C-contiguous numpy or CuPy array."""
+    start = (a.__cuda_array_interface__ if _on_device(a) else a.__array_interface__)["data"][0]
+    return start, start + a.nbytes
+
+
+def _no_alias(op, name, out, inputs, in_place=()):
+    """Refuse an output that shares memory with an input: the kernels read their inputs while they write
+    the output (and a GEMM reads each input many times), so an overlap gives wrong values.
+
+    inputs: (name, array or None) pairs. in_place: names of inputs of an elementwise op, which `out` may be
+    exactly (the same buffer: same start and size, so element i is read before it is written), never partly.
+    All arrays are C-contiguous (checked before), so their memory is exactly their byte range.
+    """
+    o0, o1 = _span(out)
+    for in_name, a in inputs:
+        if a is None or a.nbytes == 0 or out.nbytes == 0:
+            continue
+        a0, a1 = _span(a)
+        if o0 < a1 and a0 < o1:
+            if in_name in in_place and (o0, o1) == (a0, a1):
+                continue
+            how = (f"; {name} may be {in_name} itself (in place), but must not partly overlap it"
+                   if in_name in in_place else "")
+            raise ValueError(f"{op}: {name} must not share memory with {in_name} (the kernel reads {in_name} "
+                             f"while it writes {name}; pass a separate array){how}")
 
 
 def _empty(op, name, shape, dtype):
@@ -162,7 +196,8 @@ def conv2d_out_shape(x_shape, w_shape, stride=1, padding=0, dilation=1, groups=1
 def conv2d_fwd(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, out=None):
     """y = conv2d(x, w) + b, as ``torch.nn.functional.conv2d``.
 
-    x (N, C, H, W), w (K, C/groups, R, S), b (K,) or None -> y (N, K, P, Q), written into `out` if given.
+    x (N, C, H, W), w (K, C/groups, R, S), b (K,) or None -> y (N, K, P, Q), written into `out` if given
+    (`out` must not share memory with x, w or b).
     """
     if not isinstance(x, np.ndarray) and _on_device(x):
         return _gpu().conv2d_fwd(x, w, b, stride, padding, dilation, groups, out)
@@ -174,13 +209,14 @@ def conv2d_fwd(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, out=None
         _array(op, "b", b, ndim=1, dtype=x.dtype)
     s, p, d, g = _conv_hparams(op, stride, padding, dilation, groups)
     shape = _conv_shape(op, x.shape, w.shape, s, p, d, g)
-    y = _out(op, "out", out, shape, x.dtype)
+    y = _out(op, "out", out, shape, x.dtype, inputs=(("x", x), ("w", w), ("b", b)))
     _C.conv2d_fwd(x, w, b, y, s, p, d, g)
     return y
 
 
 def conv2d_bwd_data(dy, w, x_shape, stride=1, padding=0, dilation=1, groups=1, out=None):
-    """dx, the gradient of conv2d with respect to its input x of shape `x_shape`. Written (=) into `out`."""
+    """dx, the gradient of conv2d with respect to its input x of shape `x_shape`. Written (=) into `out`,
+    which must not share memory with dy or w."""
     if not isinstance(dy, np.ndarray) and _on_device(dy):
         return _gpu().conv2d_bwd_data(dy, w, x_shape, stride, padding, dilation, groups, out)
     op = "conv2d_bwd_data"
@@ -193,7 +229,7 @@ def conv2d_bwd_data(dy, w, x_shape, stride=1, padding=0, dilation=1, groups=1, o
     if tuple(dy.shape) != want:
         raise ValueError(f"{op}: dy must have shape {want} for x_shape {x_shape} and w {tuple(w.shape)}, "
                          f"got {tuple(dy.shape)}")
-    dx = _out(op, "out", out, x_shape, dy.dtype)
+    dx = _out(op, "out", out, x_shape, dy.dtype, inputs=(("dy", dy), ("w", w)))
     _C.conv2d_bwd_data(dy, w, dx, s, p, d, g)
     return dx
 
@@ -202,10 +238,12 @@ def conv2d_bwd_weight(dy, x, w_shape, stride=1, padding=0, dilation=1, groups=1,
     """dw, the gradient of conv2d with respect to its weight of shape `w_shape`.
 
     With ``accumulate=True`` the result is added (+=) into `out`, as parameter gradients accumulate.
+    `out` must not share memory with dy or x.
     """
     if not isinstance(dy, np.ndarray) and _on_device(dy):
         return _gpu().conv2d_bwd_weight(dy, x, w_shape, stride, padding, dilation, groups, out, accumulate)
     op = "conv2d_bwd_weight"
+    accumulate = _flag(op, "accumulate", accumulate)
     _array(op, "dy", dy, ndim=4)
     _array(op, "x", x, ndim=4)
     _same_dtype(op, "dy", dy, "x", x)
@@ -217,21 +255,23 @@ def conv2d_bwd_weight(dy, x, w_shape, stride=1, padding=0, dilation=1, groups=1,
                          f"got {tuple(dy.shape)}")
     if accumulate and out is None:
         raise ValueError(f"{op}: accumulate=True needs out= (the gradient to add into)")
-    dw = _out(op, "out", out, w_shape, dy.dtype)
-    _C.conv2d_bwd_weight(dy, x, dw, s, p, d, g, bool(accumulate))
+    dw = _out(op, "out", out, w_shape, dy.dtype, inputs=(("dy", dy), ("x", x)))
+    _C.conv2d_bwd_weight(dy, x, dw, s, p, d, g, accumulate)
     return dw
 
 
 def conv2d_bwd_bias(dy, out=None, accumulate=False):
-    """db[k] = sum of dy[:, k] over the batch and the plane (the bias gradient)."""
+    """db[k] = sum of dy[:, k] over the batch and the plane (the bias gradient); `out` must not share memory
+    with dy."""
     if not isinstance(dy, np.ndarray) and _on_device(dy):
         return _gpu().conv2d_bwd_bias(dy, out, accumulate)
     op = "conv2d_bwd_bias"
     _array(op, "dy", dy, ndim=4)
+    accumulate = _flag(op, "accumulate", accumulate)
     if accumulate and out is None:
         raise ValueError(f"{op}: accumulate=True needs out= (the gradient to add into)")
-    db = _out(op, "out", out, (dy.shape[1],), dy.dtype)
-    _C.conv2d_bwd_bias(dy, db, bool(accumulate))
+    db = _out(op, "out", out, (dy.shape[1],), dy.dtype, inputs=(("dy", dy),))
+    _C.conv2d_bwd_bias(dy, db, accumulate)
     return db
 
 
@@ -251,12 +291,11 @@ def maxpool2d_fwd(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=
     s = k if stride is None else _pair(op, "stride", stride, 1)
     p = _pair(op, "padding", padding, 0)
     d = _pair(op, "dilation", dilation, 1)
-    if not isinstance(ceil_mode, (bool, np.bool_)):
-        raise TypeError(f"{op}: ceil_mode must be a bool, got {type(ceil_mode).__name__}")
-    shape = _C.maxpool2d_out_shape(x.shape, k, s, p, d, bool(ceil_mode))
+    ceil_mode = _flag(op, "ceil_mode", ceil_mode)
+    shape = _C.maxpool2d_out_shape(x.shape, k, s, p, d, ceil_mode)
     y = _empty(op, "y", shape, x.dtype)
     indices = _empty(op, "indices", shape, np.int64)
-    _C.maxpool2d_fwd(x, y, indices, k, s, p, d, bool(ceil_mode))
+    _C.maxpool2d_fwd(x, y, indices, k, s, p, d, ceil_mode)
     return y, indices
 
 
@@ -327,8 +366,13 @@ def dropout_bwd(dy, mask, p):
 
 # ---------------------------------------------------------------- matmul
 
+def _matmul_flags(op, trans_a, trans_b, accumulate):
+    return _flag(op, "trans_a", trans_a), _flag(op, "trans_b", trans_b), _flag(op, "accumulate", accumulate)
+
+
 def _matmul_shape(op, a, b, trans_a, trans_b, out, accumulate):
-    """(M, N) of op(a) @ op(b) for 2-D a and b of one dtype; the checks both devices make."""
+    """(M, N) of op(a) @ op(b) for 2-D a and b of one dtype; the checks both devices make (the flags were
+    checked by _matmul_flags)."""
     _same_dtype(op, "a", a, "b", b)
     M, K = (a.shape[1], a.shape[0]) if trans_a else a.shape
     Kb, N = (b.shape[1], b.shape[0]) if trans_b else b.shape
@@ -344,16 +388,18 @@ def matmul(a, b, trans_a=False, trans_b=False, out=None, accumulate=False):
 
     a, b are 2-D C-contiguous arrays of one float dtype. With ``accumulate=True`` the product is added
     (+=) into `out`, as parameter gradients accumulate. Linear layers use this rather than numpy's
-    matmul so that a training step never wakes numpy's own BLAS thread pool.
+    matmul so that a training step never wakes numpy's own BLAS thread pool. `out` must not share memory
+    with a or b.
     """
     if not isinstance(a, np.ndarray) and _on_device(a):
         return _gpu().matmul(a, b, trans_a, trans_b, out, accumulate)
     op = "matmul"
     _array(op, "a", a, ndim=2)
     _array(op, "b", b, ndim=2)
+    trans_a, trans_b, accumulate = _matmul_flags(op, trans_a, trans_b, accumulate)
     M, N = _matmul_shape(op, a, b, trans_a, trans_b, out, accumulate)
-    c = _out(op, "out", out, (M, N), a.dtype)
-    _C.matmul(a, b, c, bool(trans_a), bool(trans_b), bool(accumulate))
+    c = _out(op, "out", out, (M, N), a.dtype, inputs=(("a", a), ("b", b)))
+    _C.matmul(a, b, c, trans_a, trans_b, accumulate)
     return c
 
 
@@ -377,12 +423,14 @@ def batchnorm_stats(x):
 
 
 def channel_affine(x, alpha, beta, out=None):
-    """y[:, c] = x[:, c] * alpha[c] + beta[c] for x (N, C, ...): BatchNorm's output transform."""
+    """y[:, c] = x[:, c] * alpha[c] + beta[c] for x (N, C, ...): BatchNorm's output transform.
+    Pass out=x to work in place; `out` must not otherwise share memory with x, alpha or beta."""
     op = "channel_affine"
     _ncs_array(op, "x", x)
     _array(op, "alpha", alpha, ndim=1, dtype=x.dtype)
     _array(op, "beta", beta, ndim=1, dtype=x.dtype)
-    y = _out(op, "out", out, x.shape, x.dtype)
+    y = _out(op, "out", out, x.shape, x.dtype, inputs=(("x", x), ("alpha", alpha), ("beta", beta)),
+             in_place=("x",))
     _C.channel_affine(x, alpha, beta, y)
     return y
 
@@ -393,31 +441,33 @@ def batchnorm_bwd(dy, x, mean, invstd, weight=None, train=True, need_dx=True):
     invstd). With train=True, mean and invstd are the batch statistics of x and depend on it."""
     op = "batchnorm_bwd"
     _ncs_array(op, "x", x)
+    train, need_dx = _flag(op, "train", train), _flag(op, "need_dx", need_dx)
     _array(op, "dy", dy, dtype=x.dtype)
     for name, a in (("mean", mean), ("invstd", invstd)) + ((("weight", weight),) if weight is not None else ()):
         _array(op, name, a, ndim=1, dtype=x.dtype)
     dx = np.empty_like(x) if need_dx else None
     sum_dy = np.empty(x.shape[1], np.float64)
     dotp = np.empty(x.shape[1], np.float64)
-    _C.batchnorm_bwd(dy, x, mean, invstd, weight, bool(train), dx, sum_dy, dotp)
+    _C.batchnorm_bwd(dy, x, mean, invstd, weight, train, dx, sum_dy, dotp)
     return dx, sum_dy, dotp
 
 
 # ---------------------------------------------------------------- relu
 
 def relu_fwd(x, out=None):
-    """y = max(x, 0) (NaN propagates). Pass out=x to work in place."""
+    """y = max(x, 0) (NaN propagates). Pass out=x to work in place (no other overlap with x is allowed)."""
     if not isinstance(x, np.ndarray) and _on_device(x):
         return _gpu().relu_fwd(x, out)
     op = "relu_fwd"
     _array(op, "x", x)
-    y = _out(op, "out", out, x.shape, x.dtype)
+    y = _out(op, "out", out, x.shape, x.dtype, inputs=(("x", x),), in_place=("x",))
     _C.relu_fwd(x, y)
     return y
 
 
 def relu_bwd(dy, y, out=None):
-    """dx = dy where y > 0 (or y is NaN), else 0; `y` is the forward output."""
+    """dx = dy where y > 0 (or y is NaN), else 0; `y` is the forward output. Pass out=dy (or out=y) to work
+    in place; no partial overlap with either is allowed."""
     if not isinstance(dy, np.ndarray) and _on_device(dy):
         return _gpu().relu_bwd(dy, y, out)
     op = "relu_bwd"
@@ -425,7 +475,7 @@ def relu_bwd(dy, y, out=None):
     _array(op, "y", y, dtype=dy.dtype)
     if tuple(y.shape) != tuple(dy.shape):
         raise ValueError(f"{op}: y must have the shape of dy {tuple(dy.shape)}, got {tuple(y.shape)}")
-    dx = _out(op, "out", out, dy.shape, dy.dtype)
+    dx = _out(op, "out", out, dy.shape, dy.dtype, inputs=(("dy", dy), ("y", y)), in_place=("dy", "y"))
     _C.relu_bwd(dy, y, dx)
     return dx
 
