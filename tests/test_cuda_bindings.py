@@ -37,10 +37,10 @@ PAIRS = {"stride": [1, 1], "padding": [0, 0], "dilation": [1, 1], "kernel": [2, 
 LISTS = {"stages": [(1, 0, [0.5, 0.0, 0.0, 0.0, 0.0, 0.0], 4, 4, 0, 0)]}
 
 
-def _split_top(s):
-    """Split `s` at commas outside brackets and quotes."""
-    parts, depth, quote, cur = [], 0, None, []
-    for ch in s:
+def _top_level(s):
+    """(index, character) for each character of `s` outside brackets and quotes."""
+    depth, quote = 0, None
+    for i, ch in enumerate(s):
         if quote:
             quote = None if ch == quote else quote
         elif ch in "\"'":
@@ -49,14 +49,15 @@ def _split_top(s):
             depth += 1
         elif ch in "])":
             depth -= 1
-        elif ch == "," and depth == 0:
-            parts.append("".join(cur).strip())
-            cur = []
-            continue
-        cur.append(ch)
-    if "".join(cur).strip():
-        parts.append("".join(cur).strip())
-    return parts
+        elif depth == 0:
+            yield i, ch
+
+
+def _split_top(s):
+    """Split `s` at commas outside brackets and quotes."""
+    cuts = [i for i, ch in _top_level(s) if ch == ","]
+    parts = [s[a + 1:b].strip() for a, b in zip([-1] + cuts, cuts + [len(s)])]
+    return [p for p in parts if p]
 
 
 def _unwrap(t):
@@ -102,19 +103,7 @@ def signature(name):
 
 def _drop_default(t):
     """'type = default' -> 'type' (an '=' inside brackets or quotes belongs to the type)."""
-    depth, quote = 0, None
-    for i, ch in enumerate(t):
-        if quote:
-            quote = None if ch == quote else quote
-        elif ch in "\"'":
-            quote = ch
-        elif ch in "[(":
-            depth += 1
-        elif ch in "])":
-            depth -= 1
-        elif ch == "=" and depth == 0:
-            return t[:i]
-    return t
+    return next((t[:i] for i, ch in _top_level(t) if ch == "="), t)
 
 
 def _role(fn, pname, kind):
