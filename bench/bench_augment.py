@@ -1,7 +1,7 @@
 """Time the augmentation pipeline (random crop with padding 4, flip, colour jitter) on 3x32x32 float32 batches
 of 128, in images per second, and compare loading + augmenting one batch with the reference net's training step
 (bench cases.json "e2e": conv32-conv64-conv128 with 2x2 pools, linear 2048-256-10, dropout, Adam) at the same
-thread count. The budget (issue 5) is under 10% of the step. Run on an idle machine:
+thread count. The budget is under 10% of the step. Run on an idle machine:
 
     OMP_WAIT_POLICY=PASSIVE OPENBLAS_THREAD_TIMEOUT=4 python bench/bench_augment.py --threads 2
 """

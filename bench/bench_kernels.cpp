@@ -1,7 +1,7 @@
 // C++ microbenchmarks of cnnkit's CPU kernels, called directly (no Python, no allocation in the timed
 // region): conv2d fwd / bwd_data / bwd_weight on the eight cases.json shapes, maxpool 2x2/2 fwd/bwd,
 // dropout p=0.5 fwd/bwd and relu fwd, float32. A plain std::chrono harness: median of N repeats after
-// warm-up, printed as ms and GFLOP/s or GB/s by ../shared/bench/cases.json's counting rules.
+// warm-up, printed as ms and GFLOP/s or GB/s by bench/cases.json's counting rules.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -27,7 +27,7 @@ struct ConvCase {
   const char* label;
 };
 
-// These mirror the "conv2d" list of ../shared/bench/cases.json (keep them in sync by hand).
+// These mirror the "conv2d" list of bench/cases.json (keep them in sync by hand).
 const ConvCase kConvCases[] = {
     {128, 3, 32, 32, 32, 3, 1, 1, "cifar conv1"},     {128, 32, 32, 32, 32, 3, 1, 1, "cifar 32x32"},
     {128, 32, 16, 16, 64, 3, 1, 1, "cifar 16x16"},    {128, 64, 8, 8, 128, 3, 1, 1, "cifar 8x8"},

@@ -1,4 +1,4 @@
-"""Optimizer step over ResNet-18's 62 parameter tensors (11,689,512 float32; ../shared/bench/cases.json):
+"""Optimizer step over ResNet-18's 62 parameter tensors (11,689,512 float32; bench/cases.json):
 cnnkit's fused flat-buffer step against torch.optim's default (for-loop) and fused=True implementations,
 at 1 and 2 threads, in one process. Before every timed step a 256 MB buffer is written so the parameters,
 gradients and state come from DRAM, not cache. Reports the median time, the effective bandwidth over the
@@ -23,7 +23,7 @@ import cnnkit as ck
 import torch
 
 HERE = pathlib.Path(__file__).resolve().parent
-CASES_DEFAULT = HERE.parent.parent / "shared" / "bench" / "cases.json"
+CASES_DEFAULT = HERE / "cases.json"
 
 # case name in cases.json -> (cnnkit class, kwargs, torch class, kwargs, torch has fused=True on CPU)
 OPTIMIZERS = {

@@ -1,4 +1,4 @@
-"""Shows that one threading layer owns the cores (issue 2: the oversubscription fix holds).
+"""Shows that one threading layer owns the cores (no oversubscription).
 
 (a) ops.conv2d_fwd on cases.json's "cifar 32x32" at 1 vs 2 threads; (b) a loop alternating a numpy float32
 matmul (numpy's own OpenBLAS, 2 threads) with that conv, vs each alone; (c) the same with a PyTorch conv in
@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-DEFAULT_CASES = Path(__file__).resolve().parents[2] / "shared/bench/cases.json"
+DEFAULT_CASES = Path(__file__).resolve().parent / "cases.json"
 CASE_LABEL = "cifar 32x32"
 MATMUL_N = 1024  # 2 GFLOP per call: the same order of time as the conv on 2 cores
 
@@ -24,7 +24,7 @@ SCENARIOS = {
                      "import cnnkit first (its OMP_WAIT_POLICY=PASSIVE, OPENBLAS_THREAD_TIMEOUT=4 defaults "
                      "reach libgomp and numpy's OpenBLAS): the intended use"),
     "numpy-first": (("numpy", "cnnkit", "torch"), {},
-                    "numpy imported before cnnkit: numpy's OpenBLAS keeps its default spin (BUILD-NOTES pitfall 6)"),
+                    "numpy imported before cnnkit: numpy's OpenBLAS keeps its default spin"),
     "torch-first": (("torch", "cnnkit", "numpy"), {},
                     "torch (and with it numpy and libgomp) imported first: no cnnkit default reaches either pool"),
     "spin": (("cnnkit", "numpy", "torch"), {"OMP_WAIT_POLICY": "ACTIVE", "OPENBLAS_THREAD_TIMEOUT": "30"},

@@ -1,4 +1,4 @@
-"""cnnkit vs PyTorch on exactly the cases of ../shared/bench/cases.json, in one process, on the CPU or a GPU.
+"""cnnkit vs PyTorch on exactly the cases of bench/cases.json, in one process, on the CPU or a GPU.
 
 Times conv2d (fwd, bwd_data, bwd_weight), maxpool2d 2x2/2 (fwd with indices, bwd), dropout p=0.5 (fwd, bwd)
 and relu fwd at each thread count, interleaving the two libraries case by case, and prints a table of
@@ -19,7 +19,7 @@ import time
 import traceback
 from pathlib import Path
 
-DEFAULT_CASES = Path(__file__).resolve().parents[2] / "shared/bench/cases.json"
+DEFAULT_CASES = Path(__file__).resolve().parent / "cases.json"
 OPS = ("conv2d", "maxpool2d", "dropout", "relu", "e2e")
 CUDA_OPS = OPS + ("adam",)  # the optimizer section runs here only on the GPU (CPU: bench/bench_optim.py)
 RELU_SHAPE = (128, 64, 32, 32)  # not in cases.json: the first maxpool2d input, where the reference net has a relu
@@ -206,7 +206,7 @@ class CudaArrays(HostArrays):
     def move_models(self, model, net):
         try:
             model.to("cuda")
-        except Exception as e:  # the API is being written (issue 7): say so instead of failing the run
+        except Exception as e:  # a device op that fails: say so instead of failing the run
             raise ModelToCudaMissing(f"cnnkit model.to('cuda') failed: {type(e).__name__}: {e}") from e
         net.cuda()
 
@@ -447,7 +447,7 @@ def adam_cases_cuda(cases, rng):
 
     yield label, "adam_step kernel", ("GB/s", nbytes), ck_kernel, th_step, check_kernel
 
-    # cnnkit's optimizer on CuPy parameters (issue 7 wires its step to the CUDA kernels; fail softly if not yet)
+    # cnnkit's optimizer on CuPy parameters (its step runs the CUDA kernels; a failure is reported, not raised)
     params = [ck.Parameter(cupy.asarray(a)) for a in values]
     for p, g in zip(params, grads):
         p.grad[...] = cupy.asarray(g)

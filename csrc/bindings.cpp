@@ -18,7 +18,7 @@
 #include "ops/matmul.h"
 #include "ops/maxpool2d.h"
 #include "ops/relu.h"
-#include "ops/augment.h"  // issue 5: data augmentation
+#include "ops/augment.h"
 
 namespace py = pybind11;
 using Pair = std::array<int64_t, 2>;
@@ -389,7 +389,7 @@ py::tuple cuda_status() {
 }
 
 
-// ==== data augmentation (issue 5: cnnkit.data.transforms) ====
+// ==== data augmentation (cnnkit.data.transforms) ====
 // aug_pipeline runs a list of stages over x (N, C, H, W) into a preallocated y in one kernel call. A stage
 // is (kind, stream, a (6 floats), P, Q, eigval or None, eigvec or None); see ops/augment.h. ids (N,) int64 are
 // the samples' dataset indices (the key of their Philox streams); records, if given, is (N, 16) float64.
@@ -662,7 +662,7 @@ void maxnorm_rows(const py::array& p, double max_norm) {
 
 // ==== end of optimizer bindings ====
 
-// ==== CUDA entry points (issue 7; compiled only with CNNKIT_WITH_CUDA) ====
+// ==== CUDA entry points (compiled only with CNNKIT_WITH_CUDA) ====
 // The Python side (cnnkit/_cuda_ops.py) validates CuPy arrays and passes integers: device pointers from
 // __cuda_array_interface__, shapes, a dtype code (0 = float32, 1 = float64) and CuPy's current stream. These
 // functions re-validate the shapes with the same make_*_params as the CPU path and never touch device memory
@@ -977,7 +977,7 @@ void cu_optim_ctl_finish(std::uintptr_t ctl, int64_t groups, std::uintptr_t stre
 #endif  // CNNKIT_WITH_CUDA
 // ==== end of CUDA entry points ====
 
-// ==== data augmentation on the GPU (issue 7; ops/augment.cu) ====
+// ==== data augmentation on the GPU (ops/augment.cu) ====
 // As aug_pipeline, with integer device pointers (x, y, ids (N,) int64, records (N, 16) float64 or 0) and
 // x_shape; a lighting stage's eigval/eigvec are device pointers too. Shapes and stage parameters are checked by
 // the CPU path's aug_parse; the kernels are queued on `stream`, nothing is synchronised.
@@ -1073,7 +1073,7 @@ PYBIND11_MODULE(_C, m) {
     layout["per_group"] = ck::kCtlPerGroup;
     m.attr("optim_ctl_layout") = layout;
   }
-  // ---- data augmentation (issue 5) ----
+  // ---- data augmentation ----
   m.def("aug_pipeline", &aug_pipeline, py::arg("x"), py::arg("y"), py::arg("ids"), py::arg("stages"),
         py::arg("seed"), py::arg("epoch"), py::arg("num_threads"), py::arg("records").none(true));
   m.def("philox_keys", &philox_keys, py::arg("keys"), py::arg("seed"), py::arg("epoch"), py::arg("stream"));
@@ -1082,7 +1082,7 @@ PYBIND11_MODULE(_C, m) {
         py::arg("stages"), py::arg("seed"), py::arg("epoch"), py::arg("records"), py::arg("dtype"), py::arg("stream"));
 #endif
 #if defined(CNNKIT_WITH_CUDA)
-  // ---- CUDA entry points (issue 7): integer device pointers, dtype code, CuPy stream; see cnnkit/_cuda_ops.py ----
+  // ---- CUDA entry points: integer device pointers, dtype code, CuPy stream; see cnnkit/_cuda_ops.py ----
   // tf32 (conv2d, float32 only, default off; cnnkit.cuda.get_tf32()): tensor cores with TF32-rounded operands.
   m.def("conv2d_fwd_cuda", &cu_conv2d_fwd, py::arg("x"), py::arg("w"), py::arg("b"), py::arg("y"), py::arg("x_shape"),
         py::arg("w_shape"), py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("groups"),

@@ -127,7 +127,7 @@ def test_C_checks_raise(call, exc, match):
 
 
 # An empty batch (or any problem whose per-thread im2col scratch cannot be allocated) must raise or
-# return, never abort: DESIGN says an exception inside an OpenMP region is caught and rethrown after it.
+# return, never abort: an exception inside an OpenMP region is caught and rethrown after it.
 # The child runs under a 6 GiB address-space cap; each call below asks for far more scratch than that.
 _HUGE_EMPTY = {
     "fwd-N0": "ops.conv2d_fwd(np.zeros((0, 1024, 1, 1), f), np.zeros((1, 1024, 1, 1), f), padding=(0, 2**29))",

@@ -1,4 +1,4 @@
-"""Augmentation on the GPU (issue 7): the CUDA pipeline against the CPU one, and DataLoader(device=...).
+"""Augmentation on the GPU: the CUDA pipeline against the CPU one, and DataLoader(device=...).
 
 The device tests need a GPU, a CUDA build of cnnkit and CuPy; without them they are skipped with
 cnnkit.cuda.status() as the reason. They were written on a machine with no GPU and have NOT run yet: the

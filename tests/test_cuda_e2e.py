@@ -1,5 +1,5 @@
-"""A few training steps of the reference net (../shared/bench/cases.json "e2e") on the GPU against the CPU
-(issue 7: "A few end-to-end steps of the reference net on the GPU match the CPU in loss"), and the whole
+"""A few training steps of the reference net (bench/cases.json "e2e") on the GPU against the CPU
+(a few end-to-end steps of the reference net on the GPU match the CPU in loss), and the whole
 trainer on the GPU against the CPU on the bundled digits.
 
 Needs a GPU, a CUDA build of cnnkit and CuPy; skipped otherwise with cnnkit.cuda.status() as the reason.

@@ -1,4 +1,4 @@
-"""CPU versus CUDA for every op with a .cu twin (issue 7), and the device dispatch of cnnkit.ops.
+"""CPU versus CUDA for every op with a .cu twin, and the device dispatch of cnnkit.ops.
 
 The device tests need a GPU, a CUDA build of cnnkit and CuPy; without them they are skipped with
 cnnkit.cuda.status() as the reason. They were written on a machine with no GPU and have NOT run yet: the

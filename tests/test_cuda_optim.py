@@ -1,4 +1,4 @@
-"""The optimizers on the GPU (issue 7): CuPy parameters against the same optimizer on numpy.
+"""The optimizers on the GPU: CuPy parameters against the same optimizer on numpy.
 
 Two halves. The first runs everywhere, on the strict CuPy stand-in of tests/fakecupy.py, whose _cuda_ops
 routing emulates the device control block on the host with the CPU kernels: there a device run must equal the

@@ -1,4 +1,4 @@
-"""The TF32 path of the CUDA conv2d (issue 7): the cnnkit.cuda.set_tf32 switch, and the three conv passes with
+"""The TF32 path of the CUDA conv2d: the cnnkit.cuda.set_tf32 switch, and the three conv passes with
 TF32 on and off against the CPU.
 
 Tolerances are per element. With S = sum_i |a_i * b_i| over the n terms of an output and u = 2**-24:

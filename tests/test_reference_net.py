@@ -1,4 +1,4 @@
-# The reference CIFAR-style net of ../shared/bench/cases.json ("e2e"), built from its layer list both in
+# The reference CIFAR-style net of bench/cases.json ("e2e"), built from its layer list both in
 # cnnkit and in torch with the same weights: the same loss and the same gradient for every parameter, with
 # dropout in eval mode and in train mode (torch given our mask), in float64 (1e-10) and float32 (1e-5,
 # relative to each tensor's largest entry); then ck.gradcheck on the whole net. The float32 input is drawn
@@ -15,14 +15,14 @@ import cnnkit as ck
 torch = pytest.importorskip("torch")
 torch.set_num_threads(1)
 
-CASES = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "bench", "cases.json")
+CASES = os.path.join(os.path.dirname(__file__), "..", "bench", "cases.json")
 E2E_NET = ["conv3x3(3->32, pad 1)", "relu", "maxpool 2x2", "conv3x3(32->64, pad 1)", "relu", "maxpool 2x2",
            "conv3x3(64->128, pad 1)", "relu", "maxpool 2x2", "flatten", "linear(2048->256)", "relu",
            "dropout(p=0.5)", "linear(256->10)"]
 
 
 def spec():
-    if os.path.exists(CASES):   # the shared file is the source of truth when it is there
+    if os.path.exists(CASES):   # the benchmark case list is the source of truth (absent in an installed copy)
         with open(CASES) as f:
             e2e = json.load(f)["e2e"]
         assert e2e["net"] == E2E_NET and e2e["input"] == [3, 32, 32] and e2e["classes"] == 10

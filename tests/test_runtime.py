@@ -1,5 +1,5 @@
 # Runtime surface: build_info() contents, set/get_num_threads (validation and round trip, restored by the
-# `threads` fixture), the public op names and signatures DESIGN.md promises, CUDA status on any machine,
+# `threads` fixture), the public op names and signatures cnnkit promises, CUDA status on any machine,
 # and `import cnnkit` from a directory outside the source tree (in a child process).
 import importlib.metadata
 import inspect
@@ -51,7 +51,7 @@ def test_set_num_threads_rejects(n, exc, match, threads):
     assert cnnkit.get_num_threads() == before
 
 
-# DESIGN.md's public names; tests and users depend on them, so their parameters are pinned here.
+# The public names; tests and users depend on them, so their parameters are pinned here.
 SIGNATURES = {
     "conv2d_fwd": ["x", "w", "b", "stride", "padding", "dilation", "groups"],
     "conv2d_bwd_data": ["dy", "w", "x_shape", "stride", "padding", "dilation", "groups"],

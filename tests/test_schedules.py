@@ -210,7 +210,7 @@ def test_onecycle_past_total_steps_raises():
 # ---------------------------------------------------------------- LR range test
 
 class TinySoftmax:
-    """A duck-typed model with DESIGN.md's public API: model(x), backward(dscores), parameters(), zero_grad()."""
+    """A duck-typed model with the public model API: model(x), backward(dscores), parameters(), zero_grad()."""
 
     def __init__(self, D, C, seed=0):
         rng = np.random.default_rng(seed)

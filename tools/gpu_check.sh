@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One-call GPU runbook (issue 7): on a GPU machine with no internet (CUDA/nvcc, CuPy, PyTorch, pybind11,
+# One-call GPU runbook: on a GPU machine with no internet (CUDA/nvcc, CuPy, PyTorch, pybind11,
 # scikit-build-core present), from the repository root:
 #   1. install the carried scipy-openblas32 wheel (.whl/) into /tmp/site, 2. build and install cnnkit there
 #   (CUDA forced ON), 3. print cnnkit.build_info() and cnnkit.cuda.status(), 4. pytest -q -rs the CUDA test
@@ -7,7 +7,7 @@
 # Everything lands in $OUT (default ./gpu_out): build.log, info.txt, pytest.log, bench.log, bench_cuda.json,
 # summary.txt (6 files). Each stage runs under `timeout` inside one overall budget (BUDGET_S, default 570 s,
 # for a 600 s call). Exit status: 0 only if every stage succeeded. See docs/kernels.md ("CUDA").
-# cases.json: $CNNKIT_CASES, else shared/bench/cases.json, ../shared/bench/cases.json or .whl/cases.json.
+# cases.json: $CNNKIT_CASES, else bench/cases.json.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -80,7 +80,7 @@ cd "$ROOT"
 tail -15 "$OUT/pytest.log"
 
 CASES=${CNNKIT_CASES:-}
-for c in shared/bench/cases.json ../shared/bench/cases.json .whl/cases.json; do
+for c in "$ROOT/bench/cases.json"; do
   [ -z "$CASES" ] && [ -f "$c" ] && CASES=$c
 done
 if [ -z "$CASES" ]; then

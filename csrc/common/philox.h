@@ -34,7 +34,7 @@ CK_HD Philox4 philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, 
   return Philox4{{c0, c1, c2, c3}};
 }
 
-// The cnnkit stream convention (DESIGN.md): element i of a tensor draws word (i % 4) of the block
+// The cnnkit stream convention: element i of a tensor draws word (i % 4) of the block
 // counter = (lo(i/4), hi(i/4), lo(offset), hi(offset)) under key = (lo(seed), hi(seed)).
 CK_HD Philox4 philox_block(uint64_t seed, uint64_t offset, uint64_t block) {
   return philox4x32_10(static_cast<uint32_t>(block), static_cast<uint32_t>(block >> 32),

@@ -1,6 +1,6 @@
 // Threading and BLAS runtime. One layer owns the cores: OpenMP. OpenBLAS is kept at one thread and is
 // only ever called from inside our own parallel regions, so the two thread pools never spin against
-// each other (on 2 cores that contention cost 4-6x; see BUILD-NOTES pitfall 5).
+// each other (on 2 cores that contention cost 4-6x).
 //
 // The thread count is one process-wide value held here, not OpenMP's nthreads-var: that one is per OS
 // thread, so omp_set_num_threads in the main thread would not reach a training run in a worker thread.

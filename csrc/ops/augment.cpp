@@ -208,7 +208,7 @@ void augment_pipeline_cpu(int64_t N, int64_t C, int64_t H, int64_t W, const T* x
   }
   const int64_t in_img = C * H * W, out_img = C * hs[num_stages] * ws[num_stages];
   const int nt = key.num_threads > 0 ? key.num_threads : num_threads();
-  // Nothing may throw out of the region (DESIGN.md): an allocation failure is caught per sample and
+  // Nothing may throw out of an OpenMP region (that terminates the process): an allocation failure is caught per sample and
   // rethrown after it.
   ErrorSlot err;
 #pragma omp parallel num_threads(nt)

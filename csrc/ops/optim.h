@@ -73,7 +73,7 @@ CK_OPTIM_HD inline double clip_coef(double max_norm, double sumsq) {
   return c < 1.0 ? c : 1.0;
 }
 
-// ---- The device control block (issue 7): one small float64 device array per optimizer, so that a GPU step
+// ---- The device control block: one small float64 device array per optimizer, so that a GPU step
 // needs no host sync. grad_sumsq_cuda writes [kCtlSumsq] (sum of g^2 over every group, accumulated) and
 // [kCtlFinite] (1.0 if every gradient is finite, else 0.0); each step kernel reads them once per thread: on
 // 0.0 it writes nothing, else it takes the clip coefficient from the sum and step t = steps taken + 1 from

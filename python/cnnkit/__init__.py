@@ -4,7 +4,7 @@ The compiled kernels live in ``cnnkit._C``; ``cnnkit.ops`` is their validated fa
 """
 import os as _os
 
-# Thread-control variables are read when each library loads (BUILD-NOTES pitfall 6), so they are set
+# Thread-control variables are read when each library loads, so they are set
 # before OpenBLAS and libgomp are loaded. Idle OpenMP workers then sleep instead of spinning against
 # other thread pools in the process (numpy's BLAS, PyTorch) on small machines. User settings win.
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -15,7 +15,7 @@ import scipy_openblas32 as _scipy_openblas32  # noqa: E402,F401  loads libscipy_
 from . import _C  # noqa: E402
 from . import cuda, ops  # noqa: E402,F401
 from .parameter import FlatBuffer, Parameter  # noqa: E402
-from . import data  # noqa: E402,F401  (issue 5: datasets, preprocessing, augmentation, batching)
+from . import data  # noqa: E402,F401  datasets, preprocessing, augmentation, batching
 
 __version__ = _C.build_info()["version"]
 
@@ -45,7 +45,7 @@ def build_info():
 
 __all__ = ["ops", "cuda", "data", "Parameter", "FlatBuffer", "set_num_threads", "get_num_threads", "build_info"]
 
-# The layer graph (issue 3): layers, models, losses, initialisers, gradient checks, save/load.
+# The layer graph: layers, models, losses, initialisers, gradient checks, save/load.
 from . import init, losses  # noqa: E402
 from .graph import Graph, Input, Layer, Model, Node, Sequential  # noqa: E402
 from .layers import (Add, AvgPool2d, BatchNorm1d, BatchNorm2d, Concat, Conv2d, DropConnect, Dropout,  # noqa: E402
@@ -60,19 +60,19 @@ __all__ += ["init", "losses", "Layer", "Model", "Node", "Input", "Sequential", "
             "FractionalMaxPool2d", "GlobalAvgPool2d", "LeakyReLU", "Linear", "LocallyConnected2d",
             "LocalResponseNorm", "MaxPool2d", "ReLU", "StochasticDepth", "gradcheck", "GradcheckError",
             "GradcheckReport", "load", "manual_seed"]
-from . import optim  # noqa: E402,F401  optimizers (issue 4)
-from . import schedules  # noqa: E402,F401  learning-rate schedules (issue 4)
-from . import regularizers  # noqa: E402,F401  L2 / L1 / elastic-net penalties (issue 4)
-from .lr_finder import lr_find  # noqa: E402,F401  LR range test (issue 4)
+from . import optim  # noqa: E402,F401  optimizers
+from . import schedules  # noqa: E402,F401  learning-rate schedules
+from . import regularizers  # noqa: E402,F401  L2 / L1 / elastic-net penalties
+from .lr_finder import lr_find  # noqa: E402,F401  LR range test
 
-# Training (issue 6): the trainer, history and plots, checkpoints, callbacks, ensembles.
+# Training: the trainer, history and plots, checkpoints, callbacks, ensembles.
 from . import train  # noqa: E402,F401
 from .train import EMA, SWA, EarlyStopping, Ensemble, Polyak, SnapshotEnsemble, SnapshotSaver, Trainer  # noqa: E402
 
 __all__ += ["train", "Trainer", "EarlyStopping", "EMA", "Polyak", "SWA", "SnapshotSaver", "Ensemble",
             "SnapshotEnsemble"]
-from . import search  # noqa: E402,F401  hyperparameter search (issue 6)
-from . import zoo  # noqa: E402,F401  model zoo and transfer learning (issue 8)
+from . import search  # noqa: E402,F401  hyperparameter search
+from . import zoo  # noqa: E402,F401  model zoo and transfer learning
 from .zoo import AdaptiveAvgPool2d  # noqa: E402,F401
 
 __all__ += ["zoo", "AdaptiveAvgPool2d"]

@@ -60,7 +60,7 @@ def Input(shape=None, name=None):
 class Layer:
     """Base class: named parameters and buffers, train/eval, forward/backward, shape inference.
 
-    Parameters follow DESIGN.md: a layer reads ``p.data`` and accumulates (+=) into ``p.grad`` on every
+    Parameters: a layer reads ``p.data`` and accumulates (+=) into ``p.grad`` on every
     call, never keeping its own reference to either, since an optimizer may rebind both to views of one
     FlatBuffer. Activation gradients are returned fresh (=).
 

@@ -1,11 +1,11 @@
 """Layers: each is a forward and a backward that sit side by side, with named parameters and a shape rule.
 
 Semantics follow torch.nn (the tests compare every layer with its twin). Convolution, max-pooling, ReLU
-and dropout call the kernels in cnnkit.ops; the rest is array glue written against ``xp`` (numpy now,
-CuPy later). Every forward starts with ``self._check_inputs`` and every backward with ``self._need_cache(dy)``
+and dropout call the kernels in cnnkit.ops; the rest is array glue written against ``xp`` (numpy on the
+CPU, CuPy on the GPU). Every forward starts with ``self._check_inputs`` and every backward with ``self._need_cache(dy)``
 (graph.Layer): float32/float64 inputs of the parameters' dtype, and a dy of the output's shape and dtype, as the
 kernels require. Activation gradients are written (=); parameter gradients accumulate (+=) into ``p.grad``,
-read fresh from the Parameter on every call (DESIGN.md; an optimizer may rebind it to a FlatBuffer view).
+read fresh from the Parameter on every call (an optimizer may rebind it to a FlatBuffer view).
 """
 import numbers
 
@@ -462,7 +462,7 @@ class Linear(Layer):
 
     # On the CPU the three products run through ops.matmul, cnnkit's GEMM on its own threads: numpy's
     # matmul would wake a second BLAS thread pool, and alternating the two pools cost ~70 ms per call on a
-    # 2-core machine (BUILD-NOTES pitfall 5). One GEMM split by output rows or columns also beats running
+    # 2-core machine. One GEMM split by output rows or columns also beats running
     # the product as a 1x1 convolution over 1x1 planes, whose per-sample GEMMs are only a few columns wide.
     def forward(self, x):
         self._check_inputs(x)

@@ -5,7 +5,7 @@ A ``Parameter`` pairs ``.data`` with ``.grad`` (same shape and dtype, zeros at f
 and never keep their own references to either array: an optimizer may move all parameters of a group
 into one contiguous ``FlatBuffer``, after which each ``p.data`` / ``p.grad`` is a view into it. Then
 zero_grad is one fill, an optimizer step is one fused kernel pass, gradient clipping is one norm and a
-checkpoint is one array (DESIGN.md, "Suggested internal design").
+checkpoint is one array.
 """
 import numpy as np
 

@@ -149,10 +149,6 @@ class Schedule:
         """The first n learning rates (t = 0 .. n-1) of one group, for plotting."""
         return [self._lr(t, group) for t in range(_int(self._name, "n", n, 0))]
 
-    def momentum_values(self, n, group=0):
-        """The first n cycled momentum (or beta1) values, or Nones when this schedule does not cycle them."""
-        return [self._momentum(t, group) for t in range(_int(self._name, "n", n, 0))]
-
     def get_last_lr(self):
         return [self._lr(self.t, i) for i in range(len(self.base_lrs))]
 

@@ -1,7 +1,7 @@
 """model.save(path) / ck.load(path): one safetensors file holding the weights and buffers, with the
 architecture as JSON in its header metadata, so the model is rebuilt from the file alone. Never pickle.
 
-The write is atomic (DESIGN.md): a temp file in the same folder, fsync, os.replace, fsync of the folder,
+The write is atomic: a temp file in the same folder, fsync, os.replace, fsync of the folder,
 so an interrupted save leaves the previous file intact. The metadata also records a SHA-256 of the
 tensor bytes: a truncated, corrupted or tampered file raises ModelFileError (a ValueError) and never loads
 silently, and nothing is built before the file's header and architecture have been checked.

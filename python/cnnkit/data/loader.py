@@ -6,7 +6,7 @@ Batch b of epoch e is a pure function of (seed, e, b): the epoch's order sorts P
 yields exactly the remaining batches, bit for bit, at any thread count. The background thread builds the
 next batch while the caller trains on this one: the augmentation kernels release the GIL.
 
-With ``device="cuda"`` (issue 7) a batch is gathered on the host as before, copied to the GPU in one copy (the
+With ``device="cuda"`` a batch is gathered on the host as before, copied to the GPU in one copy (the
 labels stay on the host: see _gather), and augmented there by the CUDA twin of the transforms, so it never returns to the
 host. The device work of batch b is queued on the CuPy stream that was current (for that device) in the
 iterating thread when the epoch's iteration started; the batch is handed out after that stream's event for it,

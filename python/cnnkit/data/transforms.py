@@ -8,7 +8,7 @@ count, whatever else is in the batch, and after a resume. ``DataLoader`` passes 
 counter-clockwise); the draws themselves differ (our generator, not torch's). Nothing is clamped: the data
 may already be mean-subtracted. Also here: ``ten_crop`` and ``tta_predict`` for test-time augmentation.
 
-On the GPU (issue 7): a CuPy batch runs the CUDA twin of the same pipeline on its device, on CuPy's current
+On the GPU: a CuPy batch runs the CUDA twin of the same pipeline on its device, on CuPy's current
 stream, and stays there (nothing is synchronised or copied back). ids may be numpy (moved with one small
 host-to-device copy) or int64 CuPy on x's device (then not checked for negatives, which would need a sync);
 ``return_params=True`` gives CuPy params. The result equals the CPU's bit for bit for flips, crops, resized

@@ -1,4 +1,4 @@
-"""Trainer checkpoints (DESIGN.md "Files"): tensors in safetensors, everything else in JSON beside them,
+"""Trainer checkpoints: tensors in safetensors, everything else in JSON beside them,
 never pickle, always atomic.
 
 A checkpoint at step N is two files, ``ckpt-0000000N-Q.safetensors`` (Q: a sequence number; weights,

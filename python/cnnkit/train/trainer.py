@@ -224,10 +224,6 @@ class Trainer:
             x = xp.asarray(x)
         return x, y
 
-    def _penalty(self):
-        params = self._params()
-        return float(sum(r.loss(params) for r in self.regularizers))
-
     @staticmethod
     def _correct(scores, y):
         """Number of rows whose argmax is the label: an int, or a 0-d device array when the scores are on a GPU."""
@@ -809,6 +805,3 @@ class Trainer:
         except TypeError:
             from ..optim import Adam
             return Adam(params, lr=1e-3)
-
-    def copy_model(self):
-        return copy.deepcopy(self.model)

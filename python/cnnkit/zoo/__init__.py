@@ -1,4 +1,4 @@
-"""The model zoo and transfer learning (issue 8).
+"""The model zoo and transfer learning.
 
     import cnnkit as ck
     m = ck.zoo.resnet18(num_classes=1000)
