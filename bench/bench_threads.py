@@ -207,7 +207,8 @@ def main(args):
         g, nb = r["libgomp_saw"], r["numpy_openblas_saw"]
         print(f"  libgomp {', '.join(r['openmp_runtime'])} (loaded by {g['loaded_by']}) saw "
               f"OMP_WAIT_POLICY={g['OMP_WAIT_POLICY'] or 'unset'}; numpy's OpenBLAS (loaded by "
-              f"{nb['loaded_by']}) saw OPENBLAS_THREAD_TIMEOUT={nb['OPENBLAS_THREAD_TIMEOUT'] or 'unset (2^28 cycles)'}")
+              f"{nb['loaded_by']}) saw "
+              f"OPENBLAS_THREAD_TIMEOUT={nb['OPENBLAS_THREAD_TIMEOUT'] or 'unset (2^28 cycles)'}")
         ch = r["cores_held"]
         print(f"  (a) conv 1 -> 2 threads: cnnkit {s['cnnkit_1t_ms']:.1f} -> {s['cnnkit_2t_ms']:.1f} ms "
               f"(speedup {s['cnnkit_speedup']:.2f}x, CPU/wall {ch['conv_2t']:.2f}); torch {s['torch_1t_ms']:.1f} -> "

@@ -63,8 +63,12 @@ def main(argv=None):
     print(f"first-step loss: cnnkit {l_ck:.6f}  torch {l_t:.6f}  (|diff| {abs(l_ck - l_t):.2e})")
     tc, tt = [], []
     for _ in range(a.repeat):
-        t0 = time.perf_counter(); ck_step(); tc.append(time.perf_counter() - t0)
-        t0 = time.perf_counter(); torch_step(); tt.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        ck_step()
+        tc.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        torch_step()
+        tt.append(time.perf_counter() - t0)
     mc, mt = statistics.median(tc), statistics.median(tt)
     print(f"resnet18 training step, batch {a.batch}, 3x{a.size}x{a.size}, {a.threads} thread(s), "
           f"median of {a.repeat}:")

@@ -3,7 +3,6 @@ a cosine schedule, live augmentation, early stopping and an EMA of the weights; 
 
     python examples/train_digits.py            # writes runs/example-digits/
 """
-import numpy as np
 
 import cnnkit as ck
 

@@ -1,7 +1,6 @@
 # CUDA availability. On a machine with no usable GPU the device block is skipped with cnnkit.cuda.status()
 # as the reason; what always runs is the check that the status is a non-empty reason string consistent with
 # is_available().
-import numpy as np
 import pytest
 
 import cnnkit

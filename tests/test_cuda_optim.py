@@ -8,7 +8,6 @@ cnnkit.cuda.status() as the reason): the CUDA kernels against the CPU kernels wi
 written on a machine with no GPU and has NOT run yet. The kernels' logic under the control block is also checked
 on the CPU by tools/cuda_emu (EMU_CASE(optim_ctl)).
 """
-import copy
 import math
 
 import numpy as np

@@ -65,8 +65,10 @@ def test_tf32_does_not_touch_the_cpu_conv():
     x = rng.standard_normal((2, 3, 7, 6)).astype(np.float32)
     w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
     dy = rng.standard_normal((2, 4, 7, 6)).astype(np.float32)
-    run = (lambda: (ops.conv2d_fwd(x, w, padding=1), ops.conv2d_bwd_data(dy, w, x.shape, padding=1),
-                    ops.conv2d_bwd_weight(dy, x, w.shape, padding=1)))
+
+    def run():
+        return (ops.conv2d_fwd(x, w, padding=1), ops.conv2d_bwd_data(dy, w, x.shape, padding=1),
+                ops.conv2d_bwd_weight(dy, x, w.shape, padding=1))
     off = run()
     cuda.set_tf32(True)
     for a, b in zip(run(), off):

@@ -3,7 +3,7 @@
 # central differences, N=0, bit-identical results at 1 and 2 threads, and PyTorch's max_pool2d as oracle.
 import numpy as np
 import pytest
-from hypothesis import event, assume, given, settings, strategies as st
+from hypothesis import event, given, settings, strategies as st
 
 from cnnkit import _C, ops
 

@@ -5,7 +5,6 @@ import importlib.metadata
 import inspect
 import os
 
-import numpy as np
 import pytest
 
 import cnnkit

@@ -9,7 +9,6 @@ import sys
 import numpy as np
 import pytest
 
-import cnnkit as ck
 from cnnkit.search import Choice, LogUniform, Uniform, coarse_to_fine, random_search
 
 

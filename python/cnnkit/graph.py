@@ -594,7 +594,8 @@ class Model(Layer):
         layer = self._nodes[k][1]
         if rest:
             if not isinstance(layer, Model):
-                raise ValueError(f"{type(self).__name__}: '{head}' is a {type(layer).__name__}, it has no layer '{rest}'")
+                raise ValueError(f"{type(self).__name__}: '{head}' is a {type(layer).__name__}, "
+                                 f"it has no layer '{rest}'")
             return out + layer._prefix(rest)
         return out + [layer]
 

@@ -142,13 +142,15 @@ class Conv2d(Layer):
     def flops(self, in_shapes, out):
         N, K, P, Q = out
         R, S = self.kernel_size
-        return 2 * N * K * P * Q * (self.in_channels // self.groups) * R * S + (N * K * P * Q if "bias" in self._params else 0)
+        bias = N * K * P * Q if "bias" in self._params else 0
+        return 2 * N * K * P * Q * (self.in_channels // self.groups) * R * S + bias
 
     def config(self):
-        return dict(in_channels=self.in_channels, out_channels=self.out_channels, kernel_size=_cfgpair(self.kernel_size),
-                    stride=_cfgpair(self.stride), padding=_cfgpair(self.padding), dilation=_cfgpair(self.dilation),
-                    groups=self.groups, bias="bias" in self._params, weight_init=self.weight_init,
-                    bias_init=self.bias_init, dtype=str(self.weight.dtype))
+        return dict(in_channels=self.in_channels, out_channels=self.out_channels,
+                    kernel_size=_cfgpair(self.kernel_size), stride=_cfgpair(self.stride),
+                    padding=_cfgpair(self.padding), dilation=_cfgpair(self.dilation), groups=self.groups,
+                    bias="bias" in self._params, weight_init=self.weight_init, bias_init=self.bias_init,
+                    dtype=str(self.weight.dtype))
 
 
 class _ArgmaxPool(Layer):
@@ -892,7 +894,8 @@ class LocallyConnected2d(Layer):
         self.add_parameter("weight", _init.make(weight_init, (self.P, self.Q, out_channels, in_channels, R, S),
                                                 fan_in, fan_out, rng, dtype))
         if _flag(op, "bias", bias):
-            self.add_parameter("bias", _init.make(bias_init, (out_channels, self.P, self.Q), fan_in, fan_out, rng, dtype))
+            self.add_parameter("bias", _init.make(bias_init, (out_channels, self.P, self.Q), fan_in, fan_out, rng,
+                                                  dtype))
 
     def output_shape(self, x):
         self._check_rank("LocallyConnected2d", x, (4,), "4-D (N, C, H, W)")
@@ -905,7 +908,8 @@ class LocallyConnected2d(Layer):
         self._check_inputs(x)
         xp = array_module(x)
         N, C = x.shape[:2]
-        (R, S), (sh, sw), (ph, pw), P, Q, K = self.kernel_size, self.stride, self.padding, self.P, self.Q, self.out_channels
+        (R, S), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        P, Q, K = self.P, self.Q, self.out_channels
         xpad = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw))) if ph or pw else x
         win = xp.lib.stride_tricks.sliding_window_view(xpad, (R, S), axis=(2, 3))[:, :, ::sh, ::sw][:, :, :P, :Q]
         cols = xp.ascontiguousarray(win.transpose(2, 3, 0, 1, 4, 5)).reshape(P * Q, N, C * R * S)
@@ -921,7 +925,8 @@ class LocallyConnected2d(Layer):
         cols, xs = self._need_cache(dy)
         xp = array_module(dy)
         N, C, H, W = xs
-        (R, S), (sh, sw), (ph, pw), P, Q, K = self.kernel_size, self.stride, self.padding, self.P, self.Q, self.out_channels
+        (R, S), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        P, Q, K = self.P, self.Q, self.out_channels
         dyr = xp.ascontiguousarray(dy.transpose(2, 3, 0, 1)).reshape(P * Q, N, K)
         if self.weight.requires_grad:
             self.weight.grad += xp.matmul(dyr.transpose(0, 2, 1), cols).reshape(self.weight.shape)
@@ -934,7 +939,8 @@ class LocallyConnected2d(Layer):
         dxp = xp.zeros((N, C, H + 2 * ph, W + 2 * pw), dtype=dy.dtype)
         for r in range(R):
             for s in range(S):
-                dxp[:, :, r:r + sh * (P - 1) + 1:sh, s:s + sw * (Q - 1) + 1:sw] += dcols[:, :, :, :, r, s].transpose(2, 3, 0, 1)
+                rows, cols = slice(r, r + sh * (P - 1) + 1, sh), slice(s, s + sw * (Q - 1) + 1, sw)
+                dxp[:, :, rows, cols] += dcols[:, :, :, :, r, s].transpose(2, 3, 0, 1)
         return xp.ascontiguousarray(dxp[:, :, ph:ph + H, pw:pw + W])
 
     def flops(self, in_shapes, out):
@@ -942,8 +948,9 @@ class LocallyConnected2d(Layer):
         return 2 * _numel(out) * self.in_channels * R * S
 
     def config(self):
-        return dict(in_channels=self.in_channels, out_channels=self.out_channels, kernel_size=_cfgpair(self.kernel_size),
-                    in_size=list(self.in_size), stride=_cfgpair(self.stride), padding=_cfgpair(self.padding),
+        return dict(in_channels=self.in_channels, out_channels=self.out_channels,
+                    kernel_size=_cfgpair(self.kernel_size), in_size=list(self.in_size), stride=_cfgpair(self.stride),
+                    padding=_cfgpair(self.padding),
                     bias="bias" in self._params, weight_init=self.weight_init, bias_init=self.bias_init,
                     dtype=str(self.weight.dtype))
 

@@ -28,7 +28,8 @@ def _scores_labels(op, scores, y):
     if not is_device_array(y):
         y = np.asarray(y)   # checked on the host, then copied over once
     if y.ndim != 1 or y.shape[0] != scores.shape[0]:
-        raise ValueError(f"{op}: y must be 1-D with one label per row of scores ({scores.shape[0]}), got shape {y.shape}")
+        raise ValueError(f"{op}: y must be 1-D with one label per row of scores ({scores.shape[0]}), "
+                         f"got shape {y.shape}")
     if not np.issubdtype(y.dtype, np.integer):
         raise TypeError(f"{op}: y must hold integer class labels, got dtype {y.dtype}")
     if y.size:

@@ -15,10 +15,11 @@ kernels read (torch's fused/capturable optimizers do the same with found_inf and
 finite flag once per step; ``state_dict()`` reads the counters once and returns arrays on the parameters'
 device, as torch does; ``load_state_dict`` takes numpy or CuPy arrays and copies them to that device.
 
-``maximize=True`` ascends, as torch's. Beyond torch: ``nonfinite="skip"|"raise"`` (a non-finite gradient is found before anything changes; a skipped
-step leaves params and state bit-identical and counts in ``skipped_steps``), ``l1`` (L1 / elastic net
-gradient added in the same pass), ``max_norm`` (max-norm constraint after the step), ``clip_grad_norm`` and
-``clip_grad_value`` folded into the step, and ``decay_bias``.
+``maximize=True`` ascends, as torch's. Beyond torch: ``nonfinite="skip"|"raise"`` (a non-finite gradient is
+found before anything changes; a skipped step leaves params and state bit-identical and counts in
+``skipped_steps``), ``l1`` (L1 / elastic net gradient added in the same pass), ``max_norm`` (max-norm
+constraint after the step), ``clip_grad_norm`` and ``clip_grad_value`` folded into the step, and
+``decay_bias``.
 
 ``decay_bias`` defaults to True: weight decay, L1 and max-norm reach every parameter, as in torch.optim, so a
 model trained here and in PyTorch with the same hyperparameters gets the same numbers. Set

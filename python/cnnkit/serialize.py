@@ -223,8 +223,8 @@ def _walk_architecture(path, arch):
         kids = cfg.get("layers") if cls == "Sequential" else cfg.get("nodes") if cls == "Graph" else None
         if cls in _CONTAINERS:
             if not isinstance(kids, list):
-                raise _corrupt(path, f"architecture: {cls} needs a list of {'layers' if cls == 'Sequential' else 'nodes'}"
-                                     f", got {type(kids).__name__}")
+                what = "layers" if cls == "Sequential" else "nodes"
+                raise _corrupt(path, f"architecture: {cls} needs a list of {what}, got {type(kids).__name__}")
             for k, c in enumerate(kids):
                 name = c.get("name") if isinstance(c, dict) and cls == "Graph" else str(k)
                 stack.append((c, f"{prefix}{name}.", depth + 1))

@@ -3,29 +3,39 @@
 # emulation (tools/cuda_emu/run.sh). A launch without smem or stream gets 0 / nullptr (the legacy default
 # stream), which the shim reports: every cnnkit launch must name the caller's stream.
 # Usage: launch_to_call.py in.cu out.cc
-import os, re, sys
+import os
+import re
+import sys
 src = open(sys.argv[1]).read()
 out, i = [], 0
 pat = re.compile(r'([A-Za-z_][\w:]*(?:<[^;{}]*?>)?)\s*<<<(.*?)>>>\s*\(', re.S)
 while True:
     m = pat.search(src, i)
     if not m:
-        out.append(src[i:]); break
+        out.append(src[i:])
+        break
     out.append(src[i:m.start()])
     name, cfg = m.group(1), m.group(2)
     # top-level split of the launch configuration
     parts, depth, cur = [], 0, ''
     for ch in cfg:
-        if ch in '([{': depth += 1
-        if ch in ')]}': depth -= 1
-        if ch == ',' and depth == 0: parts.append(cur); cur = ''
-        else: cur += ch
+        if ch in '([{':
+            depth += 1
+        if ch in ')]}':
+            depth -= 1
+        if ch == ',' and depth == 0:
+            parts.append(cur)
+            cur = ''
+        else:
+            cur += ch
     parts.append(cur)
     # find matching paren of the argument list
     j, depth = m.end(), 1
     while depth:
-        if src[j] == '(': depth += 1
-        elif src[j] == ')': depth -= 1
+        if src[j] == '(':
+            depth += 1
+        elif src[j] == ')':
+            depth -= 1
         j += 1
     args = src[m.end():j-1]
     smem = parts[2].strip() if len(parts) > 2 else '0'

@@ -5,7 +5,7 @@ import os
 import numpy as np
 
 
-from ..ops import _int as check_int  # noqa: E402  one integer check for the whole package
+from ..ops import _int as check_int  # noqa: E402,F401  one integer check for the whole package (re-exported)
 
 
 class DataFormatError(ValueError):

@@ -7,8 +7,8 @@ yields exactly the remaining batches, bit for bit, at any thread count. The back
 next batch while the caller trains on this one: the augmentation kernels release the GIL.
 
 With ``device="cuda"`` a batch is gathered on the host as before, copied to the GPU in one copy (the
-labels stay on the host: see _gather), and augmented there by the CUDA twin of the transforms, so it never returns to the
-host. The device work of batch b is queued on the CuPy stream that was current (for that device) in the
+labels stay on the host: see _gather), and augmented there by the CUDA twin of the transforms, so it never returns
+to the host. The device work of batch b is queued on the CuPy stream that was current (for that device) in the
 iterating thread when the epoch's iteration started; the batch is handed out after that stream's event for it,
 so a caller on another stream still reads finished data.
 """
@@ -50,7 +50,8 @@ class DataLoader:
     Compose) or ``transform(x)`` (any other callable). prefetch: build the next batch on a background thread.
     num_threads: OpenMP threads for the transforms (default: cnnkit's setting when iteration starts).
     device: None or "cpu" (numpy batches), "cuda" (CuPy's current device) or "cuda:N": x is a CuPy array
-    on that GPU (y stays a numpy array: the loss checks it on the host before copying it), augmented there (see the module docstring; the batches equal the CPU ones, bit for bit for
+    on that GPU (y stays a numpy array: the loss checks it on the host before copying it), augmented there
+    (see the module docstring; the batches equal the CPU ones, bit for bit for
     flips, crops and colour jitter, within docs/kernels.md's tolerance for PCALighting and RandomAffine). A
     non-cnnkit transform then receives the CuPy batch. Needs CUDA: RuntimeError with cnnkit.cuda.status() if not.
 

@@ -4,7 +4,6 @@ A callback sees the trainer at fixed points (fit start/end, epoch start/end, aft
 save its own state into checkpoints (``state_dict`` / ``load_state_dict``: arrays allowed).
 """
 import contextlib
-import math
 import os
 
 import numpy as np

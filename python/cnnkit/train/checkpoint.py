@@ -2,7 +2,8 @@
 never pickle, always atomic.
 
 A checkpoint at step N is two files, ``ckpt-0000000N-Q.safetensors`` (Q: a sequence number; weights,
-buffers, optimizer state arrays, and any other arrays a component's state holds) and ``ckpt-0000000N-Q.json`` (step, epoch, history,
+buffers, optimizer state arrays, and any other arrays a component's state holds) and ``ckpt-0000000N-Q.json``
+(step, epoch, history,
 the data loader's position, every RNG counter, the schedule, scalar optimizer state, and a SHA-256 of the
 tensor file). Each is written atomically, and only then is ``latest.json`` (the pointer ``fit(resume=...)``
 reads) replaced, atomically. A run killed at any moment therefore leaves the previous complete checkpoint
@@ -164,7 +165,8 @@ def _read_json(path, what):
         with open(path, "rb") as f:
             return json.loads(f.read())
     except (OSError, ValueError, RecursionError) as e:
-        raise CheckpointError(f"resume: {path} is not a readable {what} ({str(e)[:200]}); it may be truncated") from None
+        raise CheckpointError(f"resume: {path} is not a readable {what} ({str(e)[:200]}); "
+                              f"it may be truncated") from None
 
 
 def resolve(path):
@@ -213,7 +215,8 @@ def read_checkpoint(path):
     if not isinstance(doc["state"], dict):
         raise _bad(path, "state", f"must be an object, got {type(doc['state']).__name__}")
     if "step" in doc["state"] and doc["state"]["step"] != step:
-        raise _bad(path, "state.step", f"is {doc['state']['step']!r}, but the checkpoint is for step {step} (step)"[:300])
+        got = doc["state"]["step"]
+        raise _bad(path, "state.step", f"is {got!r}, but the checkpoint is for step {step} (step)"[:300])
     sha = doc["tensors_sha256"]
     if not isinstance(sha, str) or len(sha) != 64:
         raise _bad(path, "tensors_sha256", f"must be a SHA-256 hex digest, got {sha!r}"[:300])

@@ -285,7 +285,8 @@ class Trainer:
         return loss, self._correct(scores, y)
 
     def _schedule_step(self):
-        if self.schedule is not None and self.schedule_interval == "step" and not isinstance(self.schedule, ReduceOnPlateau):
+        if (self.schedule is not None and self.schedule_interval == "step"
+                and not isinstance(self.schedule, ReduceOnPlateau)):
             self.schedule.step()
 
     def _count_skips(self, k):
@@ -387,10 +388,12 @@ class Trainer:
             "model_signature": ckpt.model_signature(self.model),
             "model_rng": {k: [str(s), str(o)] for k, (s, o) in self.model.rng_state().items()},
             "optimizer": ckpt.split_arrays(self.optimizer.state_dict(), "optimizer", tensors),
-            "schedule": None if self.schedule is None else ckpt.split_arrays(self.schedule.state_dict(), "schedule", tensors),
+            "schedule": (None if self.schedule is None
+                         else ckpt.split_arrays(self.schedule.state_dict(), "schedule", tensors)),
             "loader": None if loader is None else loader.state_dict(),
             "history": self.history.state_dict(),
-            "callbacks": [ckpt.split_arrays(cb.state_dict(), f"callback/{i}", tensors) for i, cb in enumerate(self.callbacks)],
+            "callbacks": [ckpt.split_arrays(cb.state_dict(), f"callback/{i}", tensors)
+                          for i, cb in enumerate(self.callbacks)],
         }
         return state, tensors
 
