@@ -9,7 +9,7 @@
 from ._common import ArrayDataset, DataFormatError
 from .datasets import (from_arrays, load_cifar10, load_cifar100, load_digits, load_fashion_mnist,
                        load_image_folder, load_mnist, load_npz, read_cifar_binary, read_cifar_pickle, read_idx)
-from .loader import DataLoader, epoch_permutation
+from .loader import DataLoader, as_loader, epoch_permutation
 from .preprocessing import (ChannelMean, ChannelStandardize, MeanImage, PCAWhiten, Preprocessor, ZCAWhiten,
                             load_preprocessor)
 from .transforms import (CenterCrop, ColorJitter, Compose, PCALighting, RandomAffine, RandomCrop,
@@ -17,7 +17,7 @@ from .transforms import (CenterCrop, ColorJitter, Compose, PCALighting, RandomAf
 
 __all__ = ["ArrayDataset", "DataFormatError", "load_digits", "load_cifar10", "load_cifar100", "read_cifar_binary",
            "read_cifar_pickle", "load_mnist", "load_fashion_mnist", "read_idx", "load_image_folder", "load_npz",
-           "from_arrays", "DataLoader", "epoch_permutation", "Preprocessor", "MeanImage", "ChannelMean",
+           "from_arrays", "DataLoader", "as_loader", "epoch_permutation", "Preprocessor", "MeanImage", "ChannelMean",
            "ChannelStandardize", "PCAWhiten", "ZCAWhiten", "load_preprocessor", "Transform", "Compose",
            "RandomHorizontalFlip", "RandomCrop", "RandomResizedCrop", "ColorJitter", "PCALighting",
            "RandomAffine", "CenterCrop", "ten_crop", "tta_predict"]

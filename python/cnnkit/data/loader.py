@@ -23,7 +23,7 @@ from .._xp import is_device_array, parse_device
 from ._common import ArrayDataset, check_int
 from .transforms import Compose, Transform
 
-__all__ = ["DataLoader"]
+__all__ = ["DataLoader", "as_loader"]
 
 
 def epoch_permutation(n, seed, epoch):
@@ -248,3 +248,15 @@ class DataLoader:
         finally:
             stop.set()
             worker.join()
+
+
+def as_loader(data, batch_size=64, shuffle=False, seed=0, transform=None, device=None):
+    """A DataLoader from a DataLoader (returned as it is), an (x, y) pair or a dataset supporting len() and
+    indexing; None stays None. device: the model's ("cuda:N" puts each batch there, on the loader's prefetch
+    thread, which a shuffled loader has)."""
+    if isinstance(data, DataLoader):
+        return data
+    if data is None:
+        return None
+    return DataLoader(data, batch_size=batch_size, shuffle=shuffle, seed=seed, transform=transform,
+                      prefetch=shuffle, device=None if device == "cpu" else device)

@@ -10,6 +10,7 @@ import numpy as np
 
 from .._xp import array_module, is_device_array
 from ..data._common import check_float
+from ..data.loader import as_loader
 from ..graph import _flag
 from ..ops import _int
 
@@ -200,7 +201,6 @@ class SWA(WeightAverage):
         bns = [l for _, l in model.named_layers() if isinstance(l, (BatchNorm1d, BatchNorm2d))]
         if not bns:
             return
-        from .trainer import _as_loader
         saved = {id(l): {k: v.copy() for k, v in l._buffers.items()} for l in bns}
         moms = {id(l): l.momentum for l in bns}
         with self.applied(model):
@@ -212,8 +212,8 @@ class SWA(WeightAverage):
                     l._buffers["num_batches_tracked"][...] = 0
             rng = model.rng_state()
             model.train()
-            for x, y in _as_loader(data, batch_size, False, 0, device=model.device):
-                model(trainer._batch(x, y)[0])
+            for x, y in as_loader(data, batch_size, device=model.device):
+                model(trainer.to_device(x, y)[0])
             model.set_rng_state(rng)
             self.bn_state = {id(l): {k: v.copy() for k, v in l._buffers.items()} for l in bns}
         for l in bns:

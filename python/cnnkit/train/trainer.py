@@ -21,7 +21,7 @@ from ..data._common import check_float
 from ..ops import _int
 from ..graph import Layer, _flag
 from .._xp import array_module, is_device_array
-from ..data.loader import DataLoader
+from ..data.loader import DataLoader, as_loader
 from ..schedules import ReduceOnPlateau
 from . import checkpoint as ckpt
 from .callbacks import Callback
@@ -93,17 +93,6 @@ def _check_schedule(op, schedule, optimizer):
     if schedule.optimizer is None:
         raise ValueError(f"{op}: schedule has no optimizer to drive (built with optimizer=None); build it with "
                          f"the trainer's optimizer")
-
-
-def _as_loader(data, batch_size, shuffle, seed, transform=None, name="train", device=None):
-    """A DataLoader from a DataLoader, an (x, y) pair, or a dataset supporting len() and indexing. device: the
-    model's ("cuda:N" puts each batch there, on the loader's prefetch thread when it has one)."""
-    if isinstance(data, DataLoader):
-        return data
-    if data is None:
-        return None
-    return DataLoader(data, batch_size=batch_size, shuffle=shuffle, seed=seed, transform=transform,
-                      prefetch=shuffle, device=None if device == "cpu" else device)
 
 
 def _layer_of(param_name):
@@ -217,8 +206,9 @@ class Trainer:
             return array_module(p.data)
         return np
 
-    def _batch(self, x, y):
-        """The inputs moved to the model's device (one host-to-device copy); labels stay where they are."""
+    def to_device(self, x, y):
+        """(x, y) with the inputs moved to the model's device (one host-to-device copy); labels stay where they
+        are. What fit and evaluate do to each batch; callbacks that run the model on data use it too."""
         xp = self._xp()
         if xp is not np and not is_device_array(x):
             x = xp.asarray(x)
@@ -331,13 +321,13 @@ class Trainer:
         """Mean loss (data loss, no penalties) and accuracy over `data`, in eval mode. -> dict(loss, acc)."""
         if data is None:
             raise TypeError("evaluate: data must be a DataLoader, an (x, y) pair of arrays or a dataset, got None")
-        loader = _as_loader(data, batch_size, False, 0, device=self.model.device)
+        loader = as_loader(data, batch_size, False, 0, device=self.model.device)
         was_training = self.model.training
         self.model.eval()
         total, correct, n = 0.0, 0, 0
         try:
             for x, y in loader:
-                x, y = self._batch(x, y)
+                x, y = self.to_device(x, y)
                 scores = self.model(x)
                 loss, _ = self._data_loss(scores, y)
                 if is_device_array(loss):              # device sums stay there until the end, in float64
@@ -355,7 +345,7 @@ class Trainer:
         was_training = self.model.training
         self.model.eval()
         try:
-            outs = [self.model(self._batch(np.ascontiguousarray(x[i:i + batch_size]), None)[0])
+            outs = [self.model(self.to_device(np.ascontiguousarray(x[i:i + batch_size]), None)[0])
                     for i in range(0, len(x), batch_size)]
         finally:
             self.model.train(was_training)
@@ -515,8 +505,8 @@ class Trainer:
         for name, v in (("checkpoint_every", checkpoint_every), ("checkpoint_every_steps", checkpoint_every_steps)):
             if v is not None:
                 _int("fit", name, v, minimum=0)    # 0 and None: no checkpoints by this count
-        loader = _as_loader(train, batch_size, shuffle, seed, transform, device=self.model.device)
-        val_loader = _as_loader(val, 256, False, 0, device=self.model.device)
+        loader = as_loader(train, batch_size, shuffle, seed, transform, device=self.model.device)
+        val_loader = as_loader(val, 256, False, 0, device=self.model.device)
         self.run_dir = run_dir
         if checkpoint_dir:
             ckpt.clean_stale_temporaries(checkpoint_dir)
@@ -574,7 +564,7 @@ class Trainer:
             batches = () if self._epoch_steps_done else loader
             self._epoch_steps_done = False
             for x, y in batches:
-                x, y = self._batch(x, y)
+                x, y = self.to_device(x, y)
                 loss, correct = self.train_step(x, y)
                 self.step += 1
                 due = bool(checkpoint_dir and checkpoint_every_steps and self.step % checkpoint_every_steps == 0)
