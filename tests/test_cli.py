@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from test_data_datasets import RNG, cifar_py_batch, cifar_records, idx_bytes
 
-from cnnkit import cli
+from cnnkit import config as ck_config
+from cnnkit import run as ck_run
 
 
 def test_cnnkit_train_writes_a_complete_run_folder(tmp_path):
@@ -59,15 +60,15 @@ def test_cnnkit_train_writes_a_complete_run_folder(tmp_path):
 def test_config_errors_name_the_key(tmp_path, text, match):
     cfg = tmp_path / "bad.toml"
     cfg.write_text(text)
-    with pytest.raises(cli.ConfigError, match=match):
-        c = cli.load_config(str(cfg), {"out": str(tmp_path / "o")})
-        cli.build_augmentation(c)
-        tr, va, te = cli.load_dataset(c)
-        cli.preprocess(c, tr, va, te, str(tmp_path / "o"))
-        model = cli.build_model(c)
-        cli.build_optimizer(c, model.parameters())
-        cli.build_schedule(c, cli.build_optimizer(c, model.parameters()), 10)
-        cli.load_dataset(c)
+    with pytest.raises(ck_config.ConfigError, match=match):
+        c = ck_config.load_config(str(cfg), {"out": str(tmp_path / "o")})
+        ck_run.build_augmentation(c)
+        tr, va, te = ck_run.load_dataset(c)
+        ck_run.preprocess(c, tr, va, te, str(tmp_path / "o"))
+        model = ck_run.build_model(c)
+        ck_run.build_optimizer(c, model.parameters())
+        ck_run.build_schedule(c, ck_run.build_optimizer(c, model.parameters()), 10)
+        ck_run.load_dataset(c)
 
 
 def test_cli_reports_config_errors_without_a_traceback(tmp_path):
@@ -88,10 +89,10 @@ def test_cli_missing_or_unreadable_config_is_a_config_error(tmp_path, command):
 
 
 def test_augmentation_and_normalisation_from_a_config(tmp_path):
-    cfg = cli.load_config(None, {"out": str(tmp_path / "r"), "epochs": 3})
+    cfg = ck_config.load_config(None, {"out": str(tmp_path / "r"), "epochs": 3})
     cfg["data"].update(normalize="channel_std", augment=[{"type": "RandomCrop", "args": [8], "padding": 1},
                                                          {"type": "RandomHorizontalFlip", "p": 0.0}])
-    trainer, result = cli.run_training(cfg, log=lambda *a: None, progress=False)
+    trainer, result = ck_run.run_training(cfg, log=lambda *a: None, progress=False)
     assert result["test_acc"] > 0.8
     from safetensors.numpy import load_file
     saved = load_file(str(tmp_path / "r" / "preprocessor.safetensors"))
@@ -102,9 +103,9 @@ def test_augmentation_and_normalisation_from_a_config(tmp_path):
 
 
 def test_a_zoo_model_from_a_config(tmp_path):
-    cfg = cli.load_config(None, {"out": str(tmp_path / "r"), "epochs": 2})
+    cfg = ck_config.load_config(None, {"out": str(tmp_path / "r"), "epochs": 2})
     cfg["model"] = {"zoo": "resnet20", "in_channels": 1, "num_classes": 10}
-    trainer, result = cli.run_training(cfg, log=lambda *a: None, progress=False)
+    trainer, result = ck_run.run_training(cfg, log=lambda *a: None, progress=False)
     assert type(trainer.model).__name__ != "Sequential" and "layer1.0.conv1.weight" in dict(trainer.model.named_parameters())
     assert result["test_acc"] > 0.5
 
@@ -144,14 +145,14 @@ DATA_WRITERS = {"digits": (None, "1197 train / 300 val / 300 test images of (1, 
 
 
 def test_every_dataset_the_cli_offers_has_an_example_config():
-    offered = {cli.read_toml(p)["data"]["dataset"] for p in CONFIGS.glob("*.toml")}
-    assert offered == set(cli.DATASETS) == set(DATA_WRITERS)
+    offered = {ck_config.read_toml(p)["data"]["dataset"] for p in CONFIGS.glob("*.toml")}
+    assert offered == set(ck_run.DATASETS) == set(DATA_WRITERS)
 
 
 @pytest.mark.parametrize("name", ["digits", "mnist", "fashion_mnist", "cifar10", "cifar100"])
 def test_example_config_trains_an_epoch_on_files_in_the_real_format(tmp_path, name):
     config = CONFIGS / f"{name}.toml"
-    data = cli.read_toml(config)["data"]
+    data = ck_config.read_toml(config)["data"]
     assert data["dataset"] == name
     write, summary = DATA_WRITERS[name]
     if write is not None:
@@ -163,7 +164,7 @@ def test_example_config_trains_an_epoch_on_files_in_the_real_format(tmp_path, na
     assert summary in r.stdout
     result = json.loads((tmp_path / "run" / "result.json").read_text())
     assert result["epochs_run"] == 1 and 0.0 <= result["test_acc"] <= 1.0 and np.isfinite(result["test_loss"])
-    assert result["config"]["data"] == cli.load_config(str(config))["data"]
+    assert result["config"]["data"] == ck_config.load_config(str(config))["data"]
 
 
 def test_a_schedule_with_warmup_from_a_config(tmp_path):
@@ -173,10 +174,10 @@ def test_a_schedule_with_warmup_from_a_config(tmp_path):
     cfg = tmp_path / "warm.toml"
     cfg.write_text("[optimizer]\nname = 'SGD'\nlr = 0.1\n"
                    "[schedule]\nname = 'Step'\nstep_size = 2\ngamma = 0.5\nwarmup = 3\n")
-    c = cli.load_config(str(cfg), {"out": str(tmp_path / "o")})
-    model = cli.build_model(c)
-    opt = cli.build_optimizer(c, model.parameters())
-    sched, interval = cli.build_schedule(c, opt, 10)
+    c = ck_config.load_config(str(cfg), {"out": str(tmp_path / "o")})
+    model = ck_run.build_model(c)
+    opt = ck_run.build_optimizer(c, model.parameters())
+    sched, interval = ck_run.build_schedule(c, opt, 10)
     assert isinstance(sched, ck.schedules.LinearWarmup) and sched.optimizer is opt and interval == "epoch"
     twin_opt = ck.optim.SGD([ck.Parameter(np.zeros(1, np.float32))], lr=0.1)
     twin = ck.schedules.LinearWarmup(twin_opt, ck.schedules.Step(None, step_size=2, gamma=0.5), 3)

@@ -15,8 +15,6 @@ KNOWN = {
     # serialize and zoo.torch_io, and data._common <-> ops (the integer check): one strongly connected set
     frozenset({"cnnkit.ops", "cnnkit._cuda_ops", "cnnkit.data._common", "cnnkit.graph", "cnnkit.layers",
                "cnnkit.serialize", "cnnkit.zoo.torch_io"}),
-    # the config schema and run_training live in the argparse module
-    frozenset({"cnnkit.cli", "cnnkit.search"}),
 }
 
 

@@ -211,7 +211,7 @@ def config_objective(base_cfg, params, epochs):
     so that worker processes can unpickle it."""
     import copy
 
-    from .cli import run_training
+    from .run import run_training
     cfg = copy.deepcopy(base_cfg)
     for key, v in params.items():
         node = cfg
@@ -239,7 +239,7 @@ class _Bound:
 
 
 def run_search_cli(path, out=None, workers=None):
-    from .cli import ConfigError, load_config, read_toml
+    from .config import ConfigError, load_config, read_toml
     raw = read_toml(path)
     s = raw.pop("search", None)
     if not isinstance(s, dict) or "space" not in s:
@@ -257,7 +257,7 @@ def run_search_cli(path, out=None, workers=None):
             space[name] = _DISTS[d["dist"]](d["low"], d["high"])
         except ValueError as e:
             raise ConfigError(f"config: 'search.space.{name}': {e}") from None
-    from .cli import SCHEMA, _check
+    from .config import SCHEMA, _check
     _check(raw, SCHEMA)  # the rest is a train config
     base = load_config(None)
     for k, v in raw.items():
