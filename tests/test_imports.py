@@ -11,10 +11,9 @@ import sys
 ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "python", "cnnkit")
 
 KNOWN = {
-    # ops <-> _cuda_ops (shared checkers), graph <-> layers (the Layer base beside the containers) through
-    # serialize and zoo.torch_io, and data._common <-> ops (the integer check): one strongly connected set
-    frozenset({"cnnkit.ops", "cnnkit._cuda_ops", "cnnkit.data._common", "cnnkit.graph", "cnnkit.layers",
-               "cnnkit.serialize", "cnnkit.zoo.torch_io"}),
+    frozenset({"cnnkit.ops", "cnnkit._cuda_ops"}),   # the CUDA side borrows ops' private checkers
+    # the Layer base shares graph.py with the containers; save/load and torch state dicts are reached from it
+    frozenset({"cnnkit.graph", "cnnkit.layers", "cnnkit.serialize", "cnnkit.zoo.torch_io"}),
 }
 
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from . import _C, cuda
 from . import ops as _ops
-from .graph import _flag  # flags must be real bools: bool("no") is True
+from ._check import check_flag as _flag
 
 _DTYPE_CODE = {np.dtype(np.float32): 0, np.dtype(np.float64): 1}
 

@@ -9,17 +9,11 @@ import zlib
 
 import numpy as np
 
+from ._check import check_flag as _flag, check_int as _int
 from ._xp import array_module, device_converter, device_of, is_device_array
 from .parameter import _FLOATS, Parameter
 
 _REGISTRY = {}
-
-
-def _flag(op, name, v):
-    """A flag argument: a bool or numpy.bool_. Anything else is refused, since bool("no") is True."""
-    if not isinstance(v, (bool, np.bool_)):
-        raise TypeError(f"{op}: {name} must be a bool, got {type(v).__name__}")
-    return bool(v)
 
 
 def _fmt_shape(shape):
@@ -52,7 +46,6 @@ def Input(shape=None, name=None):
         if not isinstance(shape, (tuple, list)):
             raise TypeError(f"Input: shape must be a tuple of ints without the batch dimension, e.g. (3, 32, 32), "
                             f"got {type(shape).__name__}")
-        from .ops import _int
         shape = tuple(_int("Input", "shape", d, minimum=1) for d in shape)
     return Node(None, [], shape, name=name)
 

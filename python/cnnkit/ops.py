@@ -20,7 +20,7 @@ import numbers
 import numpy as np
 
 from . import _C
-from .graph import _flag  # flags must be real bools: bool("no") is True
+from ._check import check_flag as _flag, check_int as _int
 from ._xp import is_device_array as _on_device  # a CuPy array? (never imports cupy)
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
@@ -114,15 +114,6 @@ def _empty(op, name, shape, dtype):
         raise ValueError(f"{op}: {name} would have shape {tuple(shape)}, too large to address "
                          f"({nbytes} bytes >= 2**63)")
     return np.empty(shape, dtype=dtype)
-
-
-def _int(op, name, v, minimum=None):
-    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
-        raise TypeError(f"{op}: {name} must be an int, got {type(v).__name__}")
-    v = int(v)
-    if minimum is not None and v < minimum:
-        raise ValueError(f"{op}: {name} must be >= {minimum}, got {v}")
-    return v
 
 
 def _pair(op, name, v, minimum):

@@ -1,11 +1,10 @@
 """Shared pieces of cnnkit.data: the in-memory dataset type, the bad-file error, argument checks."""
-import numbers
 import os
 
 import numpy as np
 
 
-from ..ops import _int as check_int  # noqa: E402,F401  one integer check for the whole package (re-exported)
+from .._check import check_float, check_int  # noqa: F401  (re-exported to the data modules)
 
 
 class DataFormatError(ValueError):
@@ -52,19 +51,6 @@ class ArrayDataset:
     def __repr__(self):
         return (f"ArrayDataset(x={tuple(self.x.shape)} {self.x.dtype}, y={tuple(self.y.shape)}, "
                 f"classes={len(self.classes) if self.classes is not None else None})")
-
-
-def check_float(op, name, v, lo=None, hi=None):
-    if isinstance(v, bool) or not isinstance(v, numbers.Real):
-        raise TypeError(f"{op}: {name} must be a number, got {type(v).__name__}")
-    v = float(v)
-    if not np.isfinite(v):
-        raise ValueError(f"{op}: {name} must be finite, got {v}")
-    if lo is not None and v < lo:
-        raise ValueError(f"{op}: {name} must be >= {lo}, got {v}")
-    if hi is not None and v > hi:
-        raise ValueError(f"{op}: {name} must be <= {hi}, got {v}")
-    return v
 
 
 def check_range(op, name, v, positive=False):

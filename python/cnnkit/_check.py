@@ -1,0 +1,39 @@
+"""Scalar argument checks shared by the whole package: each names the operation and the argument, says what
+was expected and what came, and raises TypeError (wrong type) or ValueError (out of range).
+
+Imports nothing of cnnkit, so any module may use it without an import cycle.
+"""
+import numbers
+
+import numpy as np
+
+
+def check_int(op, name, v, minimum=None):
+    """An int (numpy integers too; not a bool), >= minimum when given."""
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+        raise TypeError(f"{op}: {name} must be an int, got {type(v).__name__}")
+    v = int(v)
+    if minimum is not None and v < minimum:
+        raise ValueError(f"{op}: {name} must be >= {minimum}, got {v}")
+    return v
+
+
+def check_float(op, name, v, lo=None, hi=None):
+    """A finite real number (not a bool), within [lo, hi] when given."""
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        raise TypeError(f"{op}: {name} must be a number, got {type(v).__name__}")
+    v = float(v)
+    if not np.isfinite(v):
+        raise ValueError(f"{op}: {name} must be finite, got {v}")
+    if lo is not None and v < lo:
+        raise ValueError(f"{op}: {name} must be >= {lo}, got {v}")
+    if hi is not None and v > hi:
+        raise ValueError(f"{op}: {name} must be <= {hi}, got {v}")
+    return v
+
+
+def check_flag(op, name, v):
+    """A flag argument: a bool or numpy.bool_. Anything else is refused, since bool("no") is True."""
+    if not isinstance(v, (bool, np.bool_)):
+        raise TypeError(f"{op}: {name} must be a bool, got {type(v).__name__}")
+    return bool(v)
