@@ -411,7 +411,7 @@ def adam_cases_cuda(cases, rng):
     kernel alone on one flat buffer. Work = 28 bytes per parameter (read p, g, m, v; write p, m, v)."""
     import cupy
     import cnnkit as ck
-    from cnnkit import _cuda_ops
+    from cnnkit.ops import _cuda as _cuda_ops
     shapes = [tuple(s) for s in cases["optimizer_param_shapes_resnet18"]]
     n = sum(math.prod(s) for s in shapes)
     nbytes = cases["optimizer_bytes_per_element"]["Adam"] * n

@@ -11,7 +11,7 @@ What it is: ``ndarray`` wraps a numpy array and behaves like a CuPy array where 
   ``cupy.asnumpy``, a stream or device synchronize) is counted in ``SYNCS``, with the caller's location; every
   host-to-device copy (``cupy.asarray`` of host data) in ``H2D``.
 - ``install(monkeypatch)`` puts it in sys.modules as ``cupy``, marks cnnkit.cuda usable, and routes each
-  ``cnnkit._cuda_ops`` function to the CPU kernel it mirrors (same arguments, arrays unwrapped), so results are
+  ``cnnkit.ops._cuda`` function to the CPU kernel it mirrors (same arguments, arrays unwrapped), so results are
   the CPU's bit for bit and a test can compare a "device" run with a CPU run exactly.
 
 What it is not: a GPU. It runs no CUDA code and says nothing about the kernels in csrc/ops/*.cu (those are
@@ -363,7 +363,7 @@ def _module():
     return m
 
 
-# ---------------------------------------------------------------- routing cnnkit._cuda_ops to the CPU kernels
+# ---------------------------------------------------------------- routing cnnkit.ops._cuda to the CPU kernels
 
 # _cuda_ops functions that mirror a cnnkit.ops function of the same name and arguments
 _VIA_OPS = ("conv2d_fwd", "conv2d_bwd_data", "conv2d_bwd_weight", "conv2d_bwd_bias", "maxpool2d_fwd",
@@ -439,7 +439,8 @@ def _optim_ctl_finish(ctl, groups):
 
 def install(monkeypatch):
     """Make `import cupy` give the stand-in and route cnnkit's device ops to the CPU kernels, for one test."""
-    from cnnkit import _C, _cuda_ops, cuda, ops
+    from cnnkit import _C, cuda, ops
+    from cnnkit.ops import _cuda as _cuda_ops
     reset()
     m = _module()
     monkeypatch.setitem(sys.modules, "cupy", m)

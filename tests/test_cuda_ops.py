@@ -254,7 +254,7 @@ def _run_steps(cp, dtype, step_cpu, step_gpu, nstate, steps=5, n=10007):
 
 
 def _gpu():
-    from cnnkit import _cuda_ops
+    from cnnkit.ops import _cuda as _cuda_ops
     return _cuda_ops
 
 

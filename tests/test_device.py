@@ -1,6 +1,6 @@
 """model.to("cuda") and the device glue above the kernels, on the strict CuPy stand-in of tests/fakecupy.py.
 
-The stand-in routes every cnnkit._cuda_ops call to the CPU kernel it mirrors, so a "device" run must equal the
+The stand-in routes every cnnkit.ops._cuda call to the CPU kernel it mirrors, so a "device" run must equal the
 CPU run bit for bit; and it refuses every implicit host/device mix, and counts every device-to-host read, so
 these tests also show that the layers, the model and the optimizer keep their arrays on the device and read
 nothing back inside a step. The CUDA kernels themselves are tested by tests/test_cuda_*.py on a GPU and by

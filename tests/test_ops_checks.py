@@ -168,9 +168,9 @@ def test_misaligned_batch_is_refused_by_augment():
 
 def test_misaligned_device_arrays_are_refused_by_the_device_checks(monkeypatch):
     # the CuPy stand-in routes the device ops to the CPU kernels, so the device-side check is called directly:
-    # it is the one every cnnkit._cuda_ops function runs on each array before passing its pointer on
+    # it is the one every cnnkit.ops._cuda function runs on each array before passing its pointer on
     import fakecupy
-    from cnnkit import _cuda_ops
+    from cnnkit.ops import _cuda as _cuda_ops
     cp = fakecupy.install(monkeypatch)
     x = fakecupy.ndarray(_misaligned((1, 1, 4, 4), np.float32))
     with pytest.raises(ValueError, match=r"relu_fwd: x must be aligned to 4 bytes \(float32\), got a device address "
@@ -245,9 +245,9 @@ def test_elementwise_ops_may_work_in_place_but_not_on_a_shifted_overlap():
 
 
 def test_device_ops_refuse_out_aliasing_an_input(monkeypatch):
-    # the CuPy stand-in routes cnnkit._cuda_ops to the CPU ops, so the device functions are taken before it does
+    # the CuPy stand-in routes cnnkit.ops._cuda to the CPU ops, so the device functions are taken before it does
     import fakecupy
-    from cnnkit import _cuda_ops
+    from cnnkit.ops import _cuda as _cuda_ops
     dev_matmul, dev_conv, dev_relu = _cuda_ops.matmul, _cuda_ops.conv2d_fwd, _cuda_ops.relu_fwd
     cp = fakecupy.install(monkeypatch)
     a = cp.asarray(np.ones((3, 3), np.float32))
@@ -300,7 +300,7 @@ def test_real_bools_and_numpy_bools_are_taken():
 
 def test_string_flags_are_refused_by_the_device_ops(monkeypatch):
     import fakecupy
-    from cnnkit import _cuda_ops
+    from cnnkit.ops import _cuda as _cuda_ops
     dev = {n: getattr(_cuda_ops, n) for n in ("matmul", "conv2d_bwd_weight", "conv2d_bwd_bias", "maxpool2d_fwd",
                                               "sgd_step", "grad_sumsq_device")}
     cp = fakecupy.install(monkeypatch)

@@ -1,5 +1,5 @@
 """CUDA availability. cnnkit imports on machines with no GPU, no driver or no CuPy; this module says which
-of those holds, and never imports CuPy at module level. The GPU face of the ops is ``cnnkit._cuda_ops``,
+of those holds, and never imports CuPy at module level. The GPU face of the ops is ``cnnkit.ops._cuda``,
 reached through ``cnnkit.ops`` when the arguments are CuPy arrays. ``set_tf32`` switches the float32
 convolutions onto TF32 tensor cores (off by default)."""
 import numpy as np
@@ -7,7 +7,7 @@ import numpy as np
 from . import _C
 
 _ok = False  # set once status() has found CUDA usable; a usable device does not go away mid-process
-_tf32 = False  # read by cnnkit._cuda_ops at each conv2d call
+_tf32 = False  # read by cnnkit.ops._cuda at each conv2d call
 
 
 def _cupy_error():

@@ -9,7 +9,7 @@ import zlib
 
 import numpy as np
 
-from ._check import check_flag as _flag, check_int as _int
+from ._validate import check_flag as _flag, check_int as _int
 from ._xp import array_module, device_converter, device_of, is_device_array
 from .parameter import _FLOATS, Parameter
 

@@ -35,7 +35,7 @@ import numpy as np
 
 from . import _C
 from ._xp import array_module, is_device_array
-from .ops import _int
+from .ops import _backend, _int
 from .parameter import FlatBuffer, Parameter
 
 __all__ = ["Optimizer", "SGD", "AdaGrad", "RMSProp", "Adam", "AdamW", "LBFGS", "NonFiniteGradientError",
@@ -118,7 +118,7 @@ class Optimizer:
     Subclasses define ``defaults``, ``_check(group)`` (hyperparameter validation), ``_state_spec(group)``
     (the flat state arrays and their initial values), and ``_update(group, state, flat, lo, hi, wd, l1,
     gscale, gclip, dev)`` (one fused kernel call on [lo, hi); ``dev`` is {} on the CPU and the control-block
-    keywords of the ``cnnkit._cuda_ops`` steps on a GPU).
+    keywords of the ``cnnkit.ops._cuda`` steps on a GPU).
 
     On a GPU (CuPy parameters) a step reads nothing back to the host with ``nonfinite="skip"``: the finite
     flag, the global gradient norm, the skip counter and each group's step counter live in a small float64
@@ -245,7 +245,7 @@ class Optimizer:
         return _LAYOUT["group0"] + _LAYOUT["per_group"] * gi
 
     def _to_device(self, flat):
-        from . import _cuda_ops
+        from .ops import _cuda as _cuda_ops
         xp = array_module(flat.data)
         with xp.cuda.Device(flat.data.device.id):
             # made on the device, its nonzero counters written as scalars: no host-to-device copy in a step
@@ -353,7 +353,7 @@ class Optimizer:
 
     def _step_device(self):
         """The GPU step: no host read with nonfinite="skip" (one, of the finite flag, with "raise")."""
-        from . import _cuda_ops
+        from .ops import _cuda as _cuda_ops
         ctl, lay = self._ctl, _LAYOUT
         flats = [f for f in self._flats if f is not None]
         if not flats:
@@ -383,7 +383,7 @@ class Optimizer:
                 if hi > lo:
                     self._update(g, st, flat, lo, hi, wd, l1, gs, gclip, kw)
             if g["max_norm"] is not None:
-                mn = _kernels(flat.data).maxnorm_rows
+                mn = _backend.kernels(flat.data).maxnorm_rows
                 for p in g["_trainable"]:
                     if p.data.ndim > 1:
                         mn(p.data, g["max_norm"], **({"ctl": dev["ctl"]} if dev else {}))
@@ -509,12 +509,6 @@ def _host(v):
     return v.get() if is_device_array(v) else v
 
 
-def _kernels(a):
-    """cnnkit._C for numpy arrays; cnnkit._cuda_ops (the same signatures, for CuPy arrays) for device arrays."""
-    if is_device_array(a):
-        from . import _cuda_ops
-        return _cuda_ops
-    return _C
 
 
 def _converter(like):
@@ -560,7 +554,7 @@ class SGD(Optimizer):
 
     def _update(self, g, st, flat, lo, hi, wd, l1, gscale, gclip, dev):
         buf = st.get("momentum_buffer") if g["momentum"] != 0 else None
-        _kernels(flat.data).sgd_step(flat.data[lo:hi], flat.grad[lo:hi], None if buf is None else buf[lo:hi],
+        _backend.kernels(flat.data).sgd_step(flat.data[lo:hi], flat.grad[lo:hi], None if buf is None else buf[lo:hi],
                                      -g["lr"], g["momentum"], 1 - g["dampening"], g["nesterov"],
                                      st.get("_first", False), gscale, gclip, wd, l1, **dev)
 
@@ -590,7 +584,7 @@ class AdaGrad(Optimizer):
     def _update(self, g, st, flat, lo, hi, wd, l1, gscale, gclip, dev):
         p, grad, acc = flat.data[lo:hi], flat.grad[lo:hi], st["sum"][lo:hi]
         if dev:   # the decayed lr is made on the device from the group's step count
-            _kernels(p).adagrad_step(p, grad, acc, -g["lr"], g["eps"], gscale, gclip, wd, l1,
+            _backend.kernels(p).adagrad_step(p, grad, acc, -g["lr"], g["eps"], gscale, gclip, wd, l1,
                                      lr_decay=g["lr_decay"], **dev)
         else:
             clr = _C.adagrad_clr(g["lr"], g["lr_decay"], float(st["step"]))
@@ -623,7 +617,7 @@ class RMSProp(Optimizer):
     def _update(self, g, st, flat, lo, hi, wd, l1, gscale, gclip, dev):
         ga = st["grad_avg"][lo:hi] if g["centered"] else None
         buf = st["momentum_buffer"][lo:hi] if g["momentum"] > 0 else None
-        _kernels(flat.data).rmsprop_step(flat.data[lo:hi], flat.grad[lo:hi], st["square_avg"][lo:hi], ga, buf,
+        _backend.kernels(flat.data).rmsprop_step(flat.data[lo:hi], flat.grad[lo:hi], st["square_avg"][lo:hi], ga, buf,
                                          -g["lr"], g["alpha"], g["eps"], g["momentum"], gscale, gclip, wd, l1,
                                          **dev)
 
@@ -662,7 +656,7 @@ class Adam(Optimizer):
         if self._decoupled:
             decay, wd = (1 - lr * wd if wd != 0 else 1.0), 0.0
         vmax = st["max_exp_avg_sq"][lo:hi] if g["amsgrad"] else None
-        _kernels(flat.data).adam_step(flat.data[lo:hi], flat.grad[lo:hi], st["exp_avg"][lo:hi],
+        _backend.kernels(flat.data).adam_step(flat.data[lo:hi], flat.grad[lo:hi], st["exp_avg"][lo:hi],
                                       st["exp_avg_sq"][lo:hi], vmax, beta1, beta2, g["eps"], neg_step_size, bc2_sqrt,
                                       decay, gscale, gclip, wd, l1, **dev)
 
@@ -728,7 +722,7 @@ def _on_device(op, arrays):
 def _clip_grad_norm_device(grads, max_norm):
     """The norm and the finite flag go into a 3-slot control block on the device, and the scaling kernels read
     the coefficient from it: no host sync."""
-    from . import _cuda_ops
+    from .ops import _cuda as _cuda_ops
     xp = array_module(grads[0])
     with xp.cuda.Device(grads[0].device.id):
         ctl = xp.zeros(_cuda_ops.ctl_size(0), dtype=xp.float64)
@@ -744,7 +738,7 @@ def clip_grad_value_(params_or_opt, clip_value):
     """Clamp every gradient element to [-clip_value, clip_value] in place (torch's clip_grad_value_)."""
     clip_value = _positive("clip_grad_value_", "clip_value", clip_value)
     for g in _grad_arrays("clip_grad_value_", params_or_opt):
-        _kernels(g).grad_scale_clamp(g, 1.0, clip_value)
+        _backend.kernels(g).grad_scale_clamp(g, 1.0, clip_value)
 
 
 def apply_max_norm_(params, max_norm):
@@ -754,7 +748,7 @@ def apply_max_norm_(params, max_norm):
     max_norm = _positive("apply_max_norm_", "max_norm", max_norm)
     for p in ([params] if isinstance(params, Parameter) else params):
         if p.data.ndim > 1:
-            _kernels(p.data).maxnorm_rows(p.data, max_norm)
+            _backend.kernels(p.data).maxnorm_rows(p.data, max_norm)
 
 
 # ---------------------------------------------------------------- L-BFGS (numpy or CuPy; a port of torch.optim.LBFGS)

@@ -4,7 +4,7 @@ import os
 import numpy as np
 
 
-from .._check import check_float, check_int  # noqa: F401  (re-exported to the data modules)
+from .._validate import check_float, check_int  # noqa: F401  (re-exported to the data modules)
 
 
 class DataFormatError(ValueError):

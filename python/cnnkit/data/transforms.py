@@ -115,7 +115,7 @@ def _records(x):
 def _run(x, ids, epoch, seed, nt, stages, records=None):
     """One kernel call for a run of stages: [(transform, philox stream word, stage tuple)]."""
     if _is_device(x):
-        from .. import _cuda_ops
+        from ..ops import _cuda as _cuda_ops
         dev = x.device.id
         dstages = [st if st[5] is None else st[:5] + t._device_eig(dev) for t, _, st in stages]
         return _cuda_ops.aug_pipeline(x, ids, dstages, seed, epoch, records)

@@ -10,7 +10,7 @@ inputs while they write it. Only the elementwise ops may work in place, on the v
 ``relu_fwd(x, out=x)``, ``relu_bwd(dy, y, out=dy)`` (or ``out=y``), ``channel_affine(x, ..., out=x)``.
 
 Device dispatch: when the first array argument is a CuPy array, the op runs on the GPU through
-``cnnkit._cuda_ops`` (same checks and messages, outputs allocated with CuPy, kernels queued on CuPy's current
+``cnnkit.ops._cuda`` (same checks and messages, outputs allocated with CuPy, kernels queued on CuPy's current
 stream). The numpy branch stays first: it costs one ``isinstance`` check. A numpy array mixed with a CuPy
 one raises TypeError naming both arguments.
 """
@@ -19,9 +19,9 @@ import numbers
 
 import numpy as np
 
-from . import _C
-from ._check import check_flag as _flag, check_int as _int
-from ._xp import is_device_array as _on_device  # a CuPy array? (never imports cupy)
+from .. import _C
+from .._validate import check_flag as _flag, check_int as _int
+from .._xp import is_device_array as _on_device  # a CuPy array? (never imports cupy)
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _MAX_DIM = 2**62
@@ -33,8 +33,8 @@ _FIRST = {"conv2d_fwd": "x", "conv2d_bwd_data": "dy", "conv2d_bwd_weight": "dy",
 
 
 def _gpu():
-    from . import _cuda_ops
-    return _cuda_ops
+    from . import _cuda
+    return _cuda
 
 
 # ---------------------------------------------------------------- argument checks

@@ -15,9 +15,9 @@ Status: written and compiled without a GPU; none of this has run on a device yet
 """
 import numpy as np
 
-from . import _C, cuda
-from . import ops as _ops
-from ._check import check_flag as _flag
+from .. import _C, cuda
+from .. import ops as _ops
+from .._validate import check_flag as _flag
 
 _DTYPE_CODE = {np.dtype(np.float32): 0, np.dtype(np.float64): 1}
 
