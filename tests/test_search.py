@@ -86,3 +86,18 @@ def test_cnnkit_search_command(tmp_path):
     r = subprocess.run([sys.executable, "-m", "cnnkit", "search", "--config", str(bad)], capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 2 and "unknown key 'search.spacey'" in r.stderr
+
+
+def test_an_in_process_search_gives_the_thread_count_back(threads):
+    # workers=1 runs the trials here with threads_per_worker threads; the caller's setting is restored after
+    threads(2)
+    seen = []
+
+    def objective(params, epochs):
+        import cnnkit
+        seen.append(cnnkit.get_num_threads())
+        return bowl(params, epochs)
+
+    random_search(objective, SPACE, trials=2, epochs=1, seed=0, workers=1, threads_per_worker=1)
+    import cnnkit
+    assert seen == [1, 1] and cnnkit.get_num_threads() == 2

@@ -12,36 +12,12 @@ _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 import scipy_openblas32 as _scipy_openblas32  # noqa: E402,F401  loads libscipy_openblas.so for _C
 
-from . import _C  # noqa: E402
+from . import _C  # noqa: E402,F401  (the kernels; loaded after OpenBLAS)
 from . import cuda, ops  # noqa: E402,F401
 from .parameter import FlatBuffer, Parameter  # noqa: E402
 from . import data  # noqa: E402,F401  datasets, preprocessing, augmentation, batching
 
-__version__ = _C.build_info()["version"]
-
-
-def set_num_threads(n):
-    """Set the number of threads every cnnkit kernel uses (OpenMP; the BLAS runs single-threaded inside).
-
-    Process-wide: it applies to kernels called from any Python thread, not only the calling one."""
-    if isinstance(n, bool) or not isinstance(n, int):
-        raise TypeError(f"set_num_threads: n must be an int, got {type(n).__name__}")
-    if n < 1:
-        raise ValueError(f"set_num_threads: n must be >= 1, got {n}")
-    _C.set_num_threads(n)
-
-
-def get_num_threads():
-    """Number of threads cnnkit kernels use (the process-wide setting, the same in every thread)."""
-    return _C.get_num_threads()
-
-
-def build_info():
-    """Facts about this build: version, cuda (compiled in), cuda_archs, blas, openmp, simd, num_threads."""
-    info = dict(_C.build_info())
-    info["cuda_available"] = cuda.is_available()
-    return info
-
+from ._runtime import __version__, build_info, get_num_threads, set_num_threads  # noqa: E402,F401
 
 __all__ = ["ops", "cuda", "data", "Parameter", "FlatBuffer", "set_num_threads", "get_num_threads", "build_info"]
 

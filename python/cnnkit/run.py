@@ -6,16 +6,21 @@ import time
 
 import numpy as np
 
+from . import data, optim, regularizers, schedules, zoo
+from . import layers as _layers
+from ._runtime import __version__, get_num_threads, set_num_threads
 from .config import ConfigError, DIGITS_NET
+from .graph import Layer, Sequential
+from .init import manual_seed
+from .train import EarlyStopping, Trainer
 
 def build_model(cfg):
-    import cnnkit as ck
     spec = cfg.get("model", {})
     if "zoo" in spec:
-        if spec["zoo"] not in ck.zoo.MODELS:
+        if spec["zoo"] not in zoo.MODELS:
             raise ConfigError(f"config: 'model.zoo' names an unknown architecture {spec['zoo']!r}; "
-                              f"expected one of {sorted(ck.zoo.MODELS)}")
-        builder = ck.zoo.MODELS[spec["zoo"]]
+                              f"expected one of {sorted(zoo.MODELS)}")
+        builder = zoo.MODELS[spec["zoo"]]
         try:
             model = builder(num_classes=spec.get("num_classes", 10), in_channels=spec.get("in_channels", 1),
                             seed=cfg["seed"])
@@ -23,29 +28,28 @@ def build_model(cfg):
             raise ConfigError(f"config: 'model.zoo' ({spec['zoo']}): {e}") from None
         model.manual_seed(cfg["seed"])
         return model
-    ck.manual_seed(cfg["seed"])  # initial weights of layers built without their own seed
+    manual_seed(cfg["seed"])  # initial weights of layers built without their own seed
     layers = []
     for i, item in enumerate(spec.get("layers", DIGITS_NET)):
         if not isinstance(item, dict) or "type" not in item:
             raise ConfigError(f"config: 'model.layers[{i}]' must be a table with a 'type', got {item!r}")
-        cls = getattr(ck, item["type"], None)
-        if not (isinstance(cls, type) and issubclass(cls, ck.Layer)):
+        cls = getattr(_layers, item["type"], None) or getattr(zoo, item["type"], None)
+        if not (isinstance(cls, type) and issubclass(cls, Layer)):
             raise ConfigError(f"config: 'model.layers[{i}].type' is not a cnnkit layer: {item['type']!r}")
         kwargs = {k: v for k, v in item.items() if k not in ("type", "args")}
         try:
             layers.append(cls(*item.get("args", []), **kwargs))
         except (TypeError, ValueError) as e:
             raise ConfigError(f"config: 'model.layers[{i}]' ({item['type']}): {e}") from None
-    model = ck.Sequential(*layers)
+    model = Sequential(*layers)
     model.manual_seed(cfg["seed"])
     return model
 
 
 def build_optimizer(cfg, params):
-    import cnnkit as ck
     o = dict(cfg["optimizer"])
     name = o.pop("name")
-    cls = getattr(ck.optim, name, None)
+    cls = getattr(optim, name, None)
     if cls is None or name.startswith("_"):
         raise ConfigError(f"config: 'optimizer.name' is unknown: {name!r}; expected SGD, AdaGrad, RMSProp, Adam, AdamW")
     if "betas" in o:
@@ -57,7 +61,6 @@ def build_optimizer(cfg, params):
 
 
 def build_schedule(cfg, optimizer, steps_per_epoch):
-    import cnnkit as ck
     s = dict(cfg.get("schedule") or {})
     if not s or s.get("name") in (None, "none", "Constant"):
         return None, "epoch"
@@ -66,14 +69,14 @@ def build_schedule(cfg, optimizer, steps_per_epoch):
     if interval not in ("epoch", "step"):
         raise ConfigError(f"config: 'schedule.interval' must be 'epoch' or 'step', got {interval!r}")
     warmup = s.pop("warmup", 0)
-    cls = getattr(ck.schedules, name, None)
+    cls = getattr(schedules, name, None)
     if cls is None:
         raise ConfigError(f"config: 'schedule.name' is unknown: {name!r}")
     if name == "Cosine" and "T_max" not in s:
         s["T_max"] = cfg["epochs"] if interval == "epoch" else cfg["epochs"] * steps_per_epoch
     try:
         if warmup:   # the wrapped schedule is built unbound; the warm-up wrapper drives the optimizer
-            sched = ck.schedules.LinearWarmup(optimizer, cls(None, **s), warmup)
+            sched = schedules.LinearWarmup(optimizer, cls(None, **s), warmup)
         else:
             sched = cls(optimizer, **s)
     except (TypeError, ValueError) as e:
@@ -89,7 +92,6 @@ DATASETS = {"digits": "load_digits", "mnist": "load_mnist", "fashion_mnist": "lo
 def load_dataset(cfg):
     """(train, val, test) ArrayDatasets for data.dataset. Digits has its own split; for the others the first
     10% of the training split is held out for validation."""
-    import cnnkit as ck
     d = cfg["data"]
     name = d.get("dataset", "digits")
     if name not in DATASETS:
@@ -97,19 +99,19 @@ def load_dataset(cfg):
     if "label_mode" in d and name != "cifar100":
         raise ConfigError(f"config: 'data.label_mode' applies only to dataset 'cifar100', not {name!r}")
     if name == "digits":
-        splits = ck.data.load_digits()
+        splits = data.load_digits()
         return splits["train"], splits["val"], splits["test"]
     if "path" not in d:
         raise ConfigError(f"config: 'data.path' is required for dataset {name!r} (nothing is downloaded)")
     kwargs = {"label_mode": d["label_mode"]} if "label_mode" in d else {}
     try:
-        splits = getattr(ck.data, DATASETS[name])(d["path"], **kwargs)
+        splits = getattr(data, DATASETS[name])(d["path"], **kwargs)
     except (OSError, ValueError) as e:  # a missing folder or file, a corrupt file (DataFormatError), label_mode
         raise ConfigError(f"config: 'data' ({name} at 'data.path' {d['path']!r}): {e}") from None
     train = splits["train"]
     n_val = max(1, len(train) // 10)
-    return (ck.data.ArrayDataset(train.x[n_val:], train.y[n_val:], train.classes),
-            ck.data.ArrayDataset(train.x[:n_val], train.y[:n_val], train.classes), splits["test"])
+    return (data.ArrayDataset(train.x[n_val:], train.y[n_val:], train.classes),
+            data.ArrayDataset(train.x[:n_val], train.y[:n_val], train.classes), splits["test"])
 
 
 _NORMALIZERS = {"none": None, "mean_image": "MeanImage", "channel_mean": "ChannelMean",
@@ -119,14 +121,13 @@ _NORMALIZERS = {"none": None, "mean_image": "MeanImage", "channel_mean": "Channe
 def preprocess(cfg, train, val, test, out):
     """Fit data.normalize on the training split, apply it to all three, and save it into the run folder
     (preprocessor.safetensors) so that prediction later uses the same transform."""
-    import cnnkit as ck
     name = cfg["data"].get("normalize", "none")
     if name not in _NORMALIZERS:
         raise ConfigError(f"config: 'data.normalize' is unknown: {name!r}; expected one of {sorted(_NORMALIZERS)}")
     if _NORMALIZERS[name] is None:
         return train, val, test, None
-    pre = getattr(ck.data, _NORMALIZERS[name])().fit(train.x)
-    sets = [ck.data.ArrayDataset(np.ascontiguousarray(pre(d.x), dtype=np.float32), d.y, d.classes)
+    pre = getattr(data, _NORMALIZERS[name])().fit(train.x)
+    sets = [data.ArrayDataset(np.ascontiguousarray(pre(d.x), dtype=np.float32), d.y, d.classes)
             for d in (train, val, test)]
     from safetensors.numpy import save as st_save
     from .serialize import atomic_write
@@ -139,28 +140,26 @@ def preprocess(cfg, train, val, test, out):
 
 
 def build_augmentation(cfg):
-    """data.augment = [{type = "RandomCrop", args = [8], padding = 1}, ...] -> a ck.data.Compose, or None."""
-    import cnnkit as ck
+    """data.augment = [{type = "RandomCrop", args = [8], padding = 1}, ...] -> a data.Compose, or None."""
     items = cfg["data"].get("augment") or []
     stages = []
     for i, item in enumerate(items):
         if not isinstance(item, dict) or "type" not in item:
             raise ConfigError(f"config: 'data.augment[{i}]' must be a table with a 'type', got {item!r}")
-        cls = getattr(ck.data, item["type"], None)
-        if not (isinstance(cls, type) and issubclass(cls, ck.data.Transform)):
+        cls = getattr(data, item["type"], None)
+        if not (isinstance(cls, type) and issubclass(cls, data.Transform)):
             raise ConfigError(f"config: 'data.augment[{i}].type' is not a cnnkit augmentation: {item['type']!r}")
         try:
             stages.append(cls(*item.get("args", []), **{k: v for k, v in item.items() if k not in ("type", "args")}))
         except (TypeError, ValueError) as e:
             raise ConfigError(f"config: 'data.augment[{i}]' ({item['type']}): {e}") from None
-    return ck.data.Compose(stages) if stages else None
+    return data.Compose(stages) if stages else None
 
 
 def run_training(cfg, log=print, progress=True):
     """Train as `cfg` says; returns (trainer, result dict). Writes the run folder cfg['out']."""
-    import cnnkit as ck
     if cfg.get("threads"):
-        ck.set_num_threads(cfg["threads"])
+        set_num_threads(cfg["threads"])
     out = cfg["out"] or os.path.join("runs", time.strftime("train-%Y%m%d-%H%M%S"))
     train, val, test = load_dataset(cfg)
     train, val, test, _ = preprocess(cfg, train, val, test, out)
@@ -177,16 +176,16 @@ def run_training(cfg, log=print, progress=True):
     regs = []
     r = cfg.get("regularizers") or {}
     if r.get("l2") or r.get("l1"):
-        regs.append(ck.regularizers.ElasticNet(l1=r.get("l1", 0.0), l2=r.get("l2", 0.0), decay_bias=False))
+        regs.append(regularizers.ElasticNet(l1=r.get("l1", 0.0), l2=r.get("l2", 0.0), decay_bias=False))
     callbacks = []
     if cfg.get("early_stopping"):
         es = cfg["early_stopping"]
-        callbacks.append(ck.EarlyStopping(monitor=es.get("monitor", "val_acc"), patience=es.get("patience", 5)))
-    trainer = ck.Trainer(model, opt, "softmax_cross_entropy", schedule=sched, regularizers=regs,
+        callbacks.append(EarlyStopping(monitor=es.get("monitor", "val_acc"), patience=es.get("patience", 5)))
+    trainer = Trainer(model, opt, "softmax_cross_entropy", schedule=sched, regularizers=regs,
                          callbacks=callbacks, schedule_interval=interval, progress=progress)
     input_shape = tuple(train[np.arange(1)][0].shape[1:])
-    where = f"{ck.get_num_threads()} threads" if model.device == "cpu" else model.device
-    log(f"cnnkit {ck.__version__}: {len(train)} train / {len(val)} val / {len(test)} test images of {input_shape}, "
+    where = f"{get_num_threads()} threads" if model.device == "cpu" else model.device
+    log(f"cnnkit {__version__}: {len(train)} train / {len(val)} val / {len(test)} test images of {input_shape}, "
         f"{where}, run folder {out}")
     try:
         model.summary(input_shape, print_fn=log)
@@ -194,7 +193,7 @@ def run_training(cfg, log=print, progress=True):
         pass
     t0 = time.perf_counter()
     if augment is not None:
-        train = ck.data.DataLoader(train, cfg["batch_size"], shuffle=True, seed=cfg["seed"], transform=augment)
+        train = data.DataLoader(train, cfg["batch_size"], shuffle=True, seed=cfg["seed"], transform=augment)
     trainer.fit(train, val, epochs=cfg["epochs"], batch_size=cfg["batch_size"], seed=cfg["seed"],
                 checkpoint_dir=os.path.join(out, "checkpoints"), checkpoint_every=cfg["checkpoint_every"],
                 run_dir=out, plots=cfg["plots"])

@@ -77,16 +77,21 @@ def _sample(space, rng):
 
 
 def _init_worker(threads):
-    import cnnkit
-    cnnkit.set_num_threads(threads)
+    from ._runtime import set_num_threads
+    set_num_threads(threads)
 
 
 def _run_trials(objective, trials, epochs, workers, threads_per_worker, stage):
     results = []
     if workers <= 1:
-        _init_worker(threads_per_worker)
-        for i, params in enumerate(trials):
-            results.append(_record(i, stage, params, epochs, objective(params, epochs)))
+        from ._runtime import get_num_threads, set_num_threads
+        before = get_num_threads()
+        set_num_threads(threads_per_worker)
+        try:
+            for i, params in enumerate(trials):
+                results.append(_record(i, stage, params, epochs, objective(params, epochs)))
+        finally:
+            set_num_threads(before)   # the caller's setting, as it was
         return results
     ctx = mp.get_context("spawn")
     with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
