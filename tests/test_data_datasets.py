@@ -374,7 +374,7 @@ def test_restricted_unpickler_bounds_the_walk(tmp_path, run_isolated, monkeypatc
     for _ in range(15):
         got = got[0]
     assert got == []
-    monkeypatch.setattr(D.datasets, "_MAX_ITEMS", 10)  # the entry cap (2**24) made small
+    monkeypatch.setattr(D.cifar_pickle, "_MAX_ITEMS", 10)  # the entry cap (2**24) made small
     p.write_bytes(pickle.dumps({"a": list(range(4)), "b": list(range(4))}, protocol=4))
     assert D.read_cifar_pickle(p) == {"a": [0, 1, 2, 3], "b": [0, 1, 2, 3]}  # 2 + 4 + 4 entries: at the cap
     p.write_bytes(pickle.dumps({"a": list(range(5)), "b": list(range(4))}, protocol=4))
