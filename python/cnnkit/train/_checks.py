@@ -3,9 +3,11 @@ or trained, naming the operation and the argument."""
 import os
 
 from .. import losses as _losses
-from .._validate import check_flag as _flag, check_int as _int
+from .._validate import check_flag as _flag, check_float, check_int as _int
 from ..data.loader import DataLoader
+from ..graph import Layer
 from ..schedules import ReduceOnPlateau
+from .callbacks import Callback
 
 
 _LOSSES = {"softmax_cross_entropy": _losses.softmax_cross_entropy, "cross_entropy": _losses.softmax_cross_entropy,
@@ -90,3 +92,39 @@ def check_fit_args(train, val, epochs, batch_size, shuffle, seed, transform, run
     _flag(op, "plots", plots)
     _check_data(op, "train", train)
     _check_data(op, "val", val, optional=True)
+
+
+def check_trainer_args(model, optimizer, loss, schedule, regularizers, callbacks, schedule_interval, quit_factor,
+                       ratio_every, progress, log_every, nonfinite):
+    """Refuse bad Trainer() arguments; returns (loss function, quit_factor, ratio_every, progress, log_every)
+    as the Trainer keeps them."""
+    op = "Trainer"
+    if not isinstance(model, Layer):
+        raise TypeError(f"{op}: model must be a cnnkit model (a ck.Layer: ck.Sequential, ck.Graph...), "
+                        f"got {type(model).__name__}")
+    _check_optimizer(op, model, optimizer)
+    loss = resolve_loss(op, loss)
+    _check_schedule(op, schedule, optimizer)
+    if schedule_interval not in ("epoch", "step"):
+        raise ValueError(f"{op}: schedule_interval must be 'epoch' or 'step', got {schedule_interval!r}")
+    from ..regularizers import Regularizer
+    for name, items, cls, what in (("regularizers", regularizers, Regularizer, "ck.regularizers objects"),
+                                   ("callbacks", callbacks, Callback, "ck.train.Callback instances")):
+        if not isinstance(items, (list, tuple)):
+            hint = " (wrap one in a list)" if isinstance(items, cls) else ""
+            raise TypeError(f"{op}: {name} must be a list or tuple of {what}, got {type(items).__name__}{hint}")
+        for item in items:
+            if not isinstance(item, cls):
+                kinds = " (L1, L2, ElasticNet)" if cls is Regularizer else ""
+                raise TypeError(f"{op}: {name} must be {what}{kinds}, got {type(item).__name__}")
+    if nonfinite is not None and (not isinstance(nonfinite, str) or nonfinite not in ("skip", "raise")):
+        raise ValueError(f"{op}: nonfinite must be 'skip' or 'raise' or None, got {nonfinite!r}")
+    if quit_factor is not None:
+        quit_factor = check_float(op, "quit_factor", quit_factor)
+        if not quit_factor > 1:
+            raise ValueError(f"{op}: quit_factor must be > 1 or None, got {quit_factor}")
+    ratio_every = _int(op, "ratio_every", ratio_every, minimum=0)
+    progress = _flag(op, "progress", progress)
+    if log_every is not None:
+        log_every = _int(op, "log_every", log_every, minimum=1)
+    return loss, quit_factor, ratio_every, progress, log_every

@@ -6,6 +6,10 @@ skips or raises by its ``nonfinite`` policy), then per-iteration schedules. The 
 shows a progress bar (one line per epoch when output is not a terminal), stops early when the loss passes
 3 times its initial value (CS231n's quit-early rule), writes checkpoints that resume bit for bit, and
 draws the plots into its run folder.
+
+Trainer's public methods are defined here; its private parts come from mixins: _step.py (what one optimizer
+step books), _progress.py (step records, progress output, the quit-early rule), _loop.py (fit's epoch loop),
+_resume.py (load_checkpoint's all-or-nothing restore). _checks.py holds the argument checks.
 """
 import copy
 import math
@@ -14,17 +18,15 @@ import sys
 
 import numpy as np
 
-from .._validate import check_flag as _flag, check_float, check_int as _int
-from ..graph import Layer
+from .._validate import check_int as _int
 from .._xp import array_module, is_device_array
 from ..data.loader import as_loader
 from . import checkpoint as ckpt
-from ._checks import _check_optimizer, _check_schedule, check_fit_args, resolve_loss
+from ._checks import check_fit_args, check_trainer_args, resolve_loss
 from ._loop import LoopMixin
 from ._progress import ProgressMixin
 from ._resume import ResumeMixin
 from ._step import StepMixin
-from .callbacks import Callback
 from .history import History
 
 __all__ = ["Trainer", "resolve_loss"]
@@ -61,35 +63,9 @@ class Trainer(StepMixin, ProgressMixin, LoopMixin, ResumeMixin):
     def __init__(self, model, optimizer, loss="softmax_cross_entropy", schedule=None, regularizers=(),
                  callbacks=(), schedule_interval="epoch", quit_factor=3.0, ratio_every=50, progress=True,
                  log_every=None, nonfinite=None):
-        op = "Trainer"
-        if not isinstance(model, Layer):
-            raise TypeError(f"{op}: model must be a cnnkit model (a ck.Layer: ck.Sequential, ck.Graph...), "
-                            f"got {type(model).__name__}")
-        _check_optimizer(op, model, optimizer)
-        loss = resolve_loss(op, loss)
-        _check_schedule(op, schedule, optimizer)
-        if schedule_interval not in ("epoch", "step"):
-            raise ValueError(f"{op}: schedule_interval must be 'epoch' or 'step', got {schedule_interval!r}")
-        from ..regularizers import Regularizer
-        for name, items, cls, what in (("regularizers", regularizers, Regularizer, "ck.regularizers objects"),
-                                       ("callbacks", callbacks, Callback, "ck.train.Callback instances")):
-            if not isinstance(items, (list, tuple)):
-                hint = " (wrap one in a list)" if isinstance(items, cls) else ""
-                raise TypeError(f"{op}: {name} must be a list or tuple of {what}, got {type(items).__name__}{hint}")
-            for item in items:
-                if not isinstance(item, cls):
-                    kinds = " (L1, L2, ElasticNet)" if cls is Regularizer else ""
-                    raise TypeError(f"{op}: {name} must be {what}{kinds}, got {type(item).__name__}")
-        if nonfinite is not None and (not isinstance(nonfinite, str) or nonfinite not in ("skip", "raise")):
-            raise ValueError(f"{op}: nonfinite must be 'skip' or 'raise' or None, got {nonfinite!r}")
-        if quit_factor is not None:
-            quit_factor = check_float(op, "quit_factor", quit_factor)
-            if not quit_factor > 1:
-                raise ValueError(f"{op}: quit_factor must be > 1 or None, got {quit_factor}")
-        ratio_every = _int(op, "ratio_every", ratio_every, minimum=0)
-        progress = _flag(op, "progress", progress)
-        if log_every is not None:
-            log_every = _int(op, "log_every", log_every, minimum=1)
+        loss, quit_factor, ratio_every, progress, log_every = check_trainer_args(
+            model, optimizer, loss, schedule, regularizers, callbacks, schedule_interval, quit_factor, ratio_every,
+            progress, log_every, nonfinite)
         if nonfinite is not None:
             optimizer.nonfinite = nonfinite  # the optimizer checks every gradient before it changes anything
         self.model = model
