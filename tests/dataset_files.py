@@ -39,7 +39,6 @@ def cifar_records(n, label_bytes=1, max_label=10):
     return labels, pixels, np.concatenate([labels, pixels], axis=1).tobytes()
 
 
-
 class Py2Pickler(pickle._Pickler):
     """Writes str and bytes as Python 2 str opcodes (BINSTRING), as the original CIFAR files (cPickle,
     protocol 2) were written: read back with encoding="bytes", every string is bytes, numpy's too."""
@@ -79,12 +78,9 @@ def cifar_py_batch(n, py2=True):
                                "filenames": [f"img{i}.png" for i in range(n)]}, protocol=4)
 
 
-
 def idx_bytes(arr, magic_type=0x08):
     head = bytes([0, 0, magic_type, arr.ndim]) + b"".join(struct.pack(">I", s) for s in arr.shape)
     return head + arr.astype(arr.dtype.newbyteorder(">")).tobytes()
-
-
 
 
 ZEROS_MIB_GZ = gzip.compress(bytes(1 << 20))  # one gzip member: 1 MiB of zeros in about 1 KB

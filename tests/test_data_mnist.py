@@ -76,7 +76,6 @@ def test_idx_truncated_gzip_and_other_types(tmp_path):
         D.read_idx(q)
 
 
-
 def test_idx_gz_reads_only_what_the_header_claims(tmp_path, run_isolated):
     p = tmp_path / "train-images-idx3-ubyte.gz"
     # the header claims 2 images, the stream inflates to 256 MiB more (a gzip file may hold many members)

@@ -1,5 +1,4 @@
 """The reference-net training step of cases.json in each library, at each batch size."""
-
 import numpy as np
 import torch
 

@@ -1,5 +1,4 @@
 """Dropout (fwd, bwd) and relu fwd cases: memory-bound elementwise ops."""
-
 import numpy as np
 import torch
 from cnnkit import ops

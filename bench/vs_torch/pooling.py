@@ -1,5 +1,4 @@
 """maxpool2d cases: fwd with indices and bwd of each cases.json shape."""
-
 import numpy as np
 import torch
 import torch.nn.functional as F

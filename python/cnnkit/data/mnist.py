@@ -19,7 +19,6 @@ _IDX_TYPES = {0x08: np.dtype(np.uint8), 0x09: np.dtype(np.int8), 0x0B: np.dtype(
               0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 
 
-
 def _read_exact(f, n):
     """Up to n bytes from the stream f (fewer where it ends first) as a uint8 array, and whether more follow.
     Memory grows only as the bytes arrive."""

@@ -78,7 +78,6 @@ def _check_schedule(op, schedule, optimizer):
                          f"the trainer's optimizer")
 
 
-
 def check_fit_args(train, val, epochs, batch_size, shuffle, seed, transform, run_dir, plots):
     """Refuse bad fit() arguments before anything is built or trained."""
     op = "fit"
