@@ -145,3 +145,22 @@ def test_fit_refuses_bad_arguments_before_training(kw, exc, message):
 def test_callbacks_refuse_bad_arguments(make, exc, message):
     with pytest.raises(exc, match=message):
         make()
+
+
+def test_train_and_dataset_modules_take_their_argument_checks_from_validate():
+    """check_int / check_float / check_flag have one home, cnnkit._validate: the training and dataset
+    modules import them from there, not through the modules that re-export them (ops, graph, data._common)."""
+    import ast
+    import pathlib
+    root = pathlib.Path(ck.__file__).parent
+    files = sorted((root / "train").glob("*.py")) + [root / "data" / f"{m}.py" for m in (
+        "arrays", "cifar", "cifar_pickle", "datasets", "digits", "folder", "mnist", "_files")]
+    checkers = {"check_int", "check_float", "check_flag", "_int", "_flag"}
+    wrong = []
+    for f in files:
+        for node in ast.walk(ast.parse(f.read_text(), str(f))):
+            if isinstance(node, ast.ImportFrom) and node.module != "_validate":
+                names = {a.name for a in node.names} & checkers
+                if names:
+                    wrong.append(f"{f.relative_to(root)}: {sorted(names)} from {'.' * node.level}{node.module}")
+    assert wrong == []

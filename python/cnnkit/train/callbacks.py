@@ -8,11 +8,9 @@ import os
 
 import numpy as np
 
+from .._validate import check_flag as _flag, check_float, check_int as _int
 from .._xp import array_module, is_device_array
-from ..data._common import check_float
 from ..data.loader import as_loader
-from ..graph import _flag
-from ..ops import _int
 
 
 class Callback:

@@ -6,100 +6,33 @@ skips or raises by its ``nonfinite`` policy), then per-iteration schedules. The 
 shows a progress bar (one line per epoch when output is not a terminal), stops early when the loss passes
 3 times its initial value (CS231n's quit-early rule), writes checkpoints that resume bit for bit, and
 draws the plots into its run folder.
+
+Trainer's public methods are defined here; its private parts come from mixins: _step.py (what one optimizer
+step books), _progress.py (step records, progress output, the quit-early rule), _loop.py (fit's epoch loop),
+_resume.py (load_checkpoint's all-or-nothing restore). _checks.py holds the argument checks.
 """
 import copy
 import math
 import os
 import sys
-import time
-import types
 
 import numpy as np
 
-from .. import losses as _losses
-from ..data._common import check_float
-from ..ops import _int
-from ..graph import Layer, _flag
+from .._validate import check_int as _int
 from .._xp import array_module, is_device_array
-from ..data.loader import DataLoader, as_loader
-from ..schedules import ReduceOnPlateau
+from ..data.loader import as_loader
 from . import checkpoint as ckpt
-from .callbacks import Callback
+from ._checks import check_fit_args, check_trainer_args, resolve_loss
+from ._loop import LoopMixin
+from ._progress import ProgressMixin
+from ._resume import ResumeMixin
+from ._step import StepMixin
 from .history import History
 
-_LOSSES = {"softmax_cross_entropy": _losses.softmax_cross_entropy, "cross_entropy": _losses.softmax_cross_entropy,
-           "svm": _losses.svm_loss, "svm_loss": _losses.svm_loss, "mse": _losses.mse}
+__all__ = ["Trainer", "resolve_loss"]
 
 
-def resolve_loss(op, loss):
-    """The loss function for `loss`: a callable ``loss(scores, y) -> (value, dscores)`` as it is, or one of the
-    names in _LOSSES. The Trainer and ck.lr_find both take a loss this way."""
-    if isinstance(loss, str):
-        if loss not in _LOSSES:
-            raise ValueError(f"{op}: unknown loss {loss!r}; expected one of {sorted(_LOSSES)} or a callable")
-        return _LOSSES[loss]
-    if not callable(loss):
-        raise TypeError(f"{op}: loss must be callable or one of {sorted(_LOSSES)}, got {type(loss).__name__}")
-    return loss
-
-
-def _check_data(op, name, data, optional=False):
-    """train / val data: a DataLoader, an (x, y) pair, or a dataset with len() and indexing (val: or None)."""
-    if data is None and optional:
-        return
-    ok = isinstance(data, DataLoader) or (isinstance(data, (tuple, list)) and len(data) == 2) or (
-        data is not None and hasattr(data, "__len__") and hasattr(data, "__getitem__")
-        and not isinstance(data, (str, bytes)))
-    if not ok:
-        what = "a DataLoader, an (x, y) pair of arrays, a dataset or None" if optional else \
-            "a DataLoader, an (x, y) pair of arrays or a dataset"
-        raise TypeError(f"{op}: {name} must be {what}, got {type(data).__name__}")
-
-
-def _check_path(op, name, v):
-    if v is not None and not isinstance(v, (str, os.PathLike)):
-        raise TypeError(f"{op}: {name} must be a folder path (str or os.PathLike) or None, got {type(v).__name__}")
-
-
-def _check_optimizer(op, model, optimizer):
-    """The optimizer must be a cnnkit optimizer stepping without a closure, over the model's own Parameter
-    objects (some of them is fine: fine-tuning a head). Parameters of another model would get no gradients
-    from this model's backward, so the run would silently train nothing."""
-    from ..optim import Optimizer, LBFGS
-    if isinstance(optimizer, LBFGS):
-        raise TypeError(f"{op}: optimizer must step without a closure (SGD, Adam...); LBFGS needs a closure "
-                        f"per step: call lbfgs.step(closure) yourself")
-    if not isinstance(optimizer, Optimizer):
-        raise TypeError(f"{op}: optimizer must be a ck.optim optimizer (SGD, Adam...) over the model's "
-                        f"parameters, got {type(optimizer).__name__}")
-    own = {id(p) for p in model.parameters()}
-    theirs = [p for g in optimizer.param_groups for p in g["params"]]
-    foreign = sum(id(p) not in own for p in theirs)
-    if foreign:
-        raise ValueError(f"{op}: optimizer's parameters must be the model's parameters (the same Parameter "
-                         f"objects); {foreign} of its {len(theirs)} parameters are not in the model (build the "
-                         f"optimizer from model.parameters() of this model, after model.to(...))")
-
-
-def _check_schedule(op, schedule, optimizer):
-    from ..schedules import Schedule
-    if schedule is None:
-        return
-    if not isinstance(schedule, (Schedule, ReduceOnPlateau)):
-        raise TypeError(f"{op}: schedule must be a ck.schedules schedule or None, got {type(schedule).__name__}")
-    if schedule.optimizer is not None and schedule.optimizer is not optimizer:
-        raise ValueError(f"{op}: schedule drives another optimizer than the trainer's: it would change that "
-                         f"optimizer's learning rate, not this one's; build it with this optimizer")
-    if schedule.optimizer is None:
-        raise ValueError(f"{op}: schedule has no optimizer to drive (built with optimizer=None); build it with "
-                         f"the trainer's optimizer")
-
-
-def _layer_of(param_name):
-    return param_name.rsplit(".", 1)[0] if "." in param_name else param_name
-
-
-class Trainer:
+class Trainer(StepMixin, ProgressMixin, LoopMixin, ResumeMixin):
     """Trains `model` with `optimizer` on `loss` (a callable ``loss(scores, y) -> (value, dscores)`` or one
     of "softmax_cross_entropy", "svm", "mse").
 
@@ -130,35 +63,9 @@ class Trainer:
     def __init__(self, model, optimizer, loss="softmax_cross_entropy", schedule=None, regularizers=(),
                  callbacks=(), schedule_interval="epoch", quit_factor=3.0, ratio_every=50, progress=True,
                  log_every=None, nonfinite=None):
-        op = "Trainer"
-        if not isinstance(model, Layer):
-            raise TypeError(f"{op}: model must be a cnnkit model (a ck.Layer: ck.Sequential, ck.Graph...), "
-                            f"got {type(model).__name__}")
-        _check_optimizer(op, model, optimizer)
-        loss = resolve_loss(op, loss)
-        _check_schedule(op, schedule, optimizer)
-        if schedule_interval not in ("epoch", "step"):
-            raise ValueError(f"{op}: schedule_interval must be 'epoch' or 'step', got {schedule_interval!r}")
-        from ..regularizers import Regularizer
-        for name, items, cls, what in (("regularizers", regularizers, Regularizer, "ck.regularizers objects"),
-                                       ("callbacks", callbacks, Callback, "ck.train.Callback instances")):
-            if not isinstance(items, (list, tuple)):
-                hint = " (wrap one in a list)" if isinstance(items, cls) else ""
-                raise TypeError(f"{op}: {name} must be a list or tuple of {what}, got {type(items).__name__}{hint}")
-            for item in items:
-                if not isinstance(item, cls):
-                    kinds = " (L1, L2, ElasticNet)" if cls is Regularizer else ""
-                    raise TypeError(f"{op}: {name} must be {what}{kinds}, got {type(item).__name__}")
-        if nonfinite is not None and (not isinstance(nonfinite, str) or nonfinite not in ("skip", "raise")):
-            raise ValueError(f"{op}: nonfinite must be 'skip' or 'raise' or None, got {nonfinite!r}")
-        if quit_factor is not None:
-            quit_factor = check_float(op, "quit_factor", quit_factor)
-            if not quit_factor > 1:
-                raise ValueError(f"{op}: quit_factor must be > 1 or None, got {quit_factor}")
-        ratio_every = _int(op, "ratio_every", ratio_every, minimum=0)
-        progress = _flag(op, "progress", progress)
-        if log_every is not None:
-            log_every = _int(op, "log_every", log_every, minimum=1)
+        loss, quit_factor, ratio_every, progress, log_every = check_trainer_args(
+            model, optimizer, loss, schedule, regularizers, callbacks, schedule_interval, quit_factor, ratio_every,
+            progress, log_every, nonfinite)
         if nonfinite is not None:
             optimizer.nonfinite = nonfinite  # the optimizer checks every gradient before it changes anything
         self.model = model
@@ -273,48 +180,6 @@ class Trainer:
                 self.history.log_ratios(self.step, ratios)
         self._schedule_step()
         return loss, self._correct(scores, y)
-
-    def _schedule_step(self):
-        if (self.schedule is not None and self.schedule_interval == "step"
-                and not isinstance(self.schedule, ReduceOnPlateau)):
-            self.schedule.step()
-
-    def _count_skips(self, k):
-        """Book k skipped steps: in the History and in the epoch in progress."""
-        self.history.skipped_steps += k
-        if self._acc is not None:
-            self._acc["skipped"] = self._acc.get("skipped", 0) + k
-
-    def _sync_skips(self):
-        """Book the steps the optimizer skipped since its counter was last read (on a GPU: one host sync);
-        returns how many."""
-        n = int(self.optimizer.skipped_steps)
-        k = n - self._skip_base if self._skip_base is not None and n > self._skip_base else 0
-        self._skip_base = n
-        if k:
-            self._count_skips(k)
-        return k
-
-    def _ratios(self, before):
-        """Per layer, ||update|| / ||weights before||: floats, or 0-d device arrays on a GPU (NaN for zero weights)."""
-        num, den = {}, {}
-        kinds = {path: type(l).__name__ for path, l in self.model.named_layers()}
-        for n, p in self.model.named_parameters():
-            if n not in before:
-                continue
-            path = _layer_of(n)
-            layer = f"{path} {kinds[path]}" if path in kinds and kinds[path] not in path else path
-            xp = array_module(p.data)
-            num[layer] = num.get(layer, 0.0) + xp.sum((p.data.astype(np.float64) - before[n]) ** 2)
-            den[layer] = den.get(layer, 0.0) + xp.sum(before[n].astype(np.float64) ** 2)
-        out = {}
-        for k in num:
-            xp = array_module(num[k])
-            if xp is np:
-                out[k] = math.sqrt(num[k]) / math.sqrt(den[k]) if den[k] > 0 else float("nan")
-            else:
-                out[k] = xp.where(den[k] > 0, xp.sqrt(num[k]) / xp.sqrt(den[k]), xp.nan)
-        return out
 
     # ------------------------------------------------------------ evaluation
     def evaluate(self, data, batch_size=256):
@@ -461,32 +326,6 @@ class Trainer:
         self._epoch_steps_done = bool(state.get("epoch_steps_done", False))
         return state
 
-    def _snapshot(self, loader):
-        """Copies of everything load_checkpoint changes, for _restore."""
-        return {"params": [p.data.copy() for p in self.model.parameters()],
-                "buffers": [b.copy() for _, b in self.model.named_buffers()],
-                "rng": self.model.rng_state(),
-                "optimizer": copy.deepcopy(self.optimizer.state_dict()),
-                "schedule": None if self.schedule is None else copy.deepcopy(self.schedule.state_dict()),
-                "loader": None if loader is None else loader.state_dict(),
-                "history": copy.deepcopy(self.history.state_dict()),
-                "callbacks": [copy.deepcopy(cb.state_dict()) for cb in self.callbacks]}
-
-    def _restore(self, snap, loader):
-        for p, a in zip(self.model.parameters(), snap["params"]):
-            p.data[...] = a
-        for (_, b), a in zip(self.model.named_buffers(), snap["buffers"]):
-            b[...] = a
-        self.model.set_rng_state(snap["rng"])
-        self.optimizer.load_state_dict(snap["optimizer"])
-        if snap["schedule"] is not None:
-            self.schedule.load_state_dict(snap["schedule"])
-        if loader is not None:
-            loader.load_state_dict(snap["loader"])
-        self.history.load_state_dict(snap["history"])
-        for cb, cs in zip(self.callbacks, snap["callbacks"]):
-            cb.load_state_dict(cs)
-
     # ------------------------------------------------------------ fit
     def fit(self, train, val=None, epochs=1, batch_size=64, shuffle=True, seed=0, transform=None,
             checkpoint_dir=None, checkpoint_every=1, checkpoint_every_steps=None, resume=None, run_dir=None,
@@ -501,7 +340,7 @@ class Trainer:
         epoch's last step continues with that epoch's end-of-epoch work). run_dir: where history.json, the CSVs
         and the plots go at the end. Returns the History.
         """
-        self._check_fit_args(train, val, epochs, batch_size, shuffle, seed, transform, run_dir, plots)
+        check_fit_args(train, val, epochs, batch_size, shuffle, seed, transform, run_dir, plots)
         for name, v in (("checkpoint_every", checkpoint_every), ("checkpoint_every_steps", checkpoint_every_steps)):
             if v is not None:
                 _int("fit", name, v, minimum=0)    # 0 and None: no checkpoints by this count
@@ -533,240 +372,6 @@ class Trainer:
         if run_dir:
             self.write_run(run_dir, plots=plots)
         return self.history
-
-    def _epochs(self, loader, val_loader, epochs, checkpoint_dir, checkpoint_every, checkpoint_every_steps, tty,
-                log_every, sync_every, steps_per_epoch):
-        """fit's loop over the epochs (and within each, the steps)."""
-        while self.epoch < epochs and not self.stop_training:
-            epoch = self.epoch
-            if self._acc is None:
-                # loss and correct are summed over the steps with a finite loss (loss_count images), count
-                # is every image (throughput); steps and skipped count this epoch's steps
-                self._acc = {"loss": 0.0, "correct": 0, "count": 0, "seconds": 0.0, "loss_count": 0, "steps": 0,
-                             "skipped": 0}
-                self._emit("on_epoch_start", epoch)
-            else:   # resumed from a checkpoint written before the finite-loss counts were kept
-                self._acc.setdefault("loss_count", self._acc["count"])
-                self._acc.setdefault("steps", None)
-                self._acc.setdefault("skipped", 0)
-            bar = None
-            if tty:
-                from tqdm import tqdm
-                # A terminal that reports no width (0 columns, e.g. some ptys) would make tqdm draw nothing.
-                import shutil
-                width = shutil.get_terminal_size((100, 24)).columns or 100
-                pos = loader.state_dict()
-                bar = tqdm(total=steps_per_epoch, initial=pos["batch"] if pos["epoch"] == epoch else 0,
-                           desc=f"epoch {epoch + 1}/{epochs}", leave=True, ncols=width)
-            t0 = time.perf_counter()
-            out = self._out = types.SimpleNamespace(bar=bar, t0=t0, epochs=epochs, log_every=log_every,
-                                                    steps_per_epoch=steps_per_epoch)
-            batches = () if self._epoch_steps_done else loader
-            self._epoch_steps_done = False
-            for x, y in batches:
-                x, y = self.to_device(x, y)
-                loss, correct = self.train_step(x, y)
-                self.step += 1
-                due = bool(checkpoint_dir and checkpoint_every_steps and self.step % checkpoint_every_steps == 0)
-                if is_device_array(loss):
-                    self._pending.append((self.step, epoch, loss, correct, len(y), self.lr))
-                    self._emit("on_step_end", self.step, loss)
-                    if len(self._pending) >= sync_every or due:
-                        self._flush(out)
-                else:
-                    self._record(self.step, epoch, loss, correct, len(y), self.lr, out)
-                    self._emit("on_step_end", self.step, loss)
-                if self.history.stop_reason:
-                    self.stop_training = True
-                    break
-                if due:
-                    self._acc["seconds"] += time.perf_counter() - t0
-                    t0 = out.t0 = time.perf_counter()
-                    self.save_checkpoint(checkpoint_dir, loader)
-                if self.stop_training:
-                    break
-            self._flush(out)
-            self._sync_skips()   # on a GPU: the optimizer's skip counter, read once an epoch
-            if bar is not None:
-                bar.close()
-            self._out = None
-            if self.history.stop_reason:
-                self._acc["seconds"] += time.perf_counter() - out.t0
-                self._log_partial_epoch(epoch)
-                break
-            self._acc["seconds"] += time.perf_counter() - t0
-            self._end_epoch(epoch, epochs, val_loader, tty)
-            if checkpoint_dir and checkpoint_every and (epoch + 1) % checkpoint_every == 0:
-                self.save_checkpoint(checkpoint_dir, loader)
-
-    def _interrupted(self):
-        """A KeyboardInterrupt inside fit: book what the device still holds, log the epoch in progress as far
-        as it got, and say so; fit then ends normally and returns the History."""
-        out, self._out = self._out, None
-        if out is not None and out.bar is not None:
-            out.bar.close()
-        self._flush()
-        self._sync_skips()
-        reason = f"interrupted (KeyboardInterrupt) at iteration {self.step}"
-        if not self.history.stop_reason:
-            self.history.stop_reason = reason
-        self.history.events.append(reason)
-        print(f"cnnkit: stopping: {reason}", file=sys.stderr, flush=True)
-        self.stop_training = True
-        if self._acc is not None:
-            if out is not None:
-                self._acc["seconds"] += time.perf_counter() - out.t0
-            self._log_partial_epoch(self.epoch)
-
-    def _log_partial_epoch(self, epoch):
-        """Log the epoch a stopped run did not finish (no validation, no epoch-end callbacks or schedule)."""
-        if self._acc and (self._acc.get("steps") or self._acc["count"]):
-            logs = self._epoch_logs(epoch)
-            logs["partial"] = True
-            self.history.log_epoch(**logs)
-
-    @staticmethod
-    def _check_fit_args(train, val, epochs, batch_size, shuffle, seed, transform, run_dir, plots):
-        """Refuse bad fit() arguments before anything is built or trained."""
-        op = "fit"
-        _int(op, "epochs", epochs, minimum=1)
-        _int(op, "batch_size", batch_size, minimum=1)
-        _flag(op, "shuffle", shuffle)
-        _int(op, "seed", seed, minimum=0)
-        if transform is not None and not callable(transform):
-            raise TypeError(f"{op}: transform must be callable or None, got {type(transform).__name__}")
-        _check_path(op, "run_dir", run_dir)
-        _flag(op, "plots", plots)
-        _check_data(op, "train", train)
-        _check_data(op, "val", val, optional=True)
-
-    def _record(self, step, epoch, loss, correct, count, lr, out=None):
-        """Book one step (loss a float): epoch sums, history, progress, and the quit-early rule."""
-        acc = self._acc
-        finite = math.isfinite(loss)
-        if not finite and self.optimizer.nonfinite == "raise":   # a GPU loss, read back only now
-            raise FloatingPointError(
-                f"Trainer: the loss is {loss} at iteration {step} (nonfinite='raise'); look for Inf or NaN in the "
-                f"data or lower the learning rate (nonfinite='skip' skips such steps)")
-        if finite:       # a skipped step's loss is left out of the epoch's means
-            acc["loss"] += loss * count
-            acc["correct"] += correct
-            acc["loss_count"] += count
-        acc["count"] += count
-        if acc["steps"] is not None:
-            acc["steps"] += 1
-        self.history.log_iteration(step, epoch, loss, lr)
-        if out is not None:
-            elapsed = acc["seconds"] + time.perf_counter() - out.t0
-            skipped = acc.get("skipped", 0)
-            if out.bar is not None:
-                out.bar.update(1)
-                extra = {"skipped": skipped} if skipped else {}
-                out.bar.set_postfix(loss=f"{loss:.4f}", acc=f"{acc['correct'] / max(acc['loss_count'], 1):.3f}",
-                                    lr=f"{lr:.2e}", img_s=f"{acc['count'] / max(elapsed, 1e-9):.0f}", **extra)
-            elif self.progress and step % out.log_every == 0 and out.log_every < out.steps_per_epoch:
-                print(f"epoch {epoch + 1}/{out.epochs} step {step}: loss {loss:.4f} lr {lr:.2e}"
-                      + (f" skipped {skipped}" if skipped else ""), flush=True)
-        if not self.history.stop_reason:
-            reason = self._quit_reason(loss, step)
-            if reason:
-                self.history.stop_reason = reason
-                self.history.events.append(reason)
-                print(f"cnnkit: stopping: {reason}", file=sys.stderr, flush=True)
-
-    def _flush(self, out=None):
-        """Read back the losses, counts and ratios a GPU run has kept on the device, in one transfer, and book
-        them in step order. Nothing to do on the CPU."""
-        pending, ratios = self._pending, self._pending_ratios
-        if not pending and not ratios:
-            return
-        self._pending, self._pending_ratios = [], []
-        scalars = [v for _, _, loss, correct, _, _ in pending for v in (loss, correct)]
-        scalars += [v for _, r in ratios for v in r.values()]
-        xp = array_module(*scalars)
-        host = xp.stack([xp.asarray(v, dtype=xp.float64).reshape(()) for v in scalars]).get().tolist()
-        # Which steps the optimizer skipped is not read back (its device counter is, once an epoch): here a
-        # step counts as skipped for the quit-early rule when its loss is not finite.
-        for i, (step, epoch, _, _, count, lr) in enumerate(pending):
-            self._step_skipped = not math.isfinite(host[2 * i])
-            self._record(step, epoch, host[2 * i], int(host[2 * i + 1]), count, lr, out)
-        self._step_skipped = False
-        if out is None and pending:
-            self._sync_skips()   # before a checkpoint: the epoch's skip count complete in it
-        k = 2 * len(pending)
-        for step, r in ratios:
-            self.history.log_ratios(step, dict(zip(r, host[k:k + len(r)])))
-            k += len(r)
-
-    def _initial_loss(self):
-        """The first finite loss of the run (a skipped first step has none), or None."""
-        return next((v for v in self.history.iterations["loss"] if math.isfinite(v)), None)
-
-    def _quit_reason(self, loss, step=None):
-        """CS231n's quit-early rule, when quit_factor is set: the loss passed quit_factor times its first finite
-        value, or a whole epoch's worth of steps in a row was skipped for a non-finite loss or gradient (the
-        weights no longer change)."""
-        step = self.step if step is None else step
-        qf = self.quit_factor
-        if qf is None:
-            return None
-        if self._step_skipped:
-            self._skip_run += 1
-            n = self._skip_run
-            if self._steps_per_epoch and n >= self._steps_per_epoch:
-                return (f"quit_factor={qf:g}: {n} steps in a row were skipped for a non-finite loss or gradient "
-                        f"(iterations {step - n + 1} to {step}, an epoch's worth; the weights no longer change) "
-                        f"(CS231n's quit-early rule; quit_factor=None disables it): lower the learning rate or "
-                        f"look for Inf or NaN in the data")
-            return None
-        self._skip_run = 0
-        if not math.isfinite(loss):
-            return None
-        first = self._initial_loss()
-        if first is not None and first > 0 and loss > qf * first:
-            return (f"quit_factor={qf:g}: the loss {loss:.4g} at iteration {step} passed {qf:g} x the initial "
-                    f"loss {first:.4g} = {qf * first:.4g} (CS231n's quit-early rule; quit_factor=None disables "
-                    f"it): the learning rate is probably too high")
-        return None
-
-    def _epoch_logs(self, epoch):
-        """The epoch's record from its running sums: means over the steps with a finite loss (NaN when every
-        step was skipped), this epoch's skipped steps and, when known, its step count."""
-        acc = self._acc
-        n = acc["loss_count"]
-        logs = {"epoch": epoch + 1, "train_loss": acc["loss"] / n if n else float("nan"),
-                "train_acc": acc["correct"] / n if n else float("nan"), "seconds": acc["seconds"],
-                "images_per_s": acc["count"] / max(acc["seconds"], 1e-9), "lr": self.lr,
-                "skipped_steps": int(acc.get("skipped", 0))}
-        if acc.get("steps") is not None:
-            logs["steps"] = acc["steps"]
-        return logs
-
-    def _end_epoch(self, epoch, epochs, val_loader, tty):
-        logs = self._epoch_logs(epoch)
-        if self._steps_per_epoch and logs.get("steps", self._steps_per_epoch) < self._steps_per_epoch:
-            logs["partial"] = True     # stop_training was set inside the epoch
-        if val_loader is not None:
-            v = self.evaluate(val_loader)
-            logs["val_loss"], logs["val_acc"] = v["loss"], v["acc"]
-        self.history.log_epoch(**logs)
-        if self.schedule is not None:
-            if isinstance(self.schedule, ReduceOnPlateau):
-                self.schedule.step(logs.get("val_loss", logs["train_loss"]))
-            elif self.schedule_interval == "epoch":
-                self.schedule.step()
-        if self.progress:
-            line = (f"epoch {epoch + 1}/{epochs}: loss {logs['train_loss']:.4f} acc {logs['train_acc']:.4f}")
-            if "val_acc" in logs:
-                line += f" | val loss {logs['val_loss']:.4f} acc {logs['val_acc']:.4f}"
-            line += f" | lr {logs['lr']:.2e} | {logs['images_per_s']:.0f} img/s"
-            k = logs["skipped_steps"]
-            if k:
-                line += f" | skipped {k} non-finite step{'s' if k != 1 else ''}"
-            print(line, flush=True)
-        self._acc = None
-        self.epoch = epoch + 1
-        self._emit("on_epoch_end", epoch, logs)
 
     def write_run(self, folder, plots=True):
         """history.json, the CSVs, and (plots=True) the PNG plots into `folder`."""
