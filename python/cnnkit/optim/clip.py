@@ -58,15 +58,14 @@ def _on_device(op, arrays):
 def _clip_grad_norm_device(grads, max_norm):
     """The norm and the finite flag go into a 3-slot control block on the device, and the scaling kernels read
     the coefficient from it: no host sync."""
-    from ..ops import _cuda as _cuda_ops
-    xp = array_module(grads[0])
+    xp, kernels = array_module(grads[0]), _backend.kernels(grads[0])
     with xp.cuda.Device(grads[0].device.id):
-        ctl = xp.zeros(_cuda_ops.ctl_size(0), dtype=xp.float64)
-        work = xp.empty(_cuda_ops.grad_sumsq_workspace(), dtype=xp.float64)
+        ctl = xp.zeros(kernels.ctl_size(0), dtype=xp.float64)
+        work = xp.empty(kernels.grad_sumsq_workspace(), dtype=xp.float64)
         for k, g in enumerate(grads):
-            _cuda_ops.grad_sumsq_device(g, out=ctl, accumulate=k > 0, workspace=work)
+            kernels.grad_sumsq_device(g, out=ctl, accumulate=k > 0, workspace=work)
         for g in grads:
-            _cuda_ops.grad_scale_clamp(g, 1.0, math.inf, ctl=ctl, clip_norm=max_norm)
+            kernels.grad_scale_clamp(g, 1.0, math.inf, ctl=ctl, clip_norm=max_norm)
         return xp.where(ctl[_LAYOUT["finite"]] != 0.0, xp.sqrt(ctl[_LAYOUT["sumsq"]]), xp.nan)
 
 

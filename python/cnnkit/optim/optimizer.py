@@ -191,11 +191,10 @@ class Optimizer:
         return _LAYOUT["group0"] + _LAYOUT["per_group"] * gi
 
     def _to_device(self, flat):
-        from ..ops import _cuda as _cuda_ops
-        xp = array_module(flat.data)
+        xp, kernels = array_module(flat.data), _backend.kernels(flat.data)
         with xp.cuda.Device(flat.data.device.id):
             # made on the device, its nonzero counters written as scalars: no host-to-device copy in a step
-            self._ctl = ctl = xp.zeros(_cuda_ops.ctl_size(len(self.param_groups)), dtype=xp.float64)
+            self._ctl = ctl = xp.zeros(kernels.ctl_size(len(self.param_groups)), dtype=xp.float64)
             ctl[_LAYOUT["finite"]] = 1.0
             if self._skipped:
                 ctl[_LAYOUT["skipped"]] = float(self._skipped)
@@ -207,7 +206,7 @@ class Optimizer:
                 for k, v in st.items():
                     if isinstance(v, np.ndarray):
                         st[k] = xp.asarray(v)
-            self._work = xp.empty(_cuda_ops.grad_sumsq_workspace(), dtype=xp.float64)
+            self._work = xp.empty(kernels.grad_sumsq_workspace(), dtype=xp.float64)
         self._norm_on_device = False
 
     def _to_host(self):
@@ -299,20 +298,20 @@ class Optimizer:
 
     def _step_device(self):
         """The GPU step: no host read with nonfinite="skip" (one, of the finite flag, with "raise")."""
-        from ..ops import _cuda as _cuda_ops
         ctl, lay = self._ctl, _LAYOUT
+        kernels = _backend.kernels(ctl)
         flats = [f for f in self._flats if f is not None]
         if not flats:
             ctl[lay["sumsq"]] = 0.0
             ctl[lay["finite"]] = 1.0
         for k, flat in enumerate(flats):
-            _cuda_ops.grad_sumsq_device(flat.grad, out=ctl, accumulate=k > 0, workspace=self._work)
+            kernels.grad_sumsq_device(flat.grad, out=ctl, accumulate=k > 0, workspace=self._work)
         self._norm_on_device = True
         if self.nonfinite == "raise" and float(ctl[lay["finite"]].get()) == 0.0:
             self._raise_nonfinite()
         # the clip coefficient is made on the device from the norm in ctl; the host passes its sign only
         self._apply(1.0, {"ctl": ctl, "clip_norm": self.clip_grad_norm or 0.0})
-        _cuda_ops.optim_ctl_finish(ctl, len(self.param_groups))
+        kernels.optim_ctl_finish(ctl, len(self.param_groups))
 
     def _apply(self, gscale, dev):
         """Per group: state, the fused step over the decayed and the undecayed range, the max-norm projection."""
