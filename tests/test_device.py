@@ -289,5 +289,5 @@ def test_fit_with_gpu_augmentation_equals_the_cpu(cp):
             tr.fit(loader, val, epochs=2)
         runs.append(tr)
         if device == "cuda":
-            assert not [w for _, w in c.syncs if not w.startswith(("trainer.py", "optim.py"))], c.syncs
+            assert not [w for _, w in c.syncs if not w.startswith(("trainer.py", "optimizer.py"))], c.syncs
     _same_run(*runs)

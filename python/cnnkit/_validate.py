@@ -37,3 +37,63 @@ def check_flag(op, name, v):
     if not isinstance(v, (bool, np.bool_)):
         raise TypeError(f"{op}: {name} must be a bool, got {type(v).__name__}")
     return bool(v)
+
+
+# ---------------------------------------------------------------- optimizer and schedule hyperparameters
+# Real numbers that may be infinite (an lr bound, a clip threshold), refused when NaN; the messages name the
+# bound as "invalid <name> <value> (must be ...)".
+
+def check_real(op, name, v):
+    """A real number (not a bool), not NaN; infinities pass."""
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        raise TypeError(f"{op}: {name} must be a real number, got {type(v).__name__}")
+    v = float(v)
+    if np.isnan(v):
+        raise ValueError(f"{op}: {name} must not be NaN")
+    return v
+
+
+def check_nonneg(op, name, v):
+    """A real number >= 0 (check_real first)."""
+    v = check_real(op, name, v)
+    if v < 0:
+        raise ValueError(f"{op}: invalid {name} {v} (must be >= 0)")
+    return v
+
+
+def check_positive(op, name, v):
+    """A real number > 0 (check_real first)."""
+    v = check_real(op, name, v)
+    if not v > 0:
+        raise ValueError(f"{op}: invalid {name} {v} (must be > 0)")
+    return v
+
+
+def check_unit(op, name, v):
+    """A real number in [0, 1) (check_real first): a moment's decay rate."""
+    v = check_real(op, name, v)
+    if not 0.0 <= v < 1.0:
+        raise ValueError(f"{op}: invalid {name} {v} (must be in [0, 1))")
+    return v
+
+
+def check_bounded(op, name, v, lo=None, lo_open=False, hi=None, hi_open=False):
+    """A real number (not a bool, not NaN) within the given bounds, each closed or open."""
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        raise TypeError(f"{op}: {name} must be a real number, got {type(v).__name__}")
+    v = float(v)
+    if np.isnan(v) or (lo is not None and (v <= lo if lo_open else v < lo)) or \
+            (hi is not None and (v >= hi if hi_open else v > hi)):
+        lo_s = "" if lo is None else f"{'>' if lo_open else '>='} {lo}"
+        hi_s = "" if hi is None else f"{'<' if hi_open else '<='} {hi}"
+        raise ValueError(f"{op}: invalid {name} {v} (must be {' and '.join(s for s in (lo_s, hi_s) if s)})")
+    return v
+
+
+def check_count(op, name, v, lo):
+    """An int (not a bool) >= lo, refused as "invalid <name> <value> (must be >= lo)"."""
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+        raise TypeError(f"{op}: {name} must be an int, got {type(v).__name__}")
+    if v < lo:
+        raise ValueError(f"{op}: invalid {name} {v} (must be >= {lo})")
+    return int(v)

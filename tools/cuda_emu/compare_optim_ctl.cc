@@ -1,5 +1,5 @@
 // The optimizer steps through the device control block (OptimCtl, optim.h) under the host emulation, against
-// the CPU steps with host scalars computed as python/cnnkit/optim.py computes them: two param groups, several
+// the CPU steps with host scalars computed as python/cnnkit/optim/ computes them: two param groups, several
 // steps of every rule, a non-finite gradient in the middle (every group's params and state bit-unchanged, the
 // skip counter up once, the step counters not), clipping by global norm (with maximize's sign), by value, L1.
 #include "emu.h"
@@ -34,7 +34,7 @@ template <class T> bool bit_equal(const Side<T>& x, const Side<T>& y) {
 constexpr double kLr = 0.05, kBeta1 = 0.9, kBeta2 = 0.999, kLrDecay = 0.1;
 
 // One rule's step on [0, n) of one group. ctl.block == nullptr: the CPU kernel with the host scalars for step
-// t (1-based), as optim.py passes them; else the CUDA kernel with the step-free values (OptimCtl's contract).
+// t (1-based), as cnnkit.optim passes them; else the CUDA kernel with the step-free values (OptimCtl's contract).
 template <class T>
 void rule_step(Rule r, int64_t n, Side<T>& s, const T* g, const GradPrep<T>& prep, double t, bool first,
                const OptimCtl& k) {
@@ -101,7 +101,7 @@ template <class T> double run_rule(Rule r, int clip) {
       rule_step(r, n[gi], dev[gi], g[gi].data(), c, 0.0, false, OptimCtl{ctl.data(), gi, clip_norm});
     }
     optim_ctl_finish_cuda(ctl.data(), 2, S);
-    // host: optim.py's order (finite check and norm over all groups, then per group its step counter and scalars)
+    // host: cnnkit.optim's order (finite check and norm over all groups, then per group its step counter and scalars)
     bool f0, f1;
     const double s0 = grad_sumsq_cpu(n[0], g[0].data(), &f0), s1 = grad_sumsq_cpu(n[1], g[1].data(), &f1);
     if (!(f0 && f1)) {
