@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import cnnkit as ck
-from cnnkit.graph import _REGISTRY
+from cnnkit._registry import _REGISTRY
 from cnnkit.zoo.layers import AdaptiveAvgPool2d, ShortcutA
 
 

@@ -15,7 +15,8 @@ from . import init as _init
 from . import ops
 from ._xp import array_module, is_device_array
 from .data._common import check_float   # the one real-number check: a number, finite, within [lo, hi]
-from .graph import Layer, _flag
+from ._validate import check_flag as _flag
+from .layer import Layer
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 

@@ -16,7 +16,7 @@ import threading
 
 import numpy as np
 
-from .graph import Layer, _layer_config, _layer_from_config
+from ._registry import _BASES, _REGISTRY, _layer_config, _layer_from_config
 
 FORMAT = "cnnkit.model"
 VERSION = 1
@@ -109,9 +109,8 @@ MAX_DEPTH = 64   # nesting of models inside models a file may describe (deeper i
 def _custom_model_class(model_or_cls):
     """The name of the ck.Sequential / ck.Graph a user's subclass extends, when it rebuilds through the
     base's from_config (its own __init__ would not take the base's arguments); else None."""
-    from .graph import Graph, Sequential
     cls = model_or_cls if isinstance(model_or_cls, type) else type(model_or_cls)
-    for base in (Sequential, Graph):
+    for base in (_BASES["Sequential"], _BASES["Graph"]):
         if issubclass(cls, base) and cls is not base and cls.from_config.__func__ is base.from_config.__func__:
             return base.__name__
     return None
@@ -133,7 +132,7 @@ def _check_subclasses(model):
 def save(model, path):
     """Save `model` (a Layer or a model) to `path` as safetensors + JSON architecture, atomically."""
     from safetensors.numpy import save as st_save
-    if not isinstance(model, Layer):
+    if not isinstance(model, _BASES["Layer"]):
         raise TypeError(f"save: expected a ck.Layer or model, got {type(model).__name__}")
     _check_subclasses(model)
     tensors = _tensors(model)
@@ -205,7 +204,6 @@ def _walk_architecture(path, arch):
     """-> ({tensor name: shape} of the built-in layers the architecture describes, depth). Checks the
     nesting (at most MAX_DEPTH models deep) and that every node is a {"class", "config"} object, without
     building anything and without recursion."""
-    from .graph import _REGISTRY
     shapes, stack, deepest = {}, [(arch, "", 0)], 0
     while stack:
         node, prefix, depth = stack.pop()

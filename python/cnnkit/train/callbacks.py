@@ -11,7 +11,7 @@ import numpy as np
 from .._xp import array_module, is_device_array
 from ..data._common import check_float
 from ..data.loader import as_loader
-from ..graph import _flag
+from .._validate import check_flag as _flag
 from ..ops import _int
 
 

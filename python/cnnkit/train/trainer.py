@@ -19,7 +19,8 @@ import numpy as np
 from .. import losses as _losses
 from ..data._common import check_float
 from ..ops import _int
-from ..graph import Layer, _flag
+from .._validate import check_flag as _flag
+from ..layer import Layer
 from .._xp import array_module, is_device_array
 from ..data.loader import DataLoader, as_loader
 from ..schedules import ReduceOnPlateau

@@ -4,7 +4,7 @@ import numpy as np
 
 from .. import ops
 from .._xp import array_module
-from ..graph import Layer
+from ..layer import Layer
 
 _pair = ops._pair
 

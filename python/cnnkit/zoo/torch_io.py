@@ -13,7 +13,7 @@ import os
 import numpy as np
 
 from .._xp import array_module
-from ..graph import Layer
+from .._registry import _BASES
 
 
 def _host(a):
@@ -43,7 +43,7 @@ def _slots(model):
 
 def state_dict(model):
     """torchvision-style state dict of `model`: name -> numpy array (the model's own arrays, not copies)."""
-    if not isinstance(model, Layer):
+    if not isinstance(model, _BASES["Layer"]):
         raise TypeError(f"zoo.state_dict: model must be a ck.Layer or model, got {type(model).__name__}")
     out = {}
     for name, (kind, layer, k) in _slots(model).items():
@@ -123,7 +123,7 @@ def load_torch_state_dict(model, path_or_dict, strict=True):
     cast to the model's dtype (bit for bit when both are float32); ``num_batches_tracked`` may be 0-d or
     (1,). Returns (missing, unexpected) name lists. Values are copied in place, so an optimizer built over
     the model keeps working."""
-    if not isinstance(model, Layer):
+    if not isinstance(model, _BASES["Layer"]):
         raise TypeError(f"load_torch_state_dict: model must be a ck.Layer or model, got {type(model).__name__}")
     sd, where = _read(path_or_dict)
     slots = _slots(model)
