@@ -178,7 +178,7 @@ def export_torch_state_dict(model, path=None):
             raise ValueError(f"export_torch_state_dict: path must end in .safetensors (cnnkit never writes "
                              f"pickles), got {path!r}")
         from safetensors.numpy import save
-        from ..serialize import atomic_write
+        from .._io import atomic_write
         atomic_write(path, save({n: np.ascontiguousarray(a) for n, a in sd.items()}, metadata={"format": "pt"}))
     return sd
 
