@@ -110,13 +110,21 @@ def test_low_modules_import_no_layer_module():
     # what the Layer base's own methods reach (save/load, torch state dicts, the registry, atomic writes)
     mods = _modules()
     for low in ("cnnkit._registry", "cnnkit._io", "cnnkit.serialize", "cnnkit.state_dict"):
-        if low in mods:
-            got = _imports(low, mods[low], mods) & {"cnnkit.layer", "cnnkit.graph", "cnnkit.layers", "cnnkit.zoo"}
-            assert not got, f"{low} imports {sorted(got)}"
+        got = _imports(low, mods[low], mods) & {"cnnkit.layer", "cnnkit.graph", "cnnkit.layers", "cnnkit.zoo"}
+        assert not got, f"{low} imports {sorted(got)}"
     assert _imports("cnnkit._registry", mods["cnnkit._registry"], mods) == set()
+
+
+def test_one_home_for_state_dicts_and_layers():
+    import cnnkit as ck
+    import cnnkit.state_dict as sd
+    for n in ("state_dict", "load_torch_state_dict", "export_torch_state_dict", "StateDictError"):
+        assert getattr(ck.zoo, n) is getattr(sd, n)
+    assert ck.Layer is ck.layer.Layer and ck.graph.Layer is ck.Layer and ck.Node is ck.layer.Node
 
 
 if __name__ == "__main__":
     for c in sorted(map(sorted, _cycles(_graph()))):
         print(c)
     sys.exit(0)
+

@@ -237,7 +237,7 @@ class Layer:
         """name -> a numpy copy of every parameter and buffer, under torch's names ("0.weight",
         "bn1.running_mean", ...), as torch.nn.Module.state_dict (torch's shares storage; these are copies, on
         the host even for a model on a GPU). Same as ck.zoo.export_torch_state_dict(model)."""
-        from .zoo.torch_io import export_torch_state_dict
+        from .state_dict import export_torch_state_dict
         return export_torch_state_dict(self)
 
     def load_state_dict(self, state_dict, strict=True):
@@ -245,7 +245,7 @@ class Layer:
         as torch.nn.Module.load_state_dict: every name and shape is checked before anything is written
         (ck.zoo.StateDictError lists what is missing, unexpected or mismatched). Returns (missing,
         unexpected). Same as ck.zoo.load_torch_state_dict(model, state_dict, strict)."""
-        from .zoo.torch_io import load_torch_state_dict
+        from .state_dict import load_torch_state_dict
         return load_torch_state_dict(self, state_dict, strict=strict)
 
     # ------------------------------------------------------------ random streams
