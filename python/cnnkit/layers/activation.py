@@ -1,9 +1,7 @@
 """Activations: ReLU (the ops kernels) and LeakyReLU."""
-
-
 from .. import ops
+from .._validate import check_float
 from .._xp import array_module
-from ..data._common import check_float   # the one real-number check: a number, finite, within [lo, hi]
 from ..layer import Layer
 from ._util import _contig, _numel
 

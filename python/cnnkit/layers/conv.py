@@ -1,13 +1,12 @@
 """Convolutions: Conv2d (shared weights, the ops kernels) and LocallyConnected2d (unshared weights)."""
-
 import numpy as np
 
 from .. import init as _init
 from .. import ops
-from .._validate import check_flag as _flag
+from .._validate import check_flag as _flag, check_float_dtype as _dtype, check_positive_int as _positive_int
 from .._xp import array_module
 from ..layer import Layer
-from ._util import _cfgpair, _contig, _dtype, _numel, _pair, _positive_int
+from ._util import _cfgpair, _contig, _numel, _pair
 
 
 def _conv_padding(op, padding, kernel_size, stride, dilation):

@@ -1,11 +1,11 @@
 """Regularising layers that drop at random: Dropout (units) and StochasticDepth (whole rows)."""
-
 import numpy as np
 
 from .. import ops
+from .._validate import check_prob as _prob
 from .._xp import array_module
 from ..layer import Layer
-from ._util import _contig, _numel, _prob
+from ._util import _contig, _numel
 
 
 class Dropout(Layer):

@@ -1,12 +1,12 @@
 """Fully connected layers: Linear, DropConnect (Linear with a dropped weight mask) and Flatten."""
-
 import numpy as np
 
 from .. import init as _init
 from .. import ops
-from .._validate import check_flag as _flag
+from .._validate import (check_flag as _flag, check_float_dtype as _dtype,
+                         check_positive_int as _positive_int, check_prob as _prob)
 from ..layer import Layer
-from ._util import _contig, _dtype, _numel, _positive_int, _prob
+from ._util import _contig, _numel
 
 
 class Linear(Layer):

@@ -1,6 +1,4 @@
 """Layers that merge branches: Add and Concat."""
-
-
 from .. import ops
 from .._xp import array_module
 from ..layer import Layer

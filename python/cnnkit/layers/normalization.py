@@ -1,13 +1,12 @@
 """Normalisation: BatchNorm1d / BatchNorm2d and LocalResponseNorm."""
-
 import numpy as np
 
 from .. import ops
-from .._validate import check_flag as _flag
+from .._validate import (check_flag as _flag, check_float, check_float_dtype as _dtype,
+                         check_positive_int as _positive_int)
 from .._xp import array_module
-from ..data._common import check_float   # the one real-number check: a number, finite, within [lo, hi]
 from ..layer import Layer
-from ._util import _contig, _dtype, _numel, _positive_int
+from ._util import _contig, _numel
 
 
 class _BatchNorm(Layer):

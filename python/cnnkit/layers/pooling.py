@@ -1,11 +1,9 @@
 """Pooling: max, average, global average, fractional max and adaptive average pooling."""
-
 import numpy as np
 
 from .. import ops
-from .._validate import check_flag as _flag
+from .._validate import check_float, check_flag as _flag
 from .._xp import array_module, is_device_array
-from ..data._common import check_float   # the one real-number check: a number, finite, within [lo, hi]
 from ..layer import Layer
 from ._util import _cfgpair, _contig, _numel, _pair
 
