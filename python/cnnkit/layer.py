@@ -381,7 +381,6 @@ def _node_label(node):
     return node.layer.label() if node.name is None else f"{type(node.layer).__name__} '{node.name}'"
 
 
-
 _BASES["Layer"] = Layer
 
 __all__ = ["Layer", "Node"]
