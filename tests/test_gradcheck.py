@@ -9,7 +9,7 @@ import cnnkit as ck
 
 
 class Scale(ck.Layer):
-    """A custom layer: y = x * gamma[c] + beta[c], per channel (the example from cnnkit.graph's docstring)."""
+    """A custom layer: y = x * gamma[c] + beta[c], per channel (the example from cnnkit.layer's docstring)."""
 
     def __init__(self, channels, bug=False, name=None):
         super().__init__(name=name)

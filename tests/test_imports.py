@@ -10,10 +10,7 @@ import sys
 
 ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "python", "cnnkit")
 
-KNOWN = {
-    # the Layer base shares graph.py with the containers; save/load and torch state dicts are reached from it
-    frozenset({"cnnkit.graph", "cnnkit.layers", "cnnkit.serialize", "cnnkit.zoo.torch_io"}),
-}
+KNOWN = {frozenset({"cnnkit.ops", "cnnkit.ops._cuda"})}   # ops/_cuda.py takes checkers from ops
 
 
 def _modules():
@@ -113,7 +110,25 @@ def test_no_new_import_cycle():
     assert KNOWN - found == set(), f"cycles gone, remove them from KNOWN: {sorted(map(sorted, KNOWN - found))}"
 
 
+def test_low_modules_import_no_layer_module():
+    # what the Layer base's own methods reach (save/load, torch state dicts, the registry, atomic writes)
+    mods = _modules()
+    for low in ("cnnkit._registry", "cnnkit._io", "cnnkit.serialize", "cnnkit.state_dict"):
+        got = _imports(low, mods[low], mods) & {"cnnkit.layer", "cnnkit.graph", "cnnkit.layers", "cnnkit.zoo"}
+        assert not got, f"{low} imports {sorted(got)}"
+    assert _imports("cnnkit._registry", mods["cnnkit._registry"], mods) == set()
+
+
+def test_one_home_for_state_dicts_and_layers():
+    import cnnkit as ck
+    import cnnkit.state_dict as sd
+    for n in ("state_dict", "load_torch_state_dict", "export_torch_state_dict", "StateDictError"):
+        assert getattr(ck.zoo, n) is getattr(sd, n)
+    assert ck.Layer is ck.layer.Layer and ck.graph.Layer is ck.Layer and ck.Node is ck.layer.Node
+
+
 if __name__ == "__main__":
     for c in sorted(map(sorted, _cycles(_graph()))):
         print(c)
     sys.exit(0)
+

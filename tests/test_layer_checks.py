@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import cnnkit as ck
-from cnnkit.graph import _REGISTRY
+from cnnkit._registry import _REGISTRY
 from cnnkit.zoo.layers import AdaptiveAvgPool2d, ShortcutA
 
 
@@ -179,3 +179,22 @@ def test_numpy_bools_and_numbers_are_taken():
     assert ck.Concat(axis=np.int64(2)).axis == 2
     layer = ck.Linear(2, 2).requires_grad_(np.bool_(False))
     assert not any(p.requires_grad for p in layer.parameters())
+
+
+def test_layer_argument_checks_live_in_validate_with_the_layers_messages():
+    from cnnkit._validate import check_float_dtype, check_positive_int, check_prob
+    with pytest.raises(ValueError, match=re.escape("Conv2d: in_channels must be a positive int, got 0")):
+        check_positive_int("Conv2d", "in_channels", 0)
+    with pytest.raises(ValueError, match=re.escape("Conv2d: in_channels must be a positive int, got 0")):
+        ck.Conv2d(0, 4, 3)
+    assert check_positive_int("Linear", "in_features", np.int64(3)) == 3
+    with pytest.raises(TypeError, match=re.escape("Dropout: p must be a float, got str")):
+        check_prob("Dropout", "0.5")
+    with pytest.raises(ValueError, match=re.escape("Dropout: p (the drop probability) must be in [0, 1), got 1.0")):
+        ck.Dropout(1.0)
+    assert check_prob("StochasticDepth", 1, hi_inclusive=True) == 1.0
+    with pytest.raises(TypeError, match=re.escape("Linear: dtype must be float32 or float64, got int32")):
+        check_float_dtype("Linear", np.int32)
+    with pytest.raises(TypeError, match=re.escape("Linear: dtype must be float32 or float64, got int32")):
+        ck.Linear(2, 2, dtype=np.int32)
+    assert check_float_dtype("Linear", "float64") == np.float64

@@ -49,6 +49,6 @@ __all__ += ["train", "Trainer", "EarlyStopping", "EMA", "Polyak", "SWA", "Snapsh
             "SnapshotEnsemble"]
 from . import search  # noqa: E402,F401  hyperparameter search
 from . import zoo  # noqa: E402,F401  model zoo and transfer learning
-from .zoo import AdaptiveAvgPool2d  # noqa: E402,F401
+from .layers import AdaptiveAvgPool2d  # noqa: E402,F401
 
 __all__ += ["zoo", "AdaptiveAvgPool2d"]

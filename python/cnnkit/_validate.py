@@ -97,3 +97,33 @@ def check_count(op, name, v, lo):
     if v < lo:
         raise ValueError(f"{op}: invalid {name} {v} (must be >= {lo})")
     return int(v)
+
+
+# ---------------------------------------------------------------- layer constructor arguments
+
+_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def check_positive_int(op, name, v):
+    """An int (numpy integers too; not a bool) >= 1; ValueError otherwise (as the layers report it)."""
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
+        raise ValueError(f"{op}: {name} must be a positive int, got {v!r}")
+    return int(v)
+
+
+def check_prob(op, p, hi_inclusive=False):
+    """A drop probability p: a real number (not a bool) in [0, 1), or [0, 1] with hi_inclusive."""
+    if isinstance(p, bool) or not isinstance(p, numbers.Real):
+        raise TypeError(f"{op}: p must be a float, got {type(p).__name__}")
+    p = float(p)
+    if not (0.0 <= p < 1.0 or (hi_inclusive and p == 1.0)):
+        raise ValueError(f"{op}: p (the drop probability) must be in [0, 1{']' if hi_inclusive else ')'}, got {p}")
+    return p
+
+
+def check_float_dtype(op, dtype):
+    """A dtype (anything np.dtype takes) that is float32 or float64."""
+    dtype = np.dtype(dtype)
+    if dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"{op}: dtype must be float32 or float64, got {dtype}")
+    return dtype

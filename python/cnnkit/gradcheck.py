@@ -1,14 +1,16 @@
 """ck.gradcheck: compare a layer's or a model's backward with float64 central differences (CS231n notes,
 "gradient checks"), per parameter, sampling large tensors and telling kinks from failures.
 
-To check a layer of your own, see the ck.Layer docstring (cnnkit/graph.py) and tests/test_gradcheck.py.
+To check a layer of your own, see the ck.Layer docstring (cnnkit/layer.py) and tests/test_gradcheck.py.
 """
 import copy
 
 import numpy as np
 
 from .data._common import check_float
-from .graph import Layer, Model, _flag
+from ._validate import check_flag as _flag
+from .graph import Model
+from .layer import Layer
 from .ops import _int
 from . import losses as _losses
 

@@ -130,7 +130,7 @@ def preprocess(cfg, train, val, test, out):
     sets = [data.ArrayDataset(np.ascontiguousarray(pre(d.x), dtype=np.float32), d.y, d.classes)
             for d in (train, val, test)]
     from safetensors.numpy import save as st_save
-    from .serialize import atomic_write
+    from ._io import atomic_write
     state = pre.state_dict()
     os.makedirs(out, exist_ok=True)
     atomic_write(os.path.join(out, "preprocessor.safetensors"),

@@ -11,12 +11,11 @@ import json
 import math
 import os
 import struct
-import tempfile
-import threading
 
 import numpy as np
 
-from .graph import Layer, _layer_config, _layer_from_config
+from ._io import atomic_write
+from ._registry import _BASES, _REGISTRY, _layer_config, _layer_from_config
 
 FORMAT = "cnnkit.model"
 VERSION = 1
@@ -42,62 +41,6 @@ def _digest(tensors):
     return h.hexdigest()
 
 
-_UMASK_LOCK = threading.Lock()
-
-
-def current_umask():
-    """The process's umask, read without changing it where Linux reports it (/proc/self/status), else by
-    setting and restoring it under a lock (os.umask has no read-only form)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    with _UMASK_LOCK:
-        mask = os.umask(0o022)
-        os.umask(mask)
-    return mask
-
-
-TEMP_SUFFIX = ".tmp"
-
-
-def temp_prefix(path):
-    """The prefix of atomic_write's temporary files for `path`: "." + name + "." (then mkstemp's 8 random
-    characters and TEMP_SUFFIX), so they are hidden and name the file they will become."""
-    return "." + os.path.basename(path) + "."
-
-
-def atomic_write(path, data):
-    """Write bytes to path atomically: temp file in the same folder, fsync, os.replace, fsync the folder.
-    The file gets the mode a plain open() would give it (0o666 less the umask), not mkstemp's 0o600."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"cannot write {path}: the folder {folder} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=TEMP_SUFFIX, dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o666 & ~current_umask())
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    dfd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
-
-
 class ModelFileError(ValueError):
     """A model file that is not one ck.load can rebuild: truncated, corrupted, tampered or not ours."""
 
@@ -109,9 +52,8 @@ MAX_DEPTH = 64   # nesting of models inside models a file may describe (deeper i
 def _custom_model_class(model_or_cls):
     """The name of the ck.Sequential / ck.Graph a user's subclass extends, when it rebuilds through the
     base's from_config (its own __init__ would not take the base's arguments); else None."""
-    from .graph import Graph, Sequential
     cls = model_or_cls if isinstance(model_or_cls, type) else type(model_or_cls)
-    for base in (Sequential, Graph):
+    for base in (_BASES["Sequential"], _BASES["Graph"]):
         if issubclass(cls, base) and cls is not base and cls.from_config.__func__ is base.from_config.__func__:
             return base.__name__
     return None
@@ -133,7 +75,7 @@ def _check_subclasses(model):
 def save(model, path):
     """Save `model` (a Layer or a model) to `path` as safetensors + JSON architecture, atomically."""
     from safetensors.numpy import save as st_save
-    if not isinstance(model, Layer):
+    if not isinstance(model, _BASES["Layer"]):
         raise TypeError(f"save: expected a ck.Layer or model, got {type(model).__name__}")
     _check_subclasses(model)
     tensors = _tensors(model)
@@ -205,7 +147,6 @@ def _walk_architecture(path, arch):
     """-> ({tensor name: shape} of the built-in layers the architecture describes, depth). Checks the
     nesting (at most MAX_DEPTH models deep) and that every node is a {"class", "config"} object, without
     building anything and without recursion."""
-    from .graph import _REGISTRY
     shapes, stack, deepest = {}, [(arch, "", 0)], 0
     while stack:
         node, prefix, depth = stack.pop()

@@ -5,7 +5,7 @@ import os
 from .. import losses as _losses
 from .._validate import check_flag as _flag, check_float, check_int as _int
 from ..data.loader import DataLoader
-from ..graph import Layer
+from ..layer import Layer
 from ..schedules import ReduceOnPlateau
 from .callbacks import Callback
 

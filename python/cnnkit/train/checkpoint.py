@@ -19,7 +19,7 @@ import re
 import numpy as np
 
 from .._xp import is_device_array
-from ..serialize import atomic_write
+from .._io import atomic_write
 
 FORMAT = "cnnkit.checkpoint"
 VERSION = 1

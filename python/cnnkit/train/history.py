@@ -6,7 +6,7 @@ import csv
 import json
 import os
 
-from ..serialize import atomic_write
+from .._io import atomic_write
 
 
 class History:

@@ -8,12 +8,12 @@
 
 Architectures (cnnkit.zoo.models): lenet5, alexnet (with LRN), vgg11/13/16/19 and their _bn twins,
 resnet18/34/50 (torchvision layouts and key names) and the CIFAR resnet20/32/56. Weights in and out:
-cnnkit.zoo.torch_io. Features at any stage and per-layer learning rates: cnnkit.zoo.transfer.
+cnnkit.state_dict. Features at any stage and per-layer learning rates: cnnkit.zoo.transfer.
 """
 from .layers import AdaptiveAvgPool2d, ShortcutA
 from .models import (MODELS, alexnet, get_model, lenet5, resnet, resnet18, resnet20, resnet32, resnet34, resnet50,
                      resnet56, resnet_cifar, vgg, vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg19, vgg19_bn)
-from .torch_io import StateDictError, export_torch_state_dict, load_torch_state_dict, state_dict
+from ..state_dict import StateDictError, export_torch_state_dict, load_torch_state_dict, state_dict
 from .transfer import features, param_groups
 
 __all__ = ["AdaptiveAvgPool2d", "ShortcutA", "MODELS", "get_model", "lenet5", "alexnet", "vgg", "vgg11", "vgg13",

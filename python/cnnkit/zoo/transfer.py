@@ -19,7 +19,8 @@ statistics neither move nor are used in place of the batch's); see Layer.train.
 """
 import numpy as np
 
-from ..graph import Layer, Model
+from ..graph import Model
+from ..layer import Layer
 
 
 class _Prefix(Model):
