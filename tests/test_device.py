@@ -214,7 +214,7 @@ def test_fit_on_the_device_reads_back_once_per_log_interval(cp):
     with fakecupy.counting() as c:
         tr.fit(train, None, epochs=1, batch_size=32)   # 8 steps: reads after steps 4 and 8
     where = [w for _, w in c.syncs]
-    flushes = [w for w in where if w.startswith("trainer.py")]
+    flushes = [w for w in where if w.startswith("_progress.py")]
     assert len(flushes) == 2, c.syncs
     # the rest: the optimizer's skip counter, read once for the epoch's log line
     assert len(where) - len(flushes) <= 1, c.syncs
@@ -289,5 +289,5 @@ def test_fit_with_gpu_augmentation_equals_the_cpu(cp):
             tr.fit(loader, val, epochs=2)
         runs.append(tr)
         if device == "cuda":
-            assert not [w for _, w in c.syncs if not w.startswith(("trainer.py", "optimizer.py"))], c.syncs
+            assert not [w for _, w in c.syncs if not w.startswith(("trainer.py", "_progress.py", "optimizer.py"))], c.syncs
     _same_run(*runs)
