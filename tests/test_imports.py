@@ -11,7 +11,6 @@ import sys
 ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "python", "cnnkit")
 
 KNOWN = {
-    frozenset({"cnnkit.ops", "cnnkit.ops._cuda"}),   # the CUDA side borrows ops' private checkers
     # the Layer base shares graph.py with the containers; save/load and torch state dicts are reached from it
     frozenset({"cnnkit.graph", "cnnkit.layers", "cnnkit.serialize", "cnnkit.zoo.torch_io"}),
 }

@@ -9,12 +9,21 @@ def is_device_array(a):
     return type(a).__module__.startswith("cupy")
 
 
+def require_cupy():
+    """The cupy module; an ImportError saying how to install it when it is missing."""
+    try:
+        import cupy
+    except ImportError as e:
+        raise ImportError(f"CuPy is needed for GPU arrays but is not importable ({e}); install it with "
+                          f"pip install 'cnnkit[cuda]'") from e
+    return cupy
+
+
 def array_module(*arrays):
     """cupy if any argument is a CuPy array, else numpy. CuPy is imported only when one is seen."""
     for a in arrays:
         if is_device_array(a):
-            import cupy
-            return cupy
+            return require_cupy()
     return np
 
 
@@ -39,7 +48,7 @@ def parse_device(device, op, name="device", allow_none=False):
     reason = cuda.status()
     if reason != "ok":
         raise RuntimeError(f"{op}: {name}={device!r} needs CUDA, which is not usable here: {reason}")
-    import cupy
+    cupy = require_cupy()
     if not tail:
         return cupy.cuda.Device().id
     index, count = int(tail), cuda.device_count()
@@ -55,7 +64,7 @@ def device_converter(device, op, name="device"):
     if index is None:
         return lambda a: a.get() if is_device_array(a) else a
 
-    import cupy
+    cupy = require_cupy()
 
     def to_gpu(a):
         if is_device_array(a) and a.device.id == index:
