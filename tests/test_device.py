@@ -291,3 +291,30 @@ def test_fit_with_gpu_augmentation_equals_the_cpu(cp):
         if device == "cuda":
             assert not [w for _, w in c.syncs if not w.startswith(("trainer.py", "optim.py"))], c.syncs
     _same_run(*runs)
+
+
+# ---------------------------------------------------------------- CuPy detection has one home (cnnkit._xp)
+
+def test_cupy_is_detected_and_imported_only_in_xp():
+    import os
+    pkg = os.path.dirname(ck.__file__)
+    offenders = []
+    for root, _, files in os.walk(pkg):
+        for f in files:
+            path = os.path.join(root, f)
+            if not f.endswith(".py") or os.path.relpath(path, pkg) == "_xp.py":
+                continue
+            src = open(path, encoding="utf-8").read()
+            if re.search(r"^\s*(import cupy|from cupy)\b|__module__\.startswith\(\"cupy\"\)", src, re.M):
+                offenders.append(os.path.relpath(path, pkg))
+    assert offenders == []
+
+
+def test_require_cupy_says_how_to_install_it(monkeypatch):
+    import sys
+    from cnnkit import _xp
+    monkeypatch.setitem(sys.modules, "cupy", None)   # `import cupy` raises ImportError
+    with pytest.raises(ImportError, match=r"CuPy is not importable \(ModuleNotFoundError: .*\); install it with "
+                                          r"pip install 'cnnkit\[cuda\]'"):
+        _xp.require_cupy()
+    assert ck.cuda._cupy_error().startswith("CuPy is not importable (ModuleNotFoundError: ")

@@ -10,11 +10,12 @@ def is_device_array(a):
 
 
 def require_cupy():
-    """The cupy module; an ImportError saying how to install it when it is missing."""
+    """The cupy module: the one place cnnkit imports it. ImportError saying why and how to install it when it
+    cannot be imported (missing, or CuPy failing to find its CUDA libraries)."""
     try:
         import cupy
-    except ImportError as e:
-        raise ImportError(f"CuPy is needed for GPU arrays but is not importable ({e}); install it with "
+    except Exception as e:
+        raise ImportError(f"CuPy is not importable ({type(e).__name__}: {e}); install it with "
                           f"pip install 'cnnkit[cuda]'") from e
     return cupy
 
