@@ -96,11 +96,6 @@ def _fakes(args):
     return out
 
 
-class _Memory:
-    def __init__(self, a):
-        self.ptr = int(a.ctypes.data)
-
-
 class Device:
     """cupy.cuda.Device: a context manager; only device 0 exists."""
 
@@ -182,7 +177,7 @@ class ndarray:
     # --- what CuPy adds
     @property
     def data(self):
-        return _Memory(self._a)
+        return types.SimpleNamespace(ptr=int(self._a.ctypes.data))   # cupy's MemoryPointer: .ptr
 
     @property
     def device(self):
@@ -235,8 +230,7 @@ class ndarray:
     def __copy__(self):
         return ndarray(self._a.copy())
 
-    def __deepcopy__(self, memo):
-        return ndarray(self._a.copy())
+    __deepcopy__ = lambda self, memo: self.__copy__()  # noqa: E731
 
 
 def _unwrap_index(key):

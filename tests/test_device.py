@@ -365,3 +365,13 @@ def test_batchnorm_ops_on_device_check_like_the_cpu(cp):
         ck.ops.batchnorm_bwd(cp.asarray(rnd(2, 3, 2)), x, m, m)
     with pytest.raises(ValueError, match=r"batchnorm_stats: x must be C-contiguous .*cupy\.ascontiguousarray"):
         ck.ops.batchnorm_stats(cp.asarray(rnd(3, 2, 4)).transpose(1, 0, 2))
+
+
+def test_stand_in_refuses_a_host_array_reaching_a_device_kernel(cp):
+    from cnnkit.ops import _cuda
+    x = cp.asarray(rnd(2, 3))
+    with pytest.raises(TypeError, match=r"a numpy array cannot meet a \(fake\) cupy array"):
+        _cuda.relu_fwd(x, np.empty((2, 3), np.float32))
+    y = cp.asarray(np.zeros((2, 3), np.float32))
+    _cuda.relu_fwd(x, y)   # the routed CPU kernel writes into the fake output's buffer
+    np.testing.assert_array_equal(y.get(), np.maximum(x.get(), 0))
