@@ -11,8 +11,9 @@ What it is: ``ndarray`` wraps a numpy array and behaves like a CuPy array where 
   ``cupy.asnumpy``, a stream or device synchronize) is counted in ``SYNCS``, with the caller's location; every
   host-to-device copy (``cupy.asarray`` of host data) in ``H2D``.
 - ``install(monkeypatch)`` puts it in sys.modules as ``cupy``, marks cnnkit.cuda usable, and routes each
-  ``cnnkit.ops._cuda`` function to the CPU kernel it mirrors (same arguments, arrays unwrapped), so results are
-  the CPU's bit for bit and a test can compare a "device" run with a CPU run exactly.
+  ``cnnkit.ops._cuda`` kernel function to the ``cnnkit._C`` CPU binding of the same name and signature (arrays
+  unwrapped; a numpy array reaching it is refused), so results are the CPU's bit for bit and a test can compare
+  a "device" run with a CPU run exactly. cnnkit.ops' own checks and output allocation run on the fake arrays.
 
 What it is not: a GPU. It runs no CUDA code and says nothing about the kernels in csrc/ops/*.cu (those are
 checked by tools/cuda_emu on the CPU, and by tests/test_cuda_*.py on a real GPU).
@@ -93,11 +94,6 @@ def _fakes(args):
         elif isinstance(a, (list, tuple)):
             out.extend(_fakes(a))
     return out
-
-
-class _Memory:
-    def __init__(self, a):
-        self.ptr = int(a.ctypes.data)
 
 
 class Device:
@@ -181,7 +177,7 @@ class ndarray:
     # --- what CuPy adds
     @property
     def data(self):
-        return _Memory(self._a)
+        return types.SimpleNamespace(ptr=int(self._a.ctypes.data))   # cupy's MemoryPointer: .ptr
 
     @property
     def device(self):
@@ -234,8 +230,7 @@ class ndarray:
     def __copy__(self):
         return ndarray(self._a.copy())
 
-    def __deepcopy__(self, memo):
-        return ndarray(self._a.copy())
+    __deepcopy__ = lambda self, memo: self.__copy__()  # noqa: E731
 
 
 def _unwrap_index(key):
@@ -365,18 +360,18 @@ def _module():
 
 # ---------------------------------------------------------------- routing cnnkit.ops._cuda to the CPU kernels
 
-# _cuda_ops functions that mirror a cnnkit.ops function of the same name and arguments
-_VIA_OPS = ("conv2d_fwd", "conv2d_bwd_data", "conv2d_bwd_weight", "conv2d_bwd_bias", "maxpool2d_fwd",
-            "maxpool2d_bwd", "dropout_fwd", "dropout_bwd", "matmul", "relu_fwd", "relu_bwd")
-# _cuda_ops functions that mirror a cnnkit._C CPU binding of the same name and arguments (in place), plus the
-# keyword-only control-block arguments (ctl, group, clip_norm, lr_decay), emulated by _ctl_routed
-_VIA_C = ("sgd_step", "adagrad_step", "rmsprop_step", "adam_step", "grad_scale_clamp", "maxnorm_rows")
+# ops/_cuda functions with the signature of the cnnkit._C CPU binding of the same name (outputs passed in);
+# the BatchNorm ones are not routed: their CuPy arithmetic runs on the stand-in's arrays
+_VIA_C = ("conv2d_fwd", "conv2d_bwd_data", "conv2d_bwd_weight", "conv2d_bwd_bias", "maxpool2d_fwd",
+          "maxpool2d_bwd", "dropout_fwd", "dropout_bwd", "matmul", "relu_fwd", "relu_bwd")
+# the optimizer steps, also with _C's signatures (in place), plus the keyword-only control-block arguments
+# (ctl, group, clip_norm, lr_decay), emulated by _ctl_routed
+_VIA_CTL = ("sgd_step", "adagrad_step", "rmsprop_step", "adam_step", "grad_scale_clamp", "maxnorm_rows")
 
 
 def _routed(cpu):
-    def fn(*args, **kwargs):
-        fakes = tuple(_fakes(list(args) + list(kwargs.values())))
-        return _wrap(cpu(*_unwrap(args), **_unwrap(kwargs)), fakes)
+    def fn(*args):
+        cpu(*_unwrap(args))   # the outputs are fake arrays: the kernel writes into their buffers
     return fn
 
 
@@ -439,7 +434,7 @@ def _optim_ctl_finish(ctl, groups):
 
 def install(monkeypatch):
     """Make `import cupy` give the stand-in and route cnnkit's device ops to the CPU kernels, for one test."""
-    from cnnkit import _C, cuda, ops
+    from cnnkit import _C, cuda
     from cnnkit.ops import _cuda as _cuda_ops
     reset()
     m = _module()
@@ -447,9 +442,9 @@ def install(monkeypatch):
     monkeypatch.setitem(sys.modules, "cupy.cuda", m.cuda)
     monkeypatch.setattr(cuda, "_ok", True)
     monkeypatch.setattr(cuda, "device_count", lambda: 1)
-    for name in _VIA_OPS:
-        monkeypatch.setattr(_cuda_ops, name, _routed(getattr(ops, name)))
     for name in _VIA_C:
+        monkeypatch.setattr(_cuda_ops, name, _routed(getattr(_C, name)))
+    for name in _VIA_CTL:
         monkeypatch.setattr(_cuda_ops, name, _ctl_routed(name, getattr(_cuda_ops, name)))
 
     def grad_sumsq(g):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import cnnkit as ck
-from cnnkit import _C
+from cnnkit import _C, _validate
 from cnnkit import data as D
 from cnnkit import ops
 
@@ -167,19 +167,18 @@ def test_misaligned_batch_is_refused_by_augment():
 
 
 def test_misaligned_device_arrays_are_refused_by_the_device_checks(monkeypatch):
-    # the CuPy stand-in routes the device ops to the CPU kernels, so the device-side check is called directly:
-    # it is the one every cnnkit.ops._cuda function runs on each array before passing its pointer on
+    # the device-side check every cnnkit.ops function runs on each CuPy array before a pointer is passed on
     import fakecupy
-    from cnnkit.ops import _cuda as _cuda_ops
     cp = fakecupy.install(monkeypatch)
     x = fakecupy.ndarray(_misaligned((1, 1, 4, 4), np.float32))
     with pytest.raises(ValueError, match=r"relu_fwd: x must be aligned to 4 bytes \(float32\), got a device address "
                                          r"1 byte\(s\) past a multiple of 4"):
-        _cuda_ops._first("relu_fwd", "x", x)
+        ops.relu_fwd(x)
+    a = cp.asarray(np.ones((2, 2), np.float64))
     with pytest.raises(ValueError, match=r"matmul: out must be aligned to 8 bytes \(float64\)"):
-        _cuda_ops._dout("matmul", "out", fakecupy.ndarray(_misaligned((2, 2), np.float64)), (2, 2), np.float64, "a", 0)
+        ops.matmul(a, a, out=fakecupy.ndarray(_misaligned((2, 2), np.float64)))
     good = cp.asarray(np.ones((1, 1, 4, 4), np.float32))
-    assert _cuda_ops._first("relu_fwd", "x", good) == 0
+    assert _validate.first_array("relu_fwd", "x", good) == _validate.Ref("x", 0)
 
 
 # ---------------------------------------------------------------- out= must not alias an input
@@ -245,10 +244,9 @@ def test_elementwise_ops_may_work_in_place_but_not_on_a_shifted_overlap():
 
 
 def test_device_ops_refuse_out_aliasing_an_input(monkeypatch):
-    # the CuPy stand-in routes cnnkit.ops._cuda to the CPU ops, so the device functions are taken before it does
+    # the checks run in cnnkit.ops for either device; the stand-in routes only the kernels behind them
     import fakecupy
-    from cnnkit.ops import _cuda as _cuda_ops
-    dev_matmul, dev_conv, dev_relu = _cuda_ops.matmul, _cuda_ops.conv2d_fwd, _cuda_ops.relu_fwd
+    dev_matmul, dev_conv, dev_relu = ops.matmul, ops.conv2d_fwd, ops.relu_fwd
     cp = fakecupy.install(monkeypatch)
     a = cp.asarray(np.ones((3, 3), np.float32))
     with pytest.raises(ValueError, match=r"matmul: out must not share memory with a\b"):
@@ -301,8 +299,9 @@ def test_real_bools_and_numpy_bools_are_taken():
 def test_string_flags_are_refused_by_the_device_ops(monkeypatch):
     import fakecupy
     from cnnkit.ops import _cuda as _cuda_ops
-    dev = {n: getattr(_cuda_ops, n) for n in ("matmul", "conv2d_bwd_weight", "conv2d_bwd_bias", "maxpool2d_fwd",
-                                              "sgd_step", "grad_sumsq_device")}
+    # the ops check their flags in cnnkit.ops for either device; the optimizer steps in ops._cuda itself
+    dev = {n: getattr(ops, n) for n in ("matmul", "conv2d_bwd_weight", "conv2d_bwd_bias", "maxpool2d_fwd")}
+    dev.update({n: getattr(_cuda_ops, n) for n in ("sgd_step", "grad_sumsq_device")})
     cp = fakecupy.install(monkeypatch)
     a = cp.asarray(np.ones((2, 2), np.float32))
     _raises_flag("matmul", "accumulate", dev["matmul"], a, a, out=cp.asarray(np.ones((2, 2), np.float32)),

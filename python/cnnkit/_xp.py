@@ -9,12 +9,22 @@ def is_device_array(a):
     return type(a).__module__.startswith("cupy")
 
 
+def require_cupy():
+    """The cupy module: the one place cnnkit imports it. ImportError saying why and how to install it when it
+    cannot be imported (missing, or CuPy failing to find its CUDA libraries)."""
+    try:
+        import cupy
+    except Exception as e:
+        raise ImportError(f"CuPy is not importable ({type(e).__name__}: {e}); install it with "
+                          f"pip install 'cnnkit[cuda]'") from e
+    return cupy
+
+
 def array_module(*arrays):
     """cupy if any argument is a CuPy array, else numpy. CuPy is imported only when one is seen."""
     for a in arrays:
         if is_device_array(a):
-            import cupy
-            return cupy
+            return require_cupy()
     return np
 
 
@@ -39,7 +49,7 @@ def parse_device(device, op, name="device", allow_none=False):
     reason = cuda.status()
     if reason != "ok":
         raise RuntimeError(f"{op}: {name}={device!r} needs CUDA, which is not usable here: {reason}")
-    import cupy
+    cupy = require_cupy()
     if not tail:
         return cupy.cuda.Device().id
     index, count = int(tail), cuda.device_count()
@@ -55,7 +65,7 @@ def device_converter(device, op, name="device"):
     if index is None:
         return lambda a: a.get() if is_device_array(a) else a
 
-    import cupy
+    cupy = require_cupy()
 
     def to_gpu(a):
         if is_device_array(a) and a.device.id == index:

@@ -11,6 +11,8 @@ _tf32 = False  # read by cnnkit.ops._cuda at each conv2d call
 
 
 def _cupy_error():
+    # The one probe outside cnnkit._xp: _xp.parse_device asks status(), so importing _xp here would make a
+    # cycle. The message is the one _xp.require_cupy raises.
     try:
         import cupy  # noqa: F401
     except Exception as e:  # ImportError, or CuPy failing to find its CUDA libraries

@@ -11,7 +11,7 @@ from .data._common import check_float
 from ._validate import check_flag as _flag
 from .graph import Model
 from .layer import Layer
-from .ops import _int
+from ._validate import check_int as _int
 from . import losses as _losses
 
 

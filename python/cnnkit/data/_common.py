@@ -5,6 +5,7 @@ import numpy as np
 
 
 from .._validate import check_float, check_int  # noqa: F401  (re-exported to the data modules)
+from .._xp import is_device_array
 
 
 class DataFormatError(ValueError):
@@ -67,7 +68,7 @@ def check_images(op, name, x, device=False):
     """x must be a C-contiguous float32/float64 (N, C, H, W) numpy array; with device=True a CuPy array is
     accepted too, once CUDA is found usable (else cnnkit.cuda's RuntimeError naming op)."""
     lib = "numpy"
-    if device and type(x).__module__.startswith("cupy"):
+    if device and is_device_array(x):
         from .. import cuda
         cuda.require(op)
         lib = "cupy"

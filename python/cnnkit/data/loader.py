@@ -19,7 +19,7 @@ import threading
 import numpy as np
 
 from .. import _C
-from .._xp import is_device_array, parse_device
+from .._xp import is_device_array, parse_device, require_cupy as _cupy
 from ._common import ArrayDataset, check_int
 from .transforms import Compose, Transform
 
@@ -34,11 +34,6 @@ def epoch_permutation(n, seed, epoch):
     keys = np.empty(n, np.uint64)
     _C.philox_keys(keys, seed, epoch, 0)
     return np.argsort(keys, kind="stable").astype(np.int64)
-
-
-def _cupy():
-    import cupy
-    return cupy
 
 
 class DataLoader:

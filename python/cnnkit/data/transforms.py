@@ -20,6 +20,7 @@ preprocessors are numpy-only, so standardise the data set once beforehand when b
 import numpy as np
 
 from .. import _C
+from .._xp import is_device_array as _is_device, require_cupy as _cupy
 from ._common import check_float, check_images, check_int, check_range
 
 __all__ = ["Transform", "Compose", "RandomHorizontalFlip", "RandomCrop", "RandomResizedCrop", "ColorJitter",
@@ -27,15 +28,6 @@ __all__ = ["Transform", "Compose", "RandomHorizontalFlip", "RandomCrop", "Random
 
 _U32 = 2**32
 _MAX_STREAM = 2**20  # the kernel's stream word is (stream << 4 | kind) << 8 | block, in 32 bits
-
-
-def _is_device(a):
-    return type(a).__module__.startswith("cupy")
-
-
-def _cupy():
-    import cupy
-    return cupy
 
 
 def _device_ids(op, x, ids):

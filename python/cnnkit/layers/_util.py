@@ -1,8 +1,8 @@
 """Helpers shared by several layer files: (h, w) pairs, contiguity, element counts."""
-from .. import ops
+from .._validate import check_pair
 from .._xp import array_module
 
-_pair = ops._pair  # (op, name, v, minimum): an int or an (h, w) pair of ints, each >= minimum, else an error naming it
+_pair = check_pair  # (op, name, v, minimum): an int or an (h, w) pair of ints, each >= minimum, else an error naming it
 
 
 def _cfgpair(v):

@@ -1,5 +1,5 @@
 """Layers that merge branches: Add and Concat."""
-from .. import ops
+from .._validate import check_int
 from .._xp import array_module
 from ..layer import Layer
 from ._util import _numel
@@ -37,7 +37,7 @@ class Concat(Layer):
 
     def __init__(self, axis=1, name=None):
         super().__init__(name=name)
-        self.axis = ops._int("Concat", "axis", axis)
+        self.axis = check_int("Concat", "axis", axis)
         if self.axis < 1:
             raise ValueError(f"Concat: axis must be >= 1 (axis 0 is the batch), got {axis}")
 

@@ -1,77 +1,37 @@
-"""The GPU face of ``cnnkit.ops``: the same ops, checks and messages for CuPy arrays.
+"""The GPU backend of ``cnnkit.ops``: the entry points of the ``cnnkit._C`` CPU bindings, taking CuPy arrays.
 
-Each function validates its CuPy arguments (float32 or float64, C-contiguous, one device, the shapes the CPU
-path accepts), allocates outputs with CuPy on the arrays' device, and passes integer device pointers, the
-dtype code and CuPy's current stream to a ``cnnkit._C.*_cuda`` binding, which re-validates the shapes in C++
-and queues the kernel. Nothing here synchronises or copies to the host, except ``grad_sumsq``, which returns
-Python numbers (use ``grad_sumsq_device`` to keep them on the GPU; the optimizer keeps them in its device
-control block, read by the step kernels themselves).
+``cnnkit.ops._backend.kernels(a)`` returns this module for a CuPy array. The op functions (conv2d_fwd ...
+batchnorm_bwd) have the signatures of their ``_C`` namesakes, outputs passed in, and do no validation of
+their own: ``cnnkit.ops`` has checked every array (dtype, layout, alignment, device, shapes) and allocated
+the outputs on the inputs' GPU. They pass integer device pointers, the dtype code and CuPy's current stream
+to a ``cnnkit._C.*_cuda`` binding, which re-validates the shapes in C++ and queues the kernel. Matrix products
+use ``cupy.matmul`` (cuBLAS through CuPy); BatchNorm is CuPy arithmetic. Nothing here synchronises or copies
+to the host, except ``grad_sumsq``, which returns Python numbers (use ``grad_sumsq_device`` to keep them on
+the GPU; the optimizer keeps them in its device control block, read by the step kernels themselves).
 
-``cnnkit.ops`` routes here when an op's first array is a CuPy array; the optimizer-step functions at the end
-mirror the ``cnnkit._C`` CPU bindings' signatures, so a caller can pick ``_C`` or this module by device.
-Matrix products use ``cupy.matmul`` (cuBLAS through CuPy) rather than a cnnkit kernel.
-
-Status: written and compiled without a GPU; none of this has run on a device yet (tests/test_cuda_ops.py).
+The optimizer-step functions and aug_pipeline are called directly (by cnnkit.optim and cnnkit.data), so they
+check their arrays here, as the ``_C`` CPU bindings do in C++.
 """
 import numpy as np
 
 from .. import _C, cuda
-from .. import ops as _ops
-from .._validate import check_flag as _flag
+from .._validate import Ref, check_array, check_flag as _flag, check_int as _int, first_array
+from .._xp import is_device_array, require_cupy as _cupy
 
 _DTYPE_CODE = {np.dtype(np.float32): 0, np.dtype(np.float64): 1}
 
 
-def _cupy():
-    import cupy
-    return cupy
-
-
-def _is_device(a):
-    return type(a).__module__.startswith("cupy")
+def _first(op, name, a, ndim=None, dtype=None):
+    """Check the first array of a function called directly: a CuPy array (and CUDA usable); its device id."""
+    if not is_device_array(a):
+        raise TypeError(f"{op}: {name} must be a cupy.ndarray, got {type(a).__name__}")
+    return first_array(op, name, a, ndim=ndim, dtype=dtype).gpu
 
 
 def _darray(op, name, a, ref, device, ndim=None, dtype=None):
-    """Check that `a` is a C-contiguous CuPy array of a float dtype (or `dtype`) on GPU `device`.
-
-    `ref` names the op's first array (the one that chose the GPU), for the mixed-device message.
-    """
-    if not _is_device(a):
-        if isinstance(a, np.ndarray):
-            raise TypeError(f"{op}: mixed devices: {ref} is a cupy.ndarray (GPU) but {name} is a numpy.ndarray "
-                            f"(CPU); put every array on one device (cupy.asarray(...) or .get())")
-        raise TypeError(f"{op}: {name} must be a cupy.ndarray (as {ref} is), got {type(a).__name__}")
-    _ops._check_layout(op, name, a, ndim, dtype, "cupy")
-    # A C-contiguous view may still start off its element size; the kernels would read it as T*.
-    addr, size = a.__cuda_array_interface__["data"][0], a.dtype.itemsize
-    if addr % size:
-        raise ValueError(f"{op}: {name} must be aligned to {size} bytes ({a.dtype}), got a device address "
-                         f"{addr % size} byte(s) past a multiple of {size} (no silent copies are made; pass a "
-                         f"copy, e.g. cupy.array({name}))")
-    if a.device.id != device:
-        raise ValueError(f"{op}: {name} is on GPU {a.device.id} but {ref} is on GPU {device}; "
-                         f"every array must be on one device")
-    return a
-
-
-def _first(op, name, a, ndim=None, dtype=None):
-    """Validate the op's first array and make sure CUDA is usable; returns its device id."""
-    cuda.require(op)
-    dev = a.device.id
-    _darray(op, name, a, name, dev, ndim=ndim, dtype=dtype)
-    return dev
-
-
-def _dout(op, name, out, shape, dtype, ref, device, inputs=(), in_place=()):
-    """Check a caller-supplied CuPy output, or allocate one on `device` (the caller has entered it).
-    `inputs` and `in_place`: see cnnkit.ops._no_alias."""
-    if out is None:
-        return _cupy().empty(shape, dtype=dtype)
-    _darray(op, name, out, ref, device, dtype=dtype)
-    if tuple(out.shape) != tuple(shape):
-        raise ValueError(f"{op}: {name} must have shape {tuple(shape)}, got {tuple(out.shape)}")
-    _ops._no_alias(op, name, out, inputs, in_place)
-    return out
+    """Check that `a` is a C-contiguous CuPy array of a float dtype (or `dtype`) on GPU `device`, the GPU of
+    the first array `ref`."""
+    return check_array(op, name, a, Ref(ref, device), ndim=ndim, dtype=dtype)
 
 
 def _ptr(a):
@@ -88,190 +48,143 @@ def _code(a):
     return _DTYPE_CODE[np.dtype(a.dtype)]
 
 
+def _on(a):
+    """The context of a's GPU, so that the kernel is queued there."""
+    return _cupy().cuda.Device(a.device.id)
+
+
 # ---------------------------------------------------------------- conv2d
 # The three GEMM passes take cnnkit.cuda.get_tf32() at call time (float32 only; float64 ignores it).
 
-def conv2d_fwd(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, out=None):
-    op = "conv2d_fwd"
-    dev = _first(op, "x", x, ndim=4)
-    _darray(op, "w", w, "x", dev, ndim=4)
-    _ops._same_dtype(op, "x", x, "w", w)
-    if b is not None:
-        _darray(op, "b", b, "x", dev, ndim=1, dtype=x.dtype)
-    s, p, d, g = _ops._conv_hparams(op, stride, padding, dilation, groups)
-    shape = _ops._conv_shape(op, x.shape, w.shape, s, p, d, g)
-    if b is not None and b.shape[0] != w.shape[0]:
-        raise ValueError(f"{op}: b must have shape ({w.shape[0]},), got {tuple(b.shape)}")
-    with _cupy().cuda.Device(dev):
-        y = _dout(op, "out", out, shape, x.dtype, "x", dev, inputs=(("x", x), ("w", w), ("b", b)))
-        _C.conv2d_fwd_cuda(_ptr(x), _ptr(w), _ptr(b), _ptr(y), list(x.shape), list(w.shape), s, p, d, g,
-                           _code(x), _stream(), cuda.get_tf32())
-    return y
+def conv2d_fwd(x, w, b, y, stride, padding, dilation, groups):
+    with _on(x):
+        _C.conv2d_fwd_cuda(_ptr(x), _ptr(w), _ptr(b), _ptr(y), list(x.shape), list(w.shape), stride, padding,
+                           dilation, groups, _code(x), _stream(), cuda.get_tf32())
 
 
-def conv2d_bwd_data(dy, w, x_shape, stride=1, padding=0, dilation=1, groups=1, out=None):
-    op = "conv2d_bwd_data"
-    dev = _first(op, "dy", dy, ndim=4)
-    _darray(op, "w", w, "dy", dev, ndim=4)
-    _ops._same_dtype(op, "dy", dy, "w", w)
-    x_shape = _ops._shape4(op, "x_shape", x_shape)
-    s, p, d, g = _ops._conv_hparams(op, stride, padding, dilation, groups)
-    want = _ops._conv_shape(op, x_shape, w.shape, s, p, d, g)
-    if tuple(dy.shape) != want:
-        raise ValueError(f"{op}: dy must have shape {want} for x_shape {x_shape} and w {tuple(w.shape)}, "
-                         f"got {tuple(dy.shape)}")
-    with _cupy().cuda.Device(dev):
-        dx = _dout(op, "out", out, x_shape, dy.dtype, "dy", dev, inputs=(("dy", dy), ("w", w)))
-        _C.conv2d_bwd_data_cuda(_ptr(dy), _ptr(w), _ptr(dx), list(x_shape), list(w.shape), s, p, d, g,
-                                _code(dy), _stream(), cuda.get_tf32())
-    return dx
+def conv2d_bwd_data(dy, w, dx, stride, padding, dilation, groups):
+    with _on(dy):
+        _C.conv2d_bwd_data_cuda(_ptr(dy), _ptr(w), _ptr(dx), list(dx.shape), list(w.shape), stride, padding,
+                                dilation, groups, _code(dy), _stream(), cuda.get_tf32())
 
 
-def conv2d_bwd_weight(dy, x, w_shape, stride=1, padding=0, dilation=1, groups=1, out=None, accumulate=False):
-    op = "conv2d_bwd_weight"
-    dev = _first(op, "dy", dy, ndim=4)
-    accumulate = _flag(op, "accumulate", accumulate)
-    _darray(op, "x", x, "dy", dev, ndim=4)
-    _ops._same_dtype(op, "dy", dy, "x", x)
-    w_shape = _ops._shape4(op, "w_shape", w_shape)
-    s, p, d, g = _ops._conv_hparams(op, stride, padding, dilation, groups)
-    want = _ops._conv_shape(op, x.shape, w_shape, s, p, d, g)
-    if tuple(dy.shape) != want:
-        raise ValueError(f"{op}: dy must have shape {want} for x {tuple(x.shape)} and w_shape {w_shape}, "
-                         f"got {tuple(dy.shape)}")
-    if accumulate and out is None:
-        raise ValueError(f"{op}: accumulate=True needs out= (the gradient to add into)")
-    with _cupy().cuda.Device(dev):
-        dw = _dout(op, "out", out, w_shape, dy.dtype, "dy", dev, inputs=(("dy", dy), ("x", x)))
-        _C.conv2d_bwd_weight_cuda(_ptr(dy), _ptr(x), _ptr(dw), list(x.shape), list(w_shape), s, p, d, g,
-                                  accumulate, _code(dy), _stream(), cuda.get_tf32())
-    return dw
+def conv2d_bwd_weight(dy, x, dw, stride, padding, dilation, groups, accumulate):
+    with _on(dy):
+        _C.conv2d_bwd_weight_cuda(_ptr(dy), _ptr(x), _ptr(dw), list(x.shape), list(dw.shape), stride, padding,
+                                  dilation, groups, accumulate, _code(dy), _stream(), cuda.get_tf32())
 
 
-def conv2d_bwd_bias(dy, out=None, accumulate=False):
-    op = "conv2d_bwd_bias"
-    dev = _first(op, "dy", dy, ndim=4)
-    accumulate = _flag(op, "accumulate", accumulate)
-    if accumulate and out is None:
-        raise ValueError(f"{op}: accumulate=True needs out= (the gradient to add into)")
-    with _cupy().cuda.Device(dev):
-        db = _dout(op, "out", out, (dy.shape[1],), dy.dtype, "dy", dev, inputs=(("dy", dy),))
+def conv2d_bwd_bias(dy, db, accumulate):
+    with _on(dy):
         _C.conv2d_bwd_bias_cuda(_ptr(dy), _ptr(db), list(dy.shape), accumulate, _code(dy), _stream())
-    return db
 
 
 # ---------------------------------------------------------------- maxpool2d
 
-def maxpool2d_fwd(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
-    op = "maxpool2d_fwd"
-    dev = _first(op, "x", x, ndim=4)
-    k = _ops._pair(op, "kernel_size", kernel_size, 1)
-    s = k if stride is None else _ops._pair(op, "stride", stride, 1)
-    p = _ops._pair(op, "padding", padding, 0)
-    d = _ops._pair(op, "dilation", dilation, 1)
-    ceil_mode = _flag(op, "ceil_mode", ceil_mode)
-    shape = tuple(_C.maxpool2d_out_shape(x.shape, k, s, p, d, ceil_mode))
-    cp = _cupy()
-    with cp.cuda.Device(dev):
-        y = cp.empty(shape, dtype=x.dtype)
-        indices = cp.empty(shape, dtype=cp.int64)
-        _C.maxpool2d_fwd_cuda(_ptr(x), _ptr(y), _ptr(indices), list(x.shape), k, s, p, d, ceil_mode,
-                              _code(x), _stream())
-    return y, indices
+def maxpool2d_fwd(x, y, indices, kernel, stride, padding, dilation, ceil_mode):
+    with _on(x):
+        _C.maxpool2d_fwd_cuda(_ptr(x), _ptr(y), _ptr(indices), list(x.shape), kernel, stride, padding, dilation,
+                              ceil_mode, _code(x), _stream())
 
 
-def maxpool2d_bwd(dy, indices, x_shape):
-    """As the CPU op, except that an index outside its plane is skipped instead of raising (checking would
-    need a host sync)."""
-    op = "maxpool2d_bwd"
-    dev = _first(op, "dy", dy, ndim=4)
-    _darray(op, "indices", indices, "dy", dev, ndim=4, dtype=np.int64)
-    x_shape = _ops._shape4(op, "x_shape", x_shape)
-    if tuple(indices.shape) != tuple(dy.shape):
-        raise ValueError(f"{op}: indices must have the shape of dy {tuple(dy.shape)}, got {tuple(indices.shape)}")
-    if tuple(dy.shape[:2]) != x_shape[:2]:
-        raise ValueError(f"{op}: dy (N, C) = {tuple(dy.shape[:2])} must match x_shape (N, C) = {x_shape[:2]}")
-    cp = _cupy()
-    with cp.cuda.Device(dev):
-        dx = cp.empty(x_shape, dtype=dy.dtype)
-        _C.maxpool2d_bwd_cuda(_ptr(dy), _ptr(indices), _ptr(dx), list(dy.shape), list(x_shape), _code(dy),
+def maxpool2d_bwd(dy, indices, dx):
+    with _on(dy):
+        _C.maxpool2d_bwd_cuda(_ptr(dy), _ptr(indices), _ptr(dx), list(dy.shape), list(dx.shape), _code(dy),
                               _stream())
-    return dx
 
 
 # ---------------------------------------------------------------- dropout
 
-def dropout_fwd(x, p, seed, offset=0):
-    op = "dropout_fwd"
-    dev = _first(op, "x", x)
-    p = _ops._prob(op, p)
-    seed = _ops._int(op, "seed", seed, minimum=0)
-    offset = _ops._int(op, "offset", offset, minimum=0)
-    if seed >= 2**64 or offset >= 2**64:
-        raise ValueError(f"{op}: seed and offset must be < 2**64, got seed={seed}, offset={offset}")
-    cp = _cupy()
-    with cp.cuda.Device(dev):
-        y = cp.empty_like(x)
-        mask = cp.empty(x.shape, dtype=cp.uint8)
+def dropout_fwd(x, y, mask, p, seed, offset):
+    with _on(x):
         _C.dropout_fwd_cuda(_ptr(x), _ptr(y), _ptr(mask), x.size, p, seed, offset, _code(x), _stream())
-    return y, mask
 
 
-def dropout_bwd(dy, mask, p):
-    op = "dropout_bwd"
-    dev = _first(op, "dy", dy)
-    _darray(op, "mask", mask, "dy", dev, dtype=np.uint8)
-    p = _ops._prob(op, p)
-    if tuple(mask.shape) != tuple(dy.shape):
-        raise ValueError(f"{op}: mask must have the shape of dy {tuple(dy.shape)}, got {tuple(mask.shape)}")
-    cp = _cupy()
-    with cp.cuda.Device(dev):
-        dx = cp.empty_like(dy)
+def dropout_bwd(dy, mask, dx, p):
+    with _on(dy):
         _C.dropout_bwd_cuda(_ptr(dy), _ptr(mask), _ptr(dx), dy.size, p, _code(dy), _stream())
-    return dx
 
 
 # ---------------------------------------------------------------- matmul (cupy.matmul, i.e. cuBLAS)
 
-def matmul(a, b, trans_a=False, trans_b=False, out=None, accumulate=False):
-    op = "matmul"
-    dev = _first(op, "a", a, ndim=2)
-    _darray(op, "b", b, "a", dev, ndim=2)
-    trans_a, trans_b, accumulate = _ops._matmul_flags(op, trans_a, trans_b, accumulate)
-    M, N = _ops._matmul_shape(op, a, b, trans_a, trans_b, out, accumulate)
+def matmul(a, b, c, trans_a, trans_b, accumulate):
     cp = _cupy()
-    with cp.cuda.Device(dev):
-        c = _dout(op, "out", out, (M, N), a.dtype, "a", dev, inputs=(("a", a), ("b", b)))
+    with _on(a):
         lhs, rhs = (a.T if trans_a else a), (b.T if trans_b else b)
         if accumulate:
             c += cp.matmul(lhs, rhs)
         else:
             cp.matmul(lhs, rhs, out=c)
-    return c
 
 
 # ---------------------------------------------------------------- relu
 
-def relu_fwd(x, out=None):
-    op = "relu_fwd"
-    dev = _first(op, "x", x)
-    with _cupy().cuda.Device(dev):
-        y = _dout(op, "out", out, x.shape, x.dtype, "x", dev, inputs=(("x", x),), in_place=("x",))
+def relu_fwd(x, y):
+    with _on(x):
         _C.relu_fwd_cuda(_ptr(x), _ptr(y), x.size, _code(x), _stream())
-    return y
 
 
-def relu_bwd(dy, y, out=None):
-    op = "relu_bwd"
-    dev = _first(op, "dy", dy)
-    _darray(op, "y", y, "dy", dev, dtype=dy.dtype)
-    if tuple(y.shape) != tuple(dy.shape):
-        raise ValueError(f"{op}: y must have the shape of dy {tuple(dy.shape)}, got {tuple(y.shape)}")
-    with _cupy().cuda.Device(dev):
-        dx = _dout(op, "out", out, dy.shape, dy.dtype, "dy", dev, inputs=(("dy", dy), ("y", y)),
-                  in_place=("dy", "y"))
+def relu_bwd(dy, y, dx):
+    with _on(dy):
         _C.relu_bwd_cuda(_ptr(dy), _ptr(y), _ptr(dx), dy.size, _code(dy), _stream())
-    return dx
+
+
+# ---------------------------------------------------------------- batchnorm (CuPy arithmetic)
+# The arithmetic of the BatchNorm layers on a GPU, reductions over the batch and the plane in x's dtype. The
+# shape checks are those the CPU bindings make in C++.
+
+def _bn_view(op, x, **per_channel):
+    """(axes, broadcast shape) of x (N, C, ...); each keyword array must have shape (C,)."""
+    C = x.shape[1]
+    for name, a in per_channel.items():
+        if a is not None and tuple(a.shape) != (C,):
+            raise ValueError(f"{op}: {name} must have shape ({C},), got {tuple(a.shape)}")
+    return (0,) + tuple(range(2, x.ndim)), (1, C) + (1,) * (x.ndim - 2)
+
+
+def _same_shape(op, a_name, a, b_name, b):
+    if tuple(b.shape) != tuple(a.shape):
+        raise ValueError(f"{op}: {b_name} must have the shape of {a_name} {tuple(a.shape)}, got {tuple(b.shape)}")
+
+
+def batchnorm_stats(x, mean, var):
+    axes, bshape = _bn_view("batchnorm_stats", x, mean=mean, var=var)
+    with _on(x):
+        m = x.mean(axis=axes)
+        xc = x - m.reshape(bshape)
+        mean[...] = m
+        var[...] = (xc * xc).mean(axis=axes)
+
+
+def channel_affine(x, alpha, beta, y):
+    op = "channel_affine"
+    axes, bshape = _bn_view(op, x, alpha=alpha, beta=beta)
+    _same_shape(op, "x", x, "y", y)
+    with _on(x):
+        y[...] = x * alpha.reshape(bshape) + beta.reshape(bshape)
+
+
+def batchnorm_bwd(dy, x, mean, invstd, weight, train, dx, sum_dy, dotp):
+    op = "batchnorm_bwd"
+    axes, bshape = _bn_view(op, x, mean=mean, invstd=invstd, sum_dy=sum_dy, dotp=dotp, weight=weight)
+    _same_shape(op, "x", x, "dy", dy)
+    if dx is not None:
+        _same_shape(op, "x", x, "dx", dx)
+    with _on(x):
+        xc = x - mean.reshape(bshape)
+        sum_dy[...] = dy.sum(axis=axes)
+        dotp[...] = (dy * xc).sum(axis=axes)
+        if dx is None:
+            return
+        g = dy * weight.reshape(bshape) if weight is not None else dy
+        if not train:
+            dx[...] = g * invstd.reshape(bshape)
+            return
+        # dx = invstd * (g - mean(g) - xhat * mean(g * xhat)), the means over the batch and the plane
+        xhat = xc * invstd.reshape(bshape)
+        gm = g.mean(axis=axes).reshape(bshape)
+        gxm = (g * xhat).mean(axis=axes).reshape(bshape)
+        dx[...] = (g - gm - xhat * gxm) * invstd.reshape(bshape)
 
 
 # ---------------------------------------------------------------- optimizer steps (signatures of cnnkit._C's)
@@ -315,7 +228,7 @@ def _ctl(op, ctl, ref, dev, groups):
 
 
 def _group(op, group):
-    return _ops._int(op, "group", group, minimum=0)
+    return _int(op, "group", group, minimum=0)
 
 
 def sgd_step(p, g, momentum_buffer, neg_lr, momentum, one_minus_dampening, nesterov, first, gscale, gclip, wd, l1,
@@ -446,7 +359,7 @@ def optim_ctl_finish(ctl, groups):
     """After every group's step: if the finite flag is 1.0, each of the first `groups` step counters += 1 and
     SGD's first-step flags clear; else the skip counter += 1. One device thread; no host sync."""
     op = "optim_ctl_finish"
-    groups = _ops._int(op, "groups", groups, minimum=0)
+    groups = _int(op, "groups", groups, minimum=0)
     dev = _first(op, "ctl", ctl, ndim=1, dtype=np.float64)
     ptr = _ctl(op, ctl, "ctl", dev, groups)
     with _cupy().cuda.Device(dev):

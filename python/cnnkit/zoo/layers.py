@@ -1,6 +1,6 @@
 """The CIFAR ResNets' option-A shortcut, a parameter-free layer only those models use (AdaptiveAvgPool2d, which
 torchvision's AlexNet and VGG need, lives in cnnkit.layers.pooling and is re-exported here)."""
-from .. import ops
+from .._validate import check_int
 from .._xp import array_module
 from ..layer import Layer
 from ..layers.pooling import AdaptiveAvgPool2d
@@ -14,7 +14,7 @@ class ShortcutA(Layer):
 
     def __init__(self, stride, pad, name=None):
         super().__init__(name=name)
-        self.stride, self.pad = ops._int("ShortcutA", "stride", stride, 1), ops._int("ShortcutA", "pad", pad, 0)
+        self.stride, self.pad = check_int("ShortcutA", "stride", stride, 1), check_int("ShortcutA", "pad", pad, 0)
 
     def output_shape(self, x):
         self._check_rank("ShortcutA", x, (4,), "4-D (N, C, H, W)")

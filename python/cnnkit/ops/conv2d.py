@@ -1,0 +1,114 @@
+"""conv2d: the output shape, the forward pass and the three gradients (data, weight, bias)."""
+from .. import _C
+from .._validate import (check_array, check_flag as _flag, check_int as _int, check_out, check_pair as _pair,
+                         check_same_dtype, check_shape4, first_array)
+from . import _backend
+
+
+def _conv_shape(op, x_shape, w_shape, s, p, d, g):
+    """_C.conv2d_out_shape, its errors re-labelled with the calling op (C++ names them 'conv2d').
+
+    The window and padded-input extents are checked here first, in Python's unbounded ints: near 2**63
+    they would wrap in int64 (dilation * (R - 1) + 1, H + 2 * padding).
+    """
+    (H, W), (R, S) = tuple(x_shape[2:]), tuple(w_shape[2:])
+    if min(H, W, R, S) >= 1:
+        eff = (d[0] * (R - 1) + 1, d[1] * (S - 1) + 1)
+        span = (H + 2 * p[0], W + 2 * p[1])
+        if max(span) >= 2**63:
+            raise ValueError(f"{op}: the padded input {span} must be < 2**63 (padding {p}), got input {(H, W)}")
+        if eff[0] > span[0] or eff[1] > span[1]:
+            raise ValueError(f"{op}: kernel {eff} with dilation is larger than the padded input {span}")
+    try:
+        return tuple(_C.conv2d_out_shape(x_shape, w_shape, s, p, d, g))
+    except ValueError as e:
+        msg = str(e)
+        raise ValueError(f"{op}: {msg[len('conv2d: '):] if msg.startswith('conv2d: ') else msg}") from None
+
+
+def _conv_hparams(op, stride, padding, dilation, groups):
+    return (_pair(op, "stride", stride, 1), _pair(op, "padding", padding, 0),
+            _pair(op, "dilation", dilation, 1), _int(op, "groups", groups, minimum=1))
+
+
+def conv2d_out_shape(x_shape, w_shape, stride=1, padding=0, dilation=1, groups=1):
+    """Output shape (N, K, P, Q) of a convolution; raises ValueError for an impossible one."""
+    op = "conv2d"
+    s, p, d, g = _conv_hparams(op, stride, padding, dilation, groups)
+    return _conv_shape(op, check_shape4(op, "x_shape", x_shape), check_shape4(op, "w_shape", w_shape), s, p, d, g)
+
+
+def conv2d_fwd(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, out=None):
+    """y = conv2d(x, w) + b, as ``torch.nn.functional.conv2d``.
+
+    x (N, C, H, W), w (K, C/groups, R, S), b (K,) or None -> y (N, K, P, Q), written into `out` if given
+    (`out` must not share memory with x, w or b).
+    """
+    op = "conv2d_fwd"
+    ref = first_array(op, "x", x, ndim=4)
+    check_array(op, "w", w, ref, ndim=4)
+    check_same_dtype(op, "x", x, "w", w)
+    if b is not None:
+        check_array(op, "b", b, ref, ndim=1, dtype=x.dtype)
+    s, p, d, g = _conv_hparams(op, stride, padding, dilation, groups)
+    shape = _conv_shape(op, x.shape, w.shape, s, p, d, g)
+    if b is not None and b.shape[0] != w.shape[0]:
+        raise ValueError(f"{op}: b must have shape ({w.shape[0]},), got {tuple(b.shape)}")
+    y = check_out(op, "out", out, shape, x.dtype, ref, inputs=(("x", x), ("w", w), ("b", b)))
+    _backend.kernels(x).conv2d_fwd(x, w, b, y, s, p, d, g)
+    return y
+
+
+def conv2d_bwd_data(dy, w, x_shape, stride=1, padding=0, dilation=1, groups=1, out=None):
+    """dx, the gradient of conv2d with respect to its input x of shape `x_shape`. Written (=) into `out`,
+    which must not share memory with dy or w."""
+    op = "conv2d_bwd_data"
+    ref = first_array(op, "dy", dy, ndim=4)
+    check_array(op, "w", w, ref, ndim=4)
+    check_same_dtype(op, "dy", dy, "w", w)
+    x_shape = check_shape4(op, "x_shape", x_shape)
+    s, p, d, g = _conv_hparams(op, stride, padding, dilation, groups)
+    want = _conv_shape(op, x_shape, w.shape, s, p, d, g)
+    if tuple(dy.shape) != want:
+        raise ValueError(f"{op}: dy must have shape {want} for x_shape {x_shape} and w {tuple(w.shape)}, "
+                         f"got {tuple(dy.shape)}")
+    dx = check_out(op, "out", out, x_shape, dy.dtype, ref, inputs=(("dy", dy), ("w", w)))
+    _backend.kernels(dy).conv2d_bwd_data(dy, w, dx, s, p, d, g)
+    return dx
+
+
+def conv2d_bwd_weight(dy, x, w_shape, stride=1, padding=0, dilation=1, groups=1, out=None, accumulate=False):
+    """dw, the gradient of conv2d with respect to its weight of shape `w_shape`.
+
+    With ``accumulate=True`` the result is added (+=) into `out`, as parameter gradients accumulate.
+    `out` must not share memory with dy or x.
+    """
+    op = "conv2d_bwd_weight"
+    ref = first_array(op, "dy", dy, ndim=4)
+    accumulate = _flag(op, "accumulate", accumulate)
+    check_array(op, "x", x, ref, ndim=4)
+    check_same_dtype(op, "dy", dy, "x", x)
+    w_shape = check_shape4(op, "w_shape", w_shape)
+    s, p, d, g = _conv_hparams(op, stride, padding, dilation, groups)
+    want = _conv_shape(op, x.shape, w_shape, s, p, d, g)
+    if tuple(dy.shape) != want:
+        raise ValueError(f"{op}: dy must have shape {want} for x {tuple(x.shape)} and w_shape {w_shape}, "
+                         f"got {tuple(dy.shape)}")
+    if accumulate and out is None:
+        raise ValueError(f"{op}: accumulate=True needs out= (the gradient to add into)")
+    dw = check_out(op, "out", out, w_shape, dy.dtype, ref, inputs=(("dy", dy), ("x", x)))
+    _backend.kernels(dy).conv2d_bwd_weight(dy, x, dw, s, p, d, g, accumulate)
+    return dw
+
+
+def conv2d_bwd_bias(dy, out=None, accumulate=False):
+    """db[k] = sum of dy[:, k] over the batch and the plane (the bias gradient); `out` must not share memory
+    with dy."""
+    op = "conv2d_bwd_bias"
+    ref = first_array(op, "dy", dy, ndim=4)
+    accumulate = _flag(op, "accumulate", accumulate)
+    if accumulate and out is None:
+        raise ValueError(f"{op}: accumulate=True needs out= (the gradient to add into)")
+    db = check_out(op, "out", out, (dy.shape[1],), dy.dtype, ref, inputs=(("dy", dy),))
+    _backend.kernels(dy).conv2d_bwd_bias(dy, db, accumulate)
+    return db
