@@ -45,30 +45,23 @@ class _BatchNorm(Layer):
         return tuple(x)
 
     def forward(self, x):
+        # One path for both devices, through the ops: float64 moments, then y = x * alpha + beta (torch's CPU
+        # transform).
         self._check_inputs(x)
+        x = _contig(x)
         xp = array_module(x)
-        if xp is np:
-            return self._forward_cpu(_contig(x))
-        axes = (0,) + tuple(range(2, x.ndim))
-        bshape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
         use_batch = self.training or not self.track_running_stats
         t = x.dtype.type
         if use_batch:
-            m = x.size // x.shape[1]
-            if m < 2:
-                raise ValueError(f"{type(self).__name__}: expected more than 1 value per channel when training, "
-                                 f"got input shape {tuple(x.shape)}")
-            mean = x.mean(axis=axes)
-            xc = x - mean.reshape(bshape)
-            var = (xc * xc).mean(axis=axes)
-            self._update_running(mean, var, m, t)
+            mean, var = self._batch_stats(x)
         else:
-            mean, var = self._buffers["running_mean"].astype(x.dtype), self._buffers["running_var"].astype(x.dtype)
-            xc = x - mean.reshape(bshape)
-        invstd = 1.0 / xp.sqrt(var + t(self.eps))
-        xhat = xc * invstd.reshape(bshape)
-        y = xhat * self.weight.data.reshape(bshape) + self.bias.data.reshape(bshape) if self.affine else xhat
-        self._cache = ("xp", xhat, invstd, use_batch, axes, bshape)
+            mean = xp.ascontiguousarray(self._buffers["running_mean"], dtype=x.dtype)
+            var = xp.ascontiguousarray(self._buffers["running_var"], dtype=x.dtype)
+        invstd = (t(1) / xp.sqrt(var + t(self.eps))).astype(x.dtype)
+        alpha = invstd * self.weight.data if self.affine else invstd
+        beta = (self.bias.data - mean * alpha) if self.affine else -mean * alpha
+        y = ops.channel_affine(x, xp.ascontiguousarray(alpha), xp.ascontiguousarray(beta))
+        self._cache = (x, mean, invstd, use_batch)
         return y
 
     def _batch_stats(self, x):
@@ -97,49 +90,16 @@ class _BatchNorm(Layer):
         rv *= keep
         rv += take * (var * t(m / (m - 1))).astype(rv.dtype)
 
-    def _forward_cpu(self, x):
-        # The fused kernels: float64 moments, then y = x * alpha + beta (torch's CPU transform).
-        use_batch = self.training or not self.track_running_stats
-        t = x.dtype.type
-        if use_batch:
-            mean, var = self._batch_stats(x)
-        else:
-            mean = np.ascontiguousarray(self._buffers["running_mean"], dtype=x.dtype)
-            var = np.ascontiguousarray(self._buffers["running_var"], dtype=x.dtype)
-        invstd = (t(1) / np.sqrt(var + t(self.eps))).astype(x.dtype)
-        alpha = invstd * self.weight.data if self.affine else invstd
-        beta = (self.bias.data - mean * alpha) if self.affine else -mean * alpha
-        y = ops.channel_affine(x, np.ascontiguousarray(alpha), np.ascontiguousarray(beta))
-        self._cache = ("cpu", x, mean, invstd, use_batch)
-        return y
-
     def backward(self, dy, need_dx=True):
-        cache = self._need_cache(dy)
-        if cache[0] == "cpu":
-            _, x, mean, invstd, use_batch = cache
-            w = self.weight.data if self.affine else None
-            dx, sum_dy, dotp = ops.batchnorm_bwd(_contig(dy), x, mean, invstd, w, use_batch, need_dx)
-            if self.affine:
-                if self.weight.requires_grad:
-                    self.weight.grad += (dotp * invstd).astype(self.weight.grad.dtype)
-                if self.bias.requires_grad:
-                    self.bias.grad += sum_dy.astype(self.bias.grad.dtype)
-            return dx
-        _, xhat, invstd, use_batch, axes, bshape = cache
+        x, mean, invstd, use_batch = self._need_cache(dy)
+        w = self.weight.data if self.affine else None
+        dx, sum_dy, dotp = ops.batchnorm_bwd(_contig(dy), x, mean, invstd, w, use_batch, need_dx)
         if self.affine:
             if self.weight.requires_grad:
-                self.weight.grad += (dy * xhat).sum(axis=axes)
+                self.weight.grad += (dotp * invstd).astype(self.weight.grad.dtype)
             if self.bias.requires_grad:
-                self.bias.grad += dy.sum(axis=axes)
-        if not need_dx:
-            return None
-        g = dy * self.weight.data.reshape(bshape) if self.affine else dy
-        if not use_batch:
-            return g * invstd.reshape(bshape)
-        # dx = invstd * (g - mean(g) - xhat * mean(g * xhat)), the means over the batch and the plane
-        gm = g.mean(axis=axes).reshape(bshape)
-        gxm = (g * xhat).mean(axis=axes).reshape(bshape)
-        return (g - gm - xhat * gxm) * invstd.reshape(bshape)
+                self.bias.grad += sum_dy.astype(self.bias.grad.dtype)
+        return dx
 
     def flops(self, in_shapes, out):
         return 4 * _numel(out)
