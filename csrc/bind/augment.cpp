@@ -159,6 +159,17 @@ void register_augment(py::module_& m) {
   m.def("aug_pipeline", &aug_pipeline, py::arg("x"), py::arg("y"), py::arg("ids"), py::arg("stages"),
         py::arg("seed"), py::arg("epoch"), py::arg("num_threads"), py::arg("records").none(true));
   m.def("philox_keys", &philox_keys, py::arg("keys"), py::arg("seed"), py::arg("epoch"), py::arg("stream"));
+  m.attr("aug_record") = ck::kAugRecord;  // values recorded per sample: records is (N, aug_record)
+  {
+    py::dict kinds;  // the stage kinds (augment.h, AugKind), as cnnkit.data.transforms names them
+    kinds["hflip"] = int(ck::kHFlip);
+    kinds["crop"] = int(ck::kCrop);
+    kinds["resized_crop"] = int(ck::kResizedCrop);
+    kinds["jitter"] = int(ck::kJitter);
+    kinds["lighting"] = int(ck::kLighting);
+    kinds["affine"] = int(ck::kAffine);
+    m.attr("aug_kinds") = kinds;
+  }
 #if defined(CNNKIT_WITH_CUDA)
   m.def("aug_pipeline_cuda", &cu_aug_pipeline, py::arg("x"), py::arg("y"), py::arg("ids"), py::arg("x_shape"),
         py::arg("stages"), py::arg("seed"), py::arg("epoch"), py::arg("records"), py::arg("dtype"), py::arg("stream"));
