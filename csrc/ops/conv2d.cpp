@@ -27,9 +27,11 @@ Conv2dParams make_conv2d_params(const char* op, const std::vector<int64_t>& xs, 
   CK_CHECK(ph >= 0 && pw >= 0, op, "padding must be >= 0, got (", ph, ", ", pw, ")");
   CK_CHECK(groups >= 1, op, "groups must be >= 1, got ", groups);
   Conv2dParams p{};
+  // clang-format off: one line per group of fields
   p.N = xs[0]; p.C = xs[1]; p.H = xs[2]; p.W = xs[3];
   p.K = ws[0]; p.R = ws[2]; p.S = ws[3];
   p.stride_h = sh; p.stride_w = sw; p.pad_h = ph; p.pad_w = pw; p.dil_h = dh; p.dil_w = dw; p.groups = groups;
+  // clang-format on
   CK_CHECK(p.C >= 1 && p.H >= 1 && p.W >= 1, op, "x must have C, H, W >= 1, got shape ", shape_str(xs));
   CK_CHECK(p.K >= 1 && p.R >= 1 && p.S >= 1, op, "w must have K, R, S >= 1, got shape ", shape_str(ws));
   CK_CHECK(p.C % groups == 0, op, "in-channels C=", p.C, " must be divisible by groups=", groups);

@@ -31,9 +31,11 @@ struct Dims {
 
 Dims dims_of(const Conv2dParams& p) {
   Dims d{};
+  // clang-format off: one line per group of fields
   d.N = p.N; d.C = p.C; d.H = p.H; d.W = p.W; d.K = p.K; d.R = p.R; d.S = p.S; d.P = p.P; d.Q = p.Q;
   d.sh = p.stride_h; d.sw = p.stride_w; d.ph = p.pad_h; d.pw = p.pad_w; d.dh = p.dil_h; d.dw = p.dil_w;
   d.Cg = p.Cg(); d.Kg = p.Kg(); d.RS = p.R * p.S; d.CRS = d.Cg * d.RS; d.PQ = p.P * p.Q; d.HW = p.H * p.W;
+  // clang-format on
   return d;
 }
 

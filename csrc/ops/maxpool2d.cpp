@@ -68,9 +68,11 @@ MaxPool2dParams make_maxpool2d_params(const char* op, const std::vector<int64_t>
                dw < (int64_t(1) << 31),
            op, "kernel_size and dilation must be < 2^31");
   MaxPool2dParams p{};
+  // clang-format off: one line per group of fields
   p.N = xs[0]; p.C = xs[1]; p.H = xs[2]; p.W = xs[3];
   p.kernel_h = kh; p.kernel_w = kw; p.stride_h = sh; p.stride_w = sw;
   p.pad_h = ph; p.pad_w = pw; p.dil_h = dh; p.dil_w = dw; p.ceil_mode = ceil_mode;
+  // clang-format on
   p.P = pool_output_size(op, "height", p.H, kh, sh, ph, dh, ceil_mode);
   p.Q = pool_output_size(op, "width", p.W, kw, sw, pw, dw, ceil_mode);
   check_windows_touch_input(op, "height", p.H, kh, sh, ph, dh, p.P);
