@@ -75,8 +75,7 @@ AugStages aug_parse(const char* op, const py::list& items, int64_t C, int64_t H,
       case ck::kAffine:
         if (!(st.a[3] > 0 && st.a[3] <= st.a[4])) ck::fail(op, "affine scale must satisfy 0 < lo <= hi");
         break;
-      default:
-        ck::fail(op, "unknown stage kind ", st.kind);
+      default: ck::fail(op, "unknown stage kind ", st.kind);
     }
     if (st.kind != ck::kCrop && st.kind != ck::kResizedCrop && (st.P != h || st.Q != w))
       ck::fail(op, "stage kind ", st.kind, " keeps the plane size (", h, ", ", w, "), got (", st.P, ", ", st.Q, ")");
@@ -89,8 +88,8 @@ AugStages aug_parse(const char* op, const py::list& items, int64_t C, int64_t H,
   return out;
 }
 
-void aug_pipeline(const py::array& x, const py::array& y, const py::array& ids, const py::list& stages,
-                  uint64_t seed, uint32_t epoch, int num_threads, const py::object& records) {
+void aug_pipeline(const py::array& x, const py::array& y, const py::array& ids, const py::list& stages, uint64_t seed,
+                  uint32_t epoch, int num_threads, const py::object& records) {
   const char* op = "augment";
   if (x.ndim() != 4) ck::fail(op, "x must be 4-D (N, C, H, W), got shape ", ck::shape_str(shape_of(x)));
   const int64_t N = x.shape(0), C = x.shape(1), H = x.shape(2), W = x.shape(3);
@@ -156,8 +155,8 @@ void cu_aug_pipeline(std::uintptr_t x, std::uintptr_t y, std::uintptr_t ids, con
 #endif  // CNNKIT_WITH_CUDA
 
 void register_augment(py::module_& m) {
-  m.def("aug_pipeline", &aug_pipeline, py::arg("x"), py::arg("y"), py::arg("ids"), py::arg("stages"),
-        py::arg("seed"), py::arg("epoch"), py::arg("num_threads"), py::arg("records").none(true));
+  m.def("aug_pipeline", &aug_pipeline, py::arg("x"), py::arg("y"), py::arg("ids"), py::arg("stages"), py::arg("seed"),
+        py::arg("epoch"), py::arg("num_threads"), py::arg("records").none(true));
   m.def("philox_keys", &philox_keys, py::arg("keys"), py::arg("seed"), py::arg("epoch"), py::arg("stream"));
   m.attr("aug_record") = ck::kAugRecord;  // values recorded per sample: records is (N, aug_record)
   {

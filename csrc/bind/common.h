@@ -80,7 +80,9 @@ inline void same_size(const char* op, const char* a_name, const py::array& a, co
 using Shape = std::vector<int64_t>;
 
 template <typename T>
-inline T* dptr(std::uintptr_t a) { return reinterpret_cast<T*>(a); }
+inline T* dptr(std::uintptr_t a) {
+  return reinterpret_cast<T*>(a);
+}
 
 inline CUstream_st* as_stream(std::uintptr_t s) { return reinterpret_cast<CUstream_st*>(s); }
 

@@ -8,8 +8,8 @@ namespace {
 
 std::vector<int64_t> conv2d_out_shape(const std::vector<int64_t>& x_shape, const std::vector<int64_t>& w_shape,
                                       Pair stride, Pair padding, Pair dilation, int64_t groups) {
-  auto p = ck::make_conv2d_params("conv2d", x_shape, w_shape, stride[0], stride[1], padding[0], padding[1],
-                                  dilation[0], dilation[1], groups);
+  auto p = ck::make_conv2d_params("conv2d", x_shape, w_shape, stride[0], stride[1], padding[0], padding[1], dilation[0],
+                                  dilation[1], groups);
   return {p.N, p.K, p.P, p.Q};
 }
 
@@ -132,8 +132,8 @@ void cu_conv2d_bwd_weight(std::uintptr_t dy, std::uintptr_t x, std::uintptr_t dw
   nonnull(op, "dw", dw, numel(w_shape));
   by_dtype(op, dtype, [&](auto tag) {
     using T = decltype(tag);
-    ck::conv2d_bwd_weight_cuda<T>(p, dptr<const T>(dy), dptr<const T>(x), dptr<T>(dw), accumulate,
-                                  as_stream(stream), tf32);
+    ck::conv2d_bwd_weight_cuda<T>(p, dptr<const T>(dy), dptr<const T>(x), dptr<T>(dw), accumulate, as_stream(stream),
+                                  tf32);
   });
 }
 
@@ -141,7 +141,8 @@ void cu_conv2d_bwd_bias(std::uintptr_t dy, std::uintptr_t db, const Shape& dy_sh
                         std::uintptr_t stream) {
   const char* op = "conv2d_bwd_bias";
   if (dy_shape.size() != 4) ck::fail(op, "dy must be 4-D (N, K, P, Q), got shape ", ck::shape_str(dy_shape));
-  for (int64_t d : dy_shape) if (d < 0) ck::fail(op, "dy shape must be non-negative, got ", ck::shape_str(dy_shape));
+  for (int64_t d : dy_shape)
+    if (d < 0) ck::fail(op, "dy shape must be non-negative, got ", ck::shape_str(dy_shape));
   nonnull(op, "dy", dy, numel(dy_shape));
   nonnull(op, "db", db, dy_shape[1]);
   by_dtype(op, dtype, [&](auto tag) {
@@ -157,8 +158,8 @@ void cu_conv2d_bwd_bias(std::uintptr_t dy, std::uintptr_t db, const Shape& dy_sh
 void register_conv2d(py::module_& m) {
   m.def("conv2d_out_shape", &conv2d_out_shape, py::arg("x_shape"), py::arg("w_shape"), py::arg("stride"),
         py::arg("padding"), py::arg("dilation"), py::arg("groups"));
-  m.def("conv2d_fwd", &conv2d_fwd, py::arg("x"), py::arg("w"), py::arg("b").none(true), py::arg("y"),
-        py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("groups"));
+  m.def("conv2d_fwd", &conv2d_fwd, py::arg("x"), py::arg("w"), py::arg("b").none(true), py::arg("y"), py::arg("stride"),
+        py::arg("padding"), py::arg("dilation"), py::arg("groups"));
   m.def("conv2d_bwd_data", &conv2d_bwd_data, py::arg("dy"), py::arg("w"), py::arg("dx"), py::arg("stride"),
         py::arg("padding"), py::arg("dilation"), py::arg("groups"));
   m.def("conv2d_bwd_weight", &conv2d_bwd_weight, py::arg("dy"), py::arg("x"), py::arg("dw"), py::arg("stride"),
@@ -172,9 +173,9 @@ void register_conv2d(py::module_& m) {
   m.def("conv2d_bwd_data_cuda", &cu_conv2d_bwd_data, py::arg("dy"), py::arg("w"), py::arg("dx"), py::arg("x_shape"),
         py::arg("w_shape"), py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("groups"),
         py::arg("dtype"), py::arg("stream"), py::arg("tf32") = false);
-  m.def("conv2d_bwd_weight_cuda", &cu_conv2d_bwd_weight, py::arg("dy"), py::arg("x"), py::arg("dw"),
-        py::arg("x_shape"), py::arg("w_shape"), py::arg("stride"), py::arg("padding"), py::arg("dilation"),
-        py::arg("groups"), py::arg("accumulate"), py::arg("dtype"), py::arg("stream"), py::arg("tf32") = false);
+  m.def("conv2d_bwd_weight_cuda", &cu_conv2d_bwd_weight, py::arg("dy"), py::arg("x"), py::arg("dw"), py::arg("x_shape"),
+        py::arg("w_shape"), py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("groups"),
+        py::arg("accumulate"), py::arg("dtype"), py::arg("stream"), py::arg("tf32") = false);
   m.def("conv2d_bwd_bias_cuda", &cu_conv2d_bwd_bias, py::arg("dy"), py::arg("db"), py::arg("dy_shape"),
         py::arg("accumulate"), py::arg("dtype"), py::arg("stream"));
 #endif

@@ -82,7 +82,7 @@ void register_dropout(py::module_& m) {
 #if defined(CNNKIT_WITH_CUDA)
   m.def("dropout_fwd_cuda", &cu_dropout_fwd, py::arg("x"), py::arg("y"), py::arg("mask"), py::arg("n"), py::arg("p"),
         py::arg("seed"), py::arg("offset"), py::arg("dtype"), py::arg("stream"));
-  m.def("dropout_bwd_cuda", &cu_dropout_bwd, py::arg("dy"), py::arg("mask"), py::arg("dx"), py::arg("n"),
-        py::arg("p"), py::arg("dtype"), py::arg("stream"));
+  m.def("dropout_bwd_cuda", &cu_dropout_bwd, py::arg("dy"), py::arg("mask"), py::arg("dx"), py::arg("n"), py::arg("p"),
+        py::arg("dtype"), py::arg("stream"));
 #endif
 }

@@ -9,8 +9,8 @@ namespace {
 void matmul(const py::array& a, const py::array& b, const py::array& c, bool trans_a, bool trans_b, bool accumulate) {
   const char* op = "matmul";
   if (a.ndim() != 2 || b.ndim() != 2 || c.ndim() != 2)
-    ck::fail(op, "a, b and out must be 2-D, got shapes ", ck::shape_str(shape_of(a)), ", ",
-             ck::shape_str(shape_of(b)), ", ", ck::shape_str(shape_of(c)));
+    ck::fail(op, "a, b and out must be 2-D, got shapes ", ck::shape_str(shape_of(a)), ", ", ck::shape_str(shape_of(b)),
+             ", ", ck::shape_str(shape_of(c)));
   const int64_t M = trans_a ? a.shape(1) : a.shape(0), K = trans_a ? a.shape(0) : a.shape(1);
   const int64_t Kb = trans_b ? b.shape(1) : b.shape(0), N = trans_b ? b.shape(0) : b.shape(1);
   if (K != Kb) ck::fail(op, "inner dimensions differ: a gives K=", K, ", b gives K=", Kb);

@@ -284,15 +284,14 @@ void cu_optim_ctl_finish(std::uintptr_t ctl, int64_t groups, std::uintptr_t stre
 #endif  // CNNKIT_WITH_CUDA
 
 void register_optim(py::module_& m) {
-  m.def("sgd_step", &sgd_step, py::arg("p"), py::arg("g"), py::arg("momentum_buffer").none(true),
-        py::arg("neg_lr"), py::arg("momentum"), py::arg("one_minus_dampening"), py::arg("nesterov"),
-        py::arg("first"), py::arg("gscale"), py::arg("gclip"), py::arg("wd"), py::arg("l1"));
-  m.def("adagrad_step", &adagrad_step, py::arg("p"), py::arg("g"), py::arg("sum"), py::arg("neg_clr"),
-        py::arg("eps"), py::arg("gscale"), py::arg("gclip"), py::arg("wd"), py::arg("l1"));
+  m.def("sgd_step", &sgd_step, py::arg("p"), py::arg("g"), py::arg("momentum_buffer").none(true), py::arg("neg_lr"),
+        py::arg("momentum"), py::arg("one_minus_dampening"), py::arg("nesterov"), py::arg("first"), py::arg("gscale"),
+        py::arg("gclip"), py::arg("wd"), py::arg("l1"));
+  m.def("adagrad_step", &adagrad_step, py::arg("p"), py::arg("g"), py::arg("sum"), py::arg("neg_clr"), py::arg("eps"),
+        py::arg("gscale"), py::arg("gclip"), py::arg("wd"), py::arg("l1"));
   m.def("rmsprop_step", &rmsprop_step, py::arg("p"), py::arg("g"), py::arg("square_avg"),
-        py::arg("grad_avg").none(true), py::arg("momentum_buffer").none(true), py::arg("neg_lr"),
-        py::arg("alpha"), py::arg("eps"), py::arg("momentum"), py::arg("gscale"), py::arg("gclip"),
-        py::arg("wd"), py::arg("l1"));
+        py::arg("grad_avg").none(true), py::arg("momentum_buffer").none(true), py::arg("neg_lr"), py::arg("alpha"),
+        py::arg("eps"), py::arg("momentum"), py::arg("gscale"), py::arg("gclip"), py::arg("wd"), py::arg("l1"));
   m.def("adam_step", &adam_step, py::arg("p"), py::arg("g"), py::arg("exp_avg"), py::arg("exp_avg_sq"),
         py::arg("max_exp_avg_sq").none(true), py::arg("beta1"), py::arg("beta2"), py::arg("eps"),
         py::arg("neg_step_size"), py::arg("bc2_sqrt"), py::arg("decay"), py::arg("gscale"), py::arg("gclip"),
@@ -333,7 +332,8 @@ void register_optim(py::module_& m) {
         py::arg("neg_step_size"), py::arg("bc2_sqrt"), py::arg("decay"), py::arg("gscale"), py::arg("gclip"),
         py::arg("wd"), py::arg("l1"), py::arg("dtype"), py::arg("stream"), py::arg("ctl") = 0, py::arg("group") = 0,
         py::arg("clip_norm") = 0.0);
-  m.def("grad_sumsq_workspace_cuda", &ck::grad_sumsq_workspace_cuda, "float64 elements of scratch grad_sumsq_cuda needs");
+  m.def("grad_sumsq_workspace_cuda", &ck::grad_sumsq_workspace_cuda,
+        "float64 elements of scratch grad_sumsq_cuda needs");
   m.def("grad_sumsq_cuda", &cu_grad_sumsq, py::arg("g"), py::arg("n"), py::arg("workspace"), py::arg("out"),
         py::arg("dtype"), py::arg("stream"), py::arg("accumulate") = false,
         "writes (sum of g**2, 1.0 if all finite else 0.0) into out (2 float64); accumulate: adds to them");

@@ -50,8 +50,7 @@ void cu_relu_fwd(std::uintptr_t x, std::uintptr_t y, int64_t n, int dtype, std::
   });
 }
 
-void cu_relu_bwd(std::uintptr_t dy, std::uintptr_t y, std::uintptr_t dx, int64_t n, int dtype,
-                 std::uintptr_t stream) {
+void cu_relu_bwd(std::uintptr_t dy, std::uintptr_t y, std::uintptr_t dx, int64_t n, int dtype, std::uintptr_t stream) {
   const char* op = "relu_bwd";
   nonneg(op, n);
   nonnull(op, "dy", dy, n);
