@@ -37,3 +37,15 @@ def test_clang_format_finds_nothing():
     res = subprocess.run([exe, "--dry-run", "--Werror", *files], cwd=ROOT, capture_output=True, text=True,
                          timeout=300)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-6000:]
+
+
+@pytest.mark.skipif(not os.path.isdir(os.path.join(ROOT, "csrc")),
+                    reason="needs the source tree (csrc/ beside tests/)")
+def test_no_cxx_source_over_500_lines():
+    long = {}
+    for f in _cxx_sources():
+        with open(f, encoding="utf-8") as fh:
+            n = sum(1 for _ in fh)
+        if n > 500:
+            long[os.path.relpath(f, ROOT)] = n
+    assert long == {}, f"split these along their seams: {long}"
