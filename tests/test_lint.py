@@ -16,3 +16,36 @@ def test_ruff_finds_nothing():
     res = subprocess.run([ruff, "check", "--no-cache", "python", "tests", "bench", "tools", "examples"],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
+
+
+def _cxx_sources():
+    exts = (".h", ".cpp", ".cu", ".cuh")
+    out = []
+    for d, _, names in os.walk(os.path.join(ROOT, "csrc")):
+        out += sorted(os.path.join(d, n) for n in names if n.endswith(exts))
+    return sorted(out)
+
+
+@pytest.mark.skipif(not os.path.isdir(os.path.join(ROOT, "csrc")),
+                    reason="needs the source tree (csrc/ beside tests/)")
+def test_clang_format_finds_nothing():
+    exe = shutil.which("clang-format")
+    if exe is None:
+        pytest.skip("the clang-format executable is not installed: it is in the [test] extra (pip install '.[test]')")
+    files = _cxx_sources()
+    assert len(files) > 20, files
+    res = subprocess.run([exe, "--dry-run", "--Werror", *files], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-6000:]
+
+
+@pytest.mark.skipif(not os.path.isdir(os.path.join(ROOT, "csrc")),
+                    reason="needs the source tree (csrc/ beside tests/)")
+def test_no_cxx_source_over_500_lines():
+    long = {}
+    for f in _cxx_sources():
+        with open(f, encoding="utf-8") as fh:
+            n = sum(1 for _ in fh)
+        if n > 500:
+            long[os.path.relpath(f, ROOT)] = n
+    assert long == {}, f"split these along their seams: {long}"

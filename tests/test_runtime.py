@@ -102,3 +102,28 @@ def test_import_from_outside_the_source_tree(run_isolated, tmp_path):
 def _under(path, root):
     path, root = os.path.realpath(path), os.path.realpath(root)
     return path == root or path.startswith(root + os.sep)
+
+
+# The augmentation constants of csrc/ops/augment.h (kAugRecord, enum AugKind), exported so that Python reads
+# them instead of copying the numbers.
+_AUG_KINDS = {"hflip": 1, "crop": 2, "resized_crop": 3, "jitter": 4, "lighting": 5, "affine": 6}
+
+
+def test_augmentation_constants_are_exported():
+    from cnnkit import _C
+
+    assert _C.aug_record == 16
+    assert _C.aug_kinds == _AUG_KINDS
+
+
+def test_transforms_use_the_exported_stage_kinds():
+    from cnnkit import _C
+    from cnnkit.data import transforms as T
+    from cnnkit.ops import _cuda
+
+    classes = {"hflip": T.RandomHorizontalFlip, "crop": T.RandomCrop, "resized_crop": T.RandomResizedCrop,
+               "jitter": T.ColorJitter, "lighting": T.PCALighting, "affine": T.RandomAffine}
+    assert {name: cls.kind for name, cls in classes.items()} == _C.aug_kinds
+    # the Philox stream word keeps 4 bits for the kind
+    assert all(1 <= k <= 15 for k in _C.aug_kinds.values())
+    assert getattr(_cuda, "_AUG_RECORD", _C.aug_record) == _C.aug_record

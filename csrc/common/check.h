@@ -48,12 +48,19 @@ struct ErrorSlot {
 #if defined(_OPENMP)  // the CUDA files include this header without OpenMP (and use no parallel region)
 #pragma omp critical(ck_error_slot)
 #endif
-    if (!set) { set = true; msg = m; }
+    if (!set) {
+      set = true;
+      msg = m;
+    }
   }
-  void rethrow() const { if (set) throw std::invalid_argument(msg); }
+  void rethrow() const {
+    if (set) throw std::invalid_argument(msg);
+  }
 };
 
 }  // namespace ck
 
-#define CK_CHECK(cond, op, ...) \
-  do { if (!(cond)) ::ck::fail(op, __VA_ARGS__); } while (0)
+#define CK_CHECK(cond, op, ...)               \
+  do {                                        \
+    if (!(cond)) ::ck::fail(op, __VA_ARGS__); \
+  } while (0)

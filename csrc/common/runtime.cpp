@@ -59,18 +59,20 @@ static blasint as_blasint(int64_t v) {
   return static_cast<blasint>(v);
 }
 
-void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
-          const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda, const float* b,
+          int64_t ldb, float beta, float* c, int64_t ldc) {
   if (m == 0 || n == 0) return;
   scipy_cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, as_blasint(m),
-              as_blasint(n), as_blasint(k), alpha, a, as_blasint(lda), b, as_blasint(ldb), beta, c, as_blasint(ldc));
+                    as_blasint(n), as_blasint(k), alpha, a, as_blasint(lda), b, as_blasint(ldb), beta, c,
+                    as_blasint(ldc));
 }
 
 void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha, const double* a, int64_t lda,
           const double* b, int64_t ldb, double beta, double* c, int64_t ldc) {
   if (m == 0 || n == 0) return;
   scipy_cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, as_blasint(m),
-              as_blasint(n), as_blasint(k), alpha, a, as_blasint(lda), b, as_blasint(ldb), beta, c, as_blasint(ldc));
+                    as_blasint(n), as_blasint(k), alpha, a, as_blasint(lda), b, as_blasint(ldb), beta, c,
+                    as_blasint(ldc));
 }
 
 #ifndef CNNKIT_WITH_CUDA

@@ -19,10 +19,10 @@ extern std::atomic<int> g_num_threads;
 // Team size for every CPU parallel region, as set by set_num_threads from any thread.
 inline int num_threads() { return detail::g_num_threads.load(std::memory_order_relaxed); }
 
-void runtime_init();             // called once when the module loads: starts from OMP_NUM_THREADS or the cores
-void set_num_threads(int n);     // OpenMP threads for every kernel, process-wide; BLAS stays at 1 inside them
-int get_num_threads();           // num_threads()
-int threads_in_region();         // team size of a region opened as the kernels open theirs (a test probe)
+void runtime_init();          // called once when the module loads: starts from OMP_NUM_THREADS or the cores
+void set_num_threads(int n);  // OpenMP threads for every kernel, process-wide; BLAS stays at 1 inside them
+int get_num_threads();        // num_threads()
+int threads_in_region();      // team size of a region opened as the kernels open theirs (a test probe)
 std::string blas_config();
 std::string openmp_version();
 std::string simd_level();
@@ -30,9 +30,9 @@ std::string simd_level();
 // Below these sizes a kernel runs on the calling thread alone: waking a sleeping OpenMP team (the wait
 // policy is passive) costs tens of microseconds, more than small work gains from a second core. PyTorch
 // uses the same elementwise grain (at::internal::GRAIN_SIZE).
-constexpr int64_t kGrainElements = 32768;     // elementwise kernels: elements
-constexpr double kGrainFlops = 4e6;           // convolution passes: floating-point operations
-constexpr double kGrainGemmFlops = 1e6;       // matmul
+constexpr int64_t kGrainElements = 32768;  // elementwise kernels: elements
+constexpr double kGrainFlops = 4e6;        // convolution passes: floating-point operations
+constexpr double kGrainGemmFlops = 1e6;    // matmul
 
 // GEMM on row-major matrices, single-threaded (the caller is already inside a parallel region).
 // C = alpha * op(A) * op(B) + beta * C

@@ -85,8 +85,7 @@ void crop_one(const AugStage& s, SampleRng& g, int64_t C, int64_t H, int64_t W, 
 }
 
 template <typename T>
-void resized_crop_one(const AugStage& s, SampleRng& g, int64_t C, int64_t H, int64_t W, const T* x, T* y,
-                      double* rec) {
+void resized_crop_one(const AugStage& s, SampleRng& g, int64_t C, int64_t H, int64_t W, const T* x, T* y, double* rec) {
   const int64_t P = s.P, Q = s.Q;
   int64_t top, left, h, w;
   sample_resized_crop(g, H, W, s.a[0], s.a[1], s.a[2], s.a[3], &top, &left, &h, &w);
@@ -208,8 +207,8 @@ void augment_pipeline_cpu(int64_t N, int64_t C, int64_t H, int64_t W, const T* x
   }
   const int64_t in_img = C * H * W, out_img = C * hs[num_stages] * ws[num_stages];
   const int nt = key.num_threads > 0 ? key.num_threads : num_threads();
-  // Nothing may throw out of an OpenMP region (that terminates the process): an allocation failure is caught per sample and
-  // rethrown after it.
+  // Nothing may throw out of an OpenMP region (that terminates the process): an allocation failure is caught per sample
+  // and rethrown after it.
   ErrorSlot err;
 #pragma omp parallel num_threads(nt)
   {
@@ -266,6 +265,5 @@ void philox_keys_cpu(int64_t n, uint64_t seed, uint32_t epoch, uint32_t stream, 
     keys[i] = (hi << 32) | g.next_u32();
   }
 }
-
 
 }  // namespace ck

@@ -24,8 +24,8 @@ namespace {
 constexpr int kParam = 2 * kAugRecord;
 
 // resize_taps (augment.cpp) for one output coordinate o of `out`, reading `in` cells from `origin`.
-__device__ __forceinline__ void resize_tap(int64_t o, int64_t out, int64_t in, int64_t origin, int64_t* i0,
-                                           int64_t* i1, double* w1) {
+__device__ __forceinline__ void resize_tap(int64_t o, int64_t out, int64_t in, int64_t origin, int64_t* i0, int64_t* i1,
+                                           double* w1) {
   const double scale = static_cast<double>(in) / static_cast<double>(out);
   double src = (o + 0.5) * scale - 0.5;
   if (src < 0) src = 0;
@@ -270,9 +270,8 @@ void augment_pipeline_cuda(int64_t N, int64_t C, int64_t H, int64_t W, const T* 
   for (int s = 0; s < num_stages; ++s) {
     const AugStage& st = stages[s];
     T* out = s + 1 == num_stages ? y : buf[s & 1];
-    draw_kernel<T><<<cudak::blocks_for(N), cudak::kThreads, 0, stream>>>(N, C, h, w, st, key.seed, key.epoch,
-                                                                        key.ids, cur, params,
-                                                                        s == 0 ? records : nullptr);
+    draw_kernel<T><<<cudak::blocks_for(N), cudak::kThreads, 0, stream>>>(N, C, h, w, st, key.seed, key.epoch, key.ids,
+                                                                         cur, params, s == 0 ? records : nullptr);
     cudak::check_launch(op);
     const int64_t out_n = N * C * st.P * st.Q;
     switch (st.kind) {
@@ -284,20 +283,19 @@ void augment_pipeline_cuda(int64_t N, int64_t C, int64_t H, int64_t W, const T* 
             N, C, h, w, st.P, st.Q, static_cast<int64_t>(st.a[0]), cur, params, out);
         break;
       case kResizedCrop:
-        resized_crop_kernel<T><<<cudak::blocks_for(out_n), cudak::kThreads, 0, stream>>>(N, C, h, w, st.P, st.Q,
-                                                                                        cur, params, out);
+        resized_crop_kernel<T>
+            <<<cudak::blocks_for(out_n), cudak::kThreads, 0, stream>>>(N, C, h, w, st.P, st.Q, cur, params, out);
         break;
       case kJitter:
-        jitter_kernel<T><<<cudak::blocks_for(N * h * w), cudak::kThreads, 0, stream>>>(N, C, h * w, st, cur,
-                                                                                      params, out);
+        jitter_kernel<T>
+            <<<cudak::blocks_for(N * h * w), cudak::kThreads, 0, stream>>>(N, C, h * w, st, cur, params, out);
         break;
       case kLighting:
-        lighting_kernel<T><<<cudak::blocks_for(out_n), cudak::kThreads, 0, stream>>>(N, C, h * w, cur, params,
-                                                                                    out);
+        lighting_kernel<T><<<cudak::blocks_for(out_n), cudak::kThreads, 0, stream>>>(N, C, h * w, cur, params, out);
         break;
       default:
-        affine_kernel<T><<<cudak::blocks_for(N * h * w), cudak::kThreads, 0, stream>>>(N, C, h, w, st.a[5], cur,
-                                                                                      params, out);
+        affine_kernel<T>
+            <<<cudak::blocks_for(N * h * w), cudak::kThreads, 0, stream>>>(N, C, h, w, st.a[5], cur, params, out);
         break;
     }
     cudak::check_launch(op);

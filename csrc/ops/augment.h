@@ -56,7 +56,9 @@ struct SampleRng {
 };
 
 // Round half away from zero (std::round), written out so host and device agree.
-CK_HD int64_t round_half_away(double v) { return static_cast<int64_t>(v < 0 ? -std::floor(-v + 0.5) : std::floor(v + 0.5)); }
+CK_HD int64_t round_half_away(double v) {
+  return static_cast<int64_t>(v < 0 ? -std::floor(-v + 0.5) : std::floor(v + 0.5));
+}
 
 // ---- samplers: one per transform, each a pure function of its SampleRng ----
 
@@ -75,9 +77,8 @@ CK_HD void sample_crop(SampleRng& g, int64_t H, int64_t W, int64_t P, int64_t Q,
 // area fraction ~ U(scale), log aspect ~ U(log ratio), then top, left (the last two are drawn on every
 // attempt, used only by the accepted one). w = round(sqrt(area * aspect)), h = round(sqrt(area / aspect)),
 // accepted when 0 < w <= W and 0 < h <= H. Fallback: the central crop clamped to the ratio range.
-CK_HD void sample_resized_crop(SampleRng& g, int64_t H, int64_t W, double scale_lo, double scale_hi,
-                               double ratio_lo, double ratio_hi, int64_t* top, int64_t* left, int64_t* h,
-                               int64_t* w) {
+CK_HD void sample_resized_crop(SampleRng& g, int64_t H, int64_t W, double scale_lo, double scale_hi, double ratio_lo,
+                               double ratio_hi, int64_t* top, int64_t* left, int64_t* h, int64_t* w) {
   const double area = static_cast<double>(H) * static_cast<double>(W);
   const double lr0 = std::log(ratio_lo), lr1 = std::log(ratio_hi);
   for (int attempt = 0; attempt < 10; ++attempt) {
@@ -116,8 +117,8 @@ CK_HD void sample_resized_crop(SampleRng& g, int64_t H, int64_t W, double scale_
 // Colour jitter: 4 words in this order: the order of the three ops (one of the 6 permutations, numbered
 // as itertools.permutations((0, 1, 2)): 0 brightness, 1 contrast, 2 saturation), then the brightness,
 // contrast and saturation factors, each ~ U(max(0, 1 - s), 1 + s). All four are always drawn.
-CK_HD void sample_jitter(SampleRng& g, double brightness, double contrast, double saturation, int* perm,
-                         double* fb, double* fc, double* fs) {
+CK_HD void sample_jitter(SampleRng& g, double brightness, double contrast, double saturation, int* perm, double* fb,
+                         double* fc, double* fs) {
   *perm = static_cast<int>(g.randint(0, 5));
   const double b = g.uniform(), c = g.uniform(), s = g.uniform();
   auto lo = [](double v) { return v < 1.0 ? 1.0 - v : 0.0; };
@@ -139,8 +140,8 @@ CK_HD void sample_lighting(SampleRng& g, int64_t C, double alphastd, double* alp
 
 // Affine: 4 words in this order: angle ~ U(-degrees, degrees), ty ~ U(-th, th) * H, tx ~ U(-tw, tw) * W,
 // scale ~ U(scale_lo, scale_hi). params = (angle in degrees, ty, tx, scale).
-CK_HD void sample_affine(SampleRng& g, int64_t H, int64_t W, double degrees, double th, double tw,
-                         double scale_lo, double scale_hi, double* params) {
+CK_HD void sample_affine(SampleRng& g, int64_t H, int64_t W, double degrees, double th, double tw, double scale_lo,
+                         double scale_hi, double* params) {
   params[0] = g.uniform(-degrees, degrees);
   params[1] = g.uniform(-th, th) * static_cast<double>(H);
   params[2] = g.uniform(-tw, tw) * static_cast<double>(W);
@@ -159,10 +160,10 @@ enum AugKind : int { kHFlip = 1, kCrop = 2, kResizedCrop = 3, kJitter = 4, kLigh
 
 struct AugStage {
   int kind;
-  uint32_t stream;      // the Philox stream word (the Python layer folds the transform's kind into it)
-  double a[6];          // flip: p | crop: pad | resized crop: scale lo, hi, ratio lo, hi | jitter: b, c, s |
-                        // lighting: alphastd | affine: degrees, t_h, t_w, scale lo, hi, fill
-  int64_t P, Q;         // output plane (equal to the input plane except for the two crops)
+  uint32_t stream;                 // the Philox stream word (the Python layer folds the transform's kind into it)
+  double a[6];                     // flip: p | crop: pad | resized crop: scale lo, hi, ratio lo, hi | jitter: b, c, s |
+                                   // lighting: alphastd | affine: degrees, t_h, t_w, scale lo, hi, fill
+  int64_t P, Q;                    // output plane (equal to the input plane except for the two crops)
   const double* eigval = nullptr;  // lighting: (C,) and (C, C) with eigenvectors as columns
   const double* eigvec = nullptr;
 };

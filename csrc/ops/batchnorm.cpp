@@ -90,11 +90,11 @@ void batchnorm_bwd_cpu(int64_t N, int64_t C, int64_t S, const T* dy, const T* x,
   }
 }
 
-#define CK_INSTANTIATE(T)                                                                                   \
-  template void batchnorm_stats_cpu<T>(int64_t, int64_t, int64_t, const T*, T*, T*);                        \
-  template void channel_affine_cpu<T>(int64_t, int64_t, int64_t, const T*, const T*, const T*, T*);         \
-  template void batchnorm_bwd_cpu<T>(int64_t, int64_t, int64_t, const T*, const T*, const T*, const T*,     \
-                                     const T*, bool, T*, double*, double*);
+#define CK_INSTANTIATE(T)                                                                                         \
+  template void batchnorm_stats_cpu<T>(int64_t, int64_t, int64_t, const T*, T*, T*);                              \
+  template void channel_affine_cpu<T>(int64_t, int64_t, int64_t, const T*, const T*, const T*, T*);               \
+  template void batchnorm_bwd_cpu<T>(int64_t, int64_t, int64_t, const T*, const T*, const T*, const T*, const T*, \
+                                     bool, T*, double*, double*);
 CK_INSTANTIATE(float)
 CK_INSTANTIATE(double)
 #undef CK_INSTANTIATE

@@ -27,15 +27,17 @@ Conv2dParams make_conv2d_params(const char* op, const std::vector<int64_t>& xs, 
   CK_CHECK(ph >= 0 && pw >= 0, op, "padding must be >= 0, got (", ph, ", ", pw, ")");
   CK_CHECK(groups >= 1, op, "groups must be >= 1, got ", groups);
   Conv2dParams p{};
+  // clang-format off: one line per group of fields
   p.N = xs[0]; p.C = xs[1]; p.H = xs[2]; p.W = xs[3];
   p.K = ws[0]; p.R = ws[2]; p.S = ws[3];
   p.stride_h = sh; p.stride_w = sw; p.pad_h = ph; p.pad_w = pw; p.dil_h = dh; p.dil_w = dw; p.groups = groups;
+  // clang-format on
   CK_CHECK(p.C >= 1 && p.H >= 1 && p.W >= 1, op, "x must have C, H, W >= 1, got shape ", shape_str(xs));
   CK_CHECK(p.K >= 1 && p.R >= 1 && p.S >= 1, op, "w must have K, R, S >= 1, got shape ", shape_str(ws));
   CK_CHECK(p.C % groups == 0, op, "in-channels C=", p.C, " must be divisible by groups=", groups);
   CK_CHECK(p.K % groups == 0, op, "out-channels K=", p.K, " must be divisible by groups=", groups);
-  CK_CHECK(ws[1] == p.C / groups, op, "w.shape[1] must be C/groups = ", p.C / groups, ", got ", ws[1],
-           " (x shape ", shape_str(xs), ", w shape ", shape_str(ws), ", groups ", groups, ")");
+  CK_CHECK(ws[1] == p.C / groups, op, "w.shape[1] must be C/groups = ", p.C / groups, ", got ", ws[1], " (x shape ",
+           shape_str(xs), ", w shape ", shape_str(ws), ", groups ", groups, ")");
   const int64_t eff_r = add_checked(op, mul_checked(op, dh, p.R - 1), 1);
   const int64_t eff_s = add_checked(op, mul_checked(op, dw, p.S - 1), 1);
   const int64_t span_h = add_checked(op, p.H, mul_checked(op, 2, ph));
@@ -366,10 +368,10 @@ void conv2d_bwd_bias_cpu(int64_t N, int64_t K, int64_t PQ, const T* dy, T* db, b
   }
 }
 
-#define CK_INSTANTIATE(T)                                                                         \
-  template void conv2d_fwd_cpu<T>(const Conv2dParams&, const T*, const T*, const T*, T*);         \
-  template void conv2d_bwd_data_cpu<T>(const Conv2dParams&, const T*, const T*, T*);              \
-  template void conv2d_bwd_weight_cpu<T>(const Conv2dParams&, const T*, const T*, T*, bool);      \
+#define CK_INSTANTIATE(T)                                                                    \
+  template void conv2d_fwd_cpu<T>(const Conv2dParams&, const T*, const T*, const T*, T*);    \
+  template void conv2d_bwd_data_cpu<T>(const Conv2dParams&, const T*, const T*, T*);         \
+  template void conv2d_bwd_weight_cpu<T>(const Conv2dParams&, const T*, const T*, T*, bool); \
   template void conv2d_bwd_bias_cpu<T>(int64_t, int64_t, int64_t, const T*, T*, bool);
 CK_INSTANTIATE(float)
 CK_INSTANTIATE(double)

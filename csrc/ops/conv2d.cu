@@ -31,15 +31,18 @@ struct Dims {
 
 Dims dims_of(const Conv2dParams& p) {
   Dims d{};
+  // clang-format off: one line per group of fields
   d.N = p.N; d.C = p.C; d.H = p.H; d.W = p.W; d.K = p.K; d.R = p.R; d.S = p.S; d.P = p.P; d.Q = p.Q;
   d.sh = p.stride_h; d.sw = p.stride_w; d.ph = p.pad_h; d.pw = p.pad_w; d.dh = p.dil_h; d.dw = p.dil_w;
   d.Cg = p.Cg(); d.Kg = p.Kg(); d.RS = p.R * p.S; d.CRS = d.Cg * d.RS; d.PQ = p.P * p.Q; d.HW = p.H * p.W;
+  // clang-format on
   return d;
 }
 
 // im2col element (crs, npq) of group g: x[n, g*Cg + c, p*sh - ph + r*dh, q*sw - pw + s*dw], 0 in the padding.
 template <typename T>
-__host__ __device__ __forceinline__ T im2col_at(const Dims& d, const T* __restrict__ x, int64_t g, int64_t crs, int64_t npq) {
+__host__ __device__ __forceinline__ T im2col_at(const Dims& d, const T* __restrict__ x, int64_t g, int64_t crs,
+                                                int64_t npq) {
   const int64_t c = crs / d.RS, rs = crs % d.RS, r = rs / d.S, s = rs % d.S;
   const int64_t n = npq / d.PQ, pq = npq % d.PQ, op = pq / d.Q, oq = pq % d.Q;
   const int64_t ih = op * d.sh - d.ph + r * d.dh, iw = oq * d.sw - d.pw + s * d.dw;
@@ -142,17 +145,19 @@ __device__ __forceinline__ void load_tiles(const Problem& pr, T* As, int lda, T*
 
 struct Identity {
   template <typename T>
-  __device__ __forceinline__ T operator()(T v) const { return v; }
+  __device__ __forceinline__ T operator()(T v) const {
+    return v;
+  }
 };
 
 // C[g] (M x Nn) = A[g] (M x Kk) * B[g] (Kk x Nn), elements read through the problem's a() and bmat() and
 // written through store(). Block (x, y, z) = (column tile, row tile, split * groups + group); split s covers
-// the reduction range [s * kchunk, (s + 1) * kchunk) (kchunk a multiple of kBK; one split covers all of Kk). A tile is kept k-major in
-// shared memory (As[k][m]) so the inner product reads consecutive m; +1 padding avoids bank conflicts on
-// the transposing store. Accumulation is in T, in k order within a tile, like a float32 GEMM on the CPU.
+// the reduction range [s * kchunk, (s + 1) * kchunk) (kchunk a multiple of kBK; one split covers all of Kk). A tile is
+// kept k-major in shared memory (As[k][m]) so the inner product reads consecutive m; +1 padding avoids bank conflicts
+// on the transposing store. Accumulation is in T, in k order within a tile, like a float32 GEMM on the CPU.
 template <typename T, typename Problem>
-__global__ void __launch_bounds__(kGemmThreads) igemm_kernel(Problem pr, int64_t M, int64_t Nn, int64_t Kk,
-                                                             int64_t groups, int64_t kchunk) {
+__global__ void __launch_bounds__(kGemmThreads)
+    igemm_kernel(Problem pr, int64_t M, int64_t Nn, int64_t Kk, int64_t groups, int64_t kchunk) {
   __shared__ T As[kBK][kBM + 1];
   __shared__ T Bs[kBK][kBN];
   const int64_t g = blockIdx.z % groups, split = blockIdx.z / groups;
@@ -214,15 +219,16 @@ constexpr int kFragsN = kBN / kWarpsN / kWmmaN;                               //
 // tile's transposing store against +0.
 constexpr int kLdT = kBM + 4;
 static_assert(kBN == kBM && kWarpsM * kWarpsN * 32 == kGemmThreads && kFragsN * kWarpsN * kWmmaN == kBN &&
-              kBK % kWmmaK == 0 && kLdT % 4 == 0, "TF32 warp tiling must cover the block tile");
+                  kBK % kWmmaK == 0 && kLdT % 4 == 0,
+              "TF32 warp tiling must cover the block tile");
 
 struct ToTf32 {
   __device__ __forceinline__ float operator()(float v) const { return wmma::__float_to_tf32(v); }
 };
 
 template <typename Problem>
-__global__ void __launch_bounds__(kGemmThreads) igemm_tf32_kernel(Problem pr, int64_t M, int64_t Nn, int64_t Kk,
-                                                                  int64_t groups, int64_t kchunk) {
+__global__ void __launch_bounds__(kGemmThreads)
+    igemm_tf32_kernel(Problem pr, int64_t M, int64_t Nn, int64_t Kk, int64_t groups, int64_t kchunk) {
   __shared__ __align__(32) float As[kBK * kLdT];
   __shared__ __align__(32) float Bs[kBK * kLdT];
   __shared__ __align__(32) float Cs[kBM * kLdT];
@@ -253,8 +259,7 @@ __global__ void __launch_bounds__(kGemmThreads) igemm_tf32_kernel(Problem pr, in
   }
 #pragma unroll
   for (int j = 0; j < kFragsN; ++j)
-    wmma::store_matrix_sync(Cs + wm * kWmmaM * kLdT + (wn * kFragsN + j) * kWmmaN, acc[j], kLdT,
-                            wmma::mem_row_major);
+    wmma::store_matrix_sync(Cs + wm * kWmmaM * kLdT + (wn * kFragsN + j) * kWmmaN, acc[j], kLdT, wmma::mem_row_major);
   __syncthreads();
   for (int i = tid; i < kBM * kBN; i += kGemmThreads) {  // consecutive threads store consecutive n: coalesced
     const int mm = i / kBN, nn = i % kBN;
@@ -331,8 +336,7 @@ __global__ void bias_grad_kernel(int64_t N, int64_t K, int64_t PQ, const T* __re
 }  // namespace
 
 template <typename T>
-void conv2d_fwd_cuda(const Conv2dParams& p, const T* x, const T* w, const T* b, T* y, CUstream_st* stream,
-                     bool tf32) {
+void conv2d_fwd_cuda(const Conv2dParams& p, const T* x, const T* w, const T* b, T* y, CUstream_st* stream, bool tf32) {
   if (p.N == 0) return;
   const Dims d = dims_of(p);
   launch_igemm<T>("conv2d_fwd", FwdProblem<T>{d, x, w, b, y}, p.groups, d.Kg, d.N * d.PQ, d.CRS, stream, tf32);
@@ -342,13 +346,13 @@ template <typename T>
 void conv2d_bwd_data_cuda(const Conv2dParams& p, const T* dy, const T* w, T* dx, CUstream_st* stream, bool tf32) {
   if (p.N == 0) return;
   const Dims d = dims_of(p);
-  launch_igemm<T>("conv2d_bwd_data", BwdDataProblem<T>{d, dy, w, dx}, p.groups, d.Cg, d.N * d.HW, d.Kg * d.RS,
-                  stream, tf32);
+  launch_igemm<T>("conv2d_bwd_data", BwdDataProblem<T>{d, dy, w, dx}, p.groups, d.Cg, d.N * d.HW, d.Kg * d.RS, stream,
+                  tf32);
 }
 
 template <typename T>
-void conv2d_bwd_weight_cuda(const Conv2dParams& p, const T* dy, const T* x, T* dw, bool accumulate,
-                            CUstream_st* stream, bool tf32) {
+void conv2d_bwd_weight_cuda(const Conv2dParams& p, const T* dy, const T* x, T* dw, bool accumulate, CUstream_st* stream,
+                            bool tf32) {
   const Dims d = dims_of(p);
   if (p.N == 0) {
     if (!accumulate)
@@ -370,28 +374,26 @@ void conv2d_bwd_weight_cuda(const Conv2dParams& p, const T* dy, const T* x, T* d
   // Scratch for the partial sums (stream-ordered: no synchronisation; freed even if a launch check throws).
   cudak::StreamScratch ws(op, sizeof(T) * size_t(splits * size), stream);
   T* partial = reinterpret_cast<T*>(ws.get());
-  launch_igemm<T>(op, BwdWeightProblem<T>{d, dy, x, dw, partial, accumulate}, p.groups, d.Kg, d.CRS, Kk, stream,
-                  tf32, splits, kchunk);
-  splits_reduce_kernel<T><<<cudak::blocks_for(size), cudak::kThreads, 0, stream>>>(size, splits, partial, dw,
-                                                                                  accumulate);
+  launch_igemm<T>(op, BwdWeightProblem<T>{d, dy, x, dw, partial, accumulate}, p.groups, d.Kg, d.CRS, Kk, stream, tf32,
+                  splits, kchunk);
+  splits_reduce_kernel<T>
+      <<<cudak::blocks_for(size), cudak::kThreads, 0, stream>>>(size, splits, partial, dw, accumulate);
   cudak::check_launch(op);
   ws.free();
 }
 
 template <typename T>
-void conv2d_bwd_bias_cuda(int64_t N, int64_t K, int64_t PQ, const T* dy, T* db, bool accumulate,
-                          CUstream_st* stream) {
+void conv2d_bwd_bias_cuda(int64_t N, int64_t K, int64_t PQ, const T* dy, T* db, bool accumulate, CUstream_st* stream) {
   if (K == 0) return;
   const unsigned blocks = static_cast<unsigned>(K < 65535 * 32 ? K : 65535 * 32);  // the kernel loops over k
   bias_grad_kernel<T><<<blocks, cudak::kThreads, 0, stream>>>(N, K, PQ, dy, db, accumulate);
   cudak::check_launch("conv2d_bwd_bias");
 }
 
-#define CK_INSTANTIATE(T)                                                                                       \
-  template void conv2d_fwd_cuda<T>(const Conv2dParams&, const T*, const T*, const T*, T*, CUstream_st*, bool);  \
-  template void conv2d_bwd_data_cuda<T>(const Conv2dParams&, const T*, const T*, T*, CUstream_st*, bool);       \
-  template void conv2d_bwd_weight_cuda<T>(const Conv2dParams&, const T*, const T*, T*, bool, CUstream_st*,      \
-                                          bool);                                                                \
+#define CK_INSTANTIATE(T)                                                                                         \
+  template void conv2d_fwd_cuda<T>(const Conv2dParams&, const T*, const T*, const T*, T*, CUstream_st*, bool);    \
+  template void conv2d_bwd_data_cuda<T>(const Conv2dParams&, const T*, const T*, T*, CUstream_st*, bool);         \
+  template void conv2d_bwd_weight_cuda<T>(const Conv2dParams&, const T*, const T*, T*, bool, CUstream_st*, bool); \
   template void conv2d_bwd_bias_cuda<T>(int64_t, int64_t, int64_t, const T*, T*, bool, CUstream_st*);
 CK_INSTANTIATE(float)
 CK_INSTANTIATE(double)

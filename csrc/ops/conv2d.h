@@ -10,9 +10,9 @@ struct CUstream_st;
 namespace ck {
 
 struct Conv2dParams {
-  int64_t N, C, H, W;       // input
-  int64_t K, R, S;          // weight: K filters of (C/groups, R, S)
-  int64_t P, Q;             // output plane
+  int64_t N, C, H, W;  // input
+  int64_t K, R, S;     // weight: K filters of (C/groups, R, S)
+  int64_t P, Q;        // output plane
   int64_t stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups;
   int64_t Cg() const { return C / groups; }
   int64_t Kg() const { return K / groups; }
@@ -20,8 +20,8 @@ struct Conv2dParams {
 
 // Validates shapes and hyperparameters (throws std::invalid_argument naming `op`) and computes P, Q.
 Conv2dParams make_conv2d_params(const char* op, const std::vector<int64_t>& x_shape,
-                                const std::vector<int64_t>& w_shape, int64_t stride_h, int64_t stride_w,
-                                int64_t pad_h, int64_t pad_w, int64_t dil_h, int64_t dil_w, int64_t groups);
+                                const std::vector<int64_t>& w_shape, int64_t stride_h, int64_t stride_w, int64_t pad_h,
+                                int64_t pad_w, int64_t dil_h, int64_t dil_w, int64_t groups);
 
 // y = conv(x, w) + b. b may be null. Writes y (=).
 template <typename T>
@@ -50,10 +50,9 @@ template <typename T>
 void conv2d_bwd_data_cuda(const Conv2dParams& p, const T* dy, const T* w, T* dx, CUstream_st* stream,
                           bool tf32 = false);
 template <typename T>
-void conv2d_bwd_weight_cuda(const Conv2dParams& p, const T* dy, const T* x, T* dw, bool accumulate,
-                            CUstream_st* stream, bool tf32 = false);
+void conv2d_bwd_weight_cuda(const Conv2dParams& p, const T* dy, const T* x, T* dw, bool accumulate, CUstream_st* stream,
+                            bool tf32 = false);
 template <typename T>
-void conv2d_bwd_bias_cuda(int64_t N, int64_t K, int64_t PQ, const T* dy, T* db, bool accumulate,
-                          CUstream_st* stream);
+void conv2d_bwd_bias_cuda(int64_t N, int64_t K, int64_t PQ, const T* dy, T* db, bool accumulate, CUstream_st* stream);
 
 }  // namespace ck

@@ -24,8 +24,8 @@ namespace {
 
 // Scalar reference for elements [i0, i1) (i0 a multiple of 4).
 template <typename T>
-void dropout_span_scalar(int64_t i0, int64_t i1, const T* x, uint64_t thr, T scale, uint64_t seed,
-                         uint64_t offset, T* y, uint8_t* mask) {
+void dropout_span_scalar(int64_t i0, int64_t i1, const T* x, uint64_t thr, T scale, uint64_t seed, uint64_t offset,
+                         T* y, uint8_t* mask) {
   for (int64_t b = i0 / 4; b * 4 < i1; ++b) {
     const Philox4 r = philox_block(seed, offset, static_cast<uint64_t>(b));
     for (int j = 0; j < 4; ++j) {
@@ -46,9 +46,9 @@ inline void philox8(uint64_t b0, uint64_t seed, uint64_t offset, __m256i w[4]) {
   // Block indices b0 + l; the high word carries only if the low word wraps.
   const uint32_t lo = static_cast<uint32_t>(b0), hi = static_cast<uint32_t>(b0 >> 32);
   __m256i c0 = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(lo)), lane);
-  const __m256i wrapped = _mm256_cmpgt_epi32(_mm256_xor_si256(_mm256_set1_epi32(static_cast<int>(lo)),
-                                                              _mm256_set1_epi32(INT32_MIN)),
-                                             _mm256_xor_si256(c0, _mm256_set1_epi32(INT32_MIN)));
+  const __m256i wrapped =
+      _mm256_cmpgt_epi32(_mm256_xor_si256(_mm256_set1_epi32(static_cast<int>(lo)), _mm256_set1_epi32(INT32_MIN)),
+                         _mm256_xor_si256(c0, _mm256_set1_epi32(INT32_MIN)));
   __m256i c1 = _mm256_sub_epi32(_mm256_set1_epi32(static_cast<int>(hi)), wrapped);  // +1 where wrapped
   __m256i c2 = _mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(offset)));
   __m256i c3 = _mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(offset >> 32)));
@@ -65,8 +65,12 @@ inline void philox8(uint64_t b0, uint64_t seed, uint64_t offset, __m256i w[4]) {
     const __m256i hi1 = _mm256_blend_epi32(_mm256_srli_epi64(e1, 32), o1, 0xAA);
     const __m256i n0 = _mm256_xor_si256(_mm256_xor_si256(hi1, c1), _mm256_set1_epi32(static_cast<int>(k0)));
     const __m256i n2 = _mm256_xor_si256(_mm256_xor_si256(hi0, c3), _mm256_set1_epi32(static_cast<int>(k1)));
-    c0 = n0; c1 = lo1; c2 = n2; c3 = lo0;
-    k0 += 0x9E3779B9u; k1 += 0xBB67AE85u;
+    c0 = n0;
+    c1 = lo1;
+    c2 = n2;
+    c3 = lo0;
+    k0 += 0x9E3779B9u;
+    k1 += 0xBB67AE85u;
   }
   // Transpose 4 words x 8 blocks into element order: w[0] = elements 0..7 (blocks 0, 1), and so on.
   const __m256i t0 = _mm256_unpacklo_epi32(c0, c1), t1 = _mm256_unpackhi_epi32(c0, c1);

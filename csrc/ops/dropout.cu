@@ -48,8 +48,8 @@ void dropout_fwd_cuda(int64_t n, const T* x, double p, uint64_t seed, uint64_t o
   const uint64_t thr = dropout_threshold("dropout_fwd", p);
   const T scale = dropout_scale<T>(p);
   if (n == 0) return;
-  dropout_fwd_kernel<T><<<cudak::blocks_for((n + 3) / 4), cudak::kThreads, 0, stream>>>(n, x, thr, scale, seed,
-                                                                                      offset, y, mask);
+  dropout_fwd_kernel<T>
+      <<<cudak::blocks_for((n + 3) / 4), cudak::kThreads, 0, stream>>>(n, x, thr, scale, seed, offset, y, mask);
   cudak::check_launch("dropout_fwd");
 }
 

@@ -31,6 +31,8 @@ void dropout_bwd_cuda(int64_t n, const T* dy, const uint8_t* mask, double p, T* 
 
 // The scale 1/(1-p) computed as PyTorch does it: in the tensor's dtype.
 template <typename T>
-inline T dropout_scale(double p) { return T(1) / T(1.0 - p); }
+inline T dropout_scale(double p) {
+  return T(1) / T(1.0 - p);
+}
 
 }  // namespace ck

@@ -16,8 +16,8 @@
 
 namespace ck {
 
-int64_t pool_output_size(const char* op, const char* dim, int64_t in, int64_t k, int64_t s, int64_t pad,
-                         int64_t d, bool ceil_mode) {
+int64_t pool_output_size(const char* op, const char* dim, int64_t in, int64_t k, int64_t s, int64_t pad, int64_t d,
+                         bool ceil_mode) {
   const int64_t eff = add_checked(op, mul_checked(op, d, k - 1), 1);
   const int64_t span = add_checked(op, in, mul_checked(op, 2, pad));
   // torch's pooling_output_shape: floor division (the numerator is negative when the window is larger than
@@ -39,15 +39,15 @@ int64_t pool_output_size(const char* op, const char* dim, int64_t in, int64_t k,
 // gradient lands on an unrelated cell; cnnkit refuses the combination instead. Only a window that
 // starts in the left padding can do this (one starting at >= 0 has its first tap inside, and ceil_mode
 // drops windows starting in the right padding), so only those are checked.
-static void check_windows_touch_input(const char* op, const char* dim, int64_t in, int64_t k, int64_t s,
-                                      int64_t pad, int64_t d, int64_t out) {
+static void check_windows_touch_input(const char* op, const char* dim, int64_t in, int64_t k, int64_t s, int64_t pad,
+                                      int64_t d, int64_t out) {
   const int64_t left = std::min(out, (pad + s - 1) / s);
   for (int64_t o = 0; o < left; ++o) {
     const int64_t start = o * s - pad;
     const int64_t first = start >= 0 ? start : start + ((-start + d - 1) / d) * d;  // first tap >= 0
     if (first >= in || first > start + (k - 1) * d)
-      fail(op, "with kernel ", k, ", dilation ", d, " and padding ", pad, " the pooling window at output ", dim,
-           " ", o, " lies wholly in the padding (input ", dim, " ", in, ")");
+      fail(op, "with kernel ", k, ", dilation ", d, " and padding ", pad, " the pooling window at output ", dim, " ", o,
+           " lies wholly in the padding (input ", dim, " ", in, ")");
   }
 }
 
@@ -61,16 +61,17 @@ MaxPool2dParams make_maxpool2d_params(const char* op, const std::vector<int64_t>
   CK_CHECK(sh >= 1 && sw >= 1, op, "stride must be >= 1, got (", sh, ", ", sw, ")");
   CK_CHECK(dh >= 1 && dw >= 1, op, "dilation must be >= 1, got (", dh, ", ", dw, ")");
   CK_CHECK(ph >= 0 && pw >= 0, op, "padding must be >= 0, got (", ph, ", ", pw, ")");
-  CK_CHECK(ph <= kh / 2 && pw <= kw / 2, op, "padding must be at most half the kernel size, got padding (", ph,
-           ", ", pw, ") for kernel (", kh, ", ", kw, ")");
+  CK_CHECK(ph <= kh / 2 && pw <= kw / 2, op, "padding must be at most half the kernel size, got padding (", ph, ", ",
+           pw, ") for kernel (", kh, ", ", kw, ")");
   mul_checked(op, mul_checked(op, mul_checked(op, xs[0], xs[1]), xs[2]), xs[3]);
-  CK_CHECK(kh < (int64_t(1) << 31) && kw < (int64_t(1) << 31) && dh < (int64_t(1) << 31) &&
-               dw < (int64_t(1) << 31),
-           op, "kernel_size and dilation must be < 2^31");
+  CK_CHECK(kh < (int64_t(1) << 31) && kw < (int64_t(1) << 31) && dh < (int64_t(1) << 31) && dw < (int64_t(1) << 31), op,
+           "kernel_size and dilation must be < 2^31");
   MaxPool2dParams p{};
+  // clang-format off: one line per group of fields
   p.N = xs[0]; p.C = xs[1]; p.H = xs[2]; p.W = xs[3];
   p.kernel_h = kh; p.kernel_w = kw; p.stride_h = sh; p.stride_w = sw;
   p.pad_h = ph; p.pad_w = pw; p.dil_h = dh; p.dil_w = dw; p.ceil_mode = ceil_mode;
+  // clang-format on
   p.P = pool_output_size(op, "height", p.H, kh, sh, ph, dh, ceil_mode);
   p.Q = pool_output_size(op, "width", p.W, kw, sw, pw, dw, ceil_mode);
   check_windows_touch_input(op, "height", p.H, kh, sh, ph, dh, p.P);
@@ -92,18 +93,21 @@ inline void take(T v, int64_t i, T& m, int64_t& mi) {
 // 8 outputs of one row of a 2x2/2 float32 pool. The four candidates are taken in row-major window order
 // with the same rule as take(), so values and indices equal the scalar path's bit for bit.
 inline __m256 deinterleave(__m256 a, __m256 b, bool odd) {
-  const __m256 s = odd ? _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1)) : _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
+  const __m256 s =
+      odd ? _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1)) : _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
   return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(s), _MM_SHUFFLE(3, 1, 2, 0)));
 }
 
 inline void take8(__m256 c, int k, __m256& m, __m256i& sel) {
   const __m256 better = _mm256_or_ps(_mm256_cmp_ps(c, m, _CMP_GT_OQ), _mm256_cmp_ps(c, c, _CMP_UNORD_Q));
   m = _mm256_blendv_ps(m, c, better);
-  sel = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(sel), _mm256_castsi256_ps(_mm256_set1_epi32(k)), better));
+  sel = _mm256_castps_si256(
+      _mm256_blendv_ps(_mm256_castsi256_ps(sel), _mm256_castsi256_ps(_mm256_set1_epi32(k)), better));
 }
 
 // Returns the first output column not done.
-int64_t pool_row_2x2_avx2(const float* r0, const float* r1, int64_t Q, int64_t W, int64_t base, float* yr, int64_t* ir) {
+int64_t pool_row_2x2_avx2(const float* r0, const float* r1, int64_t Q, int64_t W, int64_t base, float* yr,
+                          int64_t* ir) {
   const __m256i two_q = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
   const __m256i w_row = _mm256_set1_epi32(static_cast<int>(W));
   int64_t oq = 0;
@@ -121,8 +125,10 @@ int64_t pool_row_2x2_avx2(const float* r0, const float* r1, int64_t Q, int64_t W
                                          _mm256_mullo_epi32(_mm256_srli_epi32(sel, 1), w_row));
     const __m256i local = _mm256_add_epi32(_mm256_add_epi32(two_q, _mm256_set1_epi32(static_cast<int>(2 * oq))), win);
     const __m256i vbase = _mm256_set1_epi64x(base);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(ir + oq), _mm256_add_epi64(vbase, _mm256_cvtepi32_epi64(_mm256_castsi256_si128(local))));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(ir + oq + 4), _mm256_add_epi64(vbase, _mm256_cvtepi32_epi64(_mm256_extracti128_si256(local, 1))));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(ir + oq),
+                        _mm256_add_epi64(vbase, _mm256_cvtepi32_epi64(_mm256_castsi256_si128(local))));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(ir + oq + 4),
+                        _mm256_add_epi64(vbase, _mm256_cvtepi32_epi64(_mm256_extracti128_si256(local, 1))));
   }
   return oq;
 }
@@ -213,8 +219,8 @@ void maxpool2d_bwd_cpu(int64_t planes, int64_t HW, int64_t PQ, const T* dy, cons
   err.rethrow();
 }
 
-#define CK_INSTANTIATE(T)                                                               \
-  template void maxpool2d_fwd_cpu<T>(const MaxPool2dParams&, const T*, T*, int64_t*);   \
+#define CK_INSTANTIATE(T)                                                             \
+  template void maxpool2d_fwd_cpu<T>(const MaxPool2dParams&, const T*, T*, int64_t*); \
   template void maxpool2d_bwd_cpu<T>(int64_t, int64_t, int64_t, const T*, const int64_t*, T*);
 CK_INSTANTIATE(float)
 CK_INSTANTIATE(double)

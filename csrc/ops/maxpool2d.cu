@@ -80,13 +80,13 @@ void maxpool2d_bwd_cuda(int64_t planes, int64_t HW, int64_t PQ, const T* dy, con
   cudak::check_call("maxpool2d_bwd", cudaMemsetAsync(dx, 0, sizeof(T) * size_t(planes * HW), stream),
                     "cudaMemsetAsync(dx)");
   if (planes * PQ == 0) return;
-  maxpool2d_bwd_kernel<T><<<cudak::blocks_for(planes * PQ), cudak::kThreads, 0, stream>>>(planes, HW, PQ, dy,
-                                                                                        indices, dx);
+  maxpool2d_bwd_kernel<T>
+      <<<cudak::blocks_for(planes * PQ), cudak::kThreads, 0, stream>>>(planes, HW, PQ, dy, indices, dx);
   cudak::check_launch("maxpool2d_bwd");
 }
 
-#define CK_INSTANTIATE(T)                                                                                  \
-  template void maxpool2d_fwd_cuda<T>(const MaxPool2dParams&, const T*, T*, int64_t*, CUstream_st*);       \
+#define CK_INSTANTIATE(T)                                                                            \
+  template void maxpool2d_fwd_cuda<T>(const MaxPool2dParams&, const T*, T*, int64_t*, CUstream_st*); \
   template void maxpool2d_bwd_cuda<T>(int64_t, int64_t, int64_t, const T*, const int64_t*, T*, CUstream_st*);
 CK_INSTANTIATE(float)
 CK_INSTANTIATE(double)

@@ -18,12 +18,12 @@ struct MaxPool2dParams {
 // Output length of one pooled dimension, as torch's pooling_output_shape: floor((in + 2*pad - d*(k-1) - 1
 // + (ceil_mode ? s-1 : 0)) / s) + 1, less one in ceil_mode when the last window would start in the right
 // padding. Throws when the result is < 1. The only place either language computes this length.
-int64_t pool_output_size(const char* op, const char* dim, int64_t in, int64_t k, int64_t s, int64_t pad,
-                         int64_t d, bool ceil_mode);
+int64_t pool_output_size(const char* op, const char* dim, int64_t in, int64_t k, int64_t s, int64_t pad, int64_t d,
+                         bool ceil_mode);
 
-MaxPool2dParams make_maxpool2d_params(const char* op, const std::vector<int64_t>& x_shape, int64_t kh,
-                                      int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh,
-                                      int64_t dw, bool ceil_mode);
+MaxPool2dParams make_maxpool2d_params(const char* op, const std::vector<int64_t>& x_shape, int64_t kh, int64_t kw,
+                                      int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw,
+                                      bool ceil_mode);
 
 // x (N, C, H, W) -> y (N, C, P, Q), indices (N, C, P, Q) int64. Writes both (=).
 template <typename T>

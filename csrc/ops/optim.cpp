@@ -42,11 +42,15 @@ static void sgd_loop(int64_t n, T* __restrict p, const T* __restrict g, T* __res
     T d = prep_grad<CLIP, L1>(g[i], pi, c);
     if constexpr (MOMENTUM) {
       T b;
-      if constexpr (FIRST) b = d;
-      else b = buf[i] * mu + omd * d;
+      if constexpr (FIRST)
+        b = d;
+      else
+        b = buf[i] * mu + omd * d;
       buf[i] = b;
-      if constexpr (NESTEROV) d = d + mu * b;
-      else d = b;
+      if constexpr (NESTEROV)
+        d = d + mu * b;
+      else
+        d = b;
     }
     p[i] = pi + neg_lr * d;
   }
@@ -148,7 +152,7 @@ static void adam_loop(int64_t n, T* __restrict p, const T* __restrict g, T* __re
   for (int64_t i = 0; i < n; ++i) {
     const T p0 = p[i];
     const T d = prep_grad<CLIP, L1>(g[i], p0, c);  // coupled decay and L1 see the parameter before AdamW's decay
-    const T pi = p0 * decay;               // AdamW: param.mul_(1 - lr * wd) first
+    const T pi = p0 * decay;                       // AdamW: param.mul_(1 - lr * wd) first
     const T mi = lerp(m[i], d, w, omw, SMALL);
     const T vi = v[i] * beta2 + (omb2 * d) * d;
     m[i] = mi;
@@ -294,14 +298,13 @@ void maxnorm_rows_cpu(int64_t rows, int64_t cols, T* p, double max_norm) {
   }
 }
 
-#define CK_OPTIM_INSTANTIATE(T)                                                                              \
-  template void sgd_step_cpu<T>(int64_t, T*, const T*, T*, const SgdArgs&, const GradPrep<T>&);             \
-  template void adagrad_step_cpu<T>(int64_t, T*, const T*, T*, const AdagradArgs&, const GradPrep<T>&);     \
-  template void rmsprop_step_cpu<T>(int64_t, T*, const T*, T*, T*, T*, const RmspropArgs&,                  \
-                                    const GradPrep<T>&);                                                     \
-  template void adam_step_cpu<T>(int64_t, T*, const T*, T*, T*, T*, const AdamArgs&, const GradPrep<T>&);   \
-  template double grad_sumsq_cpu<T>(int64_t, const T*, bool*);                                               \
-  template void grad_scale_clamp_cpu<T>(int64_t, T*, double, double);                                        \
+#define CK_OPTIM_INSTANTIATE(T)                                                                                 \
+  template void sgd_step_cpu<T>(int64_t, T*, const T*, T*, const SgdArgs&, const GradPrep<T>&);                 \
+  template void adagrad_step_cpu<T>(int64_t, T*, const T*, T*, const AdagradArgs&, const GradPrep<T>&);         \
+  template void rmsprop_step_cpu<T>(int64_t, T*, const T*, T*, T*, T*, const RmspropArgs&, const GradPrep<T>&); \
+  template void adam_step_cpu<T>(int64_t, T*, const T*, T*, T*, T*, const AdamArgs&, const GradPrep<T>&);       \
+  template double grad_sumsq_cpu<T>(int64_t, const T*, bool*);                                                  \
+  template void grad_scale_clamp_cpu<T>(int64_t, T*, double, double);                                           \
   template void maxnorm_rows_cpu<T>(int64_t, int64_t, T*, double);
 CK_OPTIM_INSTANTIATE(float)
 CK_OPTIM_INSTANTIATE(double)

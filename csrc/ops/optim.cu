@@ -144,9 +144,8 @@ __global__ void rmsprop_kernel(int64_t n, T* __restrict__ p, const T* __restrict
 
 // ---------------------------------------------------------------- Adam / AdamW
 template <typename T>
-__global__ void adam_kernel(int64_t n, T* __restrict__ p, const T* __restrict__ g, T* __restrict__ m,
-                            T* __restrict__ v, T* __restrict__ vmax, AdamArgs a, GradPrep<T> c, int mode,
-                            OptimCtl k) {
+__global__ void adam_kernel(int64_t n, T* __restrict__ p, const T* __restrict__ g, T* __restrict__ m, T* __restrict__ v,
+                            T* __restrict__ vmax, AdamArgs a, GradPrep<T> c, int mode, OptimCtl k) {
   double t = 0.0;
   if (!ctl_read(k, c, t)) return;
   if (k.block) adam_scalars(-a.neg_step_size, a.beta1, a.beta2, t, &a.neg_step_size, &a.bc2_sqrt);
@@ -273,8 +272,8 @@ __global__ void ctl_finish_kernel(double* __restrict__ block, int64_t groups) {
 }  // namespace
 
 template <typename T>
-void sgd_step_cuda(int64_t n, T* p, const T* g, T* buf, const SgdArgs& a, const GradPrep<T>& prep,
-                   CUstream_st* stream, const OptimCtl& ctl) {
+void sgd_step_cuda(int64_t n, T* p, const T* g, T* buf, const SgdArgs& a, const GradPrep<T>& prep, CUstream_st* stream,
+                   const OptimCtl& ctl) {
   if (n == 0) return;
   sgd_kernel<T><<<step_blocks(n), cudak::kThreads, 0, stream>>>(n, p, g, buf, a, prep, launch_mode(prep, ctl), ctl);
   cudak::check_launch("sgd_step");
@@ -284,8 +283,7 @@ template <typename T>
 void adagrad_step_cuda(int64_t n, T* p, const T* g, T* sum, const AdagradArgs& a, const GradPrep<T>& prep,
                        CUstream_st* stream, const OptimCtl& ctl) {
   if (n == 0) return;
-  adagrad_kernel<T><<<step_blocks(n), cudak::kThreads, 0, stream>>>(n, p, g, sum, a, prep, launch_mode(prep, ctl),
-                                                                     ctl);
+  adagrad_kernel<T><<<step_blocks(n), cudak::kThreads, 0, stream>>>(n, p, g, sum, a, prep, launch_mode(prep, ctl), ctl);
   cudak::check_launch("adagrad_step");
 }
 
@@ -295,7 +293,7 @@ void rmsprop_step_cuda(int64_t n, T* p, const T* g, T* square_avg, T* grad_avg, 
   if (n == 0) return;
   T* b = a.momentum > 0.0 ? buf : nullptr;
   rmsprop_kernel<T><<<step_blocks(n), cudak::kThreads, 0, stream>>>(n, p, g, square_avg, grad_avg, b, a, prep,
-                                                                     launch_mode(prep, ctl), ctl);
+                                                                    launch_mode(prep, ctl), ctl);
   cudak::check_launch("rmsprop_step");
 }
 
@@ -303,8 +301,8 @@ template <typename T>
 void adam_step_cuda(int64_t n, T* p, const T* g, T* exp_avg, T* exp_avg_sq, T* max_exp_avg_sq, const AdamArgs& a,
                     const GradPrep<T>& prep, CUstream_st* stream, const OptimCtl& ctl) {
   if (n == 0) return;
-  adam_kernel<T><<<step_blocks(n), cudak::kThreads, 0, stream>>>(n, p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, a,
-                                                                  prep, launch_mode(prep, ctl), ctl);
+  adam_kernel<T><<<step_blocks(n), cudak::kThreads, 0, stream>>>(n, p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, a, prep,
+                                                                 launch_mode(prep, ctl), ctl);
   cudak::check_launch("adam_step");
 }
 
@@ -341,17 +339,17 @@ void optim_ctl_finish_cuda(double* block, int64_t groups, CUstream_st* stream) {
   cudak::check_launch("optim_ctl_finish");
 }
 
-#define CK_OPTIM_INSTANTIATE(T)                                                                                   \
-  template void sgd_step_cuda<T>(int64_t, T*, const T*, T*, const SgdArgs&, const GradPrep<T>&, CUstream_st*,      \
-                                 const OptimCtl&);                                                                \
-  template void adagrad_step_cuda<T>(int64_t, T*, const T*, T*, const AdagradArgs&, const GradPrep<T>&,           \
-                                     CUstream_st*, const OptimCtl&);                                              \
-  template void rmsprop_step_cuda<T>(int64_t, T*, const T*, T*, T*, T*, const RmspropArgs&, const GradPrep<T>&,   \
-                                     CUstream_st*, const OptimCtl&);                                              \
-  template void adam_step_cuda<T>(int64_t, T*, const T*, T*, T*, T*, const AdamArgs&, const GradPrep<T>&,         \
-                                  CUstream_st*, const OptimCtl&);                                                 \
-  template void grad_sumsq_cuda<T>(int64_t, const T*, double*, double*, CUstream_st*, bool);                      \
-  template void grad_scale_clamp_cuda<T>(int64_t, T*, double, double, CUstream_st*, const OptimCtl&);             \
+#define CK_OPTIM_INSTANTIATE(T)                                                                                       \
+  template void sgd_step_cuda<T>(int64_t, T*, const T*, T*, const SgdArgs&, const GradPrep<T>&, CUstream_st*,         \
+                                 const OptimCtl&);                                                                    \
+  template void adagrad_step_cuda<T>(int64_t, T*, const T*, T*, const AdagradArgs&, const GradPrep<T>&, CUstream_st*, \
+                                     const OptimCtl&);                                                                \
+  template void rmsprop_step_cuda<T>(int64_t, T*, const T*, T*, T*, T*, const RmspropArgs&, const GradPrep<T>&,       \
+                                     CUstream_st*, const OptimCtl&);                                                  \
+  template void adam_step_cuda<T>(int64_t, T*, const T*, T*, T*, T*, const AdamArgs&, const GradPrep<T>&,             \
+                                  CUstream_st*, const OptimCtl&);                                                     \
+  template void grad_sumsq_cuda<T>(int64_t, const T*, double*, double*, CUstream_st*, bool);                          \
+  template void grad_scale_clamp_cuda<T>(int64_t, T*, double, double, CUstream_st*, const OptimCtl&);                 \
   template void maxnorm_rows_cuda<T>(int64_t, int64_t, T*, double, CUstream_st*, const double*);
 CK_OPTIM_INSTANTIATE(float)
 CK_OPTIM_INSTANTIATE(double)

@@ -152,8 +152,8 @@ void maxnorm_rows_cpu(int64_t rows, int64_t cols, T* p, double max_norm);
 // synchronised. Same arguments and in-place semantics as the CPU versions above.
 // `ctl` (optional): read the control block as described at OptimCtl; a skipped step writes nothing.
 template <typename T>
-void sgd_step_cuda(int64_t n, T* p, const T* g, T* buf, const SgdArgs& a, const GradPrep<T>& prep,
-                   CUstream_st* stream, const OptimCtl& ctl = {});
+void sgd_step_cuda(int64_t n, T* p, const T* g, T* buf, const SgdArgs& a, const GradPrep<T>& prep, CUstream_st* stream,
+                   const OptimCtl& ctl = {});
 template <typename T>
 void adagrad_step_cuda(int64_t n, T* p, const T* g, T* sum, const AdagradArgs& a, const GradPrep<T>& prep,
                        CUstream_st* stream, const OptimCtl& ctl = {});

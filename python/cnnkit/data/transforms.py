@@ -203,7 +203,7 @@ class Compose:
 class RandomHorizontalFlip(Transform):
     """Mirror each image left-right with probability p (one Philox word: flip iff u < p). params: uint8 (N,)."""
 
-    kind = 1
+    kind = _C.aug_kinds["hflip"]
 
     def __init__(self, p=0.5):
         self.p = check_float("RandomHorizontalFlip", "p", p, 0.0, 1.0)
@@ -219,7 +219,7 @@ class RandomCrop(Transform):
     """A random size (h, w) window of the image padded with `padding` zeros on every side (CIFAR: 32, 4).
     Offsets (oy, ox) into the padded image, uniform, oy drawn first. params: int64 (N, 2)."""
 
-    kind = 2
+    kind = _C.aug_kinds["crop"]
 
     def __init__(self, size, padding=0):
         op = "RandomCrop"
@@ -242,7 +242,7 @@ class RandomResizedCrop(Transform):
     `ratio` (10 tries, then a central crop), resized to `size` bilinearly (align_corners=False, no antialias).
     params: int64 (N, 4) = top, left, h, w."""
 
-    kind = 3
+    kind = _C.aug_kinds["resized_crop"]
 
     def __init__(self, size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
         op = "RandomResizedCrop"
@@ -264,7 +264,7 @@ class ColorJitter(Transform):
     saturation (C = 3): s x + (1 - s) grey(x), grey = 0.299 R + 0.587 G + 0.114 B. params: float64 (N, 4) =
     order (index into itertools.permutations of (brightness, contrast, saturation)), b, c, s."""
 
-    kind = 4
+    kind = _C.aug_kinds["jitter"]
 
     def __init__(self, brightness=0.0, contrast=0.0, saturation=0.0):
         op = "ColorJitter"
@@ -296,7 +296,7 @@ class PCALighting(Transform):
     Defaults: the ImageNet RGB statistics; ``PCALighting.fit(x_train)`` computes them from data. params:
     float64 (N, C) = alpha."""
 
-    kind = 5
+    kind = _C.aug_kinds["lighting"]
 
     def __init__(self, alphastd=0.1, eigval=None, eigvec=None):
         op = "PCALighting"
@@ -351,7 +351,7 @@ class RandomAffine(Transform):
     params: float64 (N, 4) = angle, ty, tx, scale (drawn in that order).
     """
 
-    kind = 6
+    kind = _C.aug_kinds["affine"]
 
     def __init__(self, degrees=0.0, translate=(0.0, 0.0), scale=(1.0, 1.0), fill=0.0):
         op = "RandomAffine"

@@ -1,0 +1,37 @@
+// cnnkit._C's runtime functions: build information, CUDA status, OpenMP threads.
+#include "bind/common.h"
+#include "common/runtime.h"
+
+using namespace ck::bind;
+
+namespace {
+
+py::dict build_info() {
+  py::dict d;
+  d["version"] = CNNKIT_VERSION;
+  d["cuda"] = ck::cuda_built();
+  d["cuda_archs"] = ck::cuda_built() ? std::string(CNNKIT_CUDA_ARCHS) : std::string();
+  d["blas"] = "scipy-openblas32 (" + ck::blas_config() + ")";
+  d["openmp"] = ck::openmp_version();
+  d["num_threads"] = ck::get_num_threads();
+  d["simd"] = ck::simd_level();
+  d["compiler"] = __VERSION__;
+  return d;
+}
+
+py::tuple cuda_status() {
+  std::string why;
+  int n = ck::cuda_device_count(&why);
+  return py::make_tuple(n, why);
+}
+
+}  // namespace
+
+void register_runtime(py::module_& m) {
+  m.def("set_num_threads", &ck::set_num_threads, py::arg("n"));
+  m.def("get_num_threads", &ck::get_num_threads);
+  m.def("build_info", &build_info);
+  m.def("cuda_status", &cuda_status, "(device_count, reason) from the CUDA runtime; never throws");
+  m.def("_threads_in_region", &ck::threads_in_region,
+        "private test probe: omp_get_num_threads() inside a region opened as every kernel opens its regions");
+}
