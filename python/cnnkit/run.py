@@ -33,7 +33,7 @@ def build_model(cfg):
     for i, item in enumerate(spec.get("layers", DIGITS_NET)):
         if not isinstance(item, dict) or "type" not in item:
             raise ConfigError(f"config: 'model.layers[{i}]' must be a table with a 'type', got {item!r}")
-        cls = getattr(_layers, item["type"], None) or getattr(zoo, item["type"], None)
+        cls = getattr(_layers, item["type"], None)
         if not (isinstance(cls, type) and issubclass(cls, Layer)):
             raise ConfigError(f"config: 'model.layers[{i}].type' is not a cnnkit layer: {item['type']!r}")
         kwargs = {k: v for k, v in item.items() if k not in ("type", "args")}

@@ -368,7 +368,7 @@ def optim_ctl_finish(ctl, groups):
 
 # ---------------------------------------------------------------- augmentation (cnnkit.data.transforms)
 
-_AUG_RECORD = 16  # values recorded per sample (ops/augment.h kAugRecord)
+_AUG_RECORD = _C.aug_record  # values recorded per sample (kAugRecord in csrc/ops/augment.h)
 
 
 def aug_pipeline(x, ids, stages, seed, epoch, records=None):
