@@ -1,4 +1,4 @@
-"""Argument checks shared by every kernel binding (csrc/bindings.cpp) and the ops wrappers (cnnkit.ops):
+"""Argument checks shared by every kernel binding (csrc/bind/common.h) and the ops wrappers (cnnkit.ops):
 dtypes compared by value, buffer alignment, out= aliasing and real-bool flags."""
 import pickle
 
