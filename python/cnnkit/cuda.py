@@ -5,18 +5,18 @@ convolutions onto TF32 tensor cores (off by default)."""
 import numpy as np
 
 from . import _C
+from ._xp import require_cupy
 
 _ok = False  # set once status() has found CUDA usable; a usable device does not go away mid-process
 _tf32 = False  # read by cnnkit.ops._cuda at each conv2d call
 
 
 def _cupy_error():
-    # The one probe outside cnnkit._xp: _xp.parse_device asks status(), so importing _xp here would make a
-    # cycle. The message is the one _xp.require_cupy raises.
+    """None when CuPy imports, else require_cupy's message (why, and how to install it)."""
     try:
-        import cupy  # noqa: F401
-    except Exception as e:  # ImportError, or CuPy failing to find its CUDA libraries
-        return f"CuPy is not importable ({type(e).__name__}: {e}); install it with pip install 'cnnkit[cuda]'"
+        require_cupy()
+    except ImportError as e:
+        return str(e)
     return None
 
 

@@ -7,7 +7,8 @@ import numpy as np
 
 from ._registry import _BASES, _REGISTRY
 from ._validate import check_flag as _flag
-from ._xp import array_module, device_converter, device_of, is_device_array
+from ._device import device_converter
+from ._xp import array_module, device_of, is_device_array
 from .parameter import _FLOATS, Parameter
 
 

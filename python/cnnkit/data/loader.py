@@ -19,7 +19,8 @@ import threading
 import numpy as np
 
 from .. import _C
-from .._xp import is_device_array, parse_device, require_cupy as _cupy
+from .._device import parse_device
+from .._xp import is_device_array, require_cupy as _cupy
 from ._common import ArrayDataset, check_int
 from .transforms import Compose, Transform
 
