@@ -1,4 +1,4 @@
-"""model.to("cuda") and the device glue above the kernels, on the strict CuPy stand-in of tests/fakecupy.py.
+"""model.to("cuda") and the device glue above the kernels, on the strict CuPy stand-in of tests/helpers/fakecupy.py.
 
 The stand-in routes every cnnkit.ops._cuda call to the CPU kernel it mirrors, so a "device" run must equal the
 CPU run bit for bit; and it refuses every implicit host/device mix, and counts every device-to-host read, so
@@ -14,7 +14,7 @@ import pytest
 
 import cnnkit as ck
 
-import fakecupy
+from helpers import fakecupy
 
 
 @pytest.fixture
@@ -153,7 +153,7 @@ def test_mixing_a_host_input_with_a_device_model_is_a_clear_error(cp):
 
 # ---------------------------------------------------------------- optimizer and trainer on the device
 
-from train_helpers import digits, digits_net  # noqa: E402
+from helpers.train_helpers import digits, digits_net  # noqa: E402
 
 
 def _digits_small():

@@ -168,7 +168,7 @@ def test_misaligned_batch_is_refused_by_augment():
 
 def test_misaligned_device_arrays_are_refused_by_the_device_checks(monkeypatch):
     # the device-side check every cnnkit.ops function runs on each CuPy array before a pointer is passed on
-    import fakecupy
+    from helpers import fakecupy
     cp = fakecupy.install(monkeypatch)
     x = fakecupy.ndarray(_misaligned((1, 1, 4, 4), np.float32))
     with pytest.raises(ValueError, match=r"relu_fwd: x must be aligned to 4 bytes \(float32\), got a device address "
@@ -245,7 +245,7 @@ def test_elementwise_ops_may_work_in_place_but_not_on_a_shifted_overlap():
 
 def test_device_ops_refuse_out_aliasing_an_input(monkeypatch):
     # the checks run in cnnkit.ops for either device; the stand-in routes only the kernels behind them
-    import fakecupy
+    from helpers import fakecupy
     dev_matmul, dev_conv, dev_relu = ops.matmul, ops.conv2d_fwd, ops.relu_fwd
     cp = fakecupy.install(monkeypatch)
     a = cp.asarray(np.ones((3, 3), np.float32))
@@ -297,7 +297,7 @@ def test_real_bools_and_numpy_bools_are_taken():
 
 
 def test_string_flags_are_refused_by_the_device_ops(monkeypatch):
-    import fakecupy
+    from helpers import fakecupy
     from cnnkit.ops import _cuda as _cuda_ops
     # the ops check their flags in cnnkit.ops for either device; the optimizer steps in ops._cuda itself
     dev = {n: getattr(ops, n) for n in ("matmul", "conv2d_bwd_weight", "conv2d_bwd_bias", "maxpool2d_fwd")}

@@ -7,7 +7,7 @@ from hypothesis import given, settings, strategies as st
 
 from cnnkit import _C, ops
 
-import reference as R
+from helpers import reference as R
 
 F32, F64 = np.float32, np.float64
 

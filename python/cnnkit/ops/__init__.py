@@ -17,7 +17,7 @@ Adding an op: the checks and output allocation in ``ops/<family>.py`` (the array
 ``cnnkit._validate``), ending in one call ``_backend.kernels(x).<name>(inputs..., outputs..., params...)``;
 the CPU kernel as ``cnnkit._C.<name>`` with that signature (csrc/), the GPU one as ``ops/_cuda.<name>`` (same
 signature, CuPy arrays, calling a ``_C.<name>_cuda`` binding); the re-export and ``__all__`` entry here; the
-CuPy stand-in's routing list in tests/fakecupy.py.
+CuPy stand-in's routing list in tests/helpers/fakecupy.py.
 """
 import math  # noqa: F401  (public names of cnnkit.ops kept as they were)
 import numbers  # noqa: F401
