@@ -119,6 +119,14 @@ def test_low_modules_import_no_layer_module():
     assert _imports("cnnkit._registry", mods["cnnkit._registry"], mods) == set()
 
 
+def test_only_the_ops_backend_switch_reaches_the_gpu_backend():
+    # cnnkit.ops._backend.kernels(a) is the one CPU/GPU switch: no module outside cnnkit.ops imports ops._cuda
+    # (the ops themselves call it through _backend too, so within ops only _backend does)
+    mods = _modules()
+    reach = sorted(m for m, p in mods.items() if p and "cnnkit.ops._cuda" in _imports(m, p, mods))
+    assert reach == ["cnnkit.ops._backend"], reach
+
+
 def test_one_home_for_state_dicts_and_layers():
     import cnnkit as ck
     import cnnkit.state_dict as sd

@@ -320,3 +320,26 @@ def test_string_flags_are_refused_by_the_device_ops(monkeypatch):
                  1.0, False, "no", 1.0, 0.0, 0.0, 0.0)
     _raises_flag("grad_sumsq", "accumulate", dev["grad_sumsq_device"], g,
                  out=cp.asarray(np.zeros(8, np.float64)), accumulate="no")
+
+
+# ---------------------------------------------------------------- augment: one op for both devices
+
+
+@pytest.mark.parametrize("on_device", [False, True], ids=["cpu", "stand-in"])
+def test_augment_op_checks_its_arrays_alike_on_either_device(monkeypatch, on_device):
+    from cnnkit.ops.augment import aug_pipeline
+    from helpers import fakecupy
+    to = fakecupy.install(monkeypatch).asarray if on_device else np.asarray
+    x = to(np.arange(2 * 1 * 4 * 4, dtype=np.float32).reshape(2, 1, 4, 4))
+    stage = (1, 0, [1.0, 0, 0, 0, 0, 0], 4, 4, None, None)   # a horizontal flip, p = 1
+    y = aug_pipeline(x, to(np.arange(2, dtype=np.int64)), [stage], 1, 0)
+    assert type(y) is type(x)
+    np.testing.assert_array_equal(y.get() if on_device else y, np.arange(32, dtype=np.float32).reshape(2, 1, 4, 4)[..., ::-1])
+    with pytest.raises(ValueError, match=r"augment: ids must have shape \(2,\) \(one index per sample\), got \(3,\)"):
+        aug_pipeline(x, to(np.arange(3, dtype=np.int64)), [stage], 1, 0)
+    with pytest.raises(TypeError, match=r"augment: ids must have dtype int64 \(no silent casts\), got int32"):
+        aug_pipeline(x, to(np.arange(2, dtype=np.int32)), [stage], 1, 0)
+    with pytest.raises(ValueError, match=r"augment: records must have shape \(2, 16\), got \(2, 8\)"):
+        aug_pipeline(x, to(np.arange(2, dtype=np.int64)), [stage], 1, 0, records=to(np.zeros((2, 8))))
+    with pytest.raises(ValueError, match=r"augment: stages must not be empty"):
+        aug_pipeline(x, to(np.arange(2, dtype=np.int64)), [], 1, 0)

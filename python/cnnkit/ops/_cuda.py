@@ -9,8 +9,8 @@ use ``cupy.matmul`` (cuBLAS through CuPy); BatchNorm is CuPy arithmetic. Nothing
 to the host, except ``grad_sumsq``, which returns Python numbers (use ``grad_sumsq_device`` to keep them on
 the GPU; the optimizer keeps them in its device control block, read by the step kernels themselves).
 
-The optimizer-step functions and aug_pipeline are called directly (by cnnkit.optim and cnnkit.data), so they
-check their arrays here, as the ``_C`` CPU bindings do in C++.
+The optimizer-step functions are called directly (by cnnkit.optim), so they check their arrays here, as the
+``_C`` CPU bindings do in C++.
 """
 import numpy as np
 
@@ -366,44 +366,13 @@ def optim_ctl_finish(ctl, groups):
         _C.optim_ctl_finish_cuda(ptr, groups, _stream())
 
 
-# ---------------------------------------------------------------- augmentation (cnnkit.data.transforms)
+# ---------------------------------------------------------------- augmentation (cnnkit.ops.augment)
 
-_AUG_RECORD = _C.aug_record  # values recorded per sample (kAugRecord in csrc/ops/augment.h)
-
-
-def aug_pipeline(x, ids, stages, seed, epoch, records=None):
-    """The device face of ``cnnkit._C.aug_pipeline``, called by cnnkit.data.transforms for CuPy batches.
-
-    x: (N, C, H, W) float32/float64; ids: (N,) int64 on x's device; stages: the (kind, stream, a, P, Q, eigval,
-    eigvec) tuples the transforms build, a lighting stage's eigval (C,) and eigvec (C, C) as float64 CuPy arrays
-    on x's device; records: None or (N, 16) float64 on x's device, written with the first stage's draws.
-    Returns y (N, C, P, Q) on x's device, queued on the current stream (nothing is synchronised).
-    """
-    op = "augment"
-    dev = _first(op, "x", x, ndim=4)
-    N, C = x.shape[0], x.shape[1]
-    _darray(op, "ids", ids, "x", dev, ndim=1, dtype=np.int64)
-    if tuple(ids.shape) != (N,):
-        raise ValueError(f"{op}: ids must have shape ({N},) (one index per sample), got {tuple(ids.shape)}")
-    if records is not None:
-        _darray(op, "records", records, "x", dev, ndim=2, dtype=np.float64)
-        if tuple(records.shape) != (N, _AUG_RECORD):
-            raise ValueError(f"{op}: records must have shape ({N}, {_AUG_RECORD}), got {tuple(records.shape)}")
-    if not stages:
-        raise ValueError(f"{op}: stages must not be empty")
-    dstages = []
-    for kind, stream, a, P, Q, eigval, eigvec in stages:
-        if eigval is not None or eigvec is not None:
-            _darray(op, "eigval", eigval, "x", dev, ndim=1, dtype=np.float64)
-            _darray(op, "eigvec", eigvec, "x", dev, ndim=2, dtype=np.float64)
-            if tuple(eigval.shape) != (C,) or tuple(eigvec.shape) != (C, C):
-                raise ValueError(f"{op}: eigval must be ({C},) and eigvec ({C}, {C}) for x with C = {C}, got "
-                                 f"{tuple(eigval.shape)} and {tuple(eigvec.shape)}")
-        dstages.append((kind, stream, list(a), P, Q, _ptr(eigval), _ptr(eigvec)))
-    P, Q = stages[-1][3], stages[-1][4]
-    cp = _cupy()
-    with cp.cuda.Device(dev):
-        y = cp.empty((N, C, P, Q), dtype=x.dtype)
-        _C.aug_pipeline_cuda(_ptr(x), _ptr(y), _ptr(ids), list(x.shape), dstages, seed, epoch,
-                             _ptr(records), _code(x), _stream())
-    return y
+def aug_pipeline(x, y, ids, stages, seed, epoch, num_threads, records):
+    """``cnnkit._C.aug_pipeline`` on CuPy arrays: a lighting stage's eigval and eigvec become device pointers;
+    num_threads is unused (one launch runs the batch)."""
+    dstages = [(kind, stream, list(a), P, Q, _ptr(eigval), _ptr(eigvec))
+               for kind, stream, a, P, Q, eigval, eigvec in stages]
+    with _on(x):
+        _C.aug_pipeline_cuda(_ptr(x), _ptr(y), _ptr(ids), list(x.shape), dstages, seed, epoch, _ptr(records),
+                             _code(x), _stream())
