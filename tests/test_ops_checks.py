@@ -298,10 +298,11 @@ def test_real_bools_and_numpy_bools_are_taken():
 
 def test_string_flags_are_refused_by_the_device_ops(monkeypatch):
     from helpers import fakecupy
-    from cnnkit.ops import _cuda as _cuda_ops
-    # the ops check their flags in cnnkit.ops for either device; the optimizer steps in ops._cuda itself
+    from cnnkit.ops import _cuda as _cuda_ops, optim_steps
+    # the ops check their flags in cnnkit.ops for either device, the optimizer steps in ops.optim_steps for a
+    # device, grad_sumsq_device in ops._cuda itself
     dev = {n: getattr(ops, n) for n in ("matmul", "conv2d_bwd_weight", "conv2d_bwd_bias", "maxpool2d_fwd")}
-    dev.update({n: getattr(_cuda_ops, n) for n in ("sgd_step", "grad_sumsq_device")})
+    dev.update(sgd_step=optim_steps.sgd_step, grad_sumsq_device=_cuda_ops.grad_sumsq_device)
     cp = fakecupy.install(monkeypatch)
     a = cp.asarray(np.ones((2, 2), np.float32))
     _raises_flag("matmul", "accumulate", dev["matmul"], a, a, out=cp.asarray(np.ones((2, 2), np.float32)),
@@ -343,3 +344,59 @@ def test_augment_op_checks_its_arrays_alike_on_either_device(monkeypatch, on_dev
         aug_pipeline(x, to(np.arange(2, dtype=np.int64)), [stage], 1, 0, records=to(np.zeros((2, 8))))
     with pytest.raises(ValueError, match=r"augment: stages must not be empty"):
         aug_pipeline(x, to(np.arange(2, dtype=np.int64)), [], 1, 0)
+
+
+# ---------------------------------------------------------------- fused optimizer steps on a device
+
+
+def test_device_optimizer_steps_are_checked_by_the_op(monkeypatch):
+    # The CUDA step kernels get raw pointers and g's element count: cnnkit.ops.optim_steps checks every array
+    # a launch touches (size, dtype, device) and the control block's size before ops._cuda launches it
+    from cnnkit.ops import optim_steps as S
+    from helpers import fakecupy
+    cp = fakecupy.install(monkeypatch)
+    inf = float("inf")
+
+    def f(n, dtype=np.float32):
+        return cp.asarray(np.ones(n, dtype))
+    with pytest.raises(ValueError, match=r"sgd_step: p must have 4 elements \(as g\), got 3"):
+        S.sgd_step(f(3), f(4), None, -0.1, 0.0, 1.0, False, True, 1.0, inf, 0.0, 0.0)
+    with pytest.raises(ValueError, match=r"sgd_step: momentum_buffer is required when momentum != 0"):
+        S.sgd_step(f(4), f(4), None, -0.1, 0.9, 1.0, False, True, 1.0, inf, 0.0, 0.0)
+    with pytest.raises(TypeError, match=r"sgd_step: mixed devices: g is a cupy\.ndarray \(GPU\) but p is a numpy"):
+        S.sgd_step(np.ones(4, np.float32), f(4), None, -0.1, 0.0, 1.0, False, True, 1.0, inf, 0.0, 0.0)
+    with pytest.raises(ValueError, match=r"sgd_step: group must be >= 0, got -1"):
+        S.sgd_step(f(4), f(4), None, -0.1, 0.0, 1.0, False, True, 1.0, inf, 0.0, 0.0, ctl=f(8, np.float64), group=-1)
+    with pytest.raises(ValueError, match=r"adagrad_step: ctl must have at least 5 elements for 1 group\(s\), got 4"):
+        S.adagrad_step(f(4), f(4), f(4), -0.1, 1e-10, 1.0, inf, 0.0, 0.0, ctl=f(4, np.float64))
+    with pytest.raises(TypeError, match=r"adagrad_step: ctl must have dtype float64 \(no silent casts\), got float32"):
+        S.adagrad_step(f(4), f(4), f(4), -0.1, 1e-10, 1.0, inf, 0.0, 0.0, ctl=f(8))
+    with pytest.raises(ValueError, match=r"rmsprop_step: momentum_buffer is required when momentum > 0"):
+        S.rmsprop_step(f(4), f(4), f(4), None, None, -0.1, 0.99, 1e-8, 0.9, 1.0, inf, 0.0, 0.0)
+    with pytest.raises(ValueError, match=r"rmsprop_step: grad_avg must have 4 elements \(as g\), got 5"):
+        S.rmsprop_step(f(4), f(4), f(4), f(5), None, -0.1, 0.99, 1e-8, 0.0, 1.0, inf, 0.0, 0.0)
+    with pytest.raises(TypeError, match=r"adam_step: exp_avg_sq must have dtype float32 \(no silent casts\)"):
+        S.adam_step(f(4), f(4), f(4), f(4, np.float64), None, 0.9, 0.999, 1e-8, -1e-3, 1.0, 1.0, 1.0, inf, 0.0, 0.0)
+    with pytest.raises(ValueError, match=r"adam_step: max_exp_avg_sq must have 4 elements \(as g\), got 2"):
+        S.adam_step(f(4), f(4), f(4), f(4), f(2), 0.9, 0.999, 1e-8, -1e-3, 1.0, 1.0, 1.0, inf, 0.0, 0.0)
+    # checked arrays do run (through the stand-in's routing to the CPU kernel)
+    p = f(4)
+    S.sgd_step(p, f(4), None, -0.5, 0.0, 1.0, False, True, 1.0, inf, 0.0, 0.0)
+    np.testing.assert_array_equal(p.get(), 0.5)
+    # numpy arrays go to the CPU binding, which checks them itself, with its own messages
+    a = np.ones(8, np.float32)
+    with pytest.raises(ValueError, match="exp_avg must have 8 elements"):
+        S.adam_step(a, a.copy(), np.ones(7, np.float32), a.copy(), None, 0.9, 0.999, 1e-8, -1e-3, 1.0, 1.0, 1.0, inf,
+                    0.0, 0.0)
+
+
+def test_gpu_step_launchers_do_no_checks_of_their_own():
+    # ops/_cuda.py's step functions only turn arrays into pointers and launch: no check, no raise
+    import ast
+    import inspect
+    from cnnkit.ops import _cuda
+    for name in ("sgd_step", "adagrad_step", "rmsprop_step", "adam_step"):
+        tree = ast.parse(inspect.getsource(getattr(_cuda, name)))
+        called = {n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+        assert called <= {"_on", "_ptr", "_code", "_stream"}, (name, called)
+        assert not any(isinstance(n, ast.Raise) for n in ast.walk(tree)), name
