@@ -49,3 +49,17 @@ def test_no_cxx_source_over_500_lines():
         if n > 500:
             long[os.path.relpath(f, ROOT)] = n
     assert long == {}, f"split these along their seams: {long}"
+
+
+@pytest.mark.skipif(not os.path.isdir(os.path.join(ROOT, "docs")),
+                    reason="needs the source tree (docs/ beside tests/)")
+def test_design_doc_names_files_that_exist():
+    # every file path docs/design.md quotes (`a/b.py`) and every folder of its code map is in the tree
+    import re
+    text = open(os.path.join(ROOT, "docs", "design.md"), encoding="utf-8").read()
+    quoted = {p for p in re.findall(r"`([\w./-]+/[\w.-]+\.\w+)`", text)}
+    code_map = text.split("```")[1]
+    folders = {"tests/" + m for m in re.findall(r"^  (\w+)/", code_map.split("tests/", 1)[1], re.M)}
+    missing = sorted(p for p in quoted | folders if not os.path.exists(os.path.join(ROOT, p)))
+    assert len(quoted) >= 10 and folders == {"tests/ops", "tests/helpers"}, (quoted, folders)
+    assert missing == [], missing
