@@ -2,6 +2,7 @@
 import os
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -63,3 +64,17 @@ def test_design_doc_names_files_that_exist():
     missing = sorted(p for p in quoted | folders if not os.path.exists(os.path.join(ROOT, p)))
     assert len(quoted) >= 10 and folders == {"tests/ops", "tests/helpers"}, (quoted, folders)
     assert missing == [], missing
+
+
+def test_shared_helpers_live_in_tests_helpers_and_import_from_any_cwd(tmp_path):
+    # tests/ holds test files and conftest.py; what they share is the package tests/helpers, found from any
+    # working directory (CI runs `python -m pytest <repo>/tests` from elsewhere)
+    here = os.path.dirname(os.path.abspath(__file__))
+    loose = sorted(f for f in os.listdir(here) if f.endswith(".py") and not f.startswith("test_") and f != "conftest.py")
+    assert loose == [], f"shared helpers belong in tests/helpers/: {loose}"
+    files = [os.path.join(here, f) for f in ("test_device.py", "test_cli.py", "test_optim_rules.py")] + \
+        [os.path.join(here, "ops", "test_relu.py")]
+    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "--co", "-p", "no:cacheprovider", *files],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    tail = res.stdout.strip().splitlines()[-1] if res.stdout.strip() else ""
+    assert res.returncode == 0 and "collected" in tail and "error" not in tail, res.stdout[-3000:] + res.stderr[-2000:]
