@@ -52,3 +52,10 @@ from . import zoo  # noqa: E402,F401  model zoo and transfer learning
 from .layers import AdaptiveAvgPool2d  # noqa: E402,F401
 
 __all__ += ["zoo", "AdaptiveAvgPool2d"]
+
+# Torch-style models: ck.Module with a recorded forward, the values it records, cnnkit.functional.
+from .autograd import Tensor, no_grad  # noqa: E402
+from .module import Module, ModuleDict, ModuleList  # noqa: E402
+from . import functional  # noqa: E402,F401
+
+__all__ += ["Tensor", "no_grad", "Module", "ModuleList", "ModuleDict", "functional"]

@@ -10,6 +10,7 @@ from ._validate import check_flag as _flag
 from ._device import device_converter
 from ._xp import array_module, device_of, is_device_array
 from .parameter import _FLOATS, Parameter
+from . import autograd as _ag
 
 
 def _fmt_shape(shape):
@@ -65,9 +66,12 @@ class Layer:
     stochastic = False   # True for layers that draw random numbers (they get seed and offset)
     frozen = False       # set by Model.freeze: parameters fixed, and running statistics too (see train)
 
+    _by_config = True    # rebuilt from config() by ck.load: registered by class name (not ck.Module's code)
+
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
-        _REGISTRY[cls.__name__] = cls
+        if cls._by_config:
+            _REGISTRY[cls.__name__] = cls
 
     def __init__(self, name=None):
         self.training = True
@@ -127,6 +131,17 @@ class Layer:
     def children(self):
         """The layers directly inside (a model's nodes; none for a plain layer)."""
         return [layer for _, layer, _ in getattr(self, "_nodes", ())]
+
+    def named_children(self):
+        """(name, layer) for the layers directly inside (a model's nodes; none for a plain layer)."""
+        return [(n, layer) for n, layer, _ in getattr(self, "_nodes", ())]
+
+    def apply(self, fn):
+        """fn(layer) for every layer inside, children first, then this one (torch's order). Returns self."""
+        for layer in self.children():
+            layer.apply(fn)
+        fn(self)
+        return self
 
     def requires_grad_(self, requires_grad=True):
         """Set requires_grad on every parameter inside (False freezes them). Returns self."""
@@ -304,9 +319,29 @@ class Layer:
     def __call__(self, *xs):
         if any(isinstance(x, Node) for x in xs):
             return self._symbolic(xs)
+        if _ag.is_recording() or any(isinstance(x, (_ag.Tensor, Parameter)) for x in xs):
+            return _ag.call_layer(self, xs)   # inside a Module's forward, or on recorded values: recorded
         for x in xs:
             self._check_array(x, "input")
-        return self.forward(*xs)
+        y = self.forward(*xs)
+        hooks = self.__dict__.get("_forward_hooks")
+        if hooks:
+            for h in list(hooks.values()):
+                r = h(self, xs, y)
+                if r is not None:
+                    y = r
+        return y
+
+    def register_forward_hook(self, hook):
+        """hook(layer, inputs, output) after every call of this layer (torch's signature); a value it returns
+        replaces the output. Runs for calls of the layer itself and for calls recorded in a ck.Module's
+        forward, not inside a Sequential or Graph called on arrays. Returns a handle: ``handle.remove()``."""
+        if not callable(hook):
+            raise TypeError(f"{self.label()}.register_forward_hook: hook must be callable, got {type(hook).__name__}")
+        hooks = self.__dict__.setdefault("_forward_hooks", {})
+        key = max(hooks, default=-1) + 1
+        hooks[key] = hook
+        return _HookHandle(hooks, key)
 
     def _symbolic(self, xs):
         if not all(isinstance(x, Node) for x in xs):
@@ -370,6 +405,16 @@ class Layer:
     def _check_rank(self, op, x, ranks, meaning):
         if len(x) not in ranks:
             raise ValueError(f"{op}: input must be {meaning}, got shape {tuple(x)}")
+
+
+class _HookHandle:
+    """What register_forward_hook returns: ``handle.remove()`` unregisters the hook."""
+
+    def __init__(self, hooks, key):
+        self._hooks, self._key = hooks, key
+
+    def remove(self):
+        self._hooks.pop(self._key, None)
 
 
 def _keeps_running_stats(layer):
