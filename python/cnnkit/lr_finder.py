@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 from ._xp import array_module, is_device_array
+from .autograd import as_array
 
 __all__ = ["lr_find", "LRFinderResult"]
 
@@ -126,7 +127,7 @@ def lr_find(model, loss_fn, batches, optimizer=None, start_lr=1e-7, end_lr=10.0,
             model.zero_grad()
             if xp is not np and not is_device_array(x):
                 x = xp.asarray(x)   # the model is on a GPU: the batch goes there (and each loss comes back)
-            scores = model(x)
+            scores = as_array(model(x))
             loss, dscores = loss_fn(scores, y)
             loss = float(loss)
             if not math.isfinite(loss):

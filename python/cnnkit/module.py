@@ -15,6 +15,7 @@ import functools
 import numpy as np
 
 from . import autograd as _ag
+from ._registry import _BASES
 from ._xp import array_module, is_device_array
 from .layer import Layer, Node, _fmt_shape
 from .parameter import Parameter
@@ -453,5 +454,7 @@ class ModuleDict(Module):
     def forward(self, *args, **kwargs):
         raise TypeError("ModuleDict is not callable: pick a layer by key in forward (self.heads['a'](x))")
 
+
+_BASES["Module"] = Module
 
 __all__ = ["Module", "ModuleList", "ModuleDict"]

@@ -67,6 +67,8 @@ def _subclass_message(name, base):
 
 def _check_subclasses(model):
     for path_, layer in [("", model)] + list(model.named_layers() if hasattr(model, "named_layers") else []):
+        if "Module" in _BASES and isinstance(layer, _BASES["Module"]):
+            raise TypeError(f"save: {_subclass_message(type(layer).__name__, 'Module')}")
         base = _custom_model_class(layer)
         if base:
             raise TypeError(f"save: {_subclass_message(type(layer).__name__, base)}")

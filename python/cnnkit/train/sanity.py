@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 
+from ..autograd import as_array
 from ..data.loader import DataLoader
 from ..regularizers import L2
 
@@ -62,7 +63,7 @@ def run_sanity_check(trainer, train, num_classes=None, batch_size=64, overfit_sa
     C = int(num_classes) if num_classes else int(np.max(y)) + 1
 
     # 1. initial loss vs ln(C), regularisation off (dropout's randomness does not move the expectation)
-    loss0, _ = trainer.loss_fn(model(x), y)
+    loss0, _ = trainer.loss_fn(as_array(model(x)), y)
     loss0 = float(loss0)
     expect = math.log(C)
     # "About ln(C)": a He-initialised net starts some way above it (2.9 for 10 classes is usual), while a
@@ -92,7 +93,7 @@ def run_sanity_check(trainer, train, num_classes=None, batch_size=64, overfit_sa
     steps = 0
     for steps in range(1, overfit_steps + 1):
         opt.zero_grad()
-        scores = small(xs)
+        scores = as_array(small(xs))
         _, dscores = trainer.loss_fn(scores, ys)
         small.backward(dscores, need_dx=False)
         opt.step()

@@ -19,6 +19,7 @@ import sys
 import numpy as np
 
 from .._validate import check_int as _int
+from ..autograd import as_array, no_grad
 from .._xp import array_module, is_device_array
 from ..data.loader import as_loader
 from . import checkpoint as ckpt
@@ -146,7 +147,7 @@ class Trainer(StepMixin, ProgressMixin, LoopMixin, ResumeMixin):
         self._step_skipped = False
         model.train()
         opt.zero_grad()
-        scores = model(x)
+        scores = as_array(model(x))   # a ck.Module returns a Tensor; its call is kept for model.backward
         loss, dscores = self._data_loss(scores, y)
         if self.regularizers:
             params = self._params()
@@ -193,7 +194,8 @@ class Trainer(StepMixin, ProgressMixin, LoopMixin, ResumeMixin):
         try:
             for x, y in loader:
                 x, y = self.to_device(x, y)
-                scores = self.model(x)
+                with no_grad():          # a ck.Module records nothing for a backward that never comes
+                    scores = as_array(self.model(x))
                 loss, _ = self._data_loss(scores, y)
                 if is_device_array(loss):              # device sums stay there until the end, in float64
                     loss = loss.astype(np.float64)
@@ -210,8 +212,9 @@ class Trainer(StepMixin, ProgressMixin, LoopMixin, ResumeMixin):
         was_training = self.model.training
         self.model.eval()
         try:
-            outs = [self.model(self.to_device(np.ascontiguousarray(x[i:i + batch_size]), None)[0])
-                    for i in range(0, len(x), batch_size)]
+            with no_grad():
+                outs = [as_array(self.model(self.to_device(np.ascontiguousarray(x[i:i + batch_size]), None)[0]))
+                        for i in range(0, len(x), batch_size)]
         finally:
             self.model.train(was_training)
         if not outs:
