@@ -275,7 +275,7 @@ def _neg(v):
 
 
 def _check_grad(op, name, g, like):
-    g = g.data if isinstance(g, Tensor) else g
+    g = g.data if isinstance(g, Tensor) else np.asarray(g) if isinstance(g, np.generic) else g
     if not (isinstance(g, np.ndarray) or is_device_array(g)):
         raise TypeError(f"{op}: {name} must be an array, got {type(g).__name__}")
     if tuple(g.shape) != tuple(like.shape):
