@@ -57,5 +57,6 @@ __all__ += ["zoo", "AdaptiveAvgPool2d"]
 from .autograd import Tensor, no_grad  # noqa: E402
 from .module import Module, ModuleDict, ModuleList  # noqa: E402
 from . import functional  # noqa: E402,F401
+from . import nn  # noqa: E402,F401  torch.nn's names: the layers, Module, the loss classes
 
-__all__ += ["Tensor", "no_grad", "Module", "ModuleList", "ModuleDict", "functional"]
+__all__ += ["Tensor", "no_grad", "Module", "ModuleList", "ModuleDict", "functional", "nn"]

@@ -34,6 +34,10 @@ class Parameter:
     dtype = property(lambda self: self.data.dtype)
     size = property(lambda self: int(self.data.size))
 
+    def numel(self):
+        """The number of elements, as torch's Parameter.numel()."""
+        return int(self.data.size)
+
     def zero_grad(self):
         self.grad.fill(0)
 

@@ -15,8 +15,11 @@ _LOSSES = {"softmax_cross_entropy": _losses.softmax_cross_entropy, "cross_entrop
 
 
 def resolve_loss(op, loss):
-    """The loss function for `loss`: a callable ``loss(scores, y) -> (value, dscores)`` as it is, or one of the
-    names in _LOSSES. The Trainer and ck.lr_find both take a loss this way."""
+    """The loss function for `loss`: a callable ``loss(scores, y) -> (value, dscores)`` as it is, a ck.nn loss
+    object (CrossEntropyLoss(), ...), or one of the names in _LOSSES. The Trainer and ck.lr_find both take a
+    loss this way."""
+    if callable(getattr(loss, "_trainer_loss", None)):
+        return loss._trainer_loss      # a ck.nn loss class: its value and the gradient of its input
     if isinstance(loss, str):
         if loss not in _LOSSES:
             raise ValueError(f"{op}: unknown loss {loss!r}; expected one of {sorted(_LOSSES)} or a callable")
