@@ -10,6 +10,7 @@ from ._common import ArrayDataset, DataFormatError
 from .datasets import (from_arrays, load_cifar10, load_cifar100, load_digits, load_fashion_mnist,
                        load_image_folder, load_mnist, load_npz, read_cifar_binary, read_cifar_pickle, read_idx)
 from .loader import DataLoader, as_loader, epoch_permutation
+from .subsets import Subset, TensorDataset, random_split
 from .preprocessing import (ChannelMean, ChannelStandardize, MeanImage, PCAWhiten, Preprocessor, ZCAWhiten,
                             load_preprocessor)
 from .transforms import (CenterCrop, ColorJitter, Compose, PCALighting, RandomAffine, RandomCrop,
@@ -20,4 +21,4 @@ __all__ = ["ArrayDataset", "DataFormatError", "load_digits", "load_cifar10", "lo
            "from_arrays", "DataLoader", "as_loader", "epoch_permutation", "Preprocessor", "MeanImage", "ChannelMean",
            "ChannelStandardize", "PCAWhiten", "ZCAWhiten", "load_preprocessor", "Transform", "Compose",
            "RandomHorizontalFlip", "RandomCrop", "RandomResizedCrop", "ColorJitter", "PCALighting",
-           "RandomAffine", "CenterCrop", "ten_crop", "tta_predict"]
+           "RandomAffine", "CenterCrop", "ten_crop", "tta_predict", "TensorDataset", "Subset", "random_split"]

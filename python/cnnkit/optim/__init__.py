@@ -35,5 +35,7 @@ from .optimizer import NonFiniteGradientError, Optimizer
 from .rmsprop import RMSProp
 from .sgd import SGD
 
-__all__ = ["Optimizer", "SGD", "AdaGrad", "RMSProp", "Adam", "AdamW", "LBFGS", "NonFiniteGradientError",
-           "clip_grad_norm_", "clip_grad_value_", "apply_max_norm_"]
+Adagrad, RMSprop = AdaGrad, RMSProp   # torch.optim's spellings
+
+__all__ = ["Optimizer", "SGD", "AdaGrad", "RMSProp", "Adam", "AdamW", "LBFGS", "NonFiniteGradientError", "Adagrad",
+           "RMSprop", "clip_grad_norm_", "clip_grad_value_", "apply_max_norm_"]

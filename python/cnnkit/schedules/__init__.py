@@ -19,7 +19,15 @@ from .lr import (Constant, Cosine, CosineWarmRestarts, Cyclic, Exponential, Inve
                  OneCycle, Polynomial, SqrtDecay, Step)
 from .plateau import ReduceOnPlateau
 from .warmup import LinearWarmup
+from .compose import LambdaLR, LinearLR, SequentialLR
+
+# torch.optim.lr_scheduler's names for the same schedules (same arguments, same values)
+StepLR, MultiStepLR, ExponentialLR, PolynomialLR = Step, MultiStep, Exponential, Polynomial
+CosineAnnealingLR, CosineAnnealingWarmRestarts, CyclicLR, OneCycleLR = Cosine, CosineWarmRestarts, Cyclic, OneCycle
+ReduceLROnPlateau = ReduceOnPlateau
 
 __all__ = ["Schedule", "Constant", "Step", "MultiStep", "Exponential", "InverseTime", "InverseSqrt",
            "SqrtDecay", "Polynomial", "Cosine", "CosineWarmRestarts", "Cyclic", "OneCycle", "LinearWarmup",
-           "ReduceOnPlateau"]
+           "ReduceOnPlateau", "LinearLR", "LambdaLR", "SequentialLR", "StepLR", "MultiStepLR", "ExponentialLR",
+           "PolynomialLR", "CosineAnnealingLR", "CosineAnnealingWarmRestarts", "CyclicLR", "OneCycleLR",
+           "ReduceLROnPlateau"]
