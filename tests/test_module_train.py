@@ -152,3 +152,36 @@ def test_save_refuses_the_class_and_says_to_save_the_state_dict(tmp_path):
     m2.load_state_dict(path)
     for k, v in m.state_dict().items():
         np.testing.assert_array_equal(m2.state_dict()[k], v)
+
+
+def test_ema_swa_and_ensemble_take_a_module():
+    x, y = _data(32)
+    m = Small()
+    ema, swa = ck.EMA(decay=0.9), ck.SWA(start_epoch=1)
+    tr = ck.Trainer(m, ck.optim.SGD(m.parameters(), lr=0.05), callbacks=[ema, swa], progress=False)
+    tr.fit((x, y), epochs=2, batch_size=8, plots=False)
+    raw = {k: v.copy() for k, v in m.state_dict().items()}
+    with ema.applied(m):
+        assert not np.array_equal(m.fc.weight.data, raw["fc.weight"])
+    np.testing.assert_array_equal(m.fc.weight.data, raw["fc.weight"])
+    swa.finalize(tr, (x, y))
+    with swa.applied(m):
+        assert tr.predict(x).shape == (32, 3)
+    p = ck.Ensemble([m, Small()]).predict_proba(x, batch_size=8)
+    assert p.shape == (32, 3)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=1e-6)
+    assert m.__dict__["_last"] is None or m.__dict__["_last"][1].shape == (32, 3)
+
+
+def test_the_readme_first_example_runs(tmp_path, monkeypatch):
+    import pathlib
+    import re
+    text = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = re.search(r"## Using the library\n\n```python\n(.*?)```", text, re.S).group(1)
+    assert "class Net(ck.Module)" in block and "loss.backward()" in block
+    block = block.replace("epochs=10", "epochs=2")
+    monkeypatch.chdir(tmp_path)
+    env = {"__name__": "readme"}
+    exec(compile(block, "README.md", "exec"), env)
+    assert env["trainer"].evaluate(env["splits"]["test"])["acc"] > 0.5
+    assert (tmp_path / "net.safetensors").exists()

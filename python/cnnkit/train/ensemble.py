@@ -5,6 +5,8 @@ import os
 
 import numpy as np
 
+from ..autograd import as_array, no_grad
+
 
 def _softmax(s):
     s = np.asarray(s, dtype=np.float64)
@@ -26,8 +28,9 @@ class Ensemble:
             was = m.training
             m.eval()
             try:
-                p = np.concatenate([_softmax(m(np.ascontiguousarray(x[i:i + batch_size])))
-                                    for i in range(0, len(x), batch_size)])
+                with no_grad():
+                    p = np.concatenate([_softmax(as_array(m(np.ascontiguousarray(x[i:i + batch_size]))))
+                                        for i in range(0, len(x), batch_size)])
             finally:
                 m.train(was)
             total = p if total is None else total + p

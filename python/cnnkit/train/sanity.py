@@ -99,7 +99,7 @@ def run_sanity_check(trainer, train, num_classes=None, batch_size=64, overfit_sa
         opt.step()
         if steps % 10 == 0:
             small.eval()
-            acc = float((small(xs).argmax(axis=1) == ys).mean())
+            acc = float((as_array(small(xs)).argmax(axis=1) == ys).mean())
             small.train()
             if acc == 1.0:
                 break
