@@ -185,3 +185,14 @@ def test_the_readme_first_example_runs(tmp_path, monkeypatch):
     exec(compile(block, "README.md", "exec"), env)
     assert env["trainer"].evaluate(env["splits"]["test"])["acc"] > 0.5
     assert (tmp_path / "net.safetensors").exists()
+
+
+def test_lr_find_takes_a_module_and_a_loss_object():
+    x, y = _data(32)
+    m = Small()
+    before = {k: p.data.copy() for k, p in m.named_parameters()}
+    res = ck.lr_find(m, ck.nn.CrossEntropyLoss(), [(x[:16], y[:16]), (x[16:], y[16:])], num_steps=12)
+    assert len(res.lrs) == len(res.losses) > 0 and all(np.isfinite(res.losses[:3]))
+    assert res.losses[0] != res.losses[-1]
+    for k, p in m.named_parameters():         # the range test puts the parameters back
+        np.testing.assert_array_equal(p.data, before[k], err_msg=k)

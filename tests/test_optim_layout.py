@@ -10,13 +10,22 @@ PKG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 
 OPTIM_NAMES = ["AdaGrad", "Adam", "AdamW", "LBFGS", "NonFiniteGradientError", "Optimizer", "RMSProp", "SGD",
                "apply_max_norm_", "clip_grad_norm_", "clip_grad_value_"]
 SCHEDULE_NAMES = ["Constant", "Cosine", "CosineWarmRestarts", "Cyclic", "Exponential", "InverseSqrt", "InverseTime",
-                  "LinearWarmup", "MultiStep", "OneCycle", "Polynomial", "ReduceOnPlateau", "Schedule", "SqrtDecay",
-                  "Step"]
+                  "LambdaLR", "LinearLR", "LinearWarmup", "MultiStep", "OneCycle", "Polynomial", "ReduceOnPlateau",
+                  "Schedule", "SequentialLR", "SqrtDecay", "Step"]
+# torch's spellings of the same classes
+OPTIM_ALIASES = {"Adagrad": "AdaGrad", "RMSprop": "RMSProp"}
+SCHEDULE_ALIASES = {"StepLR": "Step", "MultiStepLR": "MultiStep", "ExponentialLR": "Exponential",
+                    "PolynomialLR": "Polynomial", "CosineAnnealingLR": "Cosine",
+                    "CosineAnnealingWarmRestarts": "CosineWarmRestarts", "CyclicLR": "Cyclic", "OneCycleLR": "OneCycle",
+                    "ReduceLROnPlateau": "ReduceOnPlateau"}
 
 
 def test_public_names_unchanged():
-    assert sorted(ck.optim.__all__) == OPTIM_NAMES
-    assert sorted(ck.schedules.__all__) == SCHEDULE_NAMES
+    assert sorted(ck.optim.__all__) == sorted(OPTIM_NAMES + list(OPTIM_ALIASES))
+    assert sorted(ck.schedules.__all__) == sorted(SCHEDULE_NAMES + list(SCHEDULE_ALIASES))
+    for mod, aliases in ((ck.optim, OPTIM_ALIASES), (ck.schedules, SCHEDULE_ALIASES)):
+        for alias, n in aliases.items():
+            assert getattr(mod, alias) is getattr(mod, n)
     for n in OPTIM_NAMES:
         assert getattr(ck.optim, n).__name__ == n
     for n in SCHEDULE_NAMES:
