@@ -160,3 +160,9 @@ def test_argument_errors():
         ck.nn.MultiMarginLoss(p=3)
     with pytest.raises(TypeError, match="target must be an array"):
         ck.nn.L1Loss()(S, "y")
+
+
+def test_loss_classes_are_in_ck_losses_too():
+    for n in ("CrossEntropyLoss", "NLLLoss", "MSELoss", "L1Loss", "SmoothL1Loss", "BCEWithLogitsLoss",
+              "MultiMarginLoss"):
+        assert getattr(ck.losses, n) is getattr(ck.nn, n) and n in ck.losses.__all__

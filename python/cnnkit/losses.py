@@ -7,6 +7,9 @@ checked there, which reads their range back: one host read).
 softmax_cross_entropy matches torch.nn.functional.cross_entropy (mean, optional label smoothing);
 svm_loss is CS231n's multiclass hinge (not divided by C, unlike F.multi_margin_loss); mse matches
 F.mse_loss (mean over every element). Regularisation terms belong to the optimizer, not here.
+
+The loss classes of ck.nn (CrossEntropyLoss, ...) are re-exported here: they return recorded ck.Tensor values
+for models written as ck.Module, and are Trainer losses too.
 """
 import numpy as np
 
@@ -104,4 +107,9 @@ def mse(pred, target):
     return _value(loss), diff * pred.dtype.type(2.0 / diff.size)
 
 
-__all__ = ["softmax_cross_entropy", "svm_loss", "mse"]
+# torch's loss classes (recorded, for ck.Module models) live in ck.nn and are reachable here too
+from .nn import (BCEWithLogitsLoss, CrossEntropyLoss, L1Loss, MSELoss, MultiMarginLoss, NLLLoss,  # noqa: E402
+                 SmoothL1Loss)
+
+__all__ = ["softmax_cross_entropy", "svm_loss", "mse", "CrossEntropyLoss", "NLLLoss", "MSELoss", "L1Loss",
+           "SmoothL1Loss", "BCEWithLogitsLoss", "MultiMarginLoss"]
