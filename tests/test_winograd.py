@@ -1,0 +1,244 @@
+# Winograd F(4x4, 3x3) conv2d (csrc/ops/winograd.cpp): the three passes against the numpy reference and
+# PyTorch over odd plane sizes, paddings 0..3, groups, N=1 and both dtypes; accumulate semantics; the
+# measured float32 error bound on random and large-dynamic-range inputs; refusal of shapes it cannot do;
+# determinism run to run.
+import numpy as np
+import pytest
+
+import cnnkit
+from cnnkit import _C
+
+import reference as R
+
+F32, F64 = np.float32, np.float64
+ONE = (1, 1)
+
+# (N, C, K, H, W, padding, groups): H, W 1..13 (most not multiples of 4), every padding that gives P, Q >= 1.
+CASES = [
+    (1, 1, 1, 1, 1, 1, 1),
+    (1, 1, 1, 3, 3, 0, 1),
+    (2, 3, 5, 7, 9, 1, 1),
+    (2, 4, 6, 13, 5, 0, 2),
+    (1, 2, 2, 3, 3, 2, 1),
+    (3, 8, 8, 12, 12, 1, 4),
+    (1, 3, 2, 1, 13, 3, 1),
+    (2, 2, 2, 6, 6, 5, 1),
+    (1, 16, 16, 4, 4, 1, 1),
+    (2, 6, 9, 11, 2, 2, 3),
+    (1, 5, 3, 10, 8, 0, 1),
+    (4, 4, 4, 5, 13, 1, 2),
+    (1, 32, 48, 9, 7, 1, 1),
+]
+
+
+def _ids(c):
+    return "N{}C{}K{}_{}x{}_p{}_g{}".format(*c)
+
+
+def _data(case, dtype, seed=0):
+    N, C, K, H, W, pad, g = case
+    rng = np.random.default_rng(seed)
+    P, Q = H + 2 * pad - 2, W + 2 * pad - 2
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = rng.standard_normal((K, C // g, 3, 3)).astype(dtype)
+    b = rng.standard_normal(K).astype(dtype)
+    dy = rng.standard_normal((N, K, P, Q)).astype(dtype)
+    return x, w, b, dy
+
+
+def c_fwd(x, w, b, pad, g, alg="winograd"):
+    N, K, P, Q = R.conv2d_out_shape(x.shape, w.shape, 1, pad, 1)
+    y = np.full((N, K, P, Q), np.nan, x.dtype)
+    _C.conv2d_fwd(x, w, b, y, ONE, (pad, pad), ONE, g, alg)
+    return y
+
+
+def c_bwd_data(dy, w, x_shape, pad, g, alg="winograd"):
+    dx = np.full(x_shape, np.nan, dy.dtype)
+    _C.conv2d_bwd_data(dy, w, dx, ONE, (pad, pad), ONE, g, alg)
+    return dx
+
+
+def c_bwd_weight(dy, x, w_shape, pad, g, alg="winograd", out=None, accumulate=False):
+    dw = np.full(w_shape, np.nan, dy.dtype) if out is None else out
+    _C.conv2d_bwd_weight(dy, x, dw, ONE, (pad, pad), ONE, g, accumulate, alg)
+    return dw
+
+
+def _tile_max(a, off_h, off_w, TH, TW, size):
+    """(N, C, TH, TW): the largest |a| over each size x size tile, tile (th, tw) covering rows 4*th - off_h ..
+    and columns 4*tw - off_w .. (zeros outside a)."""
+    N, C, H, W = a.shape
+    rows, cols = 4 * TH + size - 4, 4 * TW + size - 4
+    buf = np.zeros((N, C, rows, cols))
+    r0, c0 = max(0, off_h), max(0, off_w)               # where a's row/column 0 lands in buf
+    sr, sc = max(0, -off_h), max(0, -off_w)             # a's first row/column inside buf
+    nr, nc = min(H - sr, rows - r0), min(W - sc, cols - c0)
+    if nr > 0 and nc > 0:
+        buf[:, :, r0:r0 + nr, c0:c0 + nc] = np.abs(a[:, :, sr:sr + nr, sc:sc + nc])
+    win = np.lib.stride_tricks.sliding_window_view(buf, (size, size), axis=(2, 3))[:, :, ::4, ::4]
+    return win.max(axis=(-1, -2))
+
+
+def _grouped(a_t, w_abs, groups):
+    """out[n, k, t, u] = sum over the group's channels c of a_t[n, c, t, u] * w_abs[k, c] (w_abs (K, Cg))."""
+    Cg, Kg = a_t.shape[1] // groups, w_abs.shape[0] // groups
+    return np.concatenate([np.einsum("nctu,kc->nktu", a_t[:, g * Cg:(g + 1) * Cg], w_abs[g * Kg:(g + 1) * Kg])
+                           for g in range(groups)], axis=1)
+
+
+def _tile_scales(x, w, dy, pad, g):
+    """The scale of Winograd's rounding error for every output of the three passes: the window sum of
+    |w||x| with each |x| replaced by the largest |x| of the 6x6 input tile the output's 4x4 tile reads, and
+    each |w| by the largest |w| of its 3x3 filter (for the weight gradient: the sum over tiles of 16 * the
+    largest |dy| of the 4x4 tile * the largest |x| of the 6x6 tile). The transforms mix all 36 inputs of a
+    tile and all 9 taps of a filter, so the error of an output follows its tile, not its own window: an
+    output whose window lies in the padding is exactly 0 for im2col but carries its neighbours' rounding."""
+    N, C, H, W = x.shape
+    K = w.shape[0]
+    P, Q = dy.shape[2:]
+    wsum = 9 * np.abs(w.astype(F64)).max(axis=(2, 3))                  # (K, Cg)
+    TH, TW = -(-P // 4), -(-Q // 4)
+    xt = _tile_max(x, pad, pad, TH, TW, 6)                             # (N, C, TH, TW)
+    s_fwd = _grouped(xt, wsum, g)                                      # (N, K, TH, TW)
+    s_fwd = np.repeat(np.repeat(s_fwd, 4, axis=2), 4, axis=3)[:, :, :P, :Q]
+    THx, TWx = -(-H // 4), -(-W // 4)
+    dyt = _tile_max(dy, 2 - pad, 2 - pad, THx, TWx, 6)                 # (N, K, THx, TWx)
+    Kg, Cg = K // g, C // g
+    wt = np.concatenate([wsum[gi * Kg:(gi + 1) * Kg].T for gi in range(g)], axis=0)   # (C, Kg) per group rows
+    s_bd = np.concatenate([np.einsum("nktu,ck->nctu", dyt[:, gi * Kg:(gi + 1) * Kg], wt[gi * Cg:(gi + 1) * Cg])
+                           for gi in range(g)], axis=1)
+    s_bd = np.repeat(np.repeat(s_bd, 4, axis=2), 4, axis=3)[:, :, :H, :W]
+    dyo = _tile_max(dy, 0, 0, TH, TW, 4)                               # (N, K, TH, TW)
+    s_bw = np.concatenate([16 * np.einsum("nktu,nctu->kc", dyo[:, gi * Kg:(gi + 1) * Kg], xt[:, gi * Cg:(gi + 1) * Cg])
+                           for gi in range(g)], axis=0)
+    return s_fwd, s_bd, s_bw[:, :, None, None]
+
+
+def _rel_err(got, want, scale):
+    return float(np.max(np.abs(got.astype(F64) - want) / np.maximum(scale, np.finfo(F64).tiny)))
+
+
+# Measured worst |err| / tile scale (_tile_scales) over CASES (3 seeds) and the dynamic-range inputs below
+# (10 seeds), 1 and 2 threads: float32 fwd 8.4e-7, bwd_data 4.7e-7, bwd_weight 4.0e-7 (im2col + GEMM on the
+# same inputs: 3e-8); float64 1.6e-15. The bounds keep a margin of 3x (float32) and 6x (float64). Measured
+# against the window sum of |w||x| instead (the scale of im2col's error), Winograd's float32 error reaches
+# 1.2e-5 on these random inputs and has no bound at all where a window's sum is 0 (windows in the padding:
+# exactly 0 for im2col) or tiny next to large neighbours (17x the window sum on dynamic-range inputs).
+F32_BOUND = 2.5e-6
+F64_BOUND = 1e-14
+
+
+@pytest.mark.parametrize("case", CASES, ids=_ids)
+@pytest.mark.parametrize("dtype", [F32, F64])
+def test_passes_match_reference(case, dtype):
+    N, C, K, H, W, pad, g = case
+    x, w, b, dy = _data(case, dtype)
+    s_fwd, s_bd, s_bw = _tile_scales(x, w, dy, pad, g)
+    bound = F32_BOUND if dtype == F32 else F64_BOUND
+    y = c_fwd(x, w, b, pad, g)
+    assert y.dtype == dtype and y.shape == (N, K, H + 2 * pad - 2, W + 2 * pad - 2)
+    # the bias is outside the window sum: compare without it, then check it is added exactly once
+    y0 = c_fwd(x, w, None, pad, g)
+    assert _rel_err(y0, R.conv2d_fwd(x, w, padding=pad, groups=g), s_fwd) < bound
+    np.testing.assert_allclose(y - y0, np.broadcast_to(b[None, :, None, None], y.shape), rtol=0,
+                               atol=8 * np.finfo(dtype).eps * (np.abs(y0).max() + np.abs(b).max()))
+    dx = c_bwd_data(dy, w, x.shape, pad, g)
+    assert dx.dtype == dtype and dx.shape == x.shape
+    assert _rel_err(dx, R.conv2d_bwd_data(dy, w, x.shape, padding=pad, groups=g), s_bd) < bound
+    dw = c_bwd_weight(dy, x, w.shape, pad, g)
+    assert dw.dtype == dtype and dw.shape == w.shape
+    assert _rel_err(dw, R.conv2d_bwd_weight(dy, x, w.shape, padding=pad, groups=g), s_bw) < bound
+
+
+@pytest.mark.parametrize("case", CASES[2:6], ids=_ids)
+def test_float32_error_bound_on_large_dynamic_range(case):
+    # Magnitudes spread over 8 decades (10**-4 .. 10**4) in x, w and dy: the transforms mix the values of
+    # a tile, so small outputs next to large inputs are where Winograd loses most.
+    N, C, K, H, W, pad, g = case
+    rng = np.random.default_rng(1)
+
+    def spread(shape):
+        return (rng.standard_normal(shape) * 10.0 ** rng.uniform(-4, 4, shape)).astype(F32)
+
+    x, w = spread((N, C, H, W)), spread((K, C // g, 3, 3))
+    dy = spread((N, K, H + 2 * pad - 2, W + 2 * pad - 2))
+    s_fwd, s_bd, s_bw = _tile_scales(x, w, dy, pad, g)
+    assert _rel_err(c_fwd(x, w, None, pad, g), R.conv2d_fwd(x, w, padding=pad, groups=g), s_fwd) < F32_BOUND
+    assert _rel_err(c_bwd_data(dy, w, x.shape, pad, g),
+                           R.conv2d_bwd_data(dy, w, x.shape, padding=pad, groups=g), s_bd) < F32_BOUND
+    assert _rel_err(c_bwd_weight(dy, x, w.shape, pad, g),
+                           R.conv2d_bwd_weight(dy, x, w.shape, padding=pad, groups=g), s_bw) < F32_BOUND
+
+
+@pytest.mark.parametrize("dtype", [F32, F64])
+def test_bwd_weight_accumulates(dtype):
+    case = (2, 4, 6, 9, 7, 1, 2)
+    x, w, _, dy = _data(case, dtype)
+    fresh = c_bwd_weight(dy, x, w.shape, 1, 2)
+    base = np.random.default_rng(5).standard_normal(w.shape).astype(dtype)
+    acc = base.copy()
+    c_bwd_weight(dy, x, w.shape, 1, 2, out=acc, accumulate=True)
+    np.testing.assert_allclose(acc, base + fresh, rtol=4 * np.finfo(dtype).eps, atol=4 * np.finfo(dtype).eps * 10)
+    # accumulate=False overwrites whatever was there
+    junk = np.full(w.shape, 1e30, dtype)
+    assert np.array_equal(c_bwd_weight(dy, x, w.shape, 1, 2, out=junk), fresh)
+
+
+@pytest.mark.parametrize("dtype", [F32, F64])
+def test_empty_batch(dtype):
+    x, w = np.zeros((0, 3, 5, 5), dtype), np.ones((4, 3, 3, 3), dtype)
+    assert c_fwd(x, w, None, 1, 1).shape == (0, 4, 5, 5)
+    assert c_bwd_data(np.zeros((0, 4, 5, 5), dtype), w, x.shape, 1, 1).shape == x.shape
+    dw = c_bwd_weight(np.zeros((0, 4, 5, 5), dtype), x, w.shape, 1, 1)
+    assert np.array_equal(dw, np.zeros(w.shape))
+    acc = np.full(w.shape, 2.0, dtype)
+    c_bwd_weight(np.zeros((0, 4, 5, 5), dtype), x, w.shape, 1, 1, out=acc, accumulate=True)
+    assert np.array_equal(acc, np.full(w.shape, 2.0))
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_deterministic_run_to_run(threads):
+    case = (8, 16, 16, 20, 20, 1, 1)   # big enough to use every thread and several blocks
+    x, w, b, dy = _data(case, F32)
+    old = cnnkit.get_num_threads()
+    try:
+        cnnkit.set_num_threads(threads)
+        first = (c_fwd(x, w, b, 1, 1), c_bwd_data(dy, w, x.shape, 1, 1), c_bwd_weight(dy, x, w.shape, 1, 1))
+        for _ in range(3):
+            again = (c_fwd(x, w, b, 1, 1), c_bwd_data(dy, w, x.shape, 1, 1), c_bwd_weight(dy, x, w.shape, 1, 1))
+            assert all(np.array_equal(a, b_) for a, b_ in zip(first, again))
+    finally:
+        cnnkit.set_num_threads(old)
+
+
+@pytest.mark.parametrize("kernel, stride, dilation, why", [
+    ((5, 5), ONE, ONE, r"needs a 3x3 kernel, got \(5, 5\)"),
+    ((3, 1), ONE, ONE, r"needs a 3x3 kernel, got \(3, 1\)"),
+    ((3, 3), (2, 2), ONE, r"needs stride 1, got \(2, 2\)"),
+    ((3, 3), (1, 2), ONE, r"needs stride 1, got \(1, 2\)"),
+    ((3, 3), ONE, (2, 1), r"needs dilation 1, got \(2, 1\)"),
+])
+def test_c_refuses_shapes_it_cannot_do(kernel, stride, dilation, why):
+    x, w = np.ones((1, 2, 9, 9), F32), np.ones((3, 2) + kernel, F32)
+    N, K, P, Q = R.conv2d_out_shape(x.shape, w.shape, stride, 1, dilation)
+    y, dy = np.empty((N, K, P, Q), F32), np.ones((N, K, P, Q), F32)
+    with pytest.raises(ValueError, match=r"conv2d_fwd: algorithm 'winograd' " + why):
+        _C.conv2d_fwd(x, w, None, y, stride, ONE, dilation, 1, "winograd")
+    with pytest.raises(ValueError, match=r"conv2d_bwd_data: algorithm 'winograd' " + why):
+        _C.conv2d_bwd_data(dy, w, np.empty_like(x), stride, ONE, dilation, 1, "winograd")
+    with pytest.raises(ValueError, match=r"conv2d_bwd_weight: algorithm 'winograd' " + why):
+        _C.conv2d_bwd_weight(dy, x, np.empty_like(w), stride, ONE, dilation, 1, False, "winograd")
+
+
+def test_c_refuses_unknown_algorithm():
+    x, w = np.ones((1, 2, 5, 5), F32), np.ones((3, 2, 3, 3), F32)
+    with pytest.raises(ValueError, match=r"conv2d_fwd: algorithm must be 'gemm' or 'winograd', got 'fft'"):
+        _C.conv2d_fwd(x, w, None, np.empty((1, 3, 3, 3), F32), ONE, (0, 0), ONE, 1, "fft")
+
+
+def test_c_default_is_gemm():
+    x, w, b, _ = _data((2, 3, 4, 6, 6, 1, 1), F32)
+    y = np.empty((2, 4, 6, 6), F32)
+    _C.conv2d_fwd(x, w, b, y, ONE, ONE, ONE, 1)
+    assert np.array_equal(y, c_fwd(x, w, b, 1, 1, alg="gemm"))
