@@ -433,10 +433,17 @@ def _optim_ctl_finish(ctl, groups):
 
 
 def install(monkeypatch):
-    """Make `import cupy` give the stand-in and route cnnkit's device ops to the CPU kernels, for one test."""
+    """Make `import cupy` give the stand-in and route cnnkit's device ops to the CPU kernels, for one test.
+
+    The routed conv2d kernels run _C's default algorithm, gemm (the GPU has no Winograd), so the CPU's own
+    process-wide conv algorithm is pinned to gemm as well for the test: a "device" run then still equals a
+    CPU run bit for bit. A test may set another one after installing.
+    """
     from cnnkit import _C, cuda
     from cnnkit.ops import _cuda as _cuda_ops
+    from cnnkit.ops import conv2d as _conv2d
     reset()
+    monkeypatch.setattr(_conv2d, "_algorithm", "gemm")
     m = _module()
     monkeypatch.setitem(sys.modules, "cupy", m)
     monkeypatch.setitem(sys.modules, "cupy.cuda", m.cuda)

@@ -242,3 +242,205 @@ def test_c_default_is_gemm():
     y = np.empty((2, 4, 6, 6), F32)
     _C.conv2d_fwd(x, w, b, y, ONE, ONE, ONE, 1)
     assert np.array_equal(y, c_fwd(x, w, b, 1, 1, alg="gemm"))
+
+
+# ---------------------------------------------------------------- the algorithm choice (ops, layer, global)
+
+from cnnkit import ops  # noqa: E402
+
+import fakecupy  # noqa: E402
+
+
+@pytest.fixture
+def restore_algorithm():
+    old = cnnkit.get_conv_algorithm()
+    yield
+    cnnkit.set_conv_algorithm(old)
+
+
+def _ops_passes(x, w, b, dy, pad, g, algorithm):
+    hp = dict(padding=pad, groups=g, algorithm=algorithm)
+    return (ops.conv2d_fwd(x, w, b, **hp), ops.conv2d_bwd_data(dy, w, x.shape, **hp),
+            ops.conv2d_bwd_weight(dy, x, w.shape, **hp))
+
+
+def _same(a, b_):
+    return all(u.dtype == v.dtype and u.shape == v.shape and np.array_equal(u, v) for u, v in zip(a, b_))
+
+
+def test_global_setting_default_and_bad_values(restore_algorithm):
+    assert cnnkit.get_conv_algorithm() == "auto" and ops.get_conv_algorithm() == "auto"
+    for alg in ("gemm", "winograd", "auto"):
+        cnnkit.set_conv_algorithm(alg)
+        assert cnnkit.get_conv_algorithm() == alg
+    with pytest.raises(ValueError, match=r"set_conv_algorithm: algorithm must be one of 'auto', 'gemm', "
+                                         r"'winograd', got 'Winograd'"):
+        cnnkit.set_conv_algorithm("Winograd")
+    with pytest.raises(TypeError, match=r"set_conv_algorithm: algorithm must be one of 'auto', 'gemm', "
+                                        r"'winograd', got NoneType"):
+        cnnkit.set_conv_algorithm(None)
+    assert cnnkit.get_conv_algorithm() == "auto"
+
+
+@pytest.mark.parametrize("fn", ["conv2d_fwd", "conv2d_bwd_data", "conv2d_bwd_weight"])
+def test_ops_refuse_bad_algorithm_values(fn):
+    x, w, b, dy = _data((1, 2, 3, 5, 5, 1, 1), F32)
+    call = {"conv2d_fwd": lambda a: ops.conv2d_fwd(x, w, padding=1, algorithm=a),
+            "conv2d_bwd_data": lambda a: ops.conv2d_bwd_data(dy, w, x.shape, padding=1, algorithm=a),
+            "conv2d_bwd_weight": lambda a: ops.conv2d_bwd_weight(dy, x, w.shape, padding=1, algorithm=a)}[fn]
+    allowed = r"must be one of 'auto', 'gemm', 'winograd' or None"
+    with pytest.raises(ValueError, match=rf"{fn}: algorithm {allowed}, got 'fft'"):
+        call("fft")
+    with pytest.raises(TypeError, match=rf"{fn}: algorithm {allowed}, got int"):
+        call(1)
+
+
+@pytest.mark.parametrize("kernel, stride, dilation, why", [
+    (5, 1, 1, r"needs a 3x3 kernel, got \(5, 5\)"),
+    (3, 2, 1, r"needs stride 1, got \(2, 2\)"),
+    (3, 1, 2, r"needs dilation 1, got \(2, 2\)"),
+])
+def test_explicit_winograd_refuses_other_shapes_global_falls_back(kernel, stride, dilation, why, restore_algorithm):
+    x = _data((2, 16, 16, 11, 11, 1, 1), F32)[0]
+    w = np.random.default_rng(2).standard_normal((16, 16, kernel, kernel)).astype(F32)
+    hp = dict(stride=stride, padding=1, dilation=dilation)
+    y = ops.conv2d_fwd(x, w, **hp, algorithm="gemm")
+    dy = np.ones_like(y)
+    with pytest.raises(ValueError, match=r"conv2d_fwd: algorithm 'winograd' " + why):
+        ops.conv2d_fwd(x, w, **hp, algorithm="winograd")
+    with pytest.raises(ValueError, match=r"conv2d_bwd_data: algorithm 'winograd' " + why):
+        ops.conv2d_bwd_data(dy, w, x.shape, **hp, algorithm="winograd")
+    with pytest.raises(ValueError, match=r"conv2d_bwd_weight: algorithm 'winograd' " + why):
+        ops.conv2d_bwd_weight(dy, x, w.shape, **hp, algorithm="winograd")
+    # the global "winograd" means "wherever it applies": these shapes run gemm, bit for bit
+    cnnkit.set_conv_algorithm("winograd")
+    assert np.array_equal(ops.conv2d_fwd(x, w, **hp), y)
+    with pytest.raises(ValueError, match=r"Conv2d: algorithm 'winograd' needs a 3x3 kernel, stride 1 and "
+                                         r"dilation 1, got kernel_size"):
+        cnnkit.Conv2d(16, 16, kernel, stride=stride, dilation=dilation, algorithm="winograd")
+
+
+@pytest.mark.parametrize("C, K, groups, kernel, stride, expect", [
+    (16, 16, 1, 3, 1, "winograd"),
+    (32, 64, 2, 3, 1, "winograd"),     # 16 and 32 channels per group
+    (15, 16, 1, 3, 1, "gemm"),
+    (16, 15, 1, 3, 1, "gemm"),
+    (32, 32, 4, 3, 1, "gemm"),         # 8 channels per group
+    (16, 16, 1, 5, 1, "gemm"),
+    (16, 16, 1, 3, 2, "gemm"),
+])
+def test_auto_rule(C, K, groups, kernel, stride, expect, restore_algorithm):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, C, 9, 10)).astype(F32)
+    w = rng.standard_normal((K, C // groups, kernel, kernel)).astype(F32)
+    b = rng.standard_normal(K).astype(F32)
+    hp = dict(stride=stride, padding=1, groups=groups)
+    y = ops.conv2d_fwd(x, w, b, **hp)
+    dy = rng.standard_normal(y.shape).astype(F32)
+    passes = lambda a: (ops.conv2d_fwd(x, w, b, **hp, algorithm=a),  # noqa: E731
+                        ops.conv2d_bwd_data(dy, w, x.shape, **hp, algorithm=a),
+                        ops.conv2d_bwd_weight(dy, x, w.shape, **hp, algorithm=a))
+    assert _same(passes(None), passes(expect)) and _same(passes("auto"), passes(expect))
+    if expect == "winograd":    # and it is not the same as gemm (otherwise the test would prove nothing)
+        assert not np.array_equal(passes("gemm")[0], passes("winograd")[0])
+    cnnkit.set_conv_algorithm("gemm")
+    assert _same(passes(None), passes("gemm"))
+
+
+@pytest.mark.parametrize("case", [CASES[3], CASES[5], CASES[9], CASES[12]], ids=_ids)
+@pytest.mark.parametrize("dtype", [F32, F64])
+def test_ops_match_torch(case, dtype):
+    torch = pytest.importorskip("torch")
+    N, C, K, H, W, pad, g = case
+    x, w, b, dy = _data(case, dtype, seed=4)
+    tx, tw, tb = (torch.from_numpy(a.copy()).requires_grad_() for a in (x, w, b))
+    ty = torch.nn.functional.conv2d(tx, tw, tb, padding=pad, groups=g)
+    ty.backward(torch.from_numpy(dy))
+    y, dx, dw = _ops_passes(x, w, b, dy, pad, g, "winograd")
+    s_fwd, s_bd, s_bw = _tile_scales(x, w, dy, pad, g)
+    bound = F32_BOUND if dtype == F32 else F64_BOUND
+    # torch's own float32 error (a few 1e-8 of these scales) is far below the bound
+    assert _rel_err(y - b[None, :, None, None], ty.detach().numpy().astype(F64) - b[None, :, None, None], s_fwd) < bound
+    assert _rel_err(dx, tx.grad.numpy().astype(F64), s_bd) < bound
+    assert _rel_err(dw, tw.grad.numpy().astype(F64), s_bw) < bound
+
+
+BAD_CALLS = [
+    lambda a: ops.conv2d_fwd(np.ones((1, 4, 6, 6), F32), np.ones((4, 2, 3, 3), F32), algorithm=a),
+    lambda a: ops.conv2d_fwd(np.ones((1, 4, 6, 6), F32), np.ones((4, 4, 3, 3), F64), algorithm=a),
+    lambda a: ops.conv2d_fwd(np.ones((1, 4, 2, 2), F32), np.ones((4, 4, 3, 3), F32), algorithm=a),
+    lambda a: ops.conv2d_fwd(np.ones((1, 4, 6, 6), F32), np.ones((4, 4, 3, 3), F32), np.ones(3, F32), algorithm=a),
+    lambda a: ops.conv2d_bwd_data(np.ones((1, 4, 5, 5), F32), np.ones((4, 4, 3, 3), F32), (1, 4, 6, 6), algorithm=a),
+    lambda a: ops.conv2d_bwd_weight(np.ones((1, 4, 4, 4), F32), np.ones((1, 4, 6, 6), F64), (4, 4, 3, 3),
+                                    algorithm=a),
+    lambda a: ops.conv2d_bwd_weight(np.ones((1, 4, 4, 4), F32), np.ones((1, 4, 6, 6), F32), (4, 4, 3, 3),
+                                    accumulate=True, algorithm=a),
+    lambda a: ops.conv2d_fwd(np.ones((1, 4, 6, 6), F32), np.ones((4, 4, 3, 3), F32), out=np.ones((1, 4, 4, 3), F32),
+                             algorithm=a),
+]
+
+
+@pytest.mark.parametrize("i", range(len(BAD_CALLS)))
+def test_choice_never_changes_error_messages(i):
+    msgs = set()
+    for alg in (None, "auto", "gemm", "winograd"):
+        with pytest.raises((TypeError, ValueError)) as e:
+            BAD_CALLS[i](alg)
+        msgs.add((type(e.value), str(e.value)))
+    assert len(msgs) == 1, msgs
+
+
+def test_layer_algorithm_config_and_bad_values():
+    layer = cnnkit.Conv2d(4, 6, 3, padding=1, algorithm="winograd", seed=0)
+    assert layer.config()["algorithm"] == "winograd"
+    assert cnnkit.Conv2d(4, 6, 3).config()["algorithm"] is None
+    clone = cnnkit.Conv2d(**layer.config())
+    assert clone.algorithm == "winograd"
+    with pytest.raises(ValueError, match=r"Conv2d: algorithm must be one of 'auto', 'gemm', 'winograd' or None, "
+                                         r"got 'wino'"):
+        cnnkit.Conv2d(4, 6, 3, algorithm="wino")
+
+
+@pytest.mark.parametrize("dtype", [F32, F64])
+def test_layer_passes_follow_its_algorithm(dtype, restore_algorithm):
+    x, _, _, _ = _data((2, 4, 6, 9, 7, 1, 1), dtype)
+    out = {}
+    for alg in ("gemm", "winograd"):
+        layer = cnnkit.Conv2d(4, 6, 3, padding=1, algorithm=alg, seed=0, dtype=dtype)
+        y = layer.forward(x)
+        dy = np.random.default_rng(1).standard_normal(y.shape).astype(dtype)
+        dx = layer.backward(dy)
+        out[alg] = (y, dx, layer.weight.grad.copy())
+        w, b = layer.weight.data, layer.bias.data
+    # channels below the "auto" threshold: a default layer runs gemm ...
+    layer = cnnkit.Conv2d(4, 6, 3, padding=1, seed=0, dtype=dtype)
+    y = layer.forward(x)
+    dx = layer.backward(dy)
+    assert _same((y, dx, layer.weight.grad), out["gemm"])
+    # ... unless the process-wide setting says winograd
+    cnnkit.set_conv_algorithm("winograd")
+    layer = cnnkit.Conv2d(4, 6, 3, padding=1, seed=0, dtype=dtype)
+    y = layer.forward(x)
+    dx = layer.backward(dy)
+    assert _same((y, dx, layer.weight.grad), out["winograd"])
+    assert _same(out["winograd"], _ops_passes(x, w, b, dy, 1, 1, "winograd"))
+
+
+def test_gradcheck_float64_winograd():
+    model = cnnkit.Sequential(cnnkit.Conv2d(3, 4, 3, padding=1, algorithm="winograd", seed=0), cnnkit.ReLU(),
+                              cnnkit.Conv2d(4, 2, 3, padding=2, groups=2, algorithm="winograd", seed=1))
+    x = np.random.default_rng(0).standard_normal((2, 3, 7, 6))
+    report = cnnkit.gradcheck(model, x, max_coords=48)
+    assert report.ok and all(r["max_rel_err"] < 1e-6 for r in report.rows)
+
+
+def test_device_arrays_ignore_the_global_setting_and_refuse_explicit_winograd(monkeypatch, restore_algorithm):
+    cp = fakecupy.install(monkeypatch)
+    x, w, b, _ = _data((2, 16, 16, 9, 9, 1, 1), F32)
+    xd, wd, bd = cp.asarray(x), cp.asarray(w), cp.asarray(b)
+    cnnkit.set_conv_algorithm("winograd")
+    assert np.array_equal(ops.conv2d_fwd(xd, wd, bd, padding=1).get(), ops.conv2d_fwd(x, w, b, padding=1,
+                                                                                        algorithm="gemm"))
+    with pytest.raises(ValueError, match=r"conv2d_fwd: algorithm 'winograd' is CPU-only; CuPy arrays run the "
+                                         r"CUDA implicit-GEMM kernels"):
+        ops.conv2d_fwd(xd, wd, bd, padding=1, algorithm="winograd")

@@ -1,6 +1,6 @@
 // Winograd F(4x4, 3x3) convolution on the CPU (Lavin & Gray 2016, "Fast Algorithms for Convolutional Neural
 // Networks"): each 4x4 block of output is A^T [(G g G^T) . (B^T d B)] A for the 6x6 input tile d under it,
-// so the 36 element-wise products of all tiles and channels become 36 GEMMs over channels, with 2.25x fewer
+// so the 36 element-wise products of all tiles and channels become 36 GEMMs over channels, with 4x fewer
 // multiplications than direct (im2col) convolution. For 3x3 kernels, stride 1, dilation 1; any padding,
 // any groups, float and double. Same arguments and write/accumulate semantics as the conv2d_*_cpu
 // functions of ops/conv2d.h, which they replace when cnnkit's conv algorithm is "winograd".

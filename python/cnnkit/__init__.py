@@ -18,8 +18,10 @@ from .parameter import FlatBuffer, Parameter  # noqa: E402
 from . import data  # noqa: E402,F401  datasets, preprocessing, augmentation, batching
 
 from ._runtime import __version__, build_info, get_num_threads, set_num_threads  # noqa: E402,F401
+from .ops import get_conv_algorithm, set_conv_algorithm  # noqa: E402,F401
 
-__all__ = ["ops", "cuda", "data", "Parameter", "FlatBuffer", "set_num_threads", "get_num_threads", "build_info"]
+__all__ = ["ops", "cuda", "data", "Parameter", "FlatBuffer", "set_num_threads", "get_num_threads", "build_info",
+           "set_conv_algorithm", "get_conv_algorithm"]
 
 # The layer graph: layers, models, losses, initialisers, gradient checks, save/load.
 from . import init, losses  # noqa: E402
