@@ -151,6 +151,27 @@ def test_passes_match_reference(case, dtype):
     assert _rel_err(dw, R.conv2d_bwd_weight(dy, x, w.shape, padding=pad, groups=g), s_bw) < bound
 
 
+def test_random_geometries_float64():
+    # 60 seeded geometries: every edge case of the tile gather (planes narrower than a tile, windows
+    # crossing both edges, backward data with padding > 2, i.e. a negative offset) against the reference.
+    rng = np.random.default_rng(7)
+    for _ in range(60):
+        g = int(rng.choice([1, 2, 3]))
+        C, K = g * int(rng.integers(1, 4)), g * int(rng.integers(1, 4))
+        H, W, pad, N = (int(v) for v in (rng.integers(1, 14), rng.integers(1, 14), rng.integers(0, 5),
+                                         rng.integers(1, 3)))
+        if H + 2 * pad < 3 or W + 2 * pad < 3:
+            continue
+        case = (N, C, K, H, W, pad, g)
+        x, w, b, dy = _data(case, F64, seed=int(rng.integers(1 << 30)))
+        err = [np.abs(c_fwd(x, w, b, pad, g) - R.conv2d_fwd(x, w, b, padding=pad, groups=g)).max(),
+               np.abs(c_bwd_data(dy, w, x.shape, pad, g) - R.conv2d_bwd_data(dy, w, x.shape, padding=pad,
+                                                                             groups=g)).max(),
+               np.abs(c_bwd_weight(dy, x, w.shape, pad, g) - R.conv2d_bwd_weight(dy, x, w.shape, padding=pad,
+                                                                                 groups=g)).max()]
+        assert max(err) < 1e-12, (case, err)
+
+
 @pytest.mark.parametrize("case", CASES[2:6], ids=_ids)
 def test_float32_error_bound_on_large_dynamic_range(case):
     # Magnitudes spread over 8 decades (10**-4 .. 10**4) in x, w and dy: the transforms mix the values of

@@ -4,7 +4,7 @@
 //
 // The transforms run over chunks of up to kChunk consecutive tiles of a block, whatever tile rows and
 // samples they come from (an 8x8 plane has only 2 tiles per tile row). The tiles are first gathered into
-// arrays indexed by tile (element (i, j) of tile m at d[i][j][m], rows de-interleaved by tile phase), so
+// arrays indexed by tile (element (i, j) of tile m at d[i][j][m], rows read with stride 4 by phase), so
 // every transform is a plain, contiguous loop over the chunk's tiles that the compiler vectorises.
 #pragma once
 #include <algorithm>
@@ -69,40 +69,43 @@ struct Chunks {
   const Run* begin(int k) const { return runs + first[k]; }
   const Run* end(int k) const { return runs + first[k + 1]; }
 };
-// Row `src` of a plane of width n read from column j0 for len elements: src + j0 itself when that lies
-// inside the plane, else a copy in `row` with zeros outside it.
-template <typename T>
-inline const T* row_window(const T* src, int64_t n, int64_t j0, int64_t len, T* row) {
-  if (j0 >= 0 && j0 + len <= n) return src + j0;
-  const int64_t lo = std::clamp<int64_t>(-j0, 0, len), hi = std::clamp<int64_t>(n - j0, lo, len);
-  for (int64_t j = 0; j < lo; ++j) row[j] = T(0);
-  for (int64_t j = lo; j < hi; ++j) row[j] = src[j0 + j];
-  for (int64_t j = hi; j < len; ++j) row[j] = T(0);
-  return row;
-}
-
-// d[r][m] = row[4m + r] for r < 4, m < nt; with six phases, also d[4][m] = row[4m + 4], d[5][m] = row[4m + 5].
-template <typename T, int Phases>
-inline void deinterleave(const T* __restrict row, int nt, T (*__restrict d)[kChunk], int col) {
-  T* __restrict d0 = d[0] + col;
-  T* __restrict d1 = d[1] + col;
-  T* __restrict d2 = d[2] + col;
-  T* __restrict d3 = d[3] + col;
-  for (int m = 0; m < nt; ++m) {
-    d0[m] = row[4 * m];
-    d1[m] = row[4 * m + 1];
-    d2[m] = row[4 * m + 2];
-    d3[m] = row[4 * m + 3];
-  }
-  if constexpr (Phases == 6) {
-    T* __restrict d4 = d[4] + col;
-    T* __restrict d5 = d[5] + col;
-    for (int m = 0; m + 1 < nt; ++m) {
-      d4[m] = d0[m + 1];
-      d5[m] = d1[m + 1];
+// d[j][col + m] = element iw0 + 4m + j of the row src of width n (zero outside [0, n)), for j < J, m < nt:
+// the J columns of each of nt tiles, de-interleaved by phase. The tiles inside the row are read in place
+// with stride 4; only the (at most two or three) tiles crossing an edge take the checked scalar path.
+template <typename T, int J>
+inline void gather_row(const T* src, int64_t n, int64_t iw0, int nt, T (*__restrict d)[kChunk], int col) {
+  int64_t lo = iw0 >= 0 ? 0 : (-iw0 + 3) / 4;                 // first tile with iw0 + 4m >= 0
+  int64_t hi = n - J - iw0 >= 0 ? (n - J - iw0) / 4 + 1 : 0;  // past the last with iw0 + 4m + J <= n
+  lo = std::min<int64_t>(lo, nt);
+  hi = std::clamp<int64_t>(hi, lo, nt);
+  auto edge = [&](int64_t m) {
+    for (int j = 0; j < J; ++j) {
+      const int64_t iw = iw0 + 4 * m + j;
+      d[j][col + m] = iw >= 0 && iw < n ? src[iw] : T(0);
     }
-    d4[nt - 1] = row[4 * nt];
-    d5[nt - 1] = row[4 * nt + 1];
+  };
+  for (int64_t m = 0; m < lo; ++m) edge(m);
+  for (int64_t m = hi; m < nt; ++m) edge(m);
+  const int64_t mid = hi - lo;
+  if (mid <= 0) return;
+  const T* __restrict s = src + iw0 + 4 * lo;
+  T* __restrict d0 = d[0] + col + lo;
+  T* __restrict d1 = d[1] + col + lo;
+  T* __restrict d2 = d[2] + col + lo;
+  T* __restrict d3 = d[3] + col + lo;
+  for (int64_t m = 0; m < mid; ++m) {
+    d0[m] = s[4 * m];
+    d1[m] = s[4 * m + 1];
+    d2[m] = s[4 * m + 2];
+    d3[m] = s[4 * m + 3];
+  }
+  if constexpr (J == 6) {
+    T* __restrict d4 = d[4] + col + lo;
+    T* __restrict d5 = d[5] + col + lo;
+    for (int64_t m = 0; m < mid; ++m) {
+      d4[m] = s[4 * m + 4];
+      d5[m] = s[4 * m + 5];
+    }
   }
 }
 
@@ -168,7 +171,6 @@ template <typename T>
 void input_chunk(const Geom& g, const T* x, int64_t nstride, const Run* r0, const Run* r1, int nt, T* v, int64_t lde) {
   alignas(64) T d[6][6][kChunk];  // d[i][j][m]: element (i, j) of tile m
   alignas(64) T h[6][6][kChunk];  // h[i][b][m]: row i of tile m, transformed along the row
-  alignas(64) T row[4 * kChunk + 2];
   for (const Run* ru = r0; ru < r1; ++ru) {
     const int m = ru->nt, col = ru->col;
     const T* plane = x + ru->n * nstride;
@@ -179,8 +181,7 @@ void input_chunk(const Geom& g, const T* x, int64_t nstride, const Run* r0, cons
         zero_rows(d[i], 6, col, m);
         continue;
       }
-      const T* r = row_window(plane + ih * g.Wi, g.Wi, iw0, 4 * int64_t(m) + 2, row);
-      deinterleave<T, 6>(r, m, d[i], col);
+      gather_row<T, 6>(plane + ih * g.Wi, g.Wi, iw0, m, d[i], col);
     }
   }
   for (int i = 0; i < 6; ++i)
@@ -235,7 +236,6 @@ template <typename T>
 void grad_chunk(const Geom& g, const T* dy, int64_t nstride, const Run* r0, const Run* r1, int nt, T* v, int64_t lde) {
   alignas(64) T d[4][4][kChunk];  // d[p][q][m]: element (p, q) of tile m
   alignas(64) T z[4][6][kChunk];  // z[p][b][m]: row p of tile m, transformed along the row
-  alignas(64) T row[4 * kChunk];
   for (const Run* ru = r0; ru < r1; ++ru) {
     const int m = ru->nt, col = ru->col;
     const T* plane = dy + ru->n * nstride;
@@ -245,7 +245,7 @@ void grad_chunk(const Geom& g, const T* dy, int64_t nstride, const Run* r0, cons
         zero_rows(d[p], 4, col, m);
         continue;
       }
-      deinterleave<T, 4>(row_window(plane + oh * g.Wo, g.Wo, 4 * ru->tw, 4 * int64_t(m), row), m, d[p], col);
+      gather_row<T, 4>(plane + oh * g.Wo, g.Wo, 4 * ru->tw, m, d[p], col);
     }
   }
   for (int p = 0; p < 4; ++p)
