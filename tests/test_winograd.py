@@ -465,3 +465,13 @@ def test_device_arrays_ignore_the_global_setting_and_refuse_explicit_winograd(mo
     with pytest.raises(ValueError, match=r"conv2d_fwd: algorithm 'winograd' is CPU-only; CuPy arrays run the "
                                          r"CUDA implicit-GEMM kernels"):
         ops.conv2d_fwd(xd, wd, bd, padding=1, algorithm="winograd")
+
+
+def test_saved_model_keeps_the_layer_algorithm(tmp_path):
+    model = cnnkit.Sequential(cnnkit.Conv2d(3, 4, 3, padding=1, algorithm="winograd", seed=0), cnnkit.ReLU(),
+                              cnnkit.Conv2d(4, 2, 3, algorithm="gemm", seed=1))
+    model.save(tmp_path / "m.npz")
+    loaded = cnnkit.load(tmp_path / "m.npz")
+    assert [m.algorithm for m in loaded.modules() if isinstance(m, cnnkit.Conv2d)] == ["winograd", "gemm"]
+    x = np.random.default_rng(0).standard_normal((2, 3, 7, 6)).astype(F32)
+    assert np.array_equal(loaded.forward(x), model.forward(x))
