@@ -69,9 +69,11 @@ struct Chunks {
   const Run* begin(int k) const { return runs + first[k]; }
   const Run* end(int k) const { return runs + first[k + 1]; }
 };
+
 // d[j][col + m] = element iw0 + 4m + j of the row src of width n (zero outside [0, n)), for j < J, m < nt:
 // the J columns of each of nt tiles, de-interleaved by phase. The tiles inside the row are read in place
-// with stride 4; only the (at most two or three) tiles crossing an edge take the checked scalar path.
+// with stride 4; only the tiles crossing an edge (one at each end of a run for padding 1) take the checked
+// scalar path.
 template <typename T, int J>
 inline void gather_row(const T* src, int64_t n, int64_t iw0, int nt, T (*__restrict d)[kChunk], int col) {
   int64_t lo = iw0 >= 0 ? 0 : (-iw0 + 3) / 4;                 // first tile with iw0 + 4m >= 0
