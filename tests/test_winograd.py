@@ -172,6 +172,27 @@ def test_random_geometries_float64():
         assert max(err) < 1e-12, (case, err)
 
 
+@pytest.mark.parametrize("case", [(2, 3, 4, 5, 301, 1, 1), (1, 2, 3, 70, 9, 2, 1), (40, 2, 2, 6, 6, 1, 2)],
+                         ids=_ids)
+def test_wide_tall_and_many_planes_float64(case):
+    # a tile row longer than a chunk (301 columns: 76 tiles), many tile rows, and many small planes in one
+    # block: runs split at chunk and block boundaries
+    N, C, K, H, W, pad, g = case
+    x, w, b, dy = _data(case, F64)
+    for threads in (1, 2):
+        old = cnnkit.get_num_threads()
+        try:
+            cnnkit.set_num_threads(threads)
+            np.testing.assert_allclose(c_fwd(x, w, b, pad, g), R.conv2d_fwd(x, w, b, padding=pad, groups=g),
+                                       rtol=0, atol=1e-12)
+            np.testing.assert_allclose(c_bwd_data(dy, w, x.shape, pad, g),
+                                       R.conv2d_bwd_data(dy, w, x.shape, padding=pad, groups=g), rtol=0, atol=1e-12)
+            np.testing.assert_allclose(c_bwd_weight(dy, x, w.shape, pad, g),
+                                       R.conv2d_bwd_weight(dy, x, w.shape, padding=pad, groups=g), rtol=0, atol=1e-11)
+        finally:
+            cnnkit.set_num_threads(old)
+
+
 @pytest.mark.parametrize("case", CASES[2:6], ids=_ids)
 def test_float32_error_bound_on_large_dynamic_range(case):
     # Magnitudes spread over 8 decades (10**-4 .. 10**4) in x, w and dy: the transforms mix the values of
