@@ -19,8 +19,8 @@ extern std::atomic<int> g_num_threads;
 // Team size for every CPU parallel region, as set by set_num_threads from any thread.
 inline int num_threads() { return detail::g_num_threads.load(std::memory_order_relaxed); }
 
-void runtime_init();  // called once when the module loads: threads from OMP_NUM_THREADS or the cores; the GEMM
-                      // variant from CNNKIT_ISA or CPUID (throws std::invalid_argument for a bad CNNKIT_ISA)
+void runtime_init();          // called once when the module loads: threads from OMP_NUM_THREADS or the cores; the GEMM
+                              // variant from CNNKIT_ISA or CPUID (throws std::invalid_argument for a bad CNNKIT_ISA)
 void set_num_threads(int n);  // OpenMP threads for every kernel, process-wide
 int get_num_threads();        // num_threads()
 int threads_in_region();      // team size of a region opened as the kernels open theirs (a test probe)

@@ -141,7 +141,7 @@ struct GeneratedSourceB {
   static constexpr int64_t kChunk = 1024;
   void pack(int64_t k0, int64_t kc, int64_t j0, int64_t nc, int nr, float* dst) const {
     alignas(64) float buf[kChunk];
-    if (!trans) {  // row kk of B is row k0 + kk of g: scatter it across the strips
+    if (!trans) {                              // row kk of B is row k0 + kk of g: scatter it across the strips
       const int64_t chunk = kChunk / nr * nr;  // whole strips per chunk
       for (int64_t kk = 0; kk < kc; ++kk) {
         for (int64_t c0 = 0; c0 < nc; c0 += chunk) {
@@ -176,8 +176,8 @@ struct GeneratedSourceB {
 
 // The plain triple loop, used only when packing buffers cannot be allocated: correct, slow, no memory.
 template <typename T, typename ElemB>
-void gemm_unpacked(bool ta, int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda, ElemB b_at, T beta,
-                   T* c, int64_t ldc) {
+void gemm_unpacked(bool ta, int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda, ElemB b_at, T beta, T* c,
+                   int64_t ldc) {
   for (int64_t i = 0; i < m; ++i) {
     for (int64_t j = 0; j < n; ++j) {
       T acc = 0;
@@ -258,14 +258,15 @@ void gemm_matrix(const MicroKernel<T>& uk, bool ta, bool tb, int64_t m, int64_t 
     return;
   }
   if (gemm_blocked(uk, ta, m, n, k, alpha, a, lda, MatrixSourceB<T>{tb, b, ldb}, beta, c, ldc)) return;
-  gemm_unpacked(ta, m, n, k, alpha, a, lda, [&](int64_t kk, int64_t j) { return tb ? b[j * ldb + kk] : b[kk * ldb + j]; },
-                beta, c, ldc);
+  gemm_unpacked(
+      ta, m, n, k, alpha, a, lda, [&](int64_t kk, int64_t j) { return tb ? b[j * ldb + kk] : b[kk * ldb + j]; }, beta,
+      c, ldc);
 }
 
 }  // namespace
 
-void sgemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
-           const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+void sgemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda, const float* b,
+           int64_t ldb, float beta, float* c, int64_t ldc) {
   gemm_matrix(sgemm_kernel(), ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
@@ -283,21 +284,20 @@ void sgemm_generated_b(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float 
   }
   if (gemm_blocked(sgemm_kernel(), ta, m, n, k, alpha, a, lda, GeneratedSourceB{b, tb}, beta, c, ldc)) return;
   // No memory for the packed blocks: generate B one element at a time.
-  gemm_unpacked(ta, m, n, k, alpha, a, lda,
-                [&](int64_t kk, int64_t j) {
-                  float v;
-                  if (tb)
-                    b.row(j, kk, 1, &v);
-                  else
-                    b.row(kk, j, 1, &v);
-                  return v;
-                },
-                beta, c, ldc);
+  gemm_unpacked(
+      ta, m, n, k, alpha, a, lda,
+      [&](int64_t kk, int64_t j) {
+        float v;
+        if (tb)
+          b.row(j, kk, 1, &v);
+        else
+          b.row(kk, j, 1, &v);
+        return v;
+      },
+      beta, c, ldc);
 }
 
-std::string gemm_isa() {
-  return sgemm_kernel().name;
-}
+std::string gemm_isa() { return sgemm_kernel().name; }
 
 std::string gemm_isa_supported() {
   std::string out;
@@ -309,10 +309,9 @@ std::string gemm_isa_supported() {
 void set_gemm_isa(const std::string& name) {
   const MicroKernel<float>* k = kernel_named(name);
   if (!k && (name == "avx512" || name == "avx2"))
-    throw std::invalid_argument("CNNKIT_ISA: '" + name + "' kernels are not compiled into this build (supported: " +
-                                gemm_isa_supported() + ")");
-  if (!k)
-    throw std::invalid_argument("CNNKIT_ISA must be one of avx512, avx2, generic, got '" + name + "'");
+    throw std::invalid_argument("CNNKIT_ISA: '" + name +
+                                "' kernels are not compiled into this build (supported: " + gemm_isa_supported() + ")");
+  if (!k) throw std::invalid_argument("CNNKIT_ISA must be one of avx512, avx2, generic, got '" + name + "'");
   if (!cpu_has(name.c_str()))
     throw std::invalid_argument("CNNKIT_ISA: this CPU cannot run '" + name + "' (supported: " + gemm_isa_supported() +
                                 ")");

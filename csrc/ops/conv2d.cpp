@@ -225,7 +225,7 @@ class Im2colRows final : public RowGenerator {
     for (int64_t j = j0, end = j0 + len; j < end;) {
       const int64_t jn = j / cols_, local = j % cols_, pp = p0_ + local / p.Q, q = local % p.Q;
       const int64_t q_end = std::min(p.Q, q + (end - j));  // the rest of this output row, within the request
-      float* o = out + (j - j0) - q;                        // o[q'] is output column q' of this row
+      float* o = out + (j - j0) - q;                       // o[q'] is output column q' of this row
       const int64_t ih = pp * p.stride_h - p.pad_h + r * p.dil_h;
       if (ih < 0 || ih >= p.H) {
         std::fill(o + q, o + q_end, 0.0f);
@@ -338,8 +338,9 @@ void conv2d_bwd_data_cpu(const Conv2dParams& p, const T* dy, const T* w, T* dx) 
   const bool direct = is_pointwise(p);
   if (p.N == 0) return;
   // Stride 1: dx is the forward convolution of dy with the flipped, transposed filters and padding
-  // dil * (R - 1) - pad, which needs no column matrix and no scatter-add (col2im).
-  if (!direct && p.stride_h == 1 && p.stride_w == 1 && p.pad_h <= p.dil_h * (p.R - 1) &&
+  // dil * (R - 1) - pad, which needs no column matrix and no scatter-add (col2im). Its GEMM has C/groups
+  // rows, so few input channels (an RGB first layer) would leave the micro-kernel's rows mostly empty.
+  if (!direct && p.Cg() >= 16 && p.stride_h == 1 && p.stride_w == 1 && p.pad_h <= p.dil_h * (p.R - 1) &&
       p.pad_w <= p.dil_w * (p.S - 1)) {
     Conv2dParams t = p;
     t.C = p.K, t.H = p.P, t.W = p.Q, t.K = p.C, t.P = p.H, t.Q = p.W;
