@@ -297,6 +297,12 @@ void sgemm_generated_b(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float 
       beta, c, ldc);
 }
 
+void sgemm_nt_dot(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda, const float* b,
+                  int64_t ldb, bool accumulate, float* c, int64_t ldc) {
+  if (m <= 0 || n <= 0) return;
+  sgemm_kernel().dot_nt(m, n, std::max<int64_t>(k, 0), alpha, a, lda, b, ldb, accumulate, c, ldc);
+}
+
 std::string gemm_isa() { return sgemm_kernel().name; }
 
 std::string gemm_isa_supported() {

@@ -32,6 +32,12 @@ void dgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double a
 void sgemm_generated_b(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
                        int64_t lda, const RowGenerator& b, float beta, float* c, int64_t ldc);
 
+// C (m x n) = alpha * A * B^T (+ C when accumulate), A (m x k) and B (n x k) row-major: blocks of dot
+// products along the rows, with no packing. For a small C and a long depth, where packing would cost more
+// than the arithmetic.
+void sgemm_nt_dot(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda, const float* b,
+                  int64_t ldb, bool accumulate, float* c, int64_t ldc);
+
 // The micro-kernel variant in use: "avx512", "avx2" or "generic".
 std::string gemm_isa();
 // Which variants this CPU can run, best first (always ends with "generic").

@@ -13,6 +13,9 @@ struct MicroKernel {
   const char* name;
   int mr, nr;
   void (*run)(int64_t kc, const T* a, const T* b, T* c, int64_t ldc, T alpha, bool accumulate);
+  // C (m x n) = alpha * A * B^T (+ C): dot products along contiguous rows, no packing (dot_kernel.h).
+  void (*dot_nt)(int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda, const T* b, int64_t ldb,
+                 bool accumulate, T* c, int64_t ldc);
 };
 
 const MicroKernel<float>* sgemm_kernel_avx512();  // null when not compiled in (not an x86-64 build)

@@ -1,6 +1,7 @@
 // AVX2 + FMA micro-kernel: a 6 x 16 tile of C in 12 ymm accumulators (the classic Haswell shape: 16 ymm
 // registers hold 12 accumulators, 2 B vectors and 1 broadcast). Per step of k: two aligned loads of B, six
 // broadcasts of A, 12 FMAs.
+#include "gemm/dot_kernel.h"
 #include "gemm/kernel.h"
 
 #if defined(__AVX2__) && defined(__FMA__)
@@ -43,7 +44,7 @@ void micro_6x16(int64_t kc, const float* a, const float* b, float* c, int64_t ld
   }
 }
 
-const MicroKernel<float> kKernel{"avx2", kMR, kNR, micro_6x16};
+const MicroKernel<float> kKernel{"avx2", kMR, kNR, micro_6x16, dot_nt<8, 2, 4>};
 
 }  // namespace
 

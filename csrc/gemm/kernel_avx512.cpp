@@ -2,6 +2,7 @@
 // B (48 floats), eight broadcasts of A folded into the FMAs as memory operands ({1to16}), 24 FMAs. That is
 // 11 loads per 24 FMAs, inside the two-loads-per-cycle budget at two FMAs per cycle; the accumulators
 // cover FMA latency (4 cycles x 2 ports = 8 in flight) three times over.
+#include "gemm/dot_kernel.h"
 #include "gemm/kernel.h"
 
 #if defined(__AVX512F__)
@@ -44,7 +45,7 @@ void micro_8x48(int64_t kc, const float* a, const float* b, float* c, int64_t ld
   }
 }
 
-const MicroKernel<float> kKernel{"avx512", kMR, kNR, micro_8x48};
+const MicroKernel<float> kKernel{"avx512", kMR, kNR, micro_8x48, dot_nt<16, 4, 4>};
 
 }  // namespace
 

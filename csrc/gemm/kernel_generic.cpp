@@ -2,6 +2,7 @@
 // a 4 x 4 double tile, each 8 SSE registers of accumulators in local arrays the compiler keeps in
 // registers (a 4 x 16 float tile spilled and ran 4x slower). They run on any CPU and serve float64
 // everywhere.
+#include "gemm/dot_kernel.h"
 #include "gemm/kernel.h"
 
 namespace ck::gemm_detail {
@@ -25,8 +26,8 @@ void micro_generic(int64_t kc, const T* __restrict a, const T* __restrict b, T* 
   }
 }
 
-const MicroKernel<float> kFloat{"generic", 4, 8, micro_generic<float, 4, 8>};
-const MicroKernel<double> kDouble{"generic", 4, 4, micro_generic<double, 4, 4>};
+const MicroKernel<float> kFloat{"generic", 4, 8, micro_generic<float, 4, 8>, dot_nt<4, 2, 4>};
+const MicroKernel<double> kDouble{"generic", 4, 4, micro_generic<double, 4, 4>, nullptr};
 
 }  // namespace
 

@@ -405,7 +405,11 @@ void conv2d_bwd_weight_cpu(const Conv2dParams& p, const T* dy, const T* x, T* dw
   // Each thread sums into its own dw; the partial sums are added in thread order afterwards, so the
   // result is deterministic for a given thread count.
   std::vector<T> partial(size_t(nthreads) * wsize, T(0));
-  Scratch<T> col_s(nthreads, std::is_same_v<T, float> ? 0 : size_t(crs * tl.cols));
+  // A small filter (C/groups * R * S <= 64: an RGB or grey first layer) with its long reduction runs as
+  // dot products over each item's materialised column tile: packing for a GEMM would cost more than the
+  // arithmetic. Otherwise float32 packs col^T straight from x (Im2colRows); float64 builds the tile.
+  const bool dot = std::is_same_v<T, float> && crs <= 64;
+  Scratch<T> col_s(nthreads, std::is_same_v<T, float> && !dot ? 0 : size_t(crs * tl.cols));
   Scratch<T> dyb_s(nthreads, tl.nb > 1 ? size_t(Kg * tl.cols) : 0);
   int used = 1;
 #pragma omp parallel num_threads(nthreads) if (worth_threads(p))
@@ -423,6 +427,12 @@ void conv2d_bwd_weight_cpu(const Conv2dParams& p, const T* dy, const T* x, T* dw
       int64_t lda;
       const T* amat = gather_dy(p, dy + (n0 * p.K + g * Kg) * PQ + p0 * p.Q, nb, cols, dyb, &lda);
       if constexpr (std::is_same_v<T, float>) {
+        if (dot) {
+          int64_t ldb;
+          const T* bmat = gather_cols(p, x, n0, nb, g, p0, p1, direct, col, &ldb);
+          sgemm_nt_dot(Kg, crs, nb * cols, 1.0f, amat, lda, bmat, ldb, true, mine + g * Kg * crs, crs);
+          continue;
+        }
         if (!(direct && nb == 1)) {
           sgemm_generated_b(false, true, Kg, crs, nb * cols, 1.0f, amat, lda, Im2colRows(p, x, n0, g, p0, p1), 1.0f,
                             mine + g * Kg * crs, crs);
