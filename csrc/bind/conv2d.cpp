@@ -14,7 +14,7 @@ std::vector<int64_t> conv2d_out_shape(const std::vector<int64_t>& x_shape, const
 }
 
 void conv2d_fwd(const py::array& x, const py::array& w, const py::object& b, const py::array& y, Pair stride,
-                Pair padding, Pair dilation, int64_t groups) {
+                Pair padding, Pair dilation, int64_t groups, bool relu) {
   const char* op = "conv2d_fwd";
   auto p = ck::make_conv2d_params(op, shape_of(x), shape_of(w), stride[0], stride[1], padding[0], padding[1],
                                   dilation[0], dilation[1], groups);
@@ -31,7 +31,7 @@ void conv2d_fwd(const py::array& x, const py::array& w, const py::object& b, con
     const T* bp = b.is_none() ? nullptr : ptr<T>(ba, op, "b");
     T* yp = ptr<T>(y, op, "y", true);
     py::gil_scoped_release nogil;
-    ck::conv2d_fwd_cpu<T>(p, xp, wp, bp, yp);
+    ck::conv2d_fwd_cpu<T>(p, xp, wp, bp, yp, relu);
   };
   float_dtype(x, op, "x") == DType::f32 ? run(float{}) : run(double{});
 }
@@ -159,7 +159,7 @@ void register_conv2d(py::module_& m) {
   m.def("conv2d_out_shape", &conv2d_out_shape, py::arg("x_shape"), py::arg("w_shape"), py::arg("stride"),
         py::arg("padding"), py::arg("dilation"), py::arg("groups"));
   m.def("conv2d_fwd", &conv2d_fwd, py::arg("x"), py::arg("w"), py::arg("b").none(true), py::arg("y"), py::arg("stride"),
-        py::arg("padding"), py::arg("dilation"), py::arg("groups"));
+        py::arg("padding"), py::arg("dilation"), py::arg("groups"), py::arg("relu") = false);
   m.def("conv2d_bwd_data", &conv2d_bwd_data, py::arg("dy"), py::arg("w"), py::arg("dx"), py::arg("stride"),
         py::arg("padding"), py::arg("dilation"), py::arg("groups"));
   m.def("conv2d_bwd_weight", &conv2d_bwd_weight, py::arg("dy"), py::arg("x"), py::arg("dw"), py::arg("stride"),

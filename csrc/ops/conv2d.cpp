@@ -282,7 +282,7 @@ const T* gather_dy(const Conv2dParams& p, const T* dy0, int64_t nb, int64_t cols
 }  // namespace
 
 template <typename T>
-void conv2d_fwd_cpu(const Conv2dParams& p, const T* x, const T* w, const T* b, T* y) {
+void conv2d_fwd_cpu(const Conv2dParams& p, const T* x, const T* w, const T* b, T* y, bool relu) {
   const int64_t Cg = p.Cg(), Kg = p.Kg(), crs = Cg * p.R * p.S, PQ = p.P * p.Q;
   const bool direct = is_pointwise(p);
   if (p.N == 0) return;
@@ -319,12 +319,23 @@ void conv2d_fwd_cpu(const Conv2dParams& p, const T* x, const T* w, const T* b, T
       }
       if (nb > 1)
         for (int64_t j = 0; j < nb; ++j) copy_rows(Kg, cols, out + j * cols, nb * cols, y0 + j * p.K * PQ, PQ);
-      if (b) {
+      // Epilogue on the item's output while it is still in cache: + bias, then ReLU (relu_fwd's formula,
+      // so a fused Conv2d + ReLU gives the unfused bits).
+      if (b || relu) {
         for (int64_t j = 0; j < nb; ++j) {
           for (int64_t k = 0; k < Kg; ++k) {
-            const T bk = b[g * Kg + k];
+            const T bk = b ? b[g * Kg + k] : T(0);
             T* yr = y0 + j * p.K * PQ + k * PQ;
-            for (int64_t i = 0; i < cols; ++i) yr[i] += bk;
+            if (b && relu) {
+              for (int64_t i = 0; i < cols; ++i) {
+                const T v = yr[i] + bk;
+                yr[i] = v < T(0) ? T(0) : v;
+              }
+            } else if (b) {
+              for (int64_t i = 0; i < cols; ++i) yr[i] += bk;
+            } else {
+              for (int64_t i = 0; i < cols; ++i) yr[i] = yr[i] < T(0) ? T(0) : yr[i];
+            }
           }
         }
       }
@@ -469,7 +480,7 @@ void conv2d_bwd_bias_cpu(int64_t N, int64_t K, int64_t PQ, const T* dy, T* db, b
 }
 
 #define CK_INSTANTIATE(T)                                                                    \
-  template void conv2d_fwd_cpu<T>(const Conv2dParams&, const T*, const T*, const T*, T*);    \
+  template void conv2d_fwd_cpu<T>(const Conv2dParams&, const T*, const T*, const T*, T*, bool); \
   template void conv2d_bwd_data_cpu<T>(const Conv2dParams&, const T*, const T*, T*);         \
   template void conv2d_bwd_weight_cpu<T>(const Conv2dParams&, const T*, const T*, T*, bool); \
   template void conv2d_bwd_bias_cpu<T>(int64_t, int64_t, int64_t, const T*, T*, bool);

@@ -143,11 +143,32 @@ class Model(Layer):
         if len(xs) != self._n_inputs:
             raise ValueError(f"{type(self).__name__}.forward: expected {self._n_inputs} input(s), got {len(xs)}")
         self._check_inputs(*xs)   # every mismatch is reported before any work is done
+        fused = self._relu_fusions()
         vals = []
-        for n, layer, ins in self._nodes:
-            vals.append(layer.forward(*[xs[-1 - j] if j < 0 else vals[j] for j in ins]))
+        for i, (n, layer, ins) in enumerate(self._nodes):
+            args = [xs[-1 - j] if j < 0 else vals[j] for j in ins]
+            if i in fused:
+                vals.append(layer.forward(*args, relu=True))
+            elif i - 1 in fused:
+                vals.append(layer.forward_fused(*args))
+            else:
+                vals.append(layer.forward(*args))
         self._cache = True
         return vals[-1]
+
+    def _relu_fusions(self):
+        """Nodes i whose layer is a Conv2d read by exactly one node, the next, a ReLU: they run as one fused
+        conv + bias + ReLU pass (bit for bit the unfused result; one pass over the output instead of three).
+        A node that is the model's output, or feeds anything else, is left alone."""
+        from .layers.activation import ReLU
+        from .layers.conv import Conv2d
+        uses = {}
+        for _, _, ins in self._nodes:
+            for j in ins:
+                uses[j] = uses.get(j, 0) + 1
+        last = len(self._nodes) - 1
+        return {i for i in range(last) if type(self._nodes[i][1]) is Conv2d and uses.get(i) == 1
+                and type(self._nodes[i + 1][1]) is ReLU and self._nodes[i + 1][2] == [i]}
 
     def backward(self, dout, need_dx=False):
         """Backpropagate dout (the gradient of the loss w.r.t. the output); parameter grads accumulate.

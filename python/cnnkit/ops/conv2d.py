@@ -38,13 +38,15 @@ def conv2d_out_shape(x_shape, w_shape, stride=1, padding=0, dilation=1, groups=1
     return _conv_shape(op, check_shape4(op, "x_shape", x_shape), check_shape4(op, "w_shape", w_shape), s, p, d, g)
 
 
-def conv2d_fwd(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, out=None):
-    """y = conv2d(x, w) + b, as ``torch.nn.functional.conv2d``.
+def conv2d_fwd(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, out=None, relu=False):
+    """y = conv2d(x, w) + b, as ``torch.nn.functional.conv2d``; with ``relu=True``, max(y, 0) applied in the
+    same pass (the fused Conv2d + ReLU epilogue: bit for bit ``relu_fwd(conv2d_fwd(...))``).
 
     x (N, C, H, W), w (K, C/groups, R, S), b (K,) or None -> y (N, K, P, Q), written into `out` if given
     (`out` must not share memory with x, w or b).
     """
     op = "conv2d_fwd"
+    relu = _flag(op, "relu", relu)
     ref = first_array(op, "x", x, ndim=4)
     check_array(op, "w", w, ref, ndim=4)
     check_same_dtype(op, "x", x, "w", w)
@@ -55,7 +57,13 @@ def conv2d_fwd(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, out=None
     if b is not None and b.shape[0] != w.shape[0]:
         raise ValueError(f"{op}: b must have shape ({w.shape[0]},), got {tuple(b.shape)}")
     y = check_out(op, "out", out, shape, x.dtype, ref, inputs=(("x", x), ("w", w), ("b", b)))
-    _backend.kernels(x).conv2d_fwd(x, w, b, y, s, p, d, g)
+    k = _backend.kernels(x)
+    if k is _C:
+        k.conv2d_fwd(x, w, b, y, s, p, d, g, relu)
+    else:  # the CUDA kernels have no fused epilogue: ReLU in place after
+        k.conv2d_fwd(x, w, b, y, s, p, d, g)
+        if relu:
+            k.relu_fwd(y, y)
     return y
 
 
