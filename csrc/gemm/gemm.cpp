@@ -47,6 +47,8 @@ constexpr const char* kOrder[] = {"avx512", "avx2", "generic"};
 constexpr int64_t kMaxKC = 384;
 constexpr int64_t kBBytes = 512 * 1024;
 constexpr int64_t kMaxMC = 192;
+// Rows per chunk of a transposing pack: a chunk of one strip (64 x nr floats, 12 KiB at nr = 48) stays in L1.
+constexpr int64_t kTransChunk = 64;
 
 int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 
@@ -113,13 +115,18 @@ void pack_b_matrix(bool trans, const T* b, int64_t ldb, int64_t k0, int64_t kc, 
         std::memcpy(dk, src, sizeof(T) * size_t(cols));
         for (int64_t j = cols; j < nr; ++j) dk[j] = T(0);
       }
-    } else {  // op(B)(kk, j) = b[j * ldb + kk]: column j of the strip is contiguous in b
-      for (int64_t j = 0; j < cols; ++j) {
-        const T* src = b + (j0 + s + j) * ldb + k0;
-        for (int64_t kk = 0; kk < kc; ++kk) d[kk * nr + j] = src[kk];
+    } else {  // op(B)(kk, j) = b[j * ldb + kk]: column j of the strip is contiguous in b. Transposed in
+              // chunks of kTransChunk rows, so the chunk of the strip being written stays in L1.
+      for (int64_t c0 = 0; c0 < kc; c0 += kTransChunk) {
+        const int64_t len = std::min(kTransChunk, kc - c0);
+        T* dc = d + c0 * nr;
+        for (int64_t j = 0; j < cols; ++j) {
+          const T* src = b + (j0 + s + j) * ldb + k0 + c0;
+          for (int64_t kk = 0; kk < len; ++kk) dc[kk * nr + j] = src[kk];
+        }
+        for (int64_t kk = 0; kk < len; ++kk)
+          for (int64_t j = cols; j < nr; ++j) dc[kk * nr + j] = T(0);
       }
-      for (int64_t j = cols; j < nr; ++j)
-        for (int64_t kk = 0; kk < kc; ++kk) d[kk * nr + j] = T(0);
     }
   }
 }
@@ -157,19 +164,21 @@ struct GeneratedSourceB {
       }
       return;
     }
-    // column j of B is row j0 + j of g, over depth [k0, k0 + kc): a column of one strip
+    // column j of B is row j0 + j of g, over depth [k0, k0 + kc): a column of one strip, written in chunks
+    // of kTransChunk rows so the chunk of the strip stays in L1 while its columns fill in
     for (int64_t s = 0; s < nc; s += nr) {
       const int64_t cols = std::min<int64_t>(nr, nc - s);
       float* d = dst + s * kc;
-      for (int64_t j = 0; j < cols; ++j) {
-        for (int64_t c0 = 0; c0 < kc; c0 += kChunk) {
-          const int64_t len = std::min(kChunk, kc - c0);
+      for (int64_t c0 = 0; c0 < kc; c0 += kTransChunk) {
+        const int64_t len = std::min(kTransChunk, kc - c0);
+        float* dc = d + c0 * nr;
+        for (int64_t j = 0; j < cols; ++j) {
           g.row(j0 + s + j, k0 + c0, len, buf);
-          for (int64_t kk = 0; kk < len; ++kk) d[(c0 + kk) * nr + j] = buf[kk];
+          for (int64_t kk = 0; kk < len; ++kk) dc[kk * nr + j] = buf[kk];
         }
+        for (int64_t kk = 0; kk < len; ++kk)
+          for (int64_t j = cols; j < nr; ++j) dc[kk * nr + j] = 0.0f;
       }
-      for (int64_t j = cols; j < nr; ++j)
-        for (int64_t kk = 0; kk < kc; ++kk) d[kk * nr + j] = 0.0f;
     }
   }
 };
