@@ -66,9 +66,9 @@ RC[info]=$(grep -q "^WRONG cnnkit" "$OUT/info.txt" && echo "wrong-cnnkit" ||
            (grep -q "^cuda.status ok" "$OUT/info.txt" && echo 0 || echo "cuda-unusable"))
 
 TESTS=()
-for f in tests/test_cuda.py tests/test_cuda_ops.py tests/test_cuda_tf32.py tests/test_cuda_augment.py tests/test_cuda_optim.py tests/test_cuda_e2e.py tests/test_device.py tests/test_data_device.py; do [ -f "$f" ] && TESTS+=("$ROOT/$f"); done
+for f in tests/test_cuda.py tests/test_cuda_dispatch.py tests/ops tests/test_cuda_tf32.py tests/test_cuda_augment.py tests/test_cuda_optim.py tests/test_cuda_e2e.py tests/test_device.py tests/test_data_device.py; do [ -e "$f" ] && TESTS+=("$ROOT/$f"); done
 cd /tmp
-stage pytest 240 "$OUT/pytest.log" "$PY" -m pytest -q -rs -p no:cacheprovider "${TESTS[@]}"
+stage pytest 420 "$OUT/pytest.log" "$PY" -m pytest -q -rs -p no:cacheprovider "${TESTS[@]}"
 cd "$ROOT"
 tail -15 "$OUT/pytest.log"
 

@@ -4,7 +4,7 @@
 # after another, atomicAdd under a mutex; each `kernel<<<grid, block, smem, stream>>>(args)` launch is
 # rewritten to emu_launch(grid, block, lambda) by launch_to_call.py. It checks index math, tiling,
 # split-K, Philox streams and reductions. It cannot check GPU memory-model, occupancy, or anything
-# architecture-specific. It is not a substitute for tests/test_cuda_ops.py on a real GPU.
+# architecture-specific. It is not a substitute for tests/ops/ run on a real GPU.
 #
 # Every csrc/ops/*.cu file is translated, every csrc .cpp kernel source is compiled from source (no build
 # folder needed), and every tools/cuda_emu/compare_*.cc file is linked in: each registers its checks with

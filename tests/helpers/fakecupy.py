@@ -468,7 +468,8 @@ def _at(ptr, shape, dtype):
 
 class _AugBinding:
     """cnnkit._C for _cuda_ops, with aug_pipeline_cuda (integer pointers, as the CUDA binding takes them) run by
-    the CPU binding on the fake arrays' buffers, so _cuda_ops.aug_pipeline's own checks and calls are exercised."""
+    the CPU binding on the fake arrays' buffers, so cnnkit.ops.augment's checks and _cuda_ops.aug_pipeline's
+    pointer passing are exercised."""
 
     def __init__(self, c):
         self._c = c
