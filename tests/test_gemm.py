@@ -13,7 +13,7 @@ import pytest
 import cnnkit
 from cnnkit import _C, ops
 
-import reference as R
+from helpers import reference as R
 
 ISAS = ["avx512", "avx2", "generic"]
 
