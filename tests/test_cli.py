@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-from dataset_files import RNG, cifar_py_batch, cifar_records, idx_bytes
+from helpers.dataset_files import RNG, cifar_py_batch, cifar_records, idx_bytes
 
 from cnnkit import config as ck_config
 from cnnkit import run as ck_run

@@ -22,4 +22,4 @@ def test_cuda_device_is_visible():
     assert cnnkit.build_info()["cuda"] is True
     assert cnnkit.cuda.device_count() >= 1
 
-# The device ops themselves (CuPy arrays through cnnkit.ops) are tested in test_cuda_ops.py.
+# The device ops themselves (CuPy arrays through cnnkit.ops) are tested in tests/ops/, typed over devices.

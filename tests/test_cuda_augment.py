@@ -9,7 +9,7 @@ device="cuda" where CUDA is unusable, and the validation of DataLoader's `device
 """
 import numpy as np
 import pytest
-from test_cuda_ops import FLOATS, FakeDeviceArray, cp, needs_cuda  # noqa: F401  (cp: the CuPy fixture)
+from test_cuda_dispatch import FLOATS, FakeDeviceArray, cp, needs_cuda  # noqa: F401  (cp: the CuPy fixture)
 from test_data_device import assert_loader_matches_cpu
 
 import cnnkit

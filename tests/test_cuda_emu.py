@@ -2,7 +2,7 @@
 kernels. This checks the .cu files' index math, tiling, split-K, Philox streams, reductions and control flow on
 machines with no GPU (CI among them), and, through the strict shim and the audit cases, that no launch has an
 illegal configuration or the wrong stream, that empty, offset and huge (> 2^31 elements) inputs work, and that
-CUDA errors raise. It is no substitute for tests/test_cuda_ops.py on a real GPU: it cannot see memory-model,
+CUDA errors raise. It is no substitute for the GPU runs of tests/ops/ on a real GPU: it cannot see memory-model,
 occupancy or architecture-specific bugs."""
 import os
 import pathlib

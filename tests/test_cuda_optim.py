@@ -1,6 +1,6 @@
 """The optimizers on the GPU: CuPy parameters against the same optimizer on numpy.
 
-Two halves. The first runs everywhere, on the strict CuPy stand-in of tests/fakecupy.py, whose _cuda_ops
+Two halves. The first runs everywhere, on the strict CuPy stand-in of tests/helpers/fakecupy.py, whose _cuda_ops
 routing emulates the device control block on the host with the CPU kernels: there a device run must equal the
 CPU run bit for bit, step() must read nothing back to the host with nonfinite="skip", and the counters must be
 read lazily (one host sync per read). The second needs a GPU, a CUDA build and CuPy (skipped otherwise, with
@@ -15,7 +15,7 @@ import pytest
 
 import cnnkit as ck
 
-import fakecupy
+from helpers import fakecupy
 
 needs_cuda = pytest.mark.skipif(not ck.cuda.is_available(), reason=f"CUDA unavailable: {ck.cuda.status()}")
 

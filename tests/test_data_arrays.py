@@ -6,7 +6,7 @@ import pytest
 
 from cnnkit import data as D
 from cnnkit.data import DataFormatError
-from dataset_files import HEADROOM, RNG, isolated_error
+from helpers.dataset_files import HEADROOM, RNG, isolated_error
 
 
 def _npz_with(tmp_path, x_member, compress=zipfile.ZIP_STORED):

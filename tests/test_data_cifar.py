@@ -5,7 +5,7 @@ import pytest
 
 from cnnkit import data as D
 from cnnkit.data import DataFormatError
-from dataset_files import RNG, cifar_records
+from helpers.dataset_files import RNG, cifar_records
 
 
 @pytest.fixture

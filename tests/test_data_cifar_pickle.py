@@ -8,7 +8,7 @@ import pytest
 
 from cnnkit import data as D
 from cnnkit.data import DataFormatError
-from dataset_files import cifar_py_batch, isolated_error, py2_dumps
+from helpers.dataset_files import cifar_py_batch, isolated_error, py2_dumps
 
 
 @pytest.fixture(params=["py2", "py3"])

@@ -1,8 +1,8 @@
 """GPU augmentation's Python glue (transforms on CuPy batches, DataLoader(device="cuda")) on the strict CuPy
-stand-in of tests/fakecupy.py, which runs the pipeline with the CPU kernel behind the CUDA binding's own
+stand-in of tests/helpers/fakecupy.py, which runs the pipeline with the CPU kernel behind the CUDA binding's own
 interface (integer pointers). So these check the device paths' checks, copies, host reads and results, on any
 machine; the CUDA kernels themselves are checked by tools/cuda_emu and tests/test_cuda_augment.py."""
-import fakecupy
+from helpers import fakecupy
 import numpy as np
 import pytest
 

@@ -6,7 +6,7 @@ import pytest
 
 from cnnkit import data as D
 from cnnkit.data import DataFormatError
-from dataset_files import RNG
+from helpers.dataset_files import RNG
 
 
 def test_image_folder(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 
 from cnnkit import data as D
 from cnnkit.data import DataFormatError
-from dataset_files import HEADROOM, RNG, ZEROS_MIB_GZ, idx_bytes, isolated_error
+from helpers.dataset_files import HEADROOM, RNG, ZEROS_MIB_GZ, idx_bytes, isolated_error
 
 
 @pytest.fixture(params=[False, True], ids=["raw", "gz"])

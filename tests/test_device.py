@@ -1,10 +1,10 @@
-"""model.to("cuda") and the device glue above the kernels, on the strict CuPy stand-in of tests/fakecupy.py.
+"""model.to("cuda") and the device glue above the kernels, on the strict CuPy stand-in of tests/helpers/fakecupy.py.
 
 The stand-in routes every cnnkit.ops._cuda call to the CPU kernel it mirrors, so a "device" run must equal the
 CPU run bit for bit; and it refuses every implicit host/device mix, and counts every device-to-host read, so
 these tests also show that the layers, the model and the optimizer keep their arrays on the device and read
-nothing back inside a step. The CUDA kernels themselves are tested by tests/test_cuda_*.py on a GPU and by
-tests/test_cuda_emu.py on the CPU.
+nothing back inside a step. The ops one by one are typed over devices in tests/ops/; the CUDA kernels themselves
+are tested by tests/ops/ and tests/test_cuda_*.py on a GPU and by tests/test_cuda_emu.py on the CPU.
 """
 import copy
 import re
@@ -14,7 +14,7 @@ import pytest
 
 import cnnkit as ck
 
-import fakecupy
+from helpers import fakecupy
 
 
 @pytest.fixture
@@ -153,7 +153,7 @@ def test_mixing_a_host_input_with_a_device_model_is_a_clear_error(cp):
 
 # ---------------------------------------------------------------- optimizer and trainer on the device
 
-from train_helpers import digits, digits_net  # noqa: E402
+from helpers.train_helpers import digits, digits_net  # noqa: E402
 
 
 def _digits_small():
@@ -318,53 +318,6 @@ def test_require_cupy_says_how_to_install_it(monkeypatch):
                                           r"pip install 'cnnkit\[cuda\]'"):
         _xp.require_cupy()
     assert ck.cuda._cupy_error().startswith("CuPy is not importable (ModuleNotFoundError: ")
-
-
-# ---------------------------------------------------------------- BatchNorm ops on a device array
-
-@pytest.mark.parametrize("shape", [(4, 3), (2, 3, 5), (2, 3, 4, 5)])
-@pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-12), (np.float32, 2e-5)])
-def test_batchnorm_ops_on_device_equal_the_cpu(cp, shape, dtype, rtol):
-    x = rnd(*shape, seed=1, dtype=dtype) * 3 + 1
-    dy = rnd(*shape, seed=2, dtype=dtype)
-    C = shape[1]
-    w, alpha, beta = (rnd(C, seed=s, dtype=dtype) for s in (3, 4, 5))
-    dx_ = cp.asarray(x)
-    mean, var = ck.ops.batchnorm_stats(x)
-    dmean, dvar = ck.ops.batchnorm_stats(dx_)
-    assert type(dmean) is fakecupy.ndarray and type(dvar) is fakecupy.ndarray and dmean.dtype == dtype
-    np.testing.assert_allclose(dmean.get(), mean, rtol=rtol, atol=rtol)
-    np.testing.assert_allclose(dvar.get(), var, rtol=rtol)
-
-    y = ck.ops.channel_affine(dx_, cp.asarray(alpha), cp.asarray(beta))
-    np.testing.assert_allclose(y.get(), ck.ops.channel_affine(x, alpha, beta), rtol=rtol, atol=rtol)
-    z = cp.asarray(x)
-    assert ck.ops.channel_affine(z, cp.asarray(alpha), cp.asarray(beta), out=z) is z
-
-    invstd = (1 / np.sqrt(var + dtype(1e-5))).astype(dtype)
-    for weight in (w, None):
-        for train in (True, False):
-            want = ck.ops.batchnorm_bwd(dy, x, mean, invstd, weight, train)
-            got = ck.ops.batchnorm_bwd(cp.asarray(dy), dx_, cp.asarray(mean), cp.asarray(invstd),
-                                       None if weight is None else cp.asarray(weight), train)
-            assert got[1].dtype == np.float64 and got[2].dtype == np.float64
-            for g, c in zip(got, want):
-                np.testing.assert_allclose(g.get(), c, rtol=rtol * 10, atol=rtol * 10)
-    assert ck.ops.batchnorm_bwd(cp.asarray(dy), dx_, cp.asarray(mean), cp.asarray(invstd), need_dx=False)[0] is None
-
-
-def test_batchnorm_ops_on_device_check_like_the_cpu(cp):
-    x = cp.asarray(rnd(2, 3, 4, seed=1))
-    with pytest.raises(TypeError, match=r"channel_affine: mixed devices: x is a cupy\.ndarray \(GPU\) but alpha is "
-                                        r"a numpy\.ndarray"):
-        ck.ops.channel_affine(x, np.ones(3, np.float32), cp.asarray(np.ones(3, np.float32)))
-    with pytest.raises(ValueError, match=r"channel_affine: alpha must have shape \(3,\), got \(2,\)"):
-        ck.ops.channel_affine(x, cp.asarray(np.ones(2, np.float32)), cp.asarray(np.ones(3, np.float32)))
-    with pytest.raises(ValueError, match=r"batchnorm_bwd: dy must have the shape of x \(2, 3, 4\), got \(2, 3, 2\)"):
-        m = cp.asarray(np.ones(3, np.float32))
-        ck.ops.batchnorm_bwd(cp.asarray(rnd(2, 3, 2)), x, m, m)
-    with pytest.raises(ValueError, match=r"batchnorm_stats: x must be C-contiguous .*cupy\.ascontiguousarray"):
-        ck.ops.batchnorm_stats(cp.asarray(rnd(3, 2, 4)).transpose(1, 0, 2))
 
 
 def test_stand_in_refuses_a_host_array_reaching_a_device_kernel(cp):

@@ -119,6 +119,27 @@ def test_low_modules_import_no_layer_module():
     assert _imports("cnnkit._registry", mods["cnnkit._registry"], mods) == set()
 
 
+def test_only_the_ops_backend_switch_reaches_the_gpu_backend():
+    # cnnkit.ops._backend.kernels(a) is the one CPU/GPU switch: no module outside cnnkit.ops imports ops._cuda
+    # (the ops themselves call it through _backend too, so within ops only _backend does)
+    mods = _modules()
+    reach = sorted(m for m, p in mods.items() if p and "cnnkit.ops._cuda" in _imports(m, p, mods))
+    assert reach == ["cnnkit.ops._backend"], reach
+
+
+def test_dir_of_ops_lists_the_public_functions_only():
+    import cnnkit as ck
+    public = ["batchnorm_bwd", "batchnorm_stats", "channel_affine", "conv2d_bwd_bias", "conv2d_bwd_data",
+              "conv2d_bwd_weight", "conv2d_fwd", "conv2d_out_shape", "dropout_bwd", "dropout_fwd",
+              "get_conv_algorithm", "matmul", "maxpool2d_bwd", "maxpool2d_fwd", "relu_bwd", "relu_fwd",
+              "set_conv_algorithm"]
+    assert dir(ck.ops) == public and sorted(ck.ops.__all__) == public
+    assert all(callable(getattr(ck.ops, n)) for n in dir(ck.ops))
+    # the submodules stay importable by name; they are just not listed
+    import cnnkit.ops.conv2d
+    assert ck.ops.conv2d_fwd is cnnkit.ops.conv2d.conv2d_fwd
+
+
 def test_one_home_for_state_dicts_and_layers():
     import cnnkit as ck
     import cnnkit.state_dict as sd

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import cnnkit as ck
-from train_helpers import digits, digits_net, weights
+from helpers.train_helpers import digits, digits_net, weights
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import cnnkit as ck
-from train_helpers import accuracy, digits, digits_net, weights
+from helpers.train_helpers import accuracy, digits, digits_net, weights
 
 POISONED = 123   # the training sample that gets one NaN pixel
 
@@ -209,7 +209,7 @@ def test_history_state_keeps_the_skip_count(tmp_path):
 def test_skips_on_the_device_are_counted_per_epoch(data, monkeypatch):
     # On a GPU the loss stays on the device and the optimizer's gradient check skips the step; the
     # trainer reads the optimizer's skip counter once an epoch (the strict CuPy stand-in of fakecupy.py).
-    import fakecupy
+    from helpers import fakecupy
     fakecupy.install(monkeypatch)
     idx = np.arange(256)
     x, y = data["train"][idx]

@@ -168,7 +168,7 @@ def test_misaligned_batch_is_refused_by_augment():
 
 def test_misaligned_device_arrays_are_refused_by_the_device_checks(monkeypatch):
     # the device-side check every cnnkit.ops function runs on each CuPy array before a pointer is passed on
-    import fakecupy
+    from helpers import fakecupy
     cp = fakecupy.install(monkeypatch)
     x = fakecupy.ndarray(_misaligned((1, 1, 4, 4), np.float32))
     with pytest.raises(ValueError, match=r"relu_fwd: x must be aligned to 4 bytes \(float32\), got a device address "
@@ -245,7 +245,7 @@ def test_elementwise_ops_may_work_in_place_but_not_on_a_shifted_overlap():
 
 def test_device_ops_refuse_out_aliasing_an_input(monkeypatch):
     # the checks run in cnnkit.ops for either device; the stand-in routes only the kernels behind them
-    import fakecupy
+    from helpers import fakecupy
     dev_matmul, dev_conv, dev_relu = ops.matmul, ops.conv2d_fwd, ops.relu_fwd
     cp = fakecupy.install(monkeypatch)
     a = cp.asarray(np.ones((3, 3), np.float32))
@@ -297,11 +297,12 @@ def test_real_bools_and_numpy_bools_are_taken():
 
 
 def test_string_flags_are_refused_by_the_device_ops(monkeypatch):
-    import fakecupy
-    from cnnkit.ops import _cuda as _cuda_ops
-    # the ops check their flags in cnnkit.ops for either device; the optimizer steps in ops._cuda itself
+    from helpers import fakecupy
+    from cnnkit.ops import _cuda as _cuda_ops, optim_steps
+    # the ops check their flags in cnnkit.ops for either device, the optimizer steps in ops.optim_steps for a
+    # device, grad_sumsq_device in ops._cuda itself
     dev = {n: getattr(ops, n) for n in ("matmul", "conv2d_bwd_weight", "conv2d_bwd_bias", "maxpool2d_fwd")}
-    dev.update({n: getattr(_cuda_ops, n) for n in ("sgd_step", "grad_sumsq_device")})
+    dev.update(sgd_step=optim_steps.sgd_step, grad_sumsq_device=_cuda_ops.grad_sumsq_device)
     cp = fakecupy.install(monkeypatch)
     a = cp.asarray(np.ones((2, 2), np.float32))
     _raises_flag("matmul", "accumulate", dev["matmul"], a, a, out=cp.asarray(np.ones((2, 2), np.float32)),
@@ -320,3 +321,82 @@ def test_string_flags_are_refused_by_the_device_ops(monkeypatch):
                  1.0, False, "no", 1.0, 0.0, 0.0, 0.0)
     _raises_flag("grad_sumsq", "accumulate", dev["grad_sumsq_device"], g,
                  out=cp.asarray(np.zeros(8, np.float64)), accumulate="no")
+
+
+# ---------------------------------------------------------------- augment: one op for both devices
+
+
+@pytest.mark.parametrize("on_device", [False, True], ids=["cpu", "stand-in"])
+def test_augment_op_checks_its_arrays_alike_on_either_device(monkeypatch, on_device):
+    from cnnkit.ops.augment import aug_pipeline
+    from helpers import fakecupy
+    to = fakecupy.install(monkeypatch).asarray if on_device else np.asarray
+    x = to(np.arange(2 * 1 * 4 * 4, dtype=np.float32).reshape(2, 1, 4, 4))
+    stage = (1, 0, [1.0, 0, 0, 0, 0, 0], 4, 4, None, None)   # a horizontal flip, p = 1
+    y = aug_pipeline(x, to(np.arange(2, dtype=np.int64)), [stage], 1, 0)
+    assert type(y) is type(x)
+    np.testing.assert_array_equal(y.get() if on_device else y, np.arange(32, dtype=np.float32).reshape(2, 1, 4, 4)[..., ::-1])
+    with pytest.raises(ValueError, match=r"augment: ids must have shape \(2,\) \(one index per sample\), got \(3,\)"):
+        aug_pipeline(x, to(np.arange(3, dtype=np.int64)), [stage], 1, 0)
+    with pytest.raises(TypeError, match=r"augment: ids must have dtype int64 \(no silent casts\), got int32"):
+        aug_pipeline(x, to(np.arange(2, dtype=np.int32)), [stage], 1, 0)
+    with pytest.raises(ValueError, match=r"augment: records must have shape \(2, 16\), got \(2, 8\)"):
+        aug_pipeline(x, to(np.arange(2, dtype=np.int64)), [stage], 1, 0, records=to(np.zeros((2, 8))))
+    with pytest.raises(ValueError, match=r"augment: stages must not be empty"):
+        aug_pipeline(x, to(np.arange(2, dtype=np.int64)), [], 1, 0)
+
+
+# ---------------------------------------------------------------- fused optimizer steps on a device
+
+
+def test_device_optimizer_steps_are_checked_by_the_op(monkeypatch):
+    # The CUDA step kernels get raw pointers and g's element count: cnnkit.ops.optim_steps checks every array
+    # a launch touches (size, dtype, device) and the control block's size before ops._cuda launches it
+    from cnnkit.ops import optim_steps as S
+    from helpers import fakecupy
+    cp = fakecupy.install(monkeypatch)
+    inf = float("inf")
+
+    def f(n, dtype=np.float32):
+        return cp.asarray(np.ones(n, dtype))
+    with pytest.raises(ValueError, match=r"sgd_step: p must have 4 elements \(as g\), got 3"):
+        S.sgd_step(f(3), f(4), None, -0.1, 0.0, 1.0, False, True, 1.0, inf, 0.0, 0.0)
+    with pytest.raises(ValueError, match=r"sgd_step: momentum_buffer is required when momentum != 0"):
+        S.sgd_step(f(4), f(4), None, -0.1, 0.9, 1.0, False, True, 1.0, inf, 0.0, 0.0)
+    with pytest.raises(TypeError, match=r"sgd_step: mixed devices: g is a cupy\.ndarray \(GPU\) but p is a numpy"):
+        S.sgd_step(np.ones(4, np.float32), f(4), None, -0.1, 0.0, 1.0, False, True, 1.0, inf, 0.0, 0.0)
+    with pytest.raises(ValueError, match=r"sgd_step: group must be >= 0, got -1"):
+        S.sgd_step(f(4), f(4), None, -0.1, 0.0, 1.0, False, True, 1.0, inf, 0.0, 0.0, ctl=f(8, np.float64), group=-1)
+    with pytest.raises(ValueError, match=r"adagrad_step: ctl must have at least 5 elements for 1 group\(s\), got 4"):
+        S.adagrad_step(f(4), f(4), f(4), -0.1, 1e-10, 1.0, inf, 0.0, 0.0, ctl=f(4, np.float64))
+    with pytest.raises(TypeError, match=r"adagrad_step: ctl must have dtype float64 \(no silent casts\), got float32"):
+        S.adagrad_step(f(4), f(4), f(4), -0.1, 1e-10, 1.0, inf, 0.0, 0.0, ctl=f(8))
+    with pytest.raises(ValueError, match=r"rmsprop_step: momentum_buffer is required when momentum > 0"):
+        S.rmsprop_step(f(4), f(4), f(4), None, None, -0.1, 0.99, 1e-8, 0.9, 1.0, inf, 0.0, 0.0)
+    with pytest.raises(ValueError, match=r"rmsprop_step: grad_avg must have 4 elements \(as g\), got 5"):
+        S.rmsprop_step(f(4), f(4), f(4), f(5), None, -0.1, 0.99, 1e-8, 0.0, 1.0, inf, 0.0, 0.0)
+    with pytest.raises(TypeError, match=r"adam_step: exp_avg_sq must have dtype float32 \(no silent casts\)"):
+        S.adam_step(f(4), f(4), f(4), f(4, np.float64), None, 0.9, 0.999, 1e-8, -1e-3, 1.0, 1.0, 1.0, inf, 0.0, 0.0)
+    with pytest.raises(ValueError, match=r"adam_step: max_exp_avg_sq must have 4 elements \(as g\), got 2"):
+        S.adam_step(f(4), f(4), f(4), f(4), f(2), 0.9, 0.999, 1e-8, -1e-3, 1.0, 1.0, 1.0, inf, 0.0, 0.0)
+    # checked arrays do run (through the stand-in's routing to the CPU kernel)
+    p = f(4)
+    S.sgd_step(p, f(4), None, -0.5, 0.0, 1.0, False, True, 1.0, inf, 0.0, 0.0)
+    np.testing.assert_array_equal(p.get(), 0.5)
+    # numpy arrays go to the CPU binding, which checks them itself, with its own messages
+    a = np.ones(8, np.float32)
+    with pytest.raises(ValueError, match="exp_avg must have 8 elements"):
+        S.adam_step(a, a.copy(), np.ones(7, np.float32), a.copy(), None, 0.9, 0.999, 1e-8, -1e-3, 1.0, 1.0, 1.0, inf,
+                    0.0, 0.0)
+
+
+def test_gpu_step_launchers_do_no_checks_of_their_own():
+    # ops/_cuda.py's step functions only turn arrays into pointers and launch: no check, no raise
+    import ast
+    import inspect
+    from cnnkit.ops import _cuda
+    for name in ("sgd_step", "adagrad_step", "rmsprop_step", "adam_step"):
+        tree = ast.parse(inspect.getsource(getattr(_cuda, name)))
+        called = {n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+        assert called <= {"_on", "_ptr", "_code", "_stream"}, (name, called)
+        assert not any(isinstance(n, ast.Raise) for n in ast.walk(tree)), name

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import cnnkit as ck
-from optim_helpers import _ps
+from helpers.optim_helpers import _ps
 
 torch = pytest.importorskip("torch")
 

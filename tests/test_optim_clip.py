@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import cnnkit as ck
-from optim_helpers import assert_match, classes, problem, run_both, set_grads
+from helpers.optim_helpers import assert_match, classes, problem, run_both, set_grads
 
 torch = pytest.importorskip("torch")
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import cnnkit as ck
-from optim_helpers import assert_match, CASES, classes, problem, run_both, set_grads, SHAPES, STEPS, TORCH
+from helpers.optim_helpers import assert_match, CASES, classes, problem, run_both, set_grads, SHAPES, STEPS, TORCH
 
 torch = pytest.importorskip("torch")
 

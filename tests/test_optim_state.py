@@ -4,7 +4,7 @@ import pytest
 
 import cnnkit as ck
 from cnnkit.optim import NonFiniteGradientError
-from optim_helpers import problem, set_grads, SHAPES, _all_opts, _bits
+from helpers.optim_helpers import problem, set_grads, SHAPES, _all_opts, _bits
 
 torch = pytest.importorskip("torch")
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import cnnkit as ck
-from train_helpers import digits, digits_net
+from helpers.train_helpers import digits, digits_net
 
 
 @pytest.fixture(scope="module")

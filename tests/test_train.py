@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import cnnkit as ck
-from train_helpers import accuracy, digits, digits_net, weights
+from helpers.train_helpers import accuracy, digits, digits_net, weights
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -115,7 +115,7 @@ RUN = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, {here!r})
     import cnnkit as ck
-    from train_helpers import digits, digits_net
+    from helpers.train_helpers import digits, digits_net
     ck.set_num_threads(1)
     d = digits()
     model = digits_net(0)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import cnnkit as ck
-from train_helpers import digits, digits_net
+from helpers.train_helpers import digits, digits_net
 
 EPOCHS, BATCH, LR = 8, 32, 2e-3
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import cnnkit as ck
-from train_helpers import digits
+from helpers.train_helpers import digits
 
 
 def _model(seed=0):

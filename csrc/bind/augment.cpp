@@ -56,7 +56,7 @@ AugStages aug_parse(const char* op, const py::list& items, int64_t C, int64_t H,
         break;
       case ck::kLighting: {
         if (C > ck::kAugRecord) ck::fail(op, "lighting supports C <= ", ck::kAugRecord, ", got C = ", C);
-        if (device) {  // shapes were checked on the CuPy arrays by cnnkit/ops/_cuda.py
+        if (device) {  // shapes were checked on the CuPy arrays by cnnkit/ops/augment.py
           const auto ev = t[5].cast<std::uintptr_t>(), vec = t[6].cast<std::uintptr_t>();
           if (ev == 0 || vec == 0) ck::fail(op, "lighting eigval and eigvec must be non-null device pointers");
           st.eigval = reinterpret_cast<const double*>(ev);

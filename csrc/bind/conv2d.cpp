@@ -1,6 +1,7 @@
 // cnnkit._C's conv2d functions: the CPU wrappers (numpy arrays) and the CUDA ones (device pointers).
 #include "bind/common.h"
 #include "ops/conv2d.h"
+#include "ops/relu.h"
 #include "ops/winograd.h"
 
 using namespace ck::bind;
@@ -25,7 +26,7 @@ std::vector<int64_t> conv2d_out_shape(const std::vector<int64_t>& x_shape, const
 }
 
 void conv2d_fwd(const py::array& x, const py::array& w, const py::object& b, const py::array& y, Pair stride,
-                Pair padding, Pair dilation, int64_t groups, const std::string& algorithm) {
+                Pair padding, Pair dilation, int64_t groups, const std::string& algorithm, bool relu) {
   const char* op = "conv2d_fwd";
   auto p = ck::make_conv2d_params(op, shape_of(x), shape_of(w), stride[0], stride[1], padding[0], padding[1],
                                   dilation[0], dilation[1], groups);
@@ -43,7 +44,9 @@ void conv2d_fwd(const py::array& x, const py::array& w, const py::object& b, con
     const T* bp = b.is_none() ? nullptr : ptr<T>(ba, op, "b");
     T* yp = ptr<T>(y, op, "y", true);
     py::gil_scoped_release nogil;
-    wino ? ck::conv2d_fwd_winograd_cpu<T>(p, xp, wp, bp, yp) : ck::conv2d_fwd_cpu<T>(p, xp, wp, bp, yp);
+    if (!wino) return ck::conv2d_fwd_cpu<T>(p, xp, wp, bp, yp, relu);
+    ck::conv2d_fwd_winograd_cpu<T>(p, xp, wp, bp, yp);
+    if (relu) ck::relu_fwd_cpu<T>(p.N * p.K * p.P * p.Q, yp, yp);  // no fused epilogue in Winograd yet
   };
   float_dtype(x, op, "x") == DType::f32 ? run(float{}) : run(double{});
 }
@@ -174,7 +177,8 @@ void register_conv2d(py::module_& m) {
   m.def("conv2d_out_shape", &conv2d_out_shape, py::arg("x_shape"), py::arg("w_shape"), py::arg("stride"),
         py::arg("padding"), py::arg("dilation"), py::arg("groups"));
   m.def("conv2d_fwd", &conv2d_fwd, py::arg("x"), py::arg("w"), py::arg("b").none(true), py::arg("y"), py::arg("stride"),
-        py::arg("padding"), py::arg("dilation"), py::arg("groups"), py::arg("algorithm") = "gemm");
+        py::arg("padding"), py::arg("dilation"), py::arg("groups"), py::arg("algorithm") = "gemm",
+        py::arg("relu") = false);
   m.def("conv2d_bwd_data", &conv2d_bwd_data, py::arg("dy"), py::arg("w"), py::arg("dx"), py::arg("stride"),
         py::arg("padding"), py::arg("dilation"), py::arg("groups"), py::arg("algorithm") = "gemm");
   m.def("conv2d_bwd_weight", &conv2d_bwd_weight, py::arg("dy"), py::arg("x"), py::arg("dw"), py::arg("stride"),

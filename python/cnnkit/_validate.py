@@ -126,6 +126,19 @@ def check_prob(op, p, hi_inclusive=False):
     return p
 
 
+def check_choice(op, name, value, choices, none_ok=False):
+    """One of the strings in `choices` (or None where none_ok): TypeError for a non-string, ValueError for
+    another string, both naming the argument and listing the choices."""
+    if value is None and none_ok:
+        return None
+    allowed = ", ".join(repr(a) for a in choices) + (" or None" if none_ok else "")
+    if not isinstance(value, str):
+        raise TypeError(f"{op}: {name} must be one of {allowed}, got {type(value).__name__}")
+    if value not in choices:
+        raise ValueError(f"{op}: {name} must be one of {allowed}, got {value!r}")
+    return value
+
+
 def check_float_dtype(op, dtype):
     """A dtype (anything np.dtype takes) that is float32 or float64."""
     dtype = np.dtype(dtype)
@@ -288,3 +301,30 @@ def check_shape4(op, name, shape):
 def check_same_dtype(op, a_name, a, b_name, b):
     if a.dtype != b.dtype:
         raise TypeError(f"{op}: {b_name} must have the dtype of {a_name} ({a.dtype}; no silent casts), got {b.dtype}")
+
+
+# ---------------------------------------------------------------- fused optimizer steps on a GPU
+# A CUDA step kernel gets raw pointers and one element count, g's: each array it reads or writes must hold
+# exactly that many elements of g's dtype on g's GPU, and the control block must hold the slots it reads. (The
+# CPU bindings check the same in C++.)
+
+def check_step_arrays(op, g, arrays):
+    """Check g (the first array) and each (name, array or None) of `arrays`: C-contiguous, g's dtype and
+    device, g.size elements. Returns g's Ref."""
+    ref = first_array(op, "g", g)
+    for name, a in arrays:
+        if a is None:
+            continue
+        check_array(op, name, a, ref, dtype=g.dtype)
+        if a.size != g.size:
+            raise ValueError(f"{op}: {name} must have {g.size} elements (as g), got {a.size}")
+    return ref
+
+
+def check_ctl(op, ctl, ref, size, groups):
+    """An optimizer control block: a 1-D float64 array on ref's device with room for `groups` param groups
+    (`size` elements)."""
+    check_array(op, "ctl", ctl, ref, ndim=1, dtype=np.float64)
+    if ctl.size < size:
+        raise ValueError(f"{op}: ctl must have at least {size} elements for {groups} group(s), got {ctl.size}")
+    return ctl

@@ -73,7 +73,7 @@ template <class T> void optim_cases() {
     for (int rule = 0; rule < 7; ++rule) {
       auto p1 = randn<T>(n), g = randn<T>(n), s1a = randn<T>(n), s1b = randn<T>(n), s1c = randn<T>(n);
       for (auto& e : s1a) e = std::fabs(e) + 1; for (auto& e : s1b) e = T(0.1) * std::fabs(e); for (auto& e : s1c) e = std::fabs(e);
-      // (as tests/test_cuda_ops.py: RMSProp-centered square_avg - grad_avg^2 stays well away from 0)
+      // (as tests/ops/test_optim_steps.py: RMSProp-centered square_avg - grad_avg^2 stays well away from 0)
       auto p2 = p1; auto s2a = s1a, s2b = s1b, s2c = s1c;
       for (int t = 0; t < 3; ++t) {
         switch (rule) {

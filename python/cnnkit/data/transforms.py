@@ -21,6 +21,7 @@ import numpy as np
 
 from .. import _C
 from .._xp import is_device_array as _is_device, require_cupy as _cupy
+from ..ops.augment import aug_pipeline as _aug_pipeline
 from ._common import check_float, check_images, check_int, check_range
 
 __all__ = ["Transform", "Compose", "RandomHorizontalFlip", "RandomCrop", "RandomResizedCrop", "ColorJitter",
@@ -105,16 +106,14 @@ def _records(x):
 
 
 def _run(x, ids, epoch, seed, nt, stages, records=None):
-    """One kernel call for a run of stages: [(transform, philox stream word, stage tuple)]."""
+    """One kernel call for a run of stages: [(transform, philox stream word, stage tuple)]. On a GPU a lighting
+    stage takes its transform's eigval/eigvec copies on x's device."""
     if _is_device(x):
-        from ..ops import _cuda as _cuda_ops
         dev = x.device.id
-        dstages = [st if st[5] is None else st[:5] + t._device_eig(dev) for t, _, st in stages]
-        return _cuda_ops.aug_pipeline(x, ids, dstages, seed, epoch, records)
-    P, Q = stages[-1][2][3], stages[-1][2][4]
-    y = np.empty(x.shape[:2] + (P, Q), x.dtype)
-    _C.aug_pipeline(x, y, ids, [st for _, _, st in stages], seed, epoch, nt, records)
-    return y
+        kstages = [st if st[5] is None else st[:5] + t._device_eig(dev) for t, _, st in stages]
+    else:
+        kstages = [st for _, _, st in stages]
+    return _aug_pipeline(x, ids, kstages, seed, epoch, nt, records)
 
 
 def _stage_list(transforms, streams, shape):

@@ -79,10 +79,12 @@ class Conv2d(Layer):
             raise ValueError(f"Conv2d: expects {self.in_channels} input channels, got shape {tuple(x)}")
         return ops.conv2d_out_shape(tuple(x), self.weight.shape, **self._hp())
 
-    def forward(self, x):
+    def forward(self, x, relu=False):
+        """y = conv2d(x) + bias; with ``relu=True`` also max(y, 0) in the same pass (a model fuses a Conv2d
+        whose only consumer is a ReLU this way; the ReLU then passes y through)."""
         self._check_inputs(x)
         b = self._params["bias"].data if "bias" in self._params else None
-        y = ops.conv2d_fwd(_contig(x), self.weight.data, b, **self._hp(), **self._alg())
+        y = ops.conv2d_fwd(_contig(x), self.weight.data, b, **self._hp(), **self._alg(), relu=relu)
         self._cache = x
         return y
 

@@ -16,8 +16,8 @@ checks and messages are the same. A numpy array mixed with a CuPy one raises Typ
 Adding an op: the checks and output allocation in ``ops/<family>.py`` (the array checks are in
 ``cnnkit._validate``), ending in one call ``_backend.kernels(x).<name>(inputs..., outputs..., params...)``;
 the CPU kernel as ``cnnkit._C.<name>`` with that signature (csrc/), the GPU one as ``ops/_cuda.<name>`` (same
-signature, CuPy arrays, calling a ``_C.<name>_cuda`` binding); the re-export and ``__all__`` entry here; the
-CuPy stand-in's routing list in tests/fakecupy.py.
+signature, CuPy arrays, calling a ``_C.<name>_cuda`` binding); the re-export and ``__all__`` entry here
+(``dir(cnnkit.ops)`` lists ``__all__``); the CuPy stand-in's routing list in tests/helpers/fakecupy.py.
 """
 import math  # noqa: F401  (public names of cnnkit.ops kept as they were)
 import numbers  # noqa: F401
@@ -37,3 +37,9 @@ __all__ = ["conv2d_out_shape", "conv2d_fwd", "conv2d_bwd_data", "conv2d_bwd_weig
            "set_conv_algorithm", "get_conv_algorithm",
            "maxpool2d_fwd", "maxpool2d_bwd", "dropout_fwd", "dropout_bwd", "matmul",
            "batchnorm_stats", "channel_affine", "batchnorm_bwd", "relu_fwd", "relu_bwd"]
+
+
+def __dir__():
+    # The public functions only: the submodules (conv2d, _backend, ...) and the helper modules imported above
+    # stay reachable as attributes but are not part of the listed API.
+    return sorted(__all__)

@@ -9,13 +9,14 @@ use ``cupy.matmul`` (cuBLAS through CuPy); BatchNorm is CuPy arithmetic. Nothing
 to the host, except ``grad_sumsq``, which returns Python numbers (use ``grad_sumsq_device`` to keep them on
 the GPU; the optimizer keeps them in its device control block, read by the step kernels themselves).
 
-The optimizer-step functions and aug_pipeline are called directly (by cnnkit.optim and cnnkit.data), so they
-check their arrays here, as the ``_C`` CPU bindings do in C++.
+The optimizer steps too are launched after their checks (by cnnkit.ops.optim_steps). The gradient-norm
+helpers and optim_ctl_finish, called directly by cnnkit.optim, check their arrays here, as the ``_C`` CPU
+bindings do in C++.
 """
 import numpy as np
 
 from .. import _C, cuda
-from .._validate import Ref, check_array, check_flag as _flag, check_int as _int, first_array
+from .._validate import Ref, check_array, check_ctl, check_flag as _flag, check_int as _int, first_array
 from .._xp import is_device_array, require_cupy as _cupy
 
 _DTYPE_CODE = {np.dtype(np.float32): 0, np.dtype(np.float64): 1}
@@ -195,21 +196,6 @@ def batchnorm_bwd(dy, x, mean, invstd, weight, train, dx, sum_dy, dotp):
 # step-free values (adam_step: neg_step_size=-lr, bc2_sqrt ignored; adagrad_step: neg_clr=-lr and lr_decay;
 # sgd_step: `first` ignored) and, with clip_norm, gscale=+-1 (the sign; -1 for maximize).
 
-def _flat(op, name, a, ref, dev, n, dtype):
-    if a is None:
-        return None
-    _darray(op, name, a, ref, dev, dtype=dtype)
-    if a.size != n:
-        raise ValueError(f"{op}: {name} must have {n} elements (as g), got {a.size}")
-    return a
-
-
-def _step_args(op, p, g):
-    dev = _first(op, "g", g)
-    _flat(op, "p", p, "g", dev, g.size, g.dtype)
-    return dev
-
-
 def ctl_size(groups):
     """Elements of a control block for `groups` param groups."""
     lay = _C.optim_ctl_layout
@@ -220,74 +206,43 @@ def _ctl(op, ctl, ref, dev, groups):
     """0 (no block) or the device pointer of a float64 block with room for `groups` groups."""
     if ctl is None:
         return 0
-    _darray(op, "ctl", ctl, ref, dev, ndim=1, dtype=np.float64)
-    if ctl.size < ctl_size(groups):
-        raise ValueError(f"{op}: ctl must have at least {ctl_size(groups)} elements for {groups} group(s), "
-                         f"got {ctl.size}")
+    check_ctl(op, ctl, Ref(ref, dev), ctl_size(groups), groups)
     return _ptr(ctl)
 
 
-def _group(op, group):
-    return _int(op, "group", group, minimum=0)
-
+# The steps are launched by cnnkit.ops.optim_steps, which has checked every array (size, dtype, device), the
+# flags, `group` and the block's size.
 
 def sgd_step(p, g, momentum_buffer, neg_lr, momentum, one_minus_dampening, nesterov, first, gscale, gclip, wd, l1,
              *, ctl=None, group=0, clip_norm=0.0):
-    op = "sgd_step"
-    dev = _step_args(op, p, g)
-    nesterov, first = _flag(op, "nesterov", nesterov), _flag(op, "first", first)
-    if momentum != 0.0 and momentum_buffer is None:
-        raise ValueError(f"{op}: momentum_buffer is required when momentum != 0")
-    _flat(op, "momentum_buffer", momentum_buffer, "g", dev, g.size, g.dtype)
-    group = _group(op, group)
-    k = _ctl(op, ctl, "g", dev, group + 1)
-    with _cupy().cuda.Device(dev):
+    with _on(g):
         _C.sgd_step_cuda(_ptr(p), _ptr(g), _ptr(momentum_buffer), g.size, neg_lr, momentum,
                          one_minus_dampening, nesterov, first, gscale, gclip, wd, l1, _code(g), _stream(),
-                         k, group, clip_norm)
+                         _ptr(ctl), group, clip_norm)
 
 
 def adagrad_step(p, g, sum, neg_clr, eps, gscale, gclip, wd, l1, *, ctl=None, group=0,  # noqa: A002 (_C's name)
                  clip_norm=0.0, lr_decay=0.0):
-    op = "adagrad_step"
-    dev = _step_args(op, p, g)
-    _flat(op, "sum", sum, "g", dev, g.size, g.dtype)
-    group = _group(op, group)
-    k = _ctl(op, ctl, "g", dev, group + 1)
-    with _cupy().cuda.Device(dev):
+    with _on(g):
         _C.adagrad_step_cuda(_ptr(p), _ptr(g), _ptr(sum), g.size, neg_clr, eps, gscale, gclip, wd, l1,
-                             _code(g), _stream(), k, group, clip_norm, lr_decay)
+                             _code(g), _stream(), _ptr(ctl), group, clip_norm, lr_decay)
 
 
 def rmsprop_step(p, g, square_avg, grad_avg, momentum_buffer, neg_lr, alpha, eps, momentum, gscale, gclip, wd, l1,
                  *, ctl=None, group=0, clip_norm=0.0):
-    op = "rmsprop_step"
-    dev = _step_args(op, p, g)
-    if momentum > 0.0 and momentum_buffer is None:
-        raise ValueError(f"{op}: momentum_buffer is required when momentum > 0")
-    _flat(op, "square_avg", square_avg, "g", dev, g.size, g.dtype)
-    _flat(op, "grad_avg", grad_avg, "g", dev, g.size, g.dtype)
-    buf = _flat(op, "momentum_buffer", momentum_buffer, "g", dev, g.size, g.dtype) if momentum > 0.0 else None
-    group = _group(op, group)
-    k = _ctl(op, ctl, "g", dev, group + 1)
-    with _cupy().cuda.Device(dev):
-        _C.rmsprop_step_cuda(_ptr(p), _ptr(g), _ptr(square_avg), _ptr(grad_avg), _ptr(buf), g.size, neg_lr,
-                             alpha, eps, momentum, gscale, gclip, wd, l1, _code(g), _stream(), k, group, clip_norm)
+    buf = _ptr(momentum_buffer) if momentum > 0.0 else 0   # the kernel keeps no momentum when momentum is 0
+    with _on(g):
+        _C.rmsprop_step_cuda(_ptr(p), _ptr(g), _ptr(square_avg), _ptr(grad_avg), buf, g.size, neg_lr,
+                             alpha, eps, momentum, gscale, gclip, wd, l1, _code(g), _stream(), _ptr(ctl), group,
+                             clip_norm)
 
 
 def adam_step(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, beta1, beta2, eps, neg_step_size, bc2_sqrt, decay, gscale,
               gclip, wd, l1, *, ctl=None, group=0, clip_norm=0.0):
-    op = "adam_step"
-    dev = _step_args(op, p, g)
-    _flat(op, "exp_avg", exp_avg, "g", dev, g.size, g.dtype)
-    _flat(op, "exp_avg_sq", exp_avg_sq, "g", dev, g.size, g.dtype)
-    _flat(op, "max_exp_avg_sq", max_exp_avg_sq, "g", dev, g.size, g.dtype)
-    group = _group(op, group)
-    k = _ctl(op, ctl, "g", dev, group + 1)
-    with _cupy().cuda.Device(dev):
+    with _on(g):
         _C.adam_step_cuda(_ptr(p), _ptr(g), _ptr(exp_avg), _ptr(exp_avg_sq), _ptr(max_exp_avg_sq), g.size,
                           beta1, beta2, eps, neg_step_size, bc2_sqrt, decay, gscale, gclip, wd, l1, _code(g),
-                          _stream(), k, group, clip_norm)
+                          _stream(), _ptr(ctl), group, clip_norm)
 
 
 def grad_sumsq_device(g, out=None, accumulate=False, workspace=None):
@@ -366,44 +321,13 @@ def optim_ctl_finish(ctl, groups):
         _C.optim_ctl_finish_cuda(ptr, groups, _stream())
 
 
-# ---------------------------------------------------------------- augmentation (cnnkit.data.transforms)
+# ---------------------------------------------------------------- augmentation (cnnkit.ops.augment)
 
-_AUG_RECORD = _C.aug_record  # values recorded per sample (kAugRecord in csrc/ops/augment.h)
-
-
-def aug_pipeline(x, ids, stages, seed, epoch, records=None):
-    """The device face of ``cnnkit._C.aug_pipeline``, called by cnnkit.data.transforms for CuPy batches.
-
-    x: (N, C, H, W) float32/float64; ids: (N,) int64 on x's device; stages: the (kind, stream, a, P, Q, eigval,
-    eigvec) tuples the transforms build, a lighting stage's eigval (C,) and eigvec (C, C) as float64 CuPy arrays
-    on x's device; records: None or (N, 16) float64 on x's device, written with the first stage's draws.
-    Returns y (N, C, P, Q) on x's device, queued on the current stream (nothing is synchronised).
-    """
-    op = "augment"
-    dev = _first(op, "x", x, ndim=4)
-    N, C = x.shape[0], x.shape[1]
-    _darray(op, "ids", ids, "x", dev, ndim=1, dtype=np.int64)
-    if tuple(ids.shape) != (N,):
-        raise ValueError(f"{op}: ids must have shape ({N},) (one index per sample), got {tuple(ids.shape)}")
-    if records is not None:
-        _darray(op, "records", records, "x", dev, ndim=2, dtype=np.float64)
-        if tuple(records.shape) != (N, _AUG_RECORD):
-            raise ValueError(f"{op}: records must have shape ({N}, {_AUG_RECORD}), got {tuple(records.shape)}")
-    if not stages:
-        raise ValueError(f"{op}: stages must not be empty")
-    dstages = []
-    for kind, stream, a, P, Q, eigval, eigvec in stages:
-        if eigval is not None or eigvec is not None:
-            _darray(op, "eigval", eigval, "x", dev, ndim=1, dtype=np.float64)
-            _darray(op, "eigvec", eigvec, "x", dev, ndim=2, dtype=np.float64)
-            if tuple(eigval.shape) != (C,) or tuple(eigvec.shape) != (C, C):
-                raise ValueError(f"{op}: eigval must be ({C},) and eigvec ({C}, {C}) for x with C = {C}, got "
-                                 f"{tuple(eigval.shape)} and {tuple(eigvec.shape)}")
-        dstages.append((kind, stream, list(a), P, Q, _ptr(eigval), _ptr(eigvec)))
-    P, Q = stages[-1][3], stages[-1][4]
-    cp = _cupy()
-    with cp.cuda.Device(dev):
-        y = cp.empty((N, C, P, Q), dtype=x.dtype)
-        _C.aug_pipeline_cuda(_ptr(x), _ptr(y), _ptr(ids), list(x.shape), dstages, seed, epoch,
-                             _ptr(records), _code(x), _stream())
-    return y
+def aug_pipeline(x, y, ids, stages, seed, epoch, num_threads, records):
+    """``cnnkit._C.aug_pipeline`` on CuPy arrays: a lighting stage's eigval and eigvec become device pointers;
+    num_threads is unused (one launch runs the batch)."""
+    dstages = [(kind, stream, list(a), P, Q, _ptr(eigval), _ptr(eigvec))
+               for kind, stream, a, P, Q, eigval, eigvec in stages]
+    with _on(x):
+        _C.aug_pipeline_cuda(_ptr(x), _ptr(y), _ptr(ids), list(x.shape), dstages, seed, epoch, _ptr(records),
+                             _code(x), _stream())

@@ -8,8 +8,8 @@ the group has at least 16 input and 16 output channels, else gemm. CuPy arrays a
 implicit-GEMM kernels.
 """
 from .. import _C
-from .._validate import (check_array, check_flag as _flag, check_int as _int, check_out, check_pair as _pair,
-                         check_same_dtype, check_shape4, first_array)
+from .._validate import (check_array, check_choice, check_flag as _flag, check_int as _int, check_out,
+                         check_pair as _pair, check_same_dtype, check_shape4, first_array)
 from . import _backend
 
 
@@ -21,14 +21,7 @@ _AUTO_MIN_CHANNELS = 16
 
 def check_algorithm(op, name, value, none_ok=True):
     """A conv algorithm argument: one of ALGORITHMS (or None where none_ok)."""
-    if value is None and none_ok:
-        return None
-    allowed = ", ".join(repr(a) for a in ALGORITHMS) + (" or None" if none_ok else "")
-    if not isinstance(value, str):
-        raise TypeError(f"{op}: {name} must be one of {allowed}, got {type(value).__name__}")
-    if value not in ALGORITHMS:
-        raise ValueError(f"{op}: {name} must be one of {allowed}, got {value!r}")
-    return value
+    return check_choice(op, name, value, ALGORITHMS, none_ok)
 
 
 def set_conv_algorithm(algorithm):
@@ -114,8 +107,9 @@ def _call(ref, alg, name, *args):
     return getattr(k, name)(*args) if alg is None else getattr(k, name)(*args, alg)
 
 
-def conv2d_fwd(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, out=None, algorithm=None):
-    """y = conv2d(x, w) + b, as ``torch.nn.functional.conv2d``.
+def conv2d_fwd(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, out=None, algorithm=None, relu=False):
+    """y = conv2d(x, w) + b, as ``torch.nn.functional.conv2d``; with ``relu=True``, max(y, 0) applied in the
+    same pass (the fused Conv2d + ReLU epilogue: bit for bit ``relu_fwd(conv2d_fwd(...))``).
 
     x (N, C, H, W), w (K, C/groups, R, S), b (K,) or None -> y (N, K, P, Q), written into `out` if given
     (`out` must not share memory with x, w or b). `algorithm`: "auto", "gemm", "winograd" or None (the
@@ -123,6 +117,7 @@ def conv2d_fwd(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, out=None
     """
     op = "conv2d_fwd"
     algorithm = check_algorithm(op, "algorithm", algorithm)
+    relu = _flag(op, "relu", relu)
     ref = first_array(op, "x", x, ndim=4)
     check_array(op, "w", w, ref, ndim=4)
     check_same_dtype(op, "x", x, "w", w)
@@ -133,7 +128,14 @@ def conv2d_fwd(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, out=None
     if b is not None and b.shape[0] != w.shape[0]:
         raise ValueError(f"{op}: b must have shape ({w.shape[0]},), got {tuple(b.shape)}")
     y = check_out(op, "out", out, shape, x.dtype, ref, inputs=(("x", x), ("w", w), ("b", b)))
-    _call(x, _pick(op, algorithm, ref, w.shape, s, d, g), "conv2d_fwd", x, w, b, y, s, p, d, g)
+    alg = _pick(op, algorithm, ref, w.shape, s, d, g)
+    k = _backend.kernels(x)
+    if alg is not None:  # the CPU: _C takes the algorithm and fuses the ReLU
+        k.conv2d_fwd(x, w, b, y, s, p, d, g, alg, relu)
+    else:  # the CUDA kernels have no fused epilogue: ReLU in place after
+        k.conv2d_fwd(x, w, b, y, s, p, d, g)
+        if relu:
+            k.relu_fwd(y, y)
     return y
 
 

@@ -1,7 +1,7 @@
 """AdaGrad (torch.optim.Adagrad)."""
 from .. import _C
 from .._validate import check_nonneg
-from ..ops import _backend
+from ..ops import optim_steps
 from .optimizer import Optimizer
 
 
@@ -30,8 +30,8 @@ class AdaGrad(Optimizer):
     def _update(self, g, st, flat, lo, hi, wd, l1, gscale, gclip, dev):
         p, grad, acc = flat.data[lo:hi], flat.grad[lo:hi], st["sum"][lo:hi]
         if dev:   # the decayed lr is made on the device from the group's step count
-            _backend.kernels(p).adagrad_step(p, grad, acc, -g["lr"], g["eps"], gscale, gclip, wd, l1,
-                                     lr_decay=g["lr_decay"], **dev)
+            optim_steps.adagrad_step(p, grad, acc, -g["lr"], g["eps"], gscale, gclip, wd, l1, lr_decay=g["lr_decay"],
+                                     **dev)
         else:
             clr = _C.adagrad_clr(g["lr"], g["lr_decay"], float(st["step"]))
             _C.adagrad_step(p, grad, acc, -clr, g["eps"], gscale, gclip, wd, l1)

@@ -1,7 +1,7 @@
 """Adam and AdamW (torch.optim.Adam, torch.optim.AdamW), with optional AMSGrad."""
 from .. import _C
 from .._validate import check_nonneg, check_unit
-from ..ops import _backend
+from ..ops import optim_steps
 from .optimizer import Optimizer
 
 
@@ -40,9 +40,8 @@ class Adam(Optimizer):
         if self._decoupled:
             decay, wd = (1 - lr * wd if wd != 0 else 1.0), 0.0
         vmax = st["max_exp_avg_sq"][lo:hi] if g["amsgrad"] else None
-        _backend.kernels(flat.data).adam_step(flat.data[lo:hi], flat.grad[lo:hi], st["exp_avg"][lo:hi],
-                                      st["exp_avg_sq"][lo:hi], vmax, beta1, beta2, g["eps"], neg_step_size, bc2_sqrt,
-                                      decay, gscale, gclip, wd, l1, **dev)
+        optim_steps.adam_step(flat.data[lo:hi], flat.grad[lo:hi], st["exp_avg"][lo:hi], st["exp_avg_sq"][lo:hi], vmax,
+                              beta1, beta2, g["eps"], neg_step_size, bc2_sqrt, decay, gscale, gclip, wd, l1, **dev)
 
 
 class AdamW(Adam):

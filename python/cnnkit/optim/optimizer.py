@@ -64,7 +64,7 @@ class Optimizer:
     Subclasses define ``defaults``, ``_check(group)`` (hyperparameter validation), ``_state_spec(group)``
     (the flat state arrays and their initial values), and ``_update(group, state, flat, lo, hi, wd, l1,
     gscale, gclip, dev)`` (one fused kernel call on [lo, hi); ``dev`` is {} on the CPU and the control-block
-    keywords of the ``cnnkit.ops._cuda`` steps on a GPU).
+    keywords of the ``cnnkit.ops.optim_steps`` steps on a GPU).
 
     On a GPU (CuPy parameters) a step reads nothing back to the host with ``nonfinite="skip"``: the finite
     flag, the global gradient norm, the skip counter and each group's step counter live in a small float64

@@ -1,6 +1,6 @@
 """RMSProp (torch.optim.RMSprop), centered or not, with optional momentum."""
 from .._validate import check_nonneg
-from ..ops import _backend
+from ..ops import optim_steps
 from .optimizer import Optimizer
 
 
@@ -30,6 +30,5 @@ class RMSProp(Optimizer):
     def _update(self, g, st, flat, lo, hi, wd, l1, gscale, gclip, dev):
         ga = st["grad_avg"][lo:hi] if g["centered"] else None
         buf = st["momentum_buffer"][lo:hi] if g["momentum"] > 0 else None
-        _backend.kernels(flat.data).rmsprop_step(flat.data[lo:hi], flat.grad[lo:hi], st["square_avg"][lo:hi], ga, buf,
-                                         -g["lr"], g["alpha"], g["eps"], g["momentum"], gscale, gclip, wd, l1,
-                                         **dev)
+        optim_steps.rmsprop_step(flat.data[lo:hi], flat.grad[lo:hi], st["square_avg"][lo:hi], ga, buf, -g["lr"],
+                                 g["alpha"], g["eps"], g["momentum"], gscale, gclip, wd, l1, **dev)

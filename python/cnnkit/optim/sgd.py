@@ -1,6 +1,6 @@
 """SGD with momentum, dampening and Nesterov (torch.optim.SGD)."""
 from .._validate import check_nonneg, check_real
-from ..ops import _backend
+from ..ops import optim_steps
 from .optimizer import Optimizer
 
 
@@ -32,6 +32,6 @@ class SGD(Optimizer):
 
     def _update(self, g, st, flat, lo, hi, wd, l1, gscale, gclip, dev):
         buf = st.get("momentum_buffer") if g["momentum"] != 0 else None
-        _backend.kernels(flat.data).sgd_step(flat.data[lo:hi], flat.grad[lo:hi], None if buf is None else buf[lo:hi],
-                                     -g["lr"], g["momentum"], 1 - g["dampening"], g["nesterov"],
-                                     st.get("_first", False), gscale, gclip, wd, l1, **dev)
+        optim_steps.sgd_step(flat.data[lo:hi], flat.grad[lo:hi], None if buf is None else buf[lo:hi], -g["lr"],
+                             g["momentum"], 1 - g["dampening"], g["nesterov"], st.get("_first", False), gscale, gclip,
+                             wd, l1, **dev)

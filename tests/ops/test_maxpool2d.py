@@ -1,13 +1,15 @@
 # maxpool2d with argmax: bad inputs (ops and _C), values and indices against the numpy reference over
 # random shapes with ties, NaN and -inf (hypothesis), hand-worked 4x4 / 3x3 / ceil_mode cases, float64
-# central differences, N=0, bit-identical results at 1 and 2 threads, and PyTorch's max_pool2d as oracle.
+# central differences, N=0, bit-identical results at 1 and 2 threads, PyTorch's max_pool2d as oracle, and
+# every pooling geometry against torch's. Tests taking `device` run on the CPU, the CuPy stand-in and a GPU.
+
 import numpy as np
 import pytest
 from hypothesis import event, given, settings, strategies as st
 
 from cnnkit import _C, ops
 
-import reference as R
+from helpers import reference as R
 
 F32, F64 = np.float32, np.float64
 NAN, INF = np.nan, np.inf
@@ -328,3 +330,47 @@ def test_maxpool2d_matches_torch_fixed_configs(hp, dtype, rng):
     kh, kw = R.pair(hp["kernel_size"])
     R.assert_close(ops.maxpool2d_bwd(dy, idx, x.shape), tx.grad.numpy(), reduction=kh * kw,
                    scale=float(np.abs(dy).max()), dtype=dtype)
+
+
+# ---------------------------------------------------------------- on each device (tests/ops/conftest.py)
+
+POOL_CASES = [  # (shape, kernel, stride, padding, dilation, ceil_mode)
+    ((2, 3, 8, 8), 2, None, 0, 1, False),
+    ((2, 3, 9, 7), 3, 2, 1, 1, False),
+    ((1, 2, 11, 10), 3, 2, 1, 2, True),
+    ((2, 1, 7, 9), (2, 3), (1, 2), (1, 1), 1, True),
+    ((1, 1, 5, 5), 3, 1, 1, 1, False),
+]
+
+
+@pytest.mark.parametrize("dtype", [F32, F64])
+@pytest.mark.parametrize("case", POOL_CASES)
+def test_maxpool_values_and_indices_on_each_device_match_the_cpu(device, dtype, case):
+    # values and indices exact: the CPU against the reference, the stand-in and a GPU against the CPU
+    want_fwd, want_bwd = (R.maxpool2d_fwd, R.maxpool2d_bwd) if device.name == "cpu" else \
+        (ops.maxpool2d_fwd, ops.maxpool2d_bwd)
+    shape, k, s, p, d, ceil = case
+    rng = np.random.default_rng(1)
+    x = rng.integers(-3, 4, size=shape).astype(dtype)  # small integers: many ties
+    x.flat[5::23] = np.nan
+    x.flat[7::31] = -np.inf
+    y, ind = want_fwd(x, k, s, p, d, ceil)
+    yd, indd = ops.maxpool2d_fwd(device.asarray(x), k, s, p, d, ceil)
+    np.testing.assert_array_equal(device.host(yd), y)
+    np.testing.assert_array_equal(device.host(indd), ind)
+    assert indd.dtype == np.int64
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    dx = want_bwd(dy, ind, shape)
+    dxd = ops.maxpool2d_bwd(device.asarray(dy), indd, shape)
+    # atomicAdd adds in no fixed order where windows share an argmax, so each cell of dx is held to the bound
+    # for two sums of its m terms in different orders, (m - 1) * eps * sum|terms|, and is exact where m <= 1.
+    # The stand-in runs the CPU kernel: there dx must be the CPU's bit for bit.
+    planes, hw = shape[0] * shape[1], shape[2] * shape[3]
+    cells = (np.arange(planes)[:, None] * hw + ind.reshape(planes, -1)).ravel()
+    terms = np.bincount(cells, minlength=planes * hw)
+    mass = np.bincount(cells, weights=np.abs(dy.astype(np.float64)).ravel(), minlength=planes * hw)
+    bound = np.maximum(terms - 1, 0) * np.finfo(dtype).eps * mass
+    if device.name == "fakecupy":
+        np.testing.assert_array_equal(device.host(dxd), dx)
+    err = np.abs(device.host(dxd).astype(np.float64) - dx).ravel()
+    assert np.all(err <= bound), f"worst err/bound {np.max(err / np.where(bound > 0, bound, np.inf)):.3g}"

@@ -1,3 +1,17 @@
+# maxpool2d geometry (ceil_mode, padding, dilation) against PyTorch, exhaustively (the rest of the op's
+# tests: test_maxpool2d.py).
+import itertools
+
+import numpy as np
+import pytest
+
+import cnnkit as ck
+from cnnkit import ops
+
+F32, F64 = np.float32, np.float64
+
+
+# ---------------------------------------------------------------- geometry against PyTorch, exhaustively
 # Max-pooling geometry against PyTorch (CPU) as the oracle: every geometry torch accepts, cnnkit accepts
 # with the same output shape (torch's pooling_output_shape: floor division, and in ceil_mode the last
 # window dropped when it would start in the right padding), the same values and argmax indices, and the
@@ -7,16 +21,6 @@
 # so its gradient lands on a cell outside the window; possible only with dilation), cnnkit refuses the
 # geometry. The grid walks each dimension's (size, kernel, stride, padding,
 # dilation, ceil_mode) once with the other dimension plain, then random pairs, then hand-picked cases.
-import itertools
-
-import numpy as np
-import pytest
-
-import cnnkit as ck
-from cnnkit import ops
-
-torch = pytest.importorskip("torch")
-F = torch.nn.functional
 
 SIZES = (1, 2, 3, 5, 10, 16)
 KERNELS = (1, 2, 3, 5)
@@ -39,6 +43,8 @@ def _input(shape, dtype, seed):
 
 def _check(shape, k, s, p, d, ceil_mode, dtype=np.float32, seed=0):
     """Compares cnnkit with torch on one geometry; returns a description of the first difference or None."""
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
     what = f"x{shape} k={k} s={s} p={p} d={d} ceil={ceil_mode}"
     x = _input(shape, dtype, seed)
     hp = dict(kernel_size=k, stride=s, padding=p, dilation=d, ceil_mode=ceil_mode)
@@ -129,6 +135,8 @@ def test_hand_geometries_match_torch(case, dtype):
 
 
 def test_torch_accepted_ceil_geometry_through_the_layer():
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
     x = _input((1, 4, 16, 10), np.float32, seed=9)
     layer = ck.MaxPool2d(5, stride=(2, 4), padding=(2, 1), dilation=(2, 3), ceil_mode=True)
     tx = torch.from_numpy(x.copy()).requires_grad_()
@@ -148,6 +156,8 @@ def test_torch_accepted_ceil_geometry_through_the_layer():
     (dict(kernel_size=3, padding=2), r"padding must be at most half the kernel size"),
 ])
 def test_geometries_torch_refuses_are_value_errors(hp, message):
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
     x = np.zeros((1, 1, 5, 5), np.float32)
     with pytest.raises(RuntimeError):
         F.max_pool2d(torch.from_numpy(x), **hp)

@@ -1,5 +1,6 @@
 # cnnkit.ops.matmul: the threaded GEMM that Linear layers use. Bad inputs, numpy reference over odd shapes
 # and every transpose combination, accumulate, results independent of the thread count, and torch.
+# Tests taking `device` run on the CPU, the CuPy stand-in and a GPU (tests/ops/conftest.py).
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -28,12 +29,12 @@ def test_matmul_matches_numpy(M, N, K, ta, tb, dtype, seed):
     np.testing.assert_allclose(c, ref, rtol=0, atol=tol * max(1.0, np.abs(ref).max(initial=0)))
 
 
-def test_matmul_hand_worked():
-    a = np.array([[1, 2], [3, 4]], F64)
-    b = np.array([[5, 6], [7, 8]], F64)
-    np.testing.assert_array_equal(ops.matmul(a, b), [[19, 22], [43, 50]])
-    np.testing.assert_array_equal(ops.matmul(a, b, trans_a=True), [[26, 30], [38, 44]])
-    np.testing.assert_array_equal(ops.matmul(a, b, trans_b=True), [[17, 23], [39, 53]])
+def test_matmul_hand_worked(device):
+    a = device.asarray(np.array([[1, 2], [3, 4]], F64))
+    b = device.asarray(np.array([[5, 6], [7, 8]], F64))
+    np.testing.assert_array_equal(device.host(ops.matmul(a, b)), [[19, 22], [43, 50]])
+    np.testing.assert_array_equal(device.host(ops.matmul(a, b, trans_a=True)), [[26, 30], [38, 44]])
+    np.testing.assert_array_equal(device.host(ops.matmul(a, b, trans_b=True)), [[17, 23], [39, 53]])
 
 
 def test_matmul_accumulates_into_out(rng):
@@ -46,10 +47,10 @@ def test_matmul_accumulates_into_out(rng):
     np.testing.assert_allclose(out, ref, rtol=1e-12, atol=1e-12)
 
 
-def test_matmul_k0_writes_zeros():
-    out = np.ones((3, 4), F32)
-    ops.matmul(np.empty((3, 0), F32), np.empty((0, 4), F32), out=out)
-    np.testing.assert_array_equal(out, 0)
+def test_matmul_k0_writes_zeros(device):
+    out = device.asarray(np.ones((3, 4), F32))
+    ops.matmul(device.asarray(np.empty((3, 0), F32)), device.asarray(np.empty((0, 4), F32)), out=out)
+    np.testing.assert_array_equal(device.host(out), 0)
 
 
 @pytest.mark.parametrize("shape", [(256, 10, 2048), (10, 256, 2048), (128, 4096, 64)])
@@ -109,3 +110,22 @@ def test_matmul_matches_torch_linear(rng):
     ref = torch.nn.functional.linear(torch.from_numpy(x), torch.from_numpy(w)).numpy()
     got = ops.matmul(x, w, trans_b=True)
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+
+
+# ---------------------------------------------------------------- on each device (tests/ops/conftest.py)
+
+@pytest.mark.parametrize("dtype", [F32, F64])
+def test_matmul_on_each_device_matches_the_cpu(device, dtype):
+    # the CPU against numpy in float64, a GPU (cuBLAS) against the CPU, the stand-in bit for bit
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((37, 19)).astype(dtype)
+    b = rng.standard_normal((23, 19)).astype(dtype)
+    c0 = rng.standard_normal((37, 23)).astype(dtype)
+    if device.name == "cpu":
+        want = a.astype(F64) @ b.T.astype(F64) + c0
+    else:
+        want = ops.matmul(a, b, trans_b=True, out=c0.copy(), accumulate=True)
+    got = ops.matmul(device.asarray(a), device.asarray(b), trans_b=True, out=device.asarray(c0), accumulate=True)
+    if device.name == "fakecupy":
+        np.testing.assert_array_equal(device.host(got), want)
+    np.testing.assert_allclose(device.host(got), want, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-5)

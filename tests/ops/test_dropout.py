@@ -2,6 +2,7 @@
 # mask and output bit for bit against the reference (hypothesis), the mask as a pure function of
 # (seed, offset, index), keep fraction, p=0 identity, central differences, N=0, 1 vs 2 threads, and the
 # inverted scaling against torch.native_dropout (whose mask itself differs: torch uses its own generator).
+# Tests taking `device` run on the CPU, the CuPy stand-in and a GPU (tests/ops/conftest.py).
 import math
 
 import numpy as np
@@ -10,7 +11,7 @@ from hypothesis import given, settings, strategies as st
 
 from cnnkit import _C, ops
 
-import reference as R
+from helpers import reference as R
 
 F32, F64 = np.float32, np.float64
 
@@ -102,11 +103,12 @@ def test_hand_mask_from_known_answer():
 
 
 @pytest.mark.parametrize("dtype", [F32, F64])
-def test_hand_dropped_non_finite_values_stay_visible(dtype):
+def test_hand_dropped_non_finite_values_stay_visible(device, dtype):
     # Elements 0..3 of seed 0 / offset 0 at p=0.5: mask [0, 1, 1, 1] (see above). y = x * mask * scale as
     # torch computes it, so a dropped NaN or Inf gives NaN and a dropped negative gives -0.0.
     for x0, want in [(np.nan, np.nan), (np.inf, np.nan), (-np.inf, np.nan), (-3.0, -0.0), (3.0, 0.0)]:
-        y, mask = ops.dropout_fwd(np.array([x0, 1, np.nan, -np.inf], dtype), 0.5, seed=0)
+        y, mask = ops.dropout_fwd(device.asarray(np.array([x0, 1, np.nan, -np.inf], dtype)), 0.5, seed=0)
+        y, mask = device.host(y), device.host(mask)
         np.testing.assert_array_equal(mask, [0, 1, 1, 1])
         np.testing.assert_array_equal(y, np.array([want, 2, np.nan, -np.inf], dtype))
         assert np.signbit(y[0]) == np.signbit(want) or np.isnan(want)
@@ -217,12 +219,12 @@ def test_dropout_central_differences(rng):
 # ---------------------------------------------------------------- zero-size batch and threads
 
 @pytest.mark.parametrize("dtype", [F32, F64])
-def test_zero_batch(dtype):
-    x = np.zeros((0, 3, 5, 5), dtype)
+def test_zero_batch(device, dtype):
+    x = device.asarray(np.zeros((0, 3, 5, 5), dtype))
     y, mask = ops.dropout_fwd(x, 0.5, seed=1)
     assert y.shape == mask.shape == x.shape and y.dtype == dtype and mask.dtype == np.uint8
     dx = ops.dropout_bwd(y, mask, 0.5)
-    assert dx.shape == x.shape and dx.dtype == dtype
+    assert device.host(dx).shape == x.shape and dx.dtype == dtype
 
 
 @pytest.mark.parametrize("dtype", [F32, F64])
@@ -275,3 +277,24 @@ def test_kept_values_match_torch_nn_dropout_scaling(p, rng):
     np.testing.assert_array_equal(y[both], ty[both])
     if p == 0.123:  # the awkward p: the internal op's rounding really differs here
         assert R.dropout_scale(p, F32) != F32(1 / (1 - p))
+
+
+# ---------------------------------------------------------------- on each device (tests/ops/conftest.py)
+
+@pytest.mark.parametrize("dtype", [F32, F64])
+@pytest.mark.parametrize("n", [1, 3, 4, 5, 1027, 40000])
+@pytest.mark.parametrize("p", [0.0, 0.1, 0.5, 0.9])
+def test_dropout_mask_and_output_on_each_device_match_the_cpu_bit_for_bit(device, dtype, n, p):
+    # the CPU against the reference, the stand-in and a GPU against the CPU
+    want_fwd, want_bwd = (R.dropout_fwd, R.dropout_bwd) if device.name == "cpu" else (ops.dropout_fwd, ops.dropout_bwd)
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal(n).astype(dtype)
+    x[::97] = np.nan
+    for seed, offset in [(0, 0), (123456789, 7), (2**64 - 1, 2**40 + 3)]:
+        y, mask = want_fwd(x, p, seed, offset)
+        yd, maskd = ops.dropout_fwd(device.asarray(x), p, seed, offset)
+        np.testing.assert_array_equal(device.host(maskd), mask)
+        np.testing.assert_array_equal(device.host(yd), y)
+        dy = rng.standard_normal(n).astype(dtype)
+        np.testing.assert_array_equal(device.host(ops.dropout_bwd(device.asarray(dy), maskd, p)),
+                                      want_bwd(dy, mask, p))

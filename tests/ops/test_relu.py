@@ -1,13 +1,14 @@
 # relu: bad inputs (ops and _C), forward / backward against the reference over random shapes with NaN,
 # +-inf and +-0 (hypothesis), a hand-worked vector, in-place and out=, float64 central differences away
 # from the kink, N=0, bit-identical results at 1 and 2 threads, and torch.relu with autograd as oracle.
+# Tests taking `device` run on the CPU, the CuPy stand-in and a GPU (tests/ops/conftest.py).
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
 from cnnkit import _C, ops
 
-import reference as R
+from helpers import reference as R
 
 F32, F64 = np.float32, np.float64
 
@@ -76,13 +77,13 @@ def test_relu_matches_reference(shape, dtype, special, seed):
     np.testing.assert_array_equal(ops.relu_bwd(dy, y), R.relu_bwd(dy, y))
 
 
-def test_hand_vector():
-    x = np.array([-2.0, -0.0, 0.0, 1.5, np.nan, np.inf, -np.inf, 1e-300, -1e-300])
+def test_hand_vector(device):
+    x = device.asarray(np.array([-2.0, -0.0, 0.0, 1.5, np.nan, np.inf, -np.inf, 1e-300, -1e-300]))
     y = ops.relu_fwd(x)
-    np.testing.assert_array_equal(y, [0, 0, 0, 1.5, np.nan, np.inf, 0, 1e-300, 0])
-    dy = np.arange(1.0, 10.0)
+    np.testing.assert_array_equal(device.host(y), [0, 0, 0, 1.5, np.nan, np.inf, 0, 1e-300, 0])
+    dy = device.asarray(np.arange(1.0, 10.0))
     # dy passes where y > 0 or y is NaN (torch's threshold_backward on the output)
-    np.testing.assert_array_equal(ops.relu_bwd(dy, y), [0, 0, 0, 4, 5, 6, 0, 8, 0])
+    np.testing.assert_array_equal(device.host(ops.relu_bwd(dy, y)), [0, 0, 0, 4, 5, 6, 0, 8, 0])
 
 
 @pytest.mark.parametrize("dtype", [F32, F64])
@@ -112,11 +113,11 @@ def test_relu_central_differences(rng):
 # ---------------------------------------------------------------- zero-size batch and threads
 
 @pytest.mark.parametrize("dtype", [F32, F64])
-def test_zero_batch(dtype):
-    x = np.zeros((0, 3, 4, 4), dtype)
+def test_zero_batch(device, dtype):
+    x = device.asarray(np.zeros((0, 3, 4, 4), dtype))
     y = ops.relu_fwd(x)
     assert y.shape == x.shape and y.dtype == dtype
-    assert ops.relu_bwd(y, y).shape == x.shape
+    assert device.host(ops.relu_bwd(y, y)).shape == x.shape
 
 
 @pytest.mark.parametrize("dtype", [F32, F64])
@@ -149,3 +150,21 @@ def test_relu_matches_torch(dtype, rng):
     y = ops.relu_fwd(x)
     np.testing.assert_array_equal(y, ty.detach().numpy())
     np.testing.assert_array_equal(ops.relu_bwd(dy, y), tx.grad.numpy())
+
+
+# ---------------------------------------------------------------- on each device (tests/ops/conftest.py)
+
+@pytest.mark.parametrize("dtype", [F32, F64])
+def test_relu_on_each_device_matches_the_cpu_exactly(device, dtype):
+    # the CPU against the reference; the stand-in and a GPU against the CPU; bit for bit everywhere
+    want_fwd, want_bwd = (R.relu_fwd, R.relu_bwd) if device.name == "cpu" else (ops.relu_fwd, ops.relu_bwd)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 5, 7, 9)).astype(dtype)
+    x.flat[::17] = np.nan
+    dy = rng.standard_normal(x.shape).astype(dtype)
+    y = want_fwd(x)
+    dx = want_bwd(dy, y)
+    xd, dyd = device.asarray(x), device.asarray(dy)
+    yd = ops.relu_fwd(xd)
+    np.testing.assert_array_equal(device.host(yd), y)   # host() asserts that yd is on the device
+    np.testing.assert_array_equal(device.host(ops.relu_bwd(dyd, yd)), dx)

@@ -8,7 +8,7 @@ import pytest
 import cnnkit
 from cnnkit import _C
 
-import reference as R
+from helpers import reference as R
 
 F32, F64 = np.float32, np.float64
 ONE = (1, 1)
@@ -290,7 +290,7 @@ def test_c_default_is_gemm():
 
 from cnnkit import ops  # noqa: E402
 
-import fakecupy  # noqa: E402
+from helpers import fakecupy  # noqa: E402
 
 
 @pytest.fixture
