@@ -73,6 +73,9 @@ CONV_CASES = [
     dict(N=5, C=24, H=9, W=9, K=7, R=1, S=1, stride=1, padding=0, dilation=1, groups=1),
     dict(N=5, C=8, H=9, W=11, K=7, R=1, S=1, stride=2, padding=0, dilation=1, groups=1),
     dict(N=2, C=2, H=12, W=12, K=3, R=5, S=5, stride=1, padding=0, dilation=1, groups=1),
+    # wide kernels past the dot-product size: backward-weight generates col^T pixel by pixel
+    dict(N=3, C=3, H=30, W=27, K=9, R=7, S=7, stride=2, padding=3, dilation=1, groups=1),
+    dict(N=2, C=12, H=25, W=26, K=6, R=3, S=5, stride=(1, 3), padding=(1, 4), dilation=(1, 2), groups=2),
 ]
 
 
