@@ -362,18 +362,20 @@ def test_explicit_winograd_refuses_other_shapes_global_falls_back(kernel, stride
         cnnkit.Conv2d(16, 16, kernel, stride=stride, dilation=dilation, algorithm="winograd")
 
 
-@pytest.mark.parametrize("C, K, groups, kernel, stride, expect", [
-    (16, 16, 1, 3, 1, "winograd"),
-    (32, 64, 2, 3, 1, "winograd"),     # 16 and 32 channels per group
-    (15, 16, 1, 3, 1, "gemm"),
-    (16, 15, 1, 3, 1, "gemm"),
-    (32, 32, 4, 3, 1, "gemm"),         # 8 channels per group
-    (16, 16, 1, 5, 1, "gemm"),
-    (16, 16, 1, 3, 2, "gemm"),
+# N=8 on 9x10 planes is 8 * 3 * 3 = 72 output tiles; N=7 is 63, below the 64 that auto asks for.
+@pytest.mark.parametrize("N, C, K, groups, kernel, stride, expect", [
+    (8, 16, 16, 1, 3, 1, "winograd"),
+    (8, 32, 64, 2, 3, 1, "winograd"),     # 16 and 32 channels per group
+    (7, 16, 16, 1, 3, 1, "gemm"),         # too few tiles
+    (8, 160, 16, 1, 3, 1, "gemm"),        # fewer tiles than half the input channels
+    (8, 15, 16, 1, 3, 1, "gemm"),
+    (8, 16, 15, 1, 3, 1, "gemm"),
+    (8, 32, 32, 4, 3, 1, "gemm"),         # 8 channels per group
+    (8, 16, 16, 1, 5, 1, "gemm"), (8, 16, 16, 1, 3, 2, "gemm"),
 ])
-def test_auto_rule(C, K, groups, kernel, stride, expect, restore_algorithm):
+def test_auto_rule(N, C, K, groups, kernel, stride, expect, restore_algorithm):
     rng = np.random.default_rng(3)
-    x = rng.standard_normal((2, C, 9, 10)).astype(F32)
+    x = rng.standard_normal((N, C, 9, 10)).astype(F32)
     w = rng.standard_normal((K, C // groups, kernel, kernel)).astype(F32)
     b = rng.standard_normal(K).astype(F32)
     hp = dict(stride=stride, padding=1, groups=groups)

@@ -15,8 +15,12 @@ from . import _backend
 
 ALGORITHMS = ("auto", "gemm", "winograd")
 _algorithm = "auto"
-# "auto" takes winograd from this many channels per group, in and out (measured: docs/kernels.md).
+# "auto" takes winograd from this many channels per group, in and out, and with at least
+# max(_AUTO_MIN_TILES, C/2) 4x4 output tiles in the batch (measured: docs/kernels.md). With few tiles the
+# per-call filter transform and thin GEMMs cost more than the multiplications saved (ResNet-18's 4x4 planes
+# at batch 16: 16 tiles for 512 channels ran at 0.3-0.4x of gemm).
 _AUTO_MIN_CHANNELS = 16
+_AUTO_MIN_TILES = 64
 
 
 def check_algorithm(op, name, value, none_ok=True):
@@ -46,7 +50,7 @@ def winograd_applies(w_shape, stride, dilation):
     return tuple(w_shape[2:]) == (3, 3) and tuple(stride) == (1, 1) and tuple(dilation) == (1, 1)
 
 
-def _pick(op, algorithm, ref, w_shape, s, d, g):
+def _pick(op, algorithm, ref, w_shape, s, d, g, out_shape):
     """The _C algorithm of one pass ("gemm" or "winograd"), or None on a GPU (its kernels take none).
 
     An explicit "winograd" is passed on as is, so that _C refuses a shape it cannot do (ValueError naming
@@ -64,8 +68,11 @@ def _pick(op, algorithm, ref, w_shape, s, d, g):
     if algorithm != "auto":
         return algorithm
     K, Cg = w_shape[0], w_shape[1]
+    N, _, P, Q = out_shape
+    tiles = N * (-(-P // 4)) * (-(-Q // 4))
     wide = Cg >= _AUTO_MIN_CHANNELS and K // g >= _AUTO_MIN_CHANNELS
-    return "winograd" if wide and winograd_applies(w_shape, s, d) else "gemm"
+    many = tiles >= max(_AUTO_MIN_TILES, Cg // 2)
+    return "winograd" if wide and many and winograd_applies(w_shape, s, d) else "gemm"
 
 
 def _conv_shape(op, x_shape, w_shape, s, p, d, g):
@@ -128,7 +135,7 @@ def conv2d_fwd(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, out=None
     if b is not None and b.shape[0] != w.shape[0]:
         raise ValueError(f"{op}: b must have shape ({w.shape[0]},), got {tuple(b.shape)}")
     y = check_out(op, "out", out, shape, x.dtype, ref, inputs=(("x", x), ("w", w), ("b", b)))
-    alg = _pick(op, algorithm, ref, w.shape, s, d, g)
+    alg = _pick(op, algorithm, ref, w.shape, s, d, g, shape)
     k = _backend.kernels(x)
     if alg is not None:  # the CPU: _C takes the algorithm and fuses the ReLU
         k.conv2d_fwd(x, w, b, y, s, p, d, g, alg, relu)
@@ -154,7 +161,7 @@ def conv2d_bwd_data(dy, w, x_shape, stride=1, padding=0, dilation=1, groups=1, o
         raise ValueError(f"{op}: dy must have shape {want} for x_shape {x_shape} and w {tuple(w.shape)}, "
                          f"got {tuple(dy.shape)}")
     dx = check_out(op, "out", out, x_shape, dy.dtype, ref, inputs=(("dy", dy), ("w", w)))
-    _call(dy, _pick(op, algorithm, ref, w.shape, s, d, g), "conv2d_bwd_data", dy, w, dx, s, p, d, g)
+    _call(dy, _pick(op, algorithm, ref, w.shape, s, d, g, dy.shape), "conv2d_bwd_data", dy, w, dx, s, p, d, g)
     return dx
 
 
@@ -180,7 +187,8 @@ def conv2d_bwd_weight(dy, x, w_shape, stride=1, padding=0, dilation=1, groups=1,
     if accumulate and out is None:
         raise ValueError(f"{op}: accumulate=True needs out= (the gradient to add into)")
     dw = check_out(op, "out", out, w_shape, dy.dtype, ref, inputs=(("dy", dy), ("x", x)))
-    _call(dy, _pick(op, algorithm, ref, w_shape, s, d, g), "conv2d_bwd_weight", dy, x, dw, s, p, d, g, accumulate)
+    alg = _pick(op, algorithm, ref, w_shape, s, d, g, dy.shape)
+    _call(dy, alg, "conv2d_bwd_weight", dy, x, dw, s, p, d, g, accumulate)
     return dw
 
 
