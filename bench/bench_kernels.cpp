@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "common/runtime.h"
+#include "gemm/gemm.h"
 #include "ops/conv2d.h"
 #include "ops/dropout.h"
 #include "ops/maxpool2d.h"
@@ -43,7 +44,9 @@ struct Options {
   int threads = 0;  // 0: leave the OpenMP default
   int repeat = 10;
   int warmup = 2;
-  std::string only;  // "", conv2d, maxpool2d, dropout, relu
+  std::string only;  // "", gemm, conv2d, maxpool2d, dropout, relu
+  double peak = 0;   // measured fp32 FMA peak of the machine, GFLOP/s (0: not reported)
+  int peak_threads = 2;
 };
 
 int64_t numel(const std::vector<int64_t>& s) {
@@ -86,10 +89,41 @@ void report(const char* op, const std::string& label, const char* pass, double m
   std::fflush(stdout);
 }
 
+// The GEMM micro-kernels, one thread, each variant the CPU runs: square-ish shapes and the conv2d GEMM
+// shapes of cases.json (m = out-channels, n = pixels of a work item, k = C*R*S). The rate is against one
+// core's peak: pass --peak GFLOP/s of the whole machine and the thread count used to measure it.
+void bench_gemm(const Options& opt) {
+  struct Shape {
+    int64_t m, n, k;
+    const char* label;
+  };
+  const Shape shapes[] = {{512, 512, 512, "square 512"},      {32, 4096, 27, "cifar conv1 fwd"},
+                          {32, 4096, 288, "cifar 32x32 fwd"}, {64, 2048, 288, "cifar 16x16 fwd"},
+                          {128, 2048, 576, "cifar 8x8 fwd"},  {64, 3136, 576, "VGG block fwd"},
+                          {64, 196 * 8, 256, "1x1 fwd"},      {128, 256, 2048, "linear 2048->256"}};
+  const std::string before = ck::gemm_isa();
+  for (const std::string isa : {"avx512", "avx2", "generic"}) {
+    if (ck::gemm_isa_supported().find(isa) == std::string::npos) continue;
+    ck::set_gemm_isa(isa);
+    for (const Shape& sh : shapes) {
+      auto a = randn(sh.m * sh.k, 1), b = randn(sh.k * sh.n, 2);
+      std::vector<float> c(size_t(sh.m * sh.n));
+      const double ms = time_ms(opt, [&] {
+        ck::sgemm(false, false, sh.m, sh.n, sh.k, 1.f, a.data(), sh.k, b.data(), sh.n, 0.f, c.data(), sh.n);
+      });
+      const double gflops = 2.0 * sh.m * sh.n * sh.k / ms * 1e-6;
+      std::printf("%-9s %-24s %-10s %10.3f %10.1f GFLOP/s", "gemm", sh.label, isa.c_str(), ms, gflops);
+      if (opt.peak > 0) std::printf("  %5.1f%% of one core's peak", 100.0 * gflops / (opt.peak / opt.peak_threads));
+      std::printf("\n");
+    }
+  }
+  ck::set_gemm_isa(before);
+}
+
 void bench_conv(const Options& opt) {
   for (const auto& c : kConvCases) {
-    auto p = ck::make_conv2d_params("bench", {c.N, c.C, c.H, c.W}, {c.K, c.C, c.kernel, c.kernel}, c.stride,
-                                    c.stride, c.padding, c.padding, 1, 1, 1);
+    auto p = ck::make_conv2d_params("bench", {c.N, c.C, c.H, c.W}, {c.K, c.C, c.kernel, c.kernel}, c.stride, c.stride,
+                                    c.padding, c.padding, 1, 1, 1);
     auto x = randn(p.N * p.C * p.H * p.W, 1);
     auto w = randn(p.K * p.C * p.R * p.S, 2);
     auto dy = randn(p.N * p.K * p.P * p.Q, 3);
@@ -99,11 +133,10 @@ void bench_conv(const Options& opt) {
            time_ms(opt, [&] { ck::conv2d_fwd_cpu<float>(p, x.data(), w.data(), nullptr, y.data()); }), flops,
            "GFLOP/s");
     report("conv2d", c.label, "bwd_data",
-           time_ms(opt, [&] { ck::conv2d_bwd_data_cpu<float>(p, dy.data(), w.data(), dx.data()); }), flops,
-           "GFLOP/s");
+           time_ms(opt, [&] { ck::conv2d_bwd_data_cpu<float>(p, dy.data(), w.data(), dx.data()); }), flops, "GFLOP/s");
     report("conv2d", c.label, "bwd_weight",
-           time_ms(opt, [&] { ck::conv2d_bwd_weight_cpu<float>(p, dy.data(), x.data(), dw.data(), false); }),
-           flops, "GFLOP/s");
+           time_ms(opt, [&] { ck::conv2d_bwd_weight_cpu<float>(p, dy.data(), x.data(), dw.data(), false); }), flops,
+           "GFLOP/s");
   }
 }
 
@@ -120,9 +153,12 @@ void bench_maxpool(const Options& opt) {
     std::string label = shape_str(s) + " k2s2";
     report("maxpool2d", label, "fwd",
            time_ms(opt, [&] { ck::maxpool2d_fwd_cpu<float>(p, x.data(), y.data(), idx.data()); }), bytes, "GB/s");
-    report("maxpool2d", label, "bwd", time_ms(opt, [&] {
-             ck::maxpool2d_bwd_cpu<float>(p.N * p.C, p.H * p.W, p.P * p.Q, dy.data(), idx.data(), dx.data());
-           }), bytes, "GB/s");
+    report("maxpool2d", label, "bwd",
+           time_ms(opt,
+                   [&] {
+                     ck::maxpool2d_bwd_cpu<float>(p.N * p.C, p.H * p.W, p.P * p.Q, dy.data(), idx.data(), dx.data());
+                   }),
+           bytes, "GB/s");
   }
 }
 
@@ -136,13 +172,15 @@ void bench_dropout(const Options& opt) {
     double bytes = 9.0 * n;  // fp32 in, fp32 out, 1-byte mask, in each direction
     std::string label = shape_str(s) + " p=0.5";
     uint64_t offset = 0;
-    report("dropout", label, "fwd", time_ms(opt, [&] {
-             ck::dropout_fwd_cpu<float>(n, x.data(), 0.5, 1234, offset, y.data(), mask.data());
-             offset += static_cast<uint64_t>(n);  // a fresh mask per call, as in training
-           }), bytes, "GB/s");
+    report("dropout", label, "fwd",
+           time_ms(opt,
+                   [&] {
+                     ck::dropout_fwd_cpu<float>(n, x.data(), 0.5, 1234, offset, y.data(), mask.data());
+                     offset += static_cast<uint64_t>(n);  // a fresh mask per call, as in training
+                   }),
+           bytes, "GB/s");
     report("dropout", label, "bwd",
-           time_ms(opt, [&] { ck::dropout_bwd_cpu<float>(n, dy.data(), mask.data(), 0.5, dx.data()); }), bytes,
-           "GB/s");
+           time_ms(opt, [&] { ck::dropout_bwd_cpu<float>(n, dy.data(), mask.data(), 0.5, dx.data()); }), bytes, "GB/s");
   }
 }
 
@@ -156,7 +194,8 @@ void bench_relu(const Options& opt) {
 
 [[noreturn]] void usage(const char* argv0, int rc) {
   std::fprintf(rc ? stderr : stdout,
-               "usage: %s [--threads N] [--repeat N] [--warmup N] [--only conv2d|maxpool2d|dropout|relu]\n",
+               "usage: %s [--threads N] [--repeat N] [--warmup N] [--only gemm|conv2d|maxpool2d|dropout|relu]\n"
+               "          [--peak GFLOPS --peak-threads N]\n",
                argv0);
   std::exit(rc);
 }
@@ -180,15 +219,24 @@ int main(int argc, char** argv) {
     if (a == "-h" || a == "--help") usage(argv[0], 0);
     if (i + 1 >= argc) usage(argv[0], 2);
     const char* v = argv[++i];
-    if (a == "--threads") opt.threads = parse_int(argv[0], "--threads", v, 1);
-    else if (a == "--repeat") opt.repeat = parse_int(argv[0], "--repeat", v, 1);
-    else if (a == "--warmup") opt.warmup = parse_int(argv[0], "--warmup", v, 0);
-    else if (a == "--only") opt.only = v;
-    else usage(argv[0], 2);
+    if (a == "--threads")
+      opt.threads = parse_int(argv[0], "--threads", v, 1);
+    else if (a == "--repeat")
+      opt.repeat = parse_int(argv[0], "--repeat", v, 1);
+    else if (a == "--warmup")
+      opt.warmup = parse_int(argv[0], "--warmup", v, 0);
+    else if (a == "--only")
+      opt.only = v;
+    else if (a == "--peak")
+      opt.peak = std::atof(v);
+    else if (a == "--peak-threads")
+      opt.peak_threads = parse_int(argv[0], "--peak-threads", v, 1);
+    else
+      usage(argv[0], 2);
   }
-  if (!opt.only.empty() && opt.only != "conv2d" && opt.only != "maxpool2d" && opt.only != "dropout" &&
-      opt.only != "relu") {
-    std::fprintf(stderr, "%s: --only must be conv2d, maxpool2d, dropout or relu, got '%s'\n", argv[0],
+  if (!opt.only.empty() && opt.only != "gemm" && opt.only != "conv2d" && opt.only != "maxpool2d" &&
+      opt.only != "dropout" && opt.only != "relu") {
+    std::fprintf(stderr, "%s: --only must be gemm, conv2d, maxpool2d, dropout or relu, got '%s'\n", argv[0],
                  opt.only.c_str());
     return 2;
   }
@@ -196,14 +244,14 @@ int main(int argc, char** argv) {
   try {
     ck::runtime_init();
     if (opt.threads > 0) ck::set_num_threads(opt.threads);
-    std::printf("cnnkit kernels, float32, %d thread(s), median of %d after %d warm-up; %s; %s\n",
-                ck::get_num_threads(), opt.repeat, opt.warmup, ck::simd_level().c_str(),
-                ck::blas_config().c_str());
+    std::printf("cnnkit kernels, float32, %d thread(s), median of %d after %d warm-up; %s; %s\n", ck::get_num_threads(),
+                opt.repeat, opt.warmup, ck::simd_level().c_str(), ("GEMM " + ck::gemm_isa()).c_str());
     const char* policy = std::getenv("OMP_WAIT_POLICY");
     std::printf("OMP_WAIT_POLICY=%s (import cnnkit sets PASSIVE unless set; export it here to match)\n",
                 policy ? policy : "unset");
     std::printf("%-9s %-24s %-10s %10s %10s\n", "op", "case", "pass", "ms", "rate");
     auto want = [&](const char* op) { return opt.only.empty() || opt.only == op; };
+    if (want("gemm")) bench_gemm(opt);
     if (want("conv2d")) bench_conv(opt);
     if (want("maxpool2d")) bench_maxpool(opt);
     if (want("dropout")) bench_dropout(opt);

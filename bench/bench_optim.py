@@ -79,8 +79,8 @@ def bench_case(name, shapes, bpe, threads, repeats, evict, rng):
     g0, st, flat = opt.param_groups[0], opt.state[0], opt._flats[0]
 
     def kernel_only():
-        opt._advance(g0, st, flat)
-        opt._update(g0, st, flat, 0, flat.size, g0["weight_decay"], g0["l1"], 1.0, float("inf"))
+        opt._advance(0, g0, st, flat)
+        opt._update(g0, st, flat, 0, flat.size, g0["weight_decay"], g0["l1"], 1.0, float("inf"), {})
 
     fns = {"cnnkit_ms": opt.step, "cnnkit_kernel_ms": kernel_only}
     tp = [torch.tensor(a.copy(), requires_grad=True) for a in init]

@@ -52,6 +52,22 @@ def test_no_cxx_source_over_500_lines():
     assert long == {}, f"split these along their seams: {long}"
 
 
+@pytest.mark.skipif(not os.path.isdir(os.path.join(ROOT, "python")),
+                    reason="needs the source tree (python/ beside tests/)")
+def test_no_python_file_over_500_lines():
+    long = {}
+    for top in ("python", "tests", "bench", "tools", "examples"):
+        for d, _, files in os.walk(os.path.join(ROOT, top)):
+            for name in files:
+                if name.endswith(".py"):
+                    f = os.path.join(d, name)
+                    with open(f, encoding="utf-8") as fh:
+                        n = sum(1 for _ in fh)
+                    if n > 500:
+                        long[os.path.relpath(f, ROOT)] = n
+    assert long == {}, f"split these along their seams: {long}"
+
+
 @pytest.mark.skipif(not os.path.isdir(os.path.join(ROOT, "docs")),
                     reason="needs the source tree (docs/ beside tests/)")
 def test_design_doc_names_files_that_exist():

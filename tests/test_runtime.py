@@ -15,10 +15,10 @@ _THREADS_AT_IMPORT = cnnkit.get_num_threads()
 def test_build_info_contents():
     info = cnnkit.build_info()
     assert isinstance(info, dict)
-    assert {"cuda", "blas", "openmp", "version"} <= set(info)
+    assert {"cuda", "isa", "isa_supported", "openmp", "version"} <= set(info)
     assert isinstance(info["cuda"], bool)
     assert info["version"] == cnnkit.__version__ == importlib.metadata.version("cnnkit")
-    assert "openblas" in info["blas"].lower()
+    assert info["isa"] in info["isa_supported"].split(",")
     assert isinstance(info["openmp"], str) and info["openmp"]
     assert info["cuda_available"] is cnnkit.cuda.is_available()
     assert info["num_threads"] == cnnkit.get_num_threads()

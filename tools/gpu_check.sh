@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One-call GPU runbook: on a GPU machine with no internet (CUDA/nvcc, CuPy, PyTorch, pybind11,
 # scikit-build-core present), from the repository root:
-#   1. install the carried scipy-openblas32 wheel (.whl/) into /tmp/site, 2. build and install cnnkit there
+#   1. (nothing to carry: cnnkit has no BLAS dependency), 2. build and install cnnkit into /tmp/site
 #   (CUDA forced ON), 3. print cnnkit.build_info() and cnnkit.cuda.status(), 4. pytest -q -rs the CUDA test
 #   files, 5. bench/bench_vs_torch.py --device cuda --json.
 # Everything lands in $OUT (default ./gpu_out): build.log, info.txt, pytest.log, bench.log, bench_cuda.json,
@@ -38,13 +38,6 @@ stage() {
   return $rc
 }
 
-WHEEL=$(ls .whl/scipy_openblas32-*.whl shared/wheels/scipy_openblas32-*.whl 2>/dev/null | head -1)
-if [ -z "$WHEEL" ]; then
-  echo "no scipy_openblas32 wheel in .whl/ or shared/wheels/: carry it (see docs/kernels.md)" | tee "$OUT/build.log"
-  RC[wheel]=missing
-else
-  stage wheel 60 "$OUT/build.log" "$PY" -m pip install --no-index --no-deps --target "$SITE" "$WHEEL"
-fi
 stage build 300 "$OUT/build.log" "$PY" -m pip install -v --no-build-isolation --no-deps --target "$SITE" \
   -C cmake.define.CNNKIT_CUDA=ON .
 
@@ -97,7 +90,7 @@ fi
 
 {
   echo "gpu_check.sh finished in $((SECONDS - START))s (budget ${BUDGET_S}s)"
-  for k in wheel build info pytest bench; do echo "$k: ${RC[$k]:-not run}"; done
+  for k in build info pytest bench; do echo "$k: ${RC[$k]:-not run}"; done
 } | tee "$OUT/summary.txt"
-for k in wheel build info pytest bench; do [ "${RC[$k]:-x}" = 0 ] || exit 1; done
+for k in build info pytest bench; do [ "${RC[$k]:-x}" = 0 ] || exit 1; done
 exit 0

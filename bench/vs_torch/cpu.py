@@ -21,7 +21,7 @@ def main_cpu(args):
     cases = json.loads(args.cases.read_text())
     info = machine_info(args)
     bi = info["cnnkit"]
-    print(f"cnnkit {bi.get('version')} ({bi.get('simd')}, {bi.get('blas')}) vs torch {info['torch']} "
+    print(f"cnnkit {bi.get('version')} ({bi.get('simd')}, GEMM {bi.get('isa')}) vs torch {info['torch']} "
           f"on {info['cpu_model']} ({info['cpu_count']} cpus, load {info['loadavg']})")
     print(f"OpenMP runtime (shared by both): {', '.join(info['openmp_runtime']) or '?'}; "
           f"OMP_WAIT_POLICY seen by it: {info['omp_wait_policy_effective']} ({args.import_order}); "

@@ -1,10 +1,22 @@
 // cnnkit._C's conv2d functions: the CPU wrappers (numpy arrays) and the CUDA ones (device pointers).
 #include "bind/common.h"
 #include "ops/conv2d.h"
+#include "ops/relu.h"
+#include "ops/winograd.h"
 
 using namespace ck::bind;
 
 namespace {
+
+// The CPU algorithm of a conv2d pass: "gemm" (im2col + GEMM, any shape) or "winograd" (F(4x4, 3x3): 3x3 kernel,
+// stride 1, dilation 1). The Python ops layer resolves "auto" before calling; a shape "winograd" cannot do is
+// refused (ValueError naming the reason), never silently run with the other algorithm.
+bool use_winograd(const char* op, const std::string& algorithm, const ck::Conv2dParams& p) {
+  if (algorithm == "gemm") return false;
+  if (algorithm != "winograd") ck::fail(op, "algorithm must be 'gemm' or 'winograd', got '", algorithm, "'");
+  ck::check_winograd(op, p);
+  return true;
+}
 
 std::vector<int64_t> conv2d_out_shape(const std::vector<int64_t>& x_shape, const std::vector<int64_t>& w_shape,
                                       Pair stride, Pair padding, Pair dilation, int64_t groups) {
@@ -14,11 +26,12 @@ std::vector<int64_t> conv2d_out_shape(const std::vector<int64_t>& x_shape, const
 }
 
 void conv2d_fwd(const py::array& x, const py::array& w, const py::object& b, const py::array& y, Pair stride,
-                Pair padding, Pair dilation, int64_t groups) {
+                Pair padding, Pair dilation, int64_t groups, const std::string& algorithm, bool relu) {
   const char* op = "conv2d_fwd";
   auto p = ck::make_conv2d_params(op, shape_of(x), shape_of(w), stride[0], stride[1], padding[0], padding[1],
                                   dilation[0], dilation[1], groups);
   expect_shape(op, "y", y, {p.N, p.K, p.P, p.Q});
+  const bool wino = use_winograd(op, algorithm, p);
   py::array ba;
   if (!b.is_none()) {
     ba = b.cast<py::array>();
@@ -31,41 +44,46 @@ void conv2d_fwd(const py::array& x, const py::array& w, const py::object& b, con
     const T* bp = b.is_none() ? nullptr : ptr<T>(ba, op, "b");
     T* yp = ptr<T>(y, op, "y", true);
     py::gil_scoped_release nogil;
-    ck::conv2d_fwd_cpu<T>(p, xp, wp, bp, yp);
+    if (!wino) return ck::conv2d_fwd_cpu<T>(p, xp, wp, bp, yp, relu);
+    ck::conv2d_fwd_winograd_cpu<T>(p, xp, wp, bp, yp);
+    if (relu) ck::relu_fwd_cpu<T>(p.N * p.K * p.P * p.Q, yp, yp);  // no fused epilogue in Winograd yet
   };
   float_dtype(x, op, "x") == DType::f32 ? run(float{}) : run(double{});
 }
 
 void conv2d_bwd_data(const py::array& dy, const py::array& w, const py::array& dx, Pair stride, Pair padding,
-                     Pair dilation, int64_t groups) {
+                     Pair dilation, int64_t groups, const std::string& algorithm) {
   const char* op = "conv2d_bwd_data";
   auto p = ck::make_conv2d_params(op, shape_of(dx), shape_of(w), stride[0], stride[1], padding[0], padding[1],
                                   dilation[0], dilation[1], groups);
   expect_shape(op, "dy", dy, {p.N, p.K, p.P, p.Q});
+  const bool wino = use_winograd(op, algorithm, p);
   auto run = [&](auto tag) {
     using T = decltype(tag);
     const T* dyp = ptr<T>(dy, op, "dy");
     const T* wp = ptr<T>(w, op, "w");
     T* dxp = ptr<T>(dx, op, "dx", true);
     py::gil_scoped_release nogil;
-    ck::conv2d_bwd_data_cpu<T>(p, dyp, wp, dxp);
+    wino ? ck::conv2d_bwd_data_winograd_cpu<T>(p, dyp, wp, dxp) : ck::conv2d_bwd_data_cpu<T>(p, dyp, wp, dxp);
   };
   float_dtype(dy, op, "dy") == DType::f32 ? run(float{}) : run(double{});
 }
 
 void conv2d_bwd_weight(const py::array& dy, const py::array& x, const py::array& dw, Pair stride, Pair padding,
-                       Pair dilation, int64_t groups, bool accumulate) {
+                       Pair dilation, int64_t groups, bool accumulate, const std::string& algorithm) {
   const char* op = "conv2d_bwd_weight";
   auto p = ck::make_conv2d_params(op, shape_of(x), shape_of(dw), stride[0], stride[1], padding[0], padding[1],
                                   dilation[0], dilation[1], groups);
   expect_shape(op, "dy", dy, {p.N, p.K, p.P, p.Q});
+  const bool wino = use_winograd(op, algorithm, p);
   auto run = [&](auto tag) {
     using T = decltype(tag);
     const T* dyp = ptr<T>(dy, op, "dy");
     const T* xp = ptr<T>(x, op, "x");
     T* dwp = ptr<T>(dw, op, "dw", true);
     py::gil_scoped_release nogil;
-    ck::conv2d_bwd_weight_cpu<T>(p, dyp, xp, dwp, accumulate);
+    wino ? ck::conv2d_bwd_weight_winograd_cpu<T>(p, dyp, xp, dwp, accumulate)
+         : ck::conv2d_bwd_weight_cpu<T>(p, dyp, xp, dwp, accumulate);
   };
   float_dtype(dy, op, "dy") == DType::f32 ? run(float{}) : run(double{});
 }
@@ -159,11 +177,13 @@ void register_conv2d(py::module_& m) {
   m.def("conv2d_out_shape", &conv2d_out_shape, py::arg("x_shape"), py::arg("w_shape"), py::arg("stride"),
         py::arg("padding"), py::arg("dilation"), py::arg("groups"));
   m.def("conv2d_fwd", &conv2d_fwd, py::arg("x"), py::arg("w"), py::arg("b").none(true), py::arg("y"), py::arg("stride"),
-        py::arg("padding"), py::arg("dilation"), py::arg("groups"));
+        py::arg("padding"), py::arg("dilation"), py::arg("groups"), py::arg("algorithm") = "gemm",
+        py::arg("relu") = false);
   m.def("conv2d_bwd_data", &conv2d_bwd_data, py::arg("dy"), py::arg("w"), py::arg("dx"), py::arg("stride"),
-        py::arg("padding"), py::arg("dilation"), py::arg("groups"));
+        py::arg("padding"), py::arg("dilation"), py::arg("groups"), py::arg("algorithm") = "gemm");
   m.def("conv2d_bwd_weight", &conv2d_bwd_weight, py::arg("dy"), py::arg("x"), py::arg("dw"), py::arg("stride"),
-        py::arg("padding"), py::arg("dilation"), py::arg("groups"), py::arg("accumulate"));
+        py::arg("padding"), py::arg("dilation"), py::arg("groups"), py::arg("accumulate"),
+        py::arg("algorithm") = "gemm");
   m.def("conv2d_bwd_bias", &conv2d_bwd_bias, py::arg("dy"), py::arg("db"), py::arg("accumulate"));
 #if defined(CNNKIT_WITH_CUDA)
   // tf32 (conv2d, float32 only, default off; cnnkit.cuda.get_tf32()): tensor cores with TF32-rounded operands.

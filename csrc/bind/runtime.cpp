@@ -1,6 +1,7 @@
 // cnnkit._C's runtime functions: build information, CUDA status, OpenMP threads.
 #include "bind/common.h"
 #include "common/runtime.h"
+#include "gemm/gemm.h"
 
 using namespace ck::bind;
 
@@ -11,7 +12,8 @@ py::dict build_info() {
   d["version"] = CNNKIT_VERSION;
   d["cuda"] = ck::cuda_built();
   d["cuda_archs"] = ck::cuda_built() ? std::string(CNNKIT_CUDA_ARCHS) : std::string();
-  d["blas"] = "scipy-openblas32 (" + ck::blas_config() + ")";
+  d["isa"] = ck::gemm_isa();
+  d["isa_supported"] = ck::gemm_isa_supported();
   d["openmp"] = ck::openmp_version();
   d["num_threads"] = ck::get_num_threads();
   d["simd"] = ck::simd_level();
@@ -32,6 +34,8 @@ void register_runtime(py::module_& m) {
   m.def("get_num_threads", &ck::get_num_threads);
   m.def("build_info", &build_info);
   m.def("cuda_status", &cuda_status, "(device_count, reason) from the CUDA runtime; never throws");
+  m.def("_set_isa", &ck::set_gemm_isa, py::arg("name"),
+        "private test hook: switch the float32 GEMM micro-kernel (as CNNKIT_ISA does at load time)");
   m.def("_threads_in_region", &ck::threads_in_region,
         "private test probe: omp_get_num_threads() inside a region opened as every kernel opens its regions");
 }

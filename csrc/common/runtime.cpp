@@ -1,13 +1,12 @@
-// Threading, BLAS wrappers and build facts. See runtime.h for the threading policy.
+// Threading, the GEMM entry points and build facts. See runtime.h for the threading policy.
 #include "common/runtime.h"
 
-#include <cblas.h>
 #include <omp.h>
 
-#include <climits>
 #include <stdexcept>
 
 #include "common/check.h"
+#include "gemm/gemm.h"
 
 namespace ck {
 
@@ -15,16 +14,14 @@ namespace detail {
 std::atomic<int> g_num_threads{1};
 }
 
-// OpenBLAS's thread count is a process-wide setting already; it stays 1 (see runtime.h).
 void runtime_init() {
   detail::g_num_threads.store(omp_get_max_threads(), std::memory_order_relaxed);
-  scipy_openblas_set_num_threads(1);
+  gemm_init();
 }
 
 void set_num_threads(int n) {
   CK_CHECK(n >= 1, "set_num_threads", "n must be >= 1, got ", n);
   detail::g_num_threads.store(n, std::memory_order_relaxed);
-  scipy_openblas_set_num_threads(1);
 }
 
 int get_num_threads() { return num_threads(); }
@@ -39,8 +36,6 @@ int threads_in_region() {
   return used;
 }
 
-std::string blas_config() { return std::string(scipy_openblas_get_config()); }
-
 std::string openmp_version() { return std::to_string(_OPENMP); }
 
 // The vector ISA the kernels were compiled for (this translation unit shares their flags).
@@ -54,25 +49,14 @@ std::string simd_level() {
 #endif
 }
 
-static blasint as_blasint(int64_t v) {
-  if (v < 0 || v > INT_MAX) fail("gemm", "dimension ", v, " does not fit the 32-bit BLAS interface");
-  return static_cast<blasint>(v);
-}
-
 void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda, const float* b,
           int64_t ldb, float beta, float* c, int64_t ldc) {
-  if (m == 0 || n == 0) return;
-  scipy_cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, as_blasint(m),
-                    as_blasint(n), as_blasint(k), alpha, a, as_blasint(lda), b, as_blasint(ldb), beta, c,
-                    as_blasint(ldc));
+  sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
 void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha, const double* a, int64_t lda,
           const double* b, int64_t ldb, double beta, double* c, int64_t ldc) {
-  if (m == 0 || n == 0) return;
-  scipy_cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, as_blasint(m),
-                    as_blasint(n), as_blasint(k), alpha, a, as_blasint(lda), b, as_blasint(ldb), beta, c,
-                    as_blasint(ldc));
+  dgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
 #ifndef CNNKIT_WITH_CUDA

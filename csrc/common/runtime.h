@@ -1,6 +1,6 @@
-// Threading and BLAS runtime. One layer owns the cores: OpenMP. OpenBLAS is kept at one thread and is
-// only ever called from inside our own parallel regions, so the two thread pools never spin against
-// each other (on 2 cores that contention cost 4-6x).
+// Threading runtime. One layer owns the cores: OpenMP. The GEMM (csrc/gemm/) is single-threaded and only
+// ever called from inside our own parallel regions, so no second thread pool spins against ours (on 2
+// cores, a BLAS pool contending with OpenMP cost 4-6x).
 //
 // The thread count is one process-wide value held here, not OpenMP's nthreads-var: that one is per OS
 // thread, so omp_set_num_threads in the main thread would not reach a training run in a worker thread.
@@ -19,11 +19,11 @@ extern std::atomic<int> g_num_threads;
 // Team size for every CPU parallel region, as set by set_num_threads from any thread.
 inline int num_threads() { return detail::g_num_threads.load(std::memory_order_relaxed); }
 
-void runtime_init();          // called once when the module loads: starts from OMP_NUM_THREADS or the cores
-void set_num_threads(int n);  // OpenMP threads for every kernel, process-wide; BLAS stays at 1 inside them
+void runtime_init();          // called once when the module loads: threads from OMP_NUM_THREADS or the cores; the GEMM
+                              // variant from CNNKIT_ISA or CPUID (throws std::invalid_argument for a bad CNNKIT_ISA)
+void set_num_threads(int n);  // OpenMP threads for every kernel, process-wide
 int get_num_threads();        // num_threads()
 int threads_in_region();      // team size of a region opened as the kernels open theirs (a test probe)
-std::string blas_config();
 std::string openmp_version();
 std::string simd_level();
 
@@ -34,7 +34,8 @@ constexpr int64_t kGrainElements = 32768;  // elementwise kernels: elements
 constexpr double kGrainFlops = 4e6;        // convolution passes: floating-point operations
 constexpr double kGrainGemmFlops = 1e6;    // matmul
 
-// GEMM on row-major matrices, single-threaded (the caller is already inside a parallel region).
+// GEMM on row-major matrices, single-threaded (the caller is already inside a parallel region): cnnkit's
+// own packed GEMM (gemm/gemm.h), float32 on the micro-kernel variant chosen at load time.
 // C = alpha * op(A) * op(B) + beta * C
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
           const float* b, int64_t ldb, float beta, float* c, int64_t ldc);

@@ -8,10 +8,13 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "common/check.h"
 #include "common/runtime.h"
+#include "gemm/gemm.h"
+#include "ops/conv2d_im2col.h"
 
 namespace ck {
 
@@ -57,6 +60,8 @@ Conv2dParams make_conv2d_params(const char* op, const std::vector<int64_t>& xs, 
 
 namespace {
 
+using namespace conv_detail;
+
 // Whether a pass of this convolution is big enough to be worth a parallel region (see kGrainFlops).
 bool worth_threads(const Conv2dParams& p) {
   return 2.0 * double(p.N) * double(p.K) * double(p.P * p.Q) * double(p.Cg() * p.R * p.S) >= kGrainFlops;
@@ -99,76 +104,6 @@ Tiling make_tiling(const Conv2dParams& p, int nthreads) {
   return t;
 }
 
-// For kernel column s: the output columns q whose input column q*stride + s*dil - pad lies in [0, W).
-inline void valid_q_range(const Conv2dParams& p, int64_t s, int64_t* q_lo, int64_t* q_hi) {
-  const int64_t iw0 = s * p.dil_w - p.pad_w;
-  const int64_t lo = iw0 >= 0 ? 0 : (-iw0 + p.stride_w - 1) / p.stride_w;
-  const int64_t hi = p.W - iw0 <= 0 ? 0 : (p.W - iw0 + p.stride_w - 1) / p.stride_w;
-  *q_lo = std::min(lo, p.Q);
-  *q_hi = std::clamp(hi, *q_lo, p.Q);
-}
-
-// x (Cg, H, W) -> col (Cg*R*S rows of stride ld) for output rows [p0, p1), written from column 0.
-// Writes (=).
-template <typename T>
-void im2col_rows(const Conv2dParams& p, const T* x, int64_t p0, int64_t p1, T* col, int64_t ld) {
-  const int64_t HW = p.H * p.W;
-  for (int64_t c = 0; c < p.Cg(); ++c) {
-    for (int64_t r = 0; r < p.R; ++r) {
-      for (int64_t s = 0; s < p.S; ++s) {
-        T* row = col + ((c * p.R + r) * p.S + s) * ld;
-        int64_t q_lo, q_hi;
-        valid_q_range(p, s, &q_lo, &q_hi);
-        const int64_t iw0 = s * p.dil_w - p.pad_w;
-        for (int64_t pp = p0; pp < p1; ++pp) {
-          T* dst = row + (pp - p0) * p.Q;
-          const int64_t ih = pp * p.stride_h - p.pad_h + r * p.dil_h;
-          if (ih < 0 || ih >= p.H) {
-            std::memset(dst, 0, sizeof(T) * p.Q);
-            continue;
-          }
-          const T* src = x + c * HW + ih * p.W;
-          std::fill(dst, dst + q_lo, T(0));
-          if (p.stride_w == 1) {
-            std::memcpy(dst + q_lo, src + q_lo + iw0, sizeof(T) * (q_hi - q_lo));
-          } else {
-            for (int64_t q = q_lo; q < q_hi; ++q) dst[q] = src[q * p.stride_w + iw0];
-          }
-          std::fill(dst + q_hi, dst + p.Q, T(0));
-        }
-      }
-    }
-  }
-}
-
-// col (Cg*R*S rows of stride ld) for output rows [p0, p1) -> dx (Cg, H, W). Accumulates (+=).
-template <typename T>
-void col2im_rows(const Conv2dParams& p, const T* col, int64_t ld, int64_t p0, int64_t p1, T* dx) {
-  const int64_t HW = p.H * p.W;
-  for (int64_t c = 0; c < p.Cg(); ++c) {
-    for (int64_t r = 0; r < p.R; ++r) {
-      for (int64_t s = 0; s < p.S; ++s) {
-        const T* row = col + ((c * p.R + r) * p.S + s) * ld;
-        int64_t q_lo, q_hi;
-        valid_q_range(p, s, &q_lo, &q_hi);
-        const int64_t iw0 = s * p.dil_w - p.pad_w;
-        for (int64_t pp = p0; pp < p1; ++pp) {
-          const int64_t ih = pp * p.stride_h - p.pad_h + r * p.dil_h;
-          if (ih < 0 || ih >= p.H) continue;
-          const T* src = row + (pp - p0) * p.Q;
-          T* dst = dx + c * HW + ih * p.W;
-          if (p.stride_w == 1) {
-            T* d = dst + iw0;
-            for (int64_t q = q_lo; q < q_hi; ++q) d[q] += src[q];
-          } else {
-            for (int64_t q = q_lo; q < q_hi; ++q) dst[q * p.stride_w + iw0] += src[q];
-          }
-        }
-      }
-    }
-  }
-}
-
 // Per-thread scratch, allocated before a parallel region: an allocation failure then surfaces as
 // std::bad_alloc (MemoryError in Python) instead of escaping an OpenMP region and aborting the process.
 template <typename T>
@@ -206,6 +141,22 @@ const T* gather_cols(const Conv2dParams& p, const T* x, int64_t n0, int64_t nb, 
   return col;
 }
 
+// The weights of the forward convolution whose output is conv2d_bwd_data's dx: per group, K and C swapped
+// and each filter rotated by 180 degrees. w (K, Cg, R, S) -> wt (C, Kg, R, S).
+template <typename T>
+std::vector<T> flipped_transposed(const Conv2dParams& p, const T* w) {
+  const int64_t Cg = p.Cg(), Kg = p.Kg(), RS = p.R * p.S;
+  std::vector<T> wt(size_t(p.K * Cg * RS));
+  for (int64_t g = 0; g < p.groups; ++g)
+    for (int64_t k = 0; k < Kg; ++k)
+      for (int64_t c = 0; c < Cg; ++c) {
+        const T* src = w + ((g * Kg + k) * Cg + c) * RS;
+        T* dst = wt.data() + ((g * Cg + c) * Kg + k) * RS;
+        for (int64_t t = 0; t < RS; ++t) dst[RS - 1 - t] = src[t];
+      }
+  return wt;
+}
+
 // The (Kg, nb * cols) matrix of dy for the work item whose first sample's rows start at dy0: dy itself
 // (row stride P*Q) for one sample, else the samples' rows copied side by side into buf.
 template <typename T>
@@ -223,14 +174,16 @@ const T* gather_dy(const Conv2dParams& p, const T* dy0, int64_t nb, int64_t cols
 }  // namespace
 
 template <typename T>
-void conv2d_fwd_cpu(const Conv2dParams& p, const T* x, const T* w, const T* b, T* y) {
+void conv2d_fwd_cpu(const Conv2dParams& p, const T* x, const T* w, const T* b, T* y, bool relu) {
   const int64_t Cg = p.Cg(), Kg = p.Kg(), crs = Cg * p.R * p.S, PQ = p.P * p.Q;
   const bool direct = is_pointwise(p);
   if (p.N == 0) return;
   const int nthreads = num_threads();
   const Tiling tl = make_tiling<T>(p, nthreads);
   const int64_t items = tl.nblocks * p.groups * tl.ntiles;
-  Scratch<T> col_s(nthreads, size_t(crs * tl.cols)), out_s(nthreads, tl.nb > 1 ? size_t(Kg * tl.cols) : 0);
+  // float32 packs the GEMM's panels straight from x (Im2colRows); float64 builds each item's column matrix.
+  Scratch<T> col_s(nthreads, std::is_same_v<T, float> ? 0 : size_t(crs * tl.cols));
+  Scratch<T> out_s(nthreads, tl.nb > 1 ? size_t(Kg * tl.cols) : 0);
 #pragma omp parallel num_threads(nthreads) if (worth_threads(p))
   {
     T* col = col_s.mine();
@@ -240,21 +193,41 @@ void conv2d_fwd_cpu(const Conv2dParams& p, const T* x, const T* w, const T* b, T
       const int64_t blk = it / (p.groups * tl.ntiles), g = (it / tl.ntiles) % p.groups, t = it % tl.ntiles;
       const int64_t n0 = blk * tl.nb, nb = std::min(tl.nb, p.N - n0);
       const int64_t p0 = t * tl.rows, p1 = std::min(p.P, p0 + tl.rows), cols = (p1 - p0) * p.Q;
-      int64_t ldb;
-      const T* bmat = gather_cols(p, x, n0, nb, g, p0, p1, direct, col, &ldb);
       T* y0 = y + (n0 * p.K + g * Kg) * PQ + p0 * p.Q;
-      if (nb == 1) {
-        gemm(false, false, Kg, cols, crs, T(1), w + g * Kg * crs, crs, bmat, ldb, T(0), y0, PQ);
+      T* dst = nb == 1 ? y0 : out;
+      const int64_t ldd = nb == 1 ? PQ : nb * cols;
+      if constexpr (std::is_same_v<T, float>) {
+        if (!(direct && nb == 1)) {
+          sgemm_generated_b(false, false, Kg, nb * cols, crs, 1.0f, w + g * Kg * crs, crs,
+                            Im2colRows(p, x, n0, g, p0, p1), 0.0f, dst, ldd);
+        } else {
+          gemm(false, false, Kg, cols, crs, T(1), w + g * Kg * crs, crs, x + (n0 * p.C + g * Cg) * p.H * p.W + p0 * p.Q,
+               p.H * p.W, T(0), dst, ldd);
+        }
       } else {
-        gemm(false, false, Kg, nb * cols, crs, T(1), w + g * Kg * crs, crs, bmat, ldb, T(0), out, nb * cols);
-        for (int64_t j = 0; j < nb; ++j) copy_rows(Kg, cols, out + j * cols, nb * cols, y0 + j * p.K * PQ, PQ);
+        int64_t ldb;
+        const T* bmat = gather_cols(p, x, n0, nb, g, p0, p1, direct, col, &ldb);
+        gemm(false, false, Kg, nb * cols, crs, T(1), w + g * Kg * crs, crs, bmat, ldb, T(0), dst, ldd);
       }
-      if (b) {
+      if (nb > 1)
+        for (int64_t j = 0; j < nb; ++j) copy_rows(Kg, cols, out + j * cols, nb * cols, y0 + j * p.K * PQ, PQ);
+      // Epilogue on the item's output while it is still in cache: + bias, then ReLU (relu_fwd's formula,
+      // so a fused Conv2d + ReLU gives the unfused bits).
+      if (b || relu) {
         for (int64_t j = 0; j < nb; ++j) {
           for (int64_t k = 0; k < Kg; ++k) {
-            const T bk = b[g * Kg + k];
+            const T bk = b ? b[g * Kg + k] : T(0);
             T* yr = y0 + j * p.K * PQ + k * PQ;
-            for (int64_t i = 0; i < cols; ++i) yr[i] += bk;
+            if (b && relu) {
+              for (int64_t i = 0; i < cols; ++i) {
+                const T v = yr[i] + bk;
+                yr[i] = v < T(0) ? T(0) : v;
+              }
+            } else if (b) {
+              for (int64_t i = 0; i < cols; ++i) yr[i] += bk;
+            } else {
+              for (int64_t i = 0; i < cols; ++i) yr[i] = yr[i] < T(0) ? T(0) : yr[i];
+            }
           }
         }
       }
@@ -267,6 +240,18 @@ void conv2d_bwd_data_cpu(const Conv2dParams& p, const T* dy, const T* w, T* dx) 
   const int64_t Cg = p.Cg(), Kg = p.Kg(), crs = Cg * p.R * p.S, PQ = p.P * p.Q, HW = p.H * p.W;
   const bool direct = is_pointwise(p);
   if (p.N == 0) return;
+  // Stride 1: dx is the forward convolution of dy with the flipped, transposed filters and padding
+  // dil * (R - 1) - pad, which needs no column matrix and no scatter-add (col2im). Its GEMM has C/groups
+  // rows, so few input channels (an RGB first layer) would leave the micro-kernel's rows mostly empty.
+  if (!direct && p.Cg() >= 16 && p.stride_h == 1 && p.stride_w == 1 && p.pad_h <= p.dil_h * (p.R - 1) &&
+      p.pad_w <= p.dil_w * (p.S - 1)) {
+    Conv2dParams t = p;
+    t.C = p.K, t.H = p.P, t.W = p.Q, t.K = p.C, t.P = p.H, t.Q = p.W;
+    t.pad_h = p.dil_h * (p.R - 1) - p.pad_h, t.pad_w = p.dil_w * (p.S - 1) - p.pad_w;
+    const std::vector<T> wt = flipped_transposed(p, w);
+    conv2d_fwd_cpu(t, dy, wt.data(), static_cast<const T*>(nullptr), dx);
+    return;
+  }
   const int nthreads = num_threads();
   const Tiling tl = make_tiling<T>(p, nthreads);
   // Tiles of one sample overlap in dx (col2im), so a work item owns whole samples: (block, group).
@@ -323,7 +308,12 @@ void conv2d_bwd_weight_cpu(const Conv2dParams& p, const T* dy, const T* x, T* dw
   // Each thread sums into its own dw; the partial sums are added in thread order afterwards, so the
   // result is deterministic for a given thread count.
   std::vector<T> partial(size_t(nthreads) * wsize, T(0));
-  Scratch<T> col_s(nthreads, size_t(crs * tl.cols)), dyb_s(nthreads, tl.nb > 1 ? size_t(Kg * tl.cols) : 0);
+  // A small filter (C/groups * R * S <= 64: an RGB or grey first layer) with its long reduction runs as
+  // dot products over each item's materialised column tile: packing for a GEMM would cost more than the
+  // arithmetic. Otherwise float32 packs col^T straight from x (Im2colRows); float64 builds the tile.
+  const bool dot = std::is_same_v<T, float> && crs <= 64;
+  Scratch<T> col_s(nthreads, std::is_same_v<T, float> && !dot ? 0 : size_t(crs * tl.cols));
+  Scratch<T> dyb_s(nthreads, tl.nb > 1 ? size_t(Kg * tl.cols) : 0);
   int used = 1;
 #pragma omp parallel num_threads(nthreads) if (worth_threads(p))
   {
@@ -337,10 +327,28 @@ void conv2d_bwd_weight_cpu(const Conv2dParams& p, const T* dy, const T* x, T* dw
       const int64_t blk = it / (p.groups * tl.ntiles), g = (it / tl.ntiles) % p.groups, t = it % tl.ntiles;
       const int64_t n0 = blk * tl.nb, nb = std::min(tl.nb, p.N - n0);
       const int64_t p0 = t * tl.rows, p1 = std::min(p.P, p0 + tl.rows), cols = (p1 - p0) * p.Q;
-      int64_t ldb;
-      const T* bmat = gather_cols(p, x, n0, nb, g, p0, p1, direct, col, &ldb);
       int64_t lda;
       const T* amat = gather_dy(p, dy + (n0 * p.K + g * Kg) * PQ + p0 * p.Q, nb, cols, dyb, &lda);
+      if constexpr (std::is_same_v<T, float>) {
+        if (dot) {
+          int64_t ldb;
+          const T* bmat = gather_cols(p, x, n0, nb, g, p0, p1, direct, col, &ldb);
+          sgemm_nt_dot(Kg, crs, nb * cols, 1.0f, amat, lda, bmat, ldb, true, mine + g * Kg * crs, crs);
+          continue;
+        }
+        if (!direct && p.S >= 4) {  // wide kernel rows: B = col^T generated pixel by pixel, whole runs of S
+          sgemm_generated_b(false, false, Kg, crs, nb * cols, 1.0f, amat, lda, Im2colPixels(p, x, n0, g, p0, p1), 1.0f,
+                            mine + g * Kg * crs, crs);
+          continue;
+        }
+        if (!(direct && nb == 1)) {
+          sgemm_generated_b(false, true, Kg, crs, nb * cols, 1.0f, amat, lda, Im2colRows(p, x, n0, g, p0, p1), 1.0f,
+                            mine + g * Kg * crs, crs);
+          continue;
+        }
+      }
+      int64_t ldb;
+      const T* bmat = gather_cols(p, x, n0, nb, g, p0, p1, direct, col, &ldb);
       gemm(false, true, Kg, crs, nb * cols, T(1), amat, lda, bmat, ldb, T(1), mine + g * Kg * crs, crs);
     }
 #pragma omp for schedule(static)
@@ -354,24 +362,33 @@ void conv2d_bwd_weight_cpu(const Conv2dParams& p, const T* dy, const T* x, T* dw
 
 template <typename T>
 void conv2d_bwd_bias_cpu(int64_t N, int64_t K, int64_t PQ, const T* dy, T* db, bool accumulate) {
-  // Sums in double for float32 too: a plane sum over N*P*Q terms is where float32 drifts most.
+  // Sums in double for float32 too: a plane sum over N*P*Q terms is where float32 drifts most. Element j of
+  // a plane adds into lane j % kLanes (independent chains, so the adds vectorise instead of waiting on one
+  // another); the lanes add in order at the end. The order depends on the shape alone: same bits every run
+  // and at every thread count.
+  constexpr int kLanes = 16;
 #pragma omp parallel for num_threads(num_threads()) schedule(static) if (N * K * PQ >= kGrainElements)
   for (int64_t k = 0; k < K; ++k) {
-    double acc = 0;
+    double lanes[kLanes] = {};
     for (int64_t n = 0; n < N; ++n) {
       const T* row = dy + (n * K + k) * PQ;
-      double s = 0;
-      for (int64_t j = 0; j < PQ; ++j) s += row[j];
-      acc += s;
+      int64_t j = 0;
+      for (; j + kLanes <= PQ; j += kLanes) {
+#pragma omp simd
+        for (int l = 0; l < kLanes; ++l) lanes[l] += double(row[j + l]);
+      }
+      for (int l = 0; j < PQ; ++j, ++l) lanes[l] += double(row[j]);
     }
+    double acc = 0;
+    for (int l = 0; l < kLanes; ++l) acc += lanes[l];
     db[k] = accumulate ? T(db[k] + acc) : T(acc);
   }
 }
 
-#define CK_INSTANTIATE(T)                                                                    \
-  template void conv2d_fwd_cpu<T>(const Conv2dParams&, const T*, const T*, const T*, T*);    \
-  template void conv2d_bwd_data_cpu<T>(const Conv2dParams&, const T*, const T*, T*);         \
-  template void conv2d_bwd_weight_cpu<T>(const Conv2dParams&, const T*, const T*, T*, bool); \
+#define CK_INSTANTIATE(T)                                                                       \
+  template void conv2d_fwd_cpu<T>(const Conv2dParams&, const T*, const T*, const T*, T*, bool); \
+  template void conv2d_bwd_data_cpu<T>(const Conv2dParams&, const T*, const T*, T*);            \
+  template void conv2d_bwd_weight_cpu<T>(const Conv2dParams&, const T*, const T*, T*, bool);    \
   template void conv2d_bwd_bias_cpu<T>(int64_t, int64_t, int64_t, const T*, T*, bool);
 CK_INSTANTIATE(float)
 CK_INSTANTIATE(double)

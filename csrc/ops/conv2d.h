@@ -23,9 +23,10 @@ Conv2dParams make_conv2d_params(const char* op, const std::vector<int64_t>& x_sh
                                 const std::vector<int64_t>& w_shape, int64_t stride_h, int64_t stride_w, int64_t pad_h,
                                 int64_t pad_w, int64_t dil_h, int64_t dil_w, int64_t groups);
 
-// y = conv(x, w) + b. b may be null. Writes y (=).
+// y = conv(x, w) + b, then max(y, 0) when relu (the fused Conv2d + ReLU epilogue; NaN propagates). b may be
+// null. Writes y (=).
 template <typename T>
-void conv2d_fwd_cpu(const Conv2dParams& p, const T* x, const T* w, const T* b, T* y);
+void conv2d_fwd_cpu(const Conv2dParams& p, const T* x, const T* w, const T* b, T* y, bool relu = false);
 
 // dx = conv_transpose(dy, w). Writes dx (=).
 template <typename T>

@@ -4,22 +4,23 @@ The compiled kernels live in ``cnnkit._C``; ``cnnkit.ops`` is their validated fa
 """
 import os as _os
 
-# Thread-control variables are read when each library loads, so they are set
-# before OpenBLAS and libgomp are loaded. Idle OpenMP workers then sleep instead of spinning against
-# other thread pools in the process (numpy's BLAS, PyTorch) on small machines. User settings win.
+# Thread-control variables are read when each library loads, so they are set before libgomp (and numpy's
+# OpenBLAS, when numpy has not been imported yet) are loaded. Idle OpenMP workers then sleep instead of
+# spinning against other thread pools in the process (numpy's BLAS, PyTorch) on small machines. User
+# settings win.
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
-import scipy_openblas32 as _scipy_openblas32  # noqa: E402,F401  loads libscipy_openblas.so for _C
-
-from . import _C  # noqa: E402,F401  (the kernels; loaded after OpenBLAS)
+from . import _C  # noqa: E402,F401  (the kernels)
 from . import cuda, ops  # noqa: E402,F401
 from .parameter import FlatBuffer, Parameter  # noqa: E402
 from . import data  # noqa: E402,F401  datasets, preprocessing, augmentation, batching
 
 from ._runtime import __version__, build_info, get_num_threads, set_num_threads  # noqa: E402,F401
+from .ops import get_conv_algorithm, set_conv_algorithm  # noqa: E402,F401
 
-__all__ = ["ops", "cuda", "data", "Parameter", "FlatBuffer", "set_num_threads", "get_num_threads", "build_info"]
+__all__ = ["ops", "cuda", "data", "Parameter", "FlatBuffer", "set_num_threads", "get_num_threads", "build_info",
+           "set_conv_algorithm", "get_conv_algorithm"]
 
 # The layer graph: layers, models, losses, initialisers, gradient checks, save/load.
 from . import init, losses  # noqa: E402

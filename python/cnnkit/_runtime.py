@@ -21,7 +21,8 @@ def get_num_threads():
 
 
 def build_info():
-    """Facts about this build: version, cuda (compiled in), cuda_archs, blas, openmp, simd, num_threads."""
+    """Facts about this build: version, cuda (compiled in), cuda_archs, isa (the GEMM micro-kernel
+    in use: avx512, avx2 or generic; CNNKIT_ISA overrides CPUID), isa_supported, openmp, simd, num_threads."""
     info = dict(_C.build_info())
     info["cuda_available"] = cuda.is_available()
     return info

@@ -126,6 +126,19 @@ def check_prob(op, p, hi_inclusive=False):
     return p
 
 
+def check_choice(op, name, value, choices, none_ok=False):
+    """One of the strings in `choices` (or None where none_ok): TypeError for a non-string, ValueError for
+    another string, both naming the argument and listing the choices."""
+    if value is None and none_ok:
+        return None
+    allowed = ", ".join(repr(a) for a in choices) + (" or None" if none_ok else "")
+    if not isinstance(value, str):
+        raise TypeError(f"{op}: {name} must be one of {allowed}, got {type(value).__name__}")
+    if value not in choices:
+        raise ValueError(f"{op}: {name} must be one of {allowed}, got {value!r}")
+    return value
+
+
 def check_float_dtype(op, dtype):
     """A dtype (anything np.dtype takes) that is float32 or float64."""
     dtype = np.dtype(dtype)

@@ -4,9 +4,11 @@ import zlib
 
 import numpy as np
 
+from ._fusion import relu_fusions
+from ._summary import summary_table
 from ._registry import _BASES, _layer_config, _layer_from_config
 from ._validate import check_int as _int
-from .layer import Layer, Node, _fmt_shape, _keeps_running_stats
+from .layer import Layer, Node, _keeps_running_stats
 
 
 def Input(shape=None, name=None):
@@ -143,11 +145,19 @@ class Model(Layer):
         if len(xs) != self._n_inputs:
             raise ValueError(f"{type(self).__name__}.forward: expected {self._n_inputs} input(s), got {len(xs)}")
         self._check_inputs(*xs)   # every mismatch is reported before any work is done
+        fused = relu_fusions(self._nodes)
         vals = []
-        for n, layer, ins in self._nodes:
-            vals.append(layer.forward(*[xs[-1 - j] if j < 0 else vals[j] for j in ins]))
+        for i, (n, layer, ins) in enumerate(self._nodes):
+            args = [xs[-1 - j] if j < 0 else vals[j] for j in ins]
+            if i in fused:
+                vals.append(layer.forward(*args, relu=True))
+            elif i - 1 in fused:
+                vals.append(layer.forward_fused(*args))
+            else:
+                vals.append(layer.forward(*args))
         self._cache = True
         return vals[-1]
+
 
     def backward(self, dout, need_dx=False):
         """Backpropagate dout (the gradient of the loss w.r.t. the output); parameter grads accumulate.
@@ -301,37 +311,7 @@ class Model(Layer):
 
         input_shape excludes the batch dimension; the FLOPs are for one sample. A Graph built on an
         Input with a shape needs none."""
-        if input_shape is None:
-            input_shape = self._default_input_shape()
-        if input_shape is None:
-            raise ValueError(f"{type(self).__name__}.summary: input_shape is required (e.g. (3, 32, 32))")
-        shapes_in = [input_shape] if self._n_inputs == 1 or not isinstance(input_shape[0], (tuple, list)) \
-            else list(input_shape)
-        shapes_in = [(1,) + tuple(s) for s in shapes_in]
-        shapes = self._shapes(shapes_in)
-        rows = [("layer", "type", "output shape", "params", "FLOPs")]
-        tp = tf = 0
-        for i, (n, layer, ins) in enumerate(self._nodes):
-            np_ = sum(p.size for p in layer.parameters())
-            fl = layer.flops([shapes_in[-1 - j] if j < 0 else shapes[j] for j in ins], shapes[i])
-            tp += np_
-            tf += fl
-            rows.append((n, type(layer).__name__, _fmt_shape((None,) + shapes[i][1:]), f"{np_:,}", f"{fl:,}"))
-        ntrain = sum(p.size for p in self.parameters() if p.requires_grad)
-        rows.append(("total", "", "", f"{tp:,}", f"{tf:,}"))
-        w = [max(len(r[c]) for r in rows) for c in range(5)]
-        line = "-" * (sum(w) + 8)
-        out = []
-        for k, r in enumerate(rows):
-            if k in (1, len(rows) - 1):
-                out.append(line)
-            out.append("  ".join(r[c].ljust(w[c]) if c < 3 else r[c].rjust(w[c]) for c in range(5)))
-        out.append(f"trainable params: {ntrain:,}   input {_fmt_shape((None,) + tuple(shapes_in[0][1:]))}"
-                   f"   FLOPs per sample (forward, multiply-add = 2)")
-        text = "\n".join(out)
-        if print_fn is not None:
-            print_fn(text)
-        return text
+        return summary_table(self, input_shape, print_fn)
 
     def _default_input_shape(self):
         return None

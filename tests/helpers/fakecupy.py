@@ -3,29 +3,29 @@
 
 What it is: ``ndarray`` wraps a numpy array and behaves like a CuPy array where cnnkit can tell the difference.
 - ``type(a).__module__`` is "cupy", so cnnkit.ops and cnnkit._xp take it for a device array.
-- It refuses implicit conversion to numpy (``np.asarray(a)``, numpy ufuncs and functions on it, mixing it with a
-  numpy array in an operator or a ``cupy.*`` function, assigning a numpy array into it), as CuPy does or
-  stricter, so code that works here keeps host and device apart.
+- It refuses implicit conversion to numpy (``np.asarray(a)``, numpy ufuncs and functions on it, mixing it with
+  a numpy array in an operator, a ``cupy.*`` function or an assignment), as CuPy does or stricter.
 - Reductions return 0-d arrays, not Python numbers, as in CuPy; views keep ``.base`` pointing at the owner.
 - Every device-to-host read (``.get()``, ``.item()``, ``.tolist()``, ``float()``, ``int()``, ``bool()``,
-  ``cupy.asnumpy``, a stream or device synchronize) is counted in ``SYNCS``, with the caller's location; every
-  host-to-device copy (``cupy.asarray`` of host data) in ``H2D``.
+  ``cupy.asnumpy``, a synchronize) is counted in ``SYNCS`` with the caller's location; host-to-device copies
+  in ``H2D``.
 - ``install(monkeypatch)`` puts it in sys.modules as ``cupy``, marks cnnkit.cuda usable, and routes each
-  ``cnnkit.ops._cuda`` kernel function to the ``cnnkit._C`` CPU binding of the same name and signature (arrays
-  unwrapped; a numpy array reaching it is refused), so results are the CPU's bit for bit and a test can compare
-  a "device" run with a CPU run exactly. cnnkit.ops' own checks and output allocation run on the fake arrays.
+  ``cnnkit.ops._cuda`` kernel to the ``cnnkit._C`` CPU binding of the same signature (arrays unwrapped; a numpy
+  array reaching it is refused), so a "device" run equals a CPU run bit for bit. cnnkit.ops' checks and output
+  allocation run on the fake arrays.
 
-What it is not: a GPU. It runs no CUDA code and says nothing about the kernels in csrc/ops/*.cu (those are
-checked by tools/cuda_emu on the CPU, and by tests/test_cuda_*.py on a real GPU).
+What it is not: a GPU. It runs no CUDA code; the kernels in csrc/ops/*.cu are checked by tools/cuda_emu on the
+CPU and by tests/test_cuda_*.py on a real GPU.
 """
 import contextlib
-import ctypes
 import inspect
 import sys
 import traceback
 import types
 
 import numpy as np
+
+from .fakecupy_aug import AugBinding
 
 SYNCS = []   # (what, "file:line") of every device-to-host read
 H2D = []     # (nbytes, "file:line") of every host-to-device copy
@@ -433,10 +433,14 @@ def _optim_ctl_finish(ctl, groups):
 
 
 def install(monkeypatch):
-    """Make `import cupy` give the stand-in and route cnnkit's device ops to the CPU kernels, for one test."""
+    """Make `import cupy` give the stand-in and route cnnkit's device ops to the CPU kernels, for one test.
+    The routed conv2d kernels run gemm (the GPU has no Winograd), so the CPU's process-wide conv algorithm
+    is pinned to gemm too: a "device" run still equals a CPU run bit for bit."""
     from cnnkit import _C, cuda
     from cnnkit.ops import _cuda as _cuda_ops
+    from cnnkit.ops import conv2d as _conv2d
     reset()
+    monkeypatch.setattr(_conv2d, "_algorithm", "gemm")
     m = _module()
     monkeypatch.setitem(sys.modules, "cupy", m)
     monkeypatch.setitem(sys.modules, "cupy.cuda", m.cuda)
@@ -452,39 +456,10 @@ def install(monkeypatch):
         return _C.grad_sumsq(_unwrap(g))
     monkeypatch.setattr(_cuda_ops, "grad_sumsq_device", _grad_sumsq_device)
     monkeypatch.setattr(_cuda_ops, "grad_sumsq", grad_sumsq)
-    monkeypatch.setattr(_cuda_ops, "_C", _AugBinding(_C))
+    monkeypatch.setattr(_cuda_ops, "_C", AugBinding(_C))
     monkeypatch.setattr(_cuda_ops, "grad_sumsq_workspace", lambda: 2048)
     monkeypatch.setattr(_cuda_ops, "optim_ctl_finish", _optim_ctl_finish)
     return m
-
-
-def _at(ptr, shape, dtype):
-    """The numpy array of `shape` at address ptr: a fake array's own buffer (its .data.ptr)."""
-    n = int(np.prod(shape)) * np.dtype(dtype).itemsize
-    if n == 0:
-        return np.empty(shape, dtype)
-    return np.frombuffer((ctypes.c_char * n).from_address(ptr), dtype=dtype).reshape(shape)
-
-
-class _AugBinding:
-    """cnnkit._C for _cuda_ops, with aug_pipeline_cuda (integer pointers, as the CUDA binding takes them) run by
-    the CPU binding on the fake arrays' buffers, so cnnkit.ops.augment's checks and _cuda_ops.aug_pipeline's
-    pointer passing are exercised."""
-
-    def __init__(self, c):
-        self._c = c
-
-    def __getattr__(self, name):
-        return getattr(self._c, name)
-
-    def aug_pipeline_cuda(self, x, y, ids, x_shape, stages, seed, epoch, records, dtype, stream):
-        T = (np.float32, np.float64)[dtype]
-        N, C = x_shape[:2]
-        P, Q = stages[-1][3], stages[-1][4]
-        host = [(k, s, a, p, q, _at(ev, (C,), np.float64) if k == 5 else None,
-                 _at(vec, (C, C), np.float64) if k == 5 else None) for k, s, a, p, q, ev, vec in stages]
-        self._c.aug_pipeline(_at(x, x_shape, T), _at(y, (N, C, P, Q), T), _at(ids, (N,), np.int64), host, seed,
-                             epoch, 0, _at(records, (N, 16), np.float64) if records else None)
 
 
 @contextlib.contextmanager

@@ -15,8 +15,6 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 PY=${PYTHON:-python3}
 CXX=${CXX:-g++}
-OB=$("$PY" -c "import scipy_openblas32 as s; print(s.get_lib_dir())")
-OBINC=$("$PY" -c "import scipy_openblas32 as s; print(s.get_include_dir())")
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 mkdir -p "$WORK/inc"
@@ -25,16 +23,17 @@ cp "$HERE/cuda_runtime.h" "$WORK/inc/"
 # -fsanitize=alignment: a misaligned typed access (a float4/double2 load through a cast pointer, say, on an
 # offset view) aborts with its source line, as it would fault on a GPU.
 SAN=(-fsanitize=alignment -fno-sanitize-recover=alignment)
-FLAGS=(-std=c++20 -O1 -w -fopenmp "${SAN[@]}" -DCNNKIT_EMU=1 -I"$WORK/inc" -I"$ROOT/csrc" -I"$HERE" -I"$OBINC")
+FLAGS=(-std=c++20 -O1 -w -fopenmp "${SAN[@]}" -DCNNKIT_EMU=1 -I"$WORK/inc" -I"$ROOT/csrc" -I"$HERE")
 srcs=()
 for cu in "$ROOT"/csrc/ops/*.cu; do
   b=$(basename "$cu" .cu)
   "$PY" "$HERE/launch_to_call.py" "$cu" "$WORK/cu_$b.cc"
   srcs+=("$WORK/cu_$b.cc")
 done
-srcs+=("$ROOT"/csrc/common/runtime.cpp "$ROOT"/csrc/ops/*.cpp "$HERE"/compare_*.cc "$HERE/emu_main.cc")
+# The GEMM's vector kernels compile to nothing without their -march flags: the emulation runs the generic one.
+srcs+=("$ROOT"/csrc/common/runtime.cpp "$ROOT"/csrc/gemm/*.cpp "$ROOT"/csrc/ops/*.cpp "$HERE"/compare_*.cc "$HERE/emu_main.cc")
 # compile in parallel (one object per source), then link
 printf '%s\n' "${srcs[@]}" | xargs -P "$(nproc)" -I{} sh -c \
   'o="$0/$(echo "{}" | tr / _).o"; '"$CXX"' "$@" -c "{}" -o "$o"' "$WORK" "${FLAGS[@]}"
-"$CXX" -fopenmp "${SAN[@]}" -o "$WORK/emu" "$WORK"/*.o -L"$OB" -lscipy_openblas -Wl,-rpath,"$OB" -lpthread
+"$CXX" -fopenmp "${SAN[@]}" -o "$WORK/emu" "$WORK"/*.o -lpthread
 OMP_NUM_THREADS=1 "$WORK/emu" "$@"

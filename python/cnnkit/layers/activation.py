@@ -15,6 +15,13 @@ class ReLU(Layer):
         self._cache = y
         return y
 
+    def forward_fused(self, y):
+        """The ReLU of a fused Conv2d + ReLU pair: y is already max(conv, 0), so it is passed through and
+        kept for the backward pass, exactly as forward would have returned and kept it."""
+        self._check_inputs(y)
+        self._cache = y
+        return y
+
     def backward(self, dy, need_dx=True):
         y = self._need_cache(dy)
         return ops.relu_bwd(_contig(dy), y) if need_dx else None

@@ -3,6 +3,7 @@ import numpy as np
 
 from .. import init as _init
 from .. import ops
+from ..ops.conv2d import check_algorithm as _algorithm, winograd_applies as _winograd_applies
 from .._validate import check_flag as _flag, check_float_dtype as _dtype, check_positive_int as _positive_int
 from .._xp import array_module
 from ..layer import Layer
@@ -30,10 +31,15 @@ def _conv_padding(op, padding, kernel_size, stride, dilation):
 
 
 class Conv2d(Layer):
-    """2-D convolution, as torch.nn.Conv2d: weight (K, C/groups, R, S), bias (K,). Kernel: cnnkit.ops.conv2d_*."""
+    """2-D convolution, as torch.nn.Conv2d: weight (K, C/groups, R, S), bias (K,). Kernel: cnnkit.ops.conv2d_*.
+
+    algorithm: the CPU algorithm of its three passes, "auto", "gemm", "winograd" (3x3 kernel, stride 1,
+    dilation 1 only) or None (default: cnnkit.get_conv_algorithm() at each call). See cnnkit.ops.conv2d.
+    """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
-                 bias=True, weight_init="he", bias_init="zeros", seed=None, dtype=np.float32, name=None):
+                 bias=True, weight_init="he", bias_init="zeros", seed=None, dtype=np.float32, name=None,
+                 algorithm=None):
         super().__init__(name=name)
         op = "Conv2d"
         self.in_channels = _positive_int(op, "in_channels", in_channels)
@@ -45,6 +51,12 @@ class Conv2d(Layer):
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"{op}: in_channels ({in_channels}) and out_channels ({out_channels}) must be "
                              f"divisible by groups ({groups})")
+        self.algorithm = _algorithm(op, "algorithm", algorithm)
+        if self.algorithm == "winograd" and not _winograd_applies((0, 0) + self.kernel_size, self.stride,
+                                                                    self.dilation):
+            raise ValueError(f"{op}: algorithm 'winograd' needs a 3x3 kernel, stride 1 and dilation 1, got "
+                             f"kernel_size {self.kernel_size}, stride {self.stride}, dilation {self.dilation}; "
+                             f"use algorithm 'gemm', 'auto' or None")
         self.weight_init, self.bias_init = _init.get(weight_init).spec, _init.get(bias_init).spec
         dtype = _dtype(op, dtype)
         R, S = self.kernel_size
@@ -58,16 +70,21 @@ class Conv2d(Layer):
     def _hp(self):
         return dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups)
 
+    def _alg(self):
+        return dict(algorithm=self.algorithm)
+
     def output_shape(self, x):
         self._check_rank("Conv2d", x, (4,), "4-D (N, C, H, W)")
         if x[1] != self.in_channels:
             raise ValueError(f"Conv2d: expects {self.in_channels} input channels, got shape {tuple(x)}")
         return ops.conv2d_out_shape(tuple(x), self.weight.shape, **self._hp())
 
-    def forward(self, x):
+    def forward(self, x, relu=False):
+        """y = conv2d(x) + bias; with ``relu=True`` also max(y, 0) in the same pass (a model fuses a Conv2d
+        whose only consumer is a ReLU this way; the ReLU then passes y through)."""
         self._check_inputs(x)
         b = self._params["bias"].data if "bias" in self._params else None
-        y = ops.conv2d_fwd(_contig(x), self.weight.data, b, **self._hp())
+        y = ops.conv2d_fwd(_contig(x), self.weight.data, b, **self._hp(), **self._alg(), relu=relu)
         self._cache = x
         return y
 
@@ -76,13 +93,13 @@ class Conv2d(Layer):
         dy = _contig(dy)
         w = self.weight
         if w.requires_grad:
-            ops.conv2d_bwd_weight(dy, _contig(x), w.shape, **self._hp(), out=w.grad, accumulate=True)
+            ops.conv2d_bwd_weight(dy, _contig(x), w.shape, **self._hp(), out=w.grad, accumulate=True, **self._alg())
         b = self._params.get("bias")
         if b is not None and b.requires_grad:
             ops.conv2d_bwd_bias(dy, out=b.grad, accumulate=True)
         if not need_dx:
             return None
-        return ops.conv2d_bwd_data(dy, w.data, x.shape, **self._hp())
+        return ops.conv2d_bwd_data(dy, w.data, x.shape, **self._hp(), **self._alg())
 
     def flops(self, in_shapes, out):
         N, K, P, Q = out
@@ -95,7 +112,7 @@ class Conv2d(Layer):
                     kernel_size=_cfgpair(self.kernel_size), stride=_cfgpair(self.stride),
                     padding=_cfgpair(self.padding), dilation=_cfgpair(self.dilation), groups=self.groups,
                     bias="bias" in self._params, weight_init=self.weight_init, bias_init=self.bias_init,
-                    dtype=str(self.weight.dtype))
+                    dtype=str(self.weight.dtype), algorithm=self.algorithm)
 
 
 class LocallyConnected2d(Layer):
