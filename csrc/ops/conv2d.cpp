@@ -312,7 +312,11 @@ void conv2d_bwd_weight_cpu(const Conv2dParams& p, const T* dy, const T* x, T* dw
   // dot products over each item's materialised column tile: packing for a GEMM would cost more than the
   // arithmetic. Otherwise float32 packs col^T straight from x (Im2colRows); float64 builds the tile.
   const bool dot = std::is_same_v<T, float> && crs <= 64;
-  Scratch<T> col_s(nthreads, std::is_same_v<T, float> && !dot ? 0 : size_t(crs * tl.cols));
+  // A pointwise conv with more input than output channels computes dw^T = x dy^T instead: the wide operand
+  // (x, C rows) then takes the cheap row-wise packing and only dy (K rows) the transposing one. The
+  // partial sums are kept transposed and turned back in the final reduction.
+  const bool flip = std::is_same_v<T, float> && !dot && direct && Cg > Kg;
+  Scratch<T> col_s(nthreads, std::is_same_v<T, float> && !dot && !(flip && tl.nb > 1) ? 0 : size_t(crs * tl.cols));
   Scratch<T> dyb_s(nthreads, tl.nb > 1 ? size_t(Kg * tl.cols) : 0);
   int used = 1;
 #pragma omp parallel num_threads(nthreads) if (worth_threads(p))
@@ -336,6 +340,12 @@ void conv2d_bwd_weight_cpu(const Conv2dParams& p, const T* dy, const T* x, T* dw
           sgemm_nt_dot(Kg, crs, nb * cols, 1.0f, amat, lda, bmat, ldb, true, mine + g * Kg * crs, crs);
           continue;
         }
+        if (flip) {
+          int64_t ldb;
+          const T* bmat = gather_cols(p, x, n0, nb, g, p0, p1, direct, col, &ldb);
+          sgemm(false, true, crs, Kg, nb * cols, 1.0f, bmat, ldb, amat, lda, 1.0f, mine + g * Kg * crs, Kg);
+          continue;
+        }
         if (!direct && p.S >= 4) {  // wide kernel rows: B = col^T generated pixel by pixel, whole runs of S
           sgemm_generated_b(false, false, Kg, crs, nb * cols, 1.0f, amat, lda, Im2colPixels(p, x, n0, g, p0, p1), 1.0f,
                             mine + g * Kg * crs, crs);
@@ -353,8 +363,10 @@ void conv2d_bwd_weight_cpu(const Conv2dParams& p, const T* dy, const T* x, T* dw
     }
 #pragma omp for schedule(static)
     for (int64_t i = 0; i < wsize; ++i) {
+      // flip: group g's partial block is (crs x Kg); dw's is (Kg x crs)
+      const int64_t src = flip ? i / (Kg * crs) * (Kg * crs) + (i % crs) * Kg + (i / crs) % Kg : i;
       T acc = accumulate ? dw[i] : T(0);
-      for (int t = 0; t < used; ++t) acc += partial[size_t(t) * wsize + i];
+      for (int t = 0; t < used; ++t) acc += partial[size_t(t) * wsize + src];
       dw[i] = acc;
     }
   }
