@@ -13,6 +13,7 @@
 
 #include "common/check.h"
 #include "common/runtime.h"
+#include "common/scratch.h"
 #include "gemm/gemm.h"
 #include "ops/conv2d_im2col.h"
 
@@ -103,16 +104,6 @@ Tiling make_tiling(const Conv2dParams& p, int nthreads) {
   t.cols = t.nb * t.rows * p.Q;
   return t;
 }
-
-// Per-thread scratch, allocated before a parallel region: an allocation failure then surfaces as
-// std::bad_alloc (MemoryError in Python) instead of escaping an OpenMP region and aborting the process.
-template <typename T>
-struct Scratch {
-  std::vector<T> buf;
-  size_t per_thread;
-  Scratch(int nthreads, size_t per) : buf(size_t(nthreads) * per), per_thread(per) {}
-  T* mine() { return buf.data() + size_t(omp_get_thread_num()) * per_thread; }
-};
 
 // Copies `rows` rows of `width` elements from src (row stride src_ld) to dst (row stride dst_ld).
 template <typename T>

@@ -26,6 +26,7 @@
 
 #include "common/check.h"
 #include "common/runtime.h"
+#include "common/scratch.h"
 
 namespace ck {
 
@@ -64,16 +65,6 @@ int64_t block_tiles(const Geom& g, int nthreads) {
   const int64_t want_blocks = (2 * int64_t(nthreads) + g.groups - 1) / g.groups;
   return std::min(tb, std::max<int64_t>(8, (g.tiles() + want_blocks - 1) / want_blocks));
 }
-
-// Per-thread scratch, allocated before a parallel region: an allocation failure then surfaces as
-// std::bad_alloc (MemoryError in Python) instead of escaping an OpenMP region and aborting the process.
-template <typename T>
-struct Scratch {
-  std::vector<T> buf;
-  size_t per_thread;
-  Scratch(int nthreads, size_t per) : buf(size_t(nthreads) * per), per_thread(per) {}
-  T* mine() { return buf.data() + size_t(omp_get_thread_num()) * per_thread; }
-};
 
 constexpr double kG[6][3] = {{1.0 / 4, 0, 0},
                              {-1.0 / 6, -1.0 / 6, -1.0 / 6},

@@ -22,6 +22,13 @@ def summary_table(model, input_shape=None, print_fn=print):
         rows.append((n, type(layer).__name__, _fmt_shape((None,) + shapes[i][1:]), f"{np_:,}", f"{fl:,}"))
     ntrain = sum(p.size for p in model.parameters() if p.requires_grad)
     rows.append(("total", "", "", f"{tp:,}", f"{tf:,}"))
+    return format_table(rows, f"trainable params: {ntrain:,}   input {_fmt_shape((None,) + tuple(shapes_in[0][1:]))}"
+                              f"   FLOPs per sample (forward, multiply-add = 2)", print_fn)
+
+
+def format_table(rows, footer, print_fn=print):
+    """The summary's text: a header row, the layer rows and a total row (five columns, the first three
+    left-aligned), ruled off, then the footer; printed through print_fn unless it is None."""
     w = [max(len(r[c]) for r in rows) for c in range(5)]
     line = "-" * (sum(w) + 8)
     out = []
@@ -29,8 +36,7 @@ def summary_table(model, input_shape=None, print_fn=print):
         if k in (1, len(rows) - 1):
             out.append(line)
         out.append("  ".join(r[c].ljust(w[c]) if c < 3 else r[c].rjust(w[c]) for c in range(5)))
-    out.append(f"trainable params: {ntrain:,}   input {_fmt_shape((None,) + tuple(shapes_in[0][1:]))}"
-               f"   FLOPs per sample (forward, multiply-add = 2)")
+    out.append(footer)
     text = "\n".join(out)
     if print_fn is not None:
         print_fn(text)

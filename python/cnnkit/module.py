@@ -16,6 +16,7 @@ import numpy as np
 
 from . import autograd as _ag
 from ._registry import _BASES
+from ._summary import format_table
 from ._xp import array_module, is_device_array
 from .layer import Layer, Node, _fmt_shape
 from .parameter import Parameter
@@ -311,19 +312,8 @@ class Module(Layer):
         allp = sum(p.size for p in self.parameters())
         ntrain = sum(p.size for p in self.parameters() if p.requires_grad)
         rows.append(("total", "", "", f"{allp:,}", f"{tf:,}"))
-        w = [max(len(r[c]) for r in rows) for c in range(5)]
-        line = "-" * (sum(w) + 8)
-        out_lines = []
-        for k, r in enumerate(rows):
-            if k in (1, len(rows) - 1):
-                out_lines.append(line)
-            out_lines.append("  ".join(r[c].ljust(w[c]) if c < 3 else r[c].rjust(w[c]) for c in range(5)))
-        out_lines.append(f"trainable params: {ntrain:,}   input {_fmt_shape((None,) + tuple(shapes[0][1:]))}"
-                         f"   FLOPs per sample (forward, multiply-add = 2); layers in call order")
-        text = "\n".join(out_lines)
-        if print_fn is not None:
-            print_fn(text)
-        return text
+        return format_table(rows, f"trainable params: {ntrain:,}   input {_fmt_shape((None,) + tuple(shapes[0][1:]))}"
+                                  f"   FLOPs per sample (forward, multiply-add = 2); layers in call order", print_fn)
 
     # ------------------------------------------------------------ freezing
     def _layer_at(self, path):
