@@ -1,5 +1,5 @@
 # The fused Conv2d + ReLU epilogue: ops.conv2d_fwd(relu=True) equals relu_fwd(conv2d_fwd(...)) bit for bit
-# (NaN and -0.0 included), and a model runs a Conv2d whose only reader is the next layer, a ReLU, as one
+# (NaN and -0.0 included) on the gemm and Winograd paths, and a model runs a Conv2d whose only reader is the next layer, a ReLU, as one
 # fused pass, with the same outputs and gradients as running the layers one by one; it leaves the conv
 # alone when its output has another reader or is the model's output.
 import numpy as np
@@ -13,7 +13,11 @@ from cnnkit import ops
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("shape,k,hp", [((3, 4, 9, 8), 5, dict(padding=1)), ((2, 3, 16, 16), 16, dict(stride=2)),
                                         ((20, 3, 8, 8), 32, dict(padding=1)), ((2, 32, 6, 6), 8, dict())])
-def test_fused_relu_equals_relu_of_conv_bit_for_bit(rng, dtype, bias, shape, k, hp):
+@pytest.mark.parametrize("algorithm", ["gemm", "winograd"])
+def test_fused_relu_equals_relu_of_conv_bit_for_bit(rng, dtype, bias, shape, k, hp, algorithm):
+    if algorithm == "winograd" and hp.get("stride", 1) != 1:
+        pytest.skip("Winograd runs stride 1 only")
+    hp = dict(hp, algorithm=algorithm)
     x = rng.standard_normal(shape).astype(dtype)
     x[0, 0, 0, :3] = [np.nan, np.inf, -np.inf]
     w = rng.standard_normal((k, shape[1], 3, 3)).astype(dtype)

@@ -1,7 +1,6 @@
 // cnnkit._C's conv2d functions: the CPU wrappers (numpy arrays) and the CUDA ones (device pointers).
 #include "bind/common.h"
 #include "ops/conv2d.h"
-#include "ops/relu.h"
 #include "ops/winograd.h"
 
 using namespace ck::bind;
@@ -45,8 +44,7 @@ void conv2d_fwd(const py::array& x, const py::array& w, const py::object& b, con
     T* yp = ptr<T>(y, op, "y", true);
     py::gil_scoped_release nogil;
     if (!wino) return ck::conv2d_fwd_cpu<T>(p, xp, wp, bp, yp, relu);
-    ck::conv2d_fwd_winograd_cpu<T>(p, xp, wp, bp, yp);
-    if (relu) ck::relu_fwd_cpu<T>(p.N * p.K * p.P * p.Q, yp, yp);  // no fused epilogue in Winograd yet
+    ck::conv2d_fwd_winograd_cpu<T>(p, xp, wp, bp, yp, relu);
   };
   float_dtype(x, op, "x") == DType::f32 ? run(float{}) : run(double{});
 }

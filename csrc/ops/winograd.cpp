@@ -109,7 +109,7 @@ void filter_transform(const T* w, int64_t groups, int64_t Co, int64_t Ci, bool s
 // The forward pass of a Geom: in (N, groups*Ci, Hi, Wi), U (groups, 36, Co, Ci) transformed filters, bias
 // (groups*Co) or null -> out (N, groups*Co, Ho, Wo). Writes (=).
 template <typename T>
-void wino_forward(const Geom& g, const T* in, const T* U, const T* bias, T* out, bool threads) {
+void wino_forward(const Geom& g, const T* in, const T* U, const T* bias, T* out, bool threads, bool relu = false) {
   const int nthreads = num_threads();
   const int64_t tb = block_tiles<T>(g, nthreads), nblocks = (g.tiles() + tb - 1) / tb;
   const int64_t items = g.groups * nblocks, HWi = g.Hi * g.Wi, HWo = g.Ho * g.Wo;
@@ -136,7 +136,7 @@ void wino_forward(const Geom& g, const T* in, const T* U, const T* bias, T* out,
         const T bk = bias ? bias[gr * g.Co + k] : T(0);
         for (int j = 0; j < ch.count; ++j)
           output_chunk(g, M + k * tb + j * kChunk, g.Co * tb, ch.begin(j), ch.end(j), chunk_len(nt, j), bk,
-                       out + (gr * g.Co + k) * HWo, out_ns);
+                       out + (gr * g.Co + k) * HWo, out_ns, relu);
       }
     }
   }
@@ -145,14 +145,14 @@ void wino_forward(const Geom& g, const T* in, const T* U, const T* bias, T* out,
 }  // namespace
 
 template <typename T>
-void conv2d_fwd_winograd_cpu(const Conv2dParams& p, const T* x, const T* w, const T* b, T* y) {
+void conv2d_fwd_winograd_cpu(const Conv2dParams& p, const T* x, const T* w, const T* b, T* y, bool relu) {
   check_winograd("conv2d_fwd", p);
   if (p.N == 0) return;
   const int64_t Cg = p.Cg(), Kg = p.Kg();
   std::vector<T> U(size_t(36 * p.K * Cg));
   filter_transform(w, p.groups, Kg, Cg, false, U.data(), worth_threads(p));
   const Geom g = make_geom(p.N, p.groups, Cg, p.H, p.W, Kg, p.P, p.Q, p.pad_h, p.pad_w);
-  wino_forward(g, x, U.data(), b, y, worth_threads(p));
+  wino_forward(g, x, U.data(), b, y, worth_threads(p), relu);
 }
 
 template <typename T>
@@ -249,9 +249,9 @@ void conv2d_bwd_weight_winograd_cpu(const Conv2dParams& p, const T* dy, const T*
   }
 }
 
-#define CK_INSTANTIATE(T)                                                                          \
-  template void conv2d_fwd_winograd_cpu<T>(const Conv2dParams&, const T*, const T*, const T*, T*); \
-  template void conv2d_bwd_data_winograd_cpu<T>(const Conv2dParams&, const T*, const T*, T*);      \
+#define CK_INSTANTIATE(T)                                                                                \
+  template void conv2d_fwd_winograd_cpu<T>(const Conv2dParams&, const T*, const T*, const T*, T*, bool); \
+  template void conv2d_bwd_data_winograd_cpu<T>(const Conv2dParams&, const T*, const T*, T*);            \
   template void conv2d_bwd_weight_winograd_cpu<T>(const Conv2dParams&, const T*, const T*, T*, bool);
 CK_INSTANTIATE(float)
 CK_INSTANTIATE(double)

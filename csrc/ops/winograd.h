@@ -17,7 +17,7 @@ void check_winograd(const char* op, const Conv2dParams& p);
 
 // y = conv(x, w) + b. b may be null. Writes y (=).
 template <typename T>
-void conv2d_fwd_winograd_cpu(const Conv2dParams& p, const T* x, const T* w, const T* b, T* y);
+void conv2d_fwd_winograd_cpu(const Conv2dParams& p, const T* x, const T* w, const T* b, T* y, bool relu = false);
 
 // dx = conv_transpose(dy, w): a Winograd forward pass over dy with the filters rotated by 180 degrees and
 // their in/out channels swapped. Writes dx (=).

@@ -194,11 +194,11 @@ void input_chunk(const Geom& g, const T* x, int64_t nstride, const Run* r0, cons
 }
 
 // The output tiles of the runs [r0, r1) (nt <= kChunk tiles in all) of one output channel: element e of the
-// chunk's tile m at mt[e * lde + m] -> A^T M A + bias, written into plane(n) = y + n * nstride of (Ho, Wo);
-// the parts of edge tiles outside it are dropped.
+// chunk's tile m at mt[e * lde + m] -> A^T M A + bias (then max(., 0) when relu, relu_fwd's formula),
+// written into plane(n) = y + n * nstride of (Ho, Wo); the parts of edge tiles outside it are dropped.
 template <typename T>
 void output_chunk(const Geom& g, const T* mt, int64_t lde, const Run* r0, const Run* r1, int nt, T bias, T* y,
-                  int64_t nstride) {
+                  int64_t nstride, bool relu = false) {
   alignas(64) T t[6][4][kChunk];  // t[a][q][m]: row a of tile m, transformed along the row
   alignas(64) T o[4][4][kChunk];  // o[p][q][m]: output row p, column q of tile m
   alignas(64) T row[4 * kChunk];
@@ -226,6 +226,8 @@ void output_chunk(const Geom& g, const T* mt, int64_t lde, const Run* r0, const 
         out[4 * j + 2] = c2[j] + bias;
         out[4 * j + 3] = c3[j] + bias;
       }
+      if (relu)
+        for (int j = 0; j < 4 * m; ++j) out[j] = out[j] < T(0) ? T(0) : out[j];
       if (out == row) std::memcpy(dst, row, sizeof(T) * size_t(cols));
     }
   }
