@@ -42,29 +42,27 @@ def test_clang_format_finds_nothing():
 
 @pytest.mark.skipif(not os.path.isdir(os.path.join(ROOT, "csrc")),
                     reason="needs the source tree (csrc/ beside tests/)")
-def test_no_cxx_source_over_500_lines():
+def _over_500_lines(paths):
     long = {}
-    for f in _cxx_sources():
+    for f in paths:
         with open(f, encoding="utf-8") as fh:
             n = sum(1 for _ in fh)
         if n > 500:
             long[os.path.relpath(f, ROOT)] = n
+    return long
+
+
+def test_no_cxx_source_over_500_lines():
+    long = _over_500_lines(_cxx_sources())
     assert long == {}, f"split these along their seams: {long}"
 
 
 @pytest.mark.skipif(not os.path.isdir(os.path.join(ROOT, "python")),
                     reason="needs the source tree (python/ beside tests/)")
 def test_no_python_file_over_500_lines():
-    long = {}
-    for top in ("python", "tests", "bench", "tools", "examples"):
-        for d, _, files in os.walk(os.path.join(ROOT, top)):
-            for name in files:
-                if name.endswith(".py"):
-                    f = os.path.join(d, name)
-                    with open(f, encoding="utf-8") as fh:
-                        n = sum(1 for _ in fh)
-                    if n > 500:
-                        long[os.path.relpath(f, ROOT)] = n
+    long = _over_500_lines(os.path.join(d, name) for top in ("python", "tests", "bench", "tools", "examples")
+                           for d, _, files in os.walk(os.path.join(ROOT, top)) for name in files
+                           if name.endswith(".py"))
     assert long == {}, f"split these along their seams: {long}"
 
 
