@@ -37,10 +37,12 @@ constexpr double kGrainGemmFlops = 1e6;    // matmul
 // GEMM on row-major matrices, single-threaded (the caller is already inside a parallel region): cnnkit's
 // own packed GEMM (gemm/gemm.h), float32 on the micro-kernel variant chosen at load time.
 // C = alpha * op(A) * op(B) + beta * C
+// `packed` (float32 only; float64 ignores it) is op(A) packed once for many calls (gemm/gemm.h).
+class PackedA;
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
-          const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
+          const float* b, int64_t ldb, float beta, float* c, int64_t ldc, const PackedA* packed = nullptr);
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double alpha, const double* a, int64_t lda,
-          const double* b, int64_t ldb, double beta, double* c, int64_t ldc);
+          const double* b, int64_t ldb, double beta, double* c, int64_t ldc, const PackedA* packed = nullptr);
 
 // CUDA runtime status (always defined; reports "built without CUDA" when it is).
 int cuda_device_count(std::string* why);

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <memory>
 #include <stdexcept>
+#include <utility>
 
 #include "gemm/kernel.h"
 
@@ -52,6 +53,23 @@ constexpr int64_t kTransChunk = 64;
 
 int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 
+// The depth blocks of a GEMM of depth k: `count` equal blocks of at most kMaxKC (the last may be shorter).
+struct DepthBlocks {
+  int64_t count, kc;
+  explicit DepthBlocks(int64_t k) : count((k + kMaxKC - 1) / kMaxKC), kc((k + count - 1) / count) {}
+};
+
+// A short run copy the compiler inlines (a libc memcpy call per 48-float panel row cost more than the copy).
+// Fixed 16-element steps keep GCC from turning the loop back into a memcpy call.
+template <typename T>
+inline void copy_run(T* __restrict dst, const T* __restrict src, int64_t len) {
+  int64_t i = 0;
+  for (; i + 16 <= len; i += 16)
+#pragma GCC unroll 16
+    for (int t = 0; t < 16; ++t) dst[i + t] = src[i + t];
+  for (; i < len; ++i) dst[i] = src[i];
+}
+
 // Per-thread packing buffers, 64-byte aligned, grown on demand and kept for the thread's life.
 template <typename T>
 struct PackBuffers {
@@ -90,6 +108,12 @@ void pack_a(bool trans, const T* a, int64_t lda, int64_t i0, int64_t mc, int64_t
         for (int64_t i = 0; i < rows; ++i) dk[i] = src[i];
         for (int64_t i = rows; i < mr; ++i) dk[i] = T(0);
       }
+    } else if (rows == mr) {  // depth outer, rows inner: contiguous stores, mr sequential read streams
+      const T* src = a + (i0 + s) * lda + k0;
+      for (int64_t kk = 0; kk < kc; ++kk) {
+        T* dk = d + kk * mr;
+        for (int64_t i = 0; i < mr; ++i) dk[i] = src[i * lda + kk];
+      }
     } else {
       for (int64_t i = 0; i < rows; ++i) {
         const T* src = a + (i0 + s + i) * lda + k0;
@@ -112,7 +136,7 @@ void pack_b_matrix(bool trans, const T* b, int64_t ldb, int64_t k0, int64_t kc, 
       for (int64_t kk = 0; kk < kc; ++kk) {
         const T* src = b + (k0 + kk) * ldb + j0 + s;
         T* dk = d + kk * nr;
-        std::memcpy(dk, src, sizeof(T) * size_t(cols));
+        copy_run(dk, src, cols);
         for (int64_t j = cols; j < nr; ++j) dk[j] = T(0);
       }
     } else {  // op(B)(kk, j) = b[j * ldb + kk]: column j of the strip is contiguous in b. Transposed in
@@ -157,7 +181,7 @@ struct GeneratedSourceB {
           for (int64_t j = 0; j < len; j += nr) {
             const int64_t jj = c0 + j, cols = std::min<int64_t>(nr, len - j);
             float* d = dst + jj * kc + kk * nr;  // strip jj / nr starts at (jj / nr) * nr * kc = jj * kc
-            std::memcpy(d, buf + j, sizeof(float) * size_t(cols));
+            copy_run(d, buf + j, cols);
             for (int64_t t = cols; t < nr; ++t) d[t] = 0.0f;
           }
         }
@@ -209,17 +233,18 @@ void scale_c(int64_t m, int64_t n, T beta, T* c, int64_t ldc) {
 }
 
 // Returns false when the packing buffers could not be allocated (the caller then runs gemm_unpacked).
+// pre, when not null, is all of op(A) packed (PackedA's layout, pre_mpad rows per depth block).
 template <typename T, typename SourceB>
 bool gemm_blocked(const MicroKernel<T>& uk, bool ta, int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda,
-                  const SourceB& b, T beta, T* c, int64_t ldc) {
+                  const SourceB& b, T beta, T* c, int64_t ldc, const T* pre = nullptr, int64_t pre_mpad = 0) {
   const int mr = uk.mr, nr = uk.nr;
-  const int64_t kblocks = (k + kMaxKC - 1) / kMaxKC;
-  const int64_t kc_max = (k + kblocks - 1) / kblocks;
+  const DepthBlocks db(k);
+  const int64_t kblocks = db.count, kc_max = db.kc;
   const int64_t nc_max =
       std::max<int64_t>(nr, std::min(round_up(n, nr), kBBytes / int64_t(sizeof(T)) / kc_max / nr * nr));
   const int64_t mc_max = std::min(round_up(m, mr), kMaxMC / mr * mr);
   PackBuffers<T>& buf = buffers<T>();
-  if (!PackBuffers<T>::grow(&buf.a, &buf.na, size_t(mc_max * kc_max)) ||
+  if ((!pre && !PackBuffers<T>::grow(&buf.a, &buf.na, size_t(mc_max * kc_max))) ||
       !PackBuffers<T>::grow(&buf.b, &buf.nb, size_t(nc_max * kc_max)))
     return false;
   // A general beta scales C once up front; then every depth block but the first accumulates.
@@ -234,10 +259,11 @@ bool gemm_blocked(const MicroKernel<T>& uk, bool ta, int64_t m, int64_t n, int64
       b.pack(k0, kc, j0, nc, nr, buf.b);
       for (int64_t i0 = 0; i0 < m; i0 += mc_max) {
         const int64_t mc = std::min(mc_max, m - i0);
-        pack_a(ta, a, lda, i0, mc, k0, kc, mr, buf.a);
+        const T* ablock = pre ? pre + pre_mpad * k0 + i0 * kc : buf.a;
+        if (!pre) pack_a(ta, a, lda, i0, mc, k0, kc, mr, buf.a);
         for (int64_t ir = 0; ir < mc; ir += mr) {
           const int64_t rows = std::min<int64_t>(mr, mc - ir);
-          const T* ap = buf.a + ir * kc;
+          const T* ap = ablock + ir * kc;
           for (int64_t jr = 0; jr < nc; jr += nr) {
             const int64_t cols = std::min<int64_t>(nr, nc - jr);
             const T* bp = buf.b + jr * kc;
@@ -274,9 +300,57 @@ void gemm_matrix(const MicroKernel<T>& uk, bool ta, bool tb, int64_t m, int64_t 
 
 }  // namespace
 
+PackedA::PackedA(bool trans_a, int64_t m, int64_t k, const float* a, int64_t lda)
+    : a_(a), ta_(trans_a), m_(m), k_(k), lda_(lda) {
+  if (m <= 0 || k <= 0) return;
+  const MicroKernel<float>& uk = sgemm_kernel();
+  mpad_ = round_up(m, uk.mr);
+  data_ = static_cast<float*>(std::aligned_alloc(64, size_t(round_up(mpad_ * k * int64_t(sizeof(float)), 64))));
+  if (!data_) return;
+  kernel_ = &uk;
+  const DepthBlocks db(k);
+  for (int64_t k0 = 0; k0 < k; k0 += db.kc)
+    pack_a(trans_a, a, lda, 0, m, k0, std::min(db.kc, k - k0), uk.mr, data_ + mpad_ * k0);
+}
+
+PackedA::PackedA(PackedA&& o) noexcept { *this = std::move(o); }
+
+PackedA& PackedA::operator=(PackedA&& o) noexcept {
+  if (this != &o) {
+    std::free(data_);
+    data_ = std::exchange(o.data_, nullptr);
+    kernel_ = o.kernel_;
+    a_ = o.a_;
+    ta_ = o.ta_;
+    m_ = o.m_;
+    k_ = o.k_;
+    lda_ = o.lda_;
+    mpad_ = o.mpad_;
+  }
+  return *this;
+}
+
+PackedA::~PackedA() { std::free(data_); }
+
+namespace {
+// The packed panels of `packed` when it was built for exactly this GEMM's A and the kernel in use, else null.
+const float* usable(const PackedA* packed, const MicroKernel<float>& uk, bool ta, int64_t m, int64_t k, const float* a,
+                    int64_t lda) {
+  return packed && packed->matches(&uk, ta, m, k, a, lda) ? packed->data() : nullptr;
+}
+}  // namespace
+
 void sgemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda, const float* b,
-           int64_t ldb, float beta, float* c, int64_t ldc) {
-  gemm_matrix(sgemm_kernel(), ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+           int64_t ldb, float beta, float* c, int64_t ldc, const PackedA* packed) {
+  const MicroKernel<float>& uk = sgemm_kernel();
+  const float* pre = usable(packed, uk, ta, m, k, a, lda);
+  if (!pre || m <= 0 || n <= 0 || k <= 0 || alpha == 0.0f) {
+    gemm_matrix(uk, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    return;
+  }
+  if (gemm_blocked(uk, ta, m, n, k, alpha, a, lda, MatrixSourceB<float>{tb, b, ldb}, beta, c, ldc, pre, packed->mpad()))
+    return;
+  gemm_matrix(uk, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
 void dgemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha, const double* a, int64_t lda,
@@ -285,13 +359,17 @@ void dgemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha, cons
 }
 
 void sgemm_generated_b(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
-                       const RowGenerator& b, float beta, float* c, int64_t ldc) {
+                       const RowGenerator& b, float beta, float* c, int64_t ldc, const PackedA* packed) {
   if (m <= 0 || n <= 0) return;
   if (k <= 0 || alpha == 0.0f) {
     if (beta != 1.0f) scale_c(m, n, beta, c, ldc);
     return;
   }
-  if (gemm_blocked(sgemm_kernel(), ta, m, n, k, alpha, a, lda, GeneratedSourceB{b, tb}, beta, c, ldc)) return;
+  const MicroKernel<float>& uk = sgemm_kernel();
+  const float* pre = usable(packed, uk, ta, m, k, a, lda);
+  if (gemm_blocked(uk, ta, m, n, k, alpha, a, lda, GeneratedSourceB{b, tb}, beta, c, ldc, pre,
+                   pre ? packed->mpad() : 0))
+    return;
   // No memory for the packed blocks: generate B one element at a time.
   gemm_unpacked(
       ta, m, n, k, alpha, a, lda,

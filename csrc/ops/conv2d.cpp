@@ -132,6 +132,25 @@ const T* gather_cols(const Conv2dParams& p, const T* x, int64_t n0, int64_t nb, 
   return col;
 }
 
+// op(A) of each group's GEMMs packed once (float32): group g's A starts at a + g * group_stride. Empty when
+// the GEMMs are too few to share the packing (one per group), and for float64 (which packs per call).
+template <typename T>
+std::vector<PackedA> packed_weights(int64_t groups, int64_t gemms, bool trans, int64_t m, int64_t k, const T* a,
+                                    int64_t lda, int64_t group_stride) {
+  std::vector<PackedA> out;
+  if constexpr (std::is_same_v<T, float>) {
+    if (gemms > groups) {
+      out.reserve(size_t(groups));
+      for (int64_t g = 0; g < groups; ++g) out.emplace_back(trans, m, k, a + g * group_stride, lda);
+    }
+  }
+  return out;
+}
+
+inline const PackedA* packed_at(const std::vector<PackedA>& wp, int64_t g) {
+  return wp.empty() ? nullptr : &wp[size_t(g)];
+}
+
 // The weights of the forward convolution whose output is conv2d_bwd_data's dx: per group, K and C swapped
 // and each filter rotated by 180 degrees. w (K, Cg, R, S) -> wt (C, Kg, R, S).
 template <typename T>
@@ -175,6 +194,8 @@ void conv2d_fwd_cpu(const Conv2dParams& p, const T* x, const T* w, const T* b, T
   // float32 packs the GEMM's panels straight from x (Im2colRows); float64 builds each item's column matrix.
   Scratch<T> col_s(nthreads, std::is_same_v<T, float> ? 0 : size_t(crs * tl.cols));
   Scratch<T> out_s(nthreads, tl.nb > 1 ? size_t(Kg * tl.cols) : 0);
+  // Each group's weights are the A of every work item's GEMM: packed once here, not once per item.
+  const std::vector<PackedA> wp = packed_weights<T>(p.groups, items, false, Kg, crs, w, crs, Kg * crs);
 #pragma omp parallel num_threads(nthreads) if (worth_threads(p))
   {
     T* col = col_s.mine();
@@ -190,10 +211,10 @@ void conv2d_fwd_cpu(const Conv2dParams& p, const T* x, const T* w, const T* b, T
       if constexpr (std::is_same_v<T, float>) {
         if (!(direct && nb == 1)) {
           sgemm_generated_b(false, false, Kg, nb * cols, crs, 1.0f, w + g * Kg * crs, crs,
-                            Im2colRows(p, x, n0, g, p0, p1), 0.0f, dst, ldd);
+                            Im2colRows(p, x, n0, g, p0, p1), 0.0f, dst, ldd, packed_at(wp, g));
         } else {
-          gemm(false, false, Kg, cols, crs, T(1), w + g * Kg * crs, crs, x + (n0 * p.C + g * Cg) * p.H * p.W + p0 * p.Q,
-               p.H * p.W, T(0), dst, ldd);
+          sgemm(false, false, Kg, cols, crs, T(1), w + g * Kg * crs, crs,
+                x + (n0 * p.C + g * Cg) * p.H * p.W + p0 * p.Q, p.H * p.W, T(0), dst, ldd, packed_at(wp, g));
         }
       } else {
         int64_t ldb;
@@ -250,6 +271,8 @@ void conv2d_bwd_data_cpu(const Conv2dParams& p, const T* dy, const T* w, T* dx) 
   Scratch<T> col_s(nthreads, direct ? 0 : size_t(crs * tl.cols));
   Scratch<T> dyb_s(nthreads, tl.nb > 1 ? size_t(Kg * tl.cols) : 0);
   Scratch<T> dxb_s(nthreads, direct && tl.nb > 1 ? size_t(Cg * tl.cols) : 0);
+  const std::vector<PackedA> wp =
+      packed_weights<T>(p.groups, items * tl.ntiles, true, direct ? Cg : crs, Kg, w, direct ? Cg : crs, Kg * crs);
 #pragma omp parallel num_threads(nthreads) if (worth_threads(p))
   {
     T* col = col_s.mine();
@@ -269,14 +292,14 @@ void conv2d_bwd_data_cpu(const Conv2dParams& p, const T* dy, const T* w, T* dx) 
         if (direct) {
           T* dx0 = dx + (n0 * p.C + g * Cg) * HW + p0 * p.Q;
           if (nb == 1) {
-            gemm(true, false, Cg, cols, Kg, T(1), wg, Cg, bmat, ldb, T(0), dx0, HW);
+            gemm(true, false, Cg, cols, Kg, T(1), wg, Cg, bmat, ldb, T(0), dx0, HW, packed_at(wp, g));
           } else {
-            gemm(true, false, Cg, nb * cols, Kg, T(1), wg, Cg, bmat, ldb, T(0), dxb, nb * cols);
+            gemm(true, false, Cg, nb * cols, Kg, T(1), wg, Cg, bmat, ldb, T(0), dxb, nb * cols, packed_at(wp, g));
             for (int64_t j = 0; j < nb; ++j) copy_rows(Cg, cols, dxb + j * cols, nb * cols, dx0 + j * p.C * HW, HW);
           }
           continue;
         }
-        gemm(true, false, crs, nb * cols, Kg, T(1), wg, crs, bmat, ldb, T(0), col, nb * cols);
+        gemm(true, false, crs, nb * cols, Kg, T(1), wg, crs, bmat, ldb, T(0), col, nb * cols, packed_at(wp, g));
         for (int64_t j = 0; j < nb; ++j)
           col2im_rows(p, col + j * cols, nb * cols, p0, p1, dx + ((n0 + j) * p.C + g * Cg) * HW);
       }

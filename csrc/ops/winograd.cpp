@@ -27,6 +27,7 @@
 #include "common/check.h"
 #include "common/runtime.h"
 #include "common/scratch.h"
+#include "gemm/gemm.h"
 
 namespace ck {
 
@@ -115,6 +116,14 @@ void wino_forward(const Geom& g, const T* in, const T* U, const T* bias, T* out,
   const int64_t items = g.groups * nblocks, HWi = g.Hi * g.Wi, HWo = g.Ho * g.Wo;
   const int64_t in_ns = g.groups * g.Ci * HWi, out_ns = g.groups * g.Co * HWo;
   Scratch<T> vs(nthreads, size_t(36 * g.Ci * tb)), ms(nthreads, size_t(36 * g.Co * tb));
+  // U[e] is the A of that element's GEMM in every block: packed once here (float32), not once per block.
+  std::vector<PackedA> up;
+  if constexpr (std::is_same_v<T, float>) {
+    if (nblocks > 1) {
+      up.reserve(size_t(36 * g.groups));
+      for (int64_t i = 0; i < 36 * g.groups; ++i) up.emplace_back(false, g.Co, g.Ci, U + i * g.Co * g.Ci, g.Ci);
+    }
+  }
 #pragma omp parallel num_threads(nthreads) if (threads)
   {
     T* V = vs.mine();
@@ -131,7 +140,7 @@ void wino_forward(const Geom& g, const T* in, const T* U, const T* bias, T* out,
       const T* Ug = U + gr * 36 * g.Co * g.Ci;
       for (int e = 0; e < 36; ++e)
         gemm(false, false, g.Co, nt, g.Ci, T(1), Ug + e * g.Co * g.Ci, g.Ci, V + e * g.Ci * tb, tb, T(0),
-             M + e * g.Co * tb, tb);
+             M + e * g.Co * tb, tb, up.empty() ? nullptr : &up[size_t(gr * 36 + e)]);
       for (int64_t k = 0; k < g.Co; ++k) {
         const T bk = bias ? bias[gr * g.Co + k] : T(0);
         for (int j = 0; j < ch.count; ++j)

@@ -111,9 +111,51 @@ inline void gather_row(const T* src, int64_t n, int64_t iw0, int nt, T (*__restr
   }
 }
 
+// Small planes (a sample's tiles fit in one chunk: 32x32 outputs and below) are read through a copy of the
+// plane with a zero border, laid out as the tiles see it (the tile grid's rows x columns plus the window's
+// overhang): every tile then reads in place with no bounds checks. On an 8x8 plane every tile touches an
+// edge, and the checked path cost more than the transform. kPadMax bounds the copy (a stack buffer).
+constexpr int64_t kPadMax = 40 * 40;
+
+// The padded plane of a pass whose windows are `span` wide (6 for input tiles, 4 for output-gradient
+// tiles); rows/cols 0 hold plane row/column -off.
+struct PadGeom {
+  int64_t PH = 0, PW = 0, r_lo = 0, r_hi = 0, c_lo = 0, c_hi = 0, off_h = 0, off_w = 0;
+  bool use = false;
+  PadGeom(int64_t TH, int64_t TW, int64_t H, int64_t W, int64_t oh, int64_t ow, int span)
+      : PH(4 * TH + span - 4), PW(4 * TW + span - 4), off_h(oh), off_w(ow) {
+    use = TH * TW <= kChunk && PH * PW <= kPadMax;
+    r_lo = std::max<int64_t>(0, oh), r_hi = std::max(r_lo, std::min(PH, H + oh));
+    c_lo = std::max<int64_t>(0, ow), c_hi = std::max(c_lo, std::min(PW, W + ow));
+  }
+  // Copies the plane's part inside the padded frame; the border was zeroed once and stays zero.
+  template <typename T>
+  void fill(const T* plane, int64_t W, T* P) const {
+    for (int64_t r = r_lo; r < r_hi; ++r) {
+      const T* __restrict src = plane + (r - off_h) * W + (c_lo - off_w);
+      T* __restrict dst = P + r * PW + c_lo;
+      for (int64_t c = 0; c < c_hi - c_lo; ++c) dst[c] = src[c];
+    }
+  }
+};
+
 template <typename T>
 inline void zero_rows(T (*d)[kChunk], int rows, int col, int nt) {
   for (int j = 0; j < rows; ++j) std::fill(d[j] + col, d[j] + col + nt, T(0));
+}
+
+// The J x J windows of the runs [r0, r1) through the padded plane: d[i][j][col + m] for each run's tiles.
+template <typename T, int J>
+void gather_padded(const PadGeom& pg, const T* x, int64_t nstride, int64_t W, const Run* r0, const Run* r1,
+                   T (*d)[J][kChunk]) {
+  alignas(64) T P[kPadMax];
+  std::fill(P, P + pg.PH * pg.PW, T(0));
+  int64_t cur = -1;
+  for (const Run* ru = r0; ru < r1; ++ru) {
+    if (ru->n != cur) pg.fill(x + (cur = ru->n) * nstride, W, P);
+    for (int i = 0; i < J; ++i)
+      gather_row<T, J>(P + (4 * ru->th + i) * pg.PW, pg.PW, 4 * ru->tw, ru->nt, d[i], ru->col);
+  }
 }
 
 // The 1-D input transform o = B^T d over n lanes; d and o are six arrays each.
@@ -173,7 +215,9 @@ template <typename T>
 void input_chunk(const Geom& g, const T* x, int64_t nstride, const Run* r0, const Run* r1, int nt, T* v, int64_t lde) {
   alignas(64) T d[6][6][kChunk];  // d[i][j][m]: element (i, j) of tile m
   alignas(64) T h[6][6][kChunk];  // h[i][b][m]: row i of tile m, transformed along the row
-  for (const Run* ru = r0; ru < r1; ++ru) {
+  const PadGeom pg(g.TH, g.TW, g.Hi, g.Wi, g.off_h, g.off_w, 6);
+  if (pg.use) gather_padded<T, 6>(pg, x, nstride, g.Wi, r0, r1, d);
+  for (const Run* ru = pg.use ? r1 : r0; ru < r1; ++ru) {
     const int m = ru->nt, col = ru->col;
     const T* plane = x + ru->n * nstride;
     const int64_t ih0 = 4 * ru->th - g.off_h, iw0 = 4 * ru->tw - g.off_w;
@@ -240,6 +284,11 @@ template <typename T>
 void grad_chunk(const Geom& g, const T* dy, int64_t nstride, const Run* r0, const Run* r1, int nt, T* v, int64_t lde) {
   alignas(64) T d[4][4][kChunk];  // d[p][q][m]: element (p, q) of tile m
   alignas(64) T z[4][6][kChunk];  // z[p][b][m]: row p of tile m, transformed along the row
+  const PadGeom pg(g.TH, g.TW, g.Ho, g.Wo, 0, 0, 4);
+  if (pg.use && (g.Ho % 4 || g.Wo % 4)) {  // with whole tiles there are no edges to avoid
+    gather_padded<T, 4>(pg, dy, nstride, g.Wo, r0, r1, d);
+    r0 = r1;
+  }
   for (const Run* ru = r0; ru < r1; ++ru) {
     const int m = ru->nt, col = ru->col;
     const T* plane = dy + ru->n * nstride;
