@@ -64,7 +64,12 @@ int64_t block_tiles(const Geom& g, int nthreads) {
   const int64_t per_tile = 36 * (g.Ci + g.Co) * int64_t(sizeof(T));
   int64_t tb = std::clamp<int64_t>(kBlockBytes / per_tile, kMinBlock, kMaxBlock);
   const int64_t want_blocks = (2 * int64_t(nthreads) + g.groups - 1) / g.groups;
-  return std::min(tb, std::max<int64_t>(8, (g.tiles() + want_blocks - 1) / want_blocks));
+  tb = std::min(tb, std::max<int64_t>(8, (g.tiles() + want_blocks - 1) / want_blocks));
+  // Whole samples per block when a sample's tiles divide a chunk: every chunk then holds whole small
+  // planes, which the output transform writes plane by plane (output_chunk).
+  const int64_t per = g.TH * g.TW;
+  if (per <= kChunk && kChunk % per == 0) tb = std::max(per, tb / per * per);
+  return tb;
 }
 
 constexpr double kG[6][3] = {{1.0 / 4, 0, 0},

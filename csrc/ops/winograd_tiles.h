@@ -111,24 +111,25 @@ inline void gather_row(const T* src, int64_t n, int64_t iw0, int nt, T (*__restr
   }
 }
 
-// Small planes (a sample's tiles fit in one chunk: 32x32 outputs and below) are read through a copy of the
-// plane with a zero border, laid out as the tiles see it (the tile grid's rows x columns plus the window's
-// overhang): every tile then reads in place with no bounds checks. On an 8x8 plane every tile touches an
-// edge, and the checked path cost more than the transform. kPadMax bounds the copy (a stack buffer).
-constexpr int64_t kPadMax = 40 * 40;
+// Small planes (a sample's tiles fit in one chunk: 32x32 outputs and below) are read through copies of the
+// chunk's sample planes with a zero border, laid out as the tiles see them (the tile grid's rows x columns
+// plus the window's overhang): every tile then reads in place, with no bounds checks and no per-run loop
+// (a run is only 2 tiles on an 8x8 plane, too short for the vectorised row gather). kPadBuf bounds the
+// copies (a stack buffer): the chunk's samples, plus one when the chunk starts inside a sample.
+constexpr int64_t kPadBuf = 4096;
 
 // The padded plane of a pass whose windows are `span` wide (6 for input tiles, 4 for output-gradient
-// tiles); rows/cols 0 hold plane row/column -off.
+// tiles); row/column 0 holds plane row/column -off.
 struct PadGeom {
   int64_t PH = 0, PW = 0, r_lo = 0, r_hi = 0, c_lo = 0, c_hi = 0, off_h = 0, off_w = 0;
   bool use = false;
   PadGeom(int64_t TH, int64_t TW, int64_t H, int64_t W, int64_t oh, int64_t ow, int span)
       : PH(4 * TH + span - 4), PW(4 * TW + span - 4), off_h(oh), off_w(ow) {
-    use = TH * TW <= kChunk && PH * PW <= kPadMax;
+    use = TH * TW <= kChunk && (kChunk / (TH * TW) + 2) * PH * PW <= kPadBuf;
     r_lo = std::max<int64_t>(0, oh), r_hi = std::max(r_lo, std::min(PH, H + oh));
     c_lo = std::max<int64_t>(0, ow), c_hi = std::max(c_lo, std::min(PW, W + ow));
   }
-  // Copies the plane's part inside the padded frame; the border was zeroed once and stays zero.
+  // Copies the plane's part inside the padded frame P (whose border is zero).
   template <typename T>
   void fill(const T* plane, int64_t W, T* P) const {
     for (int64_t r = r_lo; r < r_hi; ++r) {
@@ -144,18 +145,27 @@ inline void zero_rows(T (*d)[kChunk], int rows, int col, int nt) {
   for (int j = 0; j < rows; ++j) std::fill(d[j] + col, d[j] + col + nt, T(0));
 }
 
-// The J x J windows of the runs [r0, r1) through the padded plane: d[i][j][col + m] for each run's tiles.
+// The J x J windows of the runs [r0, r1) (nt tiles) through padded copies of their sample planes (plane(n) =
+// x + n * nstride, of width W): d[i][j][m] for the chunk's tile m.
 template <typename T, int J>
-void gather_padded(const PadGeom& pg, const T* x, int64_t nstride, int64_t W, const Run* r0, const Run* r1,
+void gather_padded(const PadGeom& pg, const T* x, int64_t nstride, int64_t W, const Run* r0, const Run* r1, int nt,
                    T (*d)[J][kChunk]) {
-  alignas(64) T P[kPadMax];
-  std::fill(P, P + pg.PH * pg.PW, T(0));
-  int64_t cur = -1;
+  alignas(64) T P[kPadBuf];
+  int32_t off[kChunk];  // tile m's window starts at P + off[m]
+  const int64_t first = r0->n, planes = (r1 - 1)->n - first + 1, PHW = pg.PH * pg.PW;
+  std::fill(P, P + planes * PHW, T(0));
+  for (int64_t q = 0; q < planes; ++q) pg.fill(x + (first + q) * nstride, W, P + q * PHW);
   for (const Run* ru = r0; ru < r1; ++ru) {
-    if (ru->n != cur) pg.fill(x + (cur = ru->n) * nstride, W, P);
-    for (int i = 0; i < J; ++i)
-      gather_row<T, J>(P + (4 * ru->th + i) * pg.PW, pg.PW, 4 * ru->tw, ru->nt, d[i], ru->col);
+    const int32_t base = int32_t((ru->n - first) * PHW + 4 * ru->th * pg.PW + 4 * ru->tw);
+    for (int m = 0; m < ru->nt; ++m) off[ru->col + m] = base + 4 * m;
   }
+  for (int i = 0; i < J; ++i)
+    for (int j = 0; j < J; ++j) {
+      const T* __restrict src = P + i * pg.PW + j;
+      T* __restrict dst = d[i][j];
+#pragma omp simd
+      for (int m = 0; m < nt; ++m) dst[m] = src[off[m]];
+    }
 }
 
 // The 1-D input transform o = B^T d over n lanes; d and o are six arrays each.
@@ -216,7 +226,7 @@ void input_chunk(const Geom& g, const T* x, int64_t nstride, const Run* r0, cons
   alignas(64) T d[6][6][kChunk];  // d[i][j][m]: element (i, j) of tile m
   alignas(64) T h[6][6][kChunk];  // h[i][b][m]: row i of tile m, transformed along the row
   const PadGeom pg(g.TH, g.TW, g.Hi, g.Wi, g.off_h, g.off_w, 6);
-  if (pg.use) gather_padded<T, 6>(pg, x, nstride, g.Wi, r0, r1, d);
+  if (pg.use) gather_padded<T, 6>(pg, x, nstride, g.Wi, r0, r1, nt, d);
   for (const Run* ru = pg.use ? r1 : r0; ru < r1; ++ru) {
     const int m = ru->nt, col = ru->col;
     const T* plane = x + ru->n * nstride;
@@ -252,6 +262,35 @@ void output_chunk(const Geom& g, const T* mt, int64_t lde, const Run* r0, const 
   }
   for (int q = 0; q < 4; ++q)
     at4(t[0][q], t[1][q], t[2][q], t[3][q], t[4][q], t[5][q], o[0][q], o[1][q], o[2][q], o[3][q], nt);
+  // A chunk of whole small planes: the tiles go into a stack copy of those planes by per-tile offsets (no
+  // per-run loop: a run is 2 tiles on an 8x8 plane), then each plane's valid part is copied out.
+  const int64_t per = g.TH * g.TW, OW = 4 * g.TW, OHW = 4 * g.TH * OW;
+  if (r0->th == 0 && r0->tw == 0 && nt % per == 0 && (nt / per) * OHW <= kPadBuf) {
+    alignas(64) T O[kPadBuf];
+    int32_t off[kChunk];
+    for (int m = 0; m < nt; ++m) {
+      const int64_t tt = m % per;
+      off[m] = int32_t((m / per) * OHW + 4 * (tt / g.TW) * OW + 4 * (tt % g.TW));
+    }
+    for (int p = 0; p < 4; ++p)
+      for (int q = 0; q < 4; ++q) {
+        T* __restrict dst = O + p * OW + q;
+        const T* __restrict src = o[p][q];
+        for (int m = 0; m < nt; ++m) dst[off[m]] = src[m] + bias;
+      }
+    for (int64_t s = 0; s < nt / per; ++s) {
+      T* plane = y + (r0->n + s) * nstride;
+      for (int64_t r = 0; r < g.Ho; ++r) {
+        const T* __restrict src = O + s * OHW + r * OW;
+        T* __restrict dst = plane + r * g.Wo;
+        if (relu)
+          for (int64_t c = 0; c < g.Wo; ++c) dst[c] = src[c] < T(0) ? T(0) : src[c];
+        else
+          for (int64_t c = 0; c < g.Wo; ++c) dst[c] = src[c];
+      }
+    }
+    return;
+  }
   for (const Run* ru = r0; ru < r1; ++ru) {
     const int m = ru->nt, col = ru->col;
     T* plane = y + ru->n * nstride;
@@ -285,8 +324,8 @@ void grad_chunk(const Geom& g, const T* dy, int64_t nstride, const Run* r0, cons
   alignas(64) T d[4][4][kChunk];  // d[p][q][m]: element (p, q) of tile m
   alignas(64) T z[4][6][kChunk];  // z[p][b][m]: row p of tile m, transformed along the row
   const PadGeom pg(g.TH, g.TW, g.Ho, g.Wo, 0, 0, 4);
-  if (pg.use && (g.Ho % 4 || g.Wo % 4)) {  // with whole tiles there are no edges to avoid
-    gather_padded<T, 4>(pg, dy, nstride, g.Wo, r0, r1, d);
+  if (pg.use) {
+    gather_padded<T, 4>(pg, dy, nstride, g.Wo, r0, r1, nt, d);
     r0 = r1;
   }
   for (const Run* ru = r0; ru < r1; ++ru) {

@@ -1,7 +1,6 @@
-# Winograd F(4x4, 3x3) conv2d (csrc/ops/winograd.cpp): the three passes against the numpy reference and
-# PyTorch over odd plane sizes, paddings 0..3, groups, N=1 and both dtypes; accumulate semantics; the
-# measured float32 error bound on random and large-dynamic-range inputs; refusal of shapes it cannot do;
-# determinism run to run.
+# Winograd F(4x4, 3x3) conv2d (csrc/ops/winograd.cpp): the three passes against the numpy reference and PyTorch
+# over odd plane sizes, paddings 0..3, groups, N=1, both dtypes; accumulate semantics; the measured float32 error
+# bound on random and large-dynamic-range inputs; refusal of shapes it cannot do; determinism run to run.
 import numpy as np
 import pytest
 
@@ -172,11 +171,12 @@ def test_random_geometries_float64():
         assert max(err) < 1e-12, (case, err)
 
 
-@pytest.mark.parametrize("case", [(2, 3, 4, 5, 301, 1, 1), (1, 2, 3, 70, 9, 2, 1), (40, 2, 2, 6, 6, 1, 2)],
-                         ids=_ids)
+@pytest.mark.parametrize("case", [(2, 3, 4, 5, 301, 1, 1), (1, 2, 3, 70, 9, 2, 1), (40, 2, 2, 6, 6, 1, 2),
+                                  (37, 2, 3, 8, 8, 1, 1), (21, 2, 2, 16, 16, 1, 1), (3, 1, 2, 32, 32, 1, 1),
+                                  (50, 2, 2, 7, 7, 1, 1), (23, 3, 2, 12, 12, 1, 1), (9, 2, 2, 6, 10, 3, 1)], ids=_ids)
 def test_wide_tall_and_many_planes_float64(case):
-    # a tile row longer than a chunk (301 columns: 76 tiles), many tile rows, and many small planes in one
-    # block: runs split at chunk and block boundaries
+    # a tile row longer than a chunk (301 columns), many tile rows, many small planes per block (padded copies,
+    # written plane by plane; 12x12's 9 tiles do not divide a chunk: tile by tile), padding 3 (negative offset)
     N, C, K, H, W, pad, g = case
     x, w, b, dy = _data(case, F64)
     for threads in (1, 2):
