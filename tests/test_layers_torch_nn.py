@@ -244,3 +244,69 @@ def test_erf_matches_math_erf_to_float64_rounding():
     got32 = erf(x32)
     assert got32.dtype == np.float32
     np.testing.assert_allclose(got32, [math.erf(v) for v in x32.astype(np.float64)], rtol=5e-7, atol=1e-7)
+
+
+# ---------------------------------------------------------------- ReLU(inplace=), Flatten(start_dim, end_dim)
+
+@pytest.mark.parametrize("inplace", [False, True])
+def test_relu_takes_torch_inplace_keyword_and_leaves_the_input_alone(inplace):
+    x = rnd(3, 4)
+    keep = x.copy()
+    layer = ck.ReLU(inplace=inplace)
+    y = layer(x)
+    np.testing.assert_array_equal(y, np.maximum(keep, 0))
+    np.testing.assert_array_equal(x, keep)            # ignored: a new array either way
+    assert ck.ReLU(inplace).config() == {}            # nothing to save: the flag changes nothing
+    twin(ck.ReLU(inplace=inplace), torch.nn.ReLU(), rnd(2, 3, 4), np.float64, steps=1)
+    with pytest.raises(TypeError, match=r"ReLU: inplace must be a bool, got int"):
+        ck.ReLU(inplace=1)
+
+
+FLATTENS = [dict(), dict(start_dim=1), dict(start_dim=2), dict(start_dim=1, end_dim=2), dict(start_dim=0),
+            dict(start_dim=-3, end_dim=-2), dict(start_dim=0, end_dim=0), dict(start_dim=3, end_dim=-1),
+            dict(start_dim=2, end_dim=1 + 1)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kw", FLATTENS, ids=lambda kw: ",".join(f"{k}={v}" for k, v in kw.items()) or "default")
+def test_flatten_matches_torch(kw, dtype):
+    twin(ck.Flatten(**kw), torch.nn.Flatten(**kw), rnd(2, 3, 4, 5), dtype, steps=1)
+    report = ck.gradcheck(ck.Flatten(**kw), rnd(2, 3, 2, 2, seed=4), max_coords=8)
+    assert report.ok
+
+
+def test_flatten_config_keeps_the_default_and_round_trips_new_keys(tmp_path):
+    assert ck.Flatten().config() == {}                          # as before: old files and new ones alike
+    assert ck.Flatten(start_dim=1, end_dim=-1).config() == {}
+    assert ck.Flatten(start_dim=2).config() == {"start_dim": 2}
+    assert ck.Flatten(end_dim=2).config() == {"end_dim": 2}
+    for kw in FLATTENS:
+        layer = ck.Flatten(**kw)
+        back = _layer_from_config(_layer_config("f", layer))
+        assert type(back) is ck.Flatten and (back.start_dim, back.end_dim) == (layer.start_dim, layer.end_dim)
+    model = ck.Sequential(ck.Flatten(start_dim=2, end_dim=3), ck.Flatten(1, -2))
+    x = rnd(2, 3, 4, 5, 6).astype(np.float32)
+    path = tmp_path / "f.safetensors"
+    model.save(path)
+    loaded = ck.load(path)
+    assert loaded[0].config() == {"start_dim": 2, "end_dim": 3} and loaded[1].config() == {"end_dim": -2}
+    y = loaded(x)
+    assert y.shape == (2, 60, 6)
+    np.testing.assert_array_equal(y, model(x))
+
+
+def test_flatten_bad_arguments_and_inputs():
+    with pytest.raises(TypeError, match=r"Flatten: start_dim must be an int, got float"):
+        ck.Flatten(start_dim=1.0)
+    with pytest.raises(TypeError, match=r"Flatten: end_dim must be an int, got str"):
+        ck.Flatten(end_dim="-1")
+    with pytest.raises(ValueError, match=r"Flatten: start_dim \(3\) must not come after end_dim \(1\)"):
+        ck.Flatten(3, 1)
+    with pytest.raises(ValueError, match=r"Flatten: start_dim \(-1\) must not come after end_dim \(-2\)"):
+        ck.Flatten(-1, -2)
+    with pytest.raises(ValueError, match=r"Flatten: input must have a batch dimension and at least one more, got shape \(4,\)"):
+        ck.Flatten()(np.zeros(4, np.float32))
+    with pytest.raises(ValueError, match=r"Flatten: start_dim must be in \[-3, 2\] for a 3-D input, got 3"):
+        ck.Flatten(start_dim=3)(np.zeros((2, 3, 4), np.float32))
+    with pytest.raises(ValueError, match=r"Flatten: start_dim \(2\) must not come after end_dim \(-2\) for a 3-D input"):
+        ck.Flatten(2, -2)(np.zeros((2, 3, 4), np.float32))

@@ -13,7 +13,13 @@ from ._util import _contig, _numel
 
 
 class ReLU(Layer):
-    """max(x, 0); NaN propagates. Kernel: ops.relu_*. The gradient at x = 0 is 0, as torch."""
+    """max(x, 0); NaN propagates. Kernel: ops.relu_*. The gradient at x = 0 is 0, as torch. ``inplace`` is
+    torch's keyword, accepted and ignored: cnnkit always returns a new array (backward needs the output, and
+    the input may be another layer's cached value)."""
+
+    def __init__(self, inplace=False, name=None):
+        super().__init__(name=name)
+        check_flag("ReLU", "inplace", inplace)
 
     def forward(self, x):
         self._check_inputs(x)
