@@ -310,3 +310,158 @@ def test_flatten_bad_arguments_and_inputs():
         ck.Flatten(start_dim=3)(np.zeros((2, 3, 4), np.float32))
     with pytest.raises(ValueError, match=r"Flatten: start_dim \(2\) must not come after end_dim \(-2\) for a 3-D input"):
         ck.Flatten(2, -2)(np.zeros((2, 3, 4), np.float32))
+
+
+# ---------------------------------------------------------------- LayerNorm, GroupNorm, InstanceNorm2d
+
+# (id, ck layer, torch twin, input shape)
+NORMS = [
+    ("ln_last", lambda: ck.LayerNorm(5), lambda: torch.nn.LayerNorm(5), (3, 4, 5)),
+    ("ln_two", lambda: ck.LayerNorm([4, 5]), lambda: torch.nn.LayerNorm([4, 5]), (3, 4, 5)),
+    ("ln_chw", lambda: ck.LayerNorm((3, 4, 4), eps=1e-3), lambda: torch.nn.LayerNorm((3, 4, 4), eps=1e-3),
+     (2, 3, 4, 4)),
+    ("ln_plain", lambda: ck.LayerNorm(6, elementwise_affine=False),
+     lambda: torch.nn.LayerNorm(6, elementwise_affine=False), (4, 6)),
+    ("ln_nobias", lambda: ck.LayerNorm(6, bias=False), lambda: torch.nn.LayerNorm(6, bias=False), (4, 6)),
+    ("gn", lambda: ck.GroupNorm(2, 6), lambda: torch.nn.GroupNorm(2, 6), (3, 6, 4, 4)),
+    ("gn_3d_plain", lambda: ck.GroupNorm(3, 6, affine=False), lambda: torch.nn.GroupNorm(3, 6, affine=False),
+     (2, 6, 5)),
+    ("gn_one", lambda: ck.GroupNorm(1, 4, eps=1e-4), lambda: torch.nn.GroupNorm(1, 4, eps=1e-4), (2, 4, 3, 3)),
+    # (N, C): 3 values per group (with 2, dx is a cancellation to ~1e-5 of dy, float32 rounding noise)
+    ("gn_2d", lambda: ck.GroupNorm(2, 6), lambda: torch.nn.GroupNorm(2, 6), (3, 6)),
+    ("gn_per_channel", lambda: ck.GroupNorm(4, 4), lambda: torch.nn.GroupNorm(4, 4), (2, 4, 3, 2)),
+    ("in", lambda: ck.InstanceNorm2d(3), lambda: torch.nn.InstanceNorm2d(3), (2, 3, 4, 5)),
+    ("in_affine", lambda: ck.InstanceNorm2d(3, affine=True), lambda: torch.nn.InstanceNorm2d(3, affine=True),
+     (2, 3, 4, 5)),
+]
+NORM_IDS = [c[0] for c in NORMS]
+
+
+def _move_weights(layer):
+    for i, p in enumerate(layer.parameters()):       # off 1 / 0, different per element
+        p.data[...] = np.linspace(-1.5, 2.0 + i, p.size).reshape(p.shape).astype(p.dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("train", [True, False])
+@pytest.mark.parametrize("case", NORMS, ids=NORM_IDS)
+def test_norm_matches_torch(case, train, dtype):
+    _, make, tmake, shape = case
+    layer = make()
+    _move_weights(layer)
+    twin(layer, tmake(), rnd(*shape) * 3 + 1, dtype, train=train)
+
+
+@pytest.mark.parametrize("case", NORMS, ids=NORM_IDS)
+def test_norm_passes_gradcheck(case):
+    _, make, _, shape = case
+    layer = make()
+    _move_weights(layer)
+    report = ck.gradcheck(layer, rnd(*shape, seed=9) * 2, max_coords=16)
+    assert report.ok and report.kinks == 0
+    assert sum(r["checked"] for r in report.rows) == \
+        sum(min(16, p.size) for p in layer.parameters()) + min(16, int(np.prod(shape)))
+
+
+@pytest.mark.parametrize("case", NORMS, ids=NORM_IDS)
+def test_norm_state_dict_is_torchs_and_loads_and_config_round_trips(case, tmp_path):
+    _, make, tmake, shape = case
+    tm = tmake().double()
+    with torch.no_grad():
+        for p in tm.parameters():
+            p.copy_(torch.randn(p.shape, dtype=torch.float64))
+    model = ck.Sequential(make()).to(np.float64)
+    assert set(model.state_dict()) == {"0." + k for k in tm.state_dict()}
+    ck.zoo.load_torch_state_dict(model, {"0." + k: v for k, v in tm.state_dict().items()})
+    x = rnd(*shape, seed=4)
+    close(model(x), tm(torch.from_numpy(x)), 1e-12, f"{case[0]} after torch state dict")
+    layer = model[0]
+    back = _layer_from_config(_layer_config("n", layer))
+    assert type(back) is type(layer) and back.config() == layer.config()
+    path = tmp_path / "n.safetensors"
+    model.save(path)
+    np.testing.assert_array_equal(ck.load(path)(x), model(x))
+
+
+@pytest.mark.parametrize("name", ["LayerNorm", "GroupNorm", "InstanceNorm2d"])
+def test_norms_exported_at_top_level_in_nn_and_registered(name):
+    from cnnkit._registry import _REGISTRY
+    cls = getattr(ck, name)
+    assert getattr(ck.nn, name) is cls and getattr(ck.layers, name) is cls and _REGISTRY[name] is cls
+    assert name in ck.__all__ and name in ck.nn.__all__ and name in ck.layers.__all__
+
+
+def test_norm_configs_and_parameters():
+    ln = ck.LayerNorm([4, 5], eps=1e-3, dtype=np.float64)
+    assert ln.config() == {"normalized_shape": [4, 5], "eps": 1e-3, "elementwise_affine": True, "bias": True,
+                           "dtype": "float64"}
+    assert ln.weight.shape == (4, 5) and np.all(ln.weight.data == 1) and np.all(ln.bias.data == 0)
+    assert ck.LayerNorm(3, elementwise_affine=False).parameters() == []
+    assert [n for n, _ in ck.LayerNorm(3, bias=False).named_parameters()] == ["weight"]
+    gn = ck.GroupNorm(2, 6)
+    assert gn.config() == {"num_groups": 2, "num_channels": 6, "eps": 1e-5, "affine": True, "dtype": "float32"}
+    assert gn.weight.shape == (6,) and gn.bias.shape == (6,)
+    inn = ck.InstanceNorm2d(3)
+    assert inn.config() == {"num_features": 3, "eps": 1e-5, "momentum": 0.1, "affine": False,
+                            "track_running_stats": False, "dtype": "float32"}
+    assert inn.parameters() == [] and inn._buffers == {}
+
+
+def test_norm_parameter_grads_accumulate():
+    layer = ck.GroupNorm(2, 4, dtype=np.float64)
+    x, dy = rnd(3, 4, 2, 2), rnd(3, 4, 2, 2, seed=1)
+    layer(x)
+    layer.backward(dy)
+    gw, gb = layer.weight.grad.copy(), layer.bias.grad.copy()
+    np.testing.assert_allclose(gb, dy.sum(axis=(0, 2, 3)), rtol=1e-14)
+    layer(x)
+    layer.backward(dy, need_dx=False)
+    np.testing.assert_allclose(layer.weight.grad, 2 * gw, rtol=1e-14)
+    np.testing.assert_allclose(layer.bias.grad, 2 * gb, rtol=1e-14)
+    layer.weight.requires_grad = False
+    layer(x)
+    layer.backward(dy)
+    np.testing.assert_allclose(layer.weight.grad, 2 * gw, rtol=1e-14)     # frozen: not touched
+
+
+@pytest.mark.parametrize("make,exc,message", [
+    (lambda: ck.GroupNorm(4, 6), ValueError, r"GroupNorm: num_channels \(6\) must be divisible by num_groups \(4\)"),
+    (lambda: ck.GroupNorm(0, 6), ValueError, r"GroupNorm: num_groups must be a positive int, got 0"),
+    (lambda: ck.GroupNorm(2, 6, eps=-1.0), ValueError, r"GroupNorm: eps must be >= 0, got -1\.0"),
+    (lambda: ck.GroupNorm(2, 6, affine="yes"), TypeError, r"GroupNorm: affine must be a bool, got str"),
+    (lambda: ck.LayerNorm(0), ValueError, r"LayerNorm: normalized_shape must be a positive int or a non-empty "
+                                          r"list of positive ints, got 0"),
+    (lambda: ck.LayerNorm([]), ValueError, r"LayerNorm: normalized_shape must be .*, got \[\]"),
+    (lambda: ck.LayerNorm((4, 2.5)), ValueError, r"LayerNorm: normalized_shape must be .*, got \(4, 2\.5\)"),
+    (lambda: ck.LayerNorm("4"), ValueError, r"LayerNorm: normalized_shape must be .*, got '4'"),
+    (lambda: ck.LayerNorm(4, elementwise_affine=1), TypeError, r"LayerNorm: elementwise_affine must be a bool"),
+    (lambda: ck.InstanceNorm2d(3, track_running_stats=True), ValueError,
+     r"InstanceNorm2d: track_running_stats=True is not supported .*got True"),
+    (lambda: ck.InstanceNorm2d(0), ValueError, r"InstanceNorm2d: num_features must be a positive int, got 0"),
+    (lambda: ck.InstanceNorm2d(3, momentum=2.0), ValueError, r"InstanceNorm2d: momentum must be <= 1, got 2\.0"),
+])
+def test_norm_bad_arguments_name_the_argument(make, exc, message):
+    with pytest.raises(exc, match=message):
+        make()
+
+
+def test_norm_bad_inputs_name_the_argument():
+    f32 = np.float32
+    with pytest.raises(ValueError, match=r"GroupNorm: expects num_channels = 6 channels \(input dimension 1\), "
+                                         r"got shape \(2, 4, 3, 3\)"):
+        ck.GroupNorm(2, 6)(np.zeros((2, 4, 3, 3), f32))
+    with pytest.raises(ValueError, match=r"GroupNorm: input must be at least 2-D \(N, C, \.\.\.\), got shape \(6,\)"):
+        ck.GroupNorm(2, 6)(np.zeros(6, f32))
+    with pytest.raises(ValueError, match=r"InstanceNorm2d: expects num_features = 3 channels \(input dimension 1\), "
+                                         r"got shape \(2, 4, 3, 3\)"):
+        ck.InstanceNorm2d(3)(np.zeros((2, 4, 3, 3), f32))
+    with pytest.raises(ValueError, match=r"InstanceNorm2d: input must be 4-D \(N, C, H, W\), got shape \(2, 3, 3\)"):
+        ck.InstanceNorm2d(3)(np.zeros((2, 3, 3), f32))
+    with pytest.raises(ValueError, match=r"LayerNorm: input's last dimensions must be normalized_shape \(4, 5\), "
+                                         r"got shape \(2, 5, 4\)"):
+        ck.LayerNorm([4, 5])(np.zeros((2, 5, 4), f32))
+    with pytest.raises(ValueError, match=r"LayerNorm: input's last dimensions must be normalized_shape \(3, 4, 5\), "
+                                         r"got shape \(4, 5\)"):
+        ck.LayerNorm([3, 4, 5])(np.zeros((4, 5), f32))
+    with pytest.raises(TypeError, match=r"LayerNorm.*input dtype float64 does not match the parameters' float32"):
+        ck.LayerNorm(5)(np.zeros((2, 5)))

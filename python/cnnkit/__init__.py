@@ -59,6 +59,11 @@ from .layers import ELU, GELU, Identity, LogSoftmax, PReLU, Sigmoid, SiLU, Softm
 
 __all__ += ["Tanh", "Sigmoid", "SiLU", "ELU", "GELU", "Softmax", "LogSoftmax", "Identity", "PReLU"]
 
+# Per-sample normalisation, as torch.nn.
+from .layers import GroupNorm, InstanceNorm2d, LayerNorm  # noqa: E402
+
+__all__ += ["LayerNorm", "GroupNorm", "InstanceNorm2d"]
+
 # Torch-style models: ck.Module with a recorded forward, the values it records, cnnkit.functional.
 from .autograd import Tensor, no_grad  # noqa: E402
 from .module import Module, ModuleDict, ModuleList  # noqa: E402

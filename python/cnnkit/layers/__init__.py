@@ -21,3 +21,6 @@ __all__ = ["Conv2d", "MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "FractionalMax
 from .activation import ELU, GELU, Identity, LogSoftmax, PReLU, Sigmoid, SiLU, Softmax, Tanh  # noqa: E402
 
 __all__ += ["Tanh", "Sigmoid", "SiLU", "ELU", "GELU", "Softmax", "LogSoftmax", "Identity", "PReLU"]
+from .normalization import GroupNorm, InstanceNorm2d, LayerNorm  # noqa: E402
+
+__all__ += ["LayerNorm", "GroupNorm", "InstanceNorm2d"]
