@@ -43,6 +43,21 @@ CASES = {
     "Sequential": (lambda: ck.Sequential(ck.Linear(3, 2, seed=0), ck.ReLU()), [(2, 3)]),
     "Graph": (_graph, [(2, 3)]),
 }
+# torch.nn's activations and per-sample normalisations
+CASES.update({
+    "Tanh": (lambda: ck.Tanh(), [(2, 3)]),
+    "Sigmoid": (lambda: ck.Sigmoid(), [(2, 3)]),
+    "SiLU": (lambda: ck.SiLU(), [(2, 3)]),
+    "ELU": (lambda: ck.ELU(), [(2, 3)]),
+    "GELU": (lambda: ck.GELU(), [(2, 3)]),
+    "Softmax": (lambda: ck.Softmax(dim=1), [(2, 3)]),
+    "LogSoftmax": (lambda: ck.LogSoftmax(dim=1), [(2, 3)]),
+    "Identity": (lambda: ck.Identity(), [(2, 3)]),
+    "PReLU": (lambda: ck.PReLU(3), [(2, 3)]),
+    "LayerNorm": (lambda: ck.LayerNorm(3), [(2, 3)]),
+    "GroupNorm": (lambda: ck.GroupNorm(2, 4), [(2, 4, 3)]),
+    "InstanceNorm2d": (lambda: ck.InstanceNorm2d(2, affine=True), [(2, 2, 3, 3)]),
+})
 BAD_DTYPES = [np.int32, np.bool_, np.float16, np.complex64]
 
 

@@ -54,6 +54,16 @@ from .layers import AdaptiveAvgPool2d  # noqa: E402,F401
 
 __all__ += ["zoo", "AdaptiveAvgPool2d"]
 
+# torch.nn's activations: the smooth ones, Softmax / LogSoftmax, Identity, PReLU.
+from .layers import ELU, GELU, Identity, LogSoftmax, PReLU, Sigmoid, SiLU, Softmax, Tanh  # noqa: E402
+
+__all__ += ["Tanh", "Sigmoid", "SiLU", "ELU", "GELU", "Softmax", "LogSoftmax", "Identity", "PReLU"]
+
+# Per-sample normalisation, as torch.nn.
+from .layers import GroupNorm, InstanceNorm2d, LayerNorm  # noqa: E402
+
+__all__ += ["LayerNorm", "GroupNorm", "InstanceNorm2d"]
+
 # Torch-style models: ck.Module with a recorded forward, the values it records, cnnkit.functional.
 from .autograd import Tensor, no_grad  # noqa: E402
 from .module import Module, ModuleDict, ModuleList  # noqa: E402

@@ -2,16 +2,15 @@
 each recorded with its backward so that ``loss.backward()`` reaches through it.
 
 An argument may be a ck.Tensor, a Parameter (its gradient accumulates into ``p.grad``) or a numpy / CuPy
-array (a constant). The result is always a Tensor. Ops that have a layer (relu, leaky_relu, max_pool2d,
-avg_pool2d, adaptive_avg_pool2d, dropout) run that layer's forward and backward, so they are the kernels and
-checks the layers use; the others are written here against numpy / CuPy, in the input's dtype (float64 in,
-float64 out: no silent casts).
+array (a constant). The result is always a Tensor. Ops that have a layer (relu, leaky_relu, sigmoid, tanh,
+gelu, softmax, log_softmax, max_pool2d, avg_pool2d, adaptive_avg_pool2d, dropout) run that layer's forward and
+backward, so they are the kernels, formulas and checks the layers use; the others are written here against
+numpy / CuPy, in the input's dtype (float64 in, float64 out: no silent casts).
 
 Dropout draws its masks from cnnkit's counter-based generator (Philox): one seed for the functional ops
 (``F.manual_seed(s)`` sets it) and an offset advanced at every training call, so a run repeats exactly.
 For a model, prefer a ck.Dropout layer: it gets its own stream from the model's seed and its path.
 """
-import math
 import numbers
 
 import numpy as np
@@ -23,11 +22,15 @@ from ._xp import array_module, is_device_array
 from .autograd import lift, record
 from .layers import (AdaptiveAvgPool2d as _AdaptiveAvgPool2d, AvgPool2d as _AvgPool2d, Dropout as _Dropout,
                      LeakyReLU as _LeakyReLU, MaxPool2d as _MaxPool2d, ReLU as _ReLU)
+from .layers import (GELU as _Gelu, LogSoftmax as _LogSoftmax, Sigmoid as _Sigmoid, Softmax as _Softmax,
+                     Tanh as _Tanh)
 from .layers._util import _contig
 from .layers.conv import _conv_padding
 from .parameter import _FLOATS
 
 _RELU = _ReLU(name="F.relu")
+_SIGMOID, _TANH = _Sigmoid(name="F.sigmoid"), _Tanh(name="F.tanh")
+_GELU = {m: _Gelu(m, name="F.gelu") for m in ("none", "tanh")}
 _stream = {"seed": 0x5EED, "offset": 0}
 
 
@@ -78,72 +81,29 @@ def leaky_relu(x, negative_slope=0.01, inplace=False):
     return _layer(_LeakyReLU(negative_slope, name="F.leaky_relu"), x)
 
 
-def _sigmoid_bwd(y, g, needs):
-    return (g * y * (1 - y),)
+def _activation(op, layer, x):
+    """An op run by its layer (one formula for both): the operand lifted and checked under the op's name."""
+    x = lift(x, op, "input")
+    _float_input(op, "input", x)
+    return _layer(layer, x)
 
 
 def sigmoid(x):
-    x = lift(x, "F.sigmoid", "input")
-    _float_input("F.sigmoid", "input", x)
-    xp = array_module(x.data)
-    a = x.data
-    e = xp.exp(-xp.abs(a))          # stable on both sides
-    y = xp.where(a >= 0, 1 / (1 + e), e / (1 + e)).astype(a.dtype, copy=False)
-    return record(_sigmoid_bwd, [x], y, y, "F.sigmoid")
-
-
-def _tanh_bwd(y, g, needs):
-    return (g * (1 - y * y),)
+    """1 / (1 + exp(-x)), as torch.sigmoid (stable on both sides); runs ck.Sigmoid."""
+    return _activation("F.sigmoid", _SIGMOID, x)
 
 
 def tanh(x):
-    x = lift(x, "F.tanh", "input")
-    _float_input("F.tanh", "input", x)
-    y = array_module(x.data).tanh(x.data)
-    return record(_tanh_bwd, [x], y, y, "F.tanh")
-
-
-def _erf(xp, a):
-    if xp is np:
-        return np.frompyfunc(math.erf, 1, 1)(a).astype(a.dtype)
-    from cupyx.scipy.special import erf
-    return erf(a)
-
-
-def _gelu_bwd(saved, g, needs):
-    a, approximate = saved
-    xp = array_module(a)
-    t = a.dtype.type
-    if approximate == "tanh":
-        k = t(math.sqrt(2.0 / math.pi))
-        th = xp.tanh(k * (a + t(0.044715) * a * a * a))
-        d = t(0.5) * (1 + th) + t(0.5) * a * (1 - th * th) * k * (1 + t(3 * 0.044715) * a * a)
-    else:
-        d = t(0.5) * (1 + _erf(xp, a / t(math.sqrt(2.0)))) + a * xp.exp(-a * a / t(2)) / t(math.sqrt(2 * math.pi))
-    return (g * d,)
+    """tanh(x), as torch.tanh; runs ck.Tanh."""
+    return _activation("F.tanh", _TANH, x)
 
 
 def gelu(x, approximate="none"):
-    """x * Phi(x), as F.gelu: exact with the error function, or approximate="tanh"."""
-    if approximate not in ("none", "tanh"):
+    """x * Phi(x), as F.gelu: exact with the error function (vectorised, Cody's rational approximations), or
+    approximate="tanh"; runs ck.GELU."""
+    if approximate not in _GELU:
         raise ValueError(f"F.gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
-    x = lift(x, "F.gelu", "input")
-    _float_input("F.gelu", "input", x)
-    a = x.data
-    xp = array_module(a)
-    t = a.dtype.type
-    if approximate == "tanh":
-        y = t(0.5) * a * (1 + xp.tanh(t(math.sqrt(2.0 / math.pi)) * (a + t(0.044715) * a * a * a)))
-    else:
-        y = t(0.5) * a * (1 + _erf(xp, a / t(math.sqrt(2.0))))
-    return record(_gelu_bwd, [x], y, (a, approximate), "F.gelu")
-
-
-def _softmax_bwd(saved, g, needs):
-    y, dim, log = saved
-    if log:
-        return (g - array_module(y).exp(y) * g.sum(axis=dim, keepdims=True),)
-    return (y * (g - (g * y).sum(axis=dim, keepdims=True)),)
+    return _activation("F.gelu", _GELU[approximate], x)
 
 
 def _softmax(op, x, dim, log):
@@ -152,20 +112,16 @@ def _softmax(op, x, dim, log):
     if dim is None:
         raise TypeError(f"{op}: dim is required (the axis to normalise over, e.g. dim=1 for (N, C) scores)")
     dim = _dim(op, "dim", dim, x.data.ndim)
-    xp = array_module(x.data)
-    s = x.data - x.data.max(axis=dim, keepdims=True)
-    lse = xp.log(xp.exp(s).sum(axis=dim, keepdims=True))
-    y = s - lse if log else xp.exp(s - lse)
-    return record(_softmax_bwd, [x], y, (y, dim, log), op)
+    return _layer((_LogSoftmax if log else _Softmax)(dim, name=op), x)
 
 
 def softmax(x, dim=None):
-    """exp(x) / sum(exp(x)) along dim, as F.softmax (stable: the maximum is subtracted first)."""
+    """exp(x) / sum(exp(x)) along dim, as F.softmax (stable: the maximum is subtracted first); runs ck.Softmax."""
     return _softmax("F.softmax", x, dim, False)
 
 
 def log_softmax(x, dim=None):
-    """log(softmax(x)) along dim, formed directly, as F.log_softmax."""
+    """log(softmax(x)) along dim, formed directly, as F.log_softmax; runs ck.LogSoftmax."""
     return _softmax("F.log_softmax", x, dim, True)
 
 

@@ -26,6 +26,8 @@ from .layer import Layer
 from .layers import (AdaptiveAvgPool2d, Add, AvgPool2d, BatchNorm1d, BatchNorm2d, Concat, Conv2d, DropConnect,
                      Dropout, Flatten, FractionalMaxPool2d, GlobalAvgPool2d, LeakyReLU, Linear, LocallyConnected2d,
                      LocalResponseNorm, MaxPool2d, ReLU, StochasticDepth)
+from .layers import ELU, GELU, Identity, LogSoftmax, PReLU, Sigmoid, SiLU, Softmax, Tanh
+from .layers import GroupNorm, InstanceNorm2d, LayerNorm
 from .module import Module, ModuleDict, ModuleList
 from .parameter import _FLOATS, Parameter
 
@@ -338,3 +340,5 @@ __all__ = ["Module", "ModuleList", "ModuleDict", "Parameter", "Sequential", "Con
            "LeakyReLU", "Linear", "DropConnect", "Flatten", "Dropout", "StochasticDepth", "BatchNorm1d",
            "BatchNorm2d", "LocalResponseNorm", "Add", "Concat", "CrossEntropyLoss", "NLLLoss", "MSELoss", "L1Loss",
            "SmoothL1Loss", "BCEWithLogitsLoss", "MultiMarginLoss"]
+__all__ += ["Tanh", "Sigmoid", "SiLU", "ELU", "GELU", "Softmax", "LogSoftmax", "Identity", "PReLU"]
+__all__ += ["LayerNorm", "GroupNorm", "InstanceNorm2d"]

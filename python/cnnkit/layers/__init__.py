@@ -18,3 +18,9 @@ from .merge import Add, Concat
 __all__ = ["Conv2d", "MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "FractionalMaxPool2d", "AdaptiveAvgPool2d", "ReLU",
            "LeakyReLU", "Linear", "DropConnect", "Flatten", "Dropout", "StochasticDepth", "BatchNorm1d", "BatchNorm2d",
            "LocalResponseNorm", "LocallyConnected2d", "Add", "Concat"]
+from .activation import ELU, GELU, Identity, LogSoftmax, PReLU, Sigmoid, SiLU, Softmax, Tanh  # noqa: E402
+
+__all__ += ["Tanh", "Sigmoid", "SiLU", "ELU", "GELU", "Softmax", "LogSoftmax", "Identity", "PReLU"]
+from .normalization import GroupNorm, InstanceNorm2d, LayerNorm  # noqa: E402
+
+__all__ += ["LayerNorm", "GroupNorm", "InstanceNorm2d"]

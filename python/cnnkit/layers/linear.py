@@ -3,7 +3,7 @@ import numpy as np
 
 from .. import init as _init
 from .. import ops
-from .._validate import (check_flag as _flag, check_float_dtype as _dtype,
+from .._validate import (check_flag as _flag, check_float_dtype as _dtype, check_int,
                          check_positive_int as _positive_int, check_prob as _prob)
 from ..layer import Layer
 from ._util import _contig, _numel
@@ -123,21 +123,52 @@ class DropConnect(Linear):
 
 
 class Flatten(Layer):
-    """(N, d1, d2, ...) -> (N, d1 * d2 * ...), as nn.Flatten()."""
+    """Input dimensions start_dim..end_dim merged into one, as nn.Flatten(start_dim=1, end_dim=-1): by default
+    (N, d1, d2, ...) -> (N, d1 * d2 * ...). Negative dims count from the end, as torch."""
+
+    def __init__(self, start_dim=1, end_dim=-1, name=None):
+        super().__init__(name=name)
+        self.start_dim = check_int("Flatten", "start_dim", start_dim)
+        self.end_dim = check_int("Flatten", "end_dim", end_dim)
+        if (self.start_dim < 0) == (self.end_dim < 0) and self.start_dim > self.end_dim:
+            raise ValueError(f"Flatten: start_dim ({self.start_dim}) must not come after end_dim ({self.end_dim})")
+
+    def _span(self, x):
+        """(s, e): the merged dimensions of an input of shape x, both within its rank."""
+        nd = len(x)
+        if (self.start_dim, self.end_dim) == (1, -1) and nd < 2:
+            raise ValueError(f"Flatten: input must have a batch dimension and at least one more, got shape {tuple(x)}")
+        out = []
+        for name, d in (("start_dim", self.start_dim), ("end_dim", self.end_dim)):
+            if not -nd <= d < nd:
+                raise ValueError(f"Flatten: {name} must be in [{-nd}, {nd - 1}] for a {nd}-D input, got {d}")
+            out.append(d % nd)
+        if out[0] > out[1]:
+            raise ValueError(f"Flatten: start_dim ({self.start_dim}) must not come after end_dim ({self.end_dim}) "
+                             f"for a {nd}-D input")
+        return out
 
     def output_shape(self, x):
-        if len(x) < 2:
-            raise ValueError(f"Flatten: input must have a batch dimension and at least one more, got shape {tuple(x)}")
-        return (x[0], _numel(x[1:]))
+        s, e = self._span(x)
+        return tuple(x[:s]) + (_numel(x[s:e + 1]),) + tuple(x[e + 1:])
 
     def forward(self, x):
-        self._check_inputs(x)
+        shape = self._check_inputs(x)
         self._cache = x.shape
-        return _contig(x).reshape(x.shape[0], -1)
+        return _contig(x).reshape(shape)
 
     def backward(self, dy, need_dx=True):
         xs = self._need_cache(dy)
         return _contig(dy).reshape(xs) if need_dx else None
+
+    def config(self):
+        """Only the dims that differ from torch's defaults, so a default Flatten saves as it always has ({})."""
+        c = {}
+        if self.start_dim != 1:
+            c["start_dim"] = self.start_dim
+        if self.end_dim != -1:
+            c["end_dim"] = self.end_dim
+        return c
 
 
 __all__ = ["Linear", "DropConnect", "Flatten"]

@@ -1,4 +1,7 @@
-"""Normalisation: BatchNorm1d / BatchNorm2d and LocalResponseNorm."""
+"""Normalisation: BatchNorm1d / BatchNorm2d, LocalResponseNorm, and the per-sample ones LayerNorm, GroupNorm and
+InstanceNorm2d."""
+import numbers
+
 import numpy as np
 
 from .. import ops
@@ -179,4 +182,206 @@ class LocalResponseNorm(Layer):
         return dict(size=self.size, alpha=self.alpha, beta=self.beta, k=self.k)
 
 
-__all__ = ["BatchNorm1d", "BatchNorm2d", "LocalResponseNorm"]
+
+# ---------------------------------------------------------------- per-sample normalisation
+# LayerNorm, GroupNorm and InstanceNorm2d all normalise rows of a 2-D view of the input (a sample's last
+# dimensions, a sample's channel group, a sample's channel) with the row's mean and biased variance, the
+# statistics of the input itself in training and eval alike (no running statistics), then apply an optional
+# elementwise (LayerNorm) or per-channel (GroupNorm, InstanceNorm2d) affine map. One forward and one backward
+# serve the three.
+
+def _rows_normalise(xp, x2, eps):
+    """(xhat, invstd) for x2 of shape (R, M): xhat = (x - mean) * invstd per row, invstd (R, 1)."""
+    t = x2.dtype.type
+    d = x2 - x2.mean(axis=1, keepdims=True)
+    invstd = t(1) / xp.sqrt((d * d).mean(axis=1, keepdims=True) + t(eps))
+    return d * invstd, invstd
+
+
+def _rows_backward(xhat, invstd, g):
+    """The input gradient of the row normalisation, given g = dL/dxhat (all (R, M))."""
+    return invstd * (g - g.mean(axis=1, keepdims=True) - xhat * (g * xhat).mean(axis=1, keepdims=True))
+
+
+class _PerSampleNorm(Layer):
+    """The shared forward / backward. A subclass sets ``_rows(shape)`` (the 2-D view) and ``_affine_shape(ndim)``
+    (how weight and bias broadcast against the input), and adds "weight" / "bias" when affine."""
+
+    def _setup(self, eps, dtype):
+        op = type(self).__name__
+        self.eps = check_float(op, "eps", eps, lo=0)
+        self._dt = _dtype(op, dtype)
+
+    def _affine_shape(self, ndim):
+        raise NotImplementedError
+
+    def _rows(self, shape):
+        raise NotImplementedError
+
+    def forward(self, x):
+        self._check_inputs(x)
+        xp = array_module(x)
+        x = _contig(x)
+        xhat, invstd = _rows_normalise(xp, x.reshape(self._rows(x.shape)), self.eps)
+        xhat = xhat.reshape(x.shape)
+        y = xhat
+        w, b = self._params.get("weight"), self._params.get("bias")
+        if w is not None:
+            y = y * w.data.reshape(self._affine_shape(x.ndim))
+        if b is not None:
+            y = y + b.data.reshape(self._affine_shape(x.ndim))
+        self._cache = (xhat, invstd)
+        return y
+
+    def backward(self, dy, need_dx=True):
+        xhat, invstd = self._need_cache(dy)
+        dy = _contig(dy)
+        w, b = self._params.get("weight"), self._params.get("bias")
+        ashape = self._affine_shape(dy.ndim)
+        axes = tuple(i for i, n in enumerate(ashape) if n == 1)   # the axes the parameters broadcast over
+        if w is not None and w.requires_grad:
+            w.grad += (dy * xhat).sum(axis=axes).reshape(w.grad.shape)
+        if b is not None and b.requires_grad:
+            b.grad += dy.sum(axis=axes).reshape(b.grad.shape)
+        if not need_dx:
+            return None
+        g = dy * w.data.reshape(ashape) if w is not None else dy
+        rows = self._rows(dy.shape)
+        return _rows_backward(xhat.reshape(rows), invstd, g.reshape(rows)).reshape(dy.shape)
+
+    def flops(self, in_shapes, out):
+        return 8 * _numel(out)
+
+    def _dtype_now(self):
+        p = next(iter(self._params.values()), None)
+        return p.dtype if p is not None else np.dtype(self._dt)
+
+
+def _normalized_shape(v):
+    bad = ValueError(f"LayerNorm: normalized_shape must be a positive int or a non-empty list of positive ints, "
+                     f"got {v!r}")
+    dims = [v] if isinstance(v, numbers.Integral) and not isinstance(v, bool) else v
+    if not isinstance(dims, (list, tuple)) or not dims:
+        raise bad
+    for d in dims:
+        if isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 1:
+            raise bad
+    return tuple(int(d) for d in dims)
+
+
+class LayerNorm(_PerSampleNorm):
+    """Layer normalisation (Ba et al. 2016), as nn.LayerNorm: each sample's last len(normalized_shape)
+    dimensions, which must equal normalized_shape, normalised by their mean and biased variance; then
+    y = xhat * weight + bias elementwise (both of shape normalized_shape) when elementwise_affine; bias=False
+    keeps only the weight, as torch."""
+
+    def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True, dtype=np.float32, name=None):
+        super().__init__(name=name)
+        self.normalized_shape = _normalized_shape(normalized_shape)
+        self._setup(eps, dtype)
+        self.elementwise_affine = _flag("LayerNorm", "elementwise_affine", elementwise_affine)
+        self.bias_enabled = _flag("LayerNorm", "bias", bias)
+        if self.elementwise_affine:
+            self.add_parameter("weight", np.ones(self.normalized_shape, dtype=self._dt))
+            if self.bias_enabled:
+                self.add_parameter("bias", np.zeros(self.normalized_shape, dtype=self._dt))
+
+    def output_shape(self, x):
+        k = len(self.normalized_shape)
+        if len(x) < k or tuple(x[len(x) - k:]) != self.normalized_shape:
+            raise ValueError(f"LayerNorm: input's last dimensions must be normalized_shape {self.normalized_shape}, "
+                             f"got shape {tuple(x)}")
+        return tuple(x)
+
+    def _rows(self, shape):
+        m = _numel(self.normalized_shape)
+        return (_numel(shape) // m, m)
+
+    def _affine_shape(self, ndim):
+        return (1,) * (ndim - len(self.normalized_shape)) + self.normalized_shape
+
+    def config(self):
+        return dict(normalized_shape=list(self.normalized_shape), eps=self.eps,
+                    elementwise_affine=self.elementwise_affine, bias=self.bias_enabled, dtype=str(self._dtype_now()))
+
+
+class _ChannelNorm(_PerSampleNorm):
+    """Normalisation over channel groups of an (N, C, ...) input: ``num_groups`` rows per sample, and a
+    per-channel affine map (weight[c], bias[c]) when ``affine``."""
+
+    def _add_affine(self, c):
+        if self.affine:
+            self.add_parameter("weight", np.ones(c, dtype=self._dt))
+            self.add_parameter("bias", np.zeros(c, dtype=self._dt))
+
+    def _check_channels(self, x, arg, c):
+        if x[1] != c:
+            raise ValueError(f"{type(self).__name__}: expects {arg} = {c} channels (input dimension 1), got shape "
+                             f"{tuple(x)}")
+
+    def _rows(self, shape):
+        r = shape[0] * self.num_groups
+        return (r, _numel(shape) // r)
+
+    def _affine_shape(self, ndim):
+        return (1, -1) + (1,) * (ndim - 2)
+
+
+class GroupNorm(_ChannelNorm):
+    """Group normalisation (Wu & He 2018), as nn.GroupNorm: the channels of an (N, C, ...) input split into
+    num_groups groups of C / num_groups; each sample's group normalised by its mean and biased variance; then
+    a per-channel y = xhat * weight[c] + bias[c] when affine."""
+
+    def __init__(self, num_groups, num_channels, eps=1e-5, affine=True, dtype=np.float32, name=None):
+        super().__init__(name=name)
+        self.num_groups = _positive_int("GroupNorm", "num_groups", num_groups)
+        self.num_channels = _positive_int("GroupNorm", "num_channels", num_channels)
+        if self.num_channels % self.num_groups:
+            raise ValueError(f"GroupNorm: num_channels ({self.num_channels}) must be divisible by num_groups "
+                             f"({self.num_groups})")
+        self._setup(eps, dtype)
+        self.affine = _flag("GroupNorm", "affine", affine)
+        self._add_affine(self.num_channels)
+
+    def output_shape(self, x):
+        if len(x) < 2:
+            raise ValueError(f"GroupNorm: input must be at least 2-D (N, C, ...), got shape {tuple(x)}")
+        self._check_channels(x, "num_channels", self.num_channels)
+        return tuple(x)
+
+    def config(self):
+        return dict(num_groups=self.num_groups, num_channels=self.num_channels, eps=self.eps, affine=self.affine,
+                    dtype=str(self._dtype_now()))
+
+
+class InstanceNorm2d(_ChannelNorm):
+    """Instance normalisation (Ulyanov et al. 2016), as nn.InstanceNorm2d: each sample's channel of an
+    (N, C, H, W) input normalised over H, W by its own mean and biased variance (GroupNorm with one group per
+    channel); per-channel weight and bias when affine (off by default, as torch). Running statistics
+    (track_running_stats=True) are not supported; momentum is accepted for torch's signature and only used
+    with them, so it is checked and kept but has no effect."""
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=False, track_running_stats=False,
+                 dtype=np.float32, name=None):
+        super().__init__(name=name)
+        op = "InstanceNorm2d"
+        self.num_features = self.num_groups = _positive_int(op, "num_features", num_features)
+        self.momentum = None if momentum is None else check_float(op, "momentum", momentum, lo=0, hi=1)
+        if _flag(op, "track_running_stats", track_running_stats):
+            raise ValueError("InstanceNorm2d: track_running_stats=True is not supported (no running statistics: "
+                             "every call normalises with the input's own, in training and eval); got True")
+        self._setup(eps, dtype)
+        self.affine = _flag(op, "affine", affine)
+        self._add_affine(self.num_features)
+
+    def output_shape(self, x):
+        self._check_rank("InstanceNorm2d", x, (4,), "4-D (N, C, H, W)")
+        self._check_channels(x, "num_features", self.num_features)
+        return tuple(x)
+
+    def config(self):
+        return dict(num_features=self.num_features, eps=self.eps, momentum=self.momentum, affine=self.affine,
+                    track_running_stats=False, dtype=str(self._dtype_now()))
+
+
+__all__ = ["BatchNorm1d", "BatchNorm2d", "LocalResponseNorm", "LayerNorm", "GroupNorm", "InstanceNorm2d"]
