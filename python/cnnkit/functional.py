@@ -21,6 +21,7 @@ from . import ops
 from ._validate import check_flag, check_int, check_pair
 from ._xp import array_module, is_device_array
 from .autograd import lift, record
+from .layers import conv_transpose as _ct
 from .layers import (AdaptiveAvgPool2d as _AdaptiveAvgPool2d, AvgPool2d as _AvgPool2d, Dropout as _Dropout,
                      LeakyReLU as _LeakyReLU, MaxPool2d as _MaxPool2d, ReLU as _ReLU)
 from .layers._util import _contig
@@ -414,8 +415,47 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     return record(_conv_bwd, ins, y, (xd, w, hp, bias is not None), op)
 
 
+def _conv_t_bwd(saved, g, needs):
+    x, w, plan, has_b = saved
+    g = _contig(g)
+    dx = plan.grad_input(g, w) if needs[0] else None
+    dw = plan.grad_weight(g, x, w.shape) if needs[1] else None
+    db = ops.conv2d_bwd_bias(g) if has_b and needs[2] else None
+    return [dx, dw, db] if has_b else [dx, dw]
+
+
+def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    """Transposed 2-D convolution, as F.conv_transpose2d: weight (C_in, C_out/groups, R, S); the conv2d
+    kernels with the roles swapped (see cnnkit.layers.conv_transpose)."""
+    op = "F.conv_transpose2d"
+    tx, tw = lift(x, op, "input"), lift(weight, op, "weight")
+    _float_input(op, "input", tx)
+    _same(op, "input", tx.data, "weight", tw.data)
+    w = _contig(tw.data)
+    if w.ndim != 4 or tx.data.ndim != 4:
+        raise ValueError(f"{op}: input must be 4-D (N, C_in, H, W) and weight 4-D (C_in, C_out/groups, R, S), "
+                         f"got shapes {tuple(tx.data.shape)} and {tuple(w.shape)}")
+    groups = check_int(op, "groups", groups, minimum=1)
+    if tx.data.shape[1] != w.shape[0] or w.shape[0] % groups:
+        raise ValueError(f"{op}: weight's first dimension must be the input's channels ({tx.data.shape[1]}) and "
+                         f"divisible by groups ({groups}), got weight shape {tuple(w.shape)}")
+    s, p, opad, d = _ct.transpose_hparams(op, stride, padding, output_padding, dilation)
+    plan = _ct._Plan(op, tx.data.shape, w.shape, s, p, opad, d, groups)
+    ins, b = [tx, tw], None
+    if bias is not None:
+        tb = lift(bias, op, "bias")
+        _same(op, "input", tx.data, "bias", tb.data)
+        if tuple(tb.data.shape) != (plan.y_shape[1],):
+            raise ValueError(f"{op}: bias must have shape ({plan.y_shape[1]},), got {tuple(tb.data.shape)}")
+        b = _contig(tb.data)
+        ins.append(tb)
+    xd = _contig(tx.data)
+    return record(_conv_t_bwd, ins, plan.forward(xd, w, b), (xd, w, plan, bias is not None), op)
+
+
 _ag._OPS.update(add=add, mul=mul, sum=sum, mean=mean, flatten=flatten, reshape=reshape)
 
 __all__ = ["relu", "leaky_relu", "sigmoid", "tanh", "gelu", "softmax", "log_softmax", "max_pool2d", "avg_pool2d",
            "adaptive_avg_pool2d", "dropout", "flatten", "reshape", "cat", "add", "mul", "sum", "mean", "linear",
            "conv2d", "manual_seed"]
+__all__ += ["conv_transpose2d"]

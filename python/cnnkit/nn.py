@@ -338,3 +338,8 @@ __all__ = ["Module", "ModuleList", "ModuleDict", "Parameter", "Sequential", "Con
            "LeakyReLU", "Linear", "DropConnect", "Flatten", "Dropout", "StochasticDepth", "BatchNorm1d",
            "BatchNorm2d", "LocalResponseNorm", "Add", "Concat", "CrossEntropyLoss", "NLLLoss", "MSELoss", "L1Loss",
            "SmoothL1Loss", "BCEWithLogitsLoss", "MultiMarginLoss"]
+
+# torch.nn layers that change the spatial size
+from .layers import ConvTranspose2d  # noqa: E402
+
+__all__ += ["ConvTranspose2d"]

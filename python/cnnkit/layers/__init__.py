@@ -18,3 +18,8 @@ from .merge import Add, Concat
 __all__ = ["Conv2d", "MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "FractionalMaxPool2d", "AdaptiveAvgPool2d", "ReLU",
            "LeakyReLU", "Linear", "DropConnect", "Flatten", "Dropout", "StochasticDepth", "BatchNorm1d", "BatchNorm2d",
            "LocalResponseNorm", "LocallyConnected2d", "Add", "Concat"]
+
+# transposed convolution, padding, upsampling, channel dropout, adaptive max-pooling
+from .conv_transpose import ConvTranspose2d  # noqa: E402
+
+__all__ += ["ConvTranspose2d"]
