@@ -98,3 +98,123 @@ def test_conv_transpose2d_bad_input_raises():
         ck.ConvTranspose2d(4, 6, 1, padding=1)(np.zeros((1, 4, 1, 1), np.float32))
     with pytest.raises(ValueError, match=r"F.conv_transpose2d: output_padding must be smaller"):
         CF.conv_transpose2d(np.zeros((1, 4, 3, 3)), np.zeros((4, 2, 3, 3)), output_padding=1)
+
+
+# ---------------------------------------------------------------- ZeroPad2d, Upsample
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("padding", [2, (1, 0, 3, 2), (0, 2, 0, 1)])
+def test_zeropad2d_matches_torch(dtype, padding):
+    twin(ck.ZeroPad2d(padding), torch.nn.ZeroPad2d(padding), rnd(2, 3, 4, 5), dtype)
+    twin(ck.ZeroPad2d(padding), torch.nn.ZeroPad2d(padding), rnd(3, 4, 5), dtype)      # unbatched (C, H, W)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kw", [dict(scale_factor=2), dict(scale_factor=3), dict(scale_factor=(2, 3)),
+                                dict(scale_factor=2.0), dict(size=(7, 13)), dict(size=(3, 4)), dict(size=(5, 11)),
+                                dict(size=10)], ids=str)
+def test_upsample_nearest_matches_torch(dtype, kw):
+    twin(ck.Upsample(**kw), torch.nn.Upsample(**kw), rnd(2, 3, 5, 6), dtype)
+
+
+@pytest.mark.parametrize("kw, exc, message", [
+    (dict(scale_factor=2, mode="bilinear"), ValueError, r"Upsample: mode must be 'nearest' \(the only one implemented\), got 'bilinear'"),
+    (dict(scale_factor=1.5), ValueError, r"Upsample: scale_factor must be a whole number >= 1 or a pair of them, got 1.5"),
+    (dict(), ValueError, r"Upsample: give exactly one of size and scale_factor"),
+    (dict(size=0), ValueError, r"Upsample: size must be >= 1, got 0"),
+])
+def test_upsample_bad_arguments_raise(kw, exc, message):
+    with pytest.raises(exc, match=message):
+        ck.Upsample(**kw)
+
+
+def test_zeropad2d_bad_arguments_raise():
+    with pytest.raises(ValueError, match=r"ZeroPad2d: padding must be an int or a 4-tuple \(left, right, top, bottom\), got \(1, 2\)"):
+        ck.ZeroPad2d((1, 2))
+    with pytest.raises(ValueError, match=r"ZeroPad2d: padding must be >= 0, got -1"):
+        ck.ZeroPad2d((1, 2, -1, 0))
+    with pytest.raises(ValueError, match=r"ZeroPad2d: input must be 3-D \(C, H, W\) or 4-D"):
+        ck.ZeroPad2d(1)(np.zeros((2, 3), np.float32))
+
+
+# ---------------------------------------------------------------- Dropout2d
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_dropout2d_zeroes_whole_channels_with_the_mask_it_reports(dtype):
+    layer = ck.Dropout2d(0.4)
+    layer.manual_seed(2)
+    x = rnd(4, 6, 3, 5) + 3.0                            # no zeros in x: a zero in y is a dropped plane
+
+    def tfn(t):   # torch's channel dropout with our (N, C) mask: x * mask / (1 - p)
+        return t * (torch.from_numpy(layer.last_mask.astype(dtype)) / (1 - 0.4))[:, :, None, None]
+
+    y, _ = twin(layer, None, x, dtype, tfn=tfn)
+    mask = layer.last_mask
+    assert mask.shape == (4, 6) and mask.dtype == np.uint8 and 0 < mask.sum() < mask.size
+    dropped = (y == 0).all(axis=(2, 3))
+    assert np.array_equal(dropped, mask == 0) and not (y == 0)[mask == 1].any()
+    dy = rnd(*y.shape, seed=4).astype(dtype)
+    layer(x.astype(dtype))                               # backward uses the mask of its own forward
+    m2 = layer.last_mask
+    assert not np.array_equal(m2, mask)                  # a fresh draw per training call
+    np.testing.assert_array_equal(layer.backward(dy), dy * (m2.astype(dtype) / dtype(1 - 0.4))[:, :, None, None])
+    twin(layer, torch.nn.Dropout2d(0.4), x, dtype, train=False)    # eval: identity
+
+
+def test_dropout2d_statistics_and_streams():
+    layer = ck.Dropout2d(0.3)
+    layer.manual_seed(5)
+    y = layer(np.ones((200, 100, 2, 2), np.float32))
+    keep = layer.last_mask.mean()
+    assert abs(keep - 0.7) < 0.015                       # 20,000 planes at 0.7: sd 0.0032
+    assert set(np.unique(y)) == {np.float32(0), np.float32(1 / np.float32(0.7))}
+    a = ck.Sequential(ck.Dropout2d(0.5), seed=7)
+    b = ck.Sequential(ck.Dropout2d(0.5), seed=7)
+    x = np.ones((8, 16, 2, 2), np.float32)
+    assert np.array_equal(a(x), b(x))                    # the model's seed gives the same stream
+    assert not np.array_equal(a[0].last_mask, ck.Sequential(ck.Dropout2d(0.5), seed=8)(x)[:, :, 0, 0] > 0)
+    with pytest.raises(ValueError, match=r"Dropout2d: input must be 4-D \(N, C, H, W\)"):
+        ck.Dropout2d(0.5)(np.ones((3, 4), np.float32))
+    with pytest.raises(ValueError, match=r"Dropout2d: p \(the drop probability\) must be in \[0, 1\)"):
+        ck.Dropout2d(1.0)
+
+
+# ---------------------------------------------------------------- AdaptiveMaxPool2d
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("out,shape", [((3, 2), (2, 3, 7, 5)), (4, (2, 2, 8, 8)), ((5, 7), (1, 2, 3, 4)),
+                                       (1, (2, 3, 5, 6))], ids=str)
+def test_adaptive_maxpool_matches_torch(dtype, out, shape):
+    twin(ck.AdaptiveMaxPool2d(out), torch.nn.AdaptiveMaxPool2d(out), rnd(*shape), dtype)
+
+
+def test_adaptive_maxpool_ties_go_to_the_first_maximum_as_torch():
+    x = np.zeros((1, 1, 5, 5))
+    x[0, 0, 1, 1] = x[0, 0, 1, 3] = x[0, 0, 3, 1] = 1.0     # ties inside overlapping bins
+    layer, tmod = ck.AdaptiveMaxPool2d(3), torch.nn.AdaptiveMaxPool2d(3, return_indices=True)
+    _, tidx = tmod(torch.from_numpy(x))
+    layer(x)
+    assert np.array_equal(layer._cache[0], tidx.numpy())
+    twin(layer, torch.nn.AdaptiveMaxPool2d(3), x, np.float64)
+
+
+@pytest.mark.parametrize("name,make,shape", [
+    ("zeropad", lambda: ck.ZeroPad2d((1, 2, 0, 1)), (2, 2, 3, 3)),
+    ("upsample", lambda: ck.Upsample(scale_factor=2), (2, 2, 3, 3)),
+    ("upsample-size", lambda: ck.Upsample(size=(5, 7)), (2, 2, 3, 4)),
+    ("dropout2d", lambda: ck.Dropout2d(0.4), (4, 3, 2, 2)),
+    ("adaptive-max", lambda: ck.AdaptiveMaxPool2d((3, 2)), (2, 2, 7, 5)),
+], ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize("train", [True, False])
+def test_resizing_layers_pass_gradcheck(name, make, shape, train):
+    _gc(make().train(train), shape)
+
+
+def test_new_layers_save_and_load(tmp_path):
+    m = ck.Sequential(ck.ZeroPad2d((1, 0, 2, 1)), ck.Upsample(size=(9, 8)), ck.Dropout2d(0.2),
+                      ck.AdaptiveMaxPool2d((4, 3)), ck.Upsample(scale_factor=(2, 1)), seed=3)
+    m.save(tmp_path / "m.ck")
+    m2 = ck.load(tmp_path / "m.ck")
+    x = rnd(2, 3, 4, 5).astype(np.float32)
+    assert np.array_equal(m(x), m2(x)) and m(x).shape == (2, 3, 8, 3)
+    assert [type(l).__name__ for l in m2] == ["ZeroPad2d", "Upsample", "Dropout2d", "AdaptiveMaxPool2d", "Upsample"]

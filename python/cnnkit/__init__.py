@@ -63,6 +63,6 @@ from . import nn  # noqa: E402,F401  torch.nn's names: the layers, Module, the l
 __all__ += ["Tensor", "no_grad", "Module", "ModuleList", "ModuleDict", "functional", "nn"]
 
 # torch.nn layers that change the spatial size
-from .layers import ConvTranspose2d  # noqa: E402
+from .layers import AdaptiveMaxPool2d, ConvTranspose2d, Dropout2d, Upsample, ZeroPad2d  # noqa: E402
 
-__all__ += ["ConvTranspose2d"]
+__all__ += ["ConvTranspose2d", "ZeroPad2d", "Upsample", "Dropout2d", "AdaptiveMaxPool2d"]

@@ -340,6 +340,6 @@ __all__ = ["Module", "ModuleList", "ModuleDict", "Parameter", "Sequential", "Con
            "SmoothL1Loss", "BCEWithLogitsLoss", "MultiMarginLoss"]
 
 # torch.nn layers that change the spatial size
-from .layers import ConvTranspose2d  # noqa: E402
+from .layers import AdaptiveMaxPool2d, ConvTranspose2d, Dropout2d, Upsample, ZeroPad2d  # noqa: E402
 
-__all__ += ["ConvTranspose2d"]
+__all__ += ["ConvTranspose2d", "ZeroPad2d", "Upsample", "Dropout2d", "AdaptiveMaxPool2d"]

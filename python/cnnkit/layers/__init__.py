@@ -21,5 +21,8 @@ __all__ = ["Conv2d", "MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "FractionalMax
 
 # transposed convolution, padding, upsampling, channel dropout, adaptive max-pooling
 from .conv_transpose import ConvTranspose2d  # noqa: E402
+from .dropout import Dropout2d  # noqa: E402
+from .pooling import AdaptiveMaxPool2d  # noqa: E402
+from .resample import Upsample, ZeroPad2d  # noqa: E402
 
-__all__ += ["ConvTranspose2d"]
+__all__ += ["ConvTranspose2d", "ZeroPad2d", "Upsample", "Dropout2d", "AdaptiveMaxPool2d"]

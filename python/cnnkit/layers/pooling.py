@@ -1,4 +1,4 @@
-"""Pooling: max, average, global average, fractional max and adaptive average pooling."""
+"""Pooling: max, average, global average, fractional max and adaptive average and max pooling."""
 import numpy as np
 
 from .. import ops
@@ -308,4 +308,42 @@ class AdaptiveAvgPool2d(Layer):
         return dict(output_size=list(self.output_size))
 
 
-__all__ = ["MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "FractionalMaxPool2d", "AdaptiveAvgPool2d"]
+class AdaptiveMaxPool2d(_ArgmaxPool):
+    """Max-pooling to a fixed output size (P, Q), as torch.nn.AdaptiveMaxPool2d: output cell (i, j) is the
+    maximum over torch's bin (rows floor(i*H/P) .. ceil((i+1)*H/P) - 1, the same for columns), the first
+    maximum in row-major order on ties. Backward sends each gradient to its argmax (ops.maxpool2d_bwd),
+    summing where bins overlap."""
+
+    def __init__(self, output_size, name=None):
+        super().__init__(name=name)
+        self.output_size = _pair("AdaptiveMaxPool2d", "output_size", output_size, 1)
+
+    def output_shape(self, x):
+        self._check_rank("AdaptiveMaxPool2d", x, (4,), "4-D (N, C, H, W)")
+        if x[2] < 1 or x[3] < 1:
+            raise ValueError(f"AdaptiveMaxPool2d: input planes must be non-empty, got shape {tuple(x)}")
+        return (x[0], x[1]) + self.output_size
+
+    def forward(self, x):
+        N, C, P, Q = self._check_inputs(x)
+        H, W = x.shape[2:]
+        xp = array_module(x)
+        y = xp.empty((N, C, P, Q), dtype=x.dtype)
+        idx = xp.empty((N, C, P, Q), dtype=np.int64)
+        for i, (h0, h1) in enumerate(_bins(H, P)):
+            for j, (w0, w1) in enumerate(_bins(W, Q)):
+                win = x[:, :, h0:h1, w0:w1].reshape(N, C, -1)
+                a = win.argmax(axis=2)                 # the first maximum, as torch
+                y[:, :, i, j] = xp.take_along_axis(win, a[:, :, None], axis=2)[:, :, 0]
+                idx[:, :, i, j] = (h0 + a // (w1 - w0)) * W + w0 + a % (w1 - w0)
+        self._cache = (idx, x.shape)
+        return y
+
+    def flops(self, in_shapes, out):
+        return _numel(in_shapes[0])
+
+    def config(self):
+        return dict(output_size=list(self.output_size))
+
+
+__all__ = ["MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "FractionalMaxPool2d", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d"]
