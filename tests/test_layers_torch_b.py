@@ -218,3 +218,54 @@ def test_new_layers_save_and_load(tmp_path):
     x = rnd(2, 3, 4, 5).astype(np.float32)
     assert np.array_equal(m(x), m2(x)) and m(x).shape == (2, 3, 8, 3)
     assert [type(l).__name__ for l in m2] == ["ZeroPad2d", "Upsample", "Dropout2d", "AdaptiveMaxPool2d", "Upsample"]
+
+
+# ---------------------------------------------------------------- MaxPool2d(return_indices=True)
+
+_MP_CASES = [dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1),
+             dict(kernel_size=3, stride=2, padding=1, dilation=2, ceil_mode=True), dict(kernel_size=(2, 3), stride=1)]
+
+
+@pytest.mark.parametrize("kw", _MP_CASES, ids=str)
+def test_maxpool_return_indices_are_torchs(kw):
+    x = rnd(2, 3, 9, 8)
+    x[0, 0, :4, :4] = 1.0                                  # ties: the first maximum, as torch
+    ty, tidx = torch.nn.MaxPool2d(return_indices=True, **kw)(torch.from_numpy(x))
+    y, idx = ck.MaxPool2d(return_indices=True, **kw)(x)
+    assert idx.dtype == np.int64 and np.array_equal(idx, tidx.numpy()) and np.array_equal(y, ty.numpy())
+    fy, fidx = CF.max_pool2d(x, return_indices=True, **kw)
+    assert np.array_equal(fidx, tidx.numpy()) and np.array_equal(fy.data, ty.numpy())
+    if "dilation" in kw:
+        return                                             # torch's max_unpool2d takes no dilation
+    unpool = dict(kernel_size=kw["kernel_size"], stride=kw.get("stride"), padding=kw.get("padding", 0),
+                  output_size=x.shape[2:])
+    ours = F.max_unpool2d(torch.from_numpy(y), torch.from_numpy(idx), **unpool)     # torch reads our indices
+    assert torch.equal(ours, F.max_unpool2d(ty, tidx, **unpool))
+
+
+def test_maxpool_return_indices_in_a_module_and_gradients():
+    class Net(ck.Module):
+        def __init__(self):
+            super().__init__()
+            self.pool = ck.MaxPool2d(2, return_indices=True)
+
+        def forward(self, x):
+            y, idx = self.pool(x)
+            self.idx = idx
+            return CF.mul(y, 2.0)
+
+    x = ck.Tensor(rnd(2, 2, 4, 6), requires_grad=True)
+    net = Net()
+    out = net(x)
+    CF.sum(out).backward()
+    tx = torch.from_numpy(rnd(2, 2, 4, 6)).requires_grad_(True)
+    ty, tidx = F.max_pool2d(tx, 2, return_indices=True)
+    (ty * 2).sum().backward()
+    assert np.array_equal(net.idx, tidx.numpy())
+    close(x.grad, tx.grad, 1e-12, "dx through the values of return_indices")
+    seq = ck.Sequential(ck.MaxPool2d(2, return_indices=True), ck.Flatten())   # a model passes the values on
+    assert seq(rnd(2, 2, 4, 6)).shape == (2, 12)
+    assert np.array_equal(seq[0].last_indices, tidx.numpy())
+    assert ck.MaxPool2d(2, return_indices=True).config()["return_indices"] is True
+    with pytest.raises(TypeError, match=r"MaxPool2d: return_indices must be a bool, got int"):
+        ck.MaxPool2d(2, return_indices=1)

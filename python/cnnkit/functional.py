@@ -172,9 +172,12 @@ def log_softmax(x, dim=None):
 
 # ---------------------------------------------------------------- pooling, dropout, shapes
 def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
-    if return_indices:
-        raise ValueError("F.max_pool2d: return_indices=True is not supported; the indices stay inside the op")
-    return _layer(_MaxPool2d(kernel_size, stride, padding, dilation, ceil_mode, name="F.max_pool2d"), x)
+    """As F.max_pool2d; with return_indices=True, (output, indices): torch's int64 flat h * W + w indices
+    per (n, c) plane, an array (they get no gradient)."""
+    layer = _MaxPool2d(kernel_size, stride, padding, dilation, check_flag("F.max_pool2d", "return_indices",
+                                                                          return_indices), ceil_mode,
+                       name="F.max_pool2d")
+    return layer(lift(x, "F.max_pool2d", "input"))
 
 
 def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None):

@@ -4,7 +4,7 @@ import numpy as np
 from .. import ops
 from .._validate import check_float, check_flag as _flag
 from .._xp import array_module, is_device_array
-from ..layer import Layer
+from ..layer import Layer, Node
 from ._util import _cfgpair, _contig, _numel, _pair
 
 
@@ -20,15 +20,30 @@ class _ArgmaxPool(Layer):
 
 
 class MaxPool2d(_ArgmaxPool):
-    """Max-pooling with argmax, as torch.nn.MaxPool2d (stride defaults to kernel_size). Kernel: ops.maxpool2d_*."""
+    """Max-pooling with argmax, as torch.nn.MaxPool2d (stride defaults to kernel_size). Kernel: ops.maxpool2d_*.
 
-    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, name=None):
+    With ``return_indices=True`` a call returns (output, indices), as torch's: indices int64, of the output's
+    shape, flat within each (n, c) plane of the input (ih * W + iw, padding not counted), which is the
+    kernel's own argmax layout, so they are torch's as they are (F.max_unpool2d reads them). Inside a
+    Sequential or Graph, which pass one value on, the layer passes the output on; the indices of the last
+    call are in ``last_indices`` either way."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices=False, ceil_mode=False,
+                 name=None):
         super().__init__(name=name)
         op = "MaxPool2d"
         self.kernel_size = _pair(op, "kernel_size", kernel_size, 1)
         self.stride = self.kernel_size if stride is None else _pair(op, "stride", stride, 1)
         self.padding, self.dilation = _pair(op, "padding", padding, 0), _pair(op, "dilation", dilation, 1)
+        self.return_indices = _flag(op, "return_indices", return_indices)
         self.ceil_mode = _flag(op, "ceil_mode", ceil_mode)
+        self.last_indices = None
+
+    def __call__(self, *xs):
+        out = super().__call__(*xs)
+        if not self.return_indices or isinstance(out, Node):
+            return out
+        return out, self.last_indices
 
     def _hp(self):
         return dict(stride=self.stride, padding=self.padding, dilation=self.dilation, ceil_mode=self.ceil_mode)
@@ -46,11 +61,16 @@ class MaxPool2d(_ArgmaxPool):
         self._check_inputs(x)
         y, idx = ops.maxpool2d_fwd(_contig(x), self.kernel_size, **self._hp())
         self._cache = (idx, x.shape)
+        if self.return_indices:
+            self.last_indices = idx.copy()    # the user's copy: backward scatters through the cached one
         return y
 
     def config(self):
-        return dict(kernel_size=_cfgpair(self.kernel_size), stride=_cfgpair(self.stride),
-                    padding=_cfgpair(self.padding), dilation=_cfgpair(self.dilation), ceil_mode=self.ceil_mode)
+        cfg = dict(kernel_size=_cfgpair(self.kernel_size), stride=_cfgpair(self.stride),
+                   padding=_cfgpair(self.padding), dilation=_cfgpair(self.dilation), ceil_mode=self.ceil_mode)
+        if self.return_indices:
+            cfg["return_indices"] = True
+        return cfg
 
 
 class AvgPool2d(Layer):
