@@ -43,6 +43,13 @@ CASES = {
     "Sequential": (lambda: ck.Sequential(ck.Linear(3, 2, seed=0), ck.ReLU()), [(2, 3)]),
     "Graph": (_graph, [(2, 3)]),
 }
+CASES.update({
+    "ConvTranspose2d": (lambda: ck.ConvTranspose2d(2, 3, 3, stride=2, seed=0), [(2, 2, 3, 3)]),
+    "ZeroPad2d": (lambda: ck.ZeroPad2d((1, 0, 2, 1)), [(2, 2, 3, 3)]),
+    "Upsample": (lambda: ck.Upsample(scale_factor=2), [(2, 2, 3, 3)]),
+    "Dropout2d": (lambda: ck.Dropout2d(0.5), [(2, 3, 2, 2)]),
+    "AdaptiveMaxPool2d": (lambda: ck.AdaptiveMaxPool2d(2), [(2, 2, 5, 5)]),
+})
 BAD_DTYPES = [np.int32, np.bool_, np.float16, np.complex64]
 
 
