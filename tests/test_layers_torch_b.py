@@ -269,3 +269,65 @@ def test_maxpool_return_indices_in_a_module_and_gradients():
     assert ck.MaxPool2d(2, return_indices=True).config()["return_indices"] is True
     with pytest.raises(TypeError, match=r"MaxPool2d: return_indices must be a bool, got int"):
         ck.MaxPool2d(2, return_indices=1)
+
+
+# ---------------------------------------------------------------- Conv2d padding="same" (even kernels), padding_mode
+
+_PAD_CASES = [dict(kernel_size=4, padding="same"), dict(kernel_size=(2, 3), padding="same"),
+              dict(kernel_size=(4, 2), padding="same", dilation=(1, 3)), dict(kernel_size=3, padding="same"),
+              dict(kernel_size=3, padding=1, padding_mode="reflect"), dict(kernel_size=3, padding=(2, 1), stride=2,
+                                                                           padding_mode="replicate"),
+              dict(kernel_size=3, padding=(1, 3), padding_mode="circular", groups=2),
+              dict(kernel_size=4, padding="same", padding_mode="reflect"),
+              dict(kernel_size=(2, 5), padding="same", padding_mode="circular", dilation=(2, 1)),
+              dict(kernel_size=2, padding="same", padding_mode="replicate"),
+              dict(kernel_size=3, padding=2, dilation=2, padding_mode="zeros")]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kw", _PAD_CASES, ids=str)
+def test_conv2d_same_and_padding_modes_match_torch(dtype, kw):
+    layer = ck.Conv2d(4, 6, seed=1, bias_init="gaussian(0.1)", **kw)
+    y, tmod = twin(layer, torch.nn.Conv2d(4, 6, **kw), rnd(2, 4, 7, 6), dtype)
+    if kw.get("padding") == "same":
+        assert y.shape == (2, 6, 7, 6)
+
+
+@pytest.mark.parametrize("kw", [dict(kernel_size=4, padding="same"), dict(kernel_size=3, padding=2,
+                                                                         padding_mode="reflect"),
+                                dict(kernel_size=(2, 3), padding="same", padding_mode="circular")], ids=str)
+def test_conv2d_padding_modes_pass_gradcheck_and_save(kw, tmp_path):
+    _gc(ck.Conv2d(2, 3, seed=0, **kw), (2, 2, 5, 4))
+    m = ck.Sequential(ck.Conv2d(2, 3, seed=0, **kw))
+    m.save(tmp_path / "m.ck")
+    x = rnd(2, 2, 5, 4).astype(np.float32)
+    assert np.array_equal(ck.load(tmp_path / "m.ck")(x), m(x))
+
+
+def test_functional_conv2d_same_with_an_even_kernel_matches_torch():
+    x, w, b = rnd(2, 3, 6, 5), rnd(4, 3, 2, 4, seed=1), rnd(4, seed=2)
+    tx, tw, tb = (torch.from_numpy(a.copy()).requires_grad_(True) for a in (x, w, b))
+    cx, cw, cb = ck.Tensor(x, requires_grad=True), ck.Tensor(w, requires_grad=True), ck.Tensor(b, requires_grad=True)
+    y = CF.conv2d(cx, cw, cb, padding="same", dilation=(1, 2))
+    ty = F.conv2d(tx, tw, tb, padding="same", dilation=(1, 2))
+    close(y.data, ty, 1e-10, "F.conv2d same forward")
+    g = rnd(*ty.shape, seed=3)
+    CF.sum(CF.mul(y, g)).backward()
+    ty.backward(torch.from_numpy(g))
+    for ours, ref, n in ((cx, tx, "dx"), (cw, tw, "dw"), (cb, tb, "db")):
+        close(ours.grad, ref.grad, 1e-10, f"F.conv2d same {n}")
+
+
+def test_conv2d_padding_mode_bad_arguments_raise():
+    with pytest.raises(ValueError, match=r"Conv2d: padding_mode must be one of \['zeros', 'reflect', 'replicate', "
+                                         r"'circular'\], got 'mirror'"):
+        ck.Conv2d(1, 2, 3, padding=1, padding_mode="mirror")
+    with pytest.raises(ValueError, match=r"Conv2d: padding_mode 'reflect' needs padding < the input size"):
+        ck.Conv2d(1, 2, 3, padding=3, padding_mode="reflect")(np.zeros((1, 1, 3, 8), np.float32))
+    with pytest.raises(ValueError, match=r"Conv2d: padding_mode 'circular' needs padding <= the input size"):
+        ck.Conv2d(1, 2, 3, padding=4, padding_mode="circular")(np.zeros((1, 1, 3, 8), np.float32))
+    with pytest.raises(ValueError, match=r"Conv2d: padding='same' needs stride 1"):
+        ck.Conv2d(1, 2, 4, stride=2, padding="same")
+    assert ck.Conv2d(1, 2, 4, padding="same").padding == "same"           # as torch's attribute
+    assert ck.Conv2d(1, 2, 4, padding="same").config()["padding"] == "same"
+    assert ck.Conv2d(1, 2, 3, padding=1, padding_mode="reflect").config()["padding_mode"] == "reflect"

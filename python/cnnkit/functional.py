@@ -25,7 +25,7 @@ from .layers import conv_transpose as _ct
 from .layers import (AdaptiveAvgPool2d as _AdaptiveAvgPool2d, AvgPool2d as _AvgPool2d, Dropout as _Dropout,
                      LeakyReLU as _LeakyReLU, MaxPool2d as _MaxPool2d, ReLU as _ReLU)
 from .layers._util import _contig
-from .layers.conv import _conv_padding
+from .layers.conv import _conv_padding, _fold_grad, _pad_input
 from .parameter import _FLOATS
 
 _RELU = _ReLU(name="F.relu")
@@ -386,16 +386,17 @@ def linear(x, weight, bias=None):
 
 
 def _conv_bwd(saved, g, needs):
-    x, w, hp, has_b = saved
+    x, w, hp, has_b, x_shape, explicit = saved
     g = _contig(g)
-    dx = ops.conv2d_bwd_data(g, w, x.shape, **hp) if needs[0] else None
+    dx = _fold_grad(ops.conv2d_bwd_data(g, w, x.shape, **hp), x_shape, explicit, "zeros") if needs[0] else None
     dw = ops.conv2d_bwd_weight(g, x, w.shape, **hp) if needs[1] else None
     db = ops.conv2d_bwd_bias(g) if has_b and needs[2] else None
     return [dx, dw, db] if has_b else [dx, dw]
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-    """2-D convolution, as F.conv2d: weight (K, C/groups, R, S); padding an int, a pair, "valid" or "same"."""
+    """2-D convolution, as F.conv2d: weight (K, C/groups, R, S); padding an int, a pair, "valid" or "same"
+    (an odd total pads the extra row and column at the bottom and right, explicitly, as torch)."""
     op = "F.conv2d"
     tx, tw = lift(x, op, "input"), lift(weight, op, "weight")
     _float_input(op, "input", tx)
@@ -404,7 +405,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     if w.ndim != 4:
         raise ValueError(f"{op}: weight must be 4-D (K, C/groups, R, S), got shape {tuple(w.shape)}")
     stride, dilation = check_pair(op, "stride", stride, 1), check_pair(op, "dilation", dilation, 1)
-    padding = _conv_padding(op, padding, tuple(w.shape[2:]), stride, dilation)
+    _, padding, explicit = _conv_padding(op, padding, tuple(w.shape[2:]), stride, dilation)
     hp = dict(stride=stride, padding=padding, dilation=dilation, groups=check_int(op, "groups", groups, minimum=1))
     ins = [tx, tw]
     b = None
@@ -413,9 +414,9 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         _same(op, "input", tx.data, "bias", tb.data)
         b = _contig(tb.data)
         ins.append(tb)
-    xd = _contig(tx.data)
+    xd = _contig(_pad_input(tx.data, explicit, "zeros")) if tx.data.ndim == 4 else _contig(tx.data)
     y = ops.conv2d_fwd(xd, w, b, **hp)
-    return record(_conv_bwd, ins, y, (xd, w, hp, bias is not None), op)
+    return record(_conv_bwd, ins, y, (xd, w, hp, bias is not None, tx.data.shape, explicit), op)
 
 
 def _conv_t_bwd(saved, g, needs):

@@ -6,7 +6,7 @@ import numpy as np
 from .._validate import check_int
 from .._xp import array_module
 from ..layer import Layer
-from ._util import _numel, _pair
+from ._util import _gather2d, _numel, _pair, _scatter2d
 
 
 class ZeroPad2d(Layer):
@@ -108,18 +108,13 @@ class Upsample(Layer):
         xp = array_module(x)
         ih, iw = (xp.asarray(i) for i in self._indices(H, W, P, Q))
         self._cache = (x.shape, ih, iw)
-        return xp.ascontiguousarray(x[:, :, ih[:, None], iw[None, :]])
+        return _gather2d(x, ih, iw)
 
     def backward(self, dy, need_dx=True):
         xs, ih, iw = self._need_cache(dy)
         if not need_dx:
             return None
-        xp = array_module(dy)
-        H, W = xs[2:]
-        # one-hot (P, H) and (Q, W) maps: dx = Mh^T dy Mw sums each input cell's copies exactly
-        mh = (ih[:, None] == xp.arange(H)[None, :]).astype(dy.dtype)
-        mw = (iw[:, None] == xp.arange(W)[None, :]).astype(dy.dtype)
-        return xp.ascontiguousarray(xp.matmul(xp.matmul(mh.T, dy), mw))
+        return _scatter2d(dy, ih, iw, xs[2], xs[3])
 
     def flops(self, in_shapes, out):
         return _numel(out)
