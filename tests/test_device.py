@@ -89,6 +89,27 @@ def test_every_layer_on_the_device_equals_the_cpu_and_reads_nothing_back(cp, nam
         same(on_host(bd), b, err_msg=n)
 
 
+def _spatial_cases():
+    x4 = (3, 4, 9, 8)
+    return [
+        ("conv_transpose", x4, ck.Sequential(ck.ConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=1,
+                                                                groups=2, seed=0))),
+        ("conv_same_even", x4, ck.Sequential(ck.Conv2d(4, 3, 4, padding="same", seed=0))),
+        ("conv_reflect", x4, ck.Sequential(ck.Conv2d(4, 3, 3, padding=2, padding_mode="reflect", seed=0))),
+        ("conv_circular", x4, ck.Sequential(ck.Conv2d(4, 3, 3, padding=(1, 2), padding_mode="circular", seed=0))),
+        ("zeropad_upsample", x4, ck.Sequential(ck.ZeroPad2d((1, 0, 2, 1)), ck.Upsample(size=(17, 13)),
+                                               ck.Upsample(scale_factor=2))),
+        ("dropout2d", x4, ck.Sequential(ck.Dropout2d(0.3))),
+        ("adaptive_maxpool", x4, ck.Sequential(ck.AdaptiveMaxPool2d((4, 3)))),
+        ("maxpool_indices", x4, ck.Sequential(ck.MaxPool2d(2, return_indices=True))),
+    ]
+
+
+@pytest.mark.parametrize("name,shape,model", _spatial_cases(), ids=[c[0] for c in _spatial_cases()])
+def test_spatial_layers_on_the_device_equal_the_cpu_and_read_nothing_back(cp, name, shape, model):
+    test_every_layer_on_the_device_equals_the_cpu_and_reads_nothing_back(cp, name, shape, model)
+
+
 def test_to_moves_back_and_keeps_the_parameter_objects(cp):
     model = ck.Sequential(ck.Conv2d(2, 3, 3, seed=0), ck.BatchNorm2d(3), ck.Flatten(), ck.Linear(12, 2, seed=1))
     before = model.parameters()

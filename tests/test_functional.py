@@ -132,5 +132,5 @@ def test_argument_errors_name_the_op_and_argument():
         F.cat([x, np.zeros((2, 4))], dim=0)
     with pytest.raises(ValueError, match=r"F\.gelu: approximate must be"):
         F.gelu(x, approximate="fast")
-    with pytest.raises(ValueError, match="return_indices"):
-        F.max_pool2d(np.zeros((1, 1, 4, 4)), 2, return_indices=True)
+    with pytest.raises(TypeError, match=r"F\.max_pool2d: return_indices must be a bool, got str"):
+        F.max_pool2d(np.zeros((1, 1, 4, 4)), 2, return_indices="yes")

@@ -57,6 +57,11 @@ CASES.update({
     "LayerNorm": (lambda: ck.LayerNorm(3), [(2, 3)]),
     "GroupNorm": (lambda: ck.GroupNorm(2, 4), [(2, 4, 3)]),
     "InstanceNorm2d": (lambda: ck.InstanceNorm2d(2, affine=True), [(2, 2, 3, 3)]),
+    "ConvTranspose2d": (lambda: ck.ConvTranspose2d(2, 3, 3, stride=2, seed=0), [(2, 2, 3, 3)]),
+    "ZeroPad2d": (lambda: ck.ZeroPad2d((1, 0, 2, 1)), [(2, 2, 3, 3)]),
+    "Upsample": (lambda: ck.Upsample(scale_factor=2), [(2, 2, 3, 3)]),
+    "Dropout2d": (lambda: ck.Dropout2d(0.5), [(2, 3, 2, 2)]),
+    "AdaptiveMaxPool2d": (lambda: ck.AdaptiveMaxPool2d(2), [(2, 2, 5, 5)]),
 })
 BAD_DTYPES = [np.int32, np.bool_, np.float16, np.complex64]
 

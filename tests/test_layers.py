@@ -322,8 +322,6 @@ def test_wrong_rank_and_channels_raise():
      r"Conv2d: padding must be an int, a pair \(h, w\), 'valid' or 'same', got 'full'"),
     (lambda: ck.Conv2d(1, 4, 3, stride=2, padding="same"), ValueError,
      r"Conv2d: padding='same' needs stride 1 \(as in torch\), got stride \(2, 2\)"),
-    (lambda: ck.Conv2d(1, 4, 4, padding="same"), ValueError,
-     r"Conv2d: padding='same' with kernel_size \(4, 4\) and dilation \(1, 1\) needs unequal padding"),
     (lambda: ck.MaxPool2d(0), ValueError, r"MaxPool2d: kernel_size must be >= 1, got 0"),
     (lambda: ck.MaxPool2d(2, stride=0), ValueError, r"MaxPool2d: stride must be >= 1, got 0"),
     (lambda: ck.MaxPool2d(2, padding=-1), ValueError, r"MaxPool2d: padding must be >= 0, got -1"),

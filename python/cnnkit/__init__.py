@@ -71,3 +71,8 @@ from . import functional  # noqa: E402,F401
 from . import nn  # noqa: E402,F401  torch.nn's names: the layers, Module, the loss classes
 
 __all__ += ["Tensor", "no_grad", "Module", "ModuleList", "ModuleDict", "functional", "nn"]
+
+# torch.nn layers that change the spatial size
+from .layers import AdaptiveMaxPool2d, ConvTranspose2d, Dropout2d, Upsample, ZeroPad2d  # noqa: E402
+
+__all__ += ["ConvTranspose2d", "ZeroPad2d", "Upsample", "Dropout2d", "AdaptiveMaxPool2d"]

@@ -386,7 +386,9 @@ def _call_model(model, args):
     vals = []
     with _Recording():
         for _, layer, ins in model._nodes:
-            vals.append(layer(*[args[-1 - j] if j < 0 else vals[j] for j in ins]))
+            v = layer(*[args[-1 - j] if j < 0 else vals[j] for j in ins])
+            # a layer called for (output, extras), as MaxPool2d(return_indices=True), passes its output on
+            vals.append(v[0] if isinstance(v, tuple) else v)
     return _hooks(model, [lift(a, model.label(), "input") for a in args], vals[-1])
 
 

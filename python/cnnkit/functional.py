@@ -20,12 +20,13 @@ from . import ops
 from ._validate import check_flag, check_int, check_pair
 from ._xp import array_module, is_device_array
 from .autograd import lift, record
+from .layers import conv_transpose as _ct
 from .layers import (AdaptiveAvgPool2d as _AdaptiveAvgPool2d, AvgPool2d as _AvgPool2d, Dropout as _Dropout,
                      LeakyReLU as _LeakyReLU, MaxPool2d as _MaxPool2d, ReLU as _ReLU)
 from .layers import (GELU as _Gelu, LogSoftmax as _LogSoftmax, Sigmoid as _Sigmoid, Softmax as _Softmax,
                      Tanh as _Tanh)
 from .layers._util import _contig
-from .layers.conv import _conv_padding
+from .layers.conv import _conv_padding, _fold_grad, _pad_input
 from .parameter import _FLOATS
 
 _RELU = _ReLU(name="F.relu")
@@ -127,9 +128,12 @@ def log_softmax(x, dim=None):
 
 # ---------------------------------------------------------------- pooling, dropout, shapes
 def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
-    if return_indices:
-        raise ValueError("F.max_pool2d: return_indices=True is not supported; the indices stay inside the op")
-    return _layer(_MaxPool2d(kernel_size, stride, padding, dilation, ceil_mode, name="F.max_pool2d"), x)
+    """As F.max_pool2d; with return_indices=True, (output, indices): torch's int64 flat h * W + w indices
+    per (n, c) plane, an array (they get no gradient)."""
+    layer = _MaxPool2d(kernel_size, stride, padding, dilation, check_flag("F.max_pool2d", "return_indices",
+                                                                          return_indices), ceil_mode,
+                       name="F.max_pool2d")
+    return layer(lift(x, "F.max_pool2d", "input"))
 
 
 def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None):
@@ -338,16 +342,17 @@ def linear(x, weight, bias=None):
 
 
 def _conv_bwd(saved, g, needs):
-    x, w, hp, has_b = saved
+    x, w, hp, has_b, x_shape, explicit = saved
     g = _contig(g)
-    dx = ops.conv2d_bwd_data(g, w, x.shape, **hp) if needs[0] else None
+    dx = _fold_grad(ops.conv2d_bwd_data(g, w, x.shape, **hp), x_shape, explicit, "zeros") if needs[0] else None
     dw = ops.conv2d_bwd_weight(g, x, w.shape, **hp) if needs[1] else None
     db = ops.conv2d_bwd_bias(g) if has_b and needs[2] else None
     return [dx, dw, db] if has_b else [dx, dw]
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-    """2-D convolution, as F.conv2d: weight (K, C/groups, R, S); padding an int, a pair, "valid" or "same"."""
+    """2-D convolution, as F.conv2d: weight (K, C/groups, R, S); padding an int, a pair, "valid" or "same"
+    (an odd total pads the extra row and column at the bottom and right, explicitly, as torch)."""
     op = "F.conv2d"
     tx, tw = lift(x, op, "input"), lift(weight, op, "weight")
     _float_input(op, "input", tx)
@@ -356,7 +361,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     if w.ndim != 4:
         raise ValueError(f"{op}: weight must be 4-D (K, C/groups, R, S), got shape {tuple(w.shape)}")
     stride, dilation = check_pair(op, "stride", stride, 1), check_pair(op, "dilation", dilation, 1)
-    padding = _conv_padding(op, padding, tuple(w.shape[2:]), stride, dilation)
+    _, padding, explicit = _conv_padding(op, padding, tuple(w.shape[2:]), stride, dilation)
     hp = dict(stride=stride, padding=padding, dilation=dilation, groups=check_int(op, "groups", groups, minimum=1))
     ins = [tx, tw]
     b = None
@@ -365,9 +370,47 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         _same(op, "input", tx.data, "bias", tb.data)
         b = _contig(tb.data)
         ins.append(tb)
-    xd = _contig(tx.data)
+    xd = _contig(_pad_input(tx.data, explicit, "zeros")) if tx.data.ndim == 4 else _contig(tx.data)
     y = ops.conv2d_fwd(xd, w, b, **hp)
-    return record(_conv_bwd, ins, y, (xd, w, hp, bias is not None), op)
+    return record(_conv_bwd, ins, y, (xd, w, hp, bias is not None, tx.data.shape, explicit), op)
+
+
+def _conv_t_bwd(saved, g, needs):
+    x, w, plan, has_b = saved
+    g = _contig(g)
+    dx = plan.grad_input(g, w) if needs[0] else None
+    dw = plan.grad_weight(g, x, w.shape) if needs[1] else None
+    db = ops.conv2d_bwd_bias(g) if has_b and needs[2] else None
+    return [dx, dw, db] if has_b else [dx, dw]
+
+
+def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    """Transposed 2-D convolution, as F.conv_transpose2d: weight (C_in, C_out/groups, R, S); the conv2d
+    kernels with the roles swapped (see cnnkit.layers.conv_transpose)."""
+    op = "F.conv_transpose2d"
+    tx, tw = lift(x, op, "input"), lift(weight, op, "weight")
+    _float_input(op, "input", tx)
+    _same(op, "input", tx.data, "weight", tw.data)
+    w = _contig(tw.data)
+    if w.ndim != 4 or tx.data.ndim != 4:
+        raise ValueError(f"{op}: input must be 4-D (N, C_in, H, W) and weight 4-D (C_in, C_out/groups, R, S), "
+                         f"got shapes {tuple(tx.data.shape)} and {tuple(w.shape)}")
+    groups = check_int(op, "groups", groups, minimum=1)
+    if tx.data.shape[1] != w.shape[0] or w.shape[0] % groups:
+        raise ValueError(f"{op}: weight's first dimension must be the input's channels ({tx.data.shape[1]}) and "
+                         f"divisible by groups ({groups}), got weight shape {tuple(w.shape)}")
+    s, p, opad, d = _ct.transpose_hparams(op, stride, padding, output_padding, dilation)
+    plan = _ct._Plan(op, tx.data.shape, w.shape, s, p, opad, d, groups)
+    ins, b = [tx, tw], None
+    if bias is not None:
+        tb = lift(bias, op, "bias")
+        _same(op, "input", tx.data, "bias", tb.data)
+        if tuple(tb.data.shape) != (plan.y_shape[1],):
+            raise ValueError(f"{op}: bias must have shape ({plan.y_shape[1]},), got {tuple(tb.data.shape)}")
+        b = _contig(tb.data)
+        ins.append(tb)
+    xd = _contig(tx.data)
+    return record(_conv_t_bwd, ins, plan.forward(xd, w, b), (xd, w, plan, bias is not None), op)
 
 
 _ag._OPS.update(add=add, mul=mul, sum=sum, mean=mean, flatten=flatten, reshape=reshape)
@@ -375,3 +418,4 @@ _ag._OPS.update(add=add, mul=mul, sum=sum, mean=mean, flatten=flatten, reshape=r
 __all__ = ["relu", "leaky_relu", "sigmoid", "tanh", "gelu", "softmax", "log_softmax", "max_pool2d", "avg_pool2d",
            "adaptive_avg_pool2d", "dropout", "flatten", "reshape", "cat", "add", "mul", "sum", "mean", "linear",
            "conv2d", "manual_seed"]
+__all__ += ["conv_transpose2d"]

@@ -342,3 +342,8 @@ __all__ = ["Module", "ModuleList", "ModuleDict", "Parameter", "Sequential", "Con
            "SmoothL1Loss", "BCEWithLogitsLoss", "MultiMarginLoss"]
 __all__ += ["Tanh", "Sigmoid", "SiLU", "ELU", "GELU", "Softmax", "LogSoftmax", "Identity", "PReLU"]
 __all__ += ["LayerNorm", "GroupNorm", "InstanceNorm2d"]
+
+# torch.nn layers that change the spatial size
+from .layers import AdaptiveMaxPool2d, ConvTranspose2d, Dropout2d, Upsample, ZeroPad2d  # noqa: E402
+
+__all__ += ["ConvTranspose2d", "ZeroPad2d", "Upsample", "Dropout2d", "AdaptiveMaxPool2d"]

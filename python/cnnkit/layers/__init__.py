@@ -24,3 +24,11 @@ __all__ += ["Tanh", "Sigmoid", "SiLU", "ELU", "GELU", "Softmax", "LogSoftmax", "
 from .normalization import GroupNorm, InstanceNorm2d, LayerNorm  # noqa: E402
 
 __all__ += ["LayerNorm", "GroupNorm", "InstanceNorm2d"]
+
+# transposed convolution, padding, upsampling, channel dropout, adaptive max-pooling
+from .conv_transpose import ConvTranspose2d  # noqa: E402
+from .dropout import Dropout2d  # noqa: E402
+from .pooling import AdaptiveMaxPool2d  # noqa: E402
+from .resample import Upsample, ZeroPad2d  # noqa: E402
+
+__all__ += ["ConvTranspose2d", "ZeroPad2d", "Upsample", "Dropout2d", "AdaptiveMaxPool2d"]

@@ -7,46 +7,112 @@ from ..ops.conv2d import check_algorithm as _algorithm, winograd_applies as _win
 from .._validate import check_flag as _flag, check_float_dtype as _dtype, check_positive_int as _positive_int
 from .._xp import array_module
 from ..layer import Layer
-from ._util import _cfgpair, _contig, _numel, _pair
+from ._util import _cfgpair, _contig, _gather2d, _numel, _pair, _scatter2d
 
 
-def _conv_padding(op, padding, kernel_size, stride, dilation):
+_PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+_NP_MODES = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}   # torch's name -> np.pad's
+
+
+def _conv_padding(op, padding, kernel_size, stride, dilation, padding_mode="zeros"):
     """padding as torch.nn.Conv2d takes it: an int, an (h, w) pair, "valid" (no padding) or "same" (stride 1
-    only; the output keeps the input's size). cnnkit pads both sides equally, so "same" needs an even total
-    dilation * (kernel - 1) per axis, i.e. an odd kernel or an even dilation; torch pads one side more."""
+    only; the output keeps the input's size). Returns (padding as torch's attribute shows it, the padding
+    the conv kernel does (equal on both sides), the padding done on the input before it (top, bottom, left,
+    right)). The kernel pads zeros on both sides equally, so "same" with an odd total dilation * (kernel - 1)
+    on an axis pads the extra row (column) on the bottom (right) explicitly, as torch does; padding_mode
+    other than "zeros" pads all of it explicitly (np.pad's reflect / edge / wrap) and the kernel none."""
+    if padding_mode not in _PADDING_MODES:
+        raise ValueError(f"{op}: padding_mode must be one of {list(_PADDING_MODES)}, got {padding_mode!r}")
     if not isinstance(padding, str):
-        return _pair(op, "padding", padding, 0)
-    if padding == "valid":
-        return (0, 0)
-    if padding != "same":
+        sides = [(p, p) for p in _pair(op, "padding", padding, 0)]
+        shown = tuple(p for p, _ in sides)
+    elif padding == "valid":
+        sides, shown = [(0, 0), (0, 0)], (0, 0)
+    elif padding != "same":
         raise ValueError(f"{op}: padding must be an int, a pair (h, w), 'valid' or 'same', got {padding!r}")
-    if stride != (1, 1):
+    elif stride != (1, 1):
         raise ValueError(f"{op}: padding='same' needs stride 1 (as in torch), got stride {stride}")
-    total = tuple(d * (k - 1) for k, d in zip(kernel_size, dilation))
-    if any(t % 2 for t in total):
-        raise ValueError(f"{op}: padding='same' with kernel_size {kernel_size} and dilation {dilation} needs "
-                         f"unequal padding on the two sides ({total} in all), which cnnkit's conv does not do; "
-                         f"use an odd kernel size or give the padding explicitly")
-    return (total[0] // 2, total[1] // 2)
+    else:
+        total = [d * (k - 1) for k, d in zip(kernel_size, dilation)]
+        sides = [(t // 2, t - t // 2) for t in total]
+        shown = tuple(a for a, _ in sides) if all(a == b for a, b in sides) else "same"
+    if padding_mode == "zeros":
+        kernel = tuple(a for a, _ in sides)
+        explicit = (0, sides[0][1] - sides[0][0], 0, sides[1][1] - sides[1][0])
+    else:
+        kernel, explicit = (0, 0), sides[0] + sides[1]
+    return shown, kernel, explicit
+
+
+def _check_pad_fits(op, x_shape, explicit, mode):
+    """torch's limits: reflect needs each side's padding < the input size, circular <= it."""
+    if mode not in ("reflect", "circular"):
+        return
+    H, W = x_shape[-2:]
+    top, bottom, left, right = explicit
+    most_h, most_w = max(top, bottom), max(left, right)
+    bad = most_h >= H or most_w >= W if mode == "reflect" else most_h > H or most_w > W
+    if bad:
+        rel = "<" if mode == "reflect" else "<="
+        raise ValueError(f"{op}: padding_mode {mode!r} needs padding {rel} the input size on each side, got padding "
+                         f"(top, bottom, left, right) = {explicit} for input {tuple(x_shape)}")
+
+
+def _pad_maps(x_shape, explicit, mode):
+    H, W = x_shape[-2:]
+    top, bottom, left, right = explicit
+    return (np.pad(np.arange(H), (top, bottom), mode=_NP_MODES[mode]),
+            np.pad(np.arange(W), (left, right), mode=_NP_MODES[mode]))
+
+
+def _pad_input(x, explicit, mode):
+    """x padded by explicit = (top, bottom, left, right) with zeros or torch's padding_mode."""
+    if not any(explicit):
+        return x
+    xp = array_module(x)
+    top, bottom, left, right = explicit
+    if mode == "zeros":
+        return xp.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
+    ih, iw = (xp.asarray(i) for i in _pad_maps(x.shape, explicit, mode))
+    return _gather2d(x, ih, iw)
+
+
+def _fold_grad(g, x_shape, explicit, mode):
+    """The gradient of _pad_input: the padded gradient cropped (zeros) or folded back onto the cells the
+    padding copied (the other modes), summing every copy's share."""
+    if not any(explicit):
+        return g
+    xp = array_module(g)
+    top, _, left, _ = explicit
+    H, W = x_shape[-2:]
+    if mode == "zeros":
+        return xp.ascontiguousarray(g[:, :, top:top + H, left:left + W])
+    ih, iw = (xp.asarray(i) for i in _pad_maps(x_shape, explicit, mode))
+    return _scatter2d(g, ih, iw, H, W)
 
 
 class Conv2d(Layer):
     """2-D convolution, as torch.nn.Conv2d: weight (K, C/groups, R, S), bias (K,). Kernel: cnnkit.ops.conv2d_*.
 
+    padding: an int, an (h, w) pair, "valid" or "same" (any kernel; an odd total puts the extra row and
+    column at the bottom and right, as torch). padding_mode: "zeros" (the kernel's own padding), "reflect",
+    "replicate" or "circular" (the input padded explicitly, then a padding-0 convolution).
     algorithm: the CPU algorithm of its three passes, "auto", "gemm", "winograd" (3x3 kernel, stride 1,
     dilation 1 only) or None (default: cnnkit.get_conv_algorithm() at each call). See cnnkit.ops.conv2d.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
-                 bias=True, weight_init="he", bias_init="zeros", seed=None, dtype=np.float32, name=None,
-                 algorithm=None):
+                 bias=True, padding_mode="zeros", weight_init="he", bias_init="zeros", seed=None, dtype=np.float32,
+                 name=None, algorithm=None):
         super().__init__(name=name)
         op = "Conv2d"
         self.in_channels = _positive_int(op, "in_channels", in_channels)
         self.out_channels = _positive_int(op, "out_channels", out_channels)
         self.kernel_size, self.stride = _pair(op, "kernel_size", kernel_size, 1), _pair(op, "stride", stride, 1)
         self.dilation = _pair(op, "dilation", dilation, 1)
-        self.padding = _conv_padding(op, padding, self.kernel_size, self.stride, self.dilation)
+        self.padding, self._kpad, self._explicit = _conv_padding(op, padding, self.kernel_size, self.stride,
+                                                                 self.dilation, padding_mode)
+        self.padding_mode = padding_mode
         self.groups = _positive_int(op, "groups", groups)
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"{op}: in_channels ({in_channels}) and out_channels ({out_channels}) must be "
@@ -68,7 +134,11 @@ class Conv2d(Layer):
             self.add_parameter("bias", _init.make(bias_init, (out_channels,), fan_in, fan_out, rng, dtype))
 
     def _hp(self):
-        return dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups)
+        return dict(stride=self.stride, padding=self._kpad, dilation=self.dilation, groups=self.groups)
+
+    def _padded_shape(self, x):
+        top, bottom, left, right = self._explicit
+        return tuple(x[:2]) + (x[2] + top + bottom, x[3] + left + right)
 
     def _alg(self):
         return dict(algorithm=self.algorithm)
@@ -77,19 +147,22 @@ class Conv2d(Layer):
         self._check_rank("Conv2d", x, (4,), "4-D (N, C, H, W)")
         if x[1] != self.in_channels:
             raise ValueError(f"Conv2d: expects {self.in_channels} input channels, got shape {tuple(x)}")
-        return ops.conv2d_out_shape(tuple(x), self.weight.shape, **self._hp())
+        _check_pad_fits("Conv2d", tuple(x), self._explicit, self.padding_mode)
+        return ops.conv2d_out_shape(self._padded_shape(x), self.weight.shape, **self._hp())
 
     def forward(self, x, relu=False):
         """y = conv2d(x) + bias; with ``relu=True`` also max(y, 0) in the same pass (a model fuses a Conv2d
-        whose only consumer is a ReLU this way; the ReLU then passes y through)."""
+        whose only consumer is a ReLU this way; the ReLU then passes y through). Padding the kernel cannot
+        do (padding_mode, the extra row of an asymmetric "same") is done on x first, and folded back in backward."""
         self._check_inputs(x)
         b = self._params["bias"].data if "bias" in self._params else None
+        xs, x = x.shape, _pad_input(x, self._explicit, self.padding_mode)
         y = ops.conv2d_fwd(_contig(x), self.weight.data, b, **self._hp(), **self._alg(), relu=relu)
-        self._cache = x
+        self._cache = (x, xs)
         return y
 
     def backward(self, dy, need_dx=True):
-        x = self._need_cache(dy)
+        x, xs = self._need_cache(dy)
         dy = _contig(dy)
         w = self.weight
         if w.requires_grad:
@@ -99,7 +172,8 @@ class Conv2d(Layer):
             ops.conv2d_bwd_bias(dy, out=b.grad, accumulate=True)
         if not need_dx:
             return None
-        return ops.conv2d_bwd_data(dy, w.data, x.shape, **self._hp(), **self._alg())
+        dx = ops.conv2d_bwd_data(dy, w.data, x.shape, **self._hp(), **self._alg())
+        return _fold_grad(dx, xs, self._explicit, self.padding_mode)
 
     def flops(self, in_shapes, out):
         N, K, P, Q = out
@@ -108,11 +182,15 @@ class Conv2d(Layer):
         return 2 * N * K * P * Q * (self.in_channels // self.groups) * R * S + bias
 
     def config(self):
-        return dict(in_channels=self.in_channels, out_channels=self.out_channels,
-                    kernel_size=_cfgpair(self.kernel_size), stride=_cfgpair(self.stride),
-                    padding=_cfgpair(self.padding), dilation=_cfgpair(self.dilation), groups=self.groups,
-                    bias="bias" in self._params, weight_init=self.weight_init, bias_init=self.bias_init,
-                    dtype=str(self.weight.dtype), algorithm=self.algorithm)
+        cfg = dict(in_channels=self.in_channels, out_channels=self.out_channels,
+                   kernel_size=_cfgpair(self.kernel_size), stride=_cfgpair(self.stride),
+                   padding=self.padding if isinstance(self.padding, str) else _cfgpair(self.padding),
+                   dilation=_cfgpair(self.dilation), groups=self.groups,
+                   bias="bias" in self._params, weight_init=self.weight_init, bias_init=self.bias_init,
+                   dtype=str(self.weight.dtype), algorithm=self.algorithm)
+        if self.padding_mode != "zeros":
+            cfg["padding_mode"] = self.padding_mode
+        return cfg
 
 
 class LocallyConnected2d(Layer):

@@ -1,4 +1,5 @@
-"""Regularising layers that drop at random: Dropout (units) and StochasticDepth (whole rows)."""
+"""Regularising layers that drop at random: Dropout (units), Dropout2d (whole channels) and StochasticDepth
+(whole rows)."""
 import numpy as np
 
 from .. import ops
@@ -39,6 +40,49 @@ class Dropout(Layer):
         if not need_dx:
             return None
         return dy if mask is None else ops.dropout_bwd(_contig(dy), mask, self.p)
+
+    def flops(self, in_shapes, out):
+        return _numel(out)
+
+    def config(self):
+        return dict(p=self.p)
+
+
+class Dropout2d(Layer):
+    """Channel dropout, as nn.Dropout2d (Tompson et al. 2015): each (n, c) plane of an (N, C, H, W) input is
+    zeroed whole with probability p, the kept ones scaled by 1/(1 - p); eval mode is the identity. The
+    (N, C) keep mask comes from ops.dropout_fwd (Philox) under this layer's stream, as Dropout's does;
+    ``last_mask`` holds it (uint8, 1 = kept)."""
+
+    stochastic = True
+
+    def __init__(self, p=0.5, name=None):
+        super().__init__(name=name)
+        self.p = _prob("Dropout2d", p)
+        self.last_mask = None
+
+    def output_shape(self, x):
+        self._check_rank("Dropout2d", x, (4,), "4-D (N, C, H, W)")
+        return tuple(x)
+
+    def forward(self, x):
+        self._check_inputs(x)
+        if not self.training or self.p == 0.0:
+            self._cache = (None,)
+            return x
+        xp = array_module(x)
+        scale, mask = ops.dropout_fwd(xp.ones(x.shape[:2], dtype=x.dtype), self.p, self.seed, self.offset)
+        self.offset += 1
+        self.last_mask = mask
+        scale = scale[:, :, None, None]     # mask / (1 - p) per plane
+        self._cache = (scale,)
+        return x * scale
+
+    def backward(self, dy, need_dx=True):
+        (scale,) = self._need_cache(dy)
+        if not need_dx:
+            return None
+        return dy if scale is None else dy * scale
 
     def flops(self, in_shapes, out):
         return _numel(out)
@@ -91,4 +135,4 @@ class StochasticDepth(Layer):
         return dict(p=self.p, mode=self.mode)
 
 
-__all__ = ["Dropout", "StochasticDepth"]
+__all__ = ["Dropout", "Dropout2d", "StochasticDepth"]

@@ -1,10 +1,10 @@
-"""Pooling: max, average, global average, fractional max and adaptive average pooling."""
+"""Pooling: max, average, global average, fractional max and adaptive average and max pooling."""
 import numpy as np
 
 from .. import ops
 from .._validate import check_float, check_flag as _flag
 from .._xp import array_module, is_device_array
-from ..layer import Layer
+from ..layer import Layer, Node
 from ._util import _cfgpair, _contig, _numel, _pair
 
 
@@ -20,15 +20,30 @@ class _ArgmaxPool(Layer):
 
 
 class MaxPool2d(_ArgmaxPool):
-    """Max-pooling with argmax, as torch.nn.MaxPool2d (stride defaults to kernel_size). Kernel: ops.maxpool2d_*."""
+    """Max-pooling with argmax, as torch.nn.MaxPool2d (stride defaults to kernel_size). Kernel: ops.maxpool2d_*.
 
-    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, name=None):
+    With ``return_indices=True`` a call returns (output, indices), as torch's: indices int64, of the output's
+    shape, flat within each (n, c) plane of the input (ih * W + iw, padding not counted), which is the
+    kernel's own argmax layout, so they are torch's as they are (F.max_unpool2d reads them). Inside a
+    Sequential or Graph, which pass one value on, the layer passes the output on; the indices of the last
+    call are in ``last_indices`` either way."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices=False, ceil_mode=False,
+                 name=None):
         super().__init__(name=name)
         op = "MaxPool2d"
         self.kernel_size = _pair(op, "kernel_size", kernel_size, 1)
         self.stride = self.kernel_size if stride is None else _pair(op, "stride", stride, 1)
         self.padding, self.dilation = _pair(op, "padding", padding, 0), _pair(op, "dilation", dilation, 1)
+        self.return_indices = _flag(op, "return_indices", return_indices)
         self.ceil_mode = _flag(op, "ceil_mode", ceil_mode)
+        self.last_indices = None
+
+    def __call__(self, *xs):
+        out = super().__call__(*xs)
+        if not self.return_indices or isinstance(out, Node):
+            return out
+        return out, self.last_indices
 
     def _hp(self):
         return dict(stride=self.stride, padding=self.padding, dilation=self.dilation, ceil_mode=self.ceil_mode)
@@ -46,11 +61,16 @@ class MaxPool2d(_ArgmaxPool):
         self._check_inputs(x)
         y, idx = ops.maxpool2d_fwd(_contig(x), self.kernel_size, **self._hp())
         self._cache = (idx, x.shape)
+        if self.return_indices:
+            self.last_indices = idx.copy()    # the user's copy: backward scatters through the cached one
         return y
 
     def config(self):
-        return dict(kernel_size=_cfgpair(self.kernel_size), stride=_cfgpair(self.stride),
-                    padding=_cfgpair(self.padding), dilation=_cfgpair(self.dilation), ceil_mode=self.ceil_mode)
+        cfg = dict(kernel_size=_cfgpair(self.kernel_size), stride=_cfgpair(self.stride),
+                   padding=_cfgpair(self.padding), dilation=_cfgpair(self.dilation), ceil_mode=self.ceil_mode)
+        if self.return_indices:
+            cfg["return_indices"] = True
+        return cfg
 
 
 class AvgPool2d(Layer):
@@ -308,4 +328,42 @@ class AdaptiveAvgPool2d(Layer):
         return dict(output_size=list(self.output_size))
 
 
-__all__ = ["MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "FractionalMaxPool2d", "AdaptiveAvgPool2d"]
+class AdaptiveMaxPool2d(_ArgmaxPool):
+    """Max-pooling to a fixed output size (P, Q), as torch.nn.AdaptiveMaxPool2d: output cell (i, j) is the
+    maximum over torch's bin (rows floor(i*H/P) .. ceil((i+1)*H/P) - 1, the same for columns), the first
+    maximum in row-major order on ties. Backward sends each gradient to its argmax (ops.maxpool2d_bwd),
+    summing where bins overlap."""
+
+    def __init__(self, output_size, name=None):
+        super().__init__(name=name)
+        self.output_size = _pair("AdaptiveMaxPool2d", "output_size", output_size, 1)
+
+    def output_shape(self, x):
+        self._check_rank("AdaptiveMaxPool2d", x, (4,), "4-D (N, C, H, W)")
+        if x[2] < 1 or x[3] < 1:
+            raise ValueError(f"AdaptiveMaxPool2d: input planes must be non-empty, got shape {tuple(x)}")
+        return (x[0], x[1]) + self.output_size
+
+    def forward(self, x):
+        N, C, P, Q = self._check_inputs(x)
+        H, W = x.shape[2:]
+        xp = array_module(x)
+        y = xp.empty((N, C, P, Q), dtype=x.dtype)
+        idx = xp.empty((N, C, P, Q), dtype=np.int64)
+        for i, (h0, h1) in enumerate(_bins(H, P)):
+            for j, (w0, w1) in enumerate(_bins(W, Q)):
+                win = x[:, :, h0:h1, w0:w1].reshape(N, C, -1)
+                a = win.argmax(axis=2)                 # the first maximum, as torch
+                y[:, :, i, j] = xp.take_along_axis(win, a[:, :, None], axis=2)[:, :, 0]
+                idx[:, :, i, j] = (h0 + a // (w1 - w0)) * W + w0 + a % (w1 - w0)
+        self._cache = (idx, x.shape)
+        return y
+
+    def flops(self, in_shapes, out):
+        return _numel(in_shapes[0])
+
+    def config(self):
+        return dict(output_size=list(self.output_size))
+
+
+__all__ = ["MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "FractionalMaxPool2d", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d"]
