@@ -99,6 +99,8 @@ def _spatial_cases():
         ("conv_circular", x4, ck.Sequential(ck.Conv2d(4, 3, 3, padding=(1, 2), padding_mode="circular", seed=0))),
         ("zeropad_upsample", x4, ck.Sequential(ck.ZeroPad2d((1, 0, 2, 1)), ck.Upsample(size=(17, 13)),
                                                ck.Upsample(scale_factor=2))),
+        ("upsample_bilinear", x4, ck.Sequential(ck.Upsample(size=(17, 5), mode="bilinear"),
+                                                ck.Upsample(scale_factor=2, mode="bilinear", align_corners=True))),
         ("dropout2d", x4, ck.Sequential(ck.Dropout2d(0.3))),
         ("adaptive_maxpool", x4, ck.Sequential(ck.AdaptiveMaxPool2d((4, 3)))),
         ("maxpool_indices", x4, ck.Sequential(ck.MaxPool2d(2, return_indices=True))),

@@ -117,8 +117,87 @@ def test_upsample_nearest_matches_torch(dtype, kw):
     twin(ck.Upsample(**kw), torch.nn.Upsample(**kw), rnd(2, 3, 5, 6), dtype)
 
 
+# (input shape, Upsample arguments): whole scale factors, sizes that are no multiple (5 -> 7, 6 -> 13) and a
+# downsampling size (7 -> 3), and a 1-row output (align_corners then reads row 0)
+_BILINEAR_CASES = [((2, 3, 5, 6), dict(scale_factor=2)), ((2, 3, 5, 6), dict(scale_factor=3)),
+                   ((2, 3, 5, 6), dict(scale_factor=(2, 3))), ((2, 3, 5, 6), dict(size=(7, 13))),
+                   ((2, 3, 7, 6), dict(size=(3, 13))), ((1, 2, 7, 5), dict(size=(3, 2))),
+                   ((1, 2, 4, 5), dict(size=(1, 9))), ((2, 1, 1, 3), dict(size=(4, 5)))]
+
+
+def _bilinear_vs_torch(ours, ref, x, dtype, fwd_tol, bwd_tol, what):
+    """ours(x) -> (y, dx given dy) against torch's ref(tx); forward within fwd_tol, dx within bwd_tol."""
+    x = np.ascontiguousarray(x, dtype=dtype)
+    tx = torch.from_numpy(x.copy()).requires_grad_(True)
+    ty = ref(tx)
+    dy = rnd(*ty.shape, seed=5).astype(dtype)
+    y, dx = ours(x, dy)
+    close(y, ty, fwd_tol, f"{what} forward {np.dtype(dtype)}")
+    ty.backward(torch.from_numpy(dy))
+    close(dx, tx.grad, bwd_tol, f"{what} dx {np.dtype(dtype)}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("align_corners", [False, True])
+@pytest.mark.parametrize("shape, kw", _BILINEAR_CASES, ids=str)
+def test_upsample_bilinear_matches_torch(dtype, align_corners, shape, kw):
+    layer = ck.Upsample(mode="bilinear", align_corners=align_corners, **kw).to(dtype)
+    tmod = torch.nn.Upsample(mode="bilinear", align_corners=align_corners, **kw)
+
+    def ours(x, dy):
+        return layer(x), layer.backward(dy)
+
+    tol = (1e-12, 1e-10) if dtype == np.float64 else (1e-5, 1e-5)
+    _bilinear_vs_torch(ours, tmod, rnd(*shape), dtype, *tol, "Upsample bilinear")
+    assert layer.output_shape(shape) == tuple(tmod(torch.zeros(shape)).shape)
+
+
+def test_upsample_bilinear_default_align_corners_is_false_as_torch():
+    x = rnd(1, 2, 3, 4)
+    assert ck.Upsample(scale_factor=2, mode="bilinear").align_corners is False
+    close(ck.Upsample(scale_factor=2, mode="bilinear")(x),
+          torch.nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)(torch.from_numpy(x)), 1e-12, "default")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("mode, align_corners", [("nearest", None), ("bilinear", False), ("bilinear", True)])
+@pytest.mark.parametrize("kw", [dict(scale_factor=2), dict(size=(7, 13)), dict(size=(3, 4))], ids=str)
+def test_functional_interpolate_matches_torch(dtype, mode, align_corners, kw):
+    def ours(x, dy):
+        cx = ck.Tensor(x, requires_grad=True)
+        y = CF.interpolate(cx, mode=mode, align_corners=align_corners, **kw)
+        CF.sum(CF.mul(y, dy)).backward()
+        return y.data, cx.grad
+
+    tol = (1e-12, 1e-10) if dtype == np.float64 else (1e-5, 1e-5)
+    _bilinear_vs_torch(ours, lambda t: F.interpolate(t, mode=mode, align_corners=align_corners, **kw),
+                       rnd(2, 3, 5, 6), dtype, *tol, f"F.interpolate {mode}")
+    y = CF.upsample(rnd(2, 3, 5, 6).astype(dtype), mode=mode, align_corners=align_corners, **kw)
+    close(y.data, F.interpolate(torch.from_numpy(rnd(2, 3, 5, 6).astype(dtype)), mode=mode,
+                                align_corners=align_corners, **kw), tol[0], "F.upsample")
+
+
 @pytest.mark.parametrize("kw, exc, message", [
-    (dict(scale_factor=2, mode="bilinear"), ValueError, r"Upsample: mode must be 'nearest' \(the only one implemented\), got 'bilinear'"),
+    (dict(size=4, antialias=True), ValueError, r"F.interpolate: antialias=True is not supported"),
+    (dict(size=4, mode="bicubic"), ValueError, r"F.interpolate: mode must be 'nearest' or 'bilinear', got 'bicubic'"),
+    (dict(size=4, align_corners=True), ValueError, r"F.interpolate: align_corners only applies to"),
+    (dict(size=4, recompute_scale_factor="yes"), TypeError, r"F.interpolate: recompute_scale_factor must be"),
+])
+def test_functional_interpolate_bad_arguments_raise(kw, exc, message):
+    with pytest.raises(exc, match=message):
+        CF.interpolate(np.zeros((1, 1, 2, 2)), **kw)
+
+
+def test_functional_interpolate_bad_input_raises():
+    with pytest.raises(ValueError, match=r"F.interpolate: input must be 4-D \(N, C, H, W\)"):
+        CF.interpolate(np.zeros((1, 2, 2)), size=4, mode="bilinear")
+
+
+@pytest.mark.parametrize("kw, exc, message", [
+    (dict(scale_factor=2, mode="bicubic"), ValueError, r"Upsample: mode must be 'nearest' or 'bilinear', got 'bicubic'"),
+    (dict(scale_factor=2, align_corners=True), ValueError, r"Upsample: align_corners only applies to the interpolating modes; mode 'nearest' takes align_corners=None, got True"),
+    (dict(scale_factor=2, align_corners=False), ValueError, r"mode 'nearest' takes align_corners=None, got False"),
+    (dict(scale_factor=2, mode="bilinear", align_corners=1), TypeError, r"Upsample: align_corners must be"),
     (dict(scale_factor=1.5), ValueError, r"Upsample: scale_factor must be a whole number >= 1 or a pair of them, got 1.5"),
     (dict(), ValueError, r"Upsample: give exactly one of size and scale_factor"),
     (dict(size=0), ValueError, r"Upsample: size must be >= 1, got 0"),
@@ -202,6 +281,9 @@ def test_adaptive_maxpool_ties_go_to_the_first_maximum_as_torch():
     ("zeropad", lambda: ck.ZeroPad2d((1, 2, 0, 1)), (2, 2, 3, 3)),
     ("upsample", lambda: ck.Upsample(scale_factor=2), (2, 2, 3, 3)),
     ("upsample-size", lambda: ck.Upsample(size=(5, 7)), (2, 2, 3, 4)),
+    ("bilinear", lambda: ck.Upsample(scale_factor=2, mode="bilinear"), (2, 2, 3, 3)),
+    ("bilinear-corners", lambda: ck.Upsample(size=(5, 7), mode="bilinear", align_corners=True), (2, 2, 3, 4)),
+    ("bilinear-down", lambda: ck.Upsample(size=(3, 2), mode="bilinear"), (2, 2, 7, 5)),
     ("dropout2d", lambda: ck.Dropout2d(0.4), (4, 3, 2, 2)),
     ("adaptive-max", lambda: ck.AdaptiveMaxPool2d((3, 2)), (2, 2, 7, 5)),
 ], ids=lambda v: v if isinstance(v, str) else "")
@@ -218,6 +300,23 @@ def test_new_layers_save_and_load(tmp_path):
     x = rnd(2, 3, 4, 5).astype(np.float32)
     assert np.array_equal(m(x), m2(x)) and m(x).shape == (2, 3, 8, 3)
     assert [type(l).__name__ for l in m2] == ["ZeroPad2d", "Upsample", "Dropout2d", "AdaptiveMaxPool2d", "Upsample"]
+
+
+@pytest.mark.parametrize("kw", [dict(size=(9, 8), mode="bilinear", align_corners=True),
+                                dict(scale_factor=(2, 3), mode="bilinear", align_corners=False),
+                                dict(scale_factor=2)], ids=str)
+def test_upsample_config_round_trips_mode_and_align_corners(tmp_path, kw):
+    layer = ck.Upsample(**kw)
+    cfg = layer.config()
+    assert cfg["mode"] == kw.get("mode", "nearest") and cfg["align_corners"] == kw.get("align_corners")
+    again = ck.Upsample(**cfg)
+    assert again.config() == cfg
+    m = ck.Sequential(ck.Upsample(**kw))
+    m.save(tmp_path / "m.ck")
+    m2 = ck.load(tmp_path / "m.ck")
+    assert m2[0].mode == layer.mode and m2[0].align_corners == layer.align_corners
+    x = rnd(2, 3, 4, 5).astype(np.float32)
+    assert np.array_equal(m(x), m2(x))
 
 
 # ---------------------------------------------------------------- MaxPool2d(return_indices=True)

@@ -3,9 +3,9 @@ each recorded with its backward so that ``loss.backward()`` reaches through it.
 
 An argument may be a ck.Tensor, a Parameter (its gradient accumulates into ``p.grad``) or a numpy / CuPy
 array (a constant). The result is always a Tensor. Ops that have a layer (relu, leaky_relu, sigmoid, tanh,
-gelu, softmax, log_softmax, max_pool2d, avg_pool2d, adaptive_avg_pool2d, dropout) run that layer's forward and
-backward, so they are the kernels, formulas and checks the layers use; the others are written here against
-numpy / CuPy, in the input's dtype (float64 in, float64 out: no silent casts).
+gelu, softmax, log_softmax, max_pool2d, avg_pool2d, adaptive_avg_pool2d, dropout, interpolate) run that
+layer's forward and backward, so they are the kernels, formulas and checks the layers use; the others are
+written here against numpy / CuPy, in the input's dtype (float64 in, float64 out: no silent casts).
 
 Dropout draws its masks from cnnkit's counter-based generator (Philox): one seed for the functional ops
 (``F.manual_seed(s)`` sets it) and an offset advanced at every training call, so a run repeats exactly.
@@ -23,6 +23,7 @@ from .autograd import lift, record
 from .layers import conv_transpose as _ct
 from .layers import (AdaptiveAvgPool2d as _AdaptiveAvgPool2d, AvgPool2d as _AvgPool2d, Dropout as _Dropout,
                      LeakyReLU as _LeakyReLU, MaxPool2d as _MaxPool2d, ReLU as _ReLU)
+from .layers import Upsample as _Upsample
 from .layers import (GELU as _Gelu, LogSoftmax as _LogSoftmax, Sigmoid as _Sigmoid, Softmax as _Softmax,
                      Tanh as _Tanh)
 from .layers._util import _contig
@@ -127,6 +128,23 @@ def log_softmax(x, dim=None):
 
 
 # ---------------------------------------------------------------- pooling, dropout, shapes
+def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corners=None,  # noqa: A002
+                recompute_scale_factor=None, antialias=False):
+    """As F.interpolate on (N, C, H, W), modes "nearest" and "bilinear"; runs ck.Upsample, so ``size`` or a
+    whole-number ``scale_factor`` (for which recompute_scale_factor changes nothing), and antialias=False."""
+    op = "F.interpolate"
+    if recompute_scale_factor is not None:
+        check_flag(op, "recompute_scale_factor", recompute_scale_factor)
+    if check_flag(op, "antialias", antialias):
+        raise ValueError(f"{op}: antialias=True is not supported")
+    return _layer(_Upsample(size, scale_factor, mode, align_corners, name=op), input)
+
+
+def upsample(input, size=None, scale_factor=None, mode="nearest", align_corners=None):  # noqa: A002
+    """torch's older name of F.interpolate."""
+    return interpolate(input, size, scale_factor, mode, align_corners)
+
+
 def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
     """As F.max_pool2d; with return_indices=True, (output, indices): torch's int64 flat h * W + w indices
     per (n, c) plane, an array (they get no gradient)."""
@@ -418,4 +436,4 @@ _ag._OPS.update(add=add, mul=mul, sum=sum, mean=mean, flatten=flatten, reshape=r
 __all__ = ["relu", "leaky_relu", "sigmoid", "tanh", "gelu", "softmax", "log_softmax", "max_pool2d", "avg_pool2d",
            "adaptive_avg_pool2d", "dropout", "flatten", "reshape", "cat", "add", "mul", "sum", "mean", "linear",
            "conv2d", "manual_seed"]
-__all__ += ["conv_transpose2d"]
+__all__ += ["conv_transpose2d", "interpolate", "upsample"]
