@@ -6,8 +6,6 @@
 #include "ops/optim.h"
 
 #include <algorithm>
-#include <cstdint>
-#include <cstring>
 #include <limits>
 #include <type_traits>
 #include <vector>
@@ -15,13 +13,6 @@
 #include <omp.h>
 
 #include "common/runtime.h"
-
-#if defined(__x86_64__) || defined(_M_X64)
-#include <immintrin.h>
-#define CK_STREAM_STORES 1
-#else
-#define CK_STREAM_STORES 0
-#endif
 
 namespace ck {
 
@@ -152,106 +143,27 @@ void rmsprop_step_cpu(int64_t n, T* p, const T* g, T* square_avg, T* grad_avg, T
 
 // ---------------------------------------------------------------- Adam / AdamW
 
-// One element of Adam: the new p, m, v (and vmax with amsgrad) of element i.
-template <typename T, bool AMSGRAD, bool SMALL, bool CLIP, bool L1>
-struct AdamElem {
-  T w, omw, beta2, omb2, neg_step, inv_bc2s, eps, decay;
-  GradPrep<T> c;
-  AdamElem(const AdamArgs& a, const GradPrep<T>& prep)
-      : w(T(1.0 - a.beta1)),
-        omw(T(1.0 - (1.0 - a.beta1))),
-        beta2(T(a.beta2)),
-        omb2(T(1.0 - a.beta2)),
-        neg_step(T(a.neg_step_size)),
-        inv_bc2s(T(1.0 / a.bc2_sqrt)),
-        eps(T(a.eps)),
-        decay(T(a.decay)),
-        c(prep) {}
-  inline void operator()(T p0, T g, T m, T v, T vmax, T* po, T* mo, T* vo, T* vmo) const {
-    const T d = prep_grad<CLIP, L1>(g, p0, c);  // coupled decay and L1 see the parameter before AdamW's decay
-    const T pi = p0 * decay;                    // AdamW: param.mul_(1 - lr * wd) first
-    const T mi = lerp(m, d, w, omw, SMALL);
-    const T vi = v * beta2 + (omb2 * d) * d;
-    *mo = mi;
-    *vo = vi;
-    T vv = vi;
-    if constexpr (AMSGRAD) {
-      vv = vmax > vi ? vmax : vi;
-      *vmo = vv;
-    }
-    *po = pi + (neg_step * mi) / (std::sqrt(vv) * inv_bc2s + eps);
-  }
-};
-
-// Stores the 64 bytes at src (in registers by then) to dst, 64-byte aligned, past the caches: the arrays of a
-// large step are not read again before the next step, and a normal store would first read each line in
-// (write-allocate), moving 10 array-lengths per Adam element instead of 7.
-template <typename T>
-inline void stream64(T* dst, const T* src) {
-#if defined(__AVX512F__)
-  _mm512_stream_si512(reinterpret_cast<__m512i*>(dst), _mm512_load_si512(src));
-#elif defined(__AVX__)
-  for (int h = 0; h < 2; ++h)
-    _mm256_stream_si256(reinterpret_cast<__m256i*>(dst) + h,
-                        _mm256_load_si256(reinterpret_cast<const __m256i*>(src) + h));
-#elif CK_STREAM_STORES
-  for (int q = 0; q < 4; ++q)
-    _mm_stream_si128(reinterpret_cast<__m128i*>(dst) + q, _mm_load_si128(reinterpret_cast<const __m128i*>(src) + q));
-#else
-  std::memcpy(dst, src, 64);
-#endif
-}
-
-inline void stream_fence() {
-#if CK_STREAM_STORES
-  _mm_sfence();
-#endif
-}
-
-// Streaming stores pay off only past the last-level cache; a smaller step keeps its state in cache between
-// steps. Elements per tensor (4 MiB of float32 per array).
-constexpr int64_t kStreamElements = 1 << 20;
-
 template <typename T, bool AMSGRAD, bool SMALL, bool CLIP, bool L1>
 static void adam_loop(int64_t n, T* __restrict p, const T* __restrict g, T* __restrict m, T* __restrict v,
                       T* __restrict vmax, const AdamArgs& a, const GradPrep<T> c) {
-  const AdamElem<T, AMSGRAD, SMALL, CLIP, L1> f(a, c);
-  constexpr int64_t kB = 64 / int64_t(sizeof(T));  // elements per cache line
-  const auto misalign = [](const T* q) { return reinterpret_cast<std::uintptr_t>(q) % 64; };
-  // Streaming needs the written arrays at the same offset within a cache line (they then align together).
-  const bool stream = CK_STREAM_STORES && kStreamElements <= n && misalign(p) == misalign(m) &&
-                      misalign(p) == misalign(v) && (!AMSGRAD || misalign(p) == misalign(vmax)) &&
-                      misalign(p) % sizeof(T) == 0;
-  auto one = [&](int64_t i) {
-    f(p[i], g[i], m[i], v[i], AMSGRAD ? vmax[i] : T(0), p + i, m + i, v + i, AMSGRAD ? vmax + i : nullptr);
-  };
-  if (!stream) {
+  const T w = T(1.0 - a.beta1), omw = T(1.0 - (1.0 - a.beta1)), beta2 = T(a.beta2), omb2 = T(1.0 - a.beta2);
+  const T neg_step = T(a.neg_step_size), inv_bc2s = T(1.0 / a.bc2_sqrt), eps = T(a.eps), decay = T(a.decay);
 #pragma omp parallel for simd num_threads(num_threads()) schedule(static)
-    for (int64_t i = 0; i < n; ++i) one(i);
-    return;
-  }
-  const int64_t head = std::min<int64_t>(n, int64_t((64 - misalign(p)) % 64 / sizeof(T)));
-  for (int64_t i = 0; i < head; ++i) one(i);
-  const int64_t lines = (n - head) / kB;
-#pragma omp parallel num_threads(num_threads())
-  {
-#pragma omp for schedule(static) nowait
-    for (int64_t b = 0; b < lines; ++b) {
-      const int64_t i0 = head + b * kB;
-      alignas(64) T po[kB], mo[kB], vo[kB], vmo[kB];
-#pragma omp simd
-      for (int64_t l = 0; l < kB; ++l) {
-        const int64_t i = i0 + l;
-        f(p[i], g[i], m[i], v[i], AMSGRAD ? vmax[i] : T(0), po + l, mo + l, vo + l, vmo + l);
-      }
-      stream64(p + i0, po);
-      stream64(m + i0, mo);
-      stream64(v + i0, vo);
-      if constexpr (AMSGRAD) stream64(vmax + i0, vmo);
+  for (int64_t i = 0; i < n; ++i) {
+    const T p0 = p[i];
+    const T d = prep_grad<CLIP, L1>(g[i], p0, c);  // coupled decay and L1 see the parameter before AdamW's decay
+    const T pi = p0 * decay;                       // AdamW: param.mul_(1 - lr * wd) first
+    const T mi = lerp(m[i], d, w, omw, SMALL);
+    const T vi = v[i] * beta2 + (omb2 * d) * d;
+    m[i] = mi;
+    v[i] = vi;
+    T vv = vi;
+    if constexpr (AMSGRAD) {
+      vv = vmax[i] > vi ? vmax[i] : vi;
+      vmax[i] = vv;
     }
-    stream_fence();  // this thread's streamed lines are globally visible before the region's closing barrier
+    p[i] = pi + (neg_step * mi) / (std::sqrt(vv) * inv_bc2s + eps);
   }
-  for (int64_t i = head + lines * kB; i < n; ++i) one(i);
 }
 
 template <typename T>

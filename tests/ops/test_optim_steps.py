@@ -127,28 +127,3 @@ def test_maxnorm_rows_matches_cpu(device, dtype):
     if device.name == "fakecupy":
         np.testing.assert_array_equal(device.host(pd), p)
     np.testing.assert_allclose(device.host(pd), p, rtol=1e-6 if dtype == np.float32 else 1e-13)
-
-
-@pytest.mark.parametrize("dtype", FLOATS)
-@pytest.mark.parametrize("amsgrad", [False, True])
-@pytest.mark.parametrize("offsets", [(3, 3, 3, 3), (0, 0, 0, 0), (1, 2, 1, 1)])
-def test_adam_large_step_streams_its_stores_with_the_same_bits(dtype, amsgrad, offsets):
-    # From 2^20 elements the CPU Adam step writes p and its state with streaming stores (when they share an
-    # offset within a cache line; (1, 2, 1, 1) does not and takes the plain loop): the same bits as the plain
-    # loop that a step under 2^20 elements runs, here on the same data in chunks of 100,003.
-    n, rng = (1 << 20) + 37, np.random.default_rng(11)
-
-    def arrays():
-        base = [rng.standard_normal(n + 8).astype(dtype) for _ in range(5)]
-        return [b[o:o + n] for b, o in zip(base, offsets + (0,))]  # p, m, v, vmax at the offsets; g
-    p, m, v, vmax, g = arrays()
-    m, v, vmax = np.abs(m), np.abs(v), np.abs(v) + np.abs(vmax)
-    cp, cm, cv, cvmax = (a.copy() for a in (p, m, v, vmax))
-    args = (0.9, 0.999, 1e-8, -1e-3 / 0.1, (1 - 0.999) ** 0.5, 1.0, 1.0, np.inf, 1e-2, 0.0)  # step 1, wd 1e-2
-    _C.adam_step(p, g, m, v, vmax if amsgrad else None, *args)
-    for s in range(0, n, 100003):
-        e = min(n, s + 100003)
-        _C.adam_step(cp[s:e], g[s:e], cm[s:e], cv[s:e], cvmax[s:e] if amsgrad else None, *args)
-    for a, b in ((p, cp), (m, cm), (v, cv)) + (((vmax, cvmax),) if amsgrad else ()):
-        np.testing.assert_array_equal(a, b)
-    assert not np.array_equal(p, arrays()[0])  # the step moved p
