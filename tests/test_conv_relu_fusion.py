@@ -1,8 +1,7 @@
-# The fused Conv2d + ReLU pair: ops.conv2d_fwd(relu=True) equals relu_fwd(conv2d_fwd(...)) bit for bit (NaN
-# and -0.0 included) on the gemm and Winograd paths, ops.conv2d_relu_bwd_bias equals relu_bwd then
-# conv2d_bwd_bias bit for bit, and a model runs a Conv2d whose only reader is the next layer, a ReLU, fused
-# both ways, with the same outputs and gradients as running the layers one by one; it leaves the conv alone
-# when its output has another reader or is the model's output.
+# The fused Conv2d + ReLU epilogue: ops.conv2d_fwd(relu=True) equals relu_fwd(conv2d_fwd(...)) bit for bit
+# (NaN and -0.0 included) on the gemm and Winograd paths, and a model runs a Conv2d whose only reader is the next layer, a ReLU, as one
+# fused pass, with the same outputs and gradients as running the layers one by one; it leaves the conv
+# alone when its output has another reader or is the model's output.
 import numpy as np
 import pytest
 
@@ -66,14 +65,11 @@ def test_a_sequential_fuses_conv_relu_and_matches_the_layers_run_one_by_one(rng,
     monkeypatch.setattr(ops, "conv2d_fwd", lambda *a, **k: calls.append(("conv", k.get("relu"))) or
                         real_conv(*a, **k))
     monkeypatch.setattr(ops, "relu_fwd", lambda *a, **k: calls.append(("relu", None)) or real_relu(*a, **k))
-    real_relu_bwd, real_bias = ops.relu_bwd, ops.conv2d_bwd_bias
-    monkeypatch.setattr(ops, "relu_bwd", lambda *a, **k: calls.append(("relu_bwd", None)) or real_relu_bwd(*a, **k))
-    monkeypatch.setattr(ops, "conv2d_bwd_bias", lambda *a, **k: calls.append(("bias", None)) or real_bias(*a, **k))
     model = _net()
     model.zero_grad()
     y = model.forward(x)
     model.backward(dout)
-    assert calls == [("conv", True), ("conv", True)]  # both convs fused both ways: no separate relu or bias pass
+    assert calls == [("conv", True), ("conv", True)]  # both convs fused; no separate relu pass
     assert np.array_equal(y, y_ref)
     for n, p in model.named_parameters():
         assert np.array_equal(p.grad, g_ref[n]), n
@@ -95,57 +91,3 @@ def test_a_conv_with_another_reader_or_at_the_output_is_not_fused(rng, monkeypat
     flags.clear()
     ck.Sequential(ck.ReLU(), ck.Conv2d(4, 2, 1, seed=2)).forward(x)  # conv last: nothing to fuse with
     assert flags == [False]
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("shape", [(3, 5, 7, 9), (2, 4, 16, 16), (1, 2, 1, 1), (4, 3, 5, 1)])
-@pytest.mark.parametrize("accumulate", [True, False])
-def test_relu_bwd_with_bias_grad_in_one_pass_equals_the_two_ops_bit_for_bit(rng, dtype, shape, accumulate):
-    dy = rng.standard_normal(shape).astype(dtype)
-    y = np.maximum(rng.standard_normal(shape), 0).astype(dtype)
-    y.flat[::7] = -0.0
-    y.flat[1] = np.nan  # relu_bwd passes dy through where y is NaN
-    db0 = rng.standard_normal(shape[1]).astype(dtype)
-    want_db = db0.copy()
-    want_dx = ops.relu_bwd(dy, y)
-    ops.conv2d_bwd_bias(want_dx, out=want_db, accumulate=accumulate)
-    db = db0.copy()
-    dx = ops.conv2d_relu_bwd_bias(dy, y, db, accumulate=accumulate)
-    assert dx.dtype == dtype and dx.shape == shape
-    assert np.array_equal(dx, want_dx) and np.array_equal(db, want_db)
-    assert not np.array_equal(dx, dy)  # the mask did something
-
-
-def test_fused_backward_checks_its_arguments():
-    dy, y = np.zeros((2, 3, 4, 4), np.float32), np.zeros((2, 3, 4, 4), np.float32)
-    with pytest.raises(ValueError, match="conv2d_relu_bwd_bias: db must be an array of shape \\(3,\\)"):
-        ops.conv2d_relu_bwd_bias(dy, y, None)
-    with pytest.raises(ValueError, match="conv2d_relu_bwd_bias: y must have the shape of dy"):
-        ops.conv2d_relu_bwd_bias(dy, np.zeros((2, 2, 4, 4), np.float32), np.zeros(3, np.float32))
-    with pytest.raises(TypeError, match="conv2d_relu_bwd_bias"):
-        ops.conv2d_relu_bwd_bias(dy, y.astype(np.float64), np.zeros(3, np.float32))
-    with pytest.raises(ValueError, match="conv2d_relu_bwd_bias: db must have shape \\(3,\\)"):
-        ops.conv2d_relu_bwd_bias(dy, y, np.zeros(4, np.float32))
-    with pytest.raises(ValueError, match="conv2d_relu_bwd_bias: dy must be 4-D"):
-        ops.conv2d_relu_bwd_bias(dy[0], y[0], np.zeros(3, np.float32))
-
-
-@pytest.mark.parametrize("bias", ["trained", "frozen", "none"])
-def test_fused_backward_with_a_frozen_or_missing_bias_matches_the_layers(rng, bias):
-    def net():
-        m = ck.Sequential(ck.Conv2d(3, 6, 3, padding=1, bias=bias != "none", seed=3), ck.ReLU(), ck.Flatten(),
-                          ck.Linear(6 * 5 * 5, 2, seed=4))
-        if bias == "frozen":
-            m[0].bias.requires_grad = False
-        return m
-    x = rng.standard_normal((3, 3, 5, 5)).astype(np.float64)
-    dout = rng.standard_normal((3, 2))
-    ref = net().double()
-    ref.zero_grad()
-    _, g_ref = _by_hand(ref, x, dout)
-    model = net().double()
-    model.zero_grad()
-    model.forward(x)
-    model.backward(dout)
-    for n, p in model.named_parameters():
-        assert np.array_equal(p.grad, g_ref[n]), n

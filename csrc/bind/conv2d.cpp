@@ -101,26 +101,6 @@ void conv2d_bwd_bias(const py::array& dy, const py::array& db, bool accumulate) 
   float_dtype(dy, op, "dy") == DType::f32 ? run(float{}) : run(double{});
 }
 
-void conv2d_relu_bwd_bias(const py::array& dy, const py::array& y, const py::array& dx, const py::array& db,
-                          bool accumulate) {
-  const char* op = "conv2d_relu_bwd_bias";
-  if (dy.ndim() != 4) ck::fail(op, "dy must be 4-D (N, K, P, Q), got shape ", ck::shape_str(shape_of(dy)));
-  expect_shape(op, "y", y, shape_of(dy));
-  expect_shape(op, "dx", dx, shape_of(dy));
-  expect_shape(op, "db", db, {dy.shape(1)});
-  auto run = [&](auto tag) {
-    using T = decltype(tag);
-    const T* dyp = ptr<T>(dy, op, "dy");
-    const T* yp = ptr<T>(y, op, "y");
-    T* dxp = ptr<T>(dx, op, "dx", true);
-    T* dbp = ptr<T>(db, op, "db", true);
-    const int64_t N = dy.shape(0), K = dy.shape(1), PQ = dy.shape(2) * dy.shape(3);
-    py::gil_scoped_release nogil;
-    ck::conv2d_bwd_bias_cpu<T>(N, K, PQ, dyp, dbp, accumulate, yp, dxp);
-  };
-  float_dtype(dy, op, "dy") == DType::f32 ? run(float{}) : run(double{});
-}
-
 }  // namespace
 
 #if defined(CNNKIT_WITH_CUDA)
@@ -203,8 +183,6 @@ void register_conv2d(py::module_& m) {
         py::arg("padding"), py::arg("dilation"), py::arg("groups"), py::arg("accumulate"),
         py::arg("algorithm") = "gemm");
   m.def("conv2d_bwd_bias", &conv2d_bwd_bias, py::arg("dy"), py::arg("db"), py::arg("accumulate"));
-  m.def("conv2d_relu_bwd_bias", &conv2d_relu_bwd_bias, py::arg("dy"), py::arg("y"), py::arg("dx"), py::arg("db"),
-        py::arg("accumulate"));
 #if defined(CNNKIT_WITH_CUDA)
   // tf32 (conv2d, float32 only, default off; cnnkit.cuda.get_tf32()): tensor cores with TF32-rounded operands.
   m.def("conv2d_fwd_cuda", &cu_conv2d_fwd, py::arg("x"), py::arg("w"), py::arg("b"), py::arg("y"), py::arg("x_shape"),

@@ -386,47 +386,24 @@ void conv2d_bwd_weight_cpu(const Conv2dParams& p, const T* dy, const T* x, T* dw
   }
 }
 
-namespace {
-// One plane row of the bias gradient: lanes[j % kLanes] += value j, where value j is dy[j], or with a ReLU
-// mask (relu_y) relu_bwd's dx[j] = relu_y[j] <= 0 ? 0 : dy[j], also written to dx.
-template <typename T, bool kMask, int kLanes>
-inline void bias_row(int64_t PQ, const T* __restrict dy, const T* __restrict relu_y, T* __restrict dx,
-                     double* __restrict lanes) {
-  auto value = [&](int64_t j) {
-    if constexpr (kMask) {
-      const T v = relu_y[j] <= T(0) ? T(0) : dy[j];
-      dx[j] = v;
-      return v;
-    } else {
-      return dy[j];
-    }
-  };
-  int64_t j = 0;
-  for (; j + kLanes <= PQ; j += kLanes) {
-#pragma omp simd
-    for (int l = 0; l < kLanes; ++l) lanes[l] += double(value(j + l));
-  }
-  for (int l = 0; j < PQ; ++j, ++l) lanes[l] += double(value(j));
-}
-}  // namespace
-
 template <typename T>
-void conv2d_bwd_bias_cpu(int64_t N, int64_t K, int64_t PQ, const T* dy, T* db, bool accumulate, const T* relu_y,
-                         T* dx) {
+void conv2d_bwd_bias_cpu(int64_t N, int64_t K, int64_t PQ, const T* dy, T* db, bool accumulate) {
   // Sums in double for float32 too: a plane sum over N*P*Q terms is where float32 drifts most. Element j of
   // a plane adds into lane j % kLanes (independent chains, so the adds vectorise instead of waiting on one
   // another); the lanes add in order at the end. The order depends on the shape alone: same bits every run
-  // and at every thread count, and the same bits with the ReLU mask fused in as after a separate relu_bwd.
+  // and at every thread count.
   constexpr int kLanes = 16;
 #pragma omp parallel for num_threads(num_threads()) schedule(static) if (N * K * PQ >= kGrainElements)
   for (int64_t k = 0; k < K; ++k) {
     double lanes[kLanes] = {};
     for (int64_t n = 0; n < N; ++n) {
-      const int64_t off = (n * K + k) * PQ;
-      if (relu_y)
-        bias_row<T, true, kLanes>(PQ, dy + off, relu_y + off, dx + off, lanes);
-      else
-        bias_row<T, false, kLanes>(PQ, dy + off, nullptr, nullptr, lanes);
+      const T* row = dy + (n * K + k) * PQ;
+      int64_t j = 0;
+      for (; j + kLanes <= PQ; j += kLanes) {
+#pragma omp simd
+        for (int l = 0; l < kLanes; ++l) lanes[l] += double(row[j + l]);
+      }
+      for (int l = 0; j < PQ; ++j, ++l) lanes[l] += double(row[j]);
     }
     double acc = 0;
     for (int l = 0; l < kLanes; ++l) acc += lanes[l];
@@ -438,7 +415,7 @@ void conv2d_bwd_bias_cpu(int64_t N, int64_t K, int64_t PQ, const T* dy, T* db, b
   template void conv2d_fwd_cpu<T>(const Conv2dParams&, const T*, const T*, const T*, T*, bool); \
   template void conv2d_bwd_data_cpu<T>(const Conv2dParams&, const T*, const T*, T*);            \
   template void conv2d_bwd_weight_cpu<T>(const Conv2dParams&, const T*, const T*, T*, bool);    \
-  template void conv2d_bwd_bias_cpu<T>(int64_t, int64_t, int64_t, const T*, T*, bool, const T*, T*);
+  template void conv2d_bwd_bias_cpu<T>(int64_t, int64_t, int64_t, const T*, T*, bool);
 CK_INSTANTIATE(float)
 CK_INSTANTIATE(double)
 #undef CK_INSTANTIATE

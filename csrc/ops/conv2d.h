@@ -37,12 +37,8 @@ template <typename T>
 void conv2d_bwd_weight_cpu(const Conv2dParams& p, const T* dy, const T* x, T* dw, bool accumulate);
 
 // db[k] = sum over n, p, q of dy[n, k, p, q]; dy is (N, K, PQ). Writes (=) or accumulates (+=).
-// With relu_y (the output of a ReLU that follows the conv), the ReLU's backward is fused in: dx =
-// relu_bwd(dy, relu_y) is written and db sums dx, in one pass over dy and relu_y (bit for bit relu_bwd
-// then conv2d_bwd_bias).
 template <typename T>
-void conv2d_bwd_bias_cpu(int64_t N, int64_t K, int64_t PQ, const T* dy, T* db, bool accumulate,
-                         const T* relu_y = nullptr, T* dx = nullptr);
+void conv2d_bwd_bias_cpu(int64_t N, int64_t K, int64_t PQ, const T* dy, T* db, bool accumulate);
 
 // CUDA twins (conv2d.cu, built when CNNKIT_WITH_CUDA): implicit-GEMM kernels on device pointers, launched
 // on `stream` (cudaStream_t), not synchronised. Same write/accumulate semantics as the CPU versions.

@@ -173,23 +173,14 @@ class Model(Layer):
             needs.append(own or any(need_in[-1 - j] if j < 0 else needs[j] for j in ins))
         grads = {len(self._nodes) - 1: dout}
         dxs = [None] * self._n_inputs
-        # A fused Conv2d + ReLU pair runs its backward from the ReLU's node: the ReLU's mask and the conv's
-        # bias gradient in one pass (Conv2d.backward_relu), then the conv's weight and data gradients.
-        fused = relu_fusions(self._nodes)
         for i in range(len(self._nodes) - 1, -1, -1):
             n, layer, ins = self._nodes[i]
             g = grads.pop(i, None)
             if g is None or not needs[i]:
                 layer._cache = None
                 continue
-            if i - 1 in fused:
-                relu_y = layer._need_cache(g)
-                layer._cache = None
-                i -= 1
-                n, layer, ins = self._nodes[i]
             want = [need_in[-1 - j] if j < 0 else needs[j] for j in ins]
-            need = want[0] if len(ins) == 1 else tuple(want)
-            d = layer.backward_relu(g, relu_y, need_dx=need) if i in fused else layer.backward(g, need_dx=need)
+            d = layer.backward(g, need_dx=want[0] if len(ins) == 1 else tuple(want))
             d = (d,) if len(ins) == 1 else tuple(d)
             for j, w, dj in zip(ins, want, d):
                 if not w or dj is None:

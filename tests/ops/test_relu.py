@@ -168,20 +168,3 @@ def test_relu_on_each_device_matches_the_cpu_exactly(device, dtype):
     yd = ops.relu_fwd(xd)
     np.testing.assert_array_equal(device.host(yd), y)   # host() asserts that yd is on the device
     np.testing.assert_array_equal(device.host(ops.relu_bwd(dyd, yd)), dx)
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_relu_bwd_fused_with_a_conv_bias_grad_on_each_device(device, dtype):
-    # ops.conv2d_relu_bwd_bias (a fused Conv2d + ReLU's backward): on the CPU one pass, elsewhere relu_bwd then
-    # conv2d_bwd_bias; every device gives the CPU's two-op result (the stand-in bit for bit)
-    rng = np.random.default_rng(5)
-    dy = rng.standard_normal((3, 4, 5, 6)).astype(dtype)
-    y = np.maximum(rng.standard_normal(dy.shape), 0).astype(dtype)
-    db0 = rng.standard_normal(4).astype(dtype)
-    want_dx = ops.relu_bwd(dy, y)
-    want_db = ops.conv2d_bwd_bias(want_dx, out=db0.copy(), accumulate=True)
-    db = device.asarray(db0)
-    dx = ops.conv2d_relu_bwd_bias(device.asarray(dy), device.asarray(y), db)
-    tol = dict(rtol=0, atol=0) if device.name != "cuda" else dict(rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(device.host(dx), want_dx, **tol)
-    np.testing.assert_allclose(device.host(db), want_db, **tol)

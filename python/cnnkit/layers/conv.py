@@ -162,26 +162,13 @@ class Conv2d(Layer):
         return y
 
     def backward(self, dy, need_dx=True):
-        return self._backward(dy, need_dx, bias_done=False)
-
-    def backward_relu(self, dy, relu_y, need_dx=True):
-        """The backward of this conv and of the ReLU after it (a fused pair: relu_y is the pair's output, dy
-        its gradient). The ReLU's mask and the bias gradient run as one pass over dy and relu_y
-        (ops.conv2d_relu_bwd_bias), bit for bit ReLU.backward then backward."""
-        b = self._params.get("bias")
-        if b is None or not b.requires_grad:
-            return self.backward(ops.relu_bwd(_contig(dy), relu_y), need_dx)
-        d = ops.conv2d_relu_bwd_bias(_contig(dy), relu_y, b.grad, accumulate=True)
-        return self._backward(d, need_dx, bias_done=True)
-
-    def _backward(self, dy, need_dx, bias_done):
         x, xs = self._need_cache(dy)
         dy = _contig(dy)
         w = self.weight
         if w.requires_grad:
             ops.conv2d_bwd_weight(dy, _contig(x), w.shape, **self._hp(), out=w.grad, accumulate=True, **self._alg())
         b = self._params.get("bias")
-        if b is not None and b.requires_grad and not bias_done:
+        if b is not None and b.requires_grad:
             ops.conv2d_bwd_bias(dy, out=b.grad, accumulate=True)
         if not need_dx:
             return None

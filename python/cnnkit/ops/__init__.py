@@ -27,14 +27,14 @@ import numpy as np  # noqa: F401
 
 from .batchnorm import batchnorm_bwd, batchnorm_stats, channel_affine
 from .conv2d import (conv2d_bwd_bias, conv2d_bwd_data, conv2d_bwd_weight, conv2d_fwd, conv2d_out_shape,
-                     conv2d_relu_bwd_bias, get_conv_algorithm, set_conv_algorithm)
+                     get_conv_algorithm, set_conv_algorithm)
 from .dropout import dropout_bwd, dropout_fwd
 from .matmul import matmul
 from .maxpool2d import maxpool2d_bwd, maxpool2d_fwd
 from .relu import relu_bwd, relu_fwd
 
 __all__ = ["conv2d_out_shape", "conv2d_fwd", "conv2d_bwd_data", "conv2d_bwd_weight", "conv2d_bwd_bias",
-           "conv2d_relu_bwd_bias", "set_conv_algorithm", "get_conv_algorithm",
+           "set_conv_algorithm", "get_conv_algorithm",
            "maxpool2d_fwd", "maxpool2d_bwd", "dropout_fwd", "dropout_bwd", "matmul",
            "batchnorm_stats", "channel_affine", "batchnorm_bwd", "relu_fwd", "relu_bwd"]
 

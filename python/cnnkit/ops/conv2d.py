@@ -203,29 +203,3 @@ def conv2d_bwd_bias(dy, out=None, accumulate=False):
     db = check_out(op, "out", out, (dy.shape[1],), dy.dtype, ref, inputs=(("dy", dy),))
     _backend.kernels(dy).conv2d_bwd_bias(dy, db, accumulate)
     return db
-
-
-def conv2d_relu_bwd_bias(dy, y, db, accumulate=True):
-    """The backward of a ReLU that follows a conv, with the conv's bias gradient: returns dx = relu_bwd(dy, y)
-    (a new array) and sums it into db (db += or, with accumulate=False, db =) in one pass over dy and y on the
-    CPU, bit for bit relu_bwd then conv2d_bwd_bias. y is the ReLU's output; db must not share memory with dy
-    or y. On a GPU it runs those two ops."""
-    op = "conv2d_relu_bwd_bias"
-    ref = first_array(op, "dy", dy, ndim=4)
-    check_array(op, "y", y, ref, dtype=dy.dtype)
-    if tuple(y.shape) != tuple(dy.shape):
-        raise ValueError(f"{op}: y must have the shape of dy {tuple(dy.shape)}, got {tuple(y.shape)}")
-    accumulate = _flag(op, "accumulate", accumulate)
-    if db is None:
-        raise ValueError(f"{op}: db must be an array of shape ({dy.shape[1]},) to write the bias gradient into, "
-                         "got None")
-    db = check_out(op, "db", db, (dy.shape[1],), dy.dtype, ref, inputs=(("dy", dy), ("y", y)))
-    kernels = _backend.kernels(dy)
-    if kernels is not _C:
-        from .relu import relu_bwd
-        dx = relu_bwd(dy, y)
-        kernels.conv2d_bwd_bias(dx, db, accumulate)
-        return dx
-    dx = check_out(op, "dx", None, dy.shape, dy.dtype, ref)
-    _C.conv2d_relu_bwd_bias(dy, y, dx, db, accumulate)
-    return dx
