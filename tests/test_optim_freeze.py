@@ -171,3 +171,38 @@ def test_state_dict_round_trip_while_frozen_resumes_bit_exact(name, cls, tcls, k
         o2.step()
     for p, r in zip(ps, rs):
         np.testing.assert_array_equal(p.data, r.data)
+
+
+# ---------------------------------------------------------------- the device step (on the CuPy stand-in)
+
+@pytest.mark.parametrize("name,cls,tcls,kw", CASES, ids=[c[0] for c in CASES])
+def test_device_step_skips_a_frozen_parameter_without_host_reads(monkeypatch, name, cls, tcls, kw):
+    from helpers import fakecupy
+    cp = fakecupy.install(monkeypatch)
+    init, grads = _problem(6)
+    ps = [ck.Parameter(cp.asarray(a.copy())) for a in init]
+    tps = [torch.nn.Parameter(torch.tensor(a)) for a in init]
+    opt, topt = cls(ps, **kw), tcls(tps, **kw)
+    # on a GPU an unfrozen parameter resumes with its group's step count: Adam and AdaGrad then differ from
+    # torch's per-parameter count, so they are compared up to the unfreezing
+    steps = STEPS if name.startswith(("SGD", "RMSprop")) else THAW
+    for k in range(steps):
+        frozen = _frozen_at(k)
+        _set_frozen(ps, tps, frozen)
+        before = ps[FROZEN].data.get()
+        state = {n: v.get() for n, v in opt.state[0].items() if isinstance(v, fakecupy.ndarray)}
+        for i, (p, g) in enumerate(zip(ps, grads[k])):
+            p.grad[...] = cp.asarray(np.full(g.shape, 1e3) if i in frozen else g)
+        with fakecupy.counting() as c:
+            opt.step()
+        assert c.syncs == [] and c.h2d == [], f"host traffic inside step {k}: {c.syncs} {c.h2d}"
+        _torch_step(topt, tps, grads, k, frozen)
+        for i, (p, tp) in enumerate(zip(ps, tps)):
+            np.testing.assert_allclose(p.data.get(), tp.detach().numpy(), rtol=0, atol=1e-12,
+                                       err_msg=f"{name}: step {k}, parameter {i}")
+        if frozen:
+            np.testing.assert_array_equal(ps[FROZEN].data.get(), before)
+            off = opt._flats[0].offsets[FROZEN]
+            for n, v in state.items():
+                np.testing.assert_array_equal(opt.state[0][n].get()[off:off + ps[FROZEN].size],
+                                              v[off:off + ps[FROZEN].size], err_msg=f"{name}: state {n}")
