@@ -206,3 +206,34 @@ def test_device_step_skips_a_frozen_parameter_without_host_reads(monkeypatch, na
             for n, v in state.items():
                 np.testing.assert_array_equal(opt.state[0][n].get()[off:off + ps[FROZEN].size],
                                               v[off:off + ps[FROZEN].size], err_msg=f"{name}: state {n}")
+
+
+def test_checkpoint_encoding_round_trip_while_frozen_and_bad_frozen_steps():
+    import json
+    from cnnkit.train import checkpoint as ckpt
+    init, grads = _problem(7)
+    ps = [ck.Parameter(a.copy()) for a in init]
+    opt = ck.optim.Adam(ps, lr=0.01)
+    for k in range(FREEZE + 2):
+        ps[FROZEN].requires_grad = not _frozen_at(k)
+        _set_grads(ps, grads, k, _frozen_at(k))
+        opt.step()
+    tensors = {}
+    doc = json.loads(json.dumps(ckpt.split_arrays(opt.state_dict(), "optimizer", tensors)))   # as the trainer writes
+    sd = ckpt.join_arrays(doc, tensors)
+    assert sd["state"][0]["frozen_steps"] == [0, 2, 0, 0] and sd["state"][0]["step"] == FREEZE + 2
+    rs = [ck.Parameter(p.data.copy()) for p in ps]
+    o2 = ck.optim.Adam(rs, lr=0.01)
+    o2.load_state_dict(sd)
+    for k in range(FREEZE + 2, STEPS):
+        for q in (ps, rs):
+            q[FROZEN].requires_grad = not _frozen_at(k)
+            _set_grads(q, grads, k, _frozen_at(k))
+        opt.step()
+        o2.step()
+    for p, r in zip(ps, rs):
+        np.testing.assert_array_equal(p.data, r.data)
+    for bad in ([0, 2, 0], [0, "2", 0, 0], [0, 99, 0, 0], [0, -1, 0, 0], 5):
+        sd["state"][0]["frozen_steps"] = bad
+        with pytest.raises(ValueError, match="frozen_steps of group 0"):
+            ck.optim.Adam([ck.Parameter(a.copy()) for a in init], lr=0.01).load_state_dict(sd)

@@ -413,9 +413,15 @@ class Optimizer:
                                  f"{len(g['params'])} here")
             n = 0 if flat is None else flat.size
             lags = st.get("frozen_steps")
-            if lags is not None and (flat is None or len(lags) != len(flat.params)):
-                raise ValueError(f"{op}: frozen_steps of group {gi} has {len(lags)} entries, expected one per "
-                                 f"trainable parameter ({0 if flat is None else len(flat.params)})")
+            if lags is not None:
+                want = 0 if flat is None else len(flat.params)
+                if not isinstance(lags, (list, tuple)) or len(lags) != want:
+                    raise ValueError(f"{op}: frozen_steps of group {gi} must be a list of {want} step counts (one "
+                                     f"per trainable parameter), got {lags!r}"[:300])
+                if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                           and 0 <= v <= st.get("step", 0) for v in lags):
+                    raise ValueError(f"{op}: frozen_steps of group {gi} must hold integers in [0, step="
+                                     f"{st.get('step', 0)}], got {list(lags)!r}"[:300])
             for k, v in st.items():
                 if _is_array(v) and (v.size != n or (flat is not None and v.dtype != flat.data.dtype)):
                     raise ValueError(f"{op}: state {k!r} of group {gi} has {v.size} elements of {v.dtype}, "
@@ -429,7 +435,7 @@ class Optimizer:
         self._follow_device()
         flat = self._first_flat()
         to_flat = _converter(None if flat is None else flat.data)
-        self.state = [{k: (to_flat(v) if _is_array(v) else list(v) if isinstance(v, list) else v)
+        self.state = [{k: (to_flat(v) if _is_array(v) else [int(x) for x in v] if k == "frozen_steps" else v)
                        for k, v in st.items()} for st in sd["state"]]
         self._skipped = int(sd.get("skipped_steps", 0))
         if self._ctl is not None:   # the counters go into the control block, one host-to-device copy
