@@ -373,3 +373,41 @@ def test_torch_same_class_matches_and_its_state_dict_loads():
         np.testing.assert_allclose(p.grad, tgrads[n].grad.numpy(), rtol=0, atol=1e-10, err_msg=n)
     for k, v in tnet.state_dict().items():
         np.testing.assert_allclose(net.state_dict()[k], v.numpy(), rtol=0, atol=1e-12, err_msg=k)
+
+
+def test_no_tensor_or_node_outlives_its_step_over_1000_conv_bn_steps(rng):
+    # the layers' caches move into the record and leave with it: count the live ck.Tensor objects
+    class ConvNet(ck.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = ck.Conv2d(1, 4, 3, padding=1, dtype=np.float64)
+            self.bn = ck.BatchNorm2d(4, dtype=np.float64)
+            self.fc = ck.Linear(4 * 4 * 4, 3, dtype=np.float64)
+
+        def forward(self, x):
+            y = F.max_pool2d(F.relu(self.bn(self.conv(x))), 2)
+            return self.fc(F.flatten(y, 1))
+
+    m = ConvNet()
+    opt = ck.optim.Adam(m.parameters(), lr=1e-3)
+    criterion = ck.nn.CrossEntropyLoss()
+    x, y = rng.standard_normal((4, 1, 8, 8)), rng.integers(0, 3, 4)
+
+    def live_tensors():
+        gc.collect()
+        return sum(issubclass(type(o), ck.Tensor) for o in gc.get_objects())   # type(): no proxy's __class__
+
+    def step():
+        opt.zero_grad()
+        loss = criterion(m(x), y)
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    first = step()
+    base = live_tensors()
+    for _ in range(1000):
+        last = step()
+    assert last < first                       # it trained
+    assert live_tensors() == base
+    assert all(layer._cache is None for _, layer in m.named_layers())

@@ -240,3 +240,67 @@ def test_resnet18_trains_with_sgd_as_torch_for_three_steps():
     tsd = t.state_dict()
     for k, v in m.state_dict().items():
         _close(v, tsd[k], 1e-9, k)
+
+
+# ---------------------------------------------------------------- the zoo's torch files, on a Module
+def _trained_stats(model):
+    """Move the BatchNorm running statistics off their initial values (a few training forwards)."""
+    rng = np.random.default_rng(7)
+    model.train()
+    for _ in range(3):
+        model(rng.standard_normal((4, 3, 8, 8)).astype(np.float32))
+    model.eval()
+    return model
+
+
+def test_module_exports_a_file_torch_loads_strictly(tmp_path):
+    from safetensors.torch import load_file
+    net = Net()
+    net.manual_seed(3)
+    _trained_stats(net)
+    path = tmp_path / "net.safetensors"
+    ck.zoo.export_torch_state_dict(net, path)
+    tnet = TNet()
+    result = tnet.load_state_dict(load_file(str(path)), strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    tnet.eval()
+    tsd = tnet.state_dict()
+    for k, v in net.state_dict().items():
+        np.testing.assert_array_equal(tsd[k].numpy(), np.asarray(v), err_msg=k)
+    assert int(tsd["block.bn1.num_batches_tracked"]) == 3
+    x = np.random.default_rng(8).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    with torch.no_grad():
+        yt = tnet(torch.tensor(x)).numpy()
+    np.testing.assert_allclose(net(x).data, yt, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "pth", "pth-checkpoint"])
+def test_module_loads_a_torch_saved_file(tmp_path, fmt):
+    torch.manual_seed(4)
+    tnet = TNet()
+    tnet.train()
+    with torch.no_grad():
+        for _ in range(3):
+            tnet(torch.randn(4, 3, 8, 8))
+    tnet.eval()
+    sd = tnet.state_dict()
+    if fmt == "safetensors":
+        from safetensors.torch import save_file
+        path = tmp_path / "t.safetensors"
+        save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
+    elif fmt == "pth":
+        path = tmp_path / "t.pth"
+        torch.save(sd, path)
+    else:
+        path = tmp_path / "t.pth"
+        torch.save({"state_dict": sd, "epoch": 3}, path)
+    net = Net()
+    missing, unexpected = net.load_state_dict(path)
+    assert missing == [] and unexpected == []
+    for k, v in net.state_dict().items():
+        np.testing.assert_array_equal(np.asarray(v), sd[k].numpy(), err_msg=k)
+    net.eval()
+    x = np.random.default_rng(9).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    with torch.no_grad():
+        yt = tnet(torch.tensor(x)).numpy()
+    np.testing.assert_allclose(net(x).data, yt, rtol=0, atol=1e-5)

@@ -196,3 +196,27 @@ def test_lr_find_takes_a_module_and_a_loss_object():
     assert res.losses[0] != res.losses[-1]
     for k, p in m.named_parameters():         # the range test puts the parameters back
         np.testing.assert_array_equal(p.data, before[k], err_msg=k)
+
+
+def test_freeze_after_building_the_optimizer_stops_decay_and_momentum():
+    net = Small()
+    opt = ck.optim.AdamW(net.parameters(), lr=0.01, weight_decay=0.1)
+    loss_fn = ck.nn.CrossEntropyLoss()
+    x, y = _data(8)
+    for k in range(4):
+        if k == 2:
+            net.freeze("conv")
+            frozen = {n: p.data.copy() for n, p in net.named_parameters() if n.startswith("conv.")}
+            fc = net.fc.weight.data.copy()
+        opt.zero_grad()
+        loss_fn(net(x), y).backward()
+        opt.step()
+    for n, p in net.named_parameters():
+        if n in frozen:
+            np.testing.assert_array_equal(p.data, frozen[n], err_msg=n)
+    assert not np.array_equal(net.fc.weight.data, fc)
+    net.unfreeze("conv")
+    opt.zero_grad()
+    loss_fn(net(x), y).backward()
+    opt.step()
+    assert not np.array_equal(net.conv.weight.data, frozen["conv.weight"])

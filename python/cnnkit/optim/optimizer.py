@@ -10,6 +10,7 @@ from .._validate import check_nonneg, check_positive
 from .._xp import array_module, is_device_array
 from ..ops import _backend
 from ..parameter import FlatBuffer, Parameter
+from .frozen import count_frozen_steps, live_ranges, runs, update_as_of
 
 
 _NONFINITE = ("skip", "raise")
@@ -246,18 +247,19 @@ class Optimizer:
                     f"optimizer again")
 
     def _grad_check(self):
-        """One read-only pass over every flat gradient: (all finite, global L2 norm)."""
+        """One read-only pass over every trainable gradient: (all finite, global L2 norm)."""
         total, finite = 0.0, True
-        for flat in self._flats:
-            if flat is not None:
-                s, f = _C.grad_sumsq(flat.grad)
-                total += s
-                finite = finite and f
+        for flat, lo, hi in live_ranges(self._flats):
+            s, f = _C.grad_sumsq(flat.grad[lo:hi])
+            total += s
+            finite = finite and f
         return finite, total
 
     def _first_nonfinite(self):
         for gi, g in enumerate(self.param_groups):
             for p in g["_trainable"]:
+                if not p.requires_grad:
+                    continue
                 xp = array_module(p.grad)
                 if not bool(_host(xp.all(xp.isfinite(p.grad)))):
                     return f"{p!r} in param group {gi}"
@@ -300,12 +302,12 @@ class Optimizer:
         """The GPU step: no host read with nonfinite="skip" (one, of the finite flag, with "raise")."""
         ctl, lay = self._ctl, _LAYOUT
         kernels = _backend.kernels(ctl)
-        flats = [f for f in self._flats if f is not None]
-        if not flats:
+        ranges = live_ranges(self._flats)
+        if not ranges:
             ctl[lay["sumsq"]] = 0.0
             ctl[lay["finite"]] = 1.0
-        for k, flat in enumerate(flats):
-            kernels.grad_sumsq_device(flat.grad, out=ctl, accumulate=k > 0, workspace=self._work)
+        for k, (flat, lo, hi) in enumerate(ranges):
+            kernels.grad_sumsq_device(flat.grad[lo:hi], out=ctl, accumulate=k > 0, workspace=self._work)
         self._norm_on_device = True
         if self.nonfinite == "raise" and float(ctl[lay["finite"]].get()) == 0.0:
             self._raise_nonfinite()
@@ -317,20 +319,24 @@ class Optimizer:
         """Per group: state, the fused step over the decayed and the undecayed range, the max-norm projection."""
         gclip = math.inf if self.clip_grad_value is None else self.clip_grad_value
         for gi, (g, st, flat) in enumerate(zip(self.param_groups, self.state, self._flats)):
-            if flat is None:
-                continue
+            if flat is None or not any(p.requires_grad for p in flat.params):
+                continue   # every parameter frozen: nothing moves, not even the step count (torch: no grads)
             self._advance(gi, g, st, flat)
             kw = dict(dev, group=gi) if dev else dev
-            n, nd = flat.size, g["_n_decayed"]
+            nd = g["_n_decayed"]
             # maximize: torch negates the gradient first; g * (-s) rounds exactly as -(g * s)
             gs = -gscale if g["maximize"] else gscale
-            for lo, hi, wd, l1 in ((0, nd, g["weight_decay"], g["l1"]), (nd, n, 0.0, 0.0)):
-                if hi > lo:
-                    self._update(g, st, flat, lo, hi, wd, l1, gs, gclip, kw)
+            lags = None if dev else st.get("frozen_steps")
+            for lo, hi, lag in runs(flat, lags):
+                for a, b, wd, l1 in ((lo, min(hi, nd), g["weight_decay"], g["l1"]), (max(lo, nd), hi, 0.0, 0.0)):
+                    if b > a:
+                        update_as_of(self, g, st, flat, a, b, wd, l1, gs, gclip, kw, lag)
+            if not dev:
+                count_frozen_steps(st, flat)
             if g["max_norm"] is not None:
                 mn = _backend.kernels(flat.data).maxnorm_rows
                 for p in g["_trainable"]:
-                    if p.data.ndim > 1:
+                    if p.data.ndim > 1 and p.requires_grad:
                         mn(p.data, g["max_norm"], **({"ctl": dev["ctl"]} if dev else {}))
 
     def _state_spec(self, g):
@@ -349,6 +355,7 @@ class Optimizer:
         if self._ctl is None:
             if self._primary in created:
                 st["step"] = 0
+                st.pop("frozen_steps", None)
             st["step"] = st.get("step", 0) + 1
             st["_first"] = self._first_state in created
             return
@@ -381,7 +388,8 @@ class Optimizer:
         ctl = None if self._ctl is None else self._ctl.get()
         state = []
         for gi, st in enumerate(self.state):
-            d = {k: (v.copy() if _is_array(v) else v) for k, v in st.items() if not k.startswith("_")}
+            d = {k: (v.copy() if _is_array(v) else list(v) if isinstance(v, list) else v)
+                 for k, v in st.items() if not k.startswith("_")}
             base = self._ctl_base(gi)
             if ctl is not None and (d or ctl[base] > 0):   # as the CPU: a step count once stepped or with state
                 if ctl[base + 1] != 0.0:   # SGD's buffer has not started: as the CPU, which has none yet
@@ -404,6 +412,16 @@ class Optimizer:
                 raise ValueError(f"{op}: param group {gi} has {len(sg['params'])} params in the state dict, "
                                  f"{len(g['params'])} here")
             n = 0 if flat is None else flat.size
+            lags = st.get("frozen_steps")
+            if lags is not None:
+                want = 0 if flat is None else len(flat.params)
+                if not isinstance(lags, (list, tuple)) or len(lags) != want:
+                    raise ValueError(f"{op}: frozen_steps of group {gi} must be a list of {want} step counts (one "
+                                     f"per trainable parameter), got {lags!r}"[:300])
+                if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                           and 0 <= v <= st.get("step", 0) for v in lags):
+                    raise ValueError(f"{op}: frozen_steps of group {gi} must hold integers in [0, step="
+                                     f"{st.get('step', 0)}], got {list(lags)!r}"[:300])
             for k, v in st.items():
                 if _is_array(v) and (v.size != n or (flat is not None and v.dtype != flat.data.dtype)):
                     raise ValueError(f"{op}: state {k!r} of group {gi} has {v.size} elements of {v.dtype}, "
@@ -417,7 +435,8 @@ class Optimizer:
         self._follow_device()
         flat = self._first_flat()
         to_flat = _converter(None if flat is None else flat.data)
-        self.state = [{k: (to_flat(v) if _is_array(v) else v) for k, v in st.items()} for st in sd["state"]]
+        self.state = [{k: (to_flat(v) if _is_array(v) else [int(x) for x in v] if k == "frozen_steps" else v)
+                       for k, v in st.items()} for st in sd["state"]]
         self._skipped = int(sd.get("skipped_steps", 0))
         if self._ctl is not None:   # the counters go into the control block, one host-to-device copy
             ctl = np.zeros(self._ctl.size)
