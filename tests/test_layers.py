@@ -7,21 +7,14 @@ import pytest
 
 import cnnkit as ck
 
+from helpers.torch_compare import close
+
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 torch.set_num_threads(1)
 
 TOL = {np.float64: 1e-10, np.float32: 1e-5}
 DTYPES = [np.float64, np.float32]
-
-
-def close(ours, ref, tol, what):
-    ref = ref.detach().numpy() if hasattr(ref, "detach") else np.asarray(ref)
-    assert ours.shape == ref.shape, f"{what}: shape {ours.shape} != torch {ref.shape}"
-    assert ours.dtype == ref.dtype, f"{what}: dtype {ours.dtype} != torch {ref.dtype}"
-    scale = max(float(np.abs(ref).max()), 1e-30) if ref.size else 1.0
-    err = float(np.abs(ours.astype(np.float64) - ref.astype(np.float64)).max()) if ref.size else 0.0
-    assert err <= tol * scale, f"{what}: max abs err {err:.3e} > {tol:g} * {scale:.3e}"
 
 
 def twin(layer, tmod, xs, dtype, train=True, params=None, tfn=None):

@@ -12,21 +12,14 @@ import cnnkit.functional as F
 from cnnkit._registry import _layer_config, _layer_from_config
 from cnnkit.layers._special import erf
 
+from helpers.torch_compare import close
+
 torch = pytest.importorskip("torch")
 torch.set_num_threads(1)
 
 # dtype -> (forward tolerance, gradient tolerance)
 TOL = {np.float64: (1e-12, 1e-10), np.float32: (1e-5, 1e-5)}
 DTYPES = [np.float64, np.float32]
-
-
-def close(ours, ref, tol, what):
-    ref = ref.detach().numpy() if hasattr(ref, "detach") else np.asarray(ref)
-    assert ours.shape == ref.shape, f"{what}: shape {ours.shape} != torch {ref.shape}"
-    assert ours.dtype == ref.dtype, f"{what}: dtype {ours.dtype} != torch {ref.dtype}"
-    scale = max(float(np.abs(ref).max()), 1e-30) if ref.size else 1.0
-    err = float(np.abs(ours.astype(np.float64) - ref.astype(np.float64)).max()) if ref.size else 0.0
-    assert err <= tol * scale, f"{what}: max abs err {err:.3e} > {tol:g} * {scale:.3e}"
 
 
 def rnd(*shape, seed=0):
