@@ -96,20 +96,25 @@ def test_frozen_parameter_state_does_not_move(name, cls, tcls, kw):
         np.testing.assert_array_equal(opt.state[0][key][sl], v, err_msg=f"{name}: state {key}")
 
 
+def _steps_equal_torch(ps, tps, opt, topt, grads, frozen_at, clip=None):
+    """STEPS steps of both optimizers with the parameters frozen_at(k) frozen at step k; values equal."""
+    for k in range(STEPS):
+        frozen = frozen_at(k)
+        _set_frozen(ps, tps, frozen)
+        _set_grads(ps, grads, k, frozen)
+        opt.step()
+        _torch_step(topt, tps, grads, k, frozen, clip=clip)
+        for p, tp in zip(ps, tps):
+            np.testing.assert_allclose(p.data, tp.detach().numpy(), rtol=0, atol=1e-12)
+
+
 def test_all_frozen_group_moves_nothing_and_other_groups_step():
     init, grads = _problem(2)
     ps = [ck.Parameter(a.copy()) for a in init]
     tps = [torch.nn.Parameter(torch.tensor(a)) for a in init]
     opt = ck.optim.Adam([{"params": ps[:2]}, {"params": ps[2:], "lr": 0.05}], lr=0.01)
     topt = torch.optim.Adam([{"params": tps[:2]}, {"params": tps[2:], "lr": 0.05}], lr=0.01)
-    for k in range(STEPS):
-        frozen = {0, 1} if 1 <= k < 4 else set()
-        _set_frozen(ps, tps, frozen)
-        _set_grads(ps, grads, k, frozen)
-        opt.step()
-        _torch_step(topt, tps, grads, k, frozen)
-        for p, tp in zip(ps, tps):
-            np.testing.assert_allclose(p.data, tp.detach().numpy(), rtol=0, atol=1e-12)
+    _steps_equal_torch(ps, tps, opt, topt, grads, lambda k: {0, 1} if 1 <= k < 4 else set())
 
 
 def test_frozen_from_the_first_step_starts_its_momentum_as_torch():
@@ -119,14 +124,7 @@ def test_frozen_from_the_first_step_starts_its_momentum_as_torch():
     tps = [torch.nn.Parameter(torch.tensor(a)) for a in init]
     kw = dict(lr=0.1, momentum=0.9, dampening=0.5)
     opt, topt = ck.optim.SGD(ps, **kw), torch.optim.SGD(tps, **kw)
-    for k in range(STEPS):
-        frozen = _frozen_at(k, 0, 3)
-        _set_frozen(ps, tps, frozen)
-        _set_grads(ps, grads, k, frozen)
-        opt.step()
-        _torch_step(topt, tps, grads, k, frozen)
-        for p, tp in zip(ps, tps):
-            np.testing.assert_allclose(p.data, tp.detach().numpy(), rtol=0, atol=1e-12)
+    _steps_equal_torch(ps, tps, opt, topt, grads, lambda k: _frozen_at(k, 0, 3))
 
 
 def test_clip_grad_norm_leaves_a_frozen_gradient_out_as_torch():
@@ -135,14 +133,7 @@ def test_clip_grad_norm_leaves_a_frozen_gradient_out_as_torch():
     tps = [torch.nn.Parameter(torch.tensor(a)) for a in init]
     opt = ck.optim.SGD(ps, lr=0.1, momentum=0.9, clip_grad_norm=0.5)
     topt = torch.optim.SGD(tps, lr=0.1, momentum=0.9)
-    for k in range(STEPS):
-        frozen = _frozen_at(k)
-        _set_frozen(ps, tps, frozen)
-        _set_grads(ps, grads, k, frozen)
-        opt.step()
-        _torch_step(topt, tps, grads, k, frozen, clip=0.5)
-        for p, tp in zip(ps, tps):
-            np.testing.assert_allclose(p.data, tp.detach().numpy(), rtol=0, atol=1e-12)
+    _steps_equal_torch(ps, tps, opt, topt, grads, _frozen_at, clip=0.5)
 
 
 @pytest.mark.parametrize("name,cls,tcls,kw", [c for c in CASES if c[0] in ("SGD", "Adam", "Adagrad")],

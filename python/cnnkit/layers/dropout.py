@@ -21,7 +21,7 @@ class Dropout(Layer):
 
     def __init__(self, p=0.5, name=None):
         super().__init__(name=name)
-        self.p = _prob("Dropout", p)
+        self.p = _prob(type(self).__name__, p)
         self.last_mask = None
 
     def forward(self, x):
@@ -48,18 +48,11 @@ class Dropout(Layer):
         return dict(p=self.p)
 
 
-class Dropout2d(Layer):
+class Dropout2d(Dropout):
     """Channel dropout, as nn.Dropout2d (Tompson et al. 2015): each (n, c) plane of an (N, C, H, W) input is
     zeroed whole with probability p, the kept ones scaled by 1/(1 - p); eval mode is the identity. The
     (N, C) keep mask comes from ops.dropout_fwd (Philox) under this layer's stream, as Dropout's does;
-    ``last_mask`` holds it (uint8, 1 = kept)."""
-
-    stochastic = True
-
-    def __init__(self, p=0.5, name=None):
-        super().__init__(name=name)
-        self.p = _prob("Dropout2d", p)
-        self.last_mask = None
+    ``last_mask`` holds it (uint8, 1 = kept). Dropout's p, stream, flops and config."""
 
     def output_shape(self, x):
         self._check_rank("Dropout2d", x, (4,), "4-D (N, C, H, W)")
@@ -83,12 +76,6 @@ class Dropout2d(Layer):
         if not need_dx:
             return None
         return dy if scale is None else dy * scale
-
-    def flops(self, in_shapes, out):
-        return _numel(out)
-
-    def config(self):
-        return dict(p=self.p)
 
 
 class StochasticDepth(Layer):

@@ -267,7 +267,25 @@ def _bins(n_in, n_out):
     return [((i * n_in) // n_out, -(-((i + 1) * n_in) // n_out)) for i in range(n_out)]
 
 
-class AdaptiveAvgPool2d(Layer):
+class _AdaptiveSize:
+    """The output size of the adaptive pools: the (P, Q) argument, the output shape and the config."""
+
+    def __init__(self, output_size, name=None):
+        super().__init__(name=name)
+        self.output_size = _pair(type(self).__name__, "output_size", output_size, 1)
+
+    def output_shape(self, x):
+        op = type(self).__name__
+        self._check_rank(op, x, (4,), "4-D (N, C, H, W)")
+        if x[2] < 1 or x[3] < 1:
+            raise ValueError(f"{op}: input planes must be non-empty, got shape {tuple(x)}")
+        return (x[0], x[1]) + self.output_size
+
+    def config(self):
+        return dict(output_size=list(self.output_size))
+
+
+class AdaptiveAvgPool2d(_AdaptiveSize, Layer):
     """Average pooling to a fixed output size (P, Q), as torch.nn.AdaptiveAvgPool2d, for any input size.
 
     Output cell (i, j) is the mean of input rows floor(i*H/P) .. ceil((i+1)*H/P) - 1 and the matching
@@ -276,16 +294,6 @@ class AdaptiveAvgPool2d(Layer):
     plain average pooling with kernel = stride = (H/P, W/Q), and when (H, W) == (P, Q) it is the identity.
     Backward spreads each output gradient evenly over its bin and sums where bins overlap.
     """
-
-    def __init__(self, output_size, name=None):
-        super().__init__(name=name)
-        self.output_size = _pair("AdaptiveAvgPool2d", "output_size", output_size, 1)
-
-    def output_shape(self, x):
-        self._check_rank("AdaptiveAvgPool2d", x, (4,), "4-D (N, C, H, W)")
-        if x[2] < 1 or x[3] < 1:
-            raise ValueError(f"AdaptiveAvgPool2d: input planes must be non-empty, got shape {tuple(x)}")
-        return (x[0], x[1]) + self.output_size
 
     def forward(self, x):
         N, C, P, Q = self._check_inputs(x)
@@ -324,25 +332,13 @@ class AdaptiveAvgPool2d(Layer):
     def flops(self, in_shapes, out):
         return int(np.prod(in_shapes[0]))
 
-    def config(self):
-        return dict(output_size=list(self.output_size))
 
 
-class AdaptiveMaxPool2d(_ArgmaxPool):
+class AdaptiveMaxPool2d(_AdaptiveSize, _ArgmaxPool):
     """Max-pooling to a fixed output size (P, Q), as torch.nn.AdaptiveMaxPool2d: output cell (i, j) is the
     maximum over torch's bin (rows floor(i*H/P) .. ceil((i+1)*H/P) - 1, the same for columns), the first
     maximum in row-major order on ties. Backward sends each gradient to its argmax (ops.maxpool2d_bwd),
     summing where bins overlap."""
-
-    def __init__(self, output_size, name=None):
-        super().__init__(name=name)
-        self.output_size = _pair("AdaptiveMaxPool2d", "output_size", output_size, 1)
-
-    def output_shape(self, x):
-        self._check_rank("AdaptiveMaxPool2d", x, (4,), "4-D (N, C, H, W)")
-        if x[2] < 1 or x[3] < 1:
-            raise ValueError(f"AdaptiveMaxPool2d: input planes must be non-empty, got shape {tuple(x)}")
-        return (x[0], x[1]) + self.output_size
 
     def forward(self, x):
         N, C, P, Q = self._check_inputs(x)
@@ -362,8 +358,6 @@ class AdaptiveMaxPool2d(_ArgmaxPool):
     def flops(self, in_shapes, out):
         return _numel(in_shapes[0])
 
-    def config(self):
-        return dict(output_size=list(self.output_size))
 
 
 __all__ = ["MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "FractionalMaxPool2d", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d"]
