@@ -94,12 +94,18 @@ def _not_differentiable(what):
 
 
 class _Node:
-    """One recorded call: ``fn(saved, g, needs) -> gradients of the inputs`` (None where not needed)."""
+    """One recorded call: ``fn(saved, g, needs) -> gradients of the inputs`` (None where not needed).
+
+    ``inputs`` holds, per input, the node that made it, or the Tensor itself for a leaf (a Parameter, a
+    constant, a requires_grad leaf). Never an intermediate Tensor: that would keep its array alive until
+    backward although only ``saved`` is read there (BatchNorm's output under a ReLU, a residual sum), so
+    a recorded forward would hold one more activation per such value than a Sequential does."""
 
     __slots__ = ("fn", "inputs", "saved", "name", "own", "released")
 
     def __init__(self, fn, inputs, saved, name, own=()):
-        self.fn, self.inputs, self.saved, self.name, self.own = fn, inputs, saved, name, own
+        self.fn, self.saved, self.name, self.own = fn, saved, name, own
+        self.inputs = tuple(t._node if t._node is not None else t for t in inputs)
         self.released = False
 
 
@@ -413,8 +419,8 @@ def _order(roots):
             state[id(nd)] = True
             stack.append((nd, True))
             for src in nd.inputs:
-                if src._node is not None and id(src._node) not in state:
-                    stack.append((src._node, False))
+                if type(src) is _Node and id(src) not in state:
+                    stack.append((src, False))
     return order
 
 
@@ -431,7 +437,7 @@ def backward(pairs, wanted=()):
     needs = {}
     for nd in order:
         own = any(p.requires_grad for p in nd.own)
-        needs[id(nd)] = own or any(needs[id(s._node)] if s._node is not None else leaf_needs(s) for s in nd.inputs)
+        needs[id(nd)] = own or any(needs[id(s)] if type(s) is _Node else leaf_needs(s) for s in nd.inputs)
     grads = {}      # id(node) or id(leaf tensor) -> gradient so far (summed out of place over every use)
     leaves = {}
 
@@ -451,13 +457,13 @@ def backward(pairs, wanted=()):
             if g is None or not needs[id(nd)]:
                 continue
             ins = nd.inputs
-            flags = [needs[id(s._node)] if s._node is not None else leaf_needs(s) for s in ins]
+            flags = [needs[id(s)] if type(s) is _Node else leaf_needs(s) for s in ins]
             ds = nd.fn(nd.saved, g, flags)
             for s, w, d in zip(ins, flags, ds):
                 if not w or d is None:
                     continue
-                if s._node is not None:
-                    add(id(s._node), d)
+                if type(s) is _Node:
+                    add(id(s), d)
                 else:
                     leaves[id(s)] = s
                     add(id(s), d)
