@@ -17,6 +17,7 @@ py::dict build_info() {
   d["openmp"] = ck::openmp_version();
   d["num_threads"] = ck::get_num_threads();
   d["simd"] = ck::simd_level();
+  d["malloc"] = ck::malloc_policy();
   d["compiler"] = __VERSION__;
   return d;
 }

@@ -20,7 +20,9 @@ extern std::atomic<int> g_num_threads;
 inline int num_threads() { return detail::g_num_threads.load(std::memory_order_relaxed); }
 
 void runtime_init();          // called once when the module loads: threads from OMP_NUM_THREADS or the cores; the GEMM
-                              // variant from CNNKIT_ISA or CPUID (throws std::invalid_argument for a bad CNNKIT_ISA)
+                              // variant from CNNKIT_ISA or CPUID; glibc's malloc thresholds from CNNKIT_MALLOC
+                              // (throws std::invalid_argument for a bad CNNKIT_ISA or CNNKIT_MALLOC)
+std::string malloc_policy();  // "retain" (freed memory kept for reuse), or "default" and why
 void set_num_threads(int n);  // OpenMP threads for every kernel, process-wide
 int get_num_threads();        // num_threads()
 int threads_in_region();      // team size of a region opened as the kernels open theirs (a test probe)

@@ -22,7 +22,10 @@ def get_num_threads():
 
 def build_info():
     """Facts about this build: version, cuda (compiled in), cuda_archs, isa (the GEMM micro-kernel
-    in use: avx512, avx2 or generic; CNNKIT_ISA overrides CPUID), isa_supported, openmp, simd, num_threads."""
+    in use: avx512, avx2 or generic; CNNKIT_ISA overrides CPUID), isa_supported, openmp, simd, num_threads,
+    malloc ("retain": glibc keeps freed memory for reuse instead of giving it back, so a training loop does not
+    fault its pages in again every step; CNNKIT_MALLOC=default or the user's own MALLOC_* settings leave
+    glibc's defaults)."""
     info = dict(_C.build_info())
     info["cuda_available"] = cuda.is_available()
     return info
