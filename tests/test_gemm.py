@@ -20,9 +20,9 @@ ISAS = ["avx512", "avx2", "generic"]
 
 @pytest.fixture(params=ISAS)
 def isa(request):
-    supported = cnnkit.build_info()["isa_supported"].split(",")
+    supported = cnnkit.build_info()["gemm_kernels"].split(",")
     if request.param not in supported:
-        pytest.skip(f"this CPU/build runs only {supported}, not {request.param}")
+        pytest.skip(f"this CPU and loaded module run only the {supported} micro-kernels, not {request.param}")
     before = cnnkit.build_info()["isa"]
     _C._set_isa(request.param)
     yield request.param
@@ -107,7 +107,7 @@ def test_conv2d_passes_on_each_variant_match_the_reference(isa, rng, threads, c,
 def test_the_variant_never_changes_shapes_dtypes_or_messages(rng):
     x, w = _rnd(rng, 2, 3, 6, 6), _rnd(rng, 4, 3, 3, 3)
     seen = set()
-    for name in cnnkit.build_info()["isa_supported"].split(","):
+    for name in cnnkit.build_info()["gemm_kernels"].split(","):
         before = cnnkit.build_info()["isa"]
         _C._set_isa(name)
         try:
@@ -135,9 +135,12 @@ def test_build_info_reports_the_variant_and_what_the_cpu_supports():
     info = cnnkit.build_info()
     supported = info["isa_supported"].split(",")
     assert supported[-1] == "generic" and set(supported) <= set(ISAS)
-    assert info["isa"] in supported
-    if "CNNKIT_ISA" not in os.environ:
-        assert info["isa"] == supported[0]  # the best the CPU runs, from CPUID
+    kernels = info["gemm_kernels"].split(",")
+    assert info["isa"] in kernels and set(kernels) <= set(supported)
+    if "CNNKIT_ISA" not in os.environ and info["isa_compiled"] != "native":
+        # the best level the CPU runs, from CPUID: the module's kernels and its GEMM micro-kernel alike
+        assert info["isa"] == info["module_isa"] == supported[0]
+        assert kernels == supported
 
 
 def test_a_bad_cnnkit_isa_fails_at_import_naming_the_choices():

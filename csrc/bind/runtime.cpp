@@ -13,11 +13,13 @@ py::dict build_info() {
   d["cuda"] = ck::cuda_built();
   d["cuda_archs"] = ck::cuda_built() ? std::string(CNNKIT_CUDA_ARCHS) : std::string();
   d["isa"] = ck::gemm_isa();
-  d["isa_supported"] = ck::gemm_isa_supported();
+  d["gemm_kernels"] = ck::gemm_isa_supported();  // the micro-kernels of this module the CPU runs
   d["openmp"] = ck::openmp_version();
   d["num_threads"] = ck::get_num_threads();
   d["simd"] = ck::simd_level();
   d["malloc"] = ck::malloc_policy();
+  d["module_isa"] = ck::build_isa();
+  d["build_flags"] = ck::build_flags();
   d["compiler"] = __VERSION__;
   return d;
 }

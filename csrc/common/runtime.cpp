@@ -60,6 +60,13 @@ void runtime_init() {
 
 std::string malloc_policy() { return g_malloc_policy; }
 
+#ifndef CNNKIT_BUILD_ISA
+#define CNNKIT_BUILD_ISA "native"
+#define CNNKIT_BUILD_FLAGS ""
+#endif
+std::string build_isa() { return CNNKIT_BUILD_ISA; }
+std::string build_flags() { return CNNKIT_BUILD_FLAGS; }
+
 void set_num_threads(int n) {
   CK_CHECK(n >= 1, "set_num_threads", "n must be >= 1, got ", n);
   detail::g_num_threads.store(n, std::memory_order_relaxed);

@@ -23,6 +23,8 @@ void runtime_init();          // called once when the module loads: threads from
                               // variant from CNNKIT_ISA or CPUID; glibc's malloc thresholds from CNNKIT_MALLOC
                               // (throws std::invalid_argument for a bad CNNKIT_ISA or CNNKIT_MALLOC)
 std::string malloc_policy();  // "retain" (freed memory kept for reuse), or "default" and why
+std::string build_isa();      // the level this module's kernels were compiled for: generic, avx2, avx512 or native
+std::string build_flags();    // the kernels' compiler flags
 void set_num_threads(int n);  // OpenMP threads for every kernel, process-wide
 int get_num_threads();        // num_threads()
 int threads_in_region();      // team size of a region opened as the kernels open theirs (a test probe)

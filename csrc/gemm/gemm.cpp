@@ -25,17 +25,25 @@ const MicroKernel<float>* g_sgemm = nullptr;  // set by gemm_init when the modul
 
 const MicroKernel<float>& sgemm_kernel() { return g_sgemm ? *g_sgemm : gemm_detail::sgemm_kernel_generic(); }
 
+// The psABI levels the variants are compiled for (x86-64-v4: AVX-512 F/CD/BW/DQ/VL; x86-64-v3: AVX2, FMA,
+// BMI1/2, F16C, LZCNT, MOVBE), with the operating system's support for the wider registers; the same test
+// as cnnkit._cpu, which picks the module.
 bool cpu_has(const char* isa) {
 #if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
-  if (std::strcmp(isa, "avx512") == 0) return __builtin_cpu_supports("avx512f");
-  if (std::strcmp(isa, "avx2") == 0) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (std::strcmp(isa, "avx512") == 0) return __builtin_cpu_supports("x86-64-v4");
+  if (std::strcmp(isa, "avx2") == 0) return __builtin_cpu_supports("x86-64-v3");
 #endif
   return std::strcmp(isa, "generic") == 0;
 }
 
+// The micro-kernels compiled into this module: its own level's and those below it.
 const MicroKernel<float>* kernel_named(const std::string& name) {
+#if defined(CNNKIT_GEMM_AVX512)
   if (name == "avx512") return gemm_detail::sgemm_kernel_avx512();
+#endif
+#if defined(CNNKIT_GEMM_AVX2)
   if (name == "avx2") return gemm_detail::sgemm_kernel_avx2();
+#endif
   if (name == "generic") return &gemm_detail::sgemm_kernel_generic();
   return nullptr;
 }

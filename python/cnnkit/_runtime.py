@@ -21,11 +21,16 @@ def get_num_threads():
 
 
 def build_info():
-    """Facts about this build: version, cuda (compiled in), cuda_archs, isa (the GEMM micro-kernel
-    in use: avx512, avx2 or generic; CNNKIT_ISA overrides CPUID), isa_supported, openmp, simd, num_threads,
-    malloc ("retain": glibc keeps freed memory for reuse instead of giving it back, so a training loop does not
-    fault its pages in again every step; CNNKIT_MALLOC=default or the user's own MALLOC_* settings leave
+    """Facts about this build: version, cuda (compiled in), cuda_archs, openmp, simd, num_threads;
+    isa (the GEMM micro-kernel in use: avx512, avx2 or generic), module_isa (the level every kernel of the
+    loaded module was compiled for, or native), isa_supported (the levels this CPU runs, best first),
+    isa_compiled (the kernel modules this install holds), gemm_kernels (the micro-kernels of the loaded
+    module this CPU runs), build_flags (the kernels' compiler flags); CNNKIT_ISA overrides the choice.
+    malloc ("retain": glibc keeps freed memory for reuse instead of giving it back, so a training loop does
+    not fault its pages in again every step; CNNKIT_MALLOC=default or the user's own MALLOC_* settings leave
     glibc's defaults)."""
     info = dict(_C.build_info())
+    info["isa_supported"] = ",".join(_C.SUPPORTED)   # what the CPU runs
+    info["isa_compiled"] = ",".join(_C.BUILT)        # the kernel modules this install holds
     info["cuda_available"] = cuda.is_available()
     return info
