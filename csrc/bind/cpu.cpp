@@ -3,22 +3,11 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
-#include <string>
+#include "common/cpu_level.h"
 
 namespace {
 
-PyObject* supported(PyObject*, PyObject*) {
-  std::string out;
-#if defined(__x86_64__) || defined(_M_X64)
-  __builtin_cpu_init();
-  // x86-64-v4: AVX-512 F/CD/BW/DQ/VL; x86-64-v3: AVX2, FMA, BMI1/2, F16C, LZCNT, MOVBE. libgcc's test also
-  // checks that the OS saves the wider registers (XCR0).
-  if (__builtin_cpu_supports("x86-64-v4")) out += "avx512,";
-  if (__builtin_cpu_supports("x86-64-v3")) out += "avx2,";
-#endif
-  out += "generic";
-  return PyUnicode_FromString(out.c_str());
-}
+PyObject* supported(PyObject*, PyObject*) { return PyUnicode_FromString(ck::cpu_levels()); }
 
 PyMethodDef kMethods[] = {
     {"supported", supported, METH_NOARGS,

@@ -12,7 +12,11 @@
 #include <memory>
 #include <stdexcept>
 #include <utility>
+#if defined(_WIN32)
+#include <malloc.h>
+#endif
 
+#include "common/cpu_level.h"
 #include "gemm/kernel.h"
 
 namespace ck {
@@ -21,18 +25,32 @@ using gemm_detail::MicroKernel;
 
 namespace {
 
+// 64-byte-aligned blocks for the packed panels: C++17's aligned_alloc, or the Windows CRT's pair (whose
+// blocks must be freed by _aligned_free). size is a multiple of the alignment.
+void* aligned_malloc(size_t size) {
+#if defined(_WIN32)
+  return _aligned_malloc(size, 64);
+#else
+  return std::aligned_alloc(64, size);
+#endif
+}
+
+void aligned_free(void* p) {
+#if defined(_WIN32)
+  _aligned_free(p);
+#else
+  std::free(p);
+#endif
+}
+
 const MicroKernel<float>* g_sgemm = nullptr;  // set by gemm_init when the module loads
 
 const MicroKernel<float>& sgemm_kernel() { return g_sgemm ? *g_sgemm : gemm_detail::sgemm_kernel_generic(); }
 
-// The psABI levels the variants are compiled for (x86-64-v4: AVX-512 F/CD/BW/DQ/VL; x86-64-v3: AVX2, FMA,
-// BMI1/2, F16C, LZCNT, MOVBE), with the operating system's support for the wider registers; the same test
-// as cnnkit._cpu, which picks the module.
+// The levels the variants are compiled for, as cnnkit._cpu (which picks the module) reads them.
 bool cpu_has(const char* isa) {
-#if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
-  if (std::strcmp(isa, "avx512") == 0) return __builtin_cpu_supports("x86-64-v4");
-  if (std::strcmp(isa, "avx2") == 0) return __builtin_cpu_supports("x86-64-v3");
-#endif
+  if (std::strcmp(isa, "avx512") == 0) return cpu_level_v4();
+  if (std::strcmp(isa, "avx2") == 0) return cpu_level_v3();
   return std::strcmp(isa, "generic") == 0;
 }
 
@@ -85,13 +103,13 @@ struct PackBuffers {
   T* b = nullptr;
   size_t na = 0, nb = 0;
   ~PackBuffers() {
-    std::free(a);
-    std::free(b);
+    aligned_free(a);
+    aligned_free(b);
   }
   static bool grow(T** p, size_t* have, size_t want) {
     if (*have >= want) return true;
-    std::free(*p);
-    *p = static_cast<T*>(std::aligned_alloc(64, round_up(int64_t(want * sizeof(T)), 64)));
+    aligned_free(*p);
+    *p = static_cast<T*>(aligned_malloc(round_up(int64_t(want * sizeof(T)), 64)));
     *have = *p ? want : 0;
     return *p != nullptr;
   }
@@ -313,7 +331,7 @@ PackedA::PackedA(bool trans_a, int64_t m, int64_t k, const float* a, int64_t lda
   if (m <= 0 || k <= 0) return;
   const MicroKernel<float>& uk = sgemm_kernel();
   mpad_ = round_up(m, uk.mr);
-  data_ = static_cast<float*>(std::aligned_alloc(64, size_t(round_up(mpad_ * k * int64_t(sizeof(float)), 64))));
+  data_ = static_cast<float*>(aligned_malloc(size_t(round_up(mpad_ * k * int64_t(sizeof(float)), 64))));
   if (!data_) return;
   kernel_ = &uk;
   const DepthBlocks db(k);
@@ -325,7 +343,7 @@ PackedA::PackedA(PackedA&& o) noexcept { *this = std::move(o); }
 
 PackedA& PackedA::operator=(PackedA&& o) noexcept {
   if (this != &o) {
-    std::free(data_);
+    aligned_free(data_);
     data_ = std::exchange(o.data_, nullptr);
     kernel_ = o.kernel_;
     a_ = o.a_;
@@ -338,7 +356,7 @@ PackedA& PackedA::operator=(PackedA&& o) noexcept {
   return *this;
 }
 
-PackedA::~PackedA() { std::free(data_); }
+PackedA::~PackedA() { aligned_free(data_); }
 
 namespace {
 // The packed panels of `packed` when it was built for exactly this GEMM's A and the kernel in use, else null.
