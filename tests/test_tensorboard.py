@@ -158,6 +158,12 @@ def test_without_tensorboardx_the_error_names_the_extra_and_cnnkit_still_imports
     monkeypatch.setitem(sys.modules, "tensorboardX", None)        # import tensorboardX now fails
     with pytest.raises(ImportError, match=r'TensorBoard: needs tensorboardX.*pip install "cnnkit\[tensorboard\]"'):
         ck.train.TensorBoard(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "tensorboardX")
+    monkeypatch.setitem(sys.modules, "PIL", None)                 # no Pillow: images cannot be written
+    with pytest.raises(ImportError, match=r'image_every > 0 needs Pillow.*pip install "cnnkit\[tensorboard\]", or '
+                                          r'pass image_every=0'):
+        ck.train.TensorBoard(str(tmp_path))
+    assert ck.train.TensorBoard(str(tmp_path), image_every=0).image_every == 0
     code = ("import sys; sys.modules['tensorboardX'] = None; sys.modules['tensorboard'] = None\n"
             "import cnnkit as ck; print(ck.TensorBoard.__name__, ck.ModelCheckpoint.__name__)")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))

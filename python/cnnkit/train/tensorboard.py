@@ -4,15 +4,14 @@ optional extra ``cnnkit[tensorboard]``), as Keras's TensorBoard callback does fo
 Every event's step is the iteration (optimizer step) count, so the epoch curves line up with the loss curve,
 and a resumed run can purge what a crashed run wrote after its checkpoint (tensorboardX's purge_step).
 """
-import importlib.util
 import os
 import re
 import time
 
+from .._validate import check_flag as _flag, check_int as _int
 from .callbacks import Callback
 from .checkpoint import host
 from .plots import filter_grid, first_conv_weight
-from .._validate import check_flag as _flag, check_int as _int
 
 _NOT_SCALARS = ("epoch", "steps", "partial")   # an epoch record's bookkeeping, not a curve
 _BAD_TAG_CHARS = re.compile(r"[^-/\w.]")       # what tensorboardX would replace in a tag, with a warning
@@ -29,9 +28,13 @@ def _summary_writer_class(images):
     except ImportError:
         raise ImportError('TensorBoard: needs tensorboardX, which is not installed; '
                           'pip install "cnnkit[tensorboard]"') from None
-    if images and importlib.util.find_spec("PIL") is None:
-        raise ImportError('TensorBoard: image_every > 0 needs Pillow (tensorboardX writes images as PNG with it), '
-                          'which is not installed; pip install "cnnkit[tensorboard]", or pass image_every=0')
+    if images:
+        try:
+            import PIL  # noqa: F401
+        except ImportError:
+            raise ImportError('TensorBoard: image_every > 0 needs Pillow (tensorboardX writes images as PNG with '
+                              'it), which is not installed; pip install "cnnkit[tensorboard]", or pass '
+                              'image_every=0') from None
     return SummaryWriter
 
 
@@ -59,8 +62,8 @@ class TensorBoard(Callback):
     filters                       the first Conv2d's filters as one image every `image_every` epochs (0:
                                   never): each scaled to [0, 1], tiled as CS231n's visualize_grid
 
-    Characters a tag may not hold ("0 Conv2d") become "_". The writer opens at fit start and is closed, its
-    events flushed to disk, at fit end."""
+    Characters a tag may not hold ("0 Conv2d") become "_". The writer opens at fit start, flushes its events
+    to disk at every epoch end and is closed at fit end."""
 
     def __init__(self, log_dir, histogram_every=1, image_every=1, ratio=True):
         op = "TensorBoard"
@@ -130,6 +133,7 @@ class TensorBoard(Callback):
             if w is not None:
                 grid = filter_grid(w)
                 self.writer.add_image("filters", grid, step, dataformats="HWC" if grid.ndim == 3 else "HW")
+        self.writer.flush()    # each finished epoch is on disk even if the run dies before fit's end
 
     def on_fit_end(self, trainer):
         self._write_history(trainer)   # a partial last epoch
