@@ -217,3 +217,18 @@ def test_cnnkit_train_result_json_names_the_best_epoch(tmp_path):
     assert on_disk["best"] == result["best"] == {"file": "best.safetensors", "epoch": best + 1, "monitor": "val_acc",
                                                  "value": acc[best]}
     assert {"best.safetensors", "model.safetensors", "result.json"} <= set(os.listdir(tmp_path / "run"))
+
+
+def test_best_safetensors_of_a_run_on_the_device_equals_the_cpu_runs(tmp_path, data, monkeypatch):
+    from helpers import fakecupy
+    fakecupy.install(monkeypatch)     # the strict CuPy stand-in: device arrays that refuse implicit host reads
+    for device in ("cpu", "cuda"):
+        model = digits_net(0)
+        if device != "cpu":
+            model.to(device)
+        tr = ck.Trainer(model, ck.optim.Adam(model.parameters(), lr=5e-3), progress=False, log_every=4)
+        tr.fit(data["train"][np.arange(256)], data["val"][np.arange(96)], epochs=3, batch_size=32,
+               run_dir=str(tmp_path / device), plots=False)
+        assert tr.best_checkpoint.best_epoch == int(np.argmax(tr.history["val_acc"])) + 1
+    cpu, dev = (load_file(str(tmp_path / d / "best.safetensors")) for d in ("cpu", "cuda"))
+    assert set(dev) == set(cpu) and all(np.array_equal(dev[k], cpu[k]) for k in cpu)

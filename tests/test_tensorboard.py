@@ -169,3 +169,28 @@ def test_without_tensorboardx_the_error_names_the_extra_and_cnnkit_still_imports
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0 and r.stdout.split() == ["TensorBoard", "ModelCheckpoint"], r.stderr[-2000:]
+
+
+def test_a_run_on_the_device_logs_what_the_same_run_on_the_cpu_logs(tmp_path, data, monkeypatch):
+    from helpers import fakecupy
+    fakecupy.install(monkeypatch)     # the strict CuPy stand-in: device arrays that refuse implicit host reads
+    logs = {}
+    for device in ("cpu", "cuda"):
+        model = digits_net(0)
+        if device != "cpu":
+            model.to(device)
+        tb = ck.TensorBoard(str(tmp_path / device))
+        tr = ck.Trainer(model, ck.optim.Adam(model.parameters(), lr=2e-3), callbacks=[tb], progress=False,
+                        log_every=4, ratio_every=3)
+        tr.fit(data["train"][np.arange(256)], data["val"][np.arange(96)], epochs=2, batch_size=32)
+        logs[device] = read(tmp_path / device)
+    cpu, dev = logs["cpu"], logs["cuda"]
+    assert cpu.Tags()["scalars"] and sorted(dev.Tags()["scalars"]) == sorted(cpu.Tags()["scalars"])
+    for tag in cpu.Tags()["scalars"]:
+        if tag not in ("epoch/seconds", "epoch/images_per_s"):
+            assert [(e.step, e.value) for e in dev.Scalars(tag)] == [(e.step, e.value) for e in cpu.Scalars(tag)], tag
+    assert sorted(dev.Tags()["histograms"]) == sorted(cpu.Tags()["histograms"])
+    for tag in cpu.Tags()["histograms"]:
+        a, b = cpu.Histograms(tag)[-1].histogram_value, dev.Histograms(tag)[-1].histogram_value
+        assert (b.num, b.min, b.max, list(b.bucket)) == (a.num, a.min, a.max, list(a.bucket)), tag
+    assert dev.Images("filters")[-1].encoded_image_string == cpu.Images("filters")[-1].encoded_image_string
