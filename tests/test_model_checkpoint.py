@@ -166,6 +166,10 @@ def test_fit_with_a_run_dir_keeps_best_safetensors(tmp_path, data):
     assert b.best_path == str(tmp_path / "run" / "best.safetensors")
     assert same_weights(weights(ck.load(b.best_path)), at[best])
     assert tr.callbacks == [c for c in tr.callbacks if not isinstance(c, ck.train.ModelCheckpoint)]
+    # a run folder whose name holds braces is a folder, not a format string
+    tr, at = fit(data, 1, [], run_dir=str(tmp_path / "r{epoch}"), plots=False)
+    assert tr.best_checkpoint.best_path == str(tmp_path / "r{epoch}" / "best.safetensors")
+    assert same_weights(weights(ck.load(tr.best_checkpoint.best_path)), at[0])
     # keep_best=False: no file
     tr, _ = fit(data, 1, [], run_dir=str(tmp_path / "off"), plots=False, keep_best=False)
     assert not os.path.exists(tmp_path / "off" / "best.safetensors")

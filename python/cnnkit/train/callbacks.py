@@ -224,8 +224,9 @@ class BestCheckpoint(ModelCheckpoint):
     when the task has no accuracy (the scores are not (N, C) class scores for integer labels); train_acc /
     train_loss when fit has no validation data. The choice is made at the first epoch end."""
 
-    def __init__(self, filepath):
-        super().__init__(filepath)
+    def __init__(self, path):
+        super().__init__(path.replace("{", "{{").replace("}", "}}"))   # a folder name is no format string
+        self.path = path
         self._chosen = False
 
     def on_epoch_end(self, trainer, epoch, logs):

@@ -347,7 +347,7 @@ class Trainer(StepMixin, ProgressMixin, LoopMixin, ResumeMixin):
         thread count, from a mid-epoch checkpoint and now also at epoch ends: a per-step checkpoint taken at an
         epoch's last step continues with that epoch's end-of-epoch work). run_dir: where history.json, the CSVs
         and the plots go at the end; with keep_best (the default), run_dir/best.safetensors also holds the
-        weights of the best epoch so far (callbacks.BestCheckpoint: by val_acc, or val_loss when there is no
+        model of the best epoch so far (callbacks.BestCheckpoint: by val_acc, or val_loss when there is no
         accuracy; ``trainer.best_checkpoint.best_epoch`` says which). Returns the History.
         """
         check_fit_args(train, val, epochs, batch_size, shuffle, seed, transform, run_dir, plots)
@@ -372,7 +372,7 @@ class Trainer(StepMixin, ProgressMixin, LoopMixin, ResumeMixin):
         """The BestCheckpoint writing run_dir/best.safetensors: the one of an earlier fit into the same folder,
         so that a later fit keeps the best of both, or a new one."""
         path = os.path.join(os.fspath(run_dir), "best.safetensors")
-        if self.best_checkpoint is None or self.best_checkpoint.filepath != path:
+        if self.best_checkpoint is None or self.best_checkpoint.path != path:
             self.best_checkpoint = BestCheckpoint(path)
         return self.best_checkpoint
 
