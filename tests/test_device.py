@@ -271,7 +271,7 @@ def test_a_cpu_checkpoint_resumes_on_the_device(cp, tmp_path):
 
 def test_quit_early_on_the_device_is_seen_at_the_next_read(cp):
     train, _ = _digits_small()
-    tr = _trainer("cuda", lambda ps: ck.optim.SGD(ps, lr=1e4), log_every=3)
+    tr = _trainer("cuda", lambda ps: ck.optim.SGD(ps, lr=1e4), log_every=3, quit_factor=3.0)
     tr.fit(train, None, epochs=2, batch_size=32)
     assert tr.history.stop_reason and "iteration" in tr.history.stop_reason
     assert len(tr.history.iterations["loss"]) % 3 == 0 and len(tr.history.iterations["loss"]) < 16

@@ -153,7 +153,7 @@ def test_every_step_skipped_for_an_epoch_ends_the_run_by_the_quit_rule(data):
     def always_nan(scores, y):
         loss, d = ck.losses.softmax_cross_entropy(scores, y)
         return loss, np.full_like(d, np.nan)
-    tr = ck.Trainer(model, opt, always_nan, progress=False)
+    tr = ck.Trainer(model, opt, always_nan, progress=False, quit_factor=3.0)
     before = weights(model)
     hist = tr.fit(data["train"], None, epochs=5, batch_size=64)
     steps = len(ck.data.DataLoader(data["train"], batch_size=64))

@@ -63,7 +63,7 @@ def test_history_exports_json_csv_and_plots(tmp_path, data):
 
 
 def test_quit_early_rule_stops_an_exploding_run(data, capsys):
-    tr = make_trainer(lr=5.0, epochs=3)
+    tr = make_trainer(lr=5.0, epochs=3, quit_factor=3.0)
     hist = tr.fit(data["train"], None, epochs=3, batch_size=32)
     assert hist.stop_reason is not None and ("quit-early" in hist.stop_reason or "became" in hist.stop_reason)
     assert len(hist.iterations["loss"]) < 3 * 38

@@ -45,9 +45,10 @@ from .lr_finder import lr_find  # noqa: E402,F401  LR range test
 # Training: the trainer, history and plots, checkpoints, callbacks, ensembles.
 from . import train  # noqa: E402,F401
 from .train import EMA, SWA, EarlyStopping, Ensemble, Polyak, SnapshotEnsemble, SnapshotSaver, Trainer  # noqa: E402
+from .train import ModelCheckpoint, TensorBoard  # noqa: E402
 
 __all__ += ["train", "Trainer", "EarlyStopping", "EMA", "Polyak", "SWA", "SnapshotSaver", "Ensemble",
-            "SnapshotEnsemble"]
+            "SnapshotEnsemble", "ModelCheckpoint", "TensorBoard"]
 from . import search  # noqa: E402,F401  hyperparameter search
 from . import zoo  # noqa: E402,F401  model zoo and transfer learning
 from .layers import AdaptiveAvgPool2d  # noqa: E402,F401

@@ -156,8 +156,17 @@ def build_augmentation(cfg):
     return data.Compose(stages) if stages else None
 
 
-def run_training(cfg, log=print, progress=True):
-    """Train as `cfg` says; returns (trainer, result dict). Writes the run folder cfg['out']."""
+def _best_entry(best):
+    """result.json's "best": which epoch best.safetensors holds, by which metric (None: no epoch ended)."""
+    if best is None or best.best_epoch is None:
+        return None
+    return {"file": os.path.basename(best.best_path), "epoch": best.best_epoch, "monitor": best.monitor,
+            "value": best.best}
+
+
+def run_training(cfg, log=print, progress=True, quit_factor=None):
+    """Train as `cfg` says; returns (trainer, result dict). Writes the run folder cfg['out']. quit_factor: the
+    Trainer's quit-early rule (None: off, as the Trainer's default; ck.search's trials pass 3)."""
     if cfg.get("threads"):
         set_num_threads(cfg["threads"])
     out = cfg["out"] or os.path.join("runs", time.strftime("train-%Y%m%d-%H%M%S"))
@@ -182,7 +191,7 @@ def run_training(cfg, log=print, progress=True):
         es = cfg["early_stopping"]
         callbacks.append(EarlyStopping(monitor=es.get("monitor", "val_acc"), patience=es.get("patience", 5)))
     trainer = Trainer(model, opt, "softmax_cross_entropy", schedule=sched, regularizers=regs,
-                         callbacks=callbacks, schedule_interval=interval, progress=progress)
+                      callbacks=callbacks, schedule_interval=interval, progress=progress, quit_factor=quit_factor)
     input_shape = tuple(train[np.arange(1)][0].shape[1:])
     where = f"{get_num_threads()} threads" if model.device == "cpu" else model.device
     log(f"cnnkit {__version__}: {len(train)} train / {len(val)} val / {len(test)} test images of {input_shape}, "
@@ -202,7 +211,7 @@ def run_training(cfg, log=print, progress=True):
     model.save(os.path.join(out, "model.safetensors"))
     result = {"test_acc": test_metrics["acc"], "test_loss": test_metrics["loss"], "seconds": seconds,
               "epochs_run": len(trainer.history.epochs), "stop_reason": trainer.history.stop_reason,
-              "config": cfg}
+              "best": _best_entry(trainer.best_checkpoint), "config": cfg}
     with open(os.path.join(out, "result.json"), "w") as f:
         json.dump(result, f, indent=1, default=str)
     log(f"test accuracy {test_metrics['acc']:.4f} (loss {test_metrics['loss']:.4f}) after {seconds:.1f} s; "

@@ -4,9 +4,10 @@ thread budget, and the results as a sorted table and a scatter plot per hyperpar
 
 An objective is a picklable function ``objective(params, epochs) -> dict`` returning at least the
 metric searched on (e.g. {"val_acc": 0.93}); ``stopped`` (a reason string or None) marks a trial that hit
-the quit-early rule. Workers are started with the "spawn" method (forking a process whose OpenMP runtime
-is running is unsafe) and each gets ``threads_per_worker`` cnnkit threads, so that workers x threads
-never exceeds the cores.
+the quit-early rule (`cnnkit search` trains its trials with ``quit_factor=TRIAL_QUIT_FACTOR``, 3, where the
+Trainer's own default is off: pass it to your own objective's Trainer too). Workers are started with the
+"spawn" method (forking a process whose OpenMP runtime is running is unsafe) and each gets
+``threads_per_worker`` cnnkit threads, so that workers x threads never exceeds the cores.
 """
 import concurrent.futures as cf
 import json
@@ -15,6 +16,8 @@ import multiprocessing as mp
 import os
 
 import numpy as np
+
+TRIAL_QUIT_FACTOR = 3.0   # a trial whose loss passes 3x its initial value is stopped (CS231n's quit-early rule)
 
 
 class Uniform:
@@ -228,7 +231,7 @@ def config_objective(base_cfg, params, epochs):
     cfg["plots"] = False
     cfg["out"] = os.path.join(base_cfg["out"], "trials", "-".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
                                                                for k, v in sorted(params.items())) + f"-e{epochs}")
-    trainer, result = run_training(cfg, log=lambda *a: None, progress=False)
+    trainer, result = run_training(cfg, log=lambda *a: None, progress=False, quit_factor=TRIAL_QUIT_FACTOR)
     val = trainer.history.epochs[-1].get("val_acc") if trainer.history.epochs else None
     return {"val_acc": val, "test_acc": result["test_acc"], "stopped": result["stop_reason"]}
 

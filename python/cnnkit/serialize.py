@@ -16,17 +16,17 @@ import numpy as np
 
 from ._io import atomic_write
 from ._registry import _BASES, _REGISTRY, _layer_config, _layer_from_config
+from ._xp import is_device_array
 
 FORMAT = "cnnkit.model"
 VERSION = 1
 
 
 def _tensors(model):
+    """name -> a host copy of every parameter and buffer (a model on a GPU is read back)."""
     out = {}
-    for n, p in model.named_parameters():
-        out[n] = np.ascontiguousarray(p.data)
-    for n, b in model.named_buffers():
-        out[n] = np.ascontiguousarray(b)
+    for n, a in [(n, p.data) for n, p in model.named_parameters()] + list(model.named_buffers()):
+        out[n] = np.ascontiguousarray(a.get() if is_device_array(a) else a)
     return out
 
 

@@ -1,16 +1,21 @@
-"""Trainer callbacks: early stopping, weight averaging (Polyak, EMA, SWA) and snapshot ensembles.
+"""Trainer callbacks: early stopping, the best model's file (ModelCheckpoint, as Keras's), weight averaging
+(Polyak, EMA, SWA) and snapshot ensembles. TensorBoard logging is in tensorboard.py.
 
 A callback sees the trainer at fixed points (fit start/end, epoch start/end, after each step) and can
 save its own state into checkpoints (``state_dict`` / ``load_state_dict``: arrays allowed).
 """
 import contextlib
+import math
 import os
+import string
 
 import numpy as np
 
 from .._validate import check_flag as _flag, check_float, check_int as _int
 from .._xp import array_module, is_device_array
 from ..data.loader import as_loader
+from ..serialize import _check_subclasses
+from ..state_dict import export_torch_state_dict
 
 
 class Callback:
@@ -39,37 +44,54 @@ def _like(a, ref):
     return a.get() if is_device_array(a) else array_module(ref).asarray(a)
 
 
+def _monitor_mode(op, monitor, mode):
+    """The direction in which `monitor` improves: "max" or "min"; None or "auto" guess it from the name as
+    Keras does (an accuracy, "...acc", improves upwards; a loss or anything else downwards)."""
+    if not isinstance(monitor, str):
+        raise TypeError(f"{op}: monitor must be a metric name (str), got {type(monitor).__name__}")
+    if mode is None or mode == "auto":
+        return "max" if monitor.endswith("acc") else "min"
+    if mode not in ("min", "max"):
+        raise ValueError(f"{op}: mode must be 'min', 'max' or 'auto', got {mode!r}")
+    return mode
+
+
+def _monitored(op, monitor, logs):
+    """The epoch's value of `monitor`; a ValueError naming the logged keys when the epoch did not log it."""
+    v = logs.get(monitor)
+    if v is None:
+        raise ValueError(f"{op}: metric {monitor!r} is not logged; logged: {sorted(logs)} "
+                         f"(val_* needs fit(val=...))")
+    return float(v)
+
+
+def _improves(v, best, mode, min_delta=0.0):
+    """Whether `v` beats `best` (None: nothing yet) by more than min_delta; a NaN never does."""
+    if math.isnan(v):
+        return False
+    if best is None:
+        return True
+    return v > best + min_delta if mode == "max" else v < best - min_delta
+
+
 class EarlyStopping(Callback):
     """Stop when `monitor` ("val_acc", "val_loss", "train_loss"...) has not improved by `min_delta` for
     `patience` epochs; with restore_best, the best epoch's weights are put back when fit ends."""
 
     def __init__(self, monitor="val_acc", patience=5, mode=None, min_delta=0.0, restore_best=True):
         op = "EarlyStopping"
-        if not isinstance(monitor, str):
-            raise TypeError(f"{op}: monitor must be a metric name (str), got {type(monitor).__name__}")
+        mode = _monitor_mode(op, monitor, mode)
         patience = _int(op, "patience", patience, minimum=0)
         min_delta = check_float(op, "min_delta", min_delta, lo=0.0)
         restore_best = _flag(op, "restore_best", restore_best)
-        if mode is None:
-            mode = "max" if monitor.endswith("acc") else "min"
-        if mode not in ("min", "max"):
-            raise ValueError(f"EarlyStopping: mode must be 'min' or 'max', got {mode!r}")
         self.monitor, self.patience, self.mode, self.min_delta = monitor, patience, mode, float(min_delta)
         self.restore_best = restore_best
         self.best, self.best_epoch, self.wait, self.best_weights = None, None, 0, None
         self.stopped_epoch = None
 
-    def _better(self, v):
-        if self.best is None:
-            return True
-        return v > self.best + self.min_delta if self.mode == "max" else v < self.best - self.min_delta
-
     def on_epoch_end(self, trainer, epoch, logs):
-        v = logs.get(self.monitor)
-        if v is None:
-            raise ValueError(f"EarlyStopping: metric {self.monitor!r} is not logged; logged: {sorted(logs)} "
-                             f"(val_* needs fit(val=...))")
-        if self._better(v):
+        v = _monitored("EarlyStopping", self.monitor, logs)
+        if _improves(v, self.best, self.mode, self.min_delta):
             self.best, self.best_epoch, self.wait = float(v), epoch + 1, 0
             if self.restore_best:
                 self.best_weights = _weights(trainer.model)
@@ -96,6 +118,133 @@ class EarlyStopping(Callback):
         self.best, self.best_epoch, self.wait = s["best"], s["best_epoch"], s["wait"]
         self.stopped_epoch = s.get("stopped_epoch")
         self.best_weights = s.get("best_weights")
+
+
+class ModelCheckpoint(Callback):
+    """Save the model at epoch ends, as Keras's ModelCheckpoint. With save_best_only (the default), only when
+    `monitor` (a History key: "val_acc", "val_loss", "train_loss"...) beats its best so far in `mode` ("max",
+    "min", or "auto": max for an accuracy, min otherwise); else every epoch. `filepath` may hold format fields
+    filled from the epoch's logs, as in Keras: "ck-{epoch:03d}-{val_acc:.3f}.safetensors" (epoch counts from 1).
+
+    save_weights_only: True writes the state dict under torch's names (``model.load_state_dict(path)`` reads it
+    back), False the whole model (``ck.load(path)`` rebuilds it; a ck.Sequential or ck.Graph), None (the
+    default) the whole model where ck.load can rebuild it, else the state dict (a ck.Module is code). Files
+    are written atomically. ``best``, ``best_epoch`` (1-based) and ``best_path`` say what was kept."""
+
+    def __init__(self, filepath="best.safetensors", monitor="val_acc", mode="auto", save_best_only=True,
+                 save_weights_only=None, verbose=0):
+        op = "ModelCheckpoint"
+        if not isinstance(filepath, (str, os.PathLike)):
+            raise TypeError(f"{op}: filepath must be a path (str or os.PathLike), got {type(filepath).__name__}")
+        filepath = os.fspath(filepath)
+        if not filepath.endswith(".safetensors"):
+            raise ValueError(f"{op}: filepath must end in .safetensors (cnnkit never writes pickles), "
+                             f"got {filepath!r}")
+        try:
+            fields = [f for _, f, _, _ in string.Formatter().parse(filepath) if f is not None]
+        except ValueError as e:
+            raise ValueError(f"{op}: filepath {filepath!r} is not a valid format string ({e})") from None
+        if "" in fields or any(f.isdigit() for f in fields):
+            raise ValueError(f"{op}: filepath's format fields must be named after logged metrics, such as "
+                             f"{{epoch}} or {{val_acc:.3f}}, got {filepath!r}")
+        self.filepath = filepath
+        self.monitor, self.mode = monitor, _monitor_mode(op, monitor, mode)
+        self.save_best_only = _flag(op, "save_best_only", save_best_only)
+        self.save_weights_only = None if save_weights_only is None else _flag(op, "save_weights_only",
+                                                                             save_weights_only)
+        self.verbose = _int(op, "verbose", verbose, minimum=0)
+        self.best, self.best_epoch, self.best_path = None, None, None
+
+    def _weights_only(self, model):
+        """Whether to write the state dict; refuses save_weights_only=False for a model ck.load cannot rebuild."""
+        if self.save_weights_only:
+            return True
+        try:
+            _check_subclasses(model)
+        except TypeError as e:
+            if self.save_weights_only is None:
+                return True
+            raise TypeError(f"ModelCheckpoint: save_weights_only=False needs a model ck.load can rebuild; {e}; "
+                            f"or pass save_weights_only=True") from None
+        return False
+
+    def on_fit_start(self, trainer):
+        self._weights_only(trainer.model)     # a model that cannot be saved whole is refused before training
+
+    def _path(self, logs):
+        try:
+            return self.filepath.format(**logs)
+        except KeyError as e:
+            raise ValueError(f"ModelCheckpoint: filepath {self.filepath!r} names {e.args[0]!r}, which is not "
+                             f"logged; logged: {sorted(logs)}") from None
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"ModelCheckpoint: filepath {self.filepath!r} cannot be filled from the epoch's logs "
+                             f"({e})") from None
+
+    def _save(self, model, path):
+        folder = os.path.dirname(path)
+        if folder:
+            os.makedirs(folder, exist_ok=True)
+        if self._weights_only(model):
+            export_torch_state_dict(model, path)
+        else:
+            model.save(path)
+
+    def on_epoch_end(self, trainer, epoch, logs):
+        if self.save_best_only or self.monitor in logs:
+            v = _monitored("ModelCheckpoint", self.monitor, logs)
+        else:
+            v = None                 # saving every epoch: the monitor only tracks the best when it is logged
+        path = self._path(logs)
+        improved = v is not None and _improves(v, self.best, self.mode)
+        if self.save_best_only and not improved:
+            if self.verbose:
+                best = "nothing yet" if self.best is None else f"{self.best:.5g}"
+                print(f"epoch {epoch + 1}: {self.monitor} {v:.5g} did not improve on {best}", flush=True)
+            return
+        self._save(trainer.model, path)
+        if improved:
+            if self.verbose:
+                was = "" if self.best is None else f" from {self.best:.5g}"
+                print(f"epoch {epoch + 1}: {self.monitor} improved{was} to {v:.5g}, saved the model to {path}",
+                      flush=True)
+            self.best, self.best_epoch, self.best_path = v, epoch + 1, path
+        elif self.verbose:
+            print(f"epoch {epoch + 1}: saved the model to {path}", flush=True)
+
+    def state_dict(self):
+        return {"best": self.best, "best_epoch": self.best_epoch, "best_path": self.best_path}
+
+    def load_state_dict(self, s):
+        self.best, self.best_epoch, self.best_path = s["best"], s["best_epoch"], s["best_path"]
+
+
+class BestCheckpoint(ModelCheckpoint):
+    """What fit(run_dir=...) keeps as best.safetensors: the epoch with the best val_acc, or the best val_loss
+    when the task has no accuracy (the scores are not (N, C) class scores for integer labels); train_acc /
+    train_loss when fit has no validation data. The choice is made at the first epoch end."""
+
+    def __init__(self, path):
+        super().__init__(path.replace("{", "{{").replace("}", "}}"))   # a folder name is no format string
+        self.path = path
+        self._chosen = False
+
+    def on_epoch_end(self, trainer, epoch, logs):
+        if not self._chosen:
+            split = "val" if "val_loss" in logs else "train"
+            self.monitor = f"{split}_acc" if trainer.has_accuracy else f"{split}_loss"
+            self.mode = _monitor_mode("ModelCheckpoint", self.monitor, "auto")
+            self._chosen = True
+        super().on_epoch_end(trainer, epoch, logs)
+
+    def state_dict(self):
+        return {**super().state_dict(), "monitor": self.monitor if self._chosen else None}
+
+    def load_state_dict(self, s):
+        super().load_state_dict(s)
+        if s.get("monitor"):
+            self.monitor, self._chosen = s["monitor"], True
+            self.mode = _monitor_mode("ModelCheckpoint", self.monitor, "auto")
 
 
 class WeightAverage(Callback):

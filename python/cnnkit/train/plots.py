@@ -12,6 +12,8 @@ import os
 
 import numpy as np
 
+from .._xp import is_device_array
+
 
 def _plt():
     import matplotlib
@@ -36,25 +38,26 @@ def first_conv_weight(model):
     from ..layers import Conv2d
     for _, layer in model.named_layers():
         if isinstance(layer, Conv2d):
-            return np.asarray(layer.weight.data)
+            w = layer.weight.data
+            return w.get() if is_device_array(w) else np.asarray(w)
     return None
 
 
 def filter_grid(w, pad=1):
-    """Tile filters w (K, C, R, S) into one image: RGB when C == 3, else the mean over channels; each
-    filter is scaled to [0, 1] on its own, as in the lecture's pictures."""
+    """Tile filters w (K, C, R, S) into one image laid out as CS231n's visualize_grid: a ceil(sqrt(K)) square
+    grid with `pad` pixels of 0 between tiles (none around them), each filter scaled to [0, 1] on its own, as
+    in the lecture's pictures. (H, W, 3) RGB when C == 3, else (H, W), the mean over channels."""
     K, C, R, S = w.shape
     img = w.transpose(0, 2, 3, 1) if C == 3 else w.mean(axis=1)[..., None]
     lo = img.reshape(K, -1).min(axis=1).reshape(K, 1, 1, 1)
     hi = img.reshape(K, -1).max(axis=1).reshape(K, 1, 1, 1)
     img = (img - lo) / np.maximum(hi - lo, 1e-12)
-    cols = int(np.ceil(np.sqrt(K)))
-    rows = int(np.ceil(K / cols))
+    g = int(np.ceil(np.sqrt(K)))
     ch = img.shape[-1]
-    grid = np.ones((rows * (R + pad) + pad, cols * (S + pad) + pad, ch))
+    grid = np.zeros((g * R + (g - 1) * pad, g * S + (g - 1) * pad, ch))
     for k in range(K):
-        r, c = divmod(k, cols)
-        grid[pad + r * (R + pad):pad + r * (R + pad) + R, pad + c * (S + pad):pad + c * (S + pad) + S] = img[k]
+        r, c = divmod(k, g)
+        grid[r * (R + pad):r * (R + pad) + R, c * (S + pad):c * (S + pad) + S] = img[k]
     return grid if ch == 3 else grid[..., 0]
 
 

@@ -3,9 +3,9 @@
 One training step is: zero the gradients, forward, data loss (+ regularisation penalties), backward
 (skipping every gradient nothing needs), optimizer step (which checks the gradients are finite first and
 skips or raises by its ``nonfinite`` policy), then per-iteration schedules. The trainer records a History,
-shows a progress bar (one line per epoch when output is not a terminal), stops early when the loss passes
-3 times its initial value (CS231n's quit-early rule), writes checkpoints that resume bit for bit, and
-draws the plots into its run folder.
+shows a progress bar (one line per epoch when output is not a terminal), can stop early when the loss passes
+``quit_factor`` times its initial value (CS231n's quit-early rule; off unless set), writes checkpoints that
+resume bit for bit, and writes its run folder (history, plots, the best epoch's weights).
 
 Trainer's public methods are defined here; its private parts come from mixins: _step.py (what one optimizer
 step books), _progress.py (step records, progress output, the quit-early rule), _loop.py (fit's epoch loop),
@@ -18,11 +18,12 @@ import sys
 
 import numpy as np
 
-from .._validate import check_int as _int
+from .._validate import check_flag as _flag, check_int as _int
 from ..autograd import as_array, no_grad
 from .._xp import array_module, is_device_array
 from ..data.loader import as_loader
 from . import checkpoint as ckpt
+from .callbacks import BestCheckpoint
 from ._checks import check_fit_args, check_trainer_args, resolve_loss
 from ._loop import LoopMixin
 from ._progress import ProgressMixin
@@ -41,15 +42,17 @@ class Trainer(StepMixin, ProgressMixin, LoopMixin, ResumeMixin):
     convention) or once per iteration ("step"); ReduceOnPlateau is stepped with the validation loss.
     regularizers: ck.regularizers objects; their penalty is added to the reported loss and their gradient
     to the parameter gradients. callbacks: ck.train callbacks (EarlyStopping, averaging, snapshots...).
-    quit_factor: stop when the loss passes this multiple of its initial value (None disables it).
+    quit_factor: stop when the loss passes this multiple of its initial value (None, the default, disables it;
+    ck.search's trials use 3, the lecture's rule: a trial that explodes is not worth finishing, while a long run
+    may well recover from a spike).
     ratio_every: record each layer's update/weight ratio every this many iterations (0 disables it).
     progress: True (tqdm bar on a terminal, one line per ``log_every`` iterations otherwise), or False.
     nonfinite: "skip" or "raise" sets the optimizer's policy for non-finite gradients (checked before any
     parameter changes; a skipped step leaves parameters and state bit-unchanged and is counted). A step whose
     loss is not finite (on the CPU) is skipped or raised the same way before the optimizer sees it. Skipped
     steps are counted in ``history.skipped_steps``, in each epoch's ``skipped_steps`` and in the progress
-    output; the run goes on. Only the quit-early rule ends it: the loss passing ``quit_factor`` times its
-    first finite value, or a whole epoch's worth of non-finite losses in a row.
+    output; the run goes on. Only the quit-early rule (when quit_factor is set) ends it: the loss passing
+    ``quit_factor`` times its first finite value, or a whole epoch's worth of non-finite losses in a row.
     A run stopped inside an epoch (the quit-early rule, a KeyboardInterrupt, a callback's ``stop_training``)
     returns its History with that epoch logged as far as it got (``"partial": True``, ``"steps"``).
 
@@ -62,7 +65,7 @@ class Trainer(StepMixin, ProgressMixin, LoopMixin, ResumeMixin):
     """
 
     def __init__(self, model, optimizer, loss="softmax_cross_entropy", schedule=None, regularizers=(),
-                 callbacks=(), schedule_interval="epoch", quit_factor=3.0, ratio_every=50, progress=True,
+                 callbacks=(), schedule_interval="epoch", quit_factor=None, ratio_every=50, progress=True,
                  log_every=None, nonfinite=None):
         loss, quit_factor, ratio_every, progress, log_every = check_trainer_args(
             model, optimizer, loss, schedule, regularizers, callbacks, schedule_interval, quit_factor, ratio_every,
@@ -85,6 +88,8 @@ class Trainer(StepMixin, ProgressMixin, LoopMixin, ResumeMixin):
         self.epoch = 0           # the epoch in progress (0-based)
         self.stop_training = False
         self.run_dir = None
+        self.has_accuracy = False    # whether a step or evaluation has scored (N, C) scores against class labels
+        self.best_checkpoint = None  # fit(run_dir=...)'s BestCheckpoint: best.safetensors' monitor and epoch
         self._acc = None         # running sums of the epoch in progress (resumable)
         self._pending = []       # on a GPU: (step, epoch, loss, correct, count, lr) not yet read back
         self._pending_ratios = []
@@ -122,12 +127,12 @@ class Trainer(StepMixin, ProgressMixin, LoopMixin, ResumeMixin):
             x = xp.asarray(x)
         return x, y
 
-    @staticmethod
-    def _correct(scores, y):
+    def _correct(self, scores, y):
         """Number of rows whose argmax is the label: an int, or a 0-d device array when the scores are on a GPU."""
         dtype = y.dtype if hasattr(y, "dtype") else np.asarray(y).dtype
         if scores.ndim != 2 or not np.issubdtype(dtype, np.integer):
             return 0
+        self.has_accuracy = True
         xp = array_module(scores)
         hit = (scores.argmax(axis=1) == xp.asarray(y)).sum()
         return hit if xp is not np else int(hit)
@@ -332,7 +337,7 @@ class Trainer(StepMixin, ProgressMixin, LoopMixin, ResumeMixin):
     # ------------------------------------------------------------ fit
     def fit(self, train, val=None, epochs=1, batch_size=64, shuffle=True, seed=0, transform=None,
             checkpoint_dir=None, checkpoint_every=1, checkpoint_every_steps=None, resume=None, run_dir=None,
-            plots=True):
+            plots=True, keep_best=True):
         """Train for `epochs` epochs (counting from 0; a resumed run continues to the same total).
 
         train / val: a DataLoader, an (x, y) pair or a dataset. A pair or dataset is wrapped in a DataLoader
@@ -341,15 +346,38 @@ class Trainer(StepMixin, ProgressMixin, LoopMixin, ResumeMixin):
         count). resume: a checkpoint folder or file to continue from (bit-exact on the same machine and
         thread count, from a mid-epoch checkpoint and now also at epoch ends: a per-step checkpoint taken at an
         epoch's last step continues with that epoch's end-of-epoch work). run_dir: where history.json, the CSVs
-        and the plots go at the end. Returns the History.
+        and the plots go at the end; with keep_best (the default), run_dir/best.safetensors also holds the
+        model of the best epoch so far (callbacks.BestCheckpoint: by val_acc, or val_loss when there is no
+        accuracy; ``trainer.best_checkpoint.best_epoch`` says which). Returns the History.
         """
         check_fit_args(train, val, epochs, batch_size, shuffle, seed, transform, run_dir, plots)
         for name, v in (("checkpoint_every", checkpoint_every), ("checkpoint_every_steps", checkpoint_every_steps)):
             if v is not None:
                 _int("fit", name, v, minimum=0)    # 0 and None: no checkpoints by this count
+        _flag("fit", "keep_best", keep_best)
         loader = as_loader(train, batch_size, shuffle, seed, transform, device=self.model.device)
         val_loader = as_loader(val, 256, False, 0, device=self.model.device)
         self.run_dir = run_dir
+        best = self._best_checkpoint(run_dir) if run_dir and keep_best else None
+        if best is not None:
+            self.callbacks.append(best)    # last, in checkpoints too: a resume with run_dir restores its best
+        try:
+            return self._fit(loader, val_loader, epochs, checkpoint_dir, checkpoint_every, checkpoint_every_steps,
+                             resume, run_dir, plots)
+        finally:
+            if best is not None:
+                self.callbacks.remove(best)
+
+    def _best_checkpoint(self, run_dir):
+        """The BestCheckpoint writing run_dir/best.safetensors: the one of an earlier fit into the same folder,
+        so that a later fit keeps the best of both, or a new one."""
+        path = os.path.join(os.fspath(run_dir), "best.safetensors")
+        if self.best_checkpoint is None or self.best_checkpoint.path != path:
+            self.best_checkpoint = BestCheckpoint(path)
+        return self.best_checkpoint
+
+    def _fit(self, loader, val_loader, epochs, checkpoint_dir, checkpoint_every, checkpoint_every_steps, resume,
+             run_dir, plots):
         if checkpoint_dir:
             ckpt.clean_stale_temporaries(checkpoint_dir)
         if resume is not None:
