@@ -4,7 +4,7 @@
     splits = ck.data.load_digits()                       # bundled UCI digits, fixed train/val/test split
     pre = ck.data.ChannelStandardize().fit(splits["train"].x)
     aug = ck.data.Compose([ck.data.RandomCrop(8, padding=1), ck.data.RandomHorizontalFlip()])
-    loader = ck.data.DataLoader(splits["train"], 64, seed=0, transform=ck.data.Compose([pre, aug]))
+    loader = ck.data.DataLoader(splits["train"], 64, shuffle=True, seed=0, transform=ck.data.Compose([pre, aug]))
 """
 from ._common import ArrayDataset, DataFormatError
 from .datasets import (from_arrays, load_cifar10, load_cifar100, load_digits, load_fashion_mnist,
