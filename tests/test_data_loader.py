@@ -8,24 +8,11 @@ import pytest
 
 import cnnkit as ck
 from cnnkit import data as D
-
-
-def dataset(n=53, seed=0):
-    rng = np.random.default_rng(seed)
-    return D.ArrayDataset(rng.standard_normal((n, 3, 8, 8)).astype(np.float32), np.arange(n) % 10)
+from helpers.loader_helpers import collect, dataset
 
 
 def aug():
     return D.Compose([D.RandomCrop(8, padding=2), D.RandomHorizontalFlip(), D.ColorJitter(0.2, 0.2, 0.2)])
-
-
-def collect(loader, k=None):
-    out = []
-    for i, (x, y) in enumerate(loader):
-        out.append((x.copy(), y.copy()))
-        if k is not None and i + 1 == k:
-            break
-    return out
 
 
 def test_epoch_covers_dataset_once_and_reshuffles():
