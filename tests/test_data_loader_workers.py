@@ -8,6 +8,7 @@ import time
 import numpy as np
 import pytest
 
+import cnnkit as ck
 from cnnkit import data as D
 from helpers.loader_helpers import collect, dataset
 
@@ -206,3 +207,40 @@ def test_prefetch_is_the_older_spelling_of_one_worker():
     assert D.DataLoader(ds, 8).num_workers == 1
     assert D.DataLoader(ds, 8, prefetch=False).num_workers == 0
     assert D.DataLoader(ds, 8, prefetch=False, num_workers=2).num_workers == 2
+
+
+def test_an_empty_dataset_gives_empty_passes_in_epoch_order():
+    loader = D.DataLoader((np.zeros((0, 1, 2, 2), np.float32), np.zeros(0, np.int64)), 4, num_workers=2)
+    assert len(loader) == 0 and loader.state_dict()["epoch"] == 0
+    assert list(loader) == [] and loader.state_dict()["epoch"] == 1
+    assert list(loader) == [] and loader.state_dict()["epoch"] == 2
+
+
+def _fit(loader, **kw):
+    ck.manual_seed(0)
+    model = ck.Sequential(ck.Conv2d(3, 4, 3, padding=1), ck.ReLU(), ck.Flatten(), ck.Dropout(0.2),
+                          ck.Linear(4 * 8 * 8, 10))
+    model.manual_seed(0)
+    tr = ck.Trainer(model, ck.optim.Adam(model.parameters(), lr=1e-3), progress=False, callbacks=kw.pop("cb", []))
+    tr.fit(loader, epochs=2, **kw)
+    return tr
+
+
+def test_training_and_resume_do_not_depend_on_num_workers(tmp_path):
+    ds = dataset(n=80)
+
+    def loader(nw):
+        return D.DataLoader(ds, 16, shuffle=True, seed=3, transform=aug(), num_workers=nw)
+
+    class Stop(ck.train.Callback):
+        def on_step_end(self, trainer, step, loss):
+            if step == 7:
+                trainer.stop_training = True
+    ref = _fit(loader(0))
+    first = _fit(loader(3), cb=[Stop()], checkpoint_dir=str(tmp_path), checkpoint_every_steps=7, checkpoint_every=0)
+    assert first.step == 7
+    resumed = _fit(loader(2), cb=[ck.train.Callback()], resume=str(tmp_path))
+    assert resumed.step == ref.step == 10
+    assert resumed.history.iterations["loss"] == ref.history.iterations["loss"]
+    for (_, a), (_, b) in zip(ref.model.named_parameters(), resumed.model.named_parameters()):
+        assert a.data.tobytes() == b.data.tobytes()

@@ -25,7 +25,7 @@ class Passes:
 
     def _begin_pass(self):
         epoch, start = self._next
-        if start >= len(self):   # a position saved after a pass's last batch: the next epoch begins
+        if 0 < start >= len(self):   # a position saved after a pass's last batch: the next epoch begins
             epoch, start = epoch + 1, 0
         self._next = (epoch + 1, 0)
         self._live = [epoch, start]
@@ -33,8 +33,11 @@ class Passes:
 
     def _position(self):
         """(epoch, batch) of the next batch to hand out: in the latest pass, or where the next one begins."""
-        epoch, batch = self._next if self._live is None else self._live
-        return (epoch + 1, 0) if batch >= len(self) else (epoch, batch)
+        if self._live is None:
+            (epoch, batch), done = self._next, 0 < self._next[1] >= len(self)
+        else:
+            (epoch, batch), done = self._live, self._live[1] >= len(self)
+        return (epoch + 1, 0) if done else (epoch, batch)
 
     def _load_position(self, op, state):
         """Check state's epoch and batch, and make them where the next pass begins."""
