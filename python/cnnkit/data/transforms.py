@@ -6,7 +6,8 @@ count, whatever else is in the batch, and after a resume. ``DataLoader`` passes 
 ``Compose`` gives each member its own stream. Semantics follow torchvision where it has the transform
 (RandomResizedCrop's sampling, ColorJitter's random order and ITU-R 601 grey, positive angle =
 counter-clockwise); the draws themselves differ (our generator, not torch's). Nothing is clamped: the data
-may already be mean-subtracted. Also here: ``ten_crop`` and ``tta_predict`` for test-time augmentation.
+may already be mean-subtracted. Also here: ``Normalize`` (deterministic, torchvision's semantics), and
+``ten_crop`` and ``tta_predict`` for test-time augmentation.
 
 On the GPU: a CuPy batch runs the CUDA twin of the same pipeline on its device, on CuPy's current
 stream, and stays there (nothing is synchronised or copied back). ids may be numpy (moved with one small
