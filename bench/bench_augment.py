@@ -39,7 +39,7 @@ def bench_augment(batch, threads, repeats):
     out["augment_s"] = median_time(lambda: aug(xb, ids=ids, seed=0, num_threads=threads), repeats)
     for name, t in (("crop_s", aug.transforms[0]), ("flip_s", aug.transforms[1]), ("jitter_s", aug.transforms[2])):
         out[name] = median_time(lambda t=t: t(xb, ids=ids, seed=0, num_threads=threads), repeats)
-    loader = D.DataLoader((x, y), batch, seed=0, transform=aug, prefetch=False, num_threads=threads)
+    loader = D.DataLoader((x, y), batch, shuffle=True, seed=0, transform=aug, prefetch=False, num_threads=threads)
     order = loader.order(0)
     scratch = {}  # as inside one iteration: the gather buffer is reused from batch to batch
     out["load_and_augment_s"] = median_time(lambda: loader._make_batch(order, 0, 3, threads, scratch), repeats)
@@ -139,7 +139,8 @@ def bench_overlap(batch, threads, step, steps=10):
     x = rng.random((n, 3, 32, 32), dtype=np.float32)
     y = rng.integers(0, 10, n)
     aug = D.Compose([D.RandomCrop(32, padding=4), D.RandomHorizontalFlip(), D.ColorJitter(0.4, 0.4, 0.4)])
-    loader = D.DataLoader((x, y), batch, seed=0, transform=aug, prefetch=True, drop_last=True, num_threads=threads)
+    loader = D.DataLoader((x, y), batch, shuffle=True, seed=0, transform=aug, prefetch=True, drop_last=True,
+                          num_threads=threads)
     it = iter(loader)
     next(it)
     step()

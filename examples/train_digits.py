@@ -23,7 +23,8 @@ if not report.passed:
     raise SystemExit("fix the model before training")
 
 # Live augmentation: one-pixel random shifts, drawn from (seed, epoch, sample) so runs reproduce.
-loader = ck.data.DataLoader(splits["train"], batch_size=32, seed=0, transform=ck.data.RandomCrop(8, padding=1))
+loader = ck.data.DataLoader(splits["train"], batch_size=32, shuffle=True, seed=0,
+                            transform=ck.data.RandomCrop(8, padding=1))
 history = trainer.fit(loader, splits["val"], epochs=20, run_dir="runs/example-digits",
                       checkpoint_dir="runs/example-digits/checkpoints")
 print("test:", trainer.evaluate(splits["test"]))

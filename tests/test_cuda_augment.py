@@ -106,7 +106,7 @@ def test_loader_on_cpu_is_the_default_loader():
     aug = D.Compose([D.RandomCrop(6, padding=1), D.RandomHorizontalFlip()])
     runs = []
     for device in (None, "cpu"):
-        ld = D.DataLoader((x, y), 4, seed=3, transform=aug, device=device)
+        ld = D.DataLoader((x, y), 4, shuffle=True, seed=3, transform=aug, device=device)
         assert ld.device == device
         runs.append([(bx, by) for bx, by in ld] + [ld.state_dict()])
     for (bx0, by0), (bx1, by1) in zip(runs[0][:-1], runs[1][:-1]):
@@ -230,7 +230,7 @@ def test_loader_on_cuda_equals_loader_on_cpu_and_resumes(cp, prefetch):
 @needs_cuda
 def test_loader_on_cuda_without_transform_copies_the_batch(cp):
     x, y = rand((9, 1, 4, 4), 8, np.float64), np.arange(9, dtype=np.int64)
-    for (gx, gy), (cx, cy) in zip(D.DataLoader((x, y), 4, seed=1, device="cuda"), D.DataLoader((x, y), 4, seed=1)):
+    for (gx, gy), (cx, cy) in zip(D.DataLoader((x, y), 4, shuffle=True, seed=1, device="cuda"), D.DataLoader((x, y), 4, shuffle=True, seed=1)):
         assert gx.dtype == np.float64 and isinstance(gy, np.ndarray)   # labels stay on the host
         np.testing.assert_array_equal(gx.get(), cx)
         np.testing.assert_array_equal(gy, cy)

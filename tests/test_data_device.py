@@ -81,8 +81,8 @@ def assert_loader_matches_cpu(xp, aug, prefetch, device):
     """DataLoader(device=...) batches with transform `aug`, over an epoch and after a mid-epoch resume, equal
     the CPU loader's bit for bit (also run by tests/test_cuda_augment.py on a real GPU, with no lighting)."""
     x, y = rand((23, 3, 10, 10), 3), np.arange(23, dtype=np.int64) % 5
-    cpu = list(D.DataLoader((x, y), 5, seed=9, transform=aug, prefetch=prefetch))
-    ld = D.DataLoader((x, y), 5, seed=9, transform=aug, prefetch=prefetch, device=device)
+    cpu = list(D.DataLoader((x, y), 5, shuffle=True, seed=9, transform=aug, prefetch=prefetch))
+    ld = D.DataLoader((x, y), 5, shuffle=True, seed=9, transform=aug, prefetch=prefetch, device=device)
     gpu = list(ld)
     assert len(gpu) == len(cpu) == 5
     for (cx, cy), (gx, gy) in zip(cpu, gpu):
@@ -90,7 +90,7 @@ def assert_loader_matches_cpu(xp, aug, prefetch, device):
         np.testing.assert_array_equal(gx.get(), cx)
         np.testing.assert_array_equal(gy, cy)
     ld.load_state_dict({"epoch": 1, "batch": 2})
-    ref = D.DataLoader((x, y), 5, seed=9, transform=aug, prefetch=prefetch)
+    ref = D.DataLoader((x, y), 5, shuffle=True, seed=9, transform=aug, prefetch=prefetch)
     ref.load_state_dict({"epoch": 1, "batch": 2})
     rest = list(zip(ld, ref))
     assert len(rest) == 3
@@ -109,17 +109,17 @@ def test_loader_on_the_device_equals_the_cpu_loader_and_resumes(cp, prefetch):
 def test_loader_on_the_device_copies_x_and_ids_once_per_batch_and_reads_nothing_back(cp, prefetch):
     x, y = rand((23, 3, 10, 10), 3), np.arange(23, dtype=np.int64) % 5
     aug = pipeline()
-    list(D.DataLoader((x, y), 5, seed=9, transform=aug, device="cuda:0"))  # the lighting matrices move once
+    list(D.DataLoader((x, y), 5, shuffle=True, seed=9, transform=aug, device="cuda:0"))  # the lighting matrices move once
     with fakecupy.counting() as c:
-        sizes = [len(by) for _, by in D.DataLoader((x, y), 5, seed=9, transform=aug, prefetch=prefetch, device="cuda")]
+        sizes = [len(by) for _, by in D.DataLoader((x, y), 5, shuffle=True, seed=9, transform=aug, prefetch=prefetch, device="cuda")]
     assert c.syncs == []
     assert sorted(n for n, _ in c.h2d) == sorted([bs * x[0].nbytes for bs in sizes] + [bs * 8 for bs in sizes])
 
 
 def test_loader_on_the_device_without_transform(cp):
     x, y = rand((9, 1, 4, 4), 4, np.float64), np.arange(9, dtype=np.int64)
-    batches = list(D.DataLoader((x, y), 4, seed=1, device="cuda"))
-    for (gx, gy), (cx, cy) in zip(batches, D.DataLoader((x, y), 4, seed=1)):
+    batches = list(D.DataLoader((x, y), 4, shuffle=True, seed=1, device="cuda"))
+    for (gx, gy), (cx, cy) in zip(batches, D.DataLoader((x, y), 4, shuffle=True, seed=1)):
         assert isinstance(gx, cp.ndarray) and gx.dtype == np.float64 and isinstance(gy, np.ndarray)
         np.testing.assert_array_equal(gx.get(), cx)
         np.testing.assert_array_equal(gy, cy)

@@ -8,29 +8,16 @@ import pytest
 
 import cnnkit as ck
 from cnnkit import data as D
-
-
-def dataset(n=53, seed=0):
-    rng = np.random.default_rng(seed)
-    return D.ArrayDataset(rng.standard_normal((n, 3, 8, 8)).astype(np.float32), np.arange(n) % 10)
+from helpers.loader_helpers import collect, dataset
 
 
 def aug():
     return D.Compose([D.RandomCrop(8, padding=2), D.RandomHorizontalFlip(), D.ColorJitter(0.2, 0.2, 0.2)])
 
 
-def collect(loader, k=None):
-    out = []
-    for i, (x, y) in enumerate(loader):
-        out.append((x.copy(), y.copy()))
-        if k is not None and i + 1 == k:
-            break
-    return out
-
-
 def test_epoch_covers_dataset_once_and_reshuffles():
     ds = dataset()
-    loader = D.DataLoader(ds, 8, seed=3)
+    loader = D.DataLoader(ds, 8, shuffle=True, seed=3)
     assert len(loader) == 7
     e0 = collect(loader)
     e1 = collect(loader)
@@ -58,13 +45,13 @@ def test_no_shuffle_and_drop_last():
 @pytest.mark.parametrize("prefetch", [True, False])
 def test_resume_mid_epoch_is_bit_exact(prefetch):
     ds = dataset()
-    ref = D.DataLoader(ds, 8, seed=11, transform=aug(), prefetch=prefetch)
+    ref = D.DataLoader(ds, 8, shuffle=True, seed=11, transform=aug(), prefetch=prefetch)
     full = collect(ref) + collect(ref)  # two epochs uninterrupted
-    a = D.DataLoader(ds, 8, seed=11, transform=aug(), prefetch=prefetch)
+    a = D.DataLoader(ds, 8, shuffle=True, seed=11, transform=aug(), prefetch=prefetch)
     got = collect(a) + collect(a, k=3)
     state = json.loads(json.dumps(a.state_dict()))  # JSON-able
     assert state["epoch"] == 1 and state["batch"] == 3
-    b = D.DataLoader(ds, 8, seed=11, transform=aug(), prefetch=not prefetch)
+    b = D.DataLoader(ds, 8, shuffle=True, seed=11, transform=aug(), prefetch=not prefetch)
     b.load_state_dict(state)
     got += collect(b)
     assert len(got) == len(full) == 14
@@ -78,9 +65,9 @@ def test_prefetch_equals_plain_at_1_and_2_threads():
     old = ck.get_num_threads()
     try:
         ck.set_num_threads(1)
-        a = collect(D.DataLoader(ds, 16, seed=5, transform=aug(), prefetch=False))
+        a = collect(D.DataLoader(ds, 16, shuffle=True, seed=5, transform=aug(), prefetch=False))
         ck.set_num_threads(2)
-        b = collect(D.DataLoader(ds, 16, seed=5, transform=aug(), prefetch=True))
+        b = collect(D.DataLoader(ds, 16, shuffle=True, seed=5, transform=aug(), prefetch=True))
     finally:
         ck.set_num_threads(old)
     for (x1, _), (x2, _) in zip(a, b):
@@ -89,7 +76,7 @@ def test_prefetch_equals_plain_at_1_and_2_threads():
 
 def test_end_of_epoch_state_and_early_break_do_not_hang():
     ds = dataset()
-    loader = D.DataLoader(ds, 8, seed=1)
+    loader = D.DataLoader(ds, 8, shuffle=True, seed=1)
     collect(loader, k=7)  # all 7 batches, then break before StopIteration
     assert loader.state_dict()["epoch"] == 1 and loader.state_dict()["batch"] == 0
     collect(loader, k=2)
@@ -119,7 +106,7 @@ def test_pair_dataset_and_bad_arguments():
         D.DataLoader((x, y), 2, transform=3)
     with pytest.raises(TypeError, match="dataset must be"):
         D.DataLoader(5, 2)
-    loader = D.DataLoader((x, y), 2, seed=1)
+    loader = D.DataLoader((x, y), 2, shuffle=True, seed=1)
     with pytest.raises(ValueError, match="saved seed=2 differs"):
         loader.load_state_dict({**loader.state_dict(), "seed": 2})
     with pytest.raises(ValueError, match="batch must be <= 3"):
@@ -129,7 +116,7 @@ def test_pair_dataset_and_bad_arguments():
 def test_batches_are_keyed_by_dataset_index_epoch_and_seed():
     ds = dataset()
     t = aug()
-    loader = D.DataLoader(ds, 8, seed=21, transform=t, prefetch=False)
+    loader = D.DataLoader(ds, 8, shuffle=True, seed=21, transform=t, prefetch=False)
     collect(loader)  # epoch 0
     order = loader.order(1)
     for b, (x, y) in enumerate(loader):  # epoch 1
@@ -141,7 +128,7 @@ def test_batches_are_keyed_by_dataset_index_epoch_and_seed():
 def test_digits_train_loop_smoke():
     s = D.load_digits()
     pre = D.ChannelStandardize().fit(s["train"].x)
-    loader = D.DataLoader(s["train"], 100, seed=0,
+    loader = D.DataLoader(s["train"], 100, shuffle=True, seed=0,
                           transform=D.Compose([pre, D.RandomCrop(8, padding=1), D.RandomAffine(10)]))
     xs = [x for x, _ in loader]
     assert len(xs) == 12 and xs[0].shape == (100, 1, 8, 8) and xs[-1].shape == (97, 1, 8, 8)
@@ -152,9 +139,9 @@ def test_digits_train_loop_smoke():
 def test_gather_buffer_is_never_handed_out(prefetch):
     ds = dataset()
     for transform in (lambda v: v, lambda v: v[:, :, 1:, :], D.Compose([lambda v: v])):
-        batches = collect(D.DataLoader(ds, 8, seed=2, transform=transform, prefetch=prefetch))
+        batches = collect(D.DataLoader(ds, 8, shuffle=True, seed=2, transform=transform, prefetch=prefetch))
         order = D.epoch_permutation(53, 2, 0)
-        loader = D.DataLoader(ds, 8, seed=2, prefetch=prefetch, transform=transform)
+        loader = D.DataLoader(ds, 8, shuffle=True, seed=2, prefetch=prefetch, transform=transform)
         kept = [x for x, _ in loader]  # held without copying, while later batches are built
         for b, ((x, _), k) in enumerate(zip(batches, kept)):
             ref = transform(np.ascontiguousarray(ds.x[order[b * 8:(b + 1) * 8]]))

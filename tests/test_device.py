@@ -307,7 +307,7 @@ def test_fit_with_gpu_augmentation_equals_the_cpu(cp):
     runs = []
     for device in ("cpu", "cuda"):
         tr = _trainer(device, lambda ps: ck.optim.SGD(ps, lr=0.05, momentum=0.9), log_every=4)
-        loader = ck.data.DataLoader(train, 32, seed=3, transform=aug(), device=None if device == "cpu" else device)
+        loader = ck.data.DataLoader(train, 32, shuffle=True, seed=3, transform=aug(), device=None if device == "cpu" else device)
         with fakecupy.counting() as c:
             tr.fit(loader, val, epochs=2)
         runs.append(tr)

@@ -14,7 +14,7 @@ def data():
 
 
 def test_an_80_step_sweep_over_a_38_batch_loader_does_all_80_steps(data):
-    loader = ck.data.DataLoader(data["train"], batch_size=32, seed=0)
+    loader = ck.data.DataLoader(data["train"], batch_size=32, shuffle=True, seed=0)
     assert len(loader) == 38
     state = loader.state_dict()
     model = digits_net(0)
@@ -42,7 +42,7 @@ def test_the_loss_by_name_equals_the_loss_function(data):
 
 
 def test_a_sweep_that_diverges_at_once_gives_no_suggestion_but_a_reason(data):
-    loader = ck.data.DataLoader(data["train"], batch_size=32, seed=0)
+    loader = ck.data.DataLoader(data["train"], batch_size=32, shuffle=True, seed=0)
     res = ck.lr_find(digits_net(0), "softmax_cross_entropy", loader, start_lr=10.0, end_lr=1e4, num_steps=80)
     assert len(res.lrs) < 10 and ("initial" in res.stopped_because or "not finite" in res.stopped_because)
     assert res.suggestion is None
@@ -65,7 +65,7 @@ def test_too_few_points_give_no_suggestion(data):
 
 
 def test_plot_draws_loss_against_log_lr_with_the_suggestion_marked(data, tmp_path):
-    loader = ck.data.DataLoader(data["train"], batch_size=32, seed=0)
+    loader = ck.data.DataLoader(data["train"], batch_size=32, shuffle=True, seed=0)
     res = ck.lr_find(digits_net(0), "softmax_cross_entropy", loader, start_lr=1e-5, end_lr=1.0, num_steps=60)
     assert res.suggestion is not None
     path = tmp_path / "lr_find.png"

@@ -54,6 +54,14 @@ class ArrayDataset:
                 f"classes={len(self.classes) if self.classes is not None else None})")
 
 
+def from_torch(a):
+    """A torch tensor as a numpy array, sharing its memory when it is on the CPU (Tensor.numpy()); anything else
+    as it is. The tensor is recognised by its type's module, so torch is never imported here."""
+    if type(a).__module__.startswith("torch"):
+        return a.detach().cpu().numpy()
+    return a
+
+
 def check_range(op, name, v, positive=False):
     """A pair (lo, hi) of numbers with lo <= hi (and lo > 0 when positive)."""
     if not isinstance(v, (tuple, list)) or len(v) != 2:

@@ -6,11 +6,11 @@ import numbers
 import numpy as np
 
 from .._validate import check_int
+from ._common import from_torch
 
 
 def _as_array(op, i, a):
-    if type(a).__module__.startswith("torch"):
-        a = a.detach().cpu().numpy()
+    a = from_torch(a)
     if not isinstance(a, np.ndarray):
         raise TypeError(f"{op}: arrays[{i}] must be a numpy array (or a torch tensor), got {type(a).__name__}")
     return a

@@ -6,7 +6,8 @@ count, whatever else is in the batch, and after a resume. ``DataLoader`` passes 
 ``Compose`` gives each member its own stream. Semantics follow torchvision where it has the transform
 (RandomResizedCrop's sampling, ColorJitter's random order and ITU-R 601 grey, positive angle =
 counter-clockwise); the draws themselves differ (our generator, not torch's). Nothing is clamped: the data
-may already be mean-subtracted. Also here: ``ten_crop`` and ``tta_predict`` for test-time augmentation.
+may already be mean-subtracted. Also here: ``Normalize`` (deterministic, torchvision's semantics), and
+``ten_crop`` and ``tta_predict`` for test-time augmentation.
 
 On the GPU: a CuPy batch runs the CUDA twin of the same pipeline on its device, on CuPy's current
 stream, and stays there (nothing is synchronised or copied back). ids may be numpy (moved with one small
@@ -25,7 +26,7 @@ from ..ops.augment import aug_pipeline as _aug_pipeline
 from ._common import check_float, check_images, check_int, check_range
 
 __all__ = ["Transform", "Compose", "RandomHorizontalFlip", "RandomCrop", "RandomResizedCrop", "ColorJitter",
-           "PCALighting", "RandomAffine", "CenterCrop", "ten_crop", "tta_predict"]
+           "PCALighting", "RandomAffine", "CenterCrop", "Normalize", "ten_crop", "tta_predict"]
 
 _U32 = 2**32
 _MAX_STREAM = 2**20  # the kernel's stream word is (stream << 4 | kind) << 8 | block, in 32 bits
@@ -385,6 +386,53 @@ class CenterCrop:
         top, left = (H - h) // 2, (W - w) // 2
         xp = _cupy() if _is_device(x) else np
         return xp.ascontiguousarray(x[:, :, top:top + h, left:left + w])
+
+
+class Normalize:
+    """Per-channel ``(x - mean[c]) / std[c]``, as torchvision's transforms.Normalize: mean and std are cast to
+    x's dtype first, then subtracted and divided (so float32 results equal torch's bit for bit). mean, std:
+    one number per channel, or one for all. Deterministic, so it composes in a Compose anywhere (usually
+    last, after the random crops and flips). x: (N, C, H, W) float32/float64; the result is a new array; a
+    CuPy x gives a CuPy result on its device."""
+
+    def __init__(self, mean, std):
+        op = "Normalize"
+        self.mean, self.std = _per_channel(op, "mean", mean), _per_channel(op, "std", std)
+        if len(self.mean) != len(self.std) and 1 not in (len(self.mean), len(self.std)):
+            raise ValueError(f"{op}: mean and std must have one value per channel each, got {len(self.mean)} "
+                             f"and {len(self.std)}")
+        if 0.0 in self.std:
+            raise ValueError(f"{op}: std must be nonzero (it divides), got {list(self.std)}")
+        self._cast = {}   # (array module, dtype) -> (mean, std) as (1, C, 1, 1) arrays of that dtype
+
+    def __call__(self, x):
+        op = "Normalize"
+        check_images(op, "x", x, device=True)
+        C = x.shape[1]
+        for name, v in (("mean", self.mean), ("std", self.std)):
+            if len(v) not in (1, C):
+                raise ValueError(f"{op}: {name} has {len(v)} values but x has C = {C} channels")
+        xp = _cupy() if _is_device(x) else np
+        key = (xp.__name__, x.dtype.str, x.device.id if _is_device(x) else None)
+        if key not in self._cast:
+            m, s = (xp.asarray(v, dtype=x.dtype).reshape(1, -1, 1, 1) for v in (self.mean, self.std))
+            if bool((s == 0).any()):
+                raise ValueError(f"{op}: std {list(self.std)} has a value that is zero in {x.dtype}")
+            self._cast[key] = (m, s)
+        m, s = self._cast[key]
+        out = xp.subtract(x, m)
+        return xp.divide(out, s, out=out)
+
+    def __repr__(self):
+        return f"Normalize(mean={list(self.mean)}, std={list(self.std)})"
+
+
+def _per_channel(op, name, v):
+    """A number or a non-empty sequence of numbers -> tuple of floats."""
+    vals = list(v) if isinstance(v, (tuple, list, np.ndarray)) else [v]
+    if not vals:
+        raise ValueError(f"{op}: {name} must hold one value per channel, got an empty sequence")
+    return tuple(check_float(op, name, e) for e in vals)
 
 
 # ---------------------------------------------------------------- test-time augmentation

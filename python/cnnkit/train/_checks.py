@@ -5,6 +5,7 @@ import os
 from .. import losses as _losses
 from .._validate import check_flag as _flag, check_float, check_int as _int
 from ..data.loader import DataLoader
+from ..data.torch_loader import is_torch_loader
 from ..layer import Layer
 from ..schedules import ReduceOnPlateau
 from .callbacks import Callback
@@ -30,10 +31,12 @@ def resolve_loss(op, loss):
 
 
 def _check_data(op, name, data, optional=False):
-    """train / val data: a DataLoader, an (x, y) pair, or a dataset with len() and indexing (val: or None)."""
+    """train / val data: a DataLoader (cnnkit's or torch's), an (x, y) pair, or a dataset with len() and indexing
+    (val: or None)."""
     if data is None and optional:
         return
-    ok = isinstance(data, DataLoader) or (isinstance(data, (tuple, list)) and len(data) == 2) or (
+    ok = isinstance(data, DataLoader) or is_torch_loader(data) or (
+        isinstance(data, (tuple, list)) and len(data) == 2) or (
         data is not None and hasattr(data, "__len__") and hasattr(data, "__getitem__")
         and not isinstance(data, (str, bytes)))
     if not ok:

@@ -340,15 +340,21 @@ class Trainer(StepMixin, ProgressMixin, LoopMixin, ResumeMixin):
             plots=True, keep_best=True):
         """Train for `epochs` epochs (counting from 0; a resumed run continues to the same total).
 
-        train / val: a DataLoader, an (x, y) pair or a dataset. A pair or dataset is wrapped in a DataLoader
-        with `batch_size`, `shuffle`, `seed` and `transform`. checkpoint_dir: write a checkpoint every
-        `checkpoint_every` epochs and/or every `checkpoint_every_steps` iterations (0 or None: not by that
-        count). resume: a checkpoint folder or file to continue from (bit-exact on the same machine and
-        thread count, from a mid-epoch checkpoint and now also at epoch ends: a per-step checkpoint taken at an
-        epoch's last step continues with that epoch's end-of-epoch work). run_dir: where history.json, the CSVs
-        and the plots go at the end; with keep_best (the default), run_dir/best.safetensors also holds the
-        model of the best epoch so far (callbacks.BestCheckpoint: by val_acc, or val_loss when there is no
-        accuracy; ``trainer.best_checkpoint.best_epoch`` says which). Returns the History.
+        train / val: a DataLoader, an (x, y) pair, a dataset, or a torch DataLoader yielding (x, y) torch
+        tensors or numpy arrays (ck.data.TorchLoader: contiguous float32 CPU tensors are used without a copy;
+        torch is not imported by cnnkit). A pair or dataset is wrapped in a DataLoader with `batch_size`,
+        `shuffle` (True here, as in Keras's fit; the DataLoader's own default is torch's False), `seed` and
+        `transform`. Resume through a torch DataLoader restores everything but the loader's randomness: it is
+        bit-exact when that loader repeats its batches (no shuffle, or a DistributedSampler, which fit tells
+        each epoch) and its transforms draw no random numbers (see TorchLoader).
+        checkpoint_dir: write a checkpoint every `checkpoint_every` epochs and/or every `checkpoint_every_steps`
+        iterations (0 or None: not by that count). resume: a checkpoint folder or file to continue from
+        (bit-exact on the same machine and thread count, from a mid-epoch checkpoint and now also at epoch
+        ends: a per-step checkpoint taken at an epoch's last step continues with that epoch's end-of-epoch
+        work). run_dir: where history.json, the CSVs and the plots go at the end; with keep_best (the default),
+        run_dir/best.safetensors also holds the model of the best epoch so far (callbacks.BestCheckpoint: by
+        val_acc, or val_loss when there is no accuracy; ``trainer.best_checkpoint.best_epoch`` says which).
+        Returns the History.
         """
         check_fit_args(train, val, epochs, batch_size, shuffle, seed, transform, run_dir, plots)
         for name, v in (("checkpoint_every", checkpoint_every), ("checkpoint_every_steps", checkpoint_every_steps)):
