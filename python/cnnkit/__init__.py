@@ -76,3 +76,4 @@ __all__ += ["Tensor", "no_grad", "Module", "ModuleList", "ModuleDict", "function
 from .layers import AdaptiveMaxPool2d, ConvTranspose2d, Dropout2d, Upsample, ZeroPad2d  # noqa: E402
 
 __all__ += ["ConvTranspose2d", "ZeroPad2d", "Upsample", "Dropout2d", "AdaptiveMaxPool2d"]
+from . import onnx  # noqa: E402,F401  ck.onnx.export (needs the onnx extra only when called)

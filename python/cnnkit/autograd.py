@@ -33,6 +33,21 @@ def is_recording():
     return getattr(_state, "depth", 0) > 0
 
 
+class keep_values:
+    """Context manager: every value recorded inside it stays alive, in ``kept`` (id(node) -> its Tensor).
+    A recording normally drops intermediate values (a node holds only what its backward reads); an export
+    (cnnkit.onnx) needs each node's output shape, which for a reshape no node holds."""
+
+    def __enter__(self):
+        self._prev = _state.__dict__.get("kept")
+        self.kept = _state.kept = {}
+        return self
+
+    def __exit__(self, *exc):
+        _state.kept = self._prev
+        return False
+
+
 def grad_enabled():
     return not getattr(_state, "no_grad", False)
 
@@ -135,6 +150,9 @@ class Tensor:
     def _make(cls, data, node):
         t = cls.__new__(cls)
         t.data, t._node, t._param, t.requires_grad, t.grad = data, node, None, False, None
+        kept = _state.__dict__.get("kept")
+        if kept is not None and node is not None:
+            kept[id(node)] = t
         return t
 
     shape = property(lambda self: tuple(self.data.shape))
