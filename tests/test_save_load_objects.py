@@ -272,3 +272,18 @@ def test_the_write_is_atomic(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert path.read_bytes() == before and ck.load(path) == {"epoch": 1}
     assert sorted(os.listdir(tmp_path)) == ["ckpt.safetensors"]
+
+
+def test_the_readme_checkpoint_snippet_runs(tmp_path, monkeypatch):
+    import pathlib
+    import re
+    text = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    first = re.search(r"## Using the library\n\n```python\n(.*?)```", text, re.S).group(1)
+    snippet = re.search(r"Checkpoint a hand-written loop.*?```python\n(.*?)```", text, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    env = {"__name__": "readme"}
+    exec(compile(first.replace("epochs=10", "epochs=1"), "README.md", "exec"), env)
+    want = {k: v.copy() for k, v in env["model"].state_dict().items()}
+    exec(compile(snippet, "README.md", "exec"), env)
+    assert env["state"]["epoch"] == 3 and (tmp_path / "ckpt.safetensors").exists()
+    assert all(np.array_equal(v, want[k]) for k, v in env["model"].state_dict().items())
