@@ -150,6 +150,8 @@ LAYERS = {   # (layers of a Sequential, input shape): every layer family the exp
     "softmax": ([ck.Flatten(), ck.Softmax(1), ck.LogSoftmax(-1)], (3, 2, 2, 2)),
     "maxpool-ceil-dilation": ([ck.MaxPool2d(3, 2, padding=1, ceil_mode=True), ck.MaxPool2d(2, 1, dilation=2)],
                               (2, 3, 10, 10)),
+    "maxpool-ceil-drops-a-window": ([ck.MaxPool2d(2, 2, padding=1, ceil_mode=True),        # 9 -> 5 as torch, not 6
+                                     ck.MaxPool2d(3, 2, ceil_mode=True, dilation=(1, 2))], (2, 3, 9, 12)),
     "avgpool": ([ck.AvgPool2d(3, 2, padding=1), ck.AvgPool2d(2, padding=1, count_include_pad=False)], (2, 3, 9, 9)),
     "adaptive": ([ck.AdaptiveAvgPool2d((3, 2)), ck.AdaptiveAvgPool2d(5), ck.AdaptiveMaxPool2d(1)], (2, 3, 7, 7)),
     "adaptive-divisible": ([ck.AdaptiveAvgPool2d(4), ck.AdaptiveMaxPool2d(2), ck.GlobalAvgPool2d()], (2, 3, 8, 8)),

@@ -33,21 +33,6 @@ def is_recording():
     return getattr(_state, "depth", 0) > 0
 
 
-class keep_values:
-    """Context manager: every value recorded inside it stays alive, in ``kept`` (id(node) -> its Tensor).
-    A recording normally drops intermediate values (a node holds only what its backward reads); an export
-    (cnnkit.onnx) needs each node's output shape, which for a reshape no node holds."""
-
-    def __enter__(self):
-        self._prev = _state.__dict__.get("kept")
-        self.kept = _state.kept = {}
-        return self
-
-    def __exit__(self, *exc):
-        _state.kept = self._prev
-        return False
-
-
 def grad_enabled():
     return not getattr(_state, "no_grad", False)
 
@@ -150,9 +135,8 @@ class Tensor:
     def _make(cls, data, node):
         t = cls.__new__(cls)
         t.data, t._node, t._param, t.requires_grad, t.grad = data, node, None, False, None
-        kept = _state.__dict__.get("kept")
-        if kept is not None and node is not None:
-            kept[id(node)] = t
+        if node is not None and _state.__dict__.get("kept") is not None:   # cnnkit.onnx's trace: keep the values
+            _state.kept[id(node)] = t
         return t
 
     shape = property(lambda self: tuple(self.data.shape))
@@ -350,8 +334,7 @@ def _check_layer_input(layer, v, i, n):
     if isinstance(v, (Tensor, Parameter)):
         return
     if not (isinstance(v, np.ndarray) or is_device_array(v)):
-        raise TypeError(f"{layer.label()}: {what} must be a ck.Tensor or an array, got {_describe(v)}"
-                        + ("" if not hasattr(v, "__array_ufunc__") else ""))
+        raise TypeError(f"{layer.label()}: {what} must be a ck.Tensor or an array, got {_describe(v)}")
 
 
 def call_layer(layer, args):
