@@ -276,3 +276,26 @@ def test_missing_onnx_names_the_extra(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnx", None)    # what `import onnx` meets when it is not installed
     with pytest.raises(ImportError, match=r'pip install "cnnkit\[onnx\]"'):
         ck.onnx.export(ck.Sequential(ck.ReLU()), tmp_path / "m.onnx", input_shape=(1, 3, 4, 4))
+
+
+class TwoHeads(ck.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = ck.nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = ck.nn.Linear(4, 2)
+
+    def forward(self, x):
+        feat = F.flatten(F.adaptive_avg_pool2d(F.relu(self.conv(x)), 1), 1)
+        return self.fc(feat), feat
+
+
+def test_several_outputs_and_export_under_no_grad(tmp_path):
+    model = TwoHeads()
+    path = tmp_path / "two.onnx"
+    with ck.no_grad():
+        proto = ck.onnx.export(model, path, input_shape=(1, 3, 6, 6))
+    assert [o.name for o in proto.graph.output] == ["output0", "output1"]
+    x = rnd(4, 3, 6, 6)
+    want = reference(model, x)
+    for got, w in zip(run_ort(path, x), want):
+        assert_matches(got, w)
