@@ -77,3 +77,6 @@ __all__ += ["Tensor", "no_grad", "Module", "ModuleList", "ModuleDict", "function
 from .layers import AdaptiveMaxPool2d, ConvTranspose2d, Dropout2d, Upsample, ZeroPad2d  # noqa: E402
 
 __all__ += ["ConvTranspose2d", "ZeroPad2d", "Upsample", "Dropout2d", "AdaptiveMaxPool2d"]
+from . import onnx  # noqa: E402,F401  ck.onnx.export (needs the onnx extra only when called)
+from .serialize import save_any as save  # noqa: E402,F401  ck.save: a model file, or nested data (ck.load reads both)
+__all__ += ["onnx", "save"]

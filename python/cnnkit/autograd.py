@@ -135,6 +135,8 @@ class Tensor:
     def _make(cls, data, node):
         t = cls.__new__(cls)
         t.data, t._node, t._param, t.requires_grad, t.grad = data, node, None, False, None
+        if node is not None and _state.__dict__.get("kept") is not None:   # cnnkit.onnx's trace: keep the values
+            _state.kept[id(node)] = t
         return t
 
     shape = property(lambda self: tuple(self.data.shape))
@@ -332,8 +334,7 @@ def _check_layer_input(layer, v, i, n):
     if isinstance(v, (Tensor, Parameter)):
         return
     if not (isinstance(v, np.ndarray) or is_device_array(v)):
-        raise TypeError(f"{layer.label()}: {what} must be a ck.Tensor or an array, got {_describe(v)}"
-                        + ("" if not hasattr(v, "__array_ufunc__") else ""))
+        raise TypeError(f"{layer.label()}: {what} must be a ck.Tensor or an array, got {_describe(v)}")
 
 
 def call_layer(layer, args):

@@ -6,15 +6,15 @@ so an interrupted save leaves the previous file intact. The metadata also record
 tensor bytes: a truncated, corrupted or tampered file raises ModelFileError (a ValueError) and never loads
 silently, and nothing is built before the file's header and architecture have been checked.
 """
-import hashlib
 import json
-import math
 import os
-import struct
 
 import numpy as np
 
+from . import _objfile
 from ._io import atomic_write
+from ._objfile import check_entries, check_version, load_tensors, read_header
+from ._objfile import digest as _digest
 from ._registry import _BASES, _REGISTRY, _layer_config, _layer_from_config
 from ._xp import is_device_array
 
@@ -28,17 +28,6 @@ def _tensors(model):
     for n, a in [(n, p.data) for n, p in model.named_parameters()] + list(model.named_buffers()):
         out[n] = np.ascontiguousarray(a.get() if is_device_array(a) else a)
     return out
-
-
-def _digest(tensors):
-    h = hashlib.sha256()
-    for k in sorted(tensors):
-        a = tensors[k]
-        h.update(k.encode())
-        h.update(str(a.dtype).encode())
-        h.update(str(tuple(a.shape)).encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
 
 
 class ModelFileError(ValueError):
@@ -86,6 +75,25 @@ def save(model, path):
             "rng": json.dumps({k: [str(s), str(o)] for k, (s, o) in model.rng_state().items()}),
             "training": json.dumps(model.training), "sha256": _digest(tensors)}
     atomic_write(path, st_save(tensors, metadata=meta))
+
+
+def save_any(obj, path):
+    """ck.save(obj, path). A Sequential, a Graph or a built-in layer is written in the model format, as
+    model.save does (ck.load rebuilds it). Anything else is data: nested dicts (str keys), lists and tuples
+    of numpy / CuPy arrays (a CuPy array is saved from a host copy), numpy scalars, ints, floats, bools, None
+    and str, such as ``{"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": 3}``, written as
+    one safetensors file (arrays as tensors, the structure as JSON in its metadata; never pickle); ck.load
+    returns it as it went in (tuples as tuples, every array as a numpy array of its dtype). A ck.Module is
+    code, not data: save its state_dict(). The write is atomic."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"save: path must be a str or os.PathLike, got {type(path).__name__}")
+    if "Module" in _BASES and isinstance(obj, _BASES["Module"]):
+        raise TypeError(f"save: {type(obj).__name__} is a ck.Module, which is Python code, not data; save its "
+                        f"weights with ck.save(model.state_dict(), path), rebuild {type(obj).__name__}(...) in code "
+                        f"and restore them with model.load_state_dict(ck.load(path))")
+    if isinstance(obj, _BASES["Layer"]):
+        return save(obj, path)
+    return _objfile.save_object(obj, path)
 
 
 def _corrupt(path, why):
@@ -178,63 +186,29 @@ def _walk_architecture(path, arch):
     return shapes, deepest
 
 
-_ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
-             "U16": 2, "U32": 4, "U64": 8}
-
-
 def load(path):
-    """Rebuild a model saved by save(): architecture, weights, buffers, frozen flags, random streams.
+    """ck.load(path): the model a model file holds (model.save, or ck.save of a Sequential / Graph / layer), or
+    the data ck.save wrote (see save_any: cnnkit._objfile); the file's metadata says which. A data file's
+    problems are an ObjectFileError (a ValueError) naming the file and the reason.
+
+    A model file is rebuilt: architecture, weights, buffers, frozen flags, random streams.
 
     Everything in the file is checked before anything is built: the header (an object whose tensor entries
     have a known dtype, a shape and offsets that fit the file), the architecture (objects, nesting at most
     MAX_DEPTH deep, no subclass of Sequential/Graph), and the shape of every built-in layer's parameters
     against the header, so a small file cannot make load allocate a large model. Any problem is a
     ModelFileError (a ValueError) naming the file and what is wrong."""
-    from safetensors.numpy import load as st_load
     path = os.fspath(path)
     with open(path, "rb") as f:
         data = f.read()
-    if len(data) < 8:
-        raise _corrupt(path, f"{len(data)} bytes, shorter than the 8-byte header length")
-    (hlen,) = struct.unpack("<Q", data[:8])
-    if hlen > len(data) - 8:
-        raise _corrupt(path, f"header claims {hlen} bytes but only {len(data) - 8} follow")
-    try:
-        header = json.loads(data[8:8 + hlen])
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-        raise _corrupt(path, f"header is not JSON: {str(e)[:200]}") from None
-    if not isinstance(header, dict):
-        raise _corrupt(path, f"header must be a JSON object, got {type(header).__name__}")
-    meta = header.get("__metadata__") or {}
-    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
-        raise _corrupt(path, "header field '__metadata__' must be an object of strings")
+    hlen, header, meta = read_header(path, data, _corrupt)
+    if meta.get("format") == _objfile.FORMAT:
+        return _objfile.load_object(path, data, hlen, header, meta)
     if meta.get("format") != FORMAT:
-        raise _corrupt(path, f"metadata format is {meta.get('format')!r}, expected {FORMAT!r}")
-    version = meta.get("version", "")
-    if not (version.isascii() and version.isdigit() and len(version) < 10):
-        raise _corrupt(path, f"metadata field 'version' must be a decimal integer, got {version[:50]!r}")
-    if int(version) > VERSION:
-        raise ModelFileError(f"load: {path} has format version {version}, newer than this cnnkit ({VERSION})")
-    entries, end = {}, 0
-    for k, v in header.items():
-        if k == "__metadata__":
-            continue
-        if not isinstance(v, dict):
-            raise _corrupt(path, f"header entry {k[:100]!r} must be an object")
-        off, shape, dtype = v.get("data_offsets"), v.get("shape"), v.get("dtype")
-        if not (isinstance(off, list) and len(off) == 2 and all(_pos_int(x) or x == 0 for x in off)
-                and off[0] <= off[1]):
-            raise _corrupt(path, f"header entry {k[:100]!r}: data_offsets must be [begin, end], got {str(off)[:100]}")
-        if not (isinstance(shape, list) and all(_pos_int(x) or x == 0 for x in shape)) or dtype not in _ITEMSIZE:
-            raise _corrupt(path, f"header entry {k[:100]!r}: shape {str(shape)[:100]} / dtype {str(dtype)[:20]} "
-                                 f"is not a safetensors tensor")
-        if math.prod(shape) * _ITEMSIZE[dtype] != off[1] - off[0]:
-            raise _corrupt(path, f"header entry {k[:100]!r}: shape {shape} of {dtype} does not fill data_offsets "
-                                 f"{off}")
-        entries[k] = tuple(shape)
-        end = max(end, off[1])
-    if 8 + hlen + end != len(data):
-        raise _corrupt(path, f"tensor data should be {end} bytes, file holds {len(data) - 8 - hlen}")
+        raise _corrupt(path, f"metadata format is {meta.get('format')!r}, expected {FORMAT!r} (or "
+                             f"{_objfile.FORMAT!r}, ck.save of data)")
+    check_version(path, meta, VERSION, _corrupt, ModelFileError)
+    entries = {k: shape for k, (_, shape) in check_entries(path, data, hlen, header, _corrupt).items()}
     try:
         arch = json.loads(meta.get("architecture", ""))
         rng = json.loads(meta.get("rng", "{}"))
@@ -255,12 +229,7 @@ def load(path):
             got = entries.get(n)
             raise _corrupt(path, f"architecture: tensor {n!r} should have shape {shp} for the layer the "
                                  f"architecture describes, the file holds {'none' if got is None else got}")
-    try:
-        tensors = st_load(data)
-    except Exception as e:   # safetensors raises its own error type
-        raise _corrupt(path, f"safetensors: {e}") from None
-    if _digest(tensors) != meta.get("sha256"):
-        raise _corrupt(path, "checksum of the tensor data does not match")
+    tensors = load_tensors(path, data, meta, _corrupt)
     try:
         model = _layer_from_config(arch)
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError, MemoryError,
@@ -296,4 +265,5 @@ def load(path):
     return model
 
 
-__all__ = ["save", "load", "atomic_write", "ModelFileError"]
+__all__ = ["save", "save_any", "load", "atomic_write", "ModelFileError", "ObjectFileError"]
+ObjectFileError = _objfile.ObjectFileError
