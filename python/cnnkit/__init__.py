@@ -76,3 +76,7 @@ __all__ += ["Tensor", "no_grad", "Module", "ModuleList", "ModuleDict", "function
 from .layers import AdaptiveMaxPool2d, ConvTranspose2d, Dropout2d, Upsample, ZeroPad2d  # noqa: E402
 
 __all__ += ["ConvTranspose2d", "ZeroPad2d", "Upsample", "Dropout2d", "AdaptiveMaxPool2d"]
+
+from . import profiler  # noqa: E402,F401  ck.profiler.profile(), record_function
+
+__all__ += ["profiler"]

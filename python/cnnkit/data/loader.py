@@ -19,6 +19,7 @@ import threading
 import numpy as np
 
 from .. import _C
+from .. import profiler as _profiler
 from .._device import parse_device
 from .._xp import is_device_array, require_cupy as _cupy
 from ._common import ArrayDataset, check_int
@@ -134,6 +135,7 @@ class DataLoader:
             return epoch_permutation(self.n, self.seed, epoch)
         return np.arange(self.n, dtype=np.int64)
 
+    @_profiler.traced("DataLoader.batch", "data")   # a range per batch while a profile records
     def _make_batch(self, order, epoch, b, num_threads, scratch=None):
         """Batch b of `epoch`. `scratch` (a dict owned by one iteration) keeps the gather buffer between
         batches: when a transform follows, the gathered images are only its input, and reusing their memory
