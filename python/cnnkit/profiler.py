@@ -146,9 +146,11 @@ def traced(name=None, cat="function"):
     return deco
 
 
+# A kernel's count is its GEMM's 2 * M * N * K (as torch.utils.flop_counter counts): M * N the output (or output
+# gradient) elements, K = C/groups * R * S for the convolutions, whatever algorithm runs. A bias add is left out,
+# which Conv2d.flops and Linear.flops (the layers' rows) count.
 def _flops_conv2d_fwd(x, w, b, y, *rest):
-    kcrs = w.shape[1] * w.shape[2] * w.shape[3]
-    return 2 * y.size * kcrs + (y.size if b is not None else 0)   # as Conv2d.flops: the bias add counts
+    return 2 * y.size * w.shape[1] * w.shape[2] * w.shape[3]
 
 
 def _flops_conv2d_bwd_data(dy, w, *rest):
