@@ -8,7 +8,8 @@ single steps. Reported per mode over all rounds: the median and the fastest step
 machine the minimum is the steadier of the two) and the median CPU time of the process per step (all threads:
 what other processes' load changes least), each with its ratio to "never". ``--baseline DIR`` adds a mode
 that runs the same steps on a cnnkit without the profiler (DIR: its python/ folder, compiled modules
-included): what the hooks themselves cost. Last, ck.ops.relu_fwd on 16 floats in ns per call (one hook).
+included): what the hooks themselves cost. Last, ck.ops.relu_fwd on 16 floats in ns per call (one hook), and
+what recording costs per range, times the ranges of one step.
 
     python bench/bench_profiler.py [--batch 32] [--steps 15] [--rounds 4] [--threads 2] [--baseline DIR]
                                    [--json out.json]
@@ -71,10 +72,18 @@ def _child(mode, batch, steps, threads):
         step()
         times.append(time.perf_counter() - t)
         cpu.append(time.process_time() - c)
+    out = {"step_s": times, "cpu_s": cpu}
     if prof is not None:
+        def range_ns(n=20000):   # one record_function range entered and left while recording
+            t = time.perf_counter_ns()
+            for _ in range(n):
+                with ck.profiler.record_function("r"):
+                    pass
+            return (time.perf_counter_ns() - t) / n
+        out["range_ns"] = min(range_ns() for _ in range(3))
         prof.__exit__(None, None, None)
-    out = {"step_s": times, "cpu_s": cpu, "events": len(prof.events()) if prof is not None else 0}
-    if mode != "enabled":
+        out["events"] = sum(e["name"] != "r" for e in prof.events())
+    else:
         out["op_ns"] = min(op_ns() for _ in range(3))
     print(json.dumps(out))
 
@@ -93,7 +102,7 @@ def main():
         return _child(a.child, a.batch, a.steps, a.threads)
     modes = MODES + (("baseline",) if a.baseline else ())
     got = {m: {"step_s": [], "cpu_s": [], "op_ns": []} for m in modes}
-    events = 0
+    events, range_ns = 0, float("inf")
     for k in range(a.rounds):
         for mode in modes if k % 2 == 0 else modes[::-1]:   # alternate the order: drift hits every mode alike
             env = dict(os.environ, PYTHONPATH=a.baseline) if mode == "baseline" else None
@@ -105,7 +114,8 @@ def main():
             got[mode]["cpu_s"] += m["cpu_s"]
             if "op_ns" in m:
                 got[mode]["op_ns"].append(m["op_ns"])
-            events = max(events, m["events"])
+            if "range_ns" in m:
+                events, range_ns = m["events"], min(range_ns, m["range_ns"])
     med = {m: statistics.median(got[m]["step_s"]) for m in modes}
     low = {m: min(got[m]["step_s"]) for m in modes}
     cpu = {m: statistics.median(got[m]["cpu_s"]) for m in modes}
@@ -116,12 +126,16 @@ def main():
         print(f"  {m:9} {med[m] * 1e3:6.2f} ms  {med[m] / med['never']:6.3f}  {low[m] * 1e3:6.2f} ms  "
               f"{low[m] / low['never']:6.3f}  {cpu[m] * 1e3:6.2f} ms  {cpu[m] / cpu['never']:6.3f}")
     op = {m: min(got[m]["op_ns"]) for m in modes if got[m]["op_ns"]}
+    print(f"  load average at the end: {', '.join(f'{v:.1f}' for v in os.getloadavg())}")
     print("  ck.ops.relu_fwd on 16 floats: " + ", ".join(f"{v:.0f} ns {m}" for m, v in op.items()))
-    print(f"  enabled: {events / a.steps:.0f} ranges recorded per step")
+    per_step = events / a.steps
+    print(f"  enabled: {per_step:.0f} ranges per step, {range_ns:.0f} ns per range (a record_function entered and "
+          f"left): {per_step * range_ns / 1e6:.3f} ms, {100 * per_step * range_ns * 1e-9 / low['never']:.2f}% of the "
+          f"fastest step")
     if a.json:
-        pathlib.Path(a.json).write_text(json.dumps({"median_step_s": med, "min_step_s": low, "median_cpu_s": cpu,
-                                                    "op_ns": op, "raw": got, "events_per_step": events / a.steps},
-                                                   indent=1))
+        res = {"median_step_s": med, "min_step_s": low, "median_cpu_s": cpu, "op_ns": op, "range_ns": range_ns,
+               "events_per_step": per_step, "load_average": os.getloadavg(), "raw": got}
+        pathlib.Path(a.json).write_text(json.dumps(res, indent=1))
 
 
 if __name__ == "__main__":
