@@ -13,17 +13,15 @@ error, not a silent doubled gradient.
 A Tensor is a wrapper, not an array: numpy functions and ufuncs applied to one raise TypeError naming the
 function, since cnnkit could not differentiate them. ``.data`` is the array, to leave the recording.
 """
-import contextlib
 import threading
 
 import numpy as np
 
 from . import profiler as _profiler
 from ._xp import array_module, is_device_array
-from .parameter import _FLOATS, Parameter
+from .parameter import Parameter
 
 _state = threading.local()
-_NO_RANGE = contextlib.nullcontext()
 _OPS = {}   # add, mul, sum, mean, flatten, reshape: filled by cnnkit.functional, which Tensor's operators call
 
 
@@ -335,8 +333,7 @@ def _check_layer_input(layer, v, i, n):
     if isinstance(v, (Tensor, Parameter)):
         return
     if not (isinstance(v, np.ndarray) or is_device_array(v)):
-        raise TypeError(f"{layer.label()}: {what} must be a ck.Tensor or an array, got {_describe(v)}"
-                        + ("" if not hasattr(v, "__array_ufunc__") else ""))
+        raise TypeError(f"{layer.label()}: {what} must be a ck.Tensor or an array, got {_describe(v)}")
 
 
 def call_layer(layer, args):
@@ -394,7 +391,7 @@ def _call_model(model, args):
     if len(args) != model._n_inputs:
         raise ValueError(f"{type(model).__name__}.forward: expected {model._n_inputs} input(s), got {len(args)}")
     vals = []
-    with _Recording(), (_NO_RANGE if _profiler.active is None else _profiler.layer_range(model, "forward")):
+    with _Recording(), _profiler.layer_range(model, "forward"):
         for _, layer, ins in model._nodes:
             v = layer(*[args[-1 - j] if j < 0 else vals[j] for j in ins])
             # a layer called for (output, extras), as MaxPool2d(return_indices=True), passes its output on
@@ -428,23 +425,10 @@ def _order(roots):
     return order
 
 
+@_profiler.traced("autograd.backward", "backward")
 def backward(pairs, wanted=()):
     """Run the recorded backward of every root in `pairs` [(tensor, gradient)]; returns the gradients of the
     `wanted` leaf Tensors (None for one nothing reached). Releases every node it ran."""
-    if _profiler.active is not None:
-        return _profiler.call("autograd.backward", "backward", _backward, pairs, wanted)
-    return _backward(pairs, wanted)
-
-
-def _node_backward(nd, g, flags):
-    """nd's backward routine, inside a "<Layer type>.backward" or "<op>.backward" range."""
-    if nd.fn is _layer_backward:
-        layer = nd.saved[0]
-        return _profiler.timed(layer, "backward", nd.fn)(nd.saved, g, flags)
-    return _profiler.call(f"{nd.name}.backward", "backward", nd.fn, nd.saved, g, flags)
-
-
-def _backward(pairs, wanted):
     roots = [t for t, _ in pairs]
     order = _order(roots)
     want = {id(t) for t in wanted}
@@ -476,7 +460,8 @@ def _backward(pairs, wanted):
                 continue
             ins = nd.inputs
             flags = [needs[id(s)] if type(s) is _Node else leaf_needs(s) for s in ins]
-            ds = nd.fn(nd.saved, g, flags) if _profiler.active is None else _node_backward(nd, g, flags)
+            ds = (nd.fn(nd.saved, g, flags) if _profiler.active is None else _profiler.node_backward(
+                nd.saved[0] if nd.fn is _layer_backward else nd.name, nd.fn, nd.saved, g, flags))
             for s, w, d in zip(ins, flags, ds):
                 if not w or d is None:
                     continue
@@ -507,11 +492,6 @@ def as_array(out):
     if isinstance(out, (tuple, list)):
         return type(out)(as_array(o) for o in out)
     return out
-
-
-def _floats(op, name, a):
-    if a.dtype not in _FLOATS:
-        raise TypeError(f"{op}: {name} must be float32 or float64, got {a.dtype}")
 
 
 __all__ = ["Tensor", "no_grad", "is_recording"]

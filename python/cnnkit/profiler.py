@@ -69,8 +69,9 @@ def _end(prof, sp):
     prof._events.append((sp.name, sp.cat, threading.get_ident(), sp.t0, dur, dur - sp.child_ns, flops, sp.args))
 
 
-def _run(prof, name, cat, fn, args, kwargs, obj=None, span_args=None, flops=None):
-    sp = _begin(prof, name, cat, obj, span_args, flops)
+def _run(prof, name, cat, fn, args, kwargs, flops=None):
+    """fn(*args, **kwargs) inside a range."""
+    sp = _begin(prof, name, cat, flops=flops)
     try:
         return fn(*args, **kwargs)
     finally:
@@ -93,6 +94,12 @@ def _layer_flops(layer, args, out):
     return fl if fl > 0 else None
 
 
+def _begin_layer(prof, layer, phase, node=None):
+    """A "<Type>.<phase>" range of `layer`, its name in its model (`node`, else its own name) in the trace."""
+    name = node if node is not None else layer.name
+    return _begin(prof, f"{type(layer).__name__}.{phase}", phase, layer, {"layer": name} if name else None)
+
+
 def timed(layer, phase, fn, node=None):
     """`fn` (a bound forward or backward of `layer`) as a callable that runs inside a "<Type>.<phase>" range.
     A layer already timed in this phase on this thread (a model's own backward wrapping what its parent's loop
@@ -103,8 +110,7 @@ def timed(layer, phase, fn, node=None):
         st = _stack(prof)
         if st and st[-1].obj is layer and st[-1].cat == phase:
             return fn(*args, **kwargs)
-        name = node if node is not None else layer.name
-        sp = _begin(prof, f"{type(layer).__name__}.{phase}", phase, layer, {"layer": name} if name else None)
+        sp = _begin_layer(prof, layer, phase, node)
         try:
             out = fn(*args, **kwargs)
             if phase == "forward" and not _is_container(layer) and hasattr(out, "shape"):
@@ -115,20 +121,33 @@ def timed(layer, phase, fn, node=None):
     return call
 
 
-@contextlib.contextmanager
+class _LayerRange:
+    def __init__(self, prof, layer, phase):
+        self.prof, self.layer, self.phase = prof, layer, phase
+
+    def __enter__(self):
+        self.sp = _begin_layer(self.prof, self.layer, self.phase)
+
+    def __exit__(self, *exc):
+        _end(self.prof, self.sp)
+        return False
+
+
+_NO_RANGE = contextlib.nullcontext()
+
+
 def layer_range(layer, phase):
-    """A "<Type>.<phase>" range around a block that runs `layer` (a model whose layers a recording calls)."""
-    prof = active
-    sp = _begin(prof, f"{type(layer).__name__}.{phase}", phase, layer, {"layer": layer.name} if layer.name else None)
-    try:
-        yield
-    finally:
-        _end(prof, sp)
+    """A "<Type>.<phase>" range around a block that runs `layer` (a model whose layers a recording calls one by
+    one); outside a profile, a context that does nothing."""
+    return _NO_RANGE if active is None else _LayerRange(active, layer, phase)
 
 
-def call(name, cat, fn, *args, **kwargs):
-    """fn(*args, **kwargs) inside a range `name` of category `cat`."""
-    return _run(active, name, cat, fn, args, kwargs)
+def node_backward(what, fn, *args):
+    """A recorded node's backward routine `fn(*args)` in a range: what is the layer of a layer call (its
+    "<Type>.backward" range) or the name of a functional op ("F.linear" -> "F.linear.backward")."""
+    if isinstance(what, str):
+        return _run(active, f"{what}.backward", "backward", fn, args, {})
+    return timed(what, "backward", fn)(*args)
 
 
 def traced(name=None, cat="function"):
