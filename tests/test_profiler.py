@@ -15,6 +15,8 @@ import pytest
 
 import cnnkit as ck
 import cnnkit.functional as F
+from helpers import fakecupy
+
 from cnnkit import config as ck_config
 from cnnkit import profiler
 
@@ -212,6 +214,20 @@ def test_an_error_inside_a_layer_leaves_the_ranges_consistent():
     assert names[parent[i]] == "_FailingLayer.forward" and names[parent[parent[i]]] == "Sequential.forward"
     top = [names[i] for i in range(len(events)) if i not in parent]
     assert top == ["Sequential.forward", "Sequential.forward"]   # the second call is not inside the first
+
+
+def test_kernels_on_a_device_are_recorded_through_the_cuda_module(monkeypatch):
+    fcp = fakecupy.install(monkeypatch)   # the CuPy stand-in: ops._cuda routed to the CPU kernels
+    model = _net().to("cuda")
+    opt = ck.optim.Adam(model.parameters(), lr=1e-3)
+    x = fcp.asarray(np.random.default_rng(2).standard_normal((4, 1, 8, 8)).astype(np.float32))
+    y = np.arange(4) % 10
+    with ck.profiler.profile() as prof:
+        _train(model, opt, [(x, y)])
+    rows = _rows(prof)
+    assert rows["conv2d_fwd"].calls == N_CONV and rows["matmul"].calls == 3 * N_LINEAR
+    assert rows["conv2d_fwd"].flops == 2 * 4 * 8 * 8 * 8 * (1 * 9 + 8 * 9)
+    assert rows["Adam.step"].calls == 1 and "adam_step" in rows
 
 
 # ---------------------------------------------------------------- the trace

@@ -196,17 +196,16 @@ class _TimedKernels:
         self._module = module
 
     def __getattr__(self, name):
-        fn = getattr(self._module, name)
+        fn = getattr(self._module, name)   # at every call, not cached: the module's functions may be replaced
         if not callable(fn):
             return fn
         count = _KERNEL_FLOPS.get(name)
 
         def kernel(*args, **kwargs):
             prof = active
-            if prof is None:
+            if prof is None:   # the profile ended on another thread between the lookup and the call
                 return fn(*args, **kwargs)
             return _run(prof, name, "kernel", fn, args, kwargs, flops=count(*args) if count else None)
-        self.__dict__[name] = kernel
         return kernel
 
 
@@ -214,7 +213,7 @@ _timed_modules = {}
 
 
 def kernels(module):
-    """The timed stand-in for a kernel module (one per module, its wrappers made once)."""
+    """The timed stand-in for a kernel module (one per module)."""
     t = _timed_modules.get(id(module))
     if t is None:
         t = _timed_modules[id(module)] = _TimedKernels(module)
