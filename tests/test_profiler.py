@@ -313,6 +313,34 @@ def test_nothing_is_recorded_outside_a_profile():
     assert prof.wall_time >= 0
 
 
+def test_record_function_as_a_decorator_on_several_threads():
+    @ck.profiler.record_function("work")
+    def work():
+        ck.ops.relu_fwd(np.ones(8, np.float32))
+
+    together = threading.Barrier(3)   # all three alive at once, so their thread ids differ
+
+    def run():
+        together.wait()
+        for _ in range(20):
+            work()
+        together.wait()
+
+    with ck.profiler.profile() as prof:
+        threads = [threading.Thread(target=run) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        work()
+    events = prof.events()
+    parent = _tree(events)
+    rows = _rows(prof)
+    assert rows["work"].calls == 61 and rows["relu_fwd"].calls == 61
+    assert all(events[parent[i]]["name"] == "work" for i, e in enumerate(events) if e["name"] == "relu_fwd")
+    assert len({e["thread"] for e in events}) == 4
+
+
 def test_a_profile_started_inside_a_range_records_only_what_follows():
     with ck.profiler.record_function("before"):
         with ck.profiler.profile() as prof:

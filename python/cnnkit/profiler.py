@@ -229,15 +229,16 @@ class record_function(contextlib.ContextDecorator):
         if not isinstance(name, str) or not name:
             raise TypeError(f"record_function: name must be a non-empty str, got {name!r}")
         self.name = name
-        self._open = []
+        self._local = threading.local()   # the ranges this object has open, per thread (a decorator is shared)
 
     def __enter__(self):
         prof = active
-        self._open.append((prof, _begin(prof, self.name, "user") if prof is not None else None))
+        self._local.__dict__.setdefault("open", []).append(
+            (prof, _begin(prof, self.name, "user") if prof is not None else None))
         return self
 
     def __exit__(self, *exc):
-        prof, sp = self._open.pop()
+        prof, sp = self._local.open.pop()
         if sp is not None:
             _end(prof, sp)
         return False
