@@ -80,3 +80,7 @@ __all__ += ["ConvTranspose2d", "ZeroPad2d", "Upsample", "Dropout2d", "AdaptiveMa
 from . import onnx  # noqa: E402,F401  ck.onnx.export (needs the onnx extra only when called)
 from .serialize import save_any as save  # noqa: E402,F401  ck.save: a model file, or nested data (ck.load reads both)
 __all__ += ["onnx", "save"]
+
+from . import profiler  # noqa: E402,F401  ck.profiler.profile(), record_function
+
+__all__ += ["profiler"]

@@ -17,8 +17,9 @@ import threading
 
 import numpy as np
 
+from . import profiler as _profiler
 from ._xp import array_module, is_device_array
-from .parameter import _FLOATS, Parameter
+from .parameter import Parameter
 
 _state = threading.local()
 _OPS = {}   # add, mul, sum, mean, flatten, reshape: filled by cnnkit.functional, which Tensor's operators call
@@ -346,15 +347,16 @@ def call_layer(layer, args):
     ins = [lift(a, layer.label(), "input") for a in args]
     datas = [t.data for t in ins]
     _save_undo(layer)
+    fwd = layer.forward if _profiler.active is None else _profiler.timed(layer, "forward", layer.forward)
     if not grad_enabled():
         try:
-            y = layer.forward(*datas)
+            y = fwd(*datas)
         finally:
             layer._cache = None
         _traced(layer, ins, y)
         return _hooks(layer, ins, Tensor._make(y, None))
     try:
-        y = layer.forward(*datas)
+        y = fwd(*datas)
         cache, spec = layer._cache, layer._out_spec
     finally:
         layer._cache = None
@@ -391,7 +393,7 @@ def _call_model(model, args):
     if len(args) != model._n_inputs:
         raise ValueError(f"{type(model).__name__}.forward: expected {model._n_inputs} input(s), got {len(args)}")
     vals = []
-    with _Recording():
+    with _Recording(), _profiler.layer_range(model, "forward"):
         for _, layer, ins in model._nodes:
             v = layer(*[args[-1 - j] if j < 0 else vals[j] for j in ins])
             # a layer called for (output, extras), as MaxPool2d(return_indices=True), passes its output on
@@ -425,6 +427,7 @@ def _order(roots):
     return order
 
 
+@_profiler.traced("autograd.backward", "backward")
 def backward(pairs, wanted=()):
     """Run the recorded backward of every root in `pairs` [(tensor, gradient)]; returns the gradients of the
     `wanted` leaf Tensors (None for one nothing reached). Releases every node it ran."""
@@ -459,7 +462,8 @@ def backward(pairs, wanted=()):
                 continue
             ins = nd.inputs
             flags = [needs[id(s)] if type(s) is _Node else leaf_needs(s) for s in ins]
-            ds = nd.fn(nd.saved, g, flags)
+            ds = (nd.fn(nd.saved, g, flags) if _profiler.active is None else _profiler.node_backward(
+                nd.saved[0] if nd.fn is _layer_backward else nd.name, nd.fn, nd.saved, g, flags))
             for s, w, d in zip(ins, flags, ds):
                 if not w or d is None:
                     continue
@@ -490,11 +494,6 @@ def as_array(out):
     if isinstance(out, (tuple, list)):
         return type(out)(as_array(o) for o in out)
     return out
-
-
-def _floats(op, name, a):
-    if a.dtype not in _FLOATS:
-        raise TypeError(f"{op}: {name} must be float32 or float64, got {a.dtype}")
 
 
 __all__ = ["Tensor", "no_grad", "is_recording"]

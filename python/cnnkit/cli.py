@@ -4,7 +4,8 @@
 (history.json, CSVs, the babysitting plots, the final model, a checkpoint folder, and result.json with the
 test accuracy). ``cnnkit train --config run.toml`` runs a configured experiment (keys: cnnkit.config.SCHEMA;
 datasets: cnnkit.run.DATASETS; examples/configs/ has one config per dataset); ``cnnkit search --config
-search.toml`` runs a random / coarse-to-fine hyperparameter search (see cnnkit.search).
+search.toml`` runs a random / coarse-to-fine hyperparameter search (see cnnkit.search). ``--profile`` adds
+the profile of the training to the run folder (profile.txt, trace.json; see cnnkit.profiler).
 """
 import argparse
 import sys
@@ -25,6 +26,8 @@ def main(argv=None):
     t.add_argument("--out", help="run folder (default runs/train-<time>)")
     t.add_argument("--no-plots", action="store_true")
     t.add_argument("--device", help="cpu (default), cuda or cuda:N (needs a CUDA build, a GPU and CuPy)")
+    t.add_argument("--profile", action="store_true",
+                   help="profile the training; writes profile.txt and trace.json into the run folder")
     s = sub.add_parser("search", help="random / coarse-to-fine hyperparameter search")
     s.add_argument("--config", required=True, help="a TOML search config")
     s.add_argument("--out")
@@ -36,7 +39,7 @@ def main(argv=None):
                                             "threads": args.threads, "out": args.out,
                                             "plots": False if args.no_plots else None,
                                             "device": args.device})
-            _, result = run_training(cfg)
+            _, result = run_training(cfg, profile=args.profile)
             return 0 if result["stop_reason"] is None else 1
         from .search import run_search_cli
         return run_search_cli(args.config, out=args.out, workers=args.workers)

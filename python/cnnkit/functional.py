@@ -17,6 +17,7 @@ import numpy as np
 
 from . import autograd as _ag
 from . import ops
+from . import profiler as _profiler
 from ._validate import check_flag, check_int, check_pair
 from ._xp import array_module, is_device_array
 from .autograd import lift, record
@@ -183,6 +184,7 @@ def _reshape_bwd(shape, g, needs):
     return (_contig(g).reshape(shape),)
 
 
+@_profiler.traced("F.reshape.forward", "forward")
 def reshape(x, shape):
     x = lift(x, "F.reshape", "input")
     shape = tuple(int(s) for s in shape)
@@ -190,6 +192,7 @@ def reshape(x, shape):
     return record(_reshape_bwd, [x], y, x.data.shape, "F.reshape")
 
 
+@_profiler.traced("F.flatten.forward", "forward")
 def flatten(x, start_dim=0, end_dim=-1):
     """Dimensions start_dim..end_dim merged into one, as torch.flatten (F.flatten(x, 1) keeps the batch)."""
     op = "F.flatten"
@@ -218,6 +221,7 @@ def _cat_bwd(saved, g, needs):
     return out
 
 
+@_profiler.traced("F.cat.forward", "forward")
 def cat(tensors, dim=0):
     """Concatenation along dim, as torch.cat."""
     op = "F.cat"
@@ -272,6 +276,7 @@ def _add_bwd(shapes, g, needs):
     return [_unbroadcast(g, s) if w else None for s, w in zip(shapes, needs)]
 
 
+@_profiler.traced("F.add.forward", "forward")
 def add(a, b):
     """a + b, as torch.add: two values of one dtype (numpy broadcasting) or a value and a number."""
     op = "F.add"
@@ -292,6 +297,7 @@ def _scale_bwd(c, g, needs):
     return (g * c,)
 
 
+@_profiler.traced("F.mul.forward", "forward")
 def mul(a, b):
     """a * b, as torch.mul: two values of one dtype (numpy broadcasting) or a value and a number."""
     op = "F.mul"
@@ -309,6 +315,7 @@ def _sum_bwd(saved, g, needs):
     return (xp.broadcast_to(g * g.dtype.type(scale), shape).copy(),)
 
 
+@_profiler.traced("F.sum.forward", "forward")
 def sum(x):  # noqa: A001 (torch's name)
     """The sum of every element: a 0-d value."""
     x = lift(x, "F.sum", "input")
@@ -316,6 +323,7 @@ def sum(x):  # noqa: A001 (torch's name)
     return record(_sum_bwd, [x], x.data.sum(), (x.data.shape, 1.0), "F.sum")
 
 
+@_profiler.traced("F.mean.forward", "forward")
 def mean(x):
     """The mean of every element: a 0-d value."""
     x = lift(x, "F.mean", "input")
@@ -333,6 +341,7 @@ def _linear_bwd(saved, g, needs):
     return [dx, dw, db] if has_b else [dx, dw]
 
 
+@_profiler.traced("F.linear.forward", "forward")
 def linear(x, weight, bias=None):
     """x @ weight.T + bias, as F.linear: weight (out_features, in_features), x (..., in_features)."""
     op = "F.linear"
@@ -368,6 +377,7 @@ def _conv_bwd(saved, g, needs):
     return [dx, dw, db] if has_b else [dx, dw]
 
 
+@_profiler.traced("F.conv2d.forward", "forward")
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """2-D convolution, as F.conv2d: weight (K, C/groups, R, S); padding an int, a pair, "valid" or "same"
     (an odd total pads the extra row and column at the bottom and right, explicitly, as torch)."""
@@ -402,6 +412,7 @@ def _conv_t_bwd(saved, g, needs):
     return [dx, dw, db] if has_b else [dx, dw]
 
 
+@_profiler.traced("F.conv_transpose2d.forward", "forward")
 def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
     """Transposed 2-D convolution, as F.conv_transpose2d: weight (C_in, C_out/groups, R, S); the conv2d
     kernels with the roles swapped (see cnnkit.layers.conv_transpose)."""

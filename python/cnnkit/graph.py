@@ -4,6 +4,7 @@ import zlib
 
 import numpy as np
 
+from . import profiler as _profiler
 from ._fusion import relu_fusions
 from ._summary import summary_table
 from ._registry import _BASES, _layer_config, _layer_from_config
@@ -149,12 +150,10 @@ class Model(Layer):
         vals = []
         for i, (n, layer, ins) in enumerate(self._nodes):
             args = [xs[-1 - j] if j < 0 else vals[j] for j in ins]
-            if i in fused:
-                vals.append(layer.forward(*args, relu=True))
-            elif i - 1 in fused:
-                vals.append(layer.forward_fused(*args))
-            else:
-                vals.append(layer.forward(*args))
+            fwd = layer.forward_fused if i - 1 in fused else layer.forward   # a conv fused with it ran the ReLU
+            if _profiler.active is not None:
+                fwd = _profiler.timed(layer, "forward", fwd, n)
+            vals.append(fwd(*args, relu=True) if i in fused else fwd(*args))
         self._cache = True
         return vals[-1]
 
@@ -164,6 +163,11 @@ class Model(Layer):
 
         Returns dx (a tuple for several inputs) when need_dx is true, else None: by default the model's
         input gradient, which nothing inside needs, is not computed."""
+        if _profiler.active is not None:
+            return _profiler.timed(self, "backward", self._backward)(dout, need_dx)
+        return self._backward(dout, need_dx)
+
+    def _backward(self, dout, need_dx):
         self._need_cache(dout)
         need_in = need_dx if isinstance(need_dx, (tuple, list)) else (bool(need_dx),) * self._n_inputs
         # needs[i]: does anything want the gradient of node i's output?
@@ -180,7 +184,8 @@ class Model(Layer):
                 layer._cache = None
                 continue
             want = [need_in[-1 - j] if j < 0 else needs[j] for j in ins]
-            d = layer.backward(g, need_dx=want[0] if len(ins) == 1 else tuple(want))
+            bwd = layer.backward if _profiler.active is None else _profiler.timed(layer, "backward", layer.backward, n)
+            d = bwd(g, need_dx=want[0] if len(ins) == 1 else tuple(want))
             d = (d,) if len(ins) == 1 else tuple(d)
             for j, w, dj in zip(ins, want, d):
                 if not w or dj is None:

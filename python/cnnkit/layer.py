@@ -11,6 +11,7 @@ from ._device import device_converter
 from ._xp import array_module, device_of, is_device_array
 from .parameter import _FLOATS, Parameter
 from . import autograd as _ag
+from . import profiler as _profiler
 
 
 def _fmt_shape(shape):
@@ -323,7 +324,7 @@ class Layer:
             return _ag.call_layer(self, xs)   # inside a Module's forward, or on recorded values: recorded
         for x in xs:
             self._check_array(x, "input")
-        y = self.forward(*xs)
+        y = self.forward(*xs) if _profiler.active is None else _profiler.timed(self, "forward", self.forward)(*xs)
         hooks = self.__dict__.get("_forward_hooks")
         if hooks:
             for h in list(hooks.values()):

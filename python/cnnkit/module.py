@@ -15,6 +15,7 @@ import functools
 import numpy as np
 
 from . import autograd as _ag
+from . import profiler as _profiler
 from ._registry import _BASES
 from ._summary import format_table
 from ._xp import array_module, is_device_array
@@ -215,7 +216,8 @@ class Module(Layer):
         return out
 
     def _run(self, args, kwargs):
-        out = self.forward(*args, **kwargs)
+        fwd = self.forward if _profiler.active is None else _profiler.timed(self, "forward", self.forward)
+        out = fwd(*args, **kwargs)
         hooks = self.__dict__.get("_forward_hooks")
         if hooks:
             for h in list(hooks.values()):

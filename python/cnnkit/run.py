@@ -1,13 +1,15 @@
 """Building and running a configured experiment: the model, optimizer, schedule, data, preprocessing and
 augmentation a config names, and run_training, which trains and writes the run folder."""
+import contextlib
 import json
 import os
 import time
 
 import numpy as np
 
-from . import data, optim, regularizers, schedules, zoo
+from . import data, optim, profiler, regularizers, schedules, zoo
 from . import layers as _layers
+from ._io import atomic_write
 from ._runtime import __version__, get_num_threads, set_num_threads
 from .config import ConfigError, DIGITS_NET
 from .graph import Layer, Sequential
@@ -130,7 +132,6 @@ def preprocess(cfg, train, val, test, out):
     sets = [data.ArrayDataset(np.ascontiguousarray(pre(d.x), dtype=np.float32), d.y, d.classes)
             for d in (train, val, test)]
     from safetensors.numpy import save as st_save
-    from ._io import atomic_write
     state = pre.state_dict()
     os.makedirs(out, exist_ok=True)
     atomic_write(os.path.join(out, "preprocessor.safetensors"),
@@ -164,9 +165,19 @@ def _best_entry(best):
             "value": best.best}
 
 
-def run_training(cfg, log=print, progress=True, quit_factor=None):
+def write_profile(prof, out):
+    """The profile of a run into its folder: profile.txt (every row, by self time) and trace.json (Chrome's
+    Trace Event Format). Returns the two paths."""
+    table, trace = os.path.join(out, "profile.txt"), os.path.join(out, "trace.json")
+    atomic_write(table, (prof.table(sort_by="self_time", row_limit=None) + "\n").encode())
+    prof.export_chrome_trace(trace)
+    return table, trace
+
+
+def run_training(cfg, log=print, progress=True, quit_factor=None, profile=False):
     """Train as `cfg` says; returns (trainer, result dict). Writes the run folder cfg['out']. quit_factor: the
-    Trainer's quit-early rule (None: off, as the Trainer's default; ck.search's trials pass 3)."""
+    Trainer's quit-early rule (None: off, as the Trainer's default; ck.search's trials pass 3). With
+    ``profile=True`` the training (fit) runs under ck.profiler.profile() and write_profile adds its files."""
     if cfg.get("threads"):
         set_num_threads(cfg["threads"])
     out = cfg["out"] or os.path.join("runs", time.strftime("train-%Y%m%d-%H%M%S"))
@@ -203,10 +214,14 @@ def run_training(cfg, log=print, progress=True, quit_factor=None):
     t0 = time.perf_counter()
     if augment is not None:
         train = data.DataLoader(train, cfg["batch_size"], shuffle=True, seed=cfg["seed"], transform=augment)
-    trainer.fit(train, val, epochs=cfg["epochs"], batch_size=cfg["batch_size"], seed=cfg["seed"],
-                checkpoint_dir=os.path.join(out, "checkpoints"), checkpoint_every=cfg["checkpoint_every"],
-                run_dir=out, plots=cfg["plots"])
+    with profiler.profile() if profile else contextlib.nullcontext() as prof:
+        trainer.fit(train, val, epochs=cfg["epochs"], batch_size=cfg["batch_size"], seed=cfg["seed"],
+                    checkpoint_dir=os.path.join(out, "checkpoints"), checkpoint_every=cfg["checkpoint_every"],
+                    run_dir=out, plots=cfg["plots"])
     seconds = time.perf_counter() - t0
+    if profile:
+        table, trace = write_profile(prof, out)
+        log(f"profile: {table} (time per layer, kernel and step), {trace} (open in ui.perfetto.dev)")
     test_metrics = trainer.evaluate(test)
     model.save(os.path.join(out, "model.safetensors"))
     result = {"test_acc": test_metrics["acc"], "test_loss": test_metrics["loss"], "seconds": seconds,

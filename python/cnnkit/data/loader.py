@@ -21,6 +21,7 @@ import threading
 import numpy as np
 
 from .. import _C
+from .. import profiler as _profiler
 from .._device import parse_device
 from .._validate import check_flag
 from .._xp import is_device_array, require_cupy as _cupy
@@ -173,6 +174,7 @@ class DataLoader(Passes):
             scratch[shape] = x
         return x, y
 
+    @_profiler.traced("DataLoader.batch", "data")   # a range per batch while a profile records
     def _make_batch(self, order, epoch, b, num_threads, scratch=None):
         """Batch b of `epoch`."""
         idx = order[b * self.batch_size:(b + 1) * self.batch_size]

@@ -1,6 +1,7 @@
 """L-BFGS (numpy or CuPy; a port of torch.optim.LBFGS) with an optional strong-Wolfe line search."""
 import math
 
+from .. import profiler as _profiler
 from .._validate import check_int, check_nonneg
 from .._xp import is_device_array
 from ..parameter import FlatBuffer
@@ -164,6 +165,7 @@ class LBFGS:
         self._flat.data[...] = x
         return loss, flat_grad
 
+    @_profiler.traced(cat="optimizer")
     def step(self, closure):
         group = self.param_groups[0]
         lr, max_iter, max_eval = group["lr"], group["max_iter"], group["max_eval"]

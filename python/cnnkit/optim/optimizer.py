@@ -6,6 +6,7 @@ import warnings
 import numpy as np
 
 from .. import _C
+from .. import profiler as _profiler
 from .._validate import check_nonneg, check_positive
 from .._xp import array_module, is_device_array
 from ..ops import _backend
@@ -270,6 +271,7 @@ class Optimizer:
             f"{self._name}.step: non-finite gradient (Inf or NaN) in {self._first_nonfinite()}; "
             f"parameters and optimizer state are unchanged")
 
+    @_profiler.traced(cat="optimizer")   # an "Adam.step" range while a profile records
     def step(self, closure=None):
         """One update of every group. A closure (re-evaluates the loss and gradients) is optional.
 
