@@ -2,7 +2,8 @@
 
 ``cnnkit train`` with no arguments trains a small ConvNet on the bundled UCI digits and writes a run folder
 (history.json, CSVs, the babysitting plots, the final model and the best epoch's (best.safetensors), a
-checkpoint folder, and result.json with the test accuracy). ``cnnkit train --config run.toml`` runs a configured experiment (keys: cnnkit.config.SCHEMA;
+checkpoint folder, and result.json with the test accuracy). ``cnnkit train --config run.toml`` runs a
+configured experiment (keys: cnnkit.config.SCHEMA;
 datasets: cnnkit.run.DATASETS; examples/configs/ has one config per dataset); ``cnnkit search --config
 search.toml`` runs a random / coarse-to-fine hyperparameter search (see cnnkit.search). ``--profile`` adds
 the profile of the training to the run folder (profile.txt, trace.json; see cnnkit.profiler).
