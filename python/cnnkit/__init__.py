@@ -76,3 +76,9 @@ __all__ += ["Tensor", "no_grad", "Module", "ModuleList", "ModuleDict", "function
 from .layers import AdaptiveMaxPool2d, ConvTranspose2d, Dropout2d, Upsample, ZeroPad2d  # noqa: E402
 
 __all__ += ["ConvTranspose2d", "ZeroPad2d", "Upsample", "Dropout2d", "AdaptiveMaxPool2d"]
+
+# Data-parallel training (MPI on CPUs, NCCL on GPUs); mpi4py is needed only once init() is called.
+from . import distributed  # noqa: E402,F401
+from .layers import SyncBatchNorm  # noqa: E402
+
+__all__ += ["distributed", "SyncBatchNorm"]

@@ -23,6 +23,11 @@ def Input(shape=None, name=None):
     return Node(None, [], shape, name=name)
 
 
+# Called as f(layer) after each layer's backward inside a Model's backward (cnnkit.distributed starts a
+# gradient bucket's all-reduce from here while backward goes on).
+grad_ready_listeners = []
+
+
 class Model(Layer):
     """A graph of layers, run in topological order. Subclasses fill self._nodes (name, layer, input
     indices; index < 0 means model input -1 - index) and self._n_inputs. Models are built with Sequential
@@ -181,6 +186,8 @@ class Model(Layer):
                 continue
             want = [need_in[-1 - j] if j < 0 else needs[j] for j in ins]
             d = layer.backward(g, need_dx=want[0] if len(ins) == 1 else tuple(want))
+            for listener in grad_ready_listeners:   # the layer's parameter gradients are complete for this use
+                listener(layer)
             d = (d,) if len(ins) == 1 else tuple(d)
             for j, w, dj in zip(ins, want, d):
                 if not w or dj is None:

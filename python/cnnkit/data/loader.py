@@ -96,10 +96,12 @@ class DataLoader:
         self._device_id = parse_device(device, op, allow_none=True)
         self.epoch = 0
         self._batch = 0  # batches of this epoch handed out
+        self.sampler = None  # this rank's part of each order, with .num_samples(n) (cnnkit.distributed)
 
     def __len__(self):
         """Batches per epoch."""
-        return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
+        n = self.n if self.sampler is None else self.sampler.num_samples(self.n)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def set_epoch(self, epoch):
         """Jump to the start of `epoch`."""
@@ -130,9 +132,8 @@ class DataLoader:
 
     def order(self, epoch):
         """Sample indices of `epoch` in the order they are served."""
-        if self.shuffle:
-            return epoch_permutation(self.n, self.seed, epoch)
-        return np.arange(self.n, dtype=np.int64)
+        order = epoch_permutation(self.n, self.seed, epoch) if self.shuffle else np.arange(self.n, dtype=np.int64)
+        return order if self.sampler is None else self.sampler(order)
 
     def _make_batch(self, order, epoch, b, num_threads, scratch=None):
         """Batch b of `epoch`. `scratch` (a dict owned by one iteration) keeps the gather buffer between

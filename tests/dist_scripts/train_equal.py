@@ -1,0 +1,34 @@
+"""Train tests/dist_scripts/common.convnet for 50 steps and save its parameters.
+
+  python train_equal.py single DTYPE OUT          one process, batch 2B
+  mpiexec -n 2 python train_equal.py dist DTYPE OUT   batch B per rank; rank r writes OUT.r.npz
+Each rank starts from a different seed: rank 0's weights reach the others by the broadcast."""
+import json
+import sys
+
+import numpy as np
+
+import cnnkit as ck
+from common import B, STEPS, convnet, data, save_params
+
+mode, dtype, out = sys.argv[1], np.dtype(sys.argv[2]), sys.argv[3]
+ck.set_num_threads(1)
+world = 2
+if mode == "dist":
+    ck.distributed.init(timeout=60, bucket_mb=0.002)   # small buckets: several, started inside backward
+    world = ck.distributed.world_size()
+rank = ck.distributed.rank()
+model = convnet(dtype, seed=7 + rank)
+opt = ck.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+trainer = ck.Trainer(model, opt, distributed=mode == "dist", progress=False, ratio_every=0)
+x, y = data(dtype, world=world)
+batch = B if mode == "dist" else B * world
+hist = trainer.fit((x, y), epochs=1, batch_size=batch, seed=3)
+suffix = f".{rank}" if mode == "dist" else ""
+save_params(model, f"{out}{suffix}.npz")
+info = {"steps": trainer.step, "loss": hist.iterations["loss"] if hasattr(hist, "iterations") else None}
+if mode == "dist":
+    r = trainer._dist.reducer
+    info.update(buckets=len(r), started_in_backward=r.started_in_backward)
+with open(f"{out}{suffix}.json", "w") as f:
+    json.dump(info, f, default=float)
