@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from . import data, optim, regularizers, schedules, zoo
+from . import data, distributed, optim, regularizers, schedules, zoo
 from . import layers as _layers
 from ._runtime import __version__, get_num_threads, set_num_threads
 from .config import ConfigError, DIGITS_NET
@@ -132,6 +132,8 @@ def preprocess(cfg, train, val, test, out):
     from safetensors.numpy import save as st_save
     from ._io import atomic_write
     state = pre.state_dict()
+    if out is None:     # a rank other than 0 of a distributed run: rank 0 writes the run folder
+        return (*sets, pre)
     os.makedirs(out, exist_ok=True)
     atomic_write(os.path.join(out, "preprocessor.safetensors"),
                  st_save({k: np.ascontiguousarray(v) for k, v in state["arrays"].items()},
@@ -157,12 +159,19 @@ def build_augmentation(cfg):
 
 
 def run_training(cfg, log=print, progress=True):
-    """Train as `cfg` says; returns (trainer, result dict). Writes the run folder cfg['out']."""
+    """Train as `cfg` says; returns (trainer, result dict). Writes the run folder cfg['out']. Under a launcher
+    with more than one rank (mpiexec -n N) the training is data-parallel and rank 0 alone logs and writes."""
     if cfg.get("threads"):
         set_num_threads(cfg["threads"])
+    parallel = distributed.launched_world_size() > 1
+    if parallel and not distributed.is_initialized():
+        distributed.init()
+    main = distributed.is_main()
+    if not main:
+        log, progress = (lambda *a, **k: None), False
     out = cfg["out"] or os.path.join("runs", time.strftime("train-%Y%m%d-%H%M%S"))
     train, val, test = load_dataset(cfg)
-    train, val, test, _ = preprocess(cfg, train, val, test, out)
+    train, val, test, _ = preprocess(cfg, train, val, test, out if main else None)
     augment = build_augmentation(cfg)
     model = build_model(cfg)
     if cfg.get("device", "cpu") != "cpu":
@@ -182,9 +191,11 @@ def run_training(cfg, log=print, progress=True):
         es = cfg["early_stopping"]
         callbacks.append(EarlyStopping(monitor=es.get("monitor", "val_acc"), patience=es.get("patience", 5)))
     trainer = Trainer(model, opt, "softmax_cross_entropy", schedule=sched, regularizers=regs,
-                         callbacks=callbacks, schedule_interval=interval, progress=progress)
+                         callbacks=callbacks, schedule_interval=interval, progress=progress, distributed=parallel)
     input_shape = tuple(train[np.arange(1)][0].shape[1:])
     where = f"{get_num_threads()} threads" if model.device == "cpu" else model.device
+    if parallel:
+        where += f" x {distributed.world_size()} ranks"
     log(f"cnnkit {__version__}: {len(train)} train / {len(val)} val / {len(test)} test images of {input_shape}, "
         f"{where}, run folder {out}")
     try:
@@ -199,12 +210,13 @@ def run_training(cfg, log=print, progress=True):
                 run_dir=out, plots=cfg["plots"])
     seconds = time.perf_counter() - t0
     test_metrics = trainer.evaluate(test)
-    model.save(os.path.join(out, "model.safetensors"))
     result = {"test_acc": test_metrics["acc"], "test_loss": test_metrics["loss"], "seconds": seconds,
               "epochs_run": len(trainer.history.epochs), "stop_reason": trainer.history.stop_reason,
-              "config": cfg}
-    with open(os.path.join(out, "result.json"), "w") as f:
-        json.dump(result, f, indent=1, default=str)
+              "config": cfg, "world_size": distributed.world_size()}
+    if main:
+        model.save(os.path.join(out, "model.safetensors"))
+        with open(os.path.join(out, "result.json"), "w") as f:
+            json.dump(result, f, indent=1, default=str)
     log(f"test accuracy {test_metrics['acc']:.4f} (loss {test_metrics['loss']:.4f}) after {seconds:.1f} s; "
         f"run folder {out}")
     return trainer, result
