@@ -20,8 +20,10 @@ def convnet(dtype, seed=7, bn=False):
     """A small ConvNet: two conv blocks and a linear head; with bn, BatchNorm2d after each convolution."""
     def norm(c):
         return [ck.BatchNorm2d(c, dtype=dtype)] if bn else []
-    return ck.Sequential(ck.Conv2d(1, 6, 3, padding=1, dtype=dtype), *norm(6), ck.ReLU(), ck.MaxPool2d(2),
-                         ck.Conv2d(6, 8, 3, padding=1, dtype=dtype), *norm(8), ck.ReLU(), ck.Flatten(),
+    # a convolution before BatchNorm has no bias (its gradient would be rounding noise around zero)
+    return ck.Sequential(ck.Conv2d(1, 6, 3, padding=1, bias=not bn, dtype=dtype), *norm(6), ck.ReLU(),
+                         ck.MaxPool2d(2), ck.Conv2d(6, 8, 3, padding=1, bias=not bn, dtype=dtype), *norm(8),
+                         ck.ReLU(), ck.Flatten(),
                          ck.Linear(8 * 4 * 4, 10, dtype=dtype), seed=seed)
 
 
