@@ -139,6 +139,22 @@ def test_two_ranks_equal_one_process_with_the_double_batch(tmp_path, dtype, tol)
 
 
 @needs_mpi
+def test_device_gradients_go_through_nccl_and_equal_the_cpu_run(tmp_path):
+    # on the CuPy stand-in, whose "device" memory is host memory, with a cupy.cuda.nccl stand-in over MPI
+    p, _ = run_mpi(2, [SCRIPTS / "train_equal.py", "dist", "float64", "cpu"], tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    p, _ = run_mpi(2, [SCRIPTS / "train_equal.py", "dist", "float64", "gpu", "fakegpu"], tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    cpu, gpu = np.load(tmp_path / "cpu.0.npz"), np.load(tmp_path / "gpu.0.npz")
+    for k in cpu:
+        np.testing.assert_array_equal(gpu[k], cpu[k])
+    info = json.loads((tmp_path / "gpu.0.json").read_text())
+    # one broadcast of the flat parameters; per step the loss sums and every bucket
+    assert info["nccl"] == {"bcast": 1, "allReduce": STEPS * (1 + info["buckets"])}
+    assert len(info["syncs"]) < STEPS // 2          # no host read per step: the losses are read in batches
+
+
+@needs_mpi
 def test_sync_batchnorm_equals_batchnorm_on_the_whole_batch(tmp_path):
     p, _ = run_mpi(2, [SCRIPTS / "sync_bn.py", "sbn.npz"], tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]

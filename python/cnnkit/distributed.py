@@ -433,8 +433,8 @@ class DataParallel:
         """(mean loss over the ranks' samples, correct, count) summed over the ranks. A non-finite loss on any
         rank makes the result non-finite on every rank, so all skip the step together."""
         xp = array_module(loss) if is_device_array(loss) else np
-        buf = xp.stack([xp.asarray(loss * count, dtype=xp.float64), xp.asarray(correct, dtype=xp.float64),
-                         xp.asarray(count, dtype=xp.float64)])
+        buf = xp.stack([xp.asarray(loss * count, dtype=np.float64), xp.asarray(correct, dtype=np.float64),
+                        xp.asarray(count, dtype=np.float64)])
         self.ctx.allreduce(buf, "the step's loss reduction")
         if xp is np:
             return float(buf[0] / buf[2]), int(buf[1]), int(buf[2])

@@ -27,5 +27,9 @@ def convnet(dtype, seed=7, bn=False):
                          ck.Linear(8 * 4 * 4, 10, dtype=dtype), seed=seed)
 
 
+def host(a):
+    return a.get() if hasattr(a, "get") else a
+
+
 def save_params(model, path):
-    np.savez(path, **{n: p.data for n, p in model.named_parameters()})
+    np.savez(path, **{n: host(p.data) for n, p in model.named_parameters()})
