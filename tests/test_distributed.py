@@ -122,10 +122,12 @@ def test_core_imports_without_mpi4py_and_init_names_the_extra(tmp_path):
 # ---------------------------------------------------------------- two ranks == one process
 
 @needs_mpi
-@pytest.mark.parametrize("dtype,tol", [("float64", 1e-12), ("float32", 1e-5)])
-def test_two_ranks_equal_one_process_with_the_double_batch(tmp_path, dtype, tol):
-    run_one([SCRIPTS / "train_equal.py", "single", dtype, "one"], tmp_path)
-    p, _ = run_mpi(2, [SCRIPTS / "train_equal.py", "dist", dtype, "two"], tmp_path)
+@pytest.mark.parametrize("dtype,tol,kind", [("float64", 1e-12, "convnet"), ("float32", 1e-5, "convnet"),
+                                            ("float64", 1e-12, "graph"), ("float64", 1e-12, "module")])
+def test_two_ranks_equal_one_process_with_the_double_batch(tmp_path, dtype, tol, kind):
+    # a Sequential, a Graph with a residual Add, and a ck.Module (its recorded backward)
+    run_one([SCRIPTS / "train_equal.py", "single", dtype, "one", kind], tmp_path)
+    p, _ = run_mpi(2, [SCRIPTS / "train_equal.py", "dist", dtype, "two", kind], tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]
     one, r0, r1 = (np.load(tmp_path / f) for f in ("one.npz", "two.0.npz", "two.1.npz"))
     info = json.loads((tmp_path / "two.0.json").read_text())

@@ -15,7 +15,7 @@ import traceback
 import numpy as np
 
 from ._xp import array_module, is_device_array
-from .graph import grad_ready_listeners
+from .autograd import grad_ready_listeners
 from .layers import normalization as _norm
 
 __all__ = ["init", "is_initialized", "rank", "world_size", "is_main", "barrier", "launched_world_size",
@@ -324,7 +324,9 @@ class GradReducer:
     used twice reports twice). From the second step on, a bucket whose parameters have all reported that often
     is started at once, while backward goes on. The buckets start in the same order on every rank (backward
     is deterministic), and a sum over fixed ranks and sizes is deterministic in MPICH, so a run repeats bit
-    for bit. A model whose backward reports nothing (a ck.Module's recorded backward) reduces after it."""
+    for bit. Built-in layers report from a Sequential's, a Graph's and a ck.Module's recorded backward; a
+    parameter used only through cnnkit.functional gets its gradient at the end of the recorded backward, so its
+    bucket starts after backward."""
 
     def __init__(self, optimizer, model, bucket_mb=None):
         self.ctx = context()

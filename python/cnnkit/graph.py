@@ -8,6 +8,7 @@ from ._fusion import relu_fusions
 from ._summary import summary_table
 from ._registry import _BASES, _layer_config, _layer_from_config
 from ._validate import check_int as _int
+from .autograd import grad_ready_listeners
 from .layer import Layer, Node, _keeps_running_stats
 
 
@@ -21,11 +22,6 @@ def Input(shape=None, name=None):
                             f"got {type(shape).__name__}")
         shape = tuple(_int("Input", "shape", d, minimum=1) for d in shape)
     return Node(None, [], shape, name=name)
-
-
-# Called as f(layer) after each layer's backward inside a Model's backward (cnnkit.distributed starts a
-# gradient bucket's all-reduce from here while backward goes on).
-grad_ready_listeners = []
 
 
 class Model(Layer):
@@ -186,7 +182,7 @@ class Model(Layer):
                 continue
             want = [need_in[-1 - j] if j < 0 else needs[j] for j in ins]
             d = layer.backward(g, need_dx=want[0] if len(ins) == 1 else tuple(want))
-            for listener in grad_ready_listeners:   # the layer's parameter gradients are complete for this use
+            for listener in grad_ready_listeners:   # this use of the layer has added its parameter gradients
                 listener(layer)
             d = (d,) if len(ins) == 1 else tuple(d)
             for j, w, dj in zip(ins, want, d):

@@ -27,6 +27,29 @@ def convnet(dtype, seed=7, bn=False):
                          ck.Linear(8 * 4 * 4, 10, dtype=dtype), seed=seed)
 
 
+def resnet_graph(dtype, seed=7):
+    """A Graph with a residual Add (a value that fans out) and no BatchNorm."""
+    x = ck.Input((1, 8, 8))
+    h = ck.ReLU()(ck.Conv2d(1, 6, 3, padding=1, dtype=dtype)(x))
+    r = ck.Conv2d(6, 6, 3, padding=1, dtype=dtype)(ck.ReLU()(ck.Conv2d(6, 6, 3, padding=1, dtype=dtype)(h)))
+    h = ck.MaxPool2d(2)(ck.ReLU()(ck.Add()(h, r)))
+    return ck.Graph(x, ck.Linear(6 * 4 * 4, 10, dtype=dtype)(ck.Flatten()(h)), seed=seed)
+
+
+class ModuleNet(ck.Module):
+    """convnet written the torch way: its layers are recorded one by one by the Module's forward."""
+
+    def __init__(self, dtype, seed=7):
+        super().__init__()
+        self.body = convnet(dtype, seed)
+
+    def forward(self, x):
+        return self.body(x)
+
+
+MODELS = {"convnet": convnet, "graph": resnet_graph, "module": ModuleNet}
+
+
 def host(a):
     return a.get() if hasattr(a, "get") else a
 

@@ -1,7 +1,8 @@
 """Train tests/dist_scripts/common.convnet for 50 steps and save its parameters.
 
-  python train_equal.py single DTYPE OUT [bn] [fakegpu]          one process, batch 2B
-  mpiexec -n 2 python train_equal.py dist DTYPE OUT [bn] [fakegpu]   batch B per rank; rank r writes OUT.r.npz
+  python train_equal.py single DTYPE OUT [bn|graph|module] [fakegpu]          one process, batch 2B
+  mpiexec -n 2 python train_equal.py dist DTYPE OUT [bn|graph|module] [fakegpu]   batch B per rank; rank r
+  writes OUT.r.npz. graph: common.resnet_graph; module: common.ModuleNet (a ck.Module); default: convnet.
 Each rank starts from a different seed: rank 0's weights reach the others by the broadcast. With "bn" the
 model has BatchNorm2d layers, converted to SyncBatchNorm in the distributed run; with "fakegpu" it trains on
 the CuPy stand-in (tests/helpers/fakecupy.py) and the gradients go through the NCCL backend (fake_nccl.py)."""
@@ -11,7 +12,7 @@ import sys
 import numpy as np
 
 import cnnkit as ck
-from common import B, convnet, data, host, save_params
+from common import B, MODELS, convnet, data, host, save_params
 
 mode, dtype, out = sys.argv[1], np.dtype(sys.argv[2]), sys.argv[3]
 ck.set_num_threads(1)
@@ -24,7 +25,8 @@ bn, fake_gpu = "bn" in sys.argv[4:], "fakegpu" in sys.argv[4:]
 if fake_gpu:
     from fake_nccl import install_fake_gpu
     install_fake_gpu()
-model = convnet(dtype, seed=7 + rank, bn=bn)
+kind = next((k for k in MODELS if k in sys.argv[4:]), "convnet")
+model = convnet(dtype, seed=7 + rank, bn=bn) if bn else MODELS[kind](dtype, seed=7 + rank)
 if bn and mode == "dist":
     ck.distributed.convert_sync_batchnorm(model)
 if fake_gpu:
