@@ -202,7 +202,7 @@ def test_a_failing_rank_ends_the_job_and_the_checkpoint_loads(tmp_path, how):
 def test_resume_with_the_same_ranks_is_exact_and_with_fewer_completes(tmp_path):
     script = tmp_path / "resume.py"
     script.write_text(
-        "import sys, numpy as np, cnnkit as ck\n"
+        "import json, sys, numpy as np, cnnkit as ck\n"
         "from common import B, convnet, data, save_params\n"
         "ck.set_num_threads(1)\n"
         "epochs, out, resume = int(sys.argv[1]), sys.argv[2], (sys.argv[3] if len(sys.argv) > 3 else None)\n"
@@ -213,7 +213,8 @@ def test_resume_with_the_same_ranks_is_exact_and_with_fewer_completes(tmp_path):
         "t.fit(data(np.float64, steps=10), epochs=epochs, batch_size=B, checkpoint_dir=out + '-ckpt',\n"
         "      resume=resume)\n"
         "if ck.distributed.is_main():\n"
-        "    save_params(model, out + '.npz')\n")
+        "    save_params(model, out + '.npz')\n"
+        "    open(out + '.json', 'w').write(json.dumps({'step': t.step, 'epochs': len(t.history.epochs)}))\n")
     for args in ([2, "full"], [1, "half"], [2, "again", "half-ckpt"]):
         p, _ = run_mpi(2, [script, *args], tmp_path)
         assert p.returncode == 0, p.stderr[-3000:]
@@ -224,6 +225,9 @@ def test_resume_with_the_same_ranks_is_exact_and_with_fewer_completes(tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     one = np.load(tmp_path / "one.npz")
     assert all(np.isfinite(one[k]).all() for k in one)
+    # epoch 1 on 2 ranks: 10 steps of 2 x 8 images; epoch 2 on 1 process: 20 steps of 8
+    assert json.loads((tmp_path / "one.json").read_text()) == {"step": 30, "epochs": 2}
+    assert json.loads((tmp_path / "full.json").read_text()) == {"step": 20, "epochs": 2}
 
 
 # ---------------------------------------------------------------- the command line and the search

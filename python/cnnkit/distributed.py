@@ -19,6 +19,7 @@ from .autograd import grad_ready_listeners
 from .layers import normalization as _norm
 
 __all__ = ["init", "is_initialized", "rank", "world_size", "is_main", "barrier", "launched_world_size",
+           "launched_local_size",
            "DistributedError", "DistributedSampler", "convert_sync_batchnorm", "shutdown"]
 
 _MPI_EXTRA = 'cnnkit.distributed needs mpi4py and an MPI library: pip install "cnnkit[mpi]"'
@@ -27,6 +28,7 @@ DEFAULT_TIMEOUT = 300.0      # seconds a collective may wait before the watchdog
 
 # Environment variables launchers set before Python starts: MPICH/Hydra and Intel MPI (PMI_*), Open MPI, Slurm.
 _SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "SLURM_NTASKS")
+_LOCAL_SIZE_VARS = ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE", "SLURM_NTASKS_PER_NODE")
 
 
 class DistributedError(RuntimeError):
@@ -41,14 +43,23 @@ def _mpi():
     return MPI
 
 
-def launched_world_size():
-    """The number of ranks the launcher (mpiexec, srun) started, read from its environment without importing
-    MPI; 1 outside a launcher."""
-    for var in _SIZE_VARS:
+def _env_count(names):
+    for var in names:
         v = os.environ.get(var, "")
         if v.isdigit() and int(v) > 0:
             return int(v)
     return 1
+
+
+def launched_world_size():
+    """The number of ranks the launcher (mpiexec, srun) started, read from its environment without importing
+    MPI; 1 outside a launcher."""
+    return _env_count(_SIZE_VARS)
+
+
+def launched_local_size():
+    """The number of ranks the launcher started on this machine (1 outside a launcher or when it does not say)."""
+    return _env_count(_LOCAL_SIZE_VARS)
 
 
 class _Context:
@@ -114,12 +125,13 @@ class _Context:
 
     def abort(self, exc):
         """Print `exc` with this rank's number and end every rank of the job (MPI_Abort): the others would
-        otherwise wait for this one at their next collective."""
+        otherwise wait for this one at their next collective. On one rank: nothing (the error propagates)."""
+        if self.size == 1:
+            return
         head = f"cnnkit.distributed: rank {self.rank}/{self.size} failed; aborting all ranks"
         body = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         print(f"{head}\n{body}", file=sys.stderr, flush=True)
-        if self.size > 1:
-            self.comm.Abort(1)
+        self.comm.Abort(1)
 
 
 class NcclBackend:

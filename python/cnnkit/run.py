@@ -161,9 +161,11 @@ def build_augmentation(cfg):
 def run_training(cfg, log=print, progress=True):
     """Train as `cfg` says; returns (trainer, result dict). Writes the run folder cfg['out']. Under a launcher
     with more than one rank (mpiexec -n N) the training is data-parallel and rank 0 alone logs and writes."""
+    parallel = distributed.launched_world_size() > 1
     if cfg.get("threads"):
         set_num_threads(cfg["threads"])
-    parallel = distributed.launched_world_size() > 1
+    elif parallel and "OMP_NUM_THREADS" not in os.environ:   # the ranks on one machine share its cores
+        set_num_threads(max(1, (os.cpu_count() or 1) // distributed.launched_local_size()))
     if parallel and not distributed.is_initialized():
         distributed.init()
     main = distributed.is_main()

@@ -162,6 +162,8 @@ class Trainer(StepMixin, ProgressMixin, LoopMixin, ResumeMixin):
         FloatingPointError, else the step is skipped and counted, parameters and optimizer state untouched.
         On a GPU the loss stays on the device, and the optimizer's gradient check decides alone."""
         model, opt = self.model, self.optimizer
+        if self._dist is not None:
+            self._dist.start()     # once: rank 0's weights on every rank
         self._step_skipped = False
         model.train()
         opt.zero_grad()
@@ -399,8 +401,6 @@ class Trainer(StepMixin, ProgressMixin, LoopMixin, ResumeMixin):
             self.load_checkpoint(resume, loader)
         else:
             loader.set_epoch(self.epoch)
-        if self._dist is not None:
-            self._dist.start()
         self.stop_training = False
         self._skip_base = int(self.optimizer.skipped_steps)
         self._skip_run = 0
