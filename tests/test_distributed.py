@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "tests" / "dist_scripts"
 MPIEXEC = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shutil.which("mpiexec")
 sys.path.insert(0, str(SCRIPTS))
-from common import STEPS, convnet  # noqa: E402
+from common import B, STEPS, convnet, data  # noqa: E402
 
 needs_mpi = pytest.mark.skipif(MPIEXEC is None, reason="mpiexec not found (pip install \"cnnkit[mpi]\")")
 
@@ -274,3 +274,24 @@ def test_search_executor_must_be_an_executor():
     from cnnkit.search import random_search
     with pytest.raises(TypeError, match="search: executor must be a concurrent.futures.Executor, got list"):
         random_search(bowl, SPACE, trials=2, executor=[])
+
+
+def test_one_rank_distributed_equals_a_plain_run():
+    pytest.importorskip("mpi4py")
+    ck.set_num_threads(1)
+    x, y = data(np.float64, steps=5, world=1)
+    runs = []
+    try:
+        for dist in (False, True):
+            if dist:
+                assert ck.distributed.init(timeout=30) == 1
+            ck.manual_seed(0)
+            model = convnet(np.float64)
+            t = ck.Trainer(model, ck.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), progress=False,
+                           distributed=dist)
+            t.fit((x, y), epochs=1, batch_size=B)
+            runs.append({n: p.data.copy() for n, p in model.named_parameters()})
+        for k in runs[0]:
+            np.testing.assert_array_equal(runs[1][k], runs[0][k])
+    finally:
+        ck.distributed.shutdown()

@@ -206,6 +206,7 @@ def shutdown():
 
 
 def is_initialized():
+    """True after init() (until shutdown())."""
     return _ctx is not None
 
 
@@ -340,10 +341,9 @@ class GradReducer:
     parameter used only through cnnkit.functional gets its gradient at the end of the recorded backward, so its
     bucket starts after backward."""
 
-    def __init__(self, optimizer, model, bucket_mb=None):
+    def __init__(self, optimizer, bucket_mb=None):
         self.ctx = context()
         bucket_mb = self.ctx.bucket_mb if bucket_mb is None else bucket_mb
-        self.model = model
         cap = max(1, int(bucket_mb * 2**20))
         self.buckets = []
         for flat in optimizer._flats:
@@ -361,7 +361,6 @@ class GradReducer:
         self._of = {id(p): b for b in self.buckets for p in b.params}
         self._expected = None           # id(param) -> reports per backward, learnt on the first step
         self._counts = {}
-        self._active = False
         self.started_in_backward = 0    # buckets the last backward started itself (overlapped)
 
     def __len__(self):
@@ -377,13 +376,11 @@ class GradReducer:
             b.auto = self._expected is not None and all(self._expected.get(id(p), 0) > 0 for p in b.params)
             b.left = sum(self._expected[id(p)] for p in b.params) if b.auto else 0
             b.started = False
-        self._active = True
         grad_ready_listeners.append(self._layer_done)
         try:
             yield
         finally:
             grad_ready_listeners.remove(self._layer_done)
-            self._active = False
 
     def _layer_done(self, layer):
         started = False
@@ -432,7 +429,7 @@ class DataParallel:
     def __init__(self, model, optimizer, bucket_mb=None):
         self.ctx = context()
         self.model, self.optimizer = model, optimizer
-        self.reducer = GradReducer(optimizer, model, bucket_mb)
+        self.reducer = GradReducer(optimizer, bucket_mb)
         self.rank, self.size = self.ctx.rank, self.ctx.size
         self.is_main = self.rank == 0
         self._started = False
