@@ -295,3 +295,19 @@ def test_one_rank_distributed_equals_a_plain_run():
             np.testing.assert_array_equal(runs[1][k], runs[0][k])
     finally:
         ck.distributed.shutdown()
+
+
+@pytest.mark.parametrize("value", [0, "2", 1.5])
+def test_a_tampered_world_size_is_a_checkpoint_error(tmp_path, value):
+    x, y = data(np.float32, steps=2, world=1)
+    model = convnet(np.float32)
+    ck.Trainer(model, ck.optim.SGD(model.parameters(), lr=0.05), progress=False).fit(
+        (x, y), epochs=1, batch_size=B, checkpoint_dir=tmp_path)
+    name = json.loads((tmp_path / "latest.json").read_text())["checkpoint"]
+    doc = json.loads((tmp_path / name).read_text())
+    assert doc["state"]["world_size"] == 1
+    doc["state"]["world_size"] = value
+    (tmp_path / name).write_text(json.dumps(doc))
+    model = convnet(np.float32)
+    with pytest.raises(ck.train.CheckpointError, match=r"state\.world_size"):
+        ck.Trainer(model, ck.optim.SGD(model.parameters(), lr=0.05), progress=False).load_checkpoint(tmp_path)
