@@ -18,7 +18,7 @@ import threading
 import numpy as np
 
 from ._xp import array_module, is_device_array
-from .parameter import _FLOATS, Parameter
+from .parameter import _FLOATS, Parameter, grads_ready
 
 _state = threading.local()
 _OPS = {}   # add, mul, sum, mean, flatten, reshape: filled by cnnkit.functional, which Tensor's operators call
@@ -317,12 +317,6 @@ def record(fn, inputs, out, saved, name, own=()):
 
 
 # ---------------------------------------------------------------- layers
-# Called as f(layer) after each built-in layer's backward, in a recorded backward and in a Sequential's or
-# Graph's: that use of the layer has added its parameter gradients (cnnkit.distributed starts a gradient
-# bucket's all-reduce from here while backward goes on).
-grad_ready_listeners = []
-
-
 def _layer_backward(saved, g, needs):
     layer, cache, spec, n = saved
     layer._cache, layer._out_spec = cache, spec
@@ -330,8 +324,7 @@ def _layer_backward(saved, g, needs):
         d = layer.backward(g, need_dx=needs[0] if n == 1 else tuple(needs))
     finally:
         layer._cache = None
-    for listener in grad_ready_listeners:
-        listener(layer)
+    grads_ready(layer)
     return (d,) if n == 1 else tuple(d)
 
 

@@ -15,8 +15,8 @@ import traceback
 import numpy as np
 
 from ._xp import array_module, is_device_array
-from .autograd import grad_ready_listeners
 from .layers import normalization as _norm
+from .parameter import grad_ready_listeners
 
 __all__ = ["init", "is_initialized", "rank", "world_size", "is_main", "barrier", "launched_world_size",
            "launched_local_size",

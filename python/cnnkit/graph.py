@@ -8,8 +8,8 @@ from ._fusion import relu_fusions
 from ._summary import summary_table
 from ._registry import _BASES, _layer_config, _layer_from_config
 from ._validate import check_int as _int
-from .autograd import grad_ready_listeners
 from .layer import Layer, Node, _keeps_running_stats
+from .parameter import grads_ready
 
 
 def Input(shape=None, name=None):
@@ -182,8 +182,7 @@ class Model(Layer):
                 continue
             want = [need_in[-1 - j] if j < 0 else needs[j] for j in ins]
             d = layer.backward(g, need_dx=want[0] if len(ins) == 1 else tuple(want))
-            for listener in grad_ready_listeners:   # this use of the layer has added its parameter gradients
-                listener(layer)
+            grads_ready(layer)    # this use of the layer has added its parameter gradients
             d = (d,) if len(ins) == 1 else tuple(d)
             for j, w, dj in zip(ins, want, d):
                 if not w or dj is None:
