@@ -311,3 +311,20 @@ def test_a_tampered_world_size_is_a_checkpoint_error(tmp_path, value):
     model = convnet(np.float32)
     with pytest.raises(ck.train.CheckpointError, match=r"state\.world_size"):
         ck.Trainer(model, ck.optim.SGD(model.parameters(), lr=0.05), progress=False).load_checkpoint(tmp_path)
+
+
+def test_sync_batchnorm_without_init_is_batchnorm_and_saves_and_loads(tmp_path, rng):
+    model = convnet(np.float64, bn=True)
+    x = rng.standard_normal((6, 1, 8, 8))
+    want = model(x)
+    ck.distributed.convert_sync_batchnorm(model)
+    kinds = [type(layer).__name__ for _, layer in model.named_layers()]
+    assert kinds.count("SyncBatchNorm") == 2 and "BatchNorm2d" not in kinds
+    model.train()
+    np.testing.assert_allclose(model(x), want, rtol=1e-13, atol=1e-13)   # the same batch statistics
+    model.save(tmp_path / "m.safetensors")
+    back = ck.load(tmp_path / "m.safetensors")
+    assert [type(layer).__name__ for _, layer in back.named_layers()] == kinds
+    back.eval()
+    model.eval()
+    np.testing.assert_array_equal(back(x), model(x))
