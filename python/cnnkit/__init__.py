@@ -84,3 +84,9 @@ __all__ += ["onnx", "save"]
 from . import profiler  # noqa: E402,F401  ck.profiler.profile(), record_function
 
 __all__ += ["profiler"]
+
+# Data-parallel training (MPI on CPUs, NCCL on GPUs); mpi4py is needed only once init() is called.
+from . import distributed  # noqa: E402,F401
+from .layers import SyncBatchNorm  # noqa: E402
+
+__all__ += ["distributed", "SyncBatchNorm"]

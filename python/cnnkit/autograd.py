@@ -19,7 +19,7 @@ import numpy as np
 
 from . import profiler as _profiler
 from ._xp import array_module, is_device_array
-from .parameter import Parameter
+from .parameter import Parameter, grads_ready
 
 _state = threading.local()
 _OPS = {}   # add, mul, sum, mean, flatten, reshape: filled by cnnkit.functional, which Tensor's operators call
@@ -327,6 +327,7 @@ def _layer_backward(saved, g, needs):
         d = layer.backward(g, need_dx=needs[0] if n == 1 else tuple(needs))
     finally:
         layer._cache = None
+    grads_ready(layer)
     return (d,) if n == 1 else tuple(d)
 
 

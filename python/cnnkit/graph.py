@@ -10,6 +10,7 @@ from ._summary import summary_table
 from ._registry import _BASES, _layer_config, _layer_from_config
 from ._validate import check_int as _int
 from .layer import Layer, Node, _keeps_running_stats
+from .parameter import grads_ready
 
 
 def Input(shape=None, name=None):
@@ -186,6 +187,7 @@ class Model(Layer):
             want = [need_in[-1 - j] if j < 0 else needs[j] for j in ins]
             bwd = layer.backward if _profiler.active is None else _profiler.timed(layer, "backward", layer.backward, n)
             d = bwd(g, need_dx=want[0] if len(ins) == 1 else tuple(want))
+            grads_ready(layer)    # this use of the layer has added its parameter gradients
             d = (d,) if len(ins) == 1 else tuple(d)
             for j, w, dj in zip(ins, want, d):
                 if not w or dj is None:

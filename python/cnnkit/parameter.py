@@ -107,3 +107,14 @@ def _shares(view, buf):
     if xp is np:
         return np.shares_memory(view, buf)
     return view.data.ptr >= buf.data.ptr and view.data.ptr < buf.data.ptr + buf.nbytes
+
+
+# Called as f(layer) after each built-in layer's backward, in a Sequential's or Graph's backward and in a
+# ck.Module's recorded one: that use of the layer has added its parameter gradients (cnnkit.distributed
+# starts a gradient bucket's all-reduce from here while backward goes on).
+grad_ready_listeners = []
+
+
+def grads_ready(layer):
+    for listener in grad_ready_listeners:
+        listener(layer)

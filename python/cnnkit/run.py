@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from . import data, optim, profiler, regularizers, schedules, zoo
+from . import data, distributed, optim, profiler, regularizers, schedules, zoo
 from . import layers as _layers
 from ._io import atomic_write
 from ._runtime import __version__, get_num_threads, set_num_threads
@@ -133,6 +133,8 @@ def preprocess(cfg, train, val, test, out):
             for d in (train, val, test)]
     from safetensors.numpy import save as st_save
     state = pre.state_dict()
+    if out is None:     # a rank other than 0 of a distributed run: rank 0 writes the run folder
+        return (*sets, pre)
     os.makedirs(out, exist_ok=True)
     atomic_write(os.path.join(out, "preprocessor.safetensors"),
                  st_save({k: np.ascontiguousarray(v) for k, v in state["arrays"].items()},
@@ -177,12 +179,22 @@ def write_profile(prof, out):
 def run_training(cfg, log=print, progress=True, quit_factor=None, profile=False):
     """Train as `cfg` says; returns (trainer, result dict). Writes the run folder cfg['out']. quit_factor: the
     Trainer's quit-early rule (None: off, as the Trainer's default; ck.search's trials pass 3). With
-    ``profile=True`` the training (fit) runs under ck.profiler.profile() and write_profile adds its files."""
+    ``profile=True`` the training (fit) runs under ck.profiler.profile() and write_profile adds its files (rank 0's
+    only). Under a launcher with more than one rank (mpiexec -n N) the training is data-parallel and rank 0 alone
+    logs and writes."""
+    parallel = distributed.launched_world_size() > 1
     if cfg.get("threads"):
         set_num_threads(cfg["threads"])
+    elif parallel and "OMP_NUM_THREADS" not in os.environ:   # the ranks on one machine share its cores
+        set_num_threads(max(1, (os.cpu_count() or 1) // distributed.launched_local_size()))
+    if parallel and not distributed.is_initialized():
+        distributed.init()
+    main = distributed.is_main()
+    if not main:
+        log, progress = (lambda *a, **k: None), False
     out = cfg["out"] or os.path.join("runs", time.strftime("train-%Y%m%d-%H%M%S"))
     train, val, test = load_dataset(cfg)
-    train, val, test, _ = preprocess(cfg, train, val, test, out)
+    train, val, test, _ = preprocess(cfg, train, val, test, out if main else None)
     augment = build_augmentation(cfg)
     model = build_model(cfg)
     if cfg.get("device", "cpu") != "cpu":
@@ -202,9 +214,12 @@ def run_training(cfg, log=print, progress=True, quit_factor=None, profile=False)
         es = cfg["early_stopping"]
         callbacks.append(EarlyStopping(monitor=es.get("monitor", "val_acc"), patience=es.get("patience", 5)))
     trainer = Trainer(model, opt, "softmax_cross_entropy", schedule=sched, regularizers=regs,
-                      callbacks=callbacks, schedule_interval=interval, progress=progress, quit_factor=quit_factor)
+                      callbacks=callbacks, schedule_interval=interval, progress=progress, quit_factor=quit_factor,
+                      distributed=parallel)
     input_shape = tuple(train[np.arange(1)][0].shape[1:])
     where = f"{get_num_threads()} threads" if model.device == "cpu" else model.device
+    if parallel:
+        where += f" x {distributed.world_size()} ranks"
     log(f"cnnkit {__version__}: {len(train)} train / {len(val)} val / {len(test)} test images of {input_shape}, "
         f"{where}, run folder {out}")
     try:
@@ -219,16 +234,17 @@ def run_training(cfg, log=print, progress=True, quit_factor=None, profile=False)
                     checkpoint_dir=os.path.join(out, "checkpoints"), checkpoint_every=cfg["checkpoint_every"],
                     run_dir=out, plots=cfg["plots"])
     seconds = time.perf_counter() - t0
-    if profile:
+    if profile and main:
         table, trace = write_profile(prof, out)
         log(f"profile: {table} (time per layer, kernel and step), {trace} (open in ui.perfetto.dev)")
     test_metrics = trainer.evaluate(test)
-    model.save(os.path.join(out, "model.safetensors"))
     result = {"test_acc": test_metrics["acc"], "test_loss": test_metrics["loss"], "seconds": seconds,
               "epochs_run": len(trainer.history.epochs), "stop_reason": trainer.history.stop_reason,
-              "best": _best_entry(trainer.best_checkpoint), "config": cfg}
-    with open(os.path.join(out, "result.json"), "w") as f:
-        json.dump(result, f, indent=1, default=str)
+              "best": _best_entry(trainer.best_checkpoint), "config": cfg, "world_size": distributed.world_size()}
+    if main:
+        model.save(os.path.join(out, "model.safetensors"))
+        with open(os.path.join(out, "result.json"), "w") as f:
+            json.dump(result, f, indent=1, default=str)
     log(f"test accuracy {test_metrics['acc']:.4f} (loss {test_metrics['loss']:.4f}) after {seconds:.1f} s; "
         f"run folder {out}")
     return trainer, result

@@ -8,6 +8,9 @@ the quit-early rule (`cnnkit search` trains its trials with ``quit_factor=TRIAL_
 Trainer's own default is off: pass it to your own objective's Trainer too). Workers are started with the
 "spawn" method (forking a process whose OpenMP runtime is running is unsafe) and each gets
 ``threads_per_worker`` cnnkit threads, so that workers x threads never exceeds the cores.
+``executor=`` runs the trials on any concurrent.futures.Executor instead (mpi4py.futures.MPIPoolExecutor across
+MPI ranks, a Dask cluster's ``client.get_executor()``); each trial then sets ``threads_per_worker`` itself
+where it runs.
 """
 import concurrent.futures as cf
 import json
@@ -84,8 +87,31 @@ def _init_worker(threads):
     set_num_threads(threads)
 
 
-def _run_trials(objective, trials, epochs, workers, threads_per_worker, stage):
+class _WithThreads:
+    """The objective run with a cnnkit thread count, for executors whose workers cnnkit does not start."""
+
+    def __init__(self, objective, threads):
+        self.objective, self.threads = objective, threads
+
+    def __call__(self, params, epochs):
+        _init_worker(self.threads)
+        return self.objective(params, epochs)
+
+
+def _gather(futures, stage, epochs):
     results = []
+    for fut in cf.as_completed(futures):
+        i, params = futures[fut]
+        results.append(_record(i, stage, params, epochs, fut.result()))
+    return sorted(results, key=lambda r: r["trial"])
+
+
+def _run_trials(objective, trials, epochs, workers, threads_per_worker, stage, executor=None):
+    results = []
+    if executor is not None:
+        job = _WithThreads(objective, threads_per_worker)
+        return _gather({executor.submit(job, params, epochs): (i, params) for i, params in enumerate(trials)},
+                       stage, epochs)
     if workers <= 1:
         from ._runtime import get_num_threads, set_num_threads
         before = get_num_threads()
@@ -99,11 +125,8 @@ def _run_trials(objective, trials, epochs, workers, threads_per_worker, stage):
     ctx = mp.get_context("spawn")
     with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
                                 initargs=(threads_per_worker,)) as pool:
-        futures = {pool.submit(objective, params, epochs): (i, params) for i, params in enumerate(trials)}
-        for fut in cf.as_completed(futures):
-            i, params = futures[fut]
-            results.append(_record(i, stage, params, epochs, fut.result()))
-    return sorted(results, key=lambda r: r["trial"])
+        return _gather({pool.submit(objective, params, epochs): (i, params) for i, params in enumerate(trials)},
+                       stage, epochs)
 
 
 def _record(i, stage, params, epochs, out):
@@ -173,35 +196,42 @@ class SearchResult:
 
 
 def random_search(objective, space, trials=10, epochs=3, seed=0, workers=None, threads_per_worker=1,
-                  metric="val_acc", mode="max"):
-    """Sample `trials` points of `space` (name -> Uniform / LogUniform / Choice) and run each for `epochs`."""
+                  metric="val_acc", mode="max", executor=None):
+    """Sample `trials` points of `space` (name -> Uniform / LogUniform / Choice) and run each for `epochs`.
+    executor: any concurrent.futures.Executor to run the trials on (default: cnnkit's own process pool)."""
     return coarse_to_fine(objective, space, coarse_trials=trials, coarse_epochs=epochs, fine_trials=0, seed=seed,
-                          workers=workers, threads_per_worker=threads_per_worker, metric=metric, mode=mode)
+                          workers=workers, threads_per_worker=threads_per_worker, metric=metric, mode=mode,
+                          executor=executor)
 
 
 def coarse_to_fine(objective, space, coarse_trials=10, coarse_epochs=2, fine_trials=5, fine_epochs=5, top_k=3,
-                   shrink=0.2, seed=0, workers=None, threads_per_worker=1, metric="val_acc", mode="max"):
+                   shrink=0.2, seed=0, workers=None, threads_per_worker=1, metric="val_acc", mode="max",
+                   executor=None):
     """A coarse stage (many short trials over the full ranges), then a fine stage over ranges narrowed
-    around the `top_k` best coarse trials (at least `shrink` of each original span), run longer."""
+    around the `top_k` best coarse trials (at least `shrink` of each original span), run longer.
+    executor: any concurrent.futures.Executor to run the trials on (default: cnnkit's own process pool of
+    `workers`); the results are the same whichever runs them."""
     if mode not in ("max", "min"):
         raise ValueError(f"search: mode must be 'max' or 'min', got {mode!r}")
     for k, d in space.items():
         if not hasattr(d, "sample"):
             raise TypeError(f"search: space[{k!r}] must be Uniform, LogUniform or Choice, got {type(d).__name__}")
+    if executor is not None and not isinstance(executor, cf.Executor):
+        raise TypeError(f"search: executor must be a concurrent.futures.Executor, got {type(executor).__name__}")
     cores = os.cpu_count() or 1
     workers = workers or max(1, cores // threads_per_worker)
-    if workers * threads_per_worker > cores:
+    if executor is None and workers * threads_per_worker > cores:
         raise ValueError(f"search: workers x threads_per_worker = {workers * threads_per_worker} would oversubscribe "
                          f"the {cores} cores")
     rng = np.random.default_rng(seed)
     coarse = _run_trials(objective, [_sample(space, rng) for _ in range(coarse_trials)], coarse_epochs, workers,
-                         threads_per_worker, "coarse")
+                         threads_per_worker, "coarse", executor)
     result = SearchResult(coarse, metric, mode)
     if fine_trials:
         top = [t for t in result.sorted()[:top_k] if not t.get("stopped")] or result.sorted()[:top_k]
         fine_space = {k: d.around([t["params"][k] for t in top], shrink) for k, d in space.items()}
         fine = _run_trials(objective, [_sample(fine_space, rng) for _ in range(fine_trials)], fine_epochs, workers,
-                           threads_per_worker, "fine")
+                           threads_per_worker, "fine", executor)
         for t in fine:
             t["trial"] += len(coarse)
         result = SearchResult(coarse + fine, metric, mode)

@@ -126,10 +126,12 @@ class DataLoader(Passes):
         self.device = device
         self._device_id = parse_device(device, op, allow_none=True)
         self._init_position()
+        self.sampler = None  # this rank's part of each order, with .num_samples(n) (cnnkit.distributed)
 
     def __len__(self):
         """Batches per epoch."""
-        return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
+        n = self.n if self.sampler is None else self.sampler.num_samples(self.n)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def state_dict(self):
         """JSON-able position: the next batch to hand out, plus the settings it depends on."""
@@ -148,9 +150,8 @@ class DataLoader(Passes):
 
     def order(self, epoch):
         """Sample indices of `epoch` in the order they are served."""
-        if self.shuffle:
-            return epoch_permutation(self.n, self.seed, epoch)
-        return np.arange(self.n, dtype=np.int64)
+        order = epoch_permutation(self.n, self.seed, epoch) if self.shuffle else np.arange(self.n, dtype=np.int64)
+        return order if self.sampler is None else self.sampler(order)
 
     def _item(self, i):
         """Sample i as the dataset gives it, for collate_fn."""

@@ -24,6 +24,9 @@ __all__ += ["Tanh", "Sigmoid", "SiLU", "ELU", "GELU", "Softmax", "LogSoftmax", "
 from .normalization import GroupNorm, InstanceNorm2d, LayerNorm  # noqa: E402
 
 __all__ += ["LayerNorm", "GroupNorm", "InstanceNorm2d"]
+from .normalization import SyncBatchNorm  # noqa: E402
+
+__all__ += ["SyncBatchNorm"]
 
 # transposed convolution, padding, upsampling, channel dropout, adaptive max-pooling
 from .conv_transpose import ConvTranspose2d  # noqa: E402

@@ -130,6 +130,80 @@ class BatchNorm2d(_BatchNorm):
     _rank_text = "4-D (N, C, H, W)"
 
 
+# Sums a float64 array over the data-parallel ranks in place; cnnkit.distributed.init() sets it. None: one
+# process, where SyncBatchNorm is BatchNorm.
+_sync_reduce = None
+
+
+class SyncBatchNorm(_BatchNorm):
+    """BatchNorm whose training statistics are those of the whole batch across the data-parallel ranks, as
+    torch.nn.SyncBatchNorm: the forward all-reduces the per-channel sums (the mean, then the squared
+    deviations from it: two passes, as exact as one process), the backward the two per-channel sums its
+    input gradient needs. The weight and bias gradients stay local (the gradient all-reduce averages them).
+    Inputs (N, C), (N, C, L) or (N, C, H, W). Without cnnkit.distributed.init() it is BatchNorm.
+    ``ck.distributed.convert_sync_batchnorm(model)`` converts a model's BatchNorm layers."""
+
+    _ranks = (2, 3, 4)
+    _rank_text = "2-D (N, C), 3-D (N, C, L) or 4-D (N, C, H, W)"
+
+    @staticmethod
+    def _axes(x):
+        return (0,) + tuple(range(2, x.ndim))
+
+    def _shape(self, x):
+        return (1, x.shape[1]) + (1,) * (x.ndim - 2)
+
+    def _batch_stats(self, x):
+        reduce = _sync_reduce
+        if reduce is None:
+            return super()._batch_stats(x)
+        xp = array_module(x)
+        C, axes = x.shape[1], self._axes(x)
+        s = xp.empty(C + 1, dtype=np.float64)
+        s[:C] = x.sum(axis=axes, dtype=np.float64)
+        s[C] = x.size // C
+        reduce(s)
+        m = int(s[C])
+        if m < 2:
+            raise ValueError(f"SyncBatchNorm: expected more than 1 value per channel over all ranks when training, "
+                             f"got input shape {tuple(x.shape)}")
+        mean = s[:C] / m
+        d = x - mean.astype(x.dtype).reshape(self._shape(x))
+        q = xp.ascontiguousarray((d * d).sum(axis=axes, dtype=np.float64))
+        reduce(q)
+        mean, var = mean.astype(x.dtype), (q / m).astype(x.dtype)
+        self._m_total = m
+        self._update_running(mean, var, m, x.dtype.type)
+        return mean, var
+
+    def backward(self, dy, need_dx=True):
+        x, mean, invstd, use_batch = self._need_cache(dy)
+        if _sync_reduce is None or not use_batch:
+            return super().backward(dy, need_dx)
+        # dy is (N, C, ...); the input gradient of y = (x - mean) * invstd * w + b over the global batch of M:
+        # dx = w * invstd * (dy - sum(dy) / M - (x - mean) * invstd^2 * sum(dy * (x - mean)) / M), sums global.
+        xp = array_module(dy)
+        dy = _contig(dy)
+        C, axes, shape = x.shape[1], self._axes(x), self._shape(x)
+        xmu = x - mean.reshape(shape)
+        s = xp.empty(2 * C, dtype=np.float64)
+        s[:C] = dy.sum(axis=axes, dtype=np.float64)
+        s[C:] = (dy * xmu).sum(axis=axes, dtype=np.float64)
+        if self.affine:
+            if self.weight.requires_grad:
+                self.weight.grad += (s[C:] * invstd).astype(self.weight.grad.dtype)
+            if self.bias.requires_grad:
+                self.bias.grad += s[:C].astype(self.bias.grad.dtype)
+        if not need_dx:
+            return None
+        _sync_reduce(s)
+        m = self._m_total
+        scale = invstd * self.weight.data if self.affine else invstd
+        mean_dy = (s[:C] / m).astype(x.dtype).reshape(shape)
+        proj = (s[C:] / m).astype(x.dtype) * invstd * invstd
+        return (dy - mean_dy - xmu * proj.reshape(shape)) * scale.reshape(shape)
+
+
 class LocalResponseNorm(Layer):
     """Local response normalisation across channels (Krizhevsky et al. 2012), as nn.LocalResponseNorm:
     b_c = a_c / (k + alpha / n * sum_{c' in window(c)} a_c'^2)^beta, with the window c - n//2 .. c + (n-1)//2

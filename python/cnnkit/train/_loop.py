@@ -46,12 +46,12 @@ class LoopMixin:
                 self.step += 1
                 due = bool(checkpoint_dir and checkpoint_every_steps and self.step % checkpoint_every_steps == 0)
                 if is_device_array(loss):
-                    self._pending.append((self.step, epoch, loss, correct, len(y), self.lr))
+                    self._pending.append((self.step, epoch, loss, correct, len(y) * self._world, self.lr))
                     self._emit("on_step_end", self.step, loss)
                     if len(self._pending) >= sync_every or due:
                         self._flush(out)
                 else:
-                    self._record(self.step, epoch, loss, correct, len(y), self.lr, out)
+                    self._record(self.step, epoch, loss, correct, len(y) * self._world, self.lr, out)
                     self._emit("on_step_end", self.step, loss)
                 if self.history.stop_reason:
                     self.stop_training = True

@@ -285,6 +285,8 @@ def check_state(path, state):
     epoch = real_int(path, "state.epoch", state["epoch"])
     if epoch > step:
         raise _bad(path, "state.epoch", f"is {epoch}, more epochs than the {step} steps (state.step) taken")
+    if "world_size" in state:   # the data-parallel ranks it was written by (absent: one process)
+        real_int(path, "state.world_size", state["world_size"], minimum=1)
     done = state.get("epoch_steps_done", False)
     _kind(path, "state.epoch_steps_done", done, bool, "true or false")
     acc = state["acc"]

@@ -11,6 +11,7 @@ Trainer's public methods are defined here; its private parts come from mixins: _
 step books), _progress.py (step records, progress output, the quit-early rule), _loop.py (fit's epoch loop),
 _resume.py (load_checkpoint's all-or-nothing restore). _checks.py holds the argument checks.
 """
+import contextlib
 import copy
 import math
 import os
@@ -22,6 +23,7 @@ from .._validate import check_flag as _flag, check_int as _int
 from ..autograd import as_array, no_grad
 from .._xp import array_module, is_device_array
 from ..data.loader import as_loader
+from .. import distributed as dist
 from . import checkpoint as ckpt
 from .callbacks import BestCheckpoint
 from ._checks import check_fit_args, check_trainer_args, resolve_loss
@@ -62,16 +64,28 @@ class Trainer(StepMixin, ProgressMixin, LoopMixin, ResumeMixin):
     ``log_every`` steps (default 25), at the end of an epoch and before a checkpoint; the history, the
     progress bar and the quit-early rule see them then (so a run may go up to ``log_every - 1`` steps past
     the step that trips the rule). Callbacks' ``on_step_end`` get the loss as a 0-d device array there.
+
+    distributed: data-parallel over the ranks of ``ck.distributed.init()`` (called here if it was not): rank
+    0's weights are broadcast at the start, each rank trains on its shard of every batch (batch_size per rank),
+    gradients are averaged in buckets overlapped with backward, losses and evaluation metrics are reduced over
+    the ranks, and only rank 0 prints and writes checkpoints and the run folder. docs/distributed.md.
     """
 
     def __init__(self, model, optimizer, loss="softmax_cross_entropy", schedule=None, regularizers=(),
                  callbacks=(), schedule_interval="epoch", quit_factor=None, ratio_every=50, progress=True,
-                 log_every=None, nonfinite=None):
+                 log_every=None, nonfinite=None, distributed=False):
         loss, quit_factor, ratio_every, progress, log_every = check_trainer_args(
             model, optimizer, loss, schedule, regularizers, callbacks, schedule_interval, quit_factor, ratio_every,
             progress, log_every, nonfinite)
         if nonfinite is not None:
             optimizer.nonfinite = nonfinite  # the optimizer checks every gradient before it changes anything
+        if not isinstance(distributed, bool):
+            raise TypeError(f"Trainer: distributed must be True or False, got {type(distributed).__name__}")
+        if distributed and not dist.is_initialized():
+            dist.init()
+        self._dist = dist.DataParallel(model, optimizer) if distributed else None
+        if self._dist is not None and not self._dist.is_main:
+            progress = False     # rank 0 alone prints
         self.model = model
         self.optimizer = optimizer
         self.loss_fn = loss
@@ -104,6 +118,10 @@ class Trainer(StepMixin, ProgressMixin, LoopMixin, ResumeMixin):
     @property
     def lr(self):
         return float(self.optimizer.param_groups[0]["lr"])
+
+    @property
+    def _world(self):
+        return 1 if self._dist is None else self._dist.size
 
     def _params(self):
         return [p for p in self.model.parameters() if p.requires_grad]
@@ -149,6 +167,8 @@ class Trainer(StepMixin, ProgressMixin, LoopMixin, ResumeMixin):
         FloatingPointError, else the step is skipped and counted, parameters and optimizer state untouched.
         On a GPU the loss stays on the device, and the optimizer's gradient check decides alone."""
         model, opt = self.model, self.optimizer
+        if self._dist is not None:
+            self._dist.start()     # once: rank 0's weights on every rank
         self._step_skipped = False
         model.train()
         opt.zero_grad()
@@ -159,6 +179,9 @@ class Trainer(StepMixin, ProgressMixin, LoopMixin, ResumeMixin):
             loss += sum(r.loss(params) for r in self.regularizers)
             for r in self.regularizers:
                 r.add_grad(params)
+        correct = self._correct(scores, y)
+        if self._dist is not None:   # every rank sees the same loss, so all skip a non-finite step together
+            loss, correct, _ = self._dist.step_sums(loss, correct, len(y))
         host = self._xp() is np     # the optimizer's skip counter is a plain int: read it every step
         if not is_device_array(loss) and not math.isfinite(loss):
             if opt.nonfinite == "raise":
@@ -168,8 +191,13 @@ class Trainer(StepMixin, ProgressMixin, LoopMixin, ResumeMixin):
             self._count_skips(1)
             self._step_skipped = True
             self._schedule_step()
-            return loss, self._correct(scores, y)
-        model.backward(dscores, need_dx=False)
+            return loss, correct
+        if self._dist is None:
+            model.backward(dscores, need_dx=False)
+        else:
+            with self._dist.reducer.overlap():
+                model.backward(dscores, need_dx=False)
+            self._dist.reducer.finish()
         want_ratio = self.ratio_every > 0 and self.step % self.ratio_every == 0
         before = {n: p.data.copy() for n, p in model.named_parameters() if p.requires_grad} if want_ratio else None
         if host and self._skip_base is None:
@@ -185,7 +213,7 @@ class Trainer(StepMixin, ProgressMixin, LoopMixin, ResumeMixin):
             else:
                 self.history.log_ratios(self.step, ratios)
         self._schedule_step()
-        return loss, self._correct(scores, y)
+        return loss, correct
 
     # ------------------------------------------------------------ evaluation
     def evaluate(self, data, batch_size=256):
@@ -193,6 +221,8 @@ class Trainer(StepMixin, ProgressMixin, LoopMixin, ResumeMixin):
         if data is None:
             raise TypeError("evaluate: data must be a DataLoader, an (x, y) pair of arrays or a dataset, got None")
         loader = as_loader(data, batch_size, False, 0, device=self.model.device)
+        if self._dist is not None and loader.sampler is None:
+            dist.shard_loader(loader, pad=False)   # every sample once; the sums are reduced below
         was_training = self.model.training
         self.model.eval()
         total, correct, n = 0.0, 0, 0
@@ -210,6 +240,8 @@ class Trainer(StepMixin, ProgressMixin, LoopMixin, ResumeMixin):
         finally:
             self.model.train(was_training)
         total, correct = float(total), int(correct)
+        if self._dist is not None:
+            total, correct, n = self._dist.eval_sums(total, correct, n)
         return {"loss": total / max(n, 1), "acc": correct / max(n, 1)}
 
     def predict(self, x, batch_size=256):
@@ -248,6 +280,7 @@ class Trainer(StepMixin, ProgressMixin, LoopMixin, ResumeMixin):
         steps_done = bool(self._acc is not None and loader is not None and loader.state_dict()["epoch"] > self.epoch)
         state = {
             "step": self.step, "epoch": self.epoch, "acc": self._acc, "epoch_steps_done": steps_done,
+            "world_size": self._world,
             "model_signature": ckpt.model_signature(self.model),
             "model_rng": {k: [str(s), str(o)] for k, (s, o) in self.model.rng_state().items()},
             "optimizer": ckpt.split_arrays(self.optimizer.state_dict(), "optimizer", tensors),
@@ -261,6 +294,8 @@ class Trainer(StepMixin, ProgressMixin, LoopMixin, ResumeMixin):
         return state, tensors
 
     def save_checkpoint(self, folder, loader=None, keep=2):
+        if self._dist is not None and not self._dist.is_main:
+            return None          # rank 0 writes; the others hold the same state
         state, tensors = self.state_dict(loader)
         return ckpt.write_checkpoint(folder, self.step, state, tensors, keep=keep)
 
@@ -292,6 +327,8 @@ class Trainer(StepMixin, ProgressMixin, LoopMixin, ResumeMixin):
                     raise ckpt.CheckpointError(
                         f"resume: {cpath}: tensor {key!r} is missing or does not match its model_signature entry")
                 arrays[key] = t
+        if self._dist is not None:   # another rank count: the same samples done, the rest in another order
+            state["loader"] = dist.rescale_position(state["loader"], state.get("world_size", 1), self._world)
         unknown = sorted(set(self.model.rng_state()) ^ set(state["model_rng"]))
         if unknown:
             raise ckpt.CheckpointError(f"resume: {cpath}: field 'state.model_rng' names other random streams "
@@ -363,8 +400,13 @@ class Trainer(StepMixin, ProgressMixin, LoopMixin, ResumeMixin):
         _flag("fit", "keep_best", keep_best)
         loader = as_loader(train, batch_size, shuffle, seed, transform, device=self.model.device)
         val_loader = as_loader(val, 256, False, 0, device=self.model.device)
+        main = self._dist is None or self._dist.is_main
+        if self._dist is not None:
+            dist.shard_loader(loader)
+            if val_loader is not None:
+                dist.shard_loader(val_loader, pad=False)
         self.run_dir = run_dir
-        best = self._best_checkpoint(run_dir) if run_dir and keep_best else None
+        best = self._best_checkpoint(run_dir) if run_dir and keep_best and main else None   # rank 0 writes
         if best is not None:
             self.callbacks.append(best)    # last, in checkpoints too: a resume with run_dir restores its best
         try:
@@ -384,11 +426,13 @@ class Trainer(StepMixin, ProgressMixin, LoopMixin, ResumeMixin):
 
     def _fit(self, loader, val_loader, epochs, checkpoint_dir, checkpoint_every, checkpoint_every_steps, resume,
              run_dir, plots):
-        if checkpoint_dir:
+        main = self._dist is None or self._dist.is_main
+        if checkpoint_dir and main:
             ckpt.clean_stale_temporaries(checkpoint_dir)
         if resume is not None:
             folder = os.fspath(resume) if os.path.isdir(resume) else os.path.dirname(os.fspath(resume))
-            ckpt.clean_stale_temporaries(folder or ".")
+            if main:
+                ckpt.clean_stale_temporaries(folder or ".")
             self.load_checkpoint(resume, loader)
         else:
             loader.set_epoch(self.epoch)
@@ -400,13 +444,15 @@ class Trainer(StepMixin, ProgressMixin, LoopMixin, ResumeMixin):
         log_every = self.log_every or steps_per_epoch
         sync_every = self.log_every or 25   # on a GPU: steps between reads of the losses
         self._emit("on_fit_start")
+        guard = contextlib.nullcontext() if self._dist is None else self._dist.guard()
         try:
-            self._epochs(loader, val_loader, epochs, checkpoint_dir, checkpoint_every, checkpoint_every_steps, tty,
-                         log_every, sync_every, steps_per_epoch)
+            with guard:   # distributed: an error on one rank aborts all, instead of leaving them waiting
+                self._epochs(loader, val_loader, epochs, checkpoint_dir, checkpoint_every, checkpoint_every_steps,
+                             tty, log_every, sync_every, steps_per_epoch)
         except KeyboardInterrupt:
             self._interrupted()
         self._emit("on_fit_end")
-        if run_dir:
+        if run_dir and main:
             self.write_run(run_dir, plots=plots)
         return self.history
 
