@@ -276,9 +276,9 @@ def test_search_executor_must_be_an_executor():
         random_search(bowl, SPACE, trials=2, executor=[])
 
 
-def test_one_rank_distributed_equals_a_plain_run():
+def test_one_rank_distributed_equals_a_plain_run(threads):
     pytest.importorskip("mpi4py")
-    ck.set_num_threads(1)
+    threads(1)
     x, y = data(np.float64, steps=5, world=1)
     runs = []
     try:

@@ -34,6 +34,7 @@ CASES = {
     "StochasticDepth": (lambda: ck.StochasticDepth(0.5), [(4, 3)]),
     "BatchNorm1d": (lambda: ck.BatchNorm1d(3), [(4, 3)]),
     "BatchNorm2d": (lambda: ck.BatchNorm2d(2), [(2, 2, 3, 3)]),
+    "SyncBatchNorm": (lambda: ck.SyncBatchNorm(2), [(2, 2, 3, 3)]),
     "LocalResponseNorm": (lambda: ck.LocalResponseNorm(3), [(2, 4, 3, 3)]),
     "LocallyConnected2d": (lambda: ck.LocallyConnected2d(2, 3, 3, (5, 5), seed=0), [(2, 2, 5, 5)]),
     "Add": (lambda: ck.Add(), [(2, 3), (2, 3)]),

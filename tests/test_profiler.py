@@ -249,10 +249,10 @@ def test_chrome_trace_parses_and_every_event_nests_in_its_parent(tmp_path):
     parent = _tree(as_events)
     names = [e["name"] for e in xs]
     assert {names[p] for i, p in parent.items() if names[i] == "conv2d_fwd"} == {"Conv2d.forward"}
-    # the loader's prefetch thread has its own row, named
+    # the loader's worker thread has its own row, named
     threads = {e["tid"]: e["args"]["name"] for e in trace["traceEvents"] if e["name"] == "thread_name"}
     batch_tids = {e["tid"] for e in xs if e["name"] == "DataLoader.batch"}
-    assert batch_tids and all(threads[t] == "cnnkit-prefetch" for t in batch_tids)
+    assert batch_tids and all(threads[t].startswith("cnnkit-loader-") for t in batch_tids)
     assert threads[threading.get_ident()] == threading.current_thread().name
     assert all(e["tid"] == threading.get_ident() for e in xs if e["name"] == "Conv2d.forward")
     flops = [e for e in xs if e["name"] == "conv2d_fwd"]

@@ -7,6 +7,7 @@ gradient buffers in ~25 MB buckets, started non-blocking as soon as backward has
 backward. Every wait has a watchdog; a rank that fails prints its error and aborts the job. docs/distributed.md.
 """
 import contextlib
+import importlib
 import os
 import sys
 import time
@@ -14,7 +15,7 @@ import traceback
 
 import numpy as np
 
-from ._xp import array_module, is_device_array
+from ._xp import array_module, is_device_array, require_cupy
 from .layers import normalization as _norm
 from .parameter import grad_ready_listeners
 
@@ -140,14 +141,15 @@ class NcclBackend:
     the optimizer step that follows on that stream sees the reduced gradients with no host wait."""
 
     def __init__(self, ctx):
-        from cupy.cuda import nccl  # optional: only a device buffer reaches here
+        require_cupy()  # optional: only a device buffer reaches here
+        nccl = importlib.import_module("cupy.cuda.nccl")
         self.nccl = nccl
         uid = nccl.get_unique_id() if ctx.rank == 0 else None
         uid = ctx.comm.bcast(uid, root=0)
         self.comm = nccl.NcclCommunicator(ctx.size, uid, ctx.rank)
 
     def _args(self, buf):
-        import cupy
+        cupy = require_cupy()
         kinds = {np.dtype(np.float32): self.nccl.NCCL_FLOAT32, np.dtype(np.float64): self.nccl.NCCL_FLOAT64,
                  np.dtype(np.int64): self.nccl.NCCL_INT64}
         if np.dtype(buf.dtype) not in kinds:

@@ -177,9 +177,9 @@ class SyncBatchNorm(_BatchNorm):
         return mean, var
 
     def backward(self, dy, need_dx=True):
-        x, mean, invstd, use_batch = self._need_cache(dy)
-        if _sync_reduce is None or not use_batch:
+        if _sync_reduce is None or self._cache is None or not self._cache[3]:   # not synced: BatchNorm's own
             return super().backward(dy, need_dx)
+        x, mean, invstd, use_batch = self._need_cache(dy)
         # dy is (N, C, ...); the input gradient of y = (x - mean) * invstd * w + b over the global batch of M:
         # dx = w * invstd * (dy - sum(dy) / M - (x - mean) * invstd^2 * sum(dy * (x - mean)) / M), sums global.
         xp = array_module(dy)
