@@ -22,6 +22,10 @@ MPIEXEC = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shut
 sys.path.insert(0, str(SCRIPTS))
 from common import B, STEPS, convnet, data  # noqa: E402
 
+# The scripts import cnnkit from wherever this process did (installed, editable or the caller's PYTHONPATH),
+# never from the source tree's python/ folder, which holds no compiled modules.
+_PATH = os.pathsep.join([str(SCRIPTS)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))
+
 needs_mpi = pytest.mark.skipif(MPIEXEC is None, reason="mpiexec not found (pip install \"cnnkit[mpi]\")")
 
 
@@ -29,8 +33,7 @@ def run_mpi(n, args, tmp_path, timeout=120, module=None):
     """Run a script of tests/dist_scripts under `mpiexec -n n` (one thread per rank); -> (CompletedProcess,
     seconds). A hang is a TimeoutExpired: the test fails instead of waiting forever."""
     pytest.importorskip("mpi4py")
-    env = dict(os.environ, OMP_NUM_THREADS="1", CNNKIT_DIST_TIMEOUT="60",
-               PYTHONPATH=os.pathsep.join([str(ROOT / "python"), str(SCRIPTS)]))
+    env = dict(os.environ, OMP_NUM_THREADS="1", CNNKIT_DIST_TIMEOUT="60", PYTHONPATH=_PATH)
     head = [MPIEXEC, "-n", str(n), sys.executable] + (["-m", module] if module else [])
     t0 = time.monotonic()
     p = subprocess.run(head + [str(a) for a in args], cwd=tmp_path, env=env, capture_output=True, text=True,
@@ -39,7 +42,7 @@ def run_mpi(n, args, tmp_path, timeout=120, module=None):
 
 
 def run_one(args, tmp_path, timeout=120):
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(ROOT / "python"), str(SCRIPTS)]))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=_PATH)
     p = subprocess.run([sys.executable] + [str(a) for a in args], cwd=tmp_path, env=env, capture_output=True,
                        text=True, timeout=timeout)
     assert p.returncode == 0, p.stderr[-3000:]
