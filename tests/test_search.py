@@ -101,3 +101,26 @@ def test_an_in_process_search_gives_the_thread_count_back(threads):
     random_search(objective, SPACE, trials=2, epochs=1, seed=0, workers=1, threads_per_worker=1)
     import cnnkit
     assert seen == [1, 1] and cnnkit.get_num_threads() == 2
+
+
+def test_an_executor_running_trials_in_this_process_gives_the_thread_count_back(threads):
+    # A thread-pool executor (or Dask with processes=False) runs trials here, several at once: each trial sees
+    # threads_per_worker, and the caller's count comes back when the last one ends, however they interleave.
+    import concurrent.futures as cf
+    import threading
+
+    import cnnkit
+    threads(2)
+    seen, barrier = [], threading.Barrier(2)
+
+    def objective(params, epochs):
+        barrier.wait(timeout=30)       # two trials inside at once
+        seen.append(cnnkit.get_num_threads())
+        barrier.wait(timeout=30)
+        return bowl(params, epochs)
+
+    with cf.ThreadPoolExecutor(max_workers=2) as pool:
+        got = random_search(objective, SPACE, trials=4, epochs=1, seed=0, executor=pool, threads_per_worker=1)
+    assert seen == [1, 1, 1, 1] and cnnkit.get_num_threads() == 2
+    assert [t["val_acc"] for t in got.trials] == \
+        [t["val_acc"] for t in random_search(bowl, SPACE, trials=4, epochs=1, seed=0, workers=1).trials]

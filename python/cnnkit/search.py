@@ -17,6 +17,7 @@ import json
 import math
 import multiprocessing as mp
 import os
+import threading
 
 import numpy as np
 
@@ -87,15 +88,33 @@ def _init_worker(threads):
     set_num_threads(threads)
 
 
+_in_process = {"lock": threading.Lock(), "running": 0, "before": None}
+
+
 class _WithThreads:
-    """The objective run with a cnnkit thread count, for executors whose workers cnnkit does not start."""
+    """The objective run with a cnnkit thread count, for executors whose workers cnnkit does not start. The
+    count is the process's (OpenMP's), so when the executor runs trials as threads of the caller's process
+    (a thread pool, Dask with processes=False) the first trial to start saves the caller's count and the last
+    to end restores it; a worker process simply keeps it."""
 
     def __init__(self, objective, threads):
         self.objective, self.threads = objective, threads
 
     def __call__(self, params, epochs):
-        _init_worker(self.threads)
-        return self.objective(params, epochs)
+        from ._runtime import get_num_threads, set_num_threads
+        state = _in_process
+        with state["lock"]:
+            if state["running"] == 0:
+                state["before"] = get_num_threads()
+            state["running"] += 1
+            set_num_threads(self.threads)
+        try:
+            return self.objective(params, epochs)
+        finally:
+            with state["lock"]:
+                state["running"] -= 1
+                if state["running"] == 0:
+                    set_num_threads(state["before"])
 
 
 def _gather(futures, stage, epochs):
