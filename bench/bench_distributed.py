@@ -27,21 +27,17 @@ def _ck_model(name):
     import cnnkit as ck
     if name == "resnet20":
         return ck.zoo.resnet20(num_classes=10)
-    return ck.Sequential(
-        ck.Conv2d(3, 32, 3, padding=1), ck.ReLU(), ck.MaxPool2d(2), ck.Conv2d(32, 64, 3, padding=1), ck.ReLU(),
-        ck.MaxPool2d(2), ck.Conv2d(64, 128, 3, padding=1), ck.ReLU(), ck.MaxPool2d(2), ck.Flatten(),
-        ck.Linear(2048, 256), ck.ReLU(), ck.Linear(256, 10))
+    import refnet
+    return refnet.cnnkit_net(ck, classes=10, dropout=False)
 
 
 def _torch_model(name, torch):
-    nn = torch.nn
     if name == "resnet20":
         sys.path.insert(0, str(HERE))
         from bench_module import _torch_resnet20
         return _torch_resnet20(torch)
-    return nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(32, 64, 3, padding=1),
-                         nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(64, 128, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Flatten(), nn.Linear(2048, 256), nn.ReLU(), nn.Linear(256, 10))
+    import refnet
+    return refnet.torch_net(torch, classes=10, dropout=False)
 
 
 def _data(batch):

@@ -28,19 +28,13 @@ def _status_kib(field):
 
 def _child(lib, batch, threads):
     import numpy as np
-    spec = json.loads((HERE / "cases.json").read_text())["e2e"]
-    C, H, W = spec["input"]
-    K = spec["classes"]
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((batch, C, H, W), dtype=np.float32)
-    y = rng.integers(0, K, batch).astype(np.int64)
+
+    import refnet
+    x, y = refnet.batch(batch, np.random.default_rng(0))
     if lib == "cnnkit":
         import cnnkit as ck
         ck.set_num_threads(threads)
-        model = ck.Sequential(
-            ck.Conv2d(3, 32, 3, padding=1), ck.ReLU(), ck.MaxPool2d(2), ck.Conv2d(32, 64, 3, padding=1), ck.ReLU(),
-            ck.MaxPool2d(2), ck.Conv2d(64, 128, 3, padding=1), ck.ReLU(), ck.MaxPool2d(2), ck.Flatten(),
-            ck.Linear(2048, 256), ck.ReLU(), ck.Dropout(0.5), ck.Linear(256, K))
+        model = refnet.cnnkit_net(ck)
         opt = ck.optim.Adam(model.parameters(), lr=1e-3)
 
         def step():
@@ -51,10 +45,7 @@ def _child(lib, batch, threads):
     else:
         import torch
         torch.set_num_threads(threads)
-        nn = torch.nn
-        net = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(32, 64, 3, padding=1),
-                            nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(64, 128, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                            nn.Flatten(), nn.Linear(2048, 256), nn.ReLU(), nn.Dropout(0.5), nn.Linear(256, K))
+        net = refnet.torch_net(torch)
         opt = torch.optim.Adam(net.parameters(), lr=1e-3)
         tx, ty = torch.from_numpy(x), torch.from_numpy(y)
 

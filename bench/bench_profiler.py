@@ -31,17 +31,10 @@ def _child(mode, batch, steps, threads):
     import numpy as np
 
     import cnnkit as ck
+    import refnet
     ck.set_num_threads(threads)
-    spec = json.loads((HERE / "cases.json").read_text())["e2e"]
-    C, H, W = spec["input"]
-    K = spec["classes"]
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((batch, C, H, W), dtype=np.float32)
-    y = rng.integers(0, K, batch).astype(np.int64)
-    model = ck.Sequential(
-        ck.Conv2d(3, 32, 3, padding=1), ck.ReLU(), ck.MaxPool2d(2), ck.Conv2d(32, 64, 3, padding=1), ck.ReLU(),
-        ck.MaxPool2d(2), ck.Conv2d(64, 128, 3, padding=1), ck.ReLU(), ck.MaxPool2d(2), ck.Flatten(),
-        ck.Linear(2048, 256), ck.ReLU(), ck.Dropout(0.5), ck.Linear(256, K))
+    x, y = refnet.batch(batch, np.random.default_rng(0))
+    model = refnet.cnnkit_net(ck)
     opt = ck.optim.Adam(model.parameters(), lr=1e-3)
 
     def step():

@@ -2,6 +2,8 @@
 import numpy as np
 import torch
 
+import refnet  # bench/ is on sys.path: the drivers run from it
+
 from .timing import HOST
 
 
@@ -10,20 +12,14 @@ def e2e_cases(cases, rng, dev=HOST):
     backward, Adam step) in each library, same weights, random 3x32x32 images, at each batch size.
     On the GPU: cnnkit's model.to("cuda") and torch eager; ModelToCudaMissing if cnnkit cannot move it."""
     import cnnkit as ck
-    nn = torch.nn
     spec = cases["e2e"]
     C, H, W = spec["input"]
     K = spec["classes"]
     for batch in spec["batches"]:
         ck.manual_seed(0)
-        model = ck.Sequential(
-            ck.Conv2d(3, 32, 3, padding=1), ck.ReLU(), ck.MaxPool2d(2), ck.Conv2d(32, 64, 3, padding=1), ck.ReLU(),
-            ck.MaxPool2d(2), ck.Conv2d(64, 128, 3, padding=1), ck.ReLU(), ck.MaxPool2d(2), ck.Flatten(),
-            ck.Linear(2048, 256), ck.ReLU(), ck.Dropout(0.5), ck.Linear(256, K))
+        model = refnet.cnnkit_net(ck, K)
         model.manual_seed(0)
-        net = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(32, 64, 3, padding=1),
-                            nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(64, 128, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                            nn.Flatten(), nn.Linear(2048, 256), nn.ReLU(), nn.Dropout(0.5), nn.Linear(256, K))
+        net = refnet.torch_net(torch, K)
         with torch.no_grad():
             for p_t, (_, p_c) in zip(net.parameters(), model.named_parameters()):
                 assert tuple(p_t.shape) == p_c.shape  # torch's layouts: (K, C, R, S) and (out, in)
