@@ -126,7 +126,9 @@ def test_dropout_streams_reproduce_and_differ():
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("cls,tcls,shape", [(ck.BatchNorm2d, torch.nn.BatchNorm2d, (4, 3, 5, 5)),
                                             (ck.BatchNorm1d, torch.nn.BatchNorm1d, (6, 3)),
-                                            (ck.BatchNorm1d, torch.nn.BatchNorm1d, (4, 3, 5))])
+                                            (ck.BatchNorm1d, torch.nn.BatchNorm1d, (4, 3, 5)),
+                                            # one process (no ck.distributed.init()): torch's BatchNorm2d
+                                            (ck.SyncBatchNorm, torch.nn.BatchNorm2d, (4, 3, 5, 5))])
 def test_batchnorm_matches_torch(dtype, cls, tcls, shape):
     layer = cls(3, momentum=0.2)
     layer._params["weight"].data[:] = [0.5, 1.5, -2.0]
@@ -256,6 +258,7 @@ def _gc_cases():
         ("dropout", lambda: ck.Dropout(0.4), (4, 12)),
         ("bn1d", lambda: ck.BatchNorm1d(5), (6, 5)),
         ("bn2d", lambda: ck.BatchNorm2d(3), (3, 3, 3, 3)),
+        ("syncbn", lambda: ck.SyncBatchNorm(3), (3, 3, 3, 3)),
         ("lrn", lambda: ck.LocalResponseNorm(3, alpha=0.5, k=1.5), (2, 5, 3, 3)),
         ("local", lambda: ck.LocallyConnected2d(2, 3, 3, (5, 5), stride=2, padding=1, seed=0), (2, 2, 5, 5)),
         ("dropconnect", lambda: ck.DropConnect(6, 4, p=0.5, seed=0), (3, 6)),
